@@ -1,0 +1,229 @@
+//! Command line of `flotilla-bench` and the run plan derived from it (durations, client counts,
+//! trials). Pure: parsed and planned without I/O, so both are unit-tested.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use flotilla_node::config::NodeConfig;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flotilla-bench",
+    about = "Benchmark a 3-node Flotilla cluster against a 3-member etcd cluster on this machine"
+)]
+pub struct Cli {
+    /// Shorter run (under 3 minutes): shorter windows, one failover trial.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Parent directory of both clusters' data directories (emptied first). It must be on a
+    /// real disk: both systems fsync before they acknowledge a write.
+    #[arg(long, default_value = "target/flotilla-bench")]
+    pub data_dir: PathBuf,
+    /// Keep both clusters' data directories after the run (they are deleted by default).
+    #[arg(long)]
+    pub keep_data: bool,
+    /// Raft groups the idle-cost measurement brings the Flotilla cluster to (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    pub idle_groups: usize,
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Runs one Flotilla node (the benchmark starts its cluster by re-executing itself).
+    #[command(hide = true)]
+    Node(Box<NodeConfig>),
+}
+
+/// What one workload does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// 1 KiB puts to random keys.
+    Put,
+    /// Linearizable gets of random keys.
+    Get,
+    /// 90 % linearizable gets, 10 % 1 KiB puts.
+    Mixed,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::Get => "get",
+            Workload::Mixed => "mixed-90/10",
+        }
+    }
+}
+
+/// One measured step: a workload at a number of concurrent clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub workload: Workload,
+    pub clients: usize,
+}
+
+/// Durations and counts of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Load before the measured window (connections, caches, leader lease settle).
+    pub warmup: Duration,
+    /// The measured window of each step.
+    pub window: Duration,
+    pub steps: Vec<Step>,
+    /// Leader kills per system.
+    pub failover_trials: usize,
+    /// How long idle CPU is measured.
+    pub idle_interval: Duration,
+    /// Longest the idle-group measurement may take in all.
+    pub idle_budget: Duration,
+    /// Longest one step of it may wait for its new groups to elect leaders.
+    pub group_step_timeout: Duration,
+    /// Raft groups for the idle-cost measurement (0 = skipped).
+    pub idle_groups: usize,
+    /// Distinct keys written and read.
+    pub keys: usize,
+}
+
+impl Plan {
+    pub fn new(quick: bool, idle_groups: usize) -> Plan {
+        let step = |workload, clients| Step { workload, clients };
+        let steps = vec![
+            step(Workload::Put, 1),
+            step(Workload::Put, 16),
+            step(Workload::Put, 64),
+            step(Workload::Get, 1),
+            step(Workload::Get, 64),
+            step(Workload::Mixed, 64),
+        ];
+        if quick {
+            Plan {
+                warmup: Duration::from_millis(700),
+                window: Duration::from_secs(3),
+                steps,
+                failover_trials: 1,
+                idle_interval: Duration::from_secs(4),
+                idle_budget: Duration::from_secs(60),
+                group_step_timeout: Duration::from_secs(30),
+                idle_groups,
+                keys: 1000,
+            }
+        } else {
+            Plan {
+                warmup: Duration::from_secs(2),
+                window: Duration::from_secs(12),
+                steps,
+                failover_trials: 3,
+                idle_interval: Duration::from_secs(10),
+                idle_budget: Duration::from_secs(200),
+                group_step_timeout: Duration::from_secs(60),
+                idle_groups,
+                keys: 1000,
+            }
+        }
+    }
+
+    /// Time the measured steps take for both systems.
+    pub fn steps_time(&self) -> Duration {
+        (self.warmup + self.window) * (2 * self.steps.len() as u32)
+    }
+
+    /// An upper estimate of the whole run: start-up and preload, idle measurement, steps,
+    /// failover trials (a kill, a restart and catching up) and the idle-group phase.
+    pub fn estimate(&self) -> Duration {
+        Duration::from_secs(20)
+            + self.idle_interval
+            + self.steps_time()
+            + Duration::from_secs(15) * (2 * self.failover_trials as u32)
+            + self.idle_budget
+            + Duration::from_secs(10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_arguments_means_the_full_run_without_json() {
+        let cli = Cli::try_parse_from(["flotilla-bench"]).unwrap();
+        assert!(!cli.quick);
+        assert!(!cli.keep_data);
+        assert!(cli.json.is_none());
+        assert!(cli.command.is_none());
+        assert_eq!(cli.idle_groups, 1000);
+        assert_eq!(cli.data_dir, PathBuf::from("target/flotilla-bench"));
+    }
+
+    #[test]
+    fn quick_and_json_are_read() {
+        let cli = Cli::try_parse_from(["flotilla-bench", "--quick", "--json", "out.json"]).unwrap();
+        assert!(cli.quick);
+        assert_eq!(cli.json, Some(PathBuf::from("out.json")));
+    }
+
+    #[test]
+    fn unknown_flags_are_refused() {
+        assert!(Cli::try_parse_from(["flotilla-bench", "--fast"]).is_err());
+        assert!(Cli::try_parse_from(["flotilla-bench", "--json"]).is_err());
+    }
+
+    #[test]
+    fn the_hidden_node_subcommand_takes_the_node_flags() {
+        let cli = Cli::try_parse_from([
+            "flotilla-bench",
+            "node",
+            "--name",
+            "n0",
+            "--data-dir",
+            "/tmp/x",
+            "--client-addr",
+            "127.0.0.1:1",
+            "--initial-cluster-state",
+            "new",
+        ])
+        .unwrap();
+        let Some(Cmd::Node(config)) = cli.command else {
+            panic!("expected the node subcommand");
+        };
+        assert_eq!(config.name, "n0");
+        assert_eq!(config.client_addr.port(), 1);
+    }
+
+    #[test]
+    fn every_required_workload_is_planned() {
+        let plan = Plan::new(false, 1000);
+        let has = |w, c| {
+            plan.steps.contains(&Step {
+                workload: w,
+                clients: c,
+            })
+        };
+        for c in [1, 16, 64] {
+            assert!(has(Workload::Put, c), "put at {c} clients");
+        }
+        assert!(plan.steps.iter().any(|s| s.workload == Workload::Get));
+        assert!(plan.steps.iter().any(|s| s.workload == Workload::Mixed));
+        assert!(plan.failover_trials >= 1);
+    }
+
+    #[test]
+    fn a_run_fits_its_time_budget() {
+        assert!(Plan::new(false, 1000).estimate() < Duration::from_secs(10 * 60));
+        assert!(Plan::new(true, 1000).estimate() < Duration::from_secs(3 * 60));
+    }
+
+    #[test]
+    fn quick_is_shorter_than_the_default() {
+        let quick = Plan::new(true, 0);
+        let full = Plan::new(false, 0);
+        assert!(quick.window < full.window);
+        assert!(quick.failover_trials <= full.failover_trials);
+        assert_eq!(quick.steps, full.steps);
+    }
+}

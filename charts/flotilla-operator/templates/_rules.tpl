@@ -1,0 +1,54 @@
+{{/*
+RBAC rules of the operator: the least it needs. Plain YAML, no templating: the
+manifests in deploy/base carry the same rules, and a test compares them.
+*/}}
+{{- define "flotilla-operator.rules" -}}
+# Read the custom resources; patch DatabaseGroups to add and remove the finalizer.
+- apiGroups: ["flotilla.dev"]
+  resources: ["clusters", "databasegroups"]
+  verbs: ["get", "list", "watch", "patch"]
+# Write status through the status subresource (server-side apply).
+- apiGroups: ["flotilla.dev"]
+  resources: ["clusters/status", "databasegroups/status"]
+  verbs: ["get", "patch"]
+# Owner references on children of a Cluster.
+- apiGroups: ["flotilla.dev"]
+  resources: ["clusters/finalizers"]
+  verbs: ["update"]
+# Children of a Cluster, written by server-side apply.
+- apiGroups: ["apps"]
+  resources: ["statefulsets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Restart pods one at a time; delete the volumes of removed nodes.
+- apiGroups: [""]
+  resources: ["pods", "persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "delete"]
+# Events on Clusters and DatabaseGroups.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/*
+Read-only access to Kubernetes Nodes, cluster-scoped whatever rbac.scope is: the operator
+gets the Node each pod runs on and copies the labels a Cluster's spec.placementLabels names
+onto the Flotilla node. It only gets Nodes by name; it neither lists nor watches them.
+*/}}
+{{- define "flotilla-operator.nodeRules" -}}
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["get"]
+{{- end }}
+
+{{/* Rules for leader election, in the operator's own namespace only. */}}
+{{- define "flotilla-operator.leaderElectionRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+{{- end }}

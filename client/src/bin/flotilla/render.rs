@@ -1,0 +1,789 @@
+//! What the `flotilla` command prints: pure functions from the client's result types to text,
+//! as aligned tables (`-o table`) or one JSON object per line (`-o json`).
+
+use flotilla_client::{
+    ClusterEvent, ClusterStatus, DatabaseInfo, DatabaseStatus, DeleteResult, Document, Group,
+    PutResult, WatchEvent,
+};
+use serde_json::{Value, json};
+
+use crate::table::Table;
+
+/// The output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Table,
+    /// One JSON object per result, one per line.
+    Json,
+}
+
+/// One JSON value as a line.
+fn line(value: &Value) -> String {
+    format!("{value}\n")
+}
+
+/// One JSON line per value.
+fn lines(values: impl IntoIterator<Item = Value>) -> String {
+    values.into_iter().map(|v| line(&v)).collect()
+}
+
+/// A serializable value as JSON (the client's types always serialize).
+fn to_json<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// A document body as a JSON value; text that is not JSON stays a string.
+fn body(json: &str) -> Value {
+    serde_json::from_str(json).unwrap_or_else(|_| Value::String(json.to_string()))
+}
+
+/// A document body as compact JSON text.
+fn compact(json: &str) -> String {
+    match serde_json::from_str::<Value>(json) {
+        Ok(v) => v.to_string(),
+        Err(_) => json.to_string(),
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+/// `zone=a,disk=ssd`, or `-`.
+fn labels(l: &std::collections::BTreeMap<String, String>) -> String {
+    if l.is_empty() {
+        return "-".into();
+    }
+    l.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A byte count for people: `512 B`, `1.5 MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// How far a replica is: for a Promotable its catch-up progress.
+fn progress(r: &flotilla_client::ReplicaStatus) -> String {
+    match r.state {
+        flotilla_client::ReplicaState::Promotable if r.snapshot_bytes_sent > 0 => format!(
+            "{} behind, snapshot {} sent",
+            r.lag,
+            bytes(r.snapshot_bytes_sent)
+        ),
+        flotilla_client::ReplicaState::Promotable => format!("{} behind", r.lag),
+        _ => "-".into(),
+    }
+}
+
+pub fn cluster_status(status: &ClusterStatus, output: Output) -> String {
+    match output {
+        Output::Json => {
+            let leader = status
+                .meta_leader()
+                .map(|n| json!({"id": n.id, "name": n.name, "client_addr": n.client_addr}));
+            let mut value = to_json(status);
+            value["meta_leader"] = leader.unwrap_or(Value::Null);
+            line(&value)
+        }
+        Output::Table => {
+            let leader = match (status.meta_leader(), status.meta_leader_id) {
+                (Some(n), _) => format!("{} (id {})", n.name, n.id),
+                (None, Some(id)) => format!("id {id}"),
+                (None, None) => "none".to_string(),
+            };
+            let mut out = format!(
+                "cluster {}   meta leader: {}   term: {}{}\n\n",
+                status.cluster_id,
+                leader,
+                status.meta_term,
+                if status.rebalancing {
+                    "   rebalancing"
+                } else {
+                    ""
+                }
+            );
+            let mut t = Table::new([
+                "ID",
+                "NAME",
+                "CLIENT ADDRESS",
+                "META ROLE",
+                "HEALTH",
+                "LAG",
+                "REPLICAS",
+                "LABELS",
+            ]);
+            let mut nodes: Vec<_> = status.nodes.iter().collect();
+            nodes.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+            for n in nodes {
+                t.row([
+                    n.id.to_string(),
+                    n.name.clone(),
+                    n.client_addr.clone(),
+                    n.meta_role.to_string(),
+                    if n.draining {
+                        format!("{} (draining)", n.health)
+                    } else {
+                        n.health.to_string()
+                    },
+                    n.lag.to_string(),
+                    n.replicas.to_string(),
+                    labels(&n.labels),
+                ]);
+            }
+            out.push_str(&t.render());
+            out
+        }
+    }
+}
+
+pub fn database_status(status: &DatabaseStatus, output: Output) -> String {
+    match output {
+        Output::Json => line(&to_json(status)),
+        Output::Table => {
+            let db = &status.database;
+            let mut out = format!(
+                "database {}   shards: {}   replication factor: {}   shards with a leader: {}/{}\n\
+                 replace after: {}   placement: {}   auto rebalance: {}\n\n",
+                db.name,
+                db.shards,
+                db.replication_factor,
+                status.shards_with_leader(),
+                status.shards.len(),
+                db.replace_after,
+                labels(&db.placement),
+                if db.auto_rebalance { "on" } else { "off" }
+            );
+            let mut t = Table::new([
+                "SHARD",
+                "LEADER",
+                "TERM",
+                "COMMIT",
+                "NODE",
+                "CLIENT ADDRESS",
+                "ROLE",
+                "STATE",
+                "LAG",
+                "PROGRESS",
+            ]);
+            for s in &status.shards {
+                if s.replicas.is_empty() {
+                    t.row([
+                        s.shard.to_string(),
+                        opt(s.leader_id),
+                        s.term.to_string(),
+                        s.commit_index.to_string(),
+                    ]);
+                }
+                for r in &s.replicas {
+                    let role = if Some(r.node_id) == s.leader_id {
+                        "leader"
+                    } else {
+                        "follower"
+                    };
+                    t.row([
+                        s.shard.to_string(),
+                        opt(s.leader_id),
+                        s.term.to_string(),
+                        s.commit_index.to_string(),
+                        r.node_id.to_string(),
+                        r.client_addr.clone(),
+                        role.to_string(),
+                        r.state.to_string(),
+                        r.lag.to_string(),
+                        progress(r),
+                    ]);
+                }
+            }
+            out.push_str(&t.render());
+            for s in &status.shards {
+                if let Some(m) = s.replacement {
+                    out.push_str(&format!(
+                        "shard {}: node {} is taking the place of node {}\n",
+                        s.shard, m.new_node_id, m.old_node_id
+                    ));
+                }
+            }
+            out
+        }
+    }
+}
+
+pub fn databases(dbs: &[DatabaseInfo], output: Output) -> String {
+    match output {
+        Output::Json => lines(dbs.iter().map(to_json)),
+        Output::Table => {
+            let mut t = Table::new([
+                "NAME",
+                "SHARDS",
+                "REPLICATION FACTOR",
+                "REPLACE AFTER",
+                "PLACEMENT",
+                "AUTO REBALANCE",
+            ]);
+            for d in dbs {
+                t.row([
+                    d.name.clone(),
+                    d.shards.to_string(),
+                    d.replication_factor.to_string(),
+                    d.replace_after.clone(),
+                    labels(&d.placement),
+                    if d.auto_rebalance { "on" } else { "off" }.to_string(),
+                ]);
+            }
+            t.render()
+        }
+    }
+}
+
+/// A database just created (and, unless `status` is `None`, ready).
+pub fn database_created(
+    info: &DatabaseInfo,
+    status: Option<&DatabaseStatus>,
+    output: Output,
+) -> String {
+    match output {
+        Output::Json => {
+            let mut value = to_json(info);
+            value["ready"] = Value::Bool(status.is_some_and(DatabaseStatus::is_ready));
+            line(&value)
+        }
+        Output::Table => {
+            let ready = match status {
+                Some(s) if s.is_ready() => ", every shard has a leader",
+                _ => "",
+            };
+            format!(
+                "database {} created: {} shard(s), replication factor {}{ready}\n",
+                info.name, info.shards, info.replication_factor
+            )
+        }
+    }
+}
+
+pub fn database_dropped(name: &str, output: Output) -> String {
+    match output {
+        Output::Json => line(&json!({"name": name, "dropped": true})),
+        Output::Table => format!("database {name} dropped\n"),
+    }
+}
+
+fn document_json(d: &Document) -> Value {
+    json!({
+        "collection": d.collection,
+        "id": d.id,
+        "version": d.version,
+        "revision": d.revision,
+        "shard": d.shard,
+        "value": body(&d.json),
+    })
+}
+
+const DOCUMENT_HEADERS: [&str; 6] = ["COLLECTION", "ID", "VERSION", "REVISION", "SHARD", "VALUE"];
+
+fn document_row(d: &Document) -> [String; 6] {
+    [
+        d.collection.clone(),
+        d.id.clone(),
+        d.version.to_string(),
+        d.revision.to_string(),
+        d.shard.to_string(),
+        compact(&d.json),
+    ]
+}
+
+/// Documents, as a table or one JSON object per document.
+pub fn documents(docs: &[Document], output: Output) -> String {
+    match output {
+        Output::Json => lines(docs.iter().map(document_json)),
+        Output::Table => {
+            let mut t = Table::new(DOCUMENT_HEADERS);
+            for d in docs {
+                t.row(document_row(d));
+            }
+            t.render()
+        }
+    }
+}
+
+pub fn put_result(collection: &str, id: &str, r: &PutResult, output: Output) -> String {
+    match output {
+        Output::Json => line(&json!({
+            "collection": collection,
+            "id": id,
+            "version": r.version,
+            "revision": r.revision,
+            "shard": r.shard,
+        })),
+        Output::Table => format!(
+            "{collection}/{id} written: version {}, revision {}, shard {}\n",
+            r.version, r.revision, r.shard
+        ),
+    }
+}
+
+pub fn delete_result(collection: &str, id: &str, r: &DeleteResult, output: Output) -> String {
+    match output {
+        Output::Json => line(&json!({
+            "collection": collection,
+            "id": id,
+            "deleted": r.deleted,
+            "revision": r.revision,
+        })),
+        Output::Table if r.deleted => {
+            format!("{collection}/{id} deleted (revision {})\n", r.revision)
+        }
+        Output::Table => format!("{collection}/{id} did not exist\n"),
+    }
+}
+
+/// Column widths of the watch table: rows are printed as they arrive, so the widths are fixed.
+const WATCH_WIDTHS: [usize; 6] = [10, 6, 5, 16, 24, 7];
+const WATCH_HEADERS: [&str; 7] = [
+    "REVISION",
+    "TYPE",
+    "SHARD",
+    "COLLECTION",
+    "ID",
+    "VERSION",
+    "VALUE",
+];
+
+fn fixed_row(cells: &[String]) -> String {
+    let mut text = String::new();
+    for (i, cell) in cells.iter().enumerate() {
+        text.push_str(cell);
+        if let Some(w) = WATCH_WIDTHS.get(i) {
+            let pad = w.saturating_sub(cell.chars().count()) + 3;
+            text.extend(std::iter::repeat_n(' ', pad));
+        }
+    }
+    format!("{}\n", text.trim_end())
+}
+
+/// The header printed once before watch events in table form (nothing for JSON).
+pub fn watch_header(output: Output) -> String {
+    match output {
+        Output::Json => String::new(),
+        Output::Table => fixed_row(&WATCH_HEADERS.map(str::to_string)),
+    }
+}
+
+pub fn watch_event(e: &WatchEvent, output: Output) -> String {
+    let d = &e.document;
+    match output {
+        Output::Json => {
+            let mut value = document_json(d);
+            value["type"] = to_json(&e.kind);
+            if e.kind == flotilla_client::ChangeKind::Delete {
+                value["value"] = Value::Null;
+            }
+            line(&value)
+        }
+        Output::Table => {
+            let (version, value) = match e.kind {
+                flotilla_client::ChangeKind::Put => (d.version.to_string(), compact(&d.json)),
+                flotilla_client::ChangeKind::Delete => ("-".to_string(), String::new()),
+            };
+            fixed_row(&[
+                d.revision.to_string(),
+                e.kind.to_string(),
+                d.shard.to_string(),
+                d.collection.clone(),
+                d.id.clone(),
+                version,
+                value,
+            ])
+        }
+    }
+}
+
+pub fn node_removed(node_id: u64, steps: &[String], output: Output) -> String {
+    match output {
+        Output::Json => line(&json!({"node_id": node_id, "removed": true, "steps": steps})),
+        Output::Table => {
+            let mut out = format!("node {node_id} removed\n");
+            for step in steps {
+                out.push_str(&format!("  - {step}\n"));
+            }
+            out
+        }
+    }
+}
+
+pub fn steps(title: &str, steps: &[String], output: Output) -> String {
+    match output {
+        Output::Json => line(&json!({"result": title, "steps": steps})),
+        Output::Table => {
+            let mut out = format!("{title}\n");
+            for step in steps {
+                out.push_str(&format!("  - {step}\n"));
+            }
+            out
+        }
+    }
+}
+
+pub fn database_updated(db: &DatabaseInfo, output: Output) -> String {
+    match output {
+        Output::Json => line(&json!(db)),
+        Output::Table => format!(
+            "database {} updated: replication factor {}, replace after {}, placement {}, auto rebalance {}\n",
+            db.name,
+            db.replication_factor,
+            db.replace_after,
+            labels(&db.placement),
+            if db.auto_rebalance { "on" } else { "off" }
+        ),
+    }
+}
+
+pub fn cluster_event(e: &ClusterEvent, output: Output) -> String {
+    match output {
+        Output::Json => line(&json!(e)),
+        Output::Table => format!(
+            "#{:<5} {}  {}/{}  node {}  {} -> {}  ({})\n",
+            e.sequence,
+            e.at_unix_ms,
+            e.database,
+            e.shard,
+            e.node_id,
+            e.from_state,
+            e.to_state,
+            e.reason
+        ),
+    }
+}
+
+pub fn leadership_transferred(group: &Group, leader_id: u64, output: Output) -> String {
+    match output {
+        Output::Json => {
+            let group = match group {
+                Group::Meta => json!("meta"),
+                Group::Shard { database, shard } => json!({"database": database, "shard": shard}),
+            };
+            line(&json!({"group": group, "leader_id": leader_id}))
+        }
+        Output::Table => {
+            let group = match group {
+                Group::Meta => "the meta group".to_string(),
+                Group::Shard { database, shard } => format!("shard {shard} of database {database}"),
+            };
+            format!("leader of {group} is now node {leader_id}\n")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flotilla_client::{
+        ChangeKind, Health, MetaRole, NodeStatus, ReplicaState, ReplicaStatus, ShardStatus,
+    };
+
+    use super::*;
+
+    fn cluster() -> ClusterStatus {
+        let node = |id: u64, role, health, lag| NodeStatus {
+            id,
+            name: format!("node-{id}"),
+            client_addr: format!("127.0.0.1:71{id}0"),
+            peer_addr: format!("127.0.0.1:71{id}1"),
+            meta_role: role,
+            health,
+            lag,
+            labels: if id == 3 {
+                [("zone".to_string(), "b".to_string())].into()
+            } else {
+                Default::default()
+            },
+            draining: id == 3,
+            replicas: id as u32,
+        };
+        ClusterStatus {
+            cluster_id: "c-1".into(),
+            meta_leader_id: Some(2),
+            meta_term: 5,
+            nodes: vec![
+                node(2, MetaRole::Leader, Health::Healthy, 0),
+                node(1, MetaRole::Follower, Health::Healthy, 0),
+                node(3, MetaRole::Learner, Health::Unreachable, 120),
+            ],
+            answered_by: 1,
+            rebalancing: false,
+        }
+    }
+
+    fn database() -> DatabaseStatus {
+        let replica = |node_id: u64, state, lag| ReplicaStatus {
+            node_id,
+            client_addr: format!("127.0.0.1:71{node_id}0"),
+            state,
+            lag,
+            matched_index: 50 - lag,
+            snapshot_bytes_sent: if state == ReplicaState::Promotable {
+                3 << 20
+            } else {
+                0
+            },
+        };
+        DatabaseStatus {
+            database: DatabaseInfo {
+                name: "t".into(),
+                shards: 2,
+                replication_factor: 2,
+                replace_after: "15m".into(),
+                placement: Default::default(),
+                auto_rebalance: false,
+            },
+            shards: vec![
+                ShardStatus {
+                    shard: 0,
+                    group_id: 11,
+                    leader_id: Some(1),
+                    term: 3,
+                    commit_index: 50,
+                    replicas: vec![
+                        replica(1, ReplicaState::Member, 0),
+                        replica(2, ReplicaState::Rehab, 9),
+                        replica(3, ReplicaState::Promotable, 40),
+                    ],
+                    replacement: Some(flotilla_client::ReplicaMove {
+                        old_node_id: 2,
+                        new_node_id: 3,
+                    }),
+                },
+                ShardStatus {
+                    shard: 1,
+                    group_id: 12,
+                    leader_id: None,
+                    term: 1,
+                    commit_index: 0,
+                    replicas: vec![],
+                    replacement: None,
+                },
+            ],
+        }
+    }
+
+    fn doc(id: &str, json: &str) -> Document {
+        Document {
+            collection: "users".into(),
+            id: id.into(),
+            json: json.into(),
+            version: 2,
+            revision: 17,
+            shard: 1,
+        }
+    }
+
+    #[test]
+    fn cluster_status_json_names_the_meta_leader_and_every_node() {
+        let out = cluster_status(&cluster(), Output::Json);
+        assert_eq!(out.lines().count(), 1);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["meta_leader"]["name"], "node-2");
+        assert_eq!(v["meta_leader_id"], 2);
+        let nodes = v["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 3);
+        assert_eq!(nodes[2]["id"], 3);
+        assert_eq!(nodes[2]["name"], "node-3");
+        assert_eq!(nodes[2]["client_addr"], "127.0.0.1:7130");
+        assert_eq!(nodes[2]["meta_role"], "learner");
+        assert_eq!(nodes[2]["health"], "unreachable");
+    }
+
+    #[test]
+    fn cluster_status_table_lists_one_node_per_line_by_name() {
+        let out = cluster_status(&cluster(), Output::Table);
+        assert_eq!(
+            out,
+            "cluster c-1   meta leader: node-2 (id 2)   term: 5\n\
+             \n\
+             ID   NAME     CLIENT ADDRESS   META ROLE   HEALTH                   LAG   REPLICAS   LABELS\n\
+             1    node-1   127.0.0.1:7110   follower    healthy                  0     1          -\n\
+             2    node-2   127.0.0.1:7120   leader      healthy                  0     2          -\n\
+             3    node-3   127.0.0.1:7130   learner     unreachable (draining)   120   3          zone=b\n"
+        );
+    }
+
+    #[test]
+    fn a_cluster_without_leader_says_so() {
+        let mut c = cluster();
+        c.meta_leader_id = None;
+        assert!(cluster_status(&c, Output::Table).contains("meta leader: none"));
+        let v: Value = serde_json::from_str(&cluster_status(&c, Output::Json)).unwrap();
+        assert_eq!(v["meta_leader"], Value::Null);
+        assert_eq!(v["meta_leader_id"], Value::Null);
+    }
+
+    #[test]
+    fn database_status_json_lists_shards_leaders_and_replicas() {
+        let v: Value = serde_json::from_str(&database_status(&database(), Output::Json)).unwrap();
+        assert_eq!(v["database"]["name"], "t");
+        let shards = v["shards"].as_array().unwrap();
+        assert_eq!(shards[0]["leader_id"], 1);
+        assert_eq!(shards[1]["leader_id"], Value::Null);
+        let r = &shards[0]["replicas"][1];
+        assert_eq!(r["node_id"], 2);
+        assert_eq!(r["client_addr"], "127.0.0.1:7120");
+        assert_eq!(r["state"], "rehab");
+        assert_eq!(r["lag"], 9);
+    }
+
+    #[test]
+    fn database_status_table_has_a_row_per_replica() {
+        let out = database_status(&database(), Output::Table);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "database t   shards: 2   replication factor: 2   shards with a leader: 1/2"
+        );
+        assert_eq!(
+            lines[1],
+            "replace after: 15m   placement: -   auto rebalance: off"
+        );
+        assert_eq!(
+            lines[3],
+            "SHARD   LEADER   TERM   COMMIT   NODE   CLIENT ADDRESS   ROLE       STATE        LAG   PROGRESS"
+        );
+        assert_eq!(
+            lines[4],
+            "0       1        3      50       1      127.0.0.1:7110   leader     member       0     -"
+        );
+        assert_eq!(
+            lines[5],
+            "0       1        3      50       2      127.0.0.1:7120   follower   rehab        9     -"
+        );
+        assert_eq!(
+            lines[6],
+            "0       1        3      50       3      127.0.0.1:7130   follower   promotable   40    40 behind, snapshot 3.0 MiB sent"
+        );
+        assert_eq!(lines[7], "1       -        1      0");
+        assert_eq!(lines[8], "shard 0: node 3 is taking the place of node 2");
+    }
+
+    #[test]
+    fn documents_render_their_body_as_json() {
+        let docs = [doc("a", "{\"n\": 1}"), doc("b", "not json")];
+        let out = documents(&docs, Output::Json);
+        let v: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(v[0]["value"], json!({"n": 1}));
+        assert_eq!(v[0]["version"], 2);
+        assert_eq!(v[1]["value"], "not json");
+        let table = documents(&docs, Output::Table);
+        assert_eq!(
+            table,
+            "COLLECTION   ID   VERSION   REVISION   SHARD   VALUE\n\
+             users        a    2         17         1       {\"n\":1}\n\
+             users        b    2         17         1       not json\n"
+        );
+    }
+
+    #[test]
+    fn write_results_are_one_line() {
+        let put = PutResult {
+            version: 3,
+            revision: 9,
+            shard: 0,
+        };
+        assert_eq!(
+            put_result("users", "a", &put, Output::Table),
+            "users/a written: version 3, revision 9, shard 0\n"
+        );
+        let v: Value = serde_json::from_str(&put_result("users", "a", &put, Output::Json)).unwrap();
+        assert_eq!(
+            v,
+            json!({"collection":"users","id":"a","version":3,"revision":9,"shard":0})
+        );
+        let gone = DeleteResult {
+            deleted: false,
+            revision: 0,
+        };
+        assert_eq!(
+            delete_result("users", "a", &gone, Output::Table),
+            "users/a did not exist\n"
+        );
+    }
+
+    #[test]
+    fn watch_rows_line_up_with_the_header() {
+        let header = watch_header(Output::Table);
+        let put = WatchEvent {
+            kind: ChangeKind::Put,
+            document: doc("alice", "{\"n\":1}"),
+        };
+        let row = watch_event(&put, Output::Table);
+        let col = |s: &str, name: &str| s.find(name).unwrap();
+        assert_eq!(col(&header, "ID"), col(&row, "alice"));
+        assert_eq!(col(&header, "VALUE"), col(&row, "{\"n\":1}"));
+        let delete = WatchEvent {
+            kind: ChangeKind::Delete,
+            document: doc("alice", ""),
+        };
+        let v: Value = serde_json::from_str(&watch_event(&delete, Output::Json)).unwrap();
+        assert_eq!(v["type"], "delete");
+        assert_eq!(v["value"], Value::Null);
+        assert_eq!(watch_header(Output::Json), "");
+    }
+
+    #[test]
+    fn databases_list_one_json_object_per_line() {
+        let dbs = [
+            DatabaseInfo {
+                name: "a".into(),
+                shards: 1,
+                replication_factor: 3,
+                replace_after: "15m".into(),
+                placement: Default::default(),
+                auto_rebalance: false,
+            },
+            DatabaseInfo {
+                name: "bb".into(),
+                shards: 4,
+                replication_factor: 1,
+                replace_after: "off".into(),
+                placement: [("zone".to_string(), "a".to_string())].into(),
+                auto_rebalance: true,
+            },
+        ];
+        let out = databases(&dbs, Output::Json);
+        assert_eq!(out.lines().count(), 2);
+        assert_eq!(
+            databases(&dbs, Output::Table),
+            "NAME   SHARDS   REPLICATION FACTOR   REPLACE AFTER   PLACEMENT   AUTO REBALANCE\n\
+             a      1        3                    15m             -           off\n\
+             bb     4        1                    off             zone=a      on\n"
+        );
+    }
+
+    #[test]
+    fn leadership_transfer_names_the_group() {
+        let g = Group::Shard {
+            database: "t".into(),
+            shard: 2,
+        };
+        assert_eq!(
+            leadership_transferred(&g, 4, Output::Table),
+            "leader of shard 2 of database t is now node 4\n"
+        );
+        let v: Value =
+            serde_json::from_str(&leadership_transferred(&Group::Meta, 4, Output::Json)).unwrap();
+        assert_eq!(v, json!({"group": "meta", "leader_id": 4}));
+    }
+}

@@ -1,0 +1,753 @@
+//! [`Client`]: the document and administration operations, each run through one retry loop that
+//! fails over across the endpoint list.
+//!
+//! # Retries
+//!
+//! Every node accepts every request and forwards it to the right leader, so the client only has
+//! to find a node that answers. An attempt that fails because no connection could be made, or
+//! because the cluster has no leader or quorum right now (`Unavailable`), is retried on the next
+//! endpoint after an exponential backoff with jitter, until the operation's total deadline
+//! ([`ClientOptions::total_timeout`]) or attempt budget ([`ClientOptions::max_attempts`]) is
+//! used up. The endpoint that answered last is tried first by later operations.
+//!
+//! Reads are idempotent and are also retried after a timeout or a lost connection. A write that
+//! was sent and then timed out or lost its connection is NOT retried by default: it may have
+//! been applied, and is reported as [`Error::OutcomeUnknown`]. A write retried after
+//! `Unavailable` may, in rare cases (the node lost its leader after forwarding the write), also
+//! apply twice. Writes that carry `if_version` are safe either way: a repeated write fails with
+//! [`Error::VersionMismatch`] instead of applying twice.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_proto::v1 as pb;
+use flotilla_proto::v1::admin_client::AdminClient;
+use flotilla_proto::v1::documents_client::DocumentsClient;
+use futures::{Stream, StreamExt};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+use crate::endpoints::Endpoints;
+use crate::error::{Error, Failure, Result, classify};
+use crate::options::ClientOptions;
+use crate::types::{
+    BatchOp, BatchOutcome, ClusterEvent, ClusterStatus, Consistency, DatabaseInfo, DatabaseStatus,
+    DeleteResult, Document, Group, ListPage, PutResult, WatchEvent,
+};
+
+/// Largest response the client accepts (a page of documents can be large).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// An attempt is not started with less time than this left before the deadline.
+const MIN_ATTEMPT_TIME: Duration = Duration::from_millis(5);
+
+/// How often [`Client::wait_for_database`] polls.
+const DATABASE_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The change feed returned by [`Client::watch`]. It ends after the first error.
+pub type WatchStream = std::pin::Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>;
+
+/// Settings of a new database ([`Client::create_database_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatabaseOptions {
+    /// `None`: min(3, eligible nodes).
+    pub replication_factor: Option<u32>,
+    /// `None`: one shard.
+    pub shards: Option<u32>,
+    /// How long a replica may stay in Rehab before it is replaced: `"30s"`, `"15m"`, `"off"`;
+    /// `None`: 15 minutes.
+    pub replace_after: Option<String>,
+    /// Node labels (`zone` -> `a`) a node must carry to hold the database's replicas.
+    pub placement: BTreeMap<String, String>,
+    /// Move replicas on their own to even out per-node replica counts.
+    pub auto_rebalance: bool,
+}
+
+/// Changes to a database's settings; `None` leaves a setting as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DatabaseUpdate {
+    pub replication_factor: Option<u32>,
+    pub replace_after: Option<String>,
+    /// Replaces the placement labels (an empty map: any node).
+    pub placement: Option<BTreeMap<String, String>>,
+    pub auto_rebalance: Option<bool>,
+}
+
+/// Paging and consistency of a [`Client::list_with`] call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Only documents whose id starts with this.
+    pub prefix: String,
+    /// Most documents returned (0 = the server's default).
+    pub limit: u32,
+    /// Token from a previous page.
+    pub page_token: Option<String>,
+    pub consistency: Consistency,
+}
+
+/// A Flotilla client over a list of node endpoints. Cheap to clone; clones share connections
+/// and the endpoint preference, and may be used from many tasks at once.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    endpoints: Endpoints,
+    options: ClientOptions,
+}
+
+/// Whether an operation may be repeated without changing its effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+}
+
+impl Client {
+    /// A client over `endpoints` (`host:port` client addresses of any nodes of the cluster)
+    /// with default options. Connections are made lazily, on first use.
+    pub fn connect(endpoints: Vec<String>) -> Result<Client> {
+        Client::with_options(endpoints, ClientOptions::default())
+    }
+
+    /// A client with the given options.
+    pub fn with_options(endpoints: Vec<String>, options: ClientOptions) -> Result<Client> {
+        let endpoints = Endpoints::new(endpoints, &options)?;
+        Ok(Client {
+            inner: Arc::new(Inner { endpoints, options }),
+        })
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// The endpoints, in the order given.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner.endpoints.addrs()
+    }
+
+    /// The endpoint the next operation tries first.
+    pub fn preferred_endpoint(&self) -> String {
+        let e = &self.inner.endpoints;
+        e.addr(e.preferred()).to_string()
+    }
+
+    // ---- documents ----
+
+    /// Writes a document (JSON text). With `if_version`, only if the document's current
+    /// version is that (0 = it must not exist); otherwise fails with
+    /// [`Error::VersionMismatch`].
+    pub async fn put(
+        &self,
+        database: &str,
+        collection: &str,
+        id: &str,
+        json: &str,
+        if_version: Option<u64>,
+    ) -> Result<PutResult> {
+        let req = pb::PutRequest {
+            database: database.to_string(),
+            collection: collection.to_string(),
+            id: id.to_string(),
+            json: json.to_string(),
+            if_version,
+        };
+        let r = self
+            .call(Kind::Write, |ch, timeout| {
+                let req = req.clone();
+                async move { documents(ch).put(request(req, timeout)).await }
+            })
+            .await?;
+        Ok(PutResult {
+            version: r.version,
+            revision: r.revision,
+            shard: r.shard,
+        })
+    }
+
+    /// Reads a document; `None` when it does not exist. A database that does not exist is an
+    /// [`Error::NotFound`].
+    pub async fn get(
+        &self,
+        database: &str,
+        collection: &str,
+        id: &str,
+        consistency: Consistency,
+    ) -> Result<Option<Document>> {
+        let req = pb::GetRequest {
+            database: database.to_string(),
+            collection: collection.to_string(),
+            id: id.to_string(),
+            consistency: consistency.to_proto() as i32,
+        };
+        let r = self
+            .call(Kind::Read, |ch, timeout| {
+                let req = req.clone();
+                async move { documents(ch).get(request(req, timeout)).await }
+            })
+            .await;
+        // A missing document is an empty answer; NotFound means the database does not exist.
+        Ok(r?.document.map(Document::from))
+    }
+
+    /// Deletes a document. With `if_version`, only if its current version is that.
+    pub async fn delete(
+        &self,
+        database: &str,
+        collection: &str,
+        id: &str,
+        if_version: Option<u64>,
+    ) -> Result<DeleteResult> {
+        let req = pb::DeleteRequest {
+            database: database.to_string(),
+            collection: collection.to_string(),
+            id: id.to_string(),
+            if_version,
+        };
+        let r = self
+            .call(Kind::Write, |ch, timeout| {
+                let req = req.clone();
+                async move { documents(ch).delete(request(req, timeout)).await }
+            })
+            .await?;
+        Ok(DeleteResult {
+            deleted: r.deleted,
+            revision: r.revision,
+        })
+    }
+
+    /// Lists documents of a collection whose id starts with `prefix` (linearizable), at most
+    /// `limit` (0 = server default), continuing after `page_token`.
+    pub async fn list(
+        &self,
+        database: &str,
+        collection: &str,
+        prefix: &str,
+        limit: u32,
+        page_token: Option<&str>,
+    ) -> Result<ListPage> {
+        let options = ListOptions {
+            prefix: prefix.to_string(),
+            limit,
+            page_token: page_token.map(str::to_string),
+            consistency: Consistency::Linearizable,
+        };
+        self.list_with(database, collection, &options).await
+    }
+
+    /// Lists documents with explicit options (including the read consistency).
+    pub async fn list_with(
+        &self,
+        database: &str,
+        collection: &str,
+        options: &ListOptions,
+    ) -> Result<ListPage> {
+        let req = pb::ListRequest {
+            database: database.to_string(),
+            collection: collection.to_string(),
+            prefix: options.prefix.clone(),
+            limit: options.limit,
+            page_token: options.page_token.clone().unwrap_or_default(),
+            consistency: options.consistency.to_proto() as i32,
+        };
+        let r = self
+            .call(Kind::Read, |ch, timeout| {
+                let req = req.clone();
+                async move { documents(ch).list(request(req, timeout)).await }
+            })
+            .await?;
+        Ok(ListPage {
+            documents: r.documents.into_iter().map(Document::from).collect(),
+            next_page_token: (!r.next_page_token.is_empty()).then_some(r.next_page_token),
+        })
+    }
+
+    /// Applies `ops` atomically: all or none. All documents must live on one shard.
+    pub async fn batch(&self, database: &str, ops: Vec<BatchOp>) -> Result<BatchOutcome> {
+        let req = pb::BatchRequest {
+            database: database.to_string(),
+            ops: ops.iter().map(BatchOp::to_proto).collect(),
+        };
+        let r = self
+            .call(Kind::Write, |ch, timeout| {
+                let req = req.clone();
+                async move { documents(ch).batch(request(req, timeout)).await }
+            })
+            .await?;
+        Ok(r.into())
+    }
+
+    /// Streams the changes of a database (of one collection when `collection` is given),
+    /// starting at `from_revision` of each shard (0 = only new changes). Opening the stream is
+    /// retried like a read; once open, the stream ends after the first error, and the caller
+    /// resumes with a new watch from the revision after the last event it saw.
+    pub async fn watch(
+        &self,
+        database: &str,
+        collection: Option<&str>,
+        from_revision: u64,
+    ) -> Result<WatchStream> {
+        let req = pb::WatchRequest {
+            database: database.to_string(),
+            collection: collection.unwrap_or_default().to_string(),
+            from_revision,
+        };
+        let (stream, addr) = self
+            .call_at(Kind::Read, |ch, _timeout| {
+                let req = req.clone();
+                // No gRPC deadline: it would end the stream.
+                async move { documents(ch).watch(Request::new(req)).await }
+            })
+            .await?;
+        let mut failed = false;
+        let events = stream
+            .map(move |item| match item {
+                Ok(event) => WatchEvent::try_from(event),
+                Err(status) => Err(classify(&status, &addr).0),
+            })
+            .take_while(move |item| {
+                let go = !failed;
+                failed |= item.is_err();
+                std::future::ready(go)
+            });
+        Ok(Box::pin(events))
+    }
+
+    // ---- administration ----
+
+    /// The cluster's nodes and meta group state.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus> {
+        let r = self
+            .call(Kind::Read, |ch, timeout| async move {
+                admin(ch)
+                    .cluster_status(request(pb::ClusterStatusRequest {}, timeout))
+                    .await
+            })
+            .await?;
+        Ok(r.into())
+    }
+
+    /// Creates a database. `None` picks the cluster's default (replication factor min(3,
+    /// nodes), one shard). The shards elect their leaders in the background: see
+    /// [`Client::wait_for_database`].
+    pub async fn create_database(
+        &self,
+        name: &str,
+        replication_factor: Option<u32>,
+        shards: Option<u32>,
+    ) -> Result<DatabaseInfo> {
+        let options = DatabaseOptions {
+            replication_factor,
+            shards,
+            ..Default::default()
+        };
+        self.create_database_with(name, &options).await
+    }
+
+    /// Creates a database with every setting at hand (placement, replacement delay, automatic
+    /// rebalancing).
+    pub async fn create_database_with(
+        &self,
+        name: &str,
+        options: &DatabaseOptions,
+    ) -> Result<DatabaseInfo> {
+        let req = pb::CreateDatabaseRequest {
+            name: name.to_string(),
+            replication_factor: options.replication_factor.unwrap_or(0),
+            shards: options.shards.unwrap_or(0),
+            replace_after: options.replace_after.clone().unwrap_or_default(),
+            placement: options.placement.clone().into_iter().collect(),
+            auto_rebalance: options.auto_rebalance,
+        };
+        let r = self
+            .call(Kind::Write, |ch, timeout| {
+                let req = req.clone();
+                async move { admin(ch).create_database(request(req, timeout)).await }
+            })
+            .await?;
+        r.database
+            .map(DatabaseInfo::from)
+            .ok_or_else(|| Error::Protocol("create database answered without the database".into()))
+    }
+
+    /// Drops a database and all of its documents.
+    pub async fn drop_database(&self, name: &str) -> Result<()> {
+        let req = pb::DropDatabaseRequest {
+            name: name.to_string(),
+        };
+        self.call(Kind::Write, |ch, timeout| {
+            let req = req.clone();
+            async move { admin(ch).drop_database(request(req, timeout)).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Every database of the cluster.
+    pub async fn list_databases(&self) -> Result<Vec<DatabaseInfo>> {
+        let r = self
+            .call(Kind::Read, |ch, timeout| async move {
+                admin(ch)
+                    .list_databases(request(pb::ListDatabasesRequest {}, timeout))
+                    .await
+            })
+            .await?;
+        Ok(r.databases.into_iter().map(DatabaseInfo::from).collect())
+    }
+
+    /// A database's shards, their leaders and replicas.
+    pub async fn database_status(&self, name: &str) -> Result<DatabaseStatus> {
+        let req = pb::DatabaseStatusRequest {
+            name: name.to_string(),
+        };
+        let r = self
+            .call(Kind::Read, |ch, timeout| {
+                let req = req.clone();
+                async move { admin(ch).database_status(request(req, timeout)).await }
+            })
+            .await?;
+        DatabaseStatus::try_from(r)
+    }
+
+    /// Polls [`Client::database_status`] until every shard of the database has a leader, at
+    /// most `timeout`. `progress` sees every status polled. A database not found yet (its
+    /// record still spreading) is polled again; the last error is returned at the deadline.
+    pub async fn wait_for_database(
+        &self,
+        name: &str,
+        timeout: Duration,
+        mut progress: impl FnMut(&DatabaseStatus),
+    ) -> Result<DatabaseStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.database_status(name).await {
+                Ok(status) if status.is_ready() => {
+                    progress(&status);
+                    return Ok(status);
+                }
+                Ok(status) => {
+                    progress(&status);
+                    Error::DeadlineExceeded(format!(
+                        "database {name}: {} of {} shards have a leader after {timeout:?}",
+                        status.shards_with_leader(),
+                        status.database.shards.max(status.shards.len() as u32),
+                    ))
+                }
+                // Not there yet, or the cluster is busy electing: poll again.
+                Err(e) if e.is_unavailable() || matches!(e, Error::NotFound(_)) => e,
+                Err(e) => return Err(e),
+            };
+            if Instant::now() + DATABASE_POLL_INTERVAL >= deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(DATABASE_POLL_INTERVAL).await;
+        }
+    }
+
+    /// Removes a node from the cluster (its replicas are moved off first). Returns the steps
+    /// taken.
+    pub async fn remove_node(&self, node_id: u64) -> Result<Vec<String>> {
+        let r = self
+            .call(Kind::Write, |ch, timeout| async move {
+                admin(ch)
+                    .remove_node(request(pb::RemoveNodeRequest { node_id }, timeout))
+                    .await
+            })
+            .await?;
+        Ok(r.steps)
+    }
+
+    /// Changes a database's replication factor and/or replacement delay (`"30s"`, `"15m"`,
+    /// `"off"`); the cluster then adds or removes replicas to match.
+    pub async fn update_database(
+        &self,
+        name: &str,
+        replication_factor: Option<u32>,
+        replace_after: Option<&str>,
+    ) -> Result<DatabaseInfo> {
+        let update = DatabaseUpdate {
+            replication_factor,
+            replace_after: replace_after.map(str::to_string),
+            ..Default::default()
+        };
+        self.update_database_with(name, &update).await
+    }
+
+    /// Changes any of a database's settings; unset fields stay as they are.
+    pub async fn update_database_with(
+        &self,
+        name: &str,
+        update: &DatabaseUpdate,
+    ) -> Result<DatabaseInfo> {
+        let req = pb::UpdateDatabaseRequest {
+            name: name.to_string(),
+            replication_factor: update.replication_factor,
+            replace_after: update.replace_after.clone(),
+            placement: update.placement.as_ref().map(|p| pb::Placement {
+                labels: p.clone().into_iter().collect(),
+            }),
+            auto_rebalance: update.auto_rebalance,
+        };
+        let r = self
+            .call(Kind::Write, |ch, timeout| {
+                let req = req.clone();
+                async move { admin(ch).update_database(request(req, timeout)).await }
+            })
+            .await?;
+        r.database
+            .map(DatabaseInfo::from)
+            .ok_or_else(|| Error::Protocol("update database answered without the database".into()))
+    }
+
+    /// Adds a replica of the database (of one shard, or all) on `node_id`, as a Promotable that
+    /// becomes a Member once caught up. Returns the steps taken.
+    pub async fn add_replica(
+        &self,
+        database: &str,
+        shard: Option<u32>,
+        node_id: u64,
+        mentor_id: Option<u64>,
+    ) -> Result<Vec<String>> {
+        let req = pb::AddReplicaRequest {
+            database: database.to_string(),
+            shard,
+            node_id,
+            mentor_id: mentor_id.unwrap_or(0),
+        };
+        let r = self
+            .call(Kind::Write, |ch, timeout| {
+                let req = req.clone();
+                async move { admin(ch).add_replica(request(req, timeout)).await }
+            })
+            .await?;
+        Ok(r.steps)
+    }
+
+    /// Removes the replica on `node_id` (of one shard, or all); refused when it would break a
+    /// shard's majority. Its files stay on the node unless `hard`.
+    pub async fn remove_replica(
+        &self,
+        database: &str,
+        shard: Option<u32>,
+        node_id: u64,
+        hard: bool,
+    ) -> Result<Vec<String>> {
+        let req = pb::RemoveReplicaRequest {
+            database: database.to_string(),
+            shard,
+            node_id,
+            hard,
+        };
+        let r = self
+            .call(Kind::Write, |ch, timeout| {
+                let req = req.clone();
+                async move { admin(ch).remove_replica(request(req, timeout)).await }
+            })
+            .await?;
+        Ok(r.steps)
+    }
+
+    /// Assigns placement labels to a node, on top of (and overriding) those it was started
+    /// with; an empty map clears them. Returns the node's labels now.
+    pub async fn assign_labels(
+        &self,
+        node_id: u64,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>> {
+        let req = pb::AssignLabelsRequest {
+            node_id,
+            labels: labels.clone().into_iter().collect(),
+        };
+        let r = self
+            .call(Kind::Write, |ch, timeout| {
+                let req = req.clone();
+                async move { admin(ch).assign_labels(request(req, timeout)).await }
+            })
+            .await?;
+        Ok(r.labels.into_iter().collect())
+    }
+
+    /// Asks the cluster to move replicas until every node holds within one replica of the
+    /// others; follow it with [`Client::cluster_status`] (`rebalancing`). Returns what was
+    /// started.
+    pub async fn rebalance(&self) -> Result<Vec<String>> {
+        let r = self
+            .call(Kind::Write, |ch, timeout| async move {
+                admin(ch)
+                    .rebalance(request(pb::RebalanceRequest {}, timeout))
+                    .await
+            })
+            .await?;
+        Ok(r.steps)
+    }
+
+    /// The cluster's recorded topology transitions after `after_sequence`; with `follow` the
+    /// stream stays open and delivers new ones as they happen.
+    pub async fn cluster_events(
+        &self,
+        follow: bool,
+        after_sequence: u64,
+    ) -> Result<std::pin::Pin<Box<dyn Stream<Item = Result<ClusterEvent>> + Send>>> {
+        let req = pb::ClusterEventsRequest {
+            follow,
+            after_sequence,
+        };
+        let (stream, addr) = self
+            .call_at(Kind::Read, |ch, _timeout| async move {
+                admin(ch).cluster_events(Request::new(req)).await
+            })
+            .await?;
+        let events = stream.map(move |item| match item {
+            Ok(event) => Ok(ClusterEvent::from(event)),
+            Err(status) => Err(classify(&status, &addr).0),
+        });
+        Ok(Box::pin(events))
+    }
+
+    /// Hands the leadership of `group` to node `to_node_id`; returns the leader afterwards.
+    pub async fn transfer_leadership(&self, group: Group, to_node_id: u64) -> Result<u64> {
+        let req = pb::TransferLeadershipRequest {
+            group: Some(group.to_proto()),
+            to_node_id,
+        };
+        let r = self
+            .call(Kind::Write, |ch, timeout| {
+                let req = req.clone();
+                async move { admin(ch).transfer_leadership(request(req, timeout)).await }
+            })
+            .await?;
+        Ok(r.leader_id)
+    }
+
+    // ---- the retry loop ----
+
+    async fn call<T, F, Fut>(&self, kind: Kind, attempt: F) -> Result<T>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        self.call_at(kind, attempt).await.map(|(r, _)| r)
+    }
+
+    /// Runs `attempt(channel, attempt_timeout)` until it succeeds, fails finally, or the retry
+    /// budget is spent. Returns the answer and the endpoint that gave it.
+    async fn call_at<T, F, Fut>(&self, kind: Kind, mut attempt: F) -> Result<(T, String)>
+    where
+        F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let options = &self.inner.options;
+        let endpoints = &self.inner.endpoints;
+        let deadline = Instant::now() + options.total_timeout;
+        let mut index = endpoints.preferred();
+        let mut attempts = 0u32;
+        // Backoffs slept so far, and endpoints tried since the last backoff.
+        let mut backoffs = 0u32;
+        let mut tried_since_backoff = 0usize;
+        // A write that may have been applied by an earlier attempt.
+        let mut maybe_applied = false;
+        let mut last_error: Option<Error> = None;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let previous = last_error.take();
+            if remaining < MIN_ATTEMPT_TIME
+                && let Some(error) = previous
+            {
+                return Err(give_up(error, maybe_applied, attempts));
+            }
+            attempts += 1;
+            let addr = endpoints.addr(index).to_string();
+            let timeout = options.request_timeout.min(remaining);
+            let outcome =
+                tokio::time::timeout(timeout, attempt(endpoints.channel(index), timeout)).await;
+            let (error, failure) = match outcome {
+                Ok(Ok(response)) => {
+                    endpoints.succeeded(index);
+                    return Ok((response.into_inner(), addr));
+                }
+                Ok(Err(status)) => classify(&status, &addr),
+                // The last attempt, cut short by the overall budget: what the cluster answered
+                // before says more than the missing answer (a write sent may have been applied).
+                Err(_) if timeout < options.request_timeout && previous.is_some() => {
+                    if kind == Kind::Write {
+                        maybe_applied = true;
+                    }
+                    let error = previous.unwrap_or(Error::DeadlineExceeded(String::new()));
+                    return Err(give_up(error, maybe_applied, attempts));
+                }
+                Err(_) => (
+                    Error::DeadlineExceeded(format!("no answer from {addr} within {timeout:?}")),
+                    Failure::Uncertain,
+                ),
+            };
+            let retry = match failure {
+                Failure::Final => false,
+                Failure::NotSent | Failure::Unavailable => true,
+                Failure::Uncertain => kind == Kind::Read || options.retry_uncertain_writes,
+            };
+            if kind == Kind::Write && failure == Failure::Uncertain {
+                maybe_applied = true;
+            }
+            if !retry {
+                return Err(give_up(error, maybe_applied, attempts));
+            }
+            index = endpoints.failed(index);
+            tried_since_backoff += 1;
+            // A connection that could not be made costs no time at the server: try the next
+            // endpoint at once, and back off only after a whole round of the list.
+            let delay = if failure == Failure::NotSent && tried_since_backoff < endpoints.len() {
+                Duration::ZERO
+            } else {
+                tried_since_backoff = 0;
+                backoffs += 1;
+                options.backoff(backoffs - 1)
+            };
+            if attempts >= options.max_attempts || Instant::now() + delay >= deadline {
+                return Err(give_up(error, maybe_applied, attempts));
+            }
+            tracing::debug!(
+                endpoint = %addr,
+                next = %endpoints.addr(index),
+                attempts,
+                ?delay,
+                error = %error,
+                "retrying"
+            );
+            tokio::time::sleep(delay).await;
+            last_error = Some(error);
+        }
+    }
+}
+
+/// The error an operation ends with: a write that an earlier attempt may have applied and that
+/// then failed for lack of an answer has an unknown outcome.
+fn give_up(error: Error, maybe_applied: bool, attempts: u32) -> Error {
+    if maybe_applied && error.is_unavailable() {
+        Error::OutcomeUnknown(format!("{error} (after {attempts} attempts)"))
+    } else {
+        error
+    }
+}
+
+fn documents(channel: Channel) -> DocumentsClient<Channel> {
+    DocumentsClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+fn admin(channel: Channel) -> AdminClient<Channel> {
+    AdminClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES)
+}
+
+/// A request carrying the attempt's deadline, so the node stops working on it when the client
+/// has given up.
+fn request<T>(message: T, timeout: Duration) -> Request<T> {
+    let mut req = Request::new(message);
+    req.set_timeout(timeout);
+    req
+}

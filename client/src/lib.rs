@@ -1,0 +1,35 @@
+//! Flotilla client library: talks to a cluster through any of its nodes, fails over across the
+//! endpoint list, and retries with exponential backoff while the cluster has no leader.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), flotilla_client::Error> {
+//! use flotilla_client::{Client, Consistency};
+//!
+//! let client = Client::connect(vec!["127.0.0.1:7100".into(), "127.0.0.1:7110".into()])?;
+//! client.create_database("shop", None, None).await?;
+//! client
+//!     .wait_for_database("shop", std::time::Duration::from_secs(30), |_| {})
+//!     .await?;
+//! let put = client.put("shop", "users", "alice", r#"{"name":"Alice"}"#, None).await?;
+//! let doc = client.get("shop", "users", "alice", Consistency::Linearizable).await?;
+//! assert_eq!(doc.map(|d| d.version), Some(put.version));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! See [`client`] for what is retried and what a write that timed out means.
+
+pub mod client;
+mod endpoints;
+pub mod error;
+pub mod options;
+pub mod types;
+
+pub use client::{Client, DatabaseOptions, DatabaseUpdate, ListOptions, WatchStream};
+pub use error::{Error, Result};
+pub use options::ClientOptions;
+pub use types::{
+    BatchOp, BatchOutcome, BatchResult, ChangeKind, ClusterEvent, ClusterStatus, Consistency,
+    DatabaseInfo, DatabaseStatus, DeleteResult, Document, Group, Health, ListPage, MetaRole,
+    NodeStatus, PutResult, ReplicaMove, ReplicaState, ReplicaStatus, ShardStatus, WatchEvent,
+};

@@ -1,0 +1,114 @@
+//! Client settings (timeouts, retry budget, backoff) and the backoff schedule derived from them.
+
+use std::time::Duration;
+
+/// How a [`Client`](crate::Client) times out and retries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// Total time one operation may take, all retries included.
+    pub total_timeout: Duration,
+    /// Time one attempt may take before it is abandoned (capped by what is left of
+    /// `total_timeout`). Also sent to the node as the gRPC deadline.
+    pub request_timeout: Duration,
+    /// Time to establish a connection to one endpoint.
+    pub connect_timeout: Duration,
+    /// Most attempts one operation makes, the first included.
+    pub max_attempts: u32,
+    /// First backoff delay; doubles on every retry.
+    pub backoff_base: Duration,
+    /// Largest backoff delay.
+    pub backoff_max: Duration,
+    /// Retry a write whose outcome is unknown (sent, then timed out or lost its connection).
+    ///
+    /// Off by default because such a write may apply twice. Safe to turn on when every write
+    /// carries `if_version` or when applying a write twice is harmless.
+    pub retry_uncertain_writes: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            total_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            max_attempts: 100,
+            backoff_base: Duration::from_millis(25),
+            backoff_max: Duration::from_secs(1),
+            retry_uncertain_writes: false,
+        }
+    }
+}
+
+impl ClientOptions {
+    /// The delay before retry number `retry` (0 for the first retry): exponential from
+    /// `backoff_base`, capped at `backoff_max`, with "equal jitter": half of the delay is fixed
+    /// and the other half is scaled by `jitter`, a number in `[0, 1)`. Pure, so that the
+    /// schedule can be tested; [`ClientOptions::backoff`] draws the jitter.
+    pub fn backoff_with_jitter(&self, retry: u32, jitter: f64) -> Duration {
+        let factor = 2u32.saturating_pow(retry.min(30));
+        let full = self
+            .backoff_base
+            .saturating_mul(factor)
+            .min(self.backoff_max);
+        let half = full / 2;
+        let jitter = if jitter.is_finite() {
+            jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        half + half.mul_f64(jitter)
+    }
+
+    /// The delay before retry number `retry`, with random jitter.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        self.backoff_with_jitter(retry, rand::random::<f64>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(base_ms: u64, max_ms: u64) -> ClientOptions {
+        ClientOptions {
+            backoff_base: Duration::from_millis(base_ms),
+            backoff_max: Duration::from_millis(max_ms),
+            ..ClientOptions::default()
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_base_until_the_cap() {
+        let o = options(100, 1_000);
+        let full: Vec<u128> = (0..6)
+            .map(|r| o.backoff_with_jitter(r, 1.0).as_millis())
+            .collect();
+        assert_eq!(full, [100, 200, 400, 800, 1_000, 1_000]);
+    }
+
+    #[test]
+    fn jitter_keeps_at_least_half_of_the_delay() {
+        let o = options(100, 1_000);
+        assert_eq!(o.backoff_with_jitter(2, 0.0), Duration::from_millis(200));
+        assert_eq!(o.backoff_with_jitter(2, 0.5), Duration::from_millis(300));
+        for retry in 0..20 {
+            let d = o.backoff(retry);
+            let full = o.backoff_with_jitter(retry, 1.0);
+            assert!(d >= full / 2 && d <= full, "retry {retry}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_never_overflows_and_ignores_bad_jitter() {
+        let o = options(100, 5_000);
+        assert_eq!(
+            o.backoff_with_jitter(u32::MAX, 1.0),
+            Duration::from_millis(5_000)
+        );
+        assert_eq!(
+            o.backoff_with_jitter(0, f64::NAN),
+            Duration::from_millis(50)
+        );
+        assert_eq!(o.backoff_with_jitter(0, 7.0), Duration::from_millis(100));
+    }
+}

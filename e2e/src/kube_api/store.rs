@@ -1,0 +1,673 @@
+//! The objects of the fake API server and every change made to them.
+//!
+//! One global resourceVersion counts every change; each change is kept in a bounded history
+//! and broadcast, so that a watch can resume from any resourceVersion still in the history
+//! (older ones get `410 Gone`, and kube-runtime's watcher lists again). Writes keep what the
+//! server owns (`uid`, `creationTimestamp`, `generation`, `deletionTimestamp`), bump
+//! `generation` when anything but metadata and status changes (and when an object is marked
+//! for deletion), and honour the status subresource. Deletion waits for finalizers; pods are
+//! deleted gracefully (the kubelet finishes the deletion once the container stopped). When an object is gone, its dependents
+//! (by owner reference uid) are deleted in the background, as the garbage collector does.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use k8s_openapi::jiff::Timestamp;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use super::patch;
+use super::resources::{Registry, ResourceType};
+use super::selector::{FieldSelector, LabelSelector};
+
+/// Changes kept for watches that resume from a resourceVersion.
+const HISTORY: usize = 20_000;
+/// Changes a slow watcher may fall behind before its watch ends with `410 Gone`.
+const BROADCAST_CAPACITY: usize = 8_192;
+/// Grace period of a pod whose spec names none.
+const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+/// An error answered as a Kubernetes `Status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(rt: &ResourceType, name: &str) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{}.{} \"{name}\" not found", rt.plural, rt.group),
+        )
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    /// The `Status` object of this error.
+    pub fn status(&self) -> Value {
+        json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        })
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Identity of a stored object.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct ObjectKey {
+    /// [`ResourceType::key`].
+    resource: String,
+    /// Empty for cluster-scoped objects.
+    namespace: String,
+    name: String,
+}
+
+/// One change, as a watch reports it.
+#[derive(Clone, Debug)]
+pub struct WatchRecord {
+    pub revision: u64,
+    resource: String,
+    namespace: String,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub event: &'static str,
+    pub object: Value,
+}
+
+/// Which changes a watch or list wants.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub namespace: Option<String>,
+    pub labels: LabelSelector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    fn matches(&self, resource: &str, namespace: &str, object: &Value, rt: &ResourceType) -> bool {
+        resource == rt.key()
+            && self.namespace.as_deref().is_none_or(|ns| ns == namespace)
+            && self.labels.matches(object)
+            && self.fields.matches(object)
+    }
+
+    /// Whether the change is one this filter wants.
+    pub fn wants(&self, record: &WatchRecord, rt: &ResourceType) -> bool {
+        self.matches(&record.resource, &record.namespace, &record.object, rt)
+    }
+}
+
+/// How a PATCH request changes the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchKind {
+    Apply,
+    Merge,
+    Json,
+}
+
+/// What a DELETE request asks for.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+}
+
+/// The start of a watch: the changes to send first, and the live feed after them.
+pub struct WatchStart {
+    pub initial: Vec<WatchRecord>,
+    pub live: broadcast::Receiver<Arc<WatchRecord>>,
+}
+
+#[derive(Default)]
+struct State {
+    revision: u64,
+    registry: Registry,
+    objects: BTreeMap<ObjectKey, Value>,
+    history: VecDeque<Arc<WatchRecord>>,
+    /// Highest revision no longer in the history.
+    compacted: u64,
+    /// Last configuration each field manager applied, by object and subresource.
+    applied: HashMap<(ObjectKey, String, bool), Value>,
+}
+
+/// The stored objects; clones share them.
+#[derive(Clone)]
+pub struct Store {
+    state: Arc<Mutex<State>>,
+    feed: broadcast::Sender<Arc<WatchRecord>>,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        let (feed, _) = broadcast::channel(BROADCAST_CAPACITY);
+        Self {
+            state: Arc::default(),
+            feed,
+        }
+    }
+}
+
+fn now() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn new_uid() -> String {
+    let n: u128 = rand::random();
+    let hex = format!("{n:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn text<'a>(object: &'a Value, pointer: &str) -> Option<&'a str> {
+    object.pointer(pointer).and_then(Value::as_str)
+}
+
+/// The object without metadata and status: what `generation` counts changes of.
+fn desired_part(object: &Value) -> Value {
+    let mut object = object.clone();
+    if let Some(map) = object.as_object_mut() {
+        map.remove("metadata");
+        map.remove("status");
+    }
+    object
+}
+
+fn is_deleting(object: &Value) -> bool {
+    object["metadata"].get("deletionTimestamp").is_some()
+}
+
+fn finalizers_empty(object: &Value) -> bool {
+    object["metadata"]["finalizers"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+}
+
+impl Store {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The type served at `group/version/plural`, if any.
+    pub fn resolve(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        self.lock().registry.find(group, version, plural).cloned()
+    }
+
+    /// The current resourceVersion.
+    pub fn revision(&self) -> u64 {
+        self.lock().revision
+    }
+
+    fn key(rt: &ResourceType, namespace: Option<&str>, name: &str) -> ApiResult<ObjectKey> {
+        let namespace = match (rt.namespaced, namespace) {
+            (true, Some(ns)) if !ns.is_empty() => ns.to_owned(),
+            (true, _) => {
+                return Err(ApiError::bad_request(format!(
+                    "{} is namespaced: a namespace is required",
+                    rt.plural
+                )));
+            }
+            (false, _) => String::new(),
+        };
+        Ok(ObjectKey {
+            resource: rt.key(),
+            namespace,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Every object of `rt` the filter selects, and the resourceVersion of the list.
+    pub fn list(&self, rt: &ResourceType, filter: &Filter) -> (Vec<Value>, u64) {
+        let state = self.lock();
+        let items = state
+            .objects
+            .iter()
+            .filter(|(key, object)| filter.matches(&key.resource, &key.namespace, object, rt))
+            .map(|(_, object)| object.clone())
+            .collect();
+        (items, state.revision)
+    }
+
+    pub fn get(&self, rt: &ResourceType, namespace: Option<&str>, name: &str) -> ApiResult<Value> {
+        let key = Self::key(rt, namespace, name)?;
+        self.lock()
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))
+    }
+
+    /// Starts a watch from `from` (`None`: the current objects are sent first as `ADDED`).
+    pub fn watch(
+        &self,
+        rt: &ResourceType,
+        filter: &Filter,
+        from: Option<u64>,
+    ) -> ApiResult<WatchStart> {
+        let state = self.lock();
+        // Subscribing under the lock: no change falls between the initial part and the feed.
+        let live = self.feed.subscribe();
+        let initial = match from {
+            None => state
+                .objects
+                .iter()
+                .filter(|(key, object)| filter.matches(&key.resource, &key.namespace, object, rt))
+                .map(|(key, object)| WatchRecord {
+                    revision: state.revision,
+                    resource: key.resource.clone(),
+                    namespace: key.namespace.clone(),
+                    event: "ADDED",
+                    object: object.clone(),
+                })
+                .collect(),
+            Some(from) if from < state.compacted => {
+                return Err(ApiError::new(
+                    410,
+                    "Expired",
+                    format!("too old resource version: {from} ({})", state.compacted + 1),
+                ));
+            }
+            Some(from) => state
+                .history
+                .iter()
+                .filter(|r| r.revision > from && filter.wants(r, rt))
+                .map(|r| (**r).clone())
+                .collect(),
+        };
+        Ok(WatchStart { initial, live })
+    }
+
+    pub fn create(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        mut body: Value,
+    ) -> ApiResult<Value> {
+        if !body.is_object() {
+            return Err(ApiError::bad_request("the body must be an object"));
+        }
+        let name = match text(&body, "/metadata/name") {
+            Some(name) if !name.is_empty() => name.to_owned(),
+            _ => match text(&body, "/metadata/generateName") {
+                Some(prefix) => {
+                    let suffix: String = (0..5)
+                        .map(|_| {
+                            char::from(b"bcdfghjklmnpqrstvwxz2456789"[rand::random_range(0..27)])
+                        })
+                        .collect();
+                    format!("{prefix}{suffix}")
+                }
+                None => return Err(ApiError::bad_request("metadata.name is required")),
+            },
+        };
+        let key = Self::key(rt, namespace, &name)?;
+        if let Some(ns) = text(&body, "/metadata/namespace")
+            && rt.namespaced
+            && ns != key.namespace
+        {
+            return Err(ApiError::bad_request(format!(
+                "the namespace of the object ({ns}) does not match the request ({})",
+                key.namespace
+            )));
+        }
+        let mut state = self.lock();
+        if state.objects.contains_key(&key) {
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{}.{} \"{name}\" already exists", rt.plural, rt.group),
+            ));
+        }
+        body["apiVersion"] = json!(rt.api_version());
+        body["kind"] = json!(rt.kind);
+        if rt.status_subresource
+            && let Some(map) = body.as_object_mut()
+        {
+            map.remove("status");
+        }
+        let metadata = &mut body["metadata"];
+        metadata["name"] = json!(name);
+        if rt.namespaced {
+            metadata["namespace"] = json!(key.namespace);
+        }
+        metadata["uid"] = json!(new_uid());
+        metadata["creationTimestamp"] = json!(now());
+        metadata["generation"] = json!(1);
+        if let Some(map) = metadata.as_object_mut() {
+            map.remove("deletionTimestamp");
+            map.remove("resourceVersion");
+            map.remove("generateName");
+        }
+        if rt.is_crd() {
+            let types = Registry::from_crd(&body);
+            state.registry.register(types);
+        }
+        Ok(self.commit(&mut state, key, body, "ADDED"))
+    }
+
+    /// Replaces the object (PUT), or only its status when `status` is set.
+    pub fn replace(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        body: Value,
+        status: bool,
+    ) -> ApiResult<Value> {
+        let key = Self::key(rt, namespace, name)?;
+        let mut state = self.lock();
+        let old = state
+            .objects
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        if let Some(expected) = text(&body, "/metadata/resourceVersion")
+            && Some(expected) != text(&old, "/metadata/resourceVersion")
+        {
+            return Err(conflict(rt, name));
+        }
+        self.update(&mut state, rt, key, &old, body, status)
+    }
+
+    /// Patches the object (or its status); an apply patch creates a missing object.
+    #[allow(clippy::too_many_arguments)]
+    pub fn patch(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        status: bool,
+        kind: PatchKind,
+        body: &Value,
+        manager: &str,
+    ) -> ApiResult<Value> {
+        let key = Self::key(rt, namespace, name)?;
+        let mut state = self.lock();
+        let old = match state.objects.get(&key) {
+            Some(old) => old.clone(),
+            None if kind == PatchKind::Apply && !status => {
+                drop(state);
+                let mut created = body.clone();
+                created["metadata"]["name"] = json!(name);
+                let created = self.create(rt, namespace, created)?;
+                self.lock()
+                    .applied
+                    .insert((key, manager.to_owned(), false), body.clone());
+                return Ok(created);
+            }
+            None => return Err(ApiError::not_found(rt, name)),
+        };
+        let new = match kind {
+            PatchKind::Apply => {
+                let managed = (key.clone(), manager.to_owned(), status);
+                let new = patch::server_side_apply(&old, body, state.applied.get(&managed));
+                state.applied.insert(managed, body.clone());
+                new
+            }
+            PatchKind::Merge => {
+                let mut new = old.clone();
+                patch::merge(&mut new, body);
+                new
+            }
+            PatchKind::Json => {
+                let mut new = old.clone();
+                patch::json_patch(&mut new, body).map_err(|e| ApiError::new(422, "Invalid", e))?;
+                new
+            }
+        };
+        if text(&new, "/metadata/resourceVersion") != text(&old, "/metadata/resourceVersion") {
+            return Err(conflict(rt, name));
+        }
+        self.update(&mut state, rt, key, &old, new, status)
+    }
+
+    /// Deletes the object: at once, or by setting `deletionTimestamp` while finalizers
+    /// remain or (pods) until the kubelet stopped the containers.
+    pub fn delete(
+        &self,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+        options: DeleteOptions,
+    ) -> ApiResult<Value> {
+        let key = Self::key(rt, namespace, name)?;
+        let mut state = self.lock();
+        self.delete_key(&mut state, rt.is_pod(), key, options)
+            .ok_or_else(|| ApiError::not_found(rt, name))
+    }
+
+    fn delete_key(
+        &self,
+        state: &mut State,
+        pod: bool,
+        key: ObjectKey,
+        options: DeleteOptions,
+    ) -> Option<Value> {
+        let mut object = state.objects.get(&key).cloned()?;
+        let graceful = pod && options.grace_period_seconds != Some(0);
+        if finalizers_empty(&object) && !graceful {
+            return Some(self.remove(state, key));
+        }
+        if is_deleting(&object) {
+            return Some(object);
+        }
+        object["metadata"]["deletionTimestamp"] = json!(now());
+        // As the API server does when it marks an object for deletion: the generation
+        // moves, so that controllers that filter on it see the deletion.
+        if let Some(generation) = object["metadata"]["generation"].as_i64().filter(|g| *g > 0) {
+            object["metadata"]["generation"] = json!(generation + 1);
+        }
+        if graceful {
+            let grace = options
+                .grace_period_seconds
+                .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_i64())
+                .unwrap_or(DEFAULT_GRACE_SECONDS);
+            object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        }
+        Some(self.commit(state, key, object, "MODIFIED"))
+    }
+
+    fn update(
+        &self,
+        state: &mut State,
+        rt: &ResourceType,
+        key: ObjectKey,
+        old: &Value,
+        mut new: Value,
+        status: bool,
+    ) -> ApiResult<Value> {
+        if !new.is_object() {
+            return Err(ApiError::bad_request("the object must be a JSON object"));
+        }
+        if status {
+            let mut only_status = old.clone();
+            only_status["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+            if only_status["status"].is_null()
+                && let Some(map) = only_status.as_object_mut()
+            {
+                map.remove("status");
+            }
+            new = only_status;
+        } else if rt.status_subresource {
+            match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(map) = new.as_object_mut() {
+                        map.remove("status");
+                    }
+                }
+            }
+        }
+        // What the server owns.
+        new["apiVersion"] = json!(rt.api_version());
+        new["kind"] = json!(rt.kind);
+        for field in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "resourceVersion",
+        ] {
+            match old["metadata"].get(field) {
+                Some(v) => new["metadata"][field] = v.clone(),
+                None => {
+                    if let Some(map) = new["metadata"].as_object_mut() {
+                        map.remove(field);
+                    }
+                }
+            }
+        }
+        for field in ["deletionTimestamp", "deletionGracePeriodSeconds"] {
+            match old["metadata"].get(field) {
+                Some(v) => new["metadata"][field] = v.clone(),
+                None => {
+                    if let Some(map) = new["metadata"].as_object_mut() {
+                        map.remove(field);
+                    }
+                }
+            }
+        }
+        let generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
+        let changed_spec = desired_part(old) != desired_part(&new);
+        new["metadata"]["generation"] = json!(if changed_spec {
+            generation + 1
+        } else {
+            generation
+        });
+        if new == *old {
+            return Ok(new);
+        }
+        if rt.is_crd() {
+            let types = Registry::from_crd(&new);
+            state.registry.register(types);
+        }
+        let deleting_done = is_deleting(&new) && finalizers_empty(&new) && !rt.is_pod();
+        let committed = self.commit(state, key.clone(), new, "MODIFIED");
+        if deleting_done {
+            return Ok(self.remove(state, key));
+        }
+        Ok(committed)
+    }
+
+    /// Removes the object for good, then deletes the dependents it leaves without owner.
+    fn remove(&self, state: &mut State, key: ObjectKey) -> Value {
+        let Some(object) = state.objects.get(&key).cloned() else {
+            return Value::Null;
+        };
+        state.applied.retain(|(k, _, _), _| *k != key);
+        if key.resource == "apiextensions.k8s.io/customresourcedefinitions" {
+            let types = Registry::from_crd(&object);
+            state.registry.unregister(&types);
+        }
+        let removed = self.commit(state, key, object, "DELETED");
+        self.collect_garbage(state);
+        removed
+    }
+
+    /// Deletes every object all of whose owners are gone (background propagation).
+    fn collect_garbage(&self, state: &mut State) {
+        loop {
+            let uids: HashSet<String> = state
+                .objects
+                .values()
+                .filter_map(|o| text(o, "/metadata/uid").map(str::to_owned))
+                .collect();
+            let orphans: Vec<ObjectKey> = state
+                .objects
+                .iter()
+                .filter(|(_, object)| {
+                    let owners = object["metadata"]["ownerReferences"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default();
+                    !owners.is_empty()
+                        && !is_deleting(object)
+                        && owners.iter().all(|owner| {
+                            owner["uid"].as_str().is_none_or(|uid| !uids.contains(uid))
+                        })
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            if orphans.is_empty() {
+                return;
+            }
+            for key in orphans {
+                let pod = key.resource == "/pods";
+                self.delete_key(state, pod, key, DeleteOptions::default());
+            }
+        }
+    }
+
+    /// Records a change: bumps the resourceVersion, stores (or drops) the object, keeps the
+    /// change in the history and sends it to every watch.
+    fn commit(
+        &self,
+        state: &mut State,
+        key: ObjectKey,
+        mut object: Value,
+        event: &'static str,
+    ) -> Value {
+        state.revision += 1;
+        object["metadata"]["resourceVersion"] = json!(state.revision.to_string());
+        if event == "DELETED" {
+            state.objects.remove(&key);
+        } else {
+            state.objects.insert(key.clone(), object.clone());
+        }
+        let record = Arc::new(WatchRecord {
+            revision: state.revision,
+            resource: key.resource,
+            namespace: key.namespace,
+            event,
+            object: object.clone(),
+        });
+        state.history.push_back(record.clone());
+        while state.history.len() > HISTORY {
+            if let Some(dropped) = state.history.pop_front() {
+                state.compacted = dropped.revision;
+            }
+        }
+        // No receiver is not an error: nobody watches.
+        let _ = self.feed.send(record);
+        object
+    }
+}
+
+fn conflict(rt: &ResourceType, name: &str) -> ApiError {
+    ApiError::new(
+        409,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {}.{} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+            rt.plural, rt.group
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests;

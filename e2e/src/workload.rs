@@ -1,0 +1,335 @@
+//! Concurrent clients that put, delete and read documents at random and record every operation
+//! in a [`History`], and the final read of every key once the faults are over.
+//!
+//! Each worker has its own client over every node (in its own order, so that workers enter the
+//! cluster through different nodes) and its own random generator derived from the run's seed.
+//! Every put writes a value no other put of the history writes (several workloads may share one
+//! history). A worker whose write ended with an unknown
+//! outcome goes on as a new logical client: its old write may still be in flight.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use flotilla_client::{Client, ClientOptions, Consistency, Error as ClientError};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::history::{Call, History, Outcome};
+use crate::linearizability::Register;
+
+/// Which writes the workers send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    /// Every put and delete carries `if_version` (the version the worker last saw), so that a
+    /// write delivered twice cannot apply twice: the second copy fails its condition.
+    Conditional,
+    /// Mostly unconditional puts and deletes, some conditional puts.
+    Mixed,
+}
+
+/// What the workers do.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub database: String,
+    pub collection: String,
+    /// Number of documents the workers share (few keys: more contention per key).
+    pub keys: usize,
+    /// Concurrent workers.
+    pub workers: usize,
+    /// Pause between two operations of one worker.
+    pub pace: Duration,
+    pub writes: Writes,
+    /// Options of every worker's client: short timeouts, so that a worker stuck on an
+    /// unreachable node moves on.
+    pub client_options: ClientOptions,
+}
+
+impl Workload {
+    /// `workers` workers on `keys` documents of `database`.
+    pub fn new(database: &str, keys: usize, workers: usize) -> Workload {
+        Workload {
+            database: database.to_string(),
+            collection: "registers".into(),
+            keys,
+            workers,
+            pace: Duration::from_millis(5),
+            writes: Writes::Conditional,
+            client_options: ClientOptions {
+                total_timeout: Duration::from_secs(3),
+                request_timeout: Duration::from_millis(1500),
+                connect_timeout: Duration::from_millis(500),
+                backoff_base: Duration::from_millis(20),
+                backoff_max: Duration::from_millis(300),
+                ..ClientOptions::default()
+            },
+        }
+    }
+
+    pub fn key(&self, i: usize) -> String {
+        format!("k{i:03}")
+    }
+
+    pub fn all_keys(&self) -> Vec<String> {
+        (0..self.keys).map(|i| self.key(i)).collect()
+    }
+
+    /// Starts the workers against `endpoints`; they run until [`Running::stop`].
+    pub fn start(&self, endpoints: &[String], history: &History, seed: u64) -> Running {
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            acknowledged: AtomicU64::new(0),
+        });
+        let tasks = (0..self.workers)
+            .map(|w| {
+                let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w as u64 * 0x9E37_79B9));
+                let mut order = endpoints.to_vec();
+                order.shuffle(&mut rng);
+                let worker = Worker {
+                    client: Client::with_options(order, self.client_options.clone()),
+                    id: history.new_client(),
+                    rng,
+                    workload: self.clone(),
+                    history: history.clone(),
+                    shared: shared.clone(),
+                    versions: BTreeMap::new(),
+                };
+                let stop = stop.clone();
+                tokio::spawn(worker.run(stop))
+            })
+            .collect();
+        Running {
+            stop,
+            shared,
+            tasks,
+        }
+    }
+
+    /// Reads every key linearizably through a patient client, retrying until `timeout`, and
+    /// records the reads in `history`. Returns each key's final state.
+    pub async fn final_reads(
+        &self,
+        endpoints: &[String],
+        history: &History,
+        timeout: Duration,
+    ) -> Result<BTreeMap<String, Register>, String> {
+        let client = Client::with_options(
+            endpoints.to_vec(),
+            ClientOptions {
+                total_timeout: Duration::from_secs(10),
+                ..ClientOptions::default()
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + timeout;
+        let reader = u32::MAX - 1;
+        let mut finals = BTreeMap::new();
+        for key in self.all_keys() {
+            loop {
+                let pending = history.invoke(reader, &key, Call::Get);
+                let read = client
+                    .get(
+                        &self.database,
+                        &self.collection,
+                        &key,
+                        Consistency::Linearizable,
+                    )
+                    .await;
+                let (outcome, error) = read_outcome(read);
+                history.complete(pending, outcome, error.clone());
+                if let Outcome::Read(state) = outcome {
+                    finals.insert(key.clone(), state);
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "final read of {key}: {}",
+                        error.unwrap_or_default()
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Ok(finals)
+    }
+}
+
+struct Shared {
+    acknowledged: AtomicU64,
+}
+
+/// Workers at work.
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Acknowledged writes so far (to wait for progress).
+    pub fn acknowledged_writes(&self) -> u64 {
+        self.shared.acknowledged.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` writes beyond those acknowledged now are acknowledged, at most
+    /// `timeout`; returns how long it took.
+    pub async fn wait_for_writes(&self, more: u64, timeout: Duration) -> Result<Duration, String> {
+        let start = Instant::now();
+        let target = self.acknowledged_writes() + more;
+        while self.acknowledged_writes() < target {
+            if start.elapsed() >= timeout {
+                return Err(format!(
+                    "only {} of {more} more writes acknowledged within {timeout:?}",
+                    more + self.acknowledged_writes() - target
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(start.elapsed())
+    }
+
+    /// Stops the workers and waits for their last operations to end.
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+struct Worker {
+    client: Result<Client, ClientError>,
+    id: u32,
+    rng: StdRng,
+    workload: Workload,
+    history: History,
+    shared: Arc<Shared>,
+    /// The version this worker last saw of each key (for conditional puts).
+    versions: BTreeMap<String, u64>,
+}
+
+impl Worker {
+    async fn run(mut self, stop: Arc<AtomicBool>) {
+        let client = match &self.client {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                eprintln!("worker {}: no client: {e}", self.id);
+                return;
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let key = self
+                .workload
+                .key(self.rng.random_range(0..self.workload.keys));
+            let roll = self.rng.random_range(0..100);
+            let seen = self.versions.get(&key).copied().unwrap_or(0);
+            let conditional = self.workload.writes == Writes::Conditional;
+            let call = match roll {
+                // A conditional write needs a version seen first.
+                _ if conditional && !self.versions.contains_key(&key) => Call::Get,
+                0..45 => Call::Get,
+                45..85 => Call::Put {
+                    value: self.history.unique_value(),
+                    if_version: conditional.then_some(seen),
+                },
+                85..93 => Call::Put {
+                    value: self.history.unique_value(),
+                    if_version: Some(seen),
+                },
+                _ => Call::Delete {
+                    if_version: conditional.then_some(seen),
+                },
+            };
+            self.one(&client, &key, call).await;
+            tokio::time::sleep(self.workload.pace).await;
+        }
+    }
+
+    async fn one(&mut self, client: &Client, key: &str, call: Call) {
+        let w = &self.workload;
+        let (db, coll) = (w.database.as_str(), w.collection.as_str());
+        let pending = self.history.invoke(self.id, key, call);
+        let (outcome, error) = match call {
+            Call::Get => read_outcome(client.get(db, coll, key, Consistency::Linearizable).await),
+            Call::Put { value, if_version } => {
+                let json = format!("{{\"w\":{value}}}");
+                match client.put(db, coll, key, &json, if_version).await {
+                    Ok(r) => (Outcome::Put { version: r.version }, None),
+                    Err(e) => (Outcome::Unknown, Some(e.to_string())),
+                }
+            }
+            Call::Delete { if_version } => match client.delete(db, coll, key, if_version).await {
+                Ok(r) => (Outcome::Deleted { existed: r.deleted }, None),
+                Err(e) => (Outcome::Unknown, Some(e.to_string())),
+            },
+        };
+        self.history.complete(pending, outcome, error);
+        match outcome {
+            Outcome::Put { version } => {
+                self.versions.insert(key.to_string(), version);
+                self.shared.acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Deleted { .. } => {
+                self.versions.insert(key.to_string(), 0);
+                self.shared.acknowledged.fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::Read(state) => {
+                self.versions
+                    .insert(key.to_string(), state.map(|(_, v)| v).unwrap_or(0));
+            }
+            // Every write error counts as unknown: a write the cluster refused may still have
+            // been forwarded and applied (see the client's retry rules), and a version
+            // mismatch may answer a retry of a write whose first attempt applied. The worker
+            // goes on as a new logical client, and reads before its next conditional write.
+            Outcome::Unknown => {
+                self.id = self.history.new_client();
+                self.versions.remove(key);
+            }
+            Outcome::Failed => {}
+        }
+    }
+}
+
+/// A read's outcome: the document's value and version, absent, or failed.
+fn read_outcome(
+    read: Result<Option<flotilla_client::Document>, ClientError>,
+) -> (Outcome, Option<String>) {
+    match read {
+        Ok(None) => (Outcome::Read(None), None),
+        Ok(Some(doc)) => match parse_value(&doc.json) {
+            Some(value) => (Outcome::Read(Some((value, doc.version))), None),
+            // A body no put wrote: recorded as a read of an impossible value.
+            None => (
+                Outcome::Read(Some((u64::MAX, doc.version))),
+                Some(format!("unexpected body {:?}", doc.json)),
+            ),
+        },
+        Err(e) => (Outcome::Failed, Some(e.to_string())),
+    }
+}
+
+/// The `w` of a `{"w":N}` body.
+fn parse_value(json: &str) -> Option<u64> {
+    let inner = json.trim().strip_prefix('{')?.strip_suffix('}')?;
+    let (name, value) = inner.split_once(':')?;
+    (name.trim() == "\"w\"")
+        .then(|| value.trim().parse().ok())
+        .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_parsed_from_the_bodies_puts_write() {
+        assert_eq!(parse_value("{\"w\":42}"), Some(42));
+        assert_eq!(parse_value(" { \"w\" : 7 } "), Some(7));
+        assert_eq!(parse_value("{\"x\":1}"), None);
+        assert_eq!(parse_value("[]"), None);
+    }
+}

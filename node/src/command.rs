@@ -1,0 +1,86 @@
+//! What Raft groups replicate: meta commands (cluster level) and document writes (data groups),
+//! and what applying them answers.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::meta::commands::{MetaCommand, MetaOutcome};
+
+/// The application payload of a Raft log entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Command {
+    Meta(MetaCommand),
+    Data(DataCommand),
+}
+
+/// An atomic batch of document writes on one shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataCommand {
+    pub ops: Vec<WriteOp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum WriteOp {
+    Put {
+        collection: String,
+        id: String,
+        json: String,
+        if_version: Option<u64>,
+    },
+    Delete {
+        collection: String,
+        id: String,
+        if_version: Option<u64>,
+    },
+}
+
+impl WriteOp {
+    pub fn collection(&self) -> &str {
+        match self {
+            WriteOp::Put { collection, .. } | WriteOp::Delete { collection, .. } => collection,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            WriteOp::Put { id, .. } | WriteOp::Delete { id, .. } => id,
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Meta(m) => write!(f, "meta:{m:?}"),
+            Command::Data(d) => write!(f, "data:{} ops", d.ops.len()),
+        }
+    }
+}
+
+/// What applying an entry answers to the proposer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub enum Response {
+    #[default]
+    Empty,
+    Meta(Result<MetaOutcome, String>),
+    Data(Result<Vec<OpOutcome>, Rejection>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpOutcome {
+    Put { version: u64 },
+    Delete { existed: bool },
+}
+
+/// Why a batch was not applied (nothing of it was).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    #[error("version mismatch on {collection}/{id}: expected {expected}, current {current}")]
+    VersionMismatch {
+        collection: String,
+        id: String,
+        expected: u64,
+        current: u64,
+    },
+}

@@ -1,0 +1,177 @@
+//! Node configuration: every flag of `flotilla-node serve`, each also read from `FLOTILLA_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitialClusterState {
+    /// Initialise a new cluster (only when this node has no data yet).
+    New,
+    /// Join an existing cluster through `--join`.
+    Existing,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NodeConfig {
+    /// Human-readable node name (e.g. the pod name); only an address, not the identity.
+    #[arg(long, env = "FLOTILLA_NAME")]
+    pub name: String,
+    /// Directory holding the node's database file.
+    #[arg(long, env = "FLOTILLA_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Listen address of the client and admin gRPC API.
+    #[arg(long, env = "FLOTILLA_CLIENT_ADDR", default_value = "127.0.0.1:7100")]
+    pub client_addr: SocketAddr,
+    /// Listen address of the peer (Raft) gRPC API.
+    #[arg(long, env = "FLOTILLA_PEER_ADDR", default_value = "127.0.0.1:7101")]
+    pub peer_addr: SocketAddr,
+    /// Listen address of HTTP `/metrics`, `/healthz`, `/readyz`.
+    #[arg(long, env = "FLOTILLA_HTTP_ADDR", default_value = "127.0.0.1:7102")]
+    pub http_addr: SocketAddr,
+    /// Client address other nodes and clients use (default: --client-addr).
+    #[arg(long, env = "FLOTILLA_ADVERTISE_CLIENT")]
+    pub advertise_client: Option<String>,
+    /// Peer address other nodes use (default: --peer-addr).
+    #[arg(long, env = "FLOTILLA_ADVERTISE_PEER")]
+    pub advertise_peer: Option<String>,
+    /// `new` bootstraps a cluster when the data directory is empty; `existing` joins.
+    #[arg(
+        long,
+        env = "FLOTILLA_INITIAL_CLUSTER_STATE",
+        value_enum,
+        default_value = "existing"
+    )]
+    pub initial_cluster_state: InitialClusterState,
+    /// Client addresses of existing members to join through (comma separated).
+    #[arg(long, env = "FLOTILLA_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Voters of the meta group (3 or 5); further nodes are its learners.
+    #[arg(long, env = "FLOTILLA_META_VOTERS", default_value_t = 3)]
+    pub meta_voters: usize,
+    /// Raft heartbeat interval in milliseconds.
+    #[arg(long, env = "FLOTILLA_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Minimum Raft election timeout in milliseconds (the maximum is twice it).
+    #[arg(long, env = "FLOTILLA_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Log entries since the last snapshot that trigger a new snapshot and log compaction.
+    #[arg(long, env = "FLOTILLA_SNAPSHOT_THRESHOLD", default_value_t = 10_000)]
+    pub snapshot_threshold: u64,
+    /// Largest accepted document body, in bytes.
+    #[arg(long, env = "FLOTILLA_MAX_DOCUMENT_BYTES", default_value_t = 1 << 20)]
+    pub max_document_bytes: usize,
+    /// Most operations in one atomic batch.
+    #[arg(long, env = "FLOTILLA_MAX_BATCH_OPS", default_value_t = 1000)]
+    pub max_batch_ops: usize,
+    /// Largest atomic batch, in bytes of document bodies.
+    #[arg(long, env = "FLOTILLA_MAX_BATCH_BYTES", default_value_t = 4 << 20)]
+    pub max_batch_bytes: usize,
+    /// Deadline of one client request, e.g. `10s`.
+    #[arg(long, env = "FLOTILLA_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+    /// How long a graceful stop may take handing leadership over, e.g. `10s`.
+    #[arg(long, env = "FLOTILLA_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// How long a voter may go unseen before its replicas are marked Rehab, e.g. `60s`.
+    #[arg(long, env = "FLOTILLA_REHAB_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub rehab_after: Duration,
+    /// How long a data group must be idle, with every replica caught up, before it stops its
+    /// heartbeats and election timer (hibernates) until its next write; `0s` keeps every group
+    /// awake.
+    #[arg(long, env = "FLOTILLA_HIBERNATE_AFTER", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub hibernate_after: Duration,
+    /// A Promotable is promoted to voter once it is fewer than this many entries behind.
+    #[arg(long, env = "FLOTILLA_PROMOTION_LAG", default_value_t = 100)]
+    pub promotion_lag: u64,
+    /// A Member more than this many entries behind its shard leader is marked Rehab.
+    #[arg(long, env = "FLOTILLA_REHAB_LAG", default_value_t = 10_000)]
+    pub rehab_lag: u64,
+    /// Placement labels of this node, e.g. `zone=a,disk=ssd`; databases may require them.
+    #[arg(long, env = "FLOTILLA_LABELS", value_delimiter = ',', value_parser = crate::labels::parse)]
+    pub labels: Vec<(String, String)>,
+    /// Log output format.
+    #[arg(long, env = "FLOTILLA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// An address others can dial: a wildcard listen address is advertised as this host's name.
+fn reachable(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified()
+        && let Ok(host) = nix::unistd::gethostname()
+        && let Some(host) = host.to_str()
+    {
+        return format!("{host}:{}", addr.port());
+    }
+    addr.to_string()
+}
+
+impl NodeConfig {
+    pub fn advertised_client(&self) -> String {
+        self.advertise_client
+            .clone()
+            .unwrap_or_else(|| reachable(self.client_addr))
+    }
+
+    pub fn advertised_peer(&self) -> String {
+        self.advertise_peer
+            .clone()
+            .unwrap_or_else(|| reachable(self.peer_addr))
+    }
+
+    /// This node's placement labels.
+    pub fn label_map(&self) -> crate::labels::Labels {
+        self.labels.iter().cloned().collect()
+    }
+
+    /// Checks the values that clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.trim().is_empty() {
+            return Err("--name must not be empty".into());
+        }
+        if !(1..=7).contains(&self.meta_voters) {
+            return Err(format!(
+                "--meta-voters must be between 1 and 7 (3 or 5 recommended), got {}",
+                self.meta_voters
+            ));
+        }
+        if self.heartbeat_interval == 0 || self.election_timeout <= 2 * self.heartbeat_interval {
+            return Err(format!(
+                "--election-timeout ({} ms) must exceed twice --heartbeat-interval ({} ms)",
+                self.election_timeout, self.heartbeat_interval
+            ));
+        }
+        if self.snapshot_threshold < 10 {
+            return Err("--snapshot-threshold must be at least 10".into());
+        }
+        Ok(())
+    }
+
+    pub fn raft_config(&self) -> Result<openraft::Config, String> {
+        openraft::Config {
+            cluster_name: "flotilla".into(),
+            heartbeat_interval: self.heartbeat_interval,
+            election_timeout_min: self.election_timeout,
+            election_timeout_max: self.election_timeout * 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
+            max_in_snapshot_log_to_keep: (self.snapshot_threshold / 10).max(10),
+            max_payload_entries: 512,
+            install_snapshot_timeout: 10_000,
+            enable_pre_vote: Some(true),
+            // Applies are not fsynced and `committed` is not persisted durably, so a restarted
+            // leader must learn the commit index through a new election, not resume its term.
+            enable_leader_restore: Some(false),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| e.to_string())
+    }
+}

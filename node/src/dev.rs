@@ -1,0 +1,233 @@
+//! `flotilla-node dev`: a local cluster of real node processes on 127.0.0.1 for trying Flotilla
+//! out. Node i listens on client port base+10*i (peer +1, HTTP +2); node 0 bootstraps, the others
+//! join it. A database `default` is created. Ctrl-C / SIGTERM stops every process.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use flotilla_proto::v1::admin_client::AdminClient;
+use flotilla_proto::v1::{CreateDatabaseRequest, DatabaseStatusRequest};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Number of node processes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// Directory for the nodes' data (node-0, node-1, ...); kept between runs.
+    #[arg(long, default_value = "flotilla-dev-data")]
+    pub data_dir: PathBuf,
+    /// Client port of node 0; node i uses base + 10*i (peer +1, HTTP +2).
+    #[arg(long, default_value_t = 7100)]
+    pub base_port: u16,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    if args.nodes == 0 || args.nodes > 9 {
+        bail!("--nodes must be between 1 and 9");
+    }
+    let exe = std::env::current_exe().context("locating the flotilla-node binary")?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let port = |i: usize, off: u16| args.base_port + 10 * i as u16 + off;
+    let first_client = format!("127.0.0.1:{}", port(0, 0));
+    let mut children: Vec<Child> = Vec::new();
+    for i in 0..args.nodes {
+        let dir = args.data_dir.join(format!("node-{i}"));
+        std::fs::create_dir_all(&dir)?;
+        let fresh = !dir.join("flotilla.redb").exists();
+        let log = std::fs::File::create(dir.join("node.log"))?;
+        let mut cmd = Command::new(&exe);
+        cmd.arg("serve")
+            .args(["--name", &format!("node-{i}")])
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--client-addr", &format!("127.0.0.1:{}", port(i, 0))])
+            .args(["--peer-addr", &format!("127.0.0.1:{}", port(i, 1))])
+            .args(["--http-addr", &format!("127.0.0.1:{}", port(i, 2))])
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        if i == 0 && fresh {
+            cmd.args(["--initial-cluster-state", "new"]);
+        } else {
+            cmd.args(["--join", &first_client]);
+        }
+        children.push(cmd.spawn().with_context(|| format!("starting node-{i}"))?);
+    }
+    let result = tokio::select! {
+        r = bring_up(&args, &first_client) => r,
+        _ = stop_signal() => Err(anyhow::anyhow!("interrupted")),
+    };
+    if let Err(e) = &result {
+        eprintln!("dev cluster failed to come up: {e:#}");
+        eprintln!(
+            "node logs are in {}/node-*/node.log",
+            args.data_dir.display()
+        );
+    } else {
+        print_banner(&args);
+        stop_signal().await;
+        eprintln!("stopping {} nodes...", children.len());
+    }
+    stop_all(&mut children).await;
+    result
+}
+
+async fn bring_up(args: &DevArgs, first_client: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for i in 0..args.nodes {
+        let url = format!("127.0.0.1:{}", args.base_port + 10 * i as u16 + 2);
+        wait_ready(&url, deadline)
+            .await
+            .with_context(|| format!("node-{i} did not become ready"))?;
+        eprintln!("node-{i} ready");
+    }
+    let mut admin = loop {
+        match AdminClient::connect(format!("http://{first_client}")).await {
+            Ok(c) => break c,
+            Err(e) if Instant::now() > deadline => return Err(e.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    loop {
+        let req = CreateDatabaseRequest {
+            name: "default".into(),
+            replication_factor: 0,
+            shards: 0,
+            ..Default::default()
+        };
+        match admin.create_database(req).await {
+            Ok(_) => break,
+            Err(s) if s.code() == tonic::Code::AlreadyExists => break,
+            Err(s) if Instant::now() > deadline => {
+                bail!("creating database default: {}", s.message())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    loop {
+        let status = admin
+            .database_status(DatabaseStatusRequest {
+                name: "default".into(),
+            })
+            .await;
+        if let Ok(s) = status
+            && s.get_ref().shards.iter().all(|s| s.leader_id != 0)
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("database default has no leader");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Polls `GET /readyz` on `addr` until it answers 200.
+pub async fn wait_ready(addr: &str, deadline: Instant) -> anyhow::Result<()> {
+    loop {
+        if http_get_status(addr, "/readyz").await == Some(200) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{addr}/readyz not ready in time");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn http_get_status(addr: &str, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
+            .await
+            .ok()?
+            .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn print_banner(args: &DevArgs) {
+    let endpoints: Vec<String> = (0..args.nodes)
+        .map(|i| format!("127.0.0.1:{}", args.base_port + 10 * i as u16))
+        .collect();
+    let list = endpoints.join(",");
+    println!(
+        "Flotilla dev cluster is up: {} nodes, database `default`.",
+        args.nodes
+    );
+    for (i, e) in endpoints.iter().enumerate() {
+        println!(
+            "  node-{i}: client {e}  metrics http://127.0.0.1:{}/metrics",
+            args.base_port + 10 * i as u16 + 2
+        );
+    }
+    println!();
+    println!("Try it (in another terminal):");
+    println!("  export FLOTILLA_ENDPOINTS={list}");
+    println!(
+        "  cargo run -p flotilla-client --bin flotilla -- doc put default users alice '{{\"name\":\"Alice\"}}'"
+    );
+    println!("  cargo run -p flotilla-client --bin flotilla -- doc get default users alice");
+    println!("  cargo run -p flotilla-client --bin flotilla -- cluster status");
+    println!();
+    println!(
+        "Data: {}   Press Ctrl-C to stop every node.",
+        data_dir_display(&args.data_dir)
+    );
+}
+
+fn data_dir_display(p: &Path) -> String {
+    std::fs::canonicalize(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
+}
+
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// SIGTERM to every node, then SIGKILL to any still running after 15 s.
+async fn stop_all(children: &mut [Child]) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    for child in children.iter() {
+        if let Some(pid) = child.id()
+            && let Ok(pid) = i32::try_from(pid)
+        {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+    for child in children.iter_mut() {
+        if tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+}

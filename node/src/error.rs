@@ -1,0 +1,43 @@
+//! What can go wrong serving a request, in terms a caller can act on. Mapped to gRPC status codes
+//! in one place (`grpc::status`).
+
+use crate::types::NodeId;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
+    /// This node cannot serve the request itself; `leader` is where to send it, when known.
+    #[error("not the leader{}", leader.as_ref().map(|(id, a)| format!(" (leader is node {id} at {a})")).unwrap_or_default())]
+    NotLeader { leader: Option<(NodeId, String)> },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// An `if_version` condition did not hold (optimistic concurrency).
+    #[error("{0}")]
+    VersionMismatch(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    OutOfRange(String),
+    /// A write was proposed but its fate is not known (it may still be applied).
+    #[error("write outcome unknown: {0}")]
+    OutcomeUnknown(String),
+    #[error("request deadline exceeded: {0}")]
+    DeadlineExceeded(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<std::io::Error> for NodeError {
+    fn from(e: std::io::Error) -> Self {
+        NodeError::Internal(e.to_string())
+    }
+}
+
+pub type NodeResult<T> = Result<T, NodeError>;

@@ -1,0 +1,664 @@
+//! The client `Documents` service: routes each request to its shard, serves it when this node
+//! can, and otherwise forwards it to the shard leader (or a replica that knows it).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use flotilla_proto::v1::documents_client::DocumentsClient;
+use flotilla_proto::v1::documents_server::Documents;
+use flotilla_proto::v1::{
+    BatchRequest, BatchResponse, BatchResult, Consistency, DeleteRequest, DeleteResponse, Document,
+    EventType, GetRequest, GetResponse, ListRequest, ListResponse, PutRequest, PutResponse,
+    WatchEvent, WatchRequest, batch_op,
+};
+use futures::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::forward::{Forwarder, MAX_HOPS, hops, is_lost_in_flight, is_unreachable, onward};
+use crate::command::{Command, DataCommand, OpOutcome, Response as Applied, WriteOp};
+use crate::error::{NodeError, NodeResult};
+use crate::host::{GroupHandle, Host, ReadConsistency};
+use crate::meta::DatabaseRecord;
+use crate::types::GroupId;
+use crate::validate;
+
+/// Metadata key addressing one shard of a database (set on scatter-gather sub-requests).
+pub const SHARD: &str = "x-flotilla-shard";
+
+pub struct DocumentsService {
+    host: Arc<Host>,
+    fwd: Arc<Forwarder>,
+}
+
+/// Where a request goes: its shard and that shard's group.
+#[derive(Clone)]
+struct Route {
+    shard: usize,
+    gid: GroupId,
+}
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+fn shard_override<T>(req: &Request<T>) -> Option<usize> {
+    req.metadata()
+        .get(SHARD)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn consistency(c: i32) -> ReadConsistency {
+    match Consistency::try_from(c).unwrap_or(Consistency::Unspecified) {
+        Consistency::Lease => ReadConsistency::Lease,
+        Consistency::Stale => ReadConsistency::Stale,
+        Consistency::Linearizable | Consistency::Unspecified => ReadConsistency::Linearizable,
+    }
+}
+
+fn data_response(applied: Applied) -> NodeResult<Vec<OpOutcome>> {
+    match applied {
+        Applied::Data(Ok(outcomes)) => Ok(outcomes),
+        Applied::Data(Err(rejection)) => Err(NodeError::VersionMismatch(rejection.to_string())),
+        other => Err(NodeError::Internal(format!(
+            "unexpected response {other:?}"
+        ))),
+    }
+}
+
+impl DocumentsService {
+    pub fn new(host: Arc<Host>, fwd: Arc<Forwarder>) -> Self {
+        DocumentsService { host, fwd }
+    }
+
+    /// Serves `msg` on `shard` (or the shard `pick` chooses): locally when this node holds a
+    /// replica that can answer, otherwise forwarded.
+    // The three closures are the per-method parts (choose the shard, serve here, forward);
+    // bundling them in a struct would only move the same list elsewhere.
+    #[allow(clippy::too_many_arguments)]
+    async fn serve<T, R>(
+        &self,
+        msg: T,
+        hops: u32,
+        database: &str,
+        shard: Option<usize>,
+        pick: impl FnOnce(&DatabaseRecord) -> NodeResult<usize>,
+        local: impl FnOnce(Arc<Host>, GroupHandle, Route, T) -> BoxFut<'static, NodeResult<R>>,
+        call: impl Fn(
+            DocumentsClient<Channel>,
+            Request<T>,
+        ) -> BoxFut<'static, Result<Response<R>, Status>>,
+    ) -> Result<Response<R>, Status>
+    where
+        T: Clone + Send + 'static,
+        R: Send + 'static,
+    {
+        validate::database(database)?;
+        let Some(db) = self.host.meta_state().databases.get(database).cloned() else {
+            return self.unknown_database(database, msg, hops, None, call).await;
+        };
+        let shard = match shard {
+            Some(s) if s < db.shards.len() => s,
+            Some(s) => {
+                return Err(Status::invalid_argument(format!(
+                    "database {database} has no shard {s}"
+                )));
+            }
+            None => pick(&db)?,
+        };
+        let record = &db.shards[shard];
+        let route = Route {
+            shard,
+            gid: record.group_id,
+        };
+        let mut targets = Vec::new();
+        if let Some(group) = self.host.group(route.gid) {
+            match local(self.host.clone(), group, route.clone(), msg.clone()).await {
+                Err(NodeError::NotLeader { leader }) => {
+                    if let Some((_, addr)) = leader {
+                        targets.push(addr);
+                    }
+                }
+                other => return other.map(Response::new).map_err(Status::from),
+            }
+        }
+        for replica in &record.replicas {
+            if *replica != self.host.id
+                && let Some(addr) = self.host.client_addr_of(*replica)
+                && !targets.contains(&addr)
+            {
+                targets.push(addr);
+            }
+        }
+        self.forward(targets, hops, msg, Some(shard), call).await
+    }
+
+    /// The database is not in this node's meta state: ask the meta leader, which knows for sure.
+    async fn unknown_database<T, R>(
+        &self,
+        database: &str,
+        msg: T,
+        hops: u32,
+        shard: Option<usize>,
+        call: impl Fn(
+            DocumentsClient<Channel>,
+            Request<T>,
+        ) -> BoxFut<'static, Result<Response<R>, Status>>,
+    ) -> Result<Response<R>, Status>
+    where
+        T: Clone + Send + 'static,
+    {
+        let not_found = || Status::not_found(format!("database {database} does not exist"));
+        match self.host.meta_leader() {
+            Some((leader, addr)) if leader != self.host.id && hops < MAX_HOPS => {
+                self.forward(vec![addr], hops, msg, shard, call).await
+            }
+            Some(_) => Err(not_found()),
+            None => Err(Status::unavailable(
+                "no meta leader known; cannot resolve the database",
+            )),
+        }
+    }
+
+    async fn forward<T, R>(
+        &self,
+        targets: Vec<String>,
+        hops: u32,
+        msg: T,
+        shard: Option<usize>,
+        call: impl Fn(
+            DocumentsClient<Channel>,
+            Request<T>,
+        ) -> BoxFut<'static, Result<Response<R>, Status>>,
+    ) -> Result<Response<R>, Status>
+    where
+        T: Clone,
+    {
+        if hops >= MAX_HOPS {
+            return Err(Status::unavailable(
+                "no leader reachable for this shard (forwarded too often)",
+            ));
+        }
+        let mut last = Status::unavailable("no leader known for this shard");
+        for addr in targets {
+            if addr == self.host.addr.client_addr {
+                continue;
+            }
+            let client = self.fwd.documents(&addr)?;
+            let mut req = onward(msg.clone(), hops, self.host.config.request_timeout);
+            if let Some(s) = shard
+                && let Ok(v) = s.to_string().parse()
+            {
+                req.metadata_mut().insert(SHARD, v);
+            }
+            match call(client, req).await {
+                Ok(r) => return Ok(r),
+                Err(s) if is_unreachable(&s) => last = s,
+                Err(s) if is_lost_in_flight(&s) => {
+                    return Err(Status::aborted(format!(
+                        "outcome unknown: the connection to {addr} was lost: {}",
+                        s.message()
+                    )));
+                }
+                Err(s) => return Err(s),
+            }
+        }
+        Err(last)
+    }
+
+    async fn write(
+        &self,
+        database: String,
+        hops: u32,
+        shard: Option<usize>,
+        ops: Vec<WriteOp>,
+        request: BatchRequest,
+    ) -> Result<Response<BatchResponse>, Status> {
+        let key = ops.first().map(|o| o.id().to_string()).unwrap_or_default();
+        let ops_for_pick = ops.clone();
+        self.serve(
+            request,
+            hops,
+            &database,
+            shard,
+            move |db| {
+                let shard = db.shard_of(&key);
+                if ops_for_pick.iter().any(|o| db.shard_of(o.id()) != shard) {
+                    return Err(NodeError::InvalidArgument(
+                        "all documents of an atomic batch must live on one shard".into(),
+                    ));
+                }
+                Ok(shard)
+            },
+            move |host, group, route, _msg| {
+                Box::pin(async move {
+                    let (applied, revision) = host
+                        .write(&group, route.gid, Command::Data(DataCommand { ops }))
+                        .await?;
+                    let results = data_response(applied)?
+                        .into_iter()
+                        .map(|o| match o {
+                            OpOutcome::Put { version } => BatchResult {
+                                version,
+                                deleted: false,
+                            },
+                            OpOutcome::Delete { existed } => BatchResult {
+                                version: 0,
+                                deleted: existed,
+                            },
+                        })
+                        .collect();
+                    Ok(BatchResponse {
+                        results,
+                        revision,
+                        shard: route.shard as u32,
+                    })
+                })
+            },
+            |mut c, r| Box::pin(async move { c.batch(r).await }),
+        )
+        .await
+    }
+
+    fn batch_ops(&self, request: &BatchRequest) -> NodeResult<Vec<WriteOp>> {
+        let cfg = &self.host.config;
+        if request.ops.is_empty() {
+            return Err(NodeError::InvalidArgument(
+                "a batch needs at least one operation".into(),
+            ));
+        }
+        if request.ops.len() > cfg.max_batch_ops {
+            return Err(NodeError::ResourceExhausted(format!(
+                "batch has {} operations, over the limit of {}",
+                request.ops.len(),
+                cfg.max_batch_ops
+            )));
+        }
+        let mut bytes = 0usize;
+        let mut ops = Vec::with_capacity(request.ops.len());
+        for op in &request.ops {
+            match &op.op {
+                Some(batch_op::Op::Put(p)) => {
+                    validate::collection(&p.collection)?;
+                    validate::document_id(&p.id)?;
+                    validate::body(&p.json, cfg)?;
+                    bytes += p.json.len();
+                    ops.push(WriteOp::Put {
+                        collection: p.collection.clone(),
+                        id: p.id.clone(),
+                        json: p.json.clone(),
+                        if_version: p.if_version,
+                    });
+                }
+                Some(batch_op::Op::Delete(d)) => {
+                    validate::collection(&d.collection)?;
+                    validate::document_id(&d.id)?;
+                    ops.push(WriteOp::Delete {
+                        collection: d.collection.clone(),
+                        id: d.id.clone(),
+                        if_version: d.if_version,
+                    });
+                }
+                None => {
+                    return Err(NodeError::InvalidArgument(
+                        "batch operation without a put or delete".into(),
+                    ));
+                }
+            }
+        }
+        if bytes > cfg.max_batch_bytes {
+            return Err(NodeError::ResourceExhausted(format!(
+                "batch carries {bytes} bytes of documents, over the limit of {}",
+                cfg.max_batch_bytes
+            )));
+        }
+        Ok(ops)
+    }
+
+    async fn list_shard(
+        &self,
+        msg: ListRequest,
+        hops: u32,
+        shard: Option<usize>,
+    ) -> Result<ListResponse, Status> {
+        let database = msg.database.clone();
+        let resp = self
+            .serve(
+                msg,
+                hops,
+                &database,
+                shard,
+                |_| Ok(0),
+                |host, group, route, msg: ListRequest| {
+                    Box::pin(async move {
+                        host.read_barrier(&group, consistency(msg.consistency))
+                            .await?;
+                        let limit = validate::limit(msg.limit);
+                        let after = decode_token(&msg.page_token)?;
+                        let mut rows =
+                            group
+                                .sm
+                                .list(&msg.collection, &msg.prefix, &after, limit + 1)?;
+                        let more = rows.len() > limit;
+                        rows.truncate(limit);
+                        let next_page_token = match (more, rows.last()) {
+                            (true, Some((id, _))) => URL_SAFE_NO_PAD.encode(id),
+                            _ => String::new(),
+                        };
+                        let documents = rows
+                            .into_iter()
+                            .map(|(id, d)| Document {
+                                collection: msg.collection.clone(),
+                                id,
+                                json: d.json,
+                                version: d.version,
+                                revision: d.revision,
+                                shard: route.shard as u32,
+                            })
+                            .collect();
+                        Ok(ListResponse {
+                            documents,
+                            next_page_token,
+                        })
+                    })
+                },
+                |mut c, r| Box::pin(async move { c.list(r).await }),
+            )
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// The change feed of one shard served from this node's replica.
+    fn local_watch(
+        &self,
+        group: GroupHandle,
+        shard: usize,
+        collection: String,
+        from_revision: u64,
+    ) -> ReceiverStream<Result<WatchEvent, Status>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let mut stopping = self.host.stopping();
+        tokio::spawn(async move {
+            let state = group.sm.state().clone();
+            let mut applied = state.subscribe();
+            let mut next = if from_revision == 0 {
+                state.applied_index() + 1
+            } else {
+                from_revision
+            };
+            loop {
+                let (batch, floor) = match group.sm.changes(next, 256) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                if next < floor && from_revision != 0 {
+                    let _ = tx
+                        .send(Err(Status::out_of_range(format!(
+                            "revision {next} of shard {shard} was compacted; the oldest kept is {floor}"
+                        ))))
+                        .await;
+                    return;
+                }
+                next = next.max(floor);
+                let empty = batch.is_empty();
+                for (revision, events) in batch {
+                    for ev in events {
+                        if !collection.is_empty() && ev.collection != collection {
+                            continue;
+                        }
+                        let event = WatchEvent {
+                            r#type: if ev.json.is_some() {
+                                EventType::Put as i32
+                            } else {
+                                EventType::Delete as i32
+                            },
+                            document: Some(Document {
+                                collection: ev.collection,
+                                id: ev.id,
+                                json: ev.json.unwrap_or_default(),
+                                version: ev.version,
+                                revision,
+                                shard: shard as u32,
+                            }),
+                        };
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    next = revision + 1;
+                }
+                if empty {
+                    tokio::select! {
+                        r = applied.changed() => if r.is_err() { return },
+                        _ = tx.closed() => return,
+                        _ = stopping.changed() => return,
+                    }
+                }
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+}
+
+fn decode_token(token: &str) -> NodeResult<String> {
+    if token.is_empty() {
+        return Ok(String::new());
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| NodeError::InvalidArgument("malformed page token".into()))?;
+    String::from_utf8(bytes).map_err(|_| NodeError::InvalidArgument("malformed page token".into()))
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Documents for DocumentsService {
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let (hops, shard) = (hops(&request), shard_override(&request));
+        let msg = request.into_inner();
+        validate::collection(&msg.collection)?;
+        validate::document_id(&msg.id)?;
+        let database = msg.database.clone();
+        let id = msg.id.clone();
+        self.serve(
+            msg,
+            hops,
+            &database,
+            shard,
+            move |db| Ok(db.shard_of(&id)),
+            |host, group, route, msg: GetRequest| {
+                Box::pin(async move {
+                    host.read_barrier(&group, consistency(msg.consistency))
+                        .await?;
+                    match group.sm.get(&msg.collection, &msg.id)? {
+                        Some(d) => Ok(GetResponse {
+                            document: Some(Document {
+                                collection: msg.collection,
+                                id: msg.id,
+                                json: d.json,
+                                version: d.version,
+                                revision: d.revision,
+                                shard: route.shard as u32,
+                            }),
+                        }),
+                        None => Ok(GetResponse { document: None }),
+                    }
+                })
+            },
+            |mut c, r| Box::pin(async move { c.get(r).await }),
+        )
+        .await
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let (hops, shard) = (hops(&request), shard_override(&request));
+        let msg = request.into_inner();
+        let batch = BatchRequest {
+            database: msg.database.clone(),
+            ops: vec![flotilla_proto::v1::BatchOp {
+                op: Some(batch_op::Op::Put(flotilla_proto::v1::PutOp {
+                    collection: msg.collection,
+                    id: msg.id,
+                    json: msg.json,
+                    if_version: msg.if_version,
+                })),
+            }],
+        };
+        let ops = self.batch_ops(&batch)?;
+        let resp = self
+            .write(msg.database, hops, shard, ops, batch)
+            .await?
+            .into_inner();
+        let version = resp.results.first().map(|r| r.version).unwrap_or(0);
+        Ok(Response::new(PutResponse {
+            version,
+            revision: resp.revision,
+            shard: resp.shard,
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<DeleteResponse>, Status> {
+        let (hops, shard) = (hops(&request), shard_override(&request));
+        let msg = request.into_inner();
+        let batch = BatchRequest {
+            database: msg.database.clone(),
+            ops: vec![flotilla_proto::v1::BatchOp {
+                op: Some(batch_op::Op::Delete(flotilla_proto::v1::DeleteOp {
+                    collection: msg.collection,
+                    id: msg.id,
+                    if_version: msg.if_version,
+                })),
+            }],
+        };
+        let ops = self.batch_ops(&batch)?;
+        let resp = self
+            .write(msg.database, hops, shard, ops, batch)
+            .await?
+            .into_inner();
+        Ok(Response::new(DeleteResponse {
+            deleted: resp.results.first().is_some_and(|r| r.deleted),
+            revision: resp.revision,
+        }))
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let (hops, shard) = (hops(&request), shard_override(&request));
+        let msg = request.into_inner();
+        validate::collection(&msg.collection)?;
+        validate::database(&msg.database)?;
+        let limit = validate::limit(msg.limit);
+        let shards = match self.host.meta_state().databases.get(&msg.database) {
+            Some(db) => db.shards.len(),
+            None => 1,
+        };
+        if shard.is_some() || shards <= 1 {
+            return Ok(Response::new(self.list_shard(msg, hops, shard).await?));
+        }
+        // Scatter to every shard, gather in id order.
+        let parts = futures::future::join_all(
+            (0..shards).map(|s| self.list_shard(msg.clone(), hops, Some(s))),
+        )
+        .await;
+        let mut documents = Vec::new();
+        let mut more = false;
+        for part in parts {
+            let part = part?;
+            more |= !part.next_page_token.is_empty();
+            documents.extend(part.documents);
+        }
+        documents.sort_by(|a, b| a.id.cmp(&b.id));
+        more |= documents.len() > limit;
+        documents.truncate(limit);
+        let next_page_token = match (more, documents.last()) {
+            (true, Some(d)) => URL_SAFE_NO_PAD.encode(&d.id),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListResponse {
+            documents,
+            next_page_token,
+        }))
+    }
+
+    async fn batch(
+        &self,
+        request: Request<BatchRequest>,
+    ) -> Result<Response<BatchResponse>, Status> {
+        let (hops, shard) = (hops(&request), shard_override(&request));
+        let msg = request.into_inner();
+        let ops = self.batch_ops(&msg)?;
+        self.write(msg.database.clone(), hops, shard, ops, msg)
+            .await
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (hops, shard) = (hops(&request), shard_override(&request));
+        let msg = request.into_inner();
+        validate::database(&msg.database)?;
+        if !msg.collection.is_empty() {
+            validate::collection(&msg.collection)?;
+        }
+        let Some(db) = self.host.meta_state().databases.get(&msg.database).cloned() else {
+            return self
+                .unknown_database(&msg.database.clone(), msg, hops, shard, |mut c, r| {
+                    Box::pin(async move {
+                        let resp = c.watch(r).await?;
+                        Ok(Response::new(Box::pin(resp.into_inner()) as WatchStream))
+                    })
+                })
+                .await;
+        };
+        let shards: Vec<usize> = match shard {
+            Some(s) if s < db.shards.len() => vec![s],
+            Some(s) => {
+                return Err(Status::invalid_argument(format!(
+                    "database has no shard {s}"
+                )));
+            }
+            None => (0..db.shards.len()).collect(),
+        };
+        let mut streams: Vec<WatchStream> = Vec::new();
+        for s in shards {
+            let record = &db.shards[s];
+            if let Some(group) = self.host.group(record.group_id) {
+                streams.push(Box::pin(self.local_watch(
+                    group,
+                    s,
+                    msg.collection.clone(),
+                    msg.from_revision,
+                )));
+                continue;
+            }
+            let targets: Vec<String> = record
+                .replicas
+                .iter()
+                .filter_map(|r| self.host.client_addr_of(*r))
+                .collect();
+            let resp = self
+                .forward(targets, hops, msg.clone(), Some(s), |mut c, r| {
+                    Box::pin(async move {
+                        let resp = c.watch(r).await?;
+                        Ok(Response::new(Box::pin(resp.into_inner()) as WatchStream))
+                    })
+                })
+                .await?;
+            streams.push(resp.into_inner());
+        }
+        let merged = futures::stream::select_all(streams);
+        Ok(Response::new(Box::pin(merged) as WatchStream))
+    }
+}

@@ -1,0 +1,82 @@
+//! Passing a request on to the node that can serve it (a group leader or a replica), over cached
+//! connections to other nodes' client ports. A hop counter in the request metadata bounds the
+//! chain of forwards.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use flotilla_proto::v1::admin_client::AdminClient;
+use flotilla_proto::v1::documents_client::DocumentsClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+/// Metadata key counting how many times a request was forwarded.
+pub const HOPS: &str = "x-flotilla-hops";
+/// Most forwards of one request.
+pub const MAX_HOPS: u32 = 3;
+
+pub fn hops<T>(req: &Request<T>) -> u32 {
+    req.metadata()
+        .get(HOPS)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Builds the forwarded request carrying `hops + 1`.
+pub fn onward<T>(msg: T, hops: u32, deadline: Duration) -> Request<T> {
+    let mut req = Request::new(msg);
+    if let Ok(v) = (hops + 1).to_string().parse() {
+        req.metadata_mut().insert(HOPS, v);
+    }
+    req.set_timeout(deadline);
+    req
+}
+
+/// True when the request never reached the target (no connection could be made), so it is
+/// safe to try another target. A connection lost after sending is not this: the request may
+/// have been served.
+pub fn is_unreachable(s: &Status) -> bool {
+    let msg = s.message();
+    matches!(s.code(), Code::Unavailable | Code::Unknown)
+        && (msg.contains("tcp connect error")
+            || msg.contains("error trying to connect")
+            || msg.contains("Connection refused"))
+}
+
+/// A forwarded request failed on the way (after it may have been sent): its outcome is unknown.
+pub fn is_lost_in_flight(s: &Status) -> bool {
+    std::error::Error::source(s).is_some() && !is_unreachable(s)
+}
+
+#[derive(Default)]
+pub struct Forwarder {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Forwarder {
+    fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Status::internal(format!("bad address {addr}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    pub fn documents(&self, addr: &str) -> Result<DocumentsClient<Channel>, Status> {
+        Ok(DocumentsClient::new(self.channel(addr)?)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20))
+    }
+
+    pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, Status> {
+        Ok(AdminClient::new(self.channel(addr)?))
+    }
+}

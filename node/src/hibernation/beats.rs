@@ -1,0 +1,134 @@
+//! What this node heard in the node heartbeats of its peers, and what it tells them.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::decide::LeaderNode;
+use crate::types::{GroupId, NodeId};
+
+struct Heard {
+    at: Instant,
+    leading: HashSet<GroupId>,
+}
+
+/// Node heartbeats received from peers, the groups this node leads (its own heartbeat), and
+/// which of its groups hibernate.
+#[derive(Default)]
+pub struct Beats {
+    heard: Mutex<HashMap<NodeId, Heard>>,
+    leading: Mutex<Vec<GroupId>>,
+    asleep: Mutex<HashSet<GroupId>>,
+    /// Groups woken by a request since the hibernation loop last looked.
+    woken: Mutex<HashSet<GroupId>>,
+}
+
+impl Beats {
+    /// Records a heartbeat from `from` saying it leads `leading`.
+    pub fn record(&self, from: NodeId, leading: Vec<GroupId>) {
+        let heard = Heard {
+            at: Instant::now(),
+            leading: leading.into_iter().collect(),
+        };
+        self.heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(from, heard);
+    }
+
+    /// What was heard from `node` about `group` within `within`.
+    pub fn leader_node(&self, node: NodeId, group: GroupId, within: Duration) -> LeaderNode {
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        match heard.get(&node) {
+            Some(h) if h.at.elapsed() < within => {
+                if h.leading.contains(&group) {
+                    LeaderNode::Leads
+                } else {
+                    LeaderNode::DoesNotLead
+                }
+            }
+            _ => LeaderNode::Silent,
+        }
+    }
+
+    /// Whether `node` was heard from within `within`.
+    pub fn heard_within(&self, node: NodeId, within: Duration) -> bool {
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.get(&node).is_some_and(|h| h.at.elapsed() < within)
+    }
+
+    /// Sets the data groups this node leads, as its heartbeat will say.
+    pub fn set_leading(&self, groups: Vec<GroupId>) {
+        *self.leading.lock().unwrap_or_else(|p| p.into_inner()) = groups;
+    }
+
+    /// Whether `group` hibernates here (its timer is stopped).
+    pub fn is_asleep(&self, group: GroupId) -> bool {
+        self.asleep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&group)
+    }
+
+    /// Records the whole set of groups that hibernate here.
+    pub fn set_all_asleep(&self, groups: HashSet<GroupId>) {
+        *self.asleep.lock().unwrap_or_else(|p| p.into_inner()) = groups;
+    }
+
+    /// Marks `group` woken by a request: it no longer counts as asleep, and the hibernation
+    /// loop restarts its idle clock.
+    pub fn wake(&self, group: GroupId) {
+        self.asleep
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group);
+        self.woken
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group);
+    }
+
+    /// The groups woken since the last call.
+    pub fn take_woken(&self) -> HashSet<GroupId> {
+        std::mem::take(&mut *self.woken.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The data groups this node leads.
+    pub fn leading(&self) -> Vec<GroupId> {
+        self.leading
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_leads_what_its_latest_heartbeat_said_while_it_is_fresh() {
+        let beats = Beats::default();
+        let long = Duration::from_secs(60);
+        assert_eq!(beats.leader_node(2, 7, long), LeaderNode::Silent);
+        beats.record(2, vec![7, 8]);
+        assert_eq!(beats.leader_node(2, 7, long), LeaderNode::Leads);
+        assert_eq!(beats.leader_node(2, 9, long), LeaderNode::DoesNotLead);
+        beats.record(2, vec![8]);
+        assert_eq!(beats.leader_node(2, 7, long), LeaderNode::DoesNotLead);
+        assert_eq!(beats.leader_node(2, 8, Duration::ZERO), LeaderNode::Silent);
+        assert!(beats.heard_within(2, long));
+        assert!(!beats.heard_within(3, long));
+    }
+
+    #[test]
+    fn a_woken_group_is_awake_and_reported_once() {
+        let beats = Beats::default();
+        beats.set_all_asleep(HashSet::from([7]));
+        assert!(beats.is_asleep(7));
+        beats.wake(7);
+        assert!(!beats.is_asleep(7));
+        assert_eq!(beats.take_woken(), HashSet::from([7]));
+        assert!(beats.take_woken().is_empty());
+    }
+}

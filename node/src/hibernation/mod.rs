@@ -1,0 +1,210 @@
+//! Hibernation of idle data groups, as TiKV hibernates idle regions: a cluster holding many
+//! databases and shards pays nothing per idle group.
+//!
+//! Every node sends one heartbeat per peer node four times per election timeout (the
+//! `Heartbeat` RPC of the peer service), naming the data groups it leads. As often, this loop
+//! looks at every data group here and starts or stops its openraft timer (the "tick" that
+//! drives heartbeats and elections) by the rules in [`decide`]. A stopped group costs no
+//! messages, disk writes or wake-ups; its first write starts it again (appends are not
+//! timer-driven), and its followers elect a new leader as soon as the leader's node goes silent.
+//! The meta group never hibernates: its heartbeats tell the observer which nodes are alive.
+
+pub mod beats;
+pub mod decide;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flotilla_proto::raft::NodeBeat;
+use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
+use tokio::task::JoinHandle;
+
+use self::decide::{Activity, GroupView, LeaderNode, timer_wanted};
+use crate::consensus::RaftMetrics;
+use crate::host::Host;
+use crate::metrics::group_labels;
+use crate::types::{GroupId, META_GROUP, NodeId};
+
+/// Runs until the node stops: keeps one heartbeat sender per peer node and applies the
+/// hibernation rules to every data group each heartbeat interval.
+pub async fn run(host: Arc<Host>) {
+    let period = round_period(&host);
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = host.stopping();
+    let mut senders: HashMap<NodeId, (String, JoinHandle<()>)> = HashMap::new();
+    let mut groups = Groups::default();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stopping.changed() => {}
+        }
+        if host.is_stopping() {
+            break;
+        }
+        follow_peers(&host, &mut senders);
+        apply_rules(&host, &mut groups);
+    }
+    for (_, (_, task)) in senders {
+        task.abort();
+    }
+}
+
+/// Starts a heartbeat sender for each peer of the meta group's membership (every node of the
+/// cluster) and stops those of nodes that left or moved.
+fn follow_peers(host: &Arc<Host>, senders: &mut HashMap<NodeId, (String, JoinHandle<()>)>) {
+    let membership = host
+        .meta()
+        .raft
+        .metrics()
+        .borrow_watched()
+        .membership_config
+        .clone();
+    let peers: HashMap<NodeId, String> = membership
+        .membership()
+        .nodes()
+        .filter(|(id, _)| **id != host.id)
+        .map(|(id, addr)| (*id, addr.peer_addr.clone()))
+        .collect();
+    senders.retain(|id, (addr, task)| {
+        let keep = peers.get(id) == Some(addr) && !task.is_finished();
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    for (id, addr) in peers {
+        senders.entry(id).or_insert_with(|| {
+            (
+                addr.clone(),
+                tokio::spawn(send_beats(host.clone(), id, addr)),
+            )
+        });
+    }
+}
+
+/// How often node heartbeats go out and the rules are applied: four times per election
+/// timeout (the window in which a peer must be heard from), and never more often than Raft's
+/// own heartbeats.
+fn round_period(host: &Host) -> Duration {
+    let quarter = host.config.election_timeout / 4;
+    Duration::from_millis(quarter.max(host.config.heartbeat_interval).max(1))
+}
+
+/// Sends this node's heartbeat to one peer every heartbeat interval and records its answer.
+async fn send_beats(host: Arc<Host>, peer: NodeId, addr: String) {
+    let period = round_period(&host);
+    let timeout = Duration::from_millis(host.config.election_timeout);
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let beats = host.beats().clone();
+    loop {
+        interval.tick().await;
+        let beat = NodeBeat {
+            from_node_id: host.id,
+            to_node_id: peer,
+            leading: beats.leading(),
+        };
+        match host.peers().beat(&addr, beat, timeout).await {
+            Ok(answer) if answer.from_node_id == peer => beats.record(peer, answer.leading),
+            Ok(answer) => tracing::debug!(
+                peer,
+                answered_as = answer.from_node_id,
+                "a different node answers at this peer's address"
+            ),
+            Err(e) => tracing::trace!(peer, error = %e, "node heartbeat failed"),
+        }
+    }
+}
+
+/// What the loop remembers of the data groups here between rounds.
+#[derive(Default)]
+struct Groups {
+    activity: HashMap<GroupId, Activity<Instant>>,
+    asleep: HashSet<GroupId>,
+}
+
+/// Starts or stops the timer of every data group here; records which ones this node leads.
+fn apply_rules(host: &Host, groups: &mut Groups) {
+    let now = Instant::now();
+    let within = Duration::from_millis(host.config.election_timeout);
+    let beats = host.beats();
+    let woken = beats.take_woken();
+    let mut leading = Vec::new();
+    let mut present = Vec::new();
+    for (gid, handle) in host.groups() {
+        if gid == META_GROUP {
+            continue;
+        }
+        let view = view_of(gid, &handle.raft.metrics().borrow_watched());
+        if view.leading {
+            leading.push(gid);
+        }
+        // A group woken by a request counts as active from now on.
+        let previous = groups
+            .activity
+            .get(&gid)
+            .copied()
+            .filter(|_| !woken.contains(&gid));
+        let seen = Activity::observe(previous, &view, now);
+        groups.activity.insert(gid, seen);
+        present.push(gid);
+        let leader_node = match view.leader {
+            Some(leader) if leader != host.id => beats.leader_node(leader, gid, within),
+            _ => LeaderNode::Silent,
+        };
+        let idle_for = now.saturating_duration_since(seen.since);
+        let on = timer_wanted(
+            host.id,
+            &view,
+            leader_node,
+            idle_for,
+            host.config.hibernate_after,
+        );
+        let changed = if on {
+            groups.asleep.remove(&gid)
+        } else {
+            groups.asleep.insert(gid)
+        };
+        // Only changes reach the group (a new or woken group is set afresh).
+        if changed || previous.is_none() {
+            handle.raft.runtime_config().tick(on);
+            tracing::debug!(group = gid, hibernating = !on, "group timer");
+            host.metrics
+                .hibernating
+                .get_or_create(&group_labels(gid))
+                .set(i64::from(!on));
+        }
+    }
+    let gone = |gid: &GroupId| present.binary_search(gid).is_err();
+    for gid in groups.activity.keys().filter(|g| gone(g)) {
+        host.metrics.hibernating.remove(&group_labels(*gid));
+    }
+    groups.activity.retain(|gid, _| !gone(gid));
+    groups.asleep.retain(|gid| !gone(gid));
+    beats.set_leading(leading);
+    beats.set_all_asleep(groups.asleep.clone());
+}
+
+fn view_of(group: GroupId, m: &RaftMetrics) -> GroupView {
+    let leading = m.state == ServerState::Leader;
+    let followers_matched = match (&m.replication, leading) {
+        (Some(replication), true) => replication
+            .iter()
+            .filter(|(id, _)| **id != m.id)
+            .map(|(_, matched)| matched.as_ref().map(|l| l.index))
+            .collect(),
+        _ => Vec::new(),
+    };
+    GroupView {
+        group,
+        leading,
+        leader: m.current_leader,
+        last_log: m.last_log_index,
+        committed: m.cluster_committed.as_ref().map(|l| l.index),
+        applied: m.last_applied.as_ref().map(|l| l.index),
+        followers_matched,
+    }
+}

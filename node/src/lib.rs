@@ -1,0 +1,28 @@
+//! The Flotilla storage node: hosts the meta group and data groups (one per database shard) as
+//! openraft instances over one redb file, serves the client, admin and peer gRPC APIs and
+//! HTTP metrics and health.
+
+pub mod background;
+pub mod codec;
+pub mod command;
+pub mod config;
+pub mod consensus;
+pub mod dev;
+pub mod error;
+pub mod grpc;
+pub mod hibernation;
+pub mod host;
+pub mod http;
+pub mod labels;
+pub mod mentor;
+pub mod meta;
+pub mod metrics;
+pub mod network;
+pub mod observer;
+pub mod replicas;
+pub mod serve;
+pub mod shards;
+pub mod store;
+pub mod topology;
+pub mod types;
+pub mod validate;

@@ -1,0 +1,262 @@
+//! Documents of a data group: applying an atomic batch (with per-document version checks),
+//! the change feed kept for watches, and reads.
+
+use std::collections::HashMap;
+use std::io;
+
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use super::io_err;
+use super::tables::{CHANGES, DOCS, KEY_CHANGES_FLOOR, SM_STATE};
+use crate::codec::{decode, encode};
+use crate::command::{DataCommand, OpOutcome, Rejection, WriteOp};
+use crate::types::GroupId;
+
+/// A document as stored: its body and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredDoc {
+    pub version: u64,
+    /// Revision (log index) of the write that produced this version.
+    pub revision: u64,
+    pub json: String,
+}
+
+/// One change in the feed: a put (with the new body) or a delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    pub collection: String,
+    pub id: String,
+    pub version: u64,
+    /// `None` for a delete.
+    pub json: Option<String>,
+}
+
+/// How many revisions of changes a group keeps for watchers.
+pub const CHANGE_RETENTION: u64 = 100_000;
+const PRUNE_EVERY: u64 = 1024;
+
+/// Applies `cmd` at `revision`. A version mismatch rejects the whole batch and writes nothing.
+pub(crate) fn apply_batch(
+    txn: &WriteTransaction,
+    gid: GroupId,
+    revision: u64,
+    cmd: &DataCommand,
+) -> io::Result<Result<Vec<OpOutcome>, Rejection>> {
+    let mut docs = txn.open_table(DOCS).map_err(io_err)?;
+    // Later ops of the batch see the effect of earlier ones.
+    let mut overlay: HashMap<(&str, &str), Option<StoredDoc>> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(cmd.ops.len());
+    let mut events = Vec::with_capacity(cmd.ops.len());
+    for op in &cmd.ops {
+        let key = (op.collection(), op.id());
+        let current = match overlay.get(&key) {
+            Some(c) => c.clone(),
+            None => match docs.get((gid, key.0, key.1)).map_err(io_err)? {
+                Some(v) => Some(decode::<StoredDoc>(v.value())?),
+                None => None,
+            },
+        };
+        let current_version = current.as_ref().map(|d| d.version).unwrap_or(0);
+        let expected = match op {
+            WriteOp::Put { if_version, .. } | WriteOp::Delete { if_version, .. } => *if_version,
+        };
+        if let Some(expected) = expected
+            && expected != current_version
+        {
+            return Ok(Err(Rejection::VersionMismatch {
+                collection: key.0.to_string(),
+                id: key.1.to_string(),
+                expected,
+                current: current_version,
+            }));
+        }
+        match op {
+            WriteOp::Put { json, .. } => {
+                let version = current_version + 1;
+                overlay.insert(
+                    key,
+                    Some(StoredDoc {
+                        version,
+                        revision,
+                        json: json.clone(),
+                    }),
+                );
+                outcomes.push(OpOutcome::Put { version });
+                events.push(ChangeEvent {
+                    collection: key.0.to_string(),
+                    id: key.1.to_string(),
+                    version,
+                    json: Some(json.clone()),
+                });
+            }
+            WriteOp::Delete { .. } => {
+                let existed = current.is_some();
+                overlay.insert(key, None);
+                outcomes.push(OpOutcome::Delete { existed });
+                if existed {
+                    events.push(ChangeEvent {
+                        collection: key.0.to_string(),
+                        id: key.1.to_string(),
+                        version: 0,
+                        json: None,
+                    });
+                }
+            }
+        }
+    }
+    for ((collection, id), doc) in overlay {
+        match doc {
+            Some(doc) => {
+                docs.insert((gid, collection, id), encode(&doc)?.as_slice())
+                    .map_err(io_err)?;
+            }
+            None => {
+                docs.remove((gid, collection, id)).map_err(io_err)?;
+            }
+        }
+    }
+    if !events.is_empty() {
+        let mut changes = txn.open_table(CHANGES).map_err(io_err)?;
+        changes
+            .insert((gid, revision), encode(&events)?.as_slice())
+            .map_err(io_err)?;
+        if revision.is_multiple_of(PRUNE_EVERY) && revision > CHANGE_RETENTION {
+            let floor = revision - CHANGE_RETENTION;
+            changes
+                .retain_in((gid, 0)..(gid, floor), |_, _| false)
+                .map_err(io_err)?;
+            set_changes_floor(txn, gid, floor)?;
+        }
+    }
+    Ok(Ok(outcomes))
+}
+
+pub(crate) fn set_changes_floor(
+    txn: &WriteTransaction,
+    gid: GroupId,
+    floor: u64,
+) -> io::Result<()> {
+    let mut sm = txn.open_table(SM_STATE).map_err(io_err)?;
+    sm.insert((gid, KEY_CHANGES_FLOOR), floor.to_le_bytes().as_slice())
+        .map_err(io_err)?;
+    Ok(())
+}
+
+/// Replaces every document of the group (snapshot install) and restarts its change feed.
+pub(crate) fn replace_all(
+    txn: &WriteTransaction,
+    gid: GroupId,
+    docs_in: &[(String, String, StoredDoc)],
+    floor: u64,
+) -> io::Result<()> {
+    let mut docs = txn.open_table(DOCS).map_err(io_err)?;
+    docs.retain_in((gid, "", "")..(gid + 1, "", ""), |_, _| false)
+        .map_err(io_err)?;
+    for (collection, id, doc) in docs_in {
+        docs.insert(
+            (gid, collection.as_str(), id.as_str()),
+            encode(doc)?.as_slice(),
+        )
+        .map_err(io_err)?;
+    }
+    let mut changes = txn.open_table(CHANGES).map_err(io_err)?;
+    changes
+        .retain_in((gid, 0)..=(gid, u64::MAX), |_, _| false)
+        .map_err(io_err)?;
+    set_changes_floor(txn, gid, floor)
+}
+
+/// Every document of the group (for a snapshot).
+pub(crate) fn all_docs(
+    txn: &ReadTransaction,
+    gid: GroupId,
+) -> io::Result<Vec<(String, String, StoredDoc)>> {
+    let docs = txn.open_table(DOCS).map_err(io_err)?;
+    let mut out = Vec::new();
+    for row in docs
+        .range((gid, "", "")..(gid + 1, "", ""))
+        .map_err(io_err)?
+    {
+        let (k, v) = row.map_err(io_err)?;
+        let (_, c, i) = k.value();
+        out.push((c.to_string(), i.to_string(), decode(v.value())?));
+    }
+    Ok(out)
+}
+
+pub(crate) fn get(
+    txn: &ReadTransaction,
+    gid: GroupId,
+    collection: &str,
+    id: &str,
+) -> io::Result<Option<StoredDoc>> {
+    let docs = txn.open_table(DOCS).map_err(io_err)?;
+    match docs.get((gid, collection, id)).map_err(io_err)? {
+        Some(v) => Ok(Some(decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Documents of `collection` whose id starts with `prefix` and sorts after `after`, in id order.
+pub(crate) fn list(
+    txn: &ReadTransaction,
+    gid: GroupId,
+    collection: &str,
+    prefix: &str,
+    after: &str,
+    limit: usize,
+) -> io::Result<Vec<(String, StoredDoc)>> {
+    let docs = txn.open_table(DOCS).map_err(io_err)?;
+    let start = if after > prefix { after } else { prefix };
+    let mut out = Vec::new();
+    for row in docs
+        .range((gid, collection, start)..(gid + 1, "", ""))
+        .map_err(io_err)?
+    {
+        let (k, v) = row.map_err(io_err)?;
+        let (_, c, id) = k.value();
+        if c != collection || !id.starts_with(prefix) {
+            break;
+        }
+        if id == after {
+            continue;
+        }
+        out.push((id.to_string(), decode(v.value())?));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Change feed of the group from `from` (inclusive), at most `limit` revisions.
+pub(crate) fn changes(
+    txn: &ReadTransaction,
+    gid: GroupId,
+    from: u64,
+    limit: usize,
+) -> io::Result<Vec<(u64, Vec<ChangeEvent>)>> {
+    let changes = txn.open_table(CHANGES).map_err(io_err)?;
+    let mut out = Vec::new();
+    for row in changes
+        .range((gid, from)..=(gid, u64::MAX))
+        .map_err(io_err)?
+    {
+        let (k, v) = row.map_err(io_err)?;
+        out.push((k.value().1, decode(v.value())?));
+        if out.len() >= limit {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Oldest revision still in the change feed.
+pub(crate) fn changes_floor(txn: &ReadTransaction, gid: GroupId) -> io::Result<u64> {
+    let sm = txn.open_table(SM_STATE).map_err(io_err)?;
+    match sm.get((gid, KEY_CHANGES_FLOOR)).map_err(io_err)? {
+        Some(v) => Ok(v.value().try_into().map(u64::from_le_bytes).unwrap_or(0)),
+        None => Ok(0),
+    }
+}

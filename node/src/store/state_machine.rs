@@ -1,0 +1,363 @@
+//! The state machine of one Raft group: the meta state for the meta group, documents for a data
+//! group. Applies commit without fsync (they record `last_applied` in the same transaction, and
+//! after a crash openraft re-applies from it); snapshots are written durably, which also makes
+//! every earlier apply durable before logs may be purged.
+
+use std::io;
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use redb::{ReadableDatabase, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::documents::{self, ChangeEvent, StoredDoc};
+use super::tables::{KEY_APPLIED, KEY_MEMBERSHIP, KEY_META, SM_STATE, SNAPSHOTS};
+use super::{Storage, StoreError, io_err};
+use crate::codec::{decode, encode};
+use crate::command::{Command, Response};
+use crate::consensus::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::meta::MetaState;
+use crate::types::{GroupId, META_GROUP};
+
+/// The changes of one revision of a group.
+pub type Revision = (u64, Vec<ChangeEvent>);
+
+/// What a group's state machine holds in memory, shared with readers.
+pub struct GroupState {
+    pub gid: GroupId,
+    applied: Mutex<(Option<LogId>, StoredMembership)>,
+    /// The meta state (meta group only).
+    meta: Option<RwLock<MetaState>>,
+    /// Last applied log index; watchers and the topology reconciler wait on it.
+    applied_tx: watch::Sender<u64>,
+}
+
+impl GroupState {
+    pub fn applied_index(&self) -> u64 {
+        *self.applied_tx.borrow()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied_tx.subscribe()
+    }
+
+    /// A copy of the meta state (empty for a data group).
+    pub fn meta(&self) -> MetaState {
+        match &self.meta {
+            Some(m) => m.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            None => MetaState::default(),
+        }
+    }
+
+    fn set_applied(&self, applied: Option<LogId>, membership: StoredMembership) {
+        let index = applied.as_ref().map(|l| l.index).unwrap_or(0);
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner()) = (applied, membership);
+        self.applied_tx.send_replace(index);
+    }
+
+    fn set_meta(&self, state: MetaState) {
+        if let Some(m) = &self.meta {
+            *m.write().unwrap_or_else(|p| p.into_inner()) = state;
+        }
+    }
+}
+
+/// Snapshot payload: every document (data group) or the meta state (meta group).
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    docs: Vec<(String, String, StoredDoc)>,
+    meta: Option<MetaState>,
+}
+
+/// A stored snapshot: its Raft metadata and body.
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+/// The state machine of one group.
+#[derive(Clone)]
+pub struct StateMachine {
+    gid: GroupId,
+    storage: Arc<Storage>,
+    state: Arc<GroupState>,
+}
+
+impl StateMachine {
+    pub fn open(storage: Arc<Storage>, gid: GroupId) -> Result<StateMachine, StoreError> {
+        let txn = storage.db().begin_read()?;
+        let sm = txn.open_table(SM_STATE)?;
+        let applied: Option<LogId> = match sm.get((gid, KEY_APPLIED))? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        let membership: StoredMembership = match sm.get((gid, KEY_MEMBERSHIP))? {
+            Some(v) => decode(v.value())?,
+            None => StoredMembership::default(),
+        };
+        let meta = if gid == META_GROUP {
+            let state = match sm.get((gid, KEY_META))? {
+                Some(v) => decode(v.value())?,
+                None => MetaState::default(),
+            };
+            Some(RwLock::new(state))
+        } else {
+            None
+        };
+        let index = applied.as_ref().map(|l| l.index).unwrap_or(0);
+        let (applied_tx, _) = watch::channel(index);
+        let state = Arc::new(GroupState {
+            gid,
+            applied: Mutex::new((applied, membership)),
+            meta,
+            applied_tx,
+        });
+        Ok(StateMachine {
+            gid,
+            storage,
+            state,
+        })
+    }
+
+    pub fn state(&self) -> &Arc<GroupState> {
+        &self.state
+    }
+
+    pub fn get(&self, collection: &str, id: &str) -> io::Result<Option<StoredDoc>> {
+        let txn = self.storage.db().begin_read().map_err(io_err)?;
+        documents::get(&txn, self.gid, collection, id)
+    }
+
+    pub fn list(
+        &self,
+        collection: &str,
+        prefix: &str,
+        after: &str,
+        limit: usize,
+    ) -> io::Result<Vec<(String, StoredDoc)>> {
+        let txn = self.storage.db().begin_read().map_err(io_err)?;
+        documents::list(&txn, self.gid, collection, prefix, after, limit)
+    }
+
+    /// Changes from revision `from` on, and the oldest revision still kept.
+    pub fn changes(&self, from: u64, limit: usize) -> io::Result<(Vec<Revision>, u64)> {
+        let txn = self.storage.db().begin_read().map_err(io_err)?;
+        let floor = documents::changes_floor(&txn, self.gid)?;
+        Ok((
+            documents::changes(&txn, self.gid, from.max(floor), limit)?,
+            floor,
+        ))
+    }
+}
+
+fn put_sm(txn: &WriteTransaction, gid: GroupId, key: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut t = txn.open_table(SM_STATE).map_err(io_err)?;
+    t.insert((gid, key), bytes).map_err(io_err)?;
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let gid = self.gid;
+        let (meta, data) = {
+            let txn = self.storage.db().begin_read().map_err(io_err)?;
+            let sm = txn.open_table(SM_STATE).map_err(io_err)?;
+            let last_log_id: Option<LogId> = match sm.get((gid, KEY_APPLIED)).map_err(io_err)? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            let last_membership: StoredMembership =
+                match sm.get((gid, KEY_MEMBERSHIP)).map_err(io_err)? {
+                    Some(v) => decode(v.value())?,
+                    None => StoredMembership::default(),
+                };
+            let meta_state: Option<MetaState> = match sm.get((gid, KEY_META)).map_err(io_err)? {
+                Some(v) => Some(decode(v.value())?),
+                None => None,
+            };
+            let docs = if gid == META_GROUP {
+                vec![]
+            } else {
+                documents::all_docs(&txn, gid)?
+            };
+            let body = SnapshotBody {
+                docs,
+                meta: meta_state,
+            };
+            (
+                SnapshotMeta {
+                    last_log_id,
+                    last_membership,
+                },
+                encode(&body)?,
+            )
+        };
+        let stored = encode(&StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        })?;
+        // Durable: this commit also makes every earlier (non-durable) apply durable, so the logs
+        // the snapshot covers may be purged.
+        self.storage
+            .writer()
+            .run(true, move |txn| {
+                let mut t = txn.open_table(SNAPSHOTS).map_err(io_err)?;
+                t.insert(gid, stored.as_slice()).map_err(io_err)?;
+                Ok(())
+            })
+            .await?;
+        tracing::info!(group = gid, last = ?meta.last_log_id, bytes = data.len(), "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: data,
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let applied = self.state.applied.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(applied.clone())
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            batch.push(item);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let gid = self.gid;
+        let state = self.state.clone();
+        let (mut applied, mut membership) = state
+            .applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut meta = state.meta.as_ref().map(|_| state.meta());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let work = move |txn: &WriteTransaction| -> io::Result<()> {
+            let mut responses = Vec::with_capacity(batch.len());
+            for (entry, responder) in batch {
+                let index = entry.log_id.index;
+                let response = match &entry.payload {
+                    EntryPayload::Blank => Response::Empty,
+                    EntryPayload::Normal(Command::Data(cmd)) => {
+                        Response::Data(documents::apply_batch(txn, gid, index, cmd)?)
+                    }
+                    EntryPayload::Normal(Command::Meta(cmd)) => match meta.as_mut() {
+                        Some(m) => Response::Meta(m.apply(cmd)),
+                        None => Response::Meta(Err("meta command sent to a data group".into())),
+                    },
+                    EntryPayload::Membership(m) => {
+                        membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                        put_sm(txn, gid, KEY_MEMBERSHIP, &encode(&membership)?)?;
+                        Response::Empty
+                    }
+                };
+                applied = Some(entry.log_id);
+                responses.push((responder, response));
+            }
+            if let Some(a) = &applied {
+                put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
+            }
+            if let Some(m) = &meta {
+                put_sm(txn, gid, KEY_META, &encode(m)?)?;
+            }
+            let _ = tx.send((responses, applied, membership, meta));
+            Ok(())
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        self.storage.writer().submit(false, work, move |r| {
+            let _ = done_tx.send(r);
+        });
+        done_rx
+            .await
+            .map_err(|_| io::Error::other("storage writer stopped"))??;
+        let (responses, applied, membership, meta) = rx
+            .await
+            .map_err(|_| io::Error::other("apply produced no result"))?;
+        if let Some(m) = meta {
+            self.state.set_meta(m);
+        }
+        self.state.set_applied(applied, membership);
+        for (responder, response) in responses {
+            if let Some(r) = responder {
+                r.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        let body: SnapshotBody = decode(&snapshot)?;
+        let gid = self.gid;
+        let stored = encode(&StoredSnapshot {
+            meta: meta.clone(),
+            data: snapshot,
+        })?;
+        let applied = meta.last_log_id;
+        let membership = meta.last_membership.clone();
+        let floor = applied.as_ref().map(|l| l.index + 1).unwrap_or(0);
+        let meta_state = body.meta.clone();
+        let (a, m) = (applied, membership.clone());
+        self.storage
+            .writer()
+            .run(true, move |txn| {
+                documents::replace_all(txn, gid, &body.docs, floor)?;
+                if let Some(a) = &a {
+                    put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
+                }
+                put_sm(txn, gid, KEY_MEMBERSHIP, &encode(&m)?)?;
+                if let Some(ms) = &body.meta {
+                    put_sm(txn, gid, KEY_META, &encode(ms)?)?;
+                }
+                let mut t = txn.open_table(SNAPSHOTS).map_err(io_err)?;
+                t.insert(gid, stored.as_slice()).map_err(io_err)?;
+                Ok(())
+            })
+            .await?;
+        if let Some(ms) = meta_state {
+            self.state.set_meta(ms);
+        }
+        self.state.set_applied(applied, membership);
+        tracing::info!(group = gid, last = ?meta.last_log_id, "snapshot installed");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let txn = self.storage.db().begin_read().map_err(io_err)?;
+        let t = txn.open_table(SNAPSHOTS).map_err(io_err)?;
+        match t.get(self.gid).map_err(io_err)? {
+            Some(v) => {
+                let stored: StoredSnapshot = decode(v.value())?;
+                Ok(Some(Snapshot {
+                    meta: stored.meta,
+                    snapshot: stored.data,
+                }))
+            }
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Table layout of the node's redb file. Every key starts with the Raft group id.
+
+use std::io;
+
+use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+
+use super::{StoreError, io_err};
+use crate::types::{GroupId, NodeId};
+
+/// (group, index) -> encoded log entry.
+pub(crate) const LOGS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("raft_log");
+/// (group, key) -> vote / committed / purged.
+pub(crate) const RAFT_STATE: TableDefinition<(u64, &str), &[u8]> =
+    TableDefinition::new("raft_state");
+/// (group, key) -> applied / membership / meta state / changes floor.
+pub(crate) const SM_STATE: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_state");
+/// (group, collection, id) -> stored document.
+pub(crate) const DOCS: TableDefinition<(u64, &str, &str), &[u8]> =
+    TableDefinition::new("documents");
+/// (group, revision) -> change events of that revision (the watch feed).
+pub(crate) const CHANGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("changes");
+/// group -> the group's current snapshot (meta and data).
+pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+/// Node-level facts (its id).
+pub(crate) const NODE: TableDefinition<&str, &[u8]> = TableDefinition::new("node");
+
+pub(crate) const KEY_VOTE: &str = "vote";
+pub(crate) const KEY_COMMITTED: &str = "committed";
+pub(crate) const KEY_PURGED: &str = "purged";
+pub(crate) const KEY_APPLIED: &str = "applied";
+pub(crate) const KEY_MEMBERSHIP: &str = "membership";
+pub(crate) const KEY_META: &str = "meta";
+pub(crate) const KEY_CHANGES_FLOOR: &str = "changes_floor";
+
+/// Reads the node id, generating and storing one on first open.
+pub(crate) fn init_node_id(db: &Database) -> Result<NodeId, StoreError> {
+    let txn = db.begin_write()?;
+    let id = {
+        let mut table = txn.open_table(NODE)?;
+        let existing = table
+            .get("node_id")?
+            .map(|v| v.value().try_into().map(u64::from_le_bytes));
+        match existing {
+            Some(Ok(id)) => id,
+            Some(Err(_)) => {
+                return Err(StoreError::Io(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "stored node id is corrupt",
+                )));
+            }
+            None => {
+                let id = loop {
+                    // Keep ids within JSON's exact integer range for tooling that reads them.
+                    let id = rand::random::<u64>() >> 12;
+                    if id != 0 {
+                        break id;
+                    }
+                };
+                table.insert("node_id", id.to_le_bytes().as_slice())?;
+                id
+            }
+        }
+    };
+    // Create every table so readers never see a missing one.
+    txn.open_table(LOGS)?;
+    txn.open_table(RAFT_STATE)?;
+    txn.open_table(SM_STATE)?;
+    txn.open_table(DOCS)?;
+    txn.open_table(CHANGES)?;
+    txn.open_table(SNAPSHOTS)?;
+    txn.commit()?;
+    Ok(id)
+}
+
+/// Removes every record of `gid` in one transaction.
+pub(crate) fn delete_group(txn: &WriteTransaction, gid: GroupId) -> io::Result<()> {
+    let mut logs = txn.open_table(LOGS).map_err(io_err)?;
+    logs.retain_in((gid, 0)..=(gid, u64::MAX), |_, _| false)
+        .map_err(io_err)?;
+    let mut changes = txn.open_table(CHANGES).map_err(io_err)?;
+    changes
+        .retain_in((gid, 0)..=(gid, u64::MAX), |_, _| false)
+        .map_err(io_err)?;
+    let mut docs = txn.open_table(DOCS).map_err(io_err)?;
+    docs.retain_in((gid, "", "")..(gid + 1, "", ""), |_, _| false)
+        .map_err(io_err)?;
+    let mut raft = txn.open_table(RAFT_STATE).map_err(io_err)?;
+    raft.retain_in((gid, "")..(gid + 1, ""), |_, _| false)
+        .map_err(io_err)?;
+    let mut sm = txn.open_table(SM_STATE).map_err(io_err)?;
+    sm.retain_in((gid, "")..(gid + 1, ""), |_, _| false)
+        .map_err(io_err)?;
+    let mut snaps = txn.open_table(SNAPSHOTS).map_err(io_err)?;
+    snaps.remove(gid).map_err(io_err)?;
+    Ok(())
+}

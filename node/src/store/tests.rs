@@ -1,0 +1,233 @@
+//! Storage tests: openraft's conformance suite against the redb log store and state machine,
+//! and Flotilla's own behaviour (durability across reopen, batches, snapshots).
+
+use std::sync::Arc;
+
+use futures::stream;
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, RaftLogStorage, RaftStateMachine};
+use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::testing::{blank_ent, log_id};
+use openraft::type_config::TypeConfigExt;
+use openraft::{RaftLogReader, RaftSnapshotBuilder, StorageError};
+use prometheus_client::metrics::histogram::Histogram;
+use tempfile::TempDir;
+
+use super::{LogStore, StateMachine, Storage};
+use crate::command::{Command, DataCommand, OpOutcome, Rejection, WriteOp};
+use crate::consensus::{Entry, TypeConfig};
+use crate::types::GroupId;
+
+fn open(dir: &TempDir) -> Arc<Storage> {
+    Storage::open(dir.path(), Histogram::new([0.001, 0.01])).expect("open storage")
+}
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+        let dir = TempDir::new().expect("tempdir");
+        let storage = open(&dir);
+        // A group other than 0 shares the file with other groups, as on a real node.
+        let log = LogStore::open(storage.clone(), 7).expect("log store");
+        let sm = StateMachine::open(storage, 7).expect("state machine");
+        Ok((dir, log, sm))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_openraft_storage_conformance_suite() -> Result<(), StorageError<TypeConfig>> {
+    Suite::test_all(Builder).await
+}
+
+fn put(id: &str, json: &str, if_version: Option<u64>) -> WriteOp {
+    WriteOp::Put {
+        collection: "c".into(),
+        id: id.into(),
+        json: json.into(),
+        if_version,
+    }
+}
+
+fn data_entry(index: u64, ops: Vec<WriteOp>) -> Entry {
+    Entry::new_normal(
+        log_id::<TypeConfig>(1, 1, index),
+        Command::Data(DataCommand { ops }),
+    )
+}
+
+/// Applies one entry without a responder (outcomes are checked by reading storage back).
+async fn apply_one(sm: &mut StateMachine, entry: Entry) {
+    sm.apply(stream::iter(vec![Ok((entry, None))]))
+        .await
+        .expect("apply");
+}
+
+async fn append(log: &mut LogStore, entries: Vec<Entry>) {
+    let (tx, rx) = TypeConfig::oneshot();
+    log.append(entries, IOFlushed::signal(tx))
+        .await
+        .expect("append");
+    rx.await.expect("flush signal").expect("flushed");
+}
+
+#[tokio::test]
+async fn log_survives_reopen_and_truncate_purge_leave_no_holes() {
+    let dir = TempDir::new().unwrap();
+    let gid: GroupId = 3;
+    {
+        let storage = open(&dir);
+        let mut log = LogStore::open(storage.clone(), gid).unwrap();
+        let mut other = LogStore::open(storage, gid + 1).unwrap();
+        append(
+            &mut log,
+            (1..=10).map(|i| blank_ent::<TypeConfig>(1, 1, i)).collect(),
+        )
+        .await;
+        append(&mut other, vec![blank_ent::<TypeConfig>(1, 1, 1)]).await;
+        log.truncate_after(Some(log_id::<TypeConfig>(1, 1, 8)))
+            .await
+            .unwrap();
+        log.purge(log_id::<TypeConfig>(1, 1, 3)).await.unwrap();
+    }
+    let storage = open(&dir);
+    let mut log = LogStore::open(storage.clone(), gid).unwrap();
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(8));
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
+    let entries = log.try_get_log_entries(0..100).await.unwrap();
+    let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(indexes, (4..=8).collect::<Vec<_>>());
+    // The other group's log is untouched.
+    let mut other = LogStore::open(storage, gid + 1).unwrap();
+    assert_eq!(other.try_get_log_entries(0..100).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn appended_entries_are_readable_before_and_after_the_flush() {
+    let dir = TempDir::new().unwrap();
+    let storage = open(&dir);
+    let mut log = LogStore::open(storage, 1).unwrap();
+    let (tx, rx) = TypeConfig::oneshot();
+    log.append(
+        (1..=5)
+            .map(|i| blank_ent::<TypeConfig>(1, 1, i))
+            .collect::<Vec<_>>(),
+        IOFlushed::signal(tx),
+    )
+    .await
+    .unwrap();
+    assert_eq!(log.try_get_log_entries(1..6).await.unwrap().len(), 5);
+    rx.await.unwrap().unwrap();
+    assert_eq!(log.try_get_log_entries(1..6).await.unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn batches_apply_atomically_with_version_checks() {
+    let dir = TempDir::new().unwrap();
+    let storage = open(&dir);
+    let mut sm = StateMachine::open(storage, 5).unwrap();
+    apply_one(
+        &mut sm,
+        data_entry(1, vec![put("a", "1", None), put("b", "2", Some(0))]),
+    )
+    .await;
+    assert_eq!(sm.get("c", "a").unwrap().map(|d| d.version), Some(1));
+    assert_eq!(
+        sm.get("c", "b").unwrap().map(|d| d.json),
+        Some("2".to_string())
+    );
+    // One stale if_version rejects the whole batch: "a" keeps its old body.
+    apply_one(
+        &mut sm,
+        data_entry(2, vec![put("a", "10", Some(1)), put("b", "20", Some(7))]),
+    )
+    .await;
+    assert_eq!(
+        sm.get("c", "a").unwrap().map(|d| (d.version, d.json)),
+        Some((1, "1".to_string()))
+    );
+    apply_one(
+        &mut sm,
+        data_entry(
+            3,
+            vec![WriteOp::Delete {
+                collection: "c".into(),
+                id: "b".into(),
+                if_version: Some(1),
+            }],
+        ),
+    )
+    .await;
+    assert!(sm.get("c", "b").unwrap().is_none());
+    let listed: Vec<String> = sm
+        .list("c", "", "", 10)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(listed, vec!["a"]);
+    let (changes, _) = sm.changes(1, 100).unwrap();
+    let revisions: Vec<u64> = changes.iter().map(|(r, _)| *r).collect();
+    assert_eq!(
+        revisions,
+        vec![1, 3],
+        "rejected batch leaves no change event"
+    );
+}
+
+#[test]
+fn rejection_reports_expected_and_current_versions() {
+    let r = Rejection::VersionMismatch {
+        collection: "c".into(),
+        id: "a".into(),
+        expected: 3,
+        current: 1,
+    };
+    assert!(r.to_string().contains("expected 3, current 1"));
+    let _ = OpOutcome::Put { version: 1 };
+}
+
+#[tokio::test]
+async fn snapshot_round_trip_reproduces_documents_on_another_node() {
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let mut a = StateMachine::open(open(&dir_a), 9).unwrap();
+    for i in 1..=50u64 {
+        apply_one(
+            &mut a,
+            data_entry(
+                i,
+                vec![put(&format!("doc-{i:03}"), &format!("{{\"n\":{i}}}"), None)],
+            ),
+        )
+        .await;
+    }
+    let snapshot = a.build_snapshot().await.unwrap();
+    assert_eq!(
+        snapshot.meta.last_log_id.as_ref().map(|l| l.index),
+        Some(50)
+    );
+
+    let mut b = StateMachine::open(open(&dir_b), 9).unwrap();
+    apply_one(&mut b, data_entry(1, vec![put("stale", "0", None)])).await;
+    b.install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
+        .await
+        .unwrap();
+    assert!(
+        b.get("c", "stale").unwrap().is_none(),
+        "install replaces old state"
+    );
+    assert_eq!(b.list("c", "doc-", "", 1000).unwrap().len(), 50);
+    assert_eq!(
+        b.get("c", "doc-042").unwrap().map(|d| d.json),
+        Some("{\"n\":42}".to_string())
+    );
+    let (applied, _) = b.applied_state().await.unwrap();
+    assert_eq!(applied.map(|l| l.index), Some(50));
+    let current = b
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot kept");
+    assert_eq!(current.meta.last_log_id, snapshot.meta.last_log_id);
+}

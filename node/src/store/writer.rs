@@ -1,0 +1,171 @@
+//! The node's single writer: every durable change of every Raft group goes through it. Jobs that
+//! arrive while a commit is in flight are batched into the next write transaction, so many
+//! appends from many groups share one commit and one fsync (group commit).
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use prometheus_client::metrics::histogram::Histogram;
+use redb::{Database, Durability, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::io_err;
+
+type Work = Box<dyn FnOnce(&WriteTransaction) -> io::Result<()> + Send>;
+type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
+
+struct Job {
+    work: Work,
+    durable: bool,
+    done: Done,
+}
+
+enum Msg {
+    Job(Job),
+    Stop,
+}
+
+/// Most jobs folded into one transaction.
+const MAX_BATCH: usize = 4096;
+
+/// Handle to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Writer {
+    pub(crate) fn start(
+        db: Arc<Database>,
+        commit_latency: Histogram,
+    ) -> io::Result<(Writer, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = std::thread::Builder::new()
+            .name("flotilla-writer".into())
+            .spawn(move || writer_loop(db, rx, commit_latency))?;
+        Ok((Writer { tx }, handle))
+    }
+
+    /// Asks the writer to finish the jobs queued so far and exit.
+    pub(crate) fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+    }
+
+    /// Queues `work`; `done` runs after the transaction holding it committed (durably when
+    /// `durable`), or failed.
+    pub fn submit(
+        &self,
+        durable: bool,
+        work: impl FnOnce(&WriteTransaction) -> io::Result<()> + Send + 'static,
+        done: impl FnOnce(io::Result<()>) + Send + 'static,
+    ) {
+        let job = Job {
+            work: Box::new(work),
+            durable,
+            done: Box::new(done),
+        };
+        if let Err(mpsc::error::SendError(Msg::Job(job))) = self.tx.send(Msg::Job(job)) {
+            (job.done)(Err(io::Error::other("storage writer stopped")));
+        }
+    }
+
+    /// Queues `work` and waits until it is committed.
+    pub async fn run(
+        &self,
+        durable: bool,
+        work: impl FnOnce(&WriteTransaction) -> io::Result<()> + Send + 'static,
+    ) -> io::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.submit(durable, work, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.await
+            .map_err(|_| io::Error::other("storage writer stopped"))?
+    }
+}
+
+fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Msg>, commit_latency: Histogram) {
+    let mut stop = false;
+    while !stop {
+        let Some(Msg::Job(first)) = rx.blocking_recv() else {
+            break;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Stop) => {
+                    stop = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let durable = batch.iter().any(|j| j.durable);
+        let mixed = durable && batch.iter().any(|j| !j.durable);
+        let mut works = Vec::with_capacity(batch.len());
+        let mut dones = Vec::with_capacity(batch.len());
+        for job in batch {
+            works.push(job.work);
+            dones.push((job.durable, job.done));
+        }
+        let started = Instant::now();
+        if mixed {
+            // Jobs that asked for no fsync (state machine applies) need not wait for the fsync
+            // of the appends batched with them: commit all of the batch's work without fsync
+            // (visible at once, in submission order), answer those jobs, then make it durable
+            // with an empty durable commit, which persists the non-durable one before it.
+            // Durable jobs are answered only after that second commit, as before.
+            match commit_batch(&db, false, works) {
+                Ok(()) => {
+                    let (durable_dones, other_dones): (Vec<_>, Vec<_>) =
+                        dones.into_iter().partition(|(d, _)| *d);
+                    finish(other_dones, &Ok(()));
+                    let result = commit_batch(&db, true, Vec::new());
+                    commit_latency.observe(started.elapsed().as_secs_f64());
+                    finish(durable_dones, &result);
+                }
+                Err(e) => finish(dones, &Err(e)),
+            }
+        } else {
+            let result = commit_batch(&db, durable, works);
+            if durable {
+                commit_latency.observe(started.elapsed().as_secs_f64());
+            }
+            finish(dones, &result);
+        }
+    }
+}
+
+/// Answers the jobs of a commit, in submission order.
+fn finish(dones: Vec<(bool, Done)>, result: &io::Result<()>) {
+    match result {
+        Ok(()) => {
+            for (_, done) in dones {
+                done(Ok(()));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "storage commit failed");
+            let msg = e.to_string();
+            for (_, done) in dones {
+                done(Err(io::Error::other(msg.clone())));
+            }
+        }
+    }
+}
+
+fn commit_batch(db: &Database, durable: bool, works: Vec<Work>) -> io::Result<()> {
+    let mut txn = db.begin_write().map_err(io_err)?;
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })
+    .map_err(|e| io::Error::other(e.to_string()))?;
+    for work in works {
+        work(&txn)?;
+    }
+    txn.commit().map_err(io_err)
+}

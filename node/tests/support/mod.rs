@@ -1,0 +1,429 @@
+//! Process-test harness: real `flotilla-node` processes on 127.0.0.1, driven the way an operator
+//! or a user would drive them.
+//!
+//! [`TestCluster::start`] picks free ports, bootstraps node 0 with `--initial-cluster-state new`,
+//! lets the other nodes join through node 0's client address, and waits until every node's
+//! `/readyz` answers 200. Each node lives in its own directory of a temporary directory (its data
+//! directory, which also holds `node.log` with the process's stdout and stderr). Nodes can be
+//! killed (`SIGKILL`), stopped gracefully (`SIGTERM`), frozen (`SIGSTOP` / `SIGCONT`), restarted
+//! on the same ports and data, or wiped (a lost disk). Dropping the cluster kills every process
+//! it started; when the test is failing it also prints the tail of every node's log.
+//!
+//! Set `FLOTILLA_KEEP_TEST_DIRS=1` to keep the temporary directory for inspection.
+
+// Each test file uses a different part of the harness.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use flotilla_client::{Client, ClientOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+mod node;
+pub use node::*;
+
+/// Real node processes on 127.0.0.1 forming one cluster.
+pub struct TestCluster {
+    /// Removed (with every node's data) when the cluster is dropped, unless kept.
+    root: Option<tempfile::TempDir>,
+    root_path: PathBuf,
+    pub nodes: Vec<TestNode>,
+    options: ClusterOptions,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes: node 0 bootstraps, the others join through it. Returns once every
+    /// node is ready; panics with each node's log otherwise.
+    pub async fn start(n: usize, options: ClusterOptions) -> TestCluster {
+        assert!(n >= 1, "a cluster needs at least one node");
+        let root = tempfile::Builder::new()
+            .prefix("flotilla-test-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let root_path = root.path().to_path_buf();
+        let mut cluster = TestCluster {
+            root: Some(root),
+            root_path,
+            nodes: Vec::new(),
+            options,
+        };
+        let mut addrs = free_addrs(n).into_iter();
+        let first = TestNode::new(
+            0,
+            &cluster.root_path,
+            addrs.next().expect("addresses for node 0"),
+            Entry::Bootstrap,
+            cluster.options.clone(),
+        );
+        cluster.nodes.push(first);
+        cluster.start_nodes(&[0]).await;
+        let seed = vec![cluster.nodes[0].endpoint()];
+        for (i, addrs) in (1..n).zip(addrs) {
+            let node = TestNode::new(
+                i,
+                &cluster.root_path,
+                addrs,
+                Entry::Join(seed.clone()),
+                cluster.options.clone(),
+            );
+            cluster.nodes.push(node);
+        }
+        let rest: Vec<usize> = (1..n).collect();
+        cluster.start_nodes(&rest).await;
+        cluster.wait_for_meta_voters().await;
+        cluster
+    }
+
+    /// Waits until the meta group has its voters (up to `--meta-voters`, odd): before that a
+    /// single failure could stop the cluster, which no test means to exercise by accident.
+    pub async fn wait_for_meta_voters(&self) {
+        let target = self.options.meta_voters.unwrap_or(3).min(self.nodes.len());
+        let want = if target.is_multiple_of(2) {
+            target - 1
+        } else {
+            target
+        }
+        .max(1);
+        let client = self.client();
+        let what = format!("the meta group has {want} voters");
+        wait_until(self.options.ready_timeout, &what, async || {
+            client.cluster_status().await.is_ok_and(|s| {
+                s.nodes
+                    .iter()
+                    .filter(|n| {
+                        matches!(
+                            n.meta_role,
+                            flotilla_client::MetaRole::Leader | flotilla_client::MetaRole::Follower
+                        )
+                    })
+                    .count()
+                    >= want
+            })
+        })
+        .await;
+    }
+
+    /// Spawns the given nodes and waits until all are ready, moving a node to fresh ports when
+    /// its ports were taken between choosing and binding them.
+    async fn start_nodes(&mut self, indices: &[usize]) {
+        let mut attempts = vec![0usize; self.nodes.len()];
+        for &i in indices {
+            self.nodes[i].spawn();
+        }
+        let deadline = Instant::now() + self.options.ready_timeout;
+        let mut pending: Vec<usize> = indices.to_vec();
+        let mut last: Vec<String> = vec![String::new(); self.nodes.len()];
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for &i in &pending {
+                match self.nodes[i].poll_ready().await {
+                    Probe::Ready => {}
+                    Probe::Exited(status) => {
+                        attempts[i] += 1;
+                        if self.nodes[i].failed_to_bind() && attempts[i] < PORT_ATTEMPTS {
+                            self.nodes[i].child = None;
+                            self.nodes[i].move_ports();
+                            self.nodes[i].spawn();
+                            still.push(i);
+                        } else {
+                            panic!(
+                                "{} exited while starting ({status})\n{}",
+                                self.nodes[i].name,
+                                self.describe()
+                            );
+                        }
+                    }
+                    Probe::NotYet(why) => {
+                        last[i] = why;
+                        still.push(i);
+                    }
+                }
+            }
+            pending = still;
+            if pending.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let waiting: Vec<String> = pending
+                    .iter()
+                    .map(|&i| format!("{} (last /readyz: {})", self.nodes[i].name, last[i]))
+                    .collect();
+                panic!(
+                    "not ready after {:?}: {}\n{}",
+                    self.options.ready_timeout,
+                    waiting.join(", "),
+                    self.describe()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts one more node that joins through the running nodes; returns its index once it
+    /// is ready.
+    pub async fn add_node(&mut self) -> usize {
+        let options = self.options.clone();
+        self.add_node_with(options).await
+    }
+
+    /// Like [`TestCluster::add_node`], with options of its own (e.g. `--labels`).
+    pub async fn add_node_with(&mut self, options: ClusterOptions) -> usize {
+        let index = self.nodes.len();
+        let join = self.running_endpoints();
+        let node = TestNode::new(
+            index,
+            &self.root_path,
+            free_addrs(1).remove(0),
+            Entry::Join(join),
+            options,
+        );
+        self.nodes.push(node);
+        self.start_nodes(&[index]).await;
+        index
+    }
+
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn node(&self, i: usize) -> &TestNode {
+        &self.nodes[i]
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut TestNode {
+        &mut self.nodes[i]
+    }
+
+    /// The client endpoint of node `i`.
+    pub fn endpoint(&self, i: usize) -> String {
+        self.nodes[i].endpoint()
+    }
+
+    /// Every node's client endpoint.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.nodes.iter().map(TestNode::endpoint).collect()
+    }
+
+    /// The client endpoints of the nodes whose processes run.
+    pub fn running_endpoints(&mut self) -> Vec<String> {
+        self.nodes
+            .iter_mut()
+            .filter_map(|n| n.is_running().then(|| n.endpoint()))
+            .collect()
+    }
+
+    /// A client over every node's endpoint.
+    pub fn client(&self) -> Client {
+        self.client_with(self.options.client_options.clone())
+    }
+
+    /// A client over every node's endpoint with the given options.
+    pub fn client_with(&self, options: ClientOptions) -> Client {
+        Client::with_options(self.endpoints(), options).expect("a client over the cluster")
+    }
+
+    /// `kill -9` node `i`.
+    pub fn kill9(&mut self, i: usize) {
+        self.nodes[i].kill9();
+    }
+
+    /// Graceful stop of node `i`; waits for the process to exit.
+    pub async fn sigterm(&mut self, i: usize) -> ExitStatus {
+        self.nodes[i].sigterm().await
+    }
+
+    pub fn sigstop(&mut self, i: usize) {
+        self.nodes[i].sigstop();
+    }
+
+    pub fn sigcont(&mut self, i: usize) {
+        self.nodes[i].sigcont();
+    }
+
+    /// Starts node `i` again (same ports, data and flags) without waiting for it.
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].restart();
+    }
+
+    /// Deletes node `i`'s data (it must be down); when restarted it joins as a new node.
+    pub fn wipe(&mut self, i: usize) {
+        let join: Vec<String> = (0..self.nodes.len())
+            .filter(|&j| j != i)
+            .map(|j| self.endpoint(j))
+            .collect();
+        self.nodes[i].wipe(join);
+    }
+
+    /// Waits until node `i` is ready.
+    pub async fn wait_ready(&mut self, i: usize) {
+        self.nodes[i].wait_ready().await;
+    }
+
+    /// Waits until every running node is ready.
+    pub async fn wait_all_ready(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].is_running() {
+                self.nodes[i].wait_ready().await;
+            }
+        }
+    }
+
+    /// The node id of node `i`, as the cluster reports it.
+    pub async fn node_id(&self, i: usize) -> u64 {
+        let addr = self.endpoint(i);
+        let status = self
+            .client()
+            .cluster_status()
+            .await
+            .unwrap_or_else(|e| panic!("cluster status: {e}\n{}", self.describe()));
+        status
+            .node_by_client_addr(&addr)
+            .unwrap_or_else(|| panic!("no node with client address {addr} in {status:#?}"))
+            .id
+    }
+
+    /// The index of the node with id `id`, if it is one of this cluster's nodes.
+    pub async fn index_of(&self, id: u64) -> Option<usize> {
+        let status = self.client().cluster_status().await.ok()?;
+        let node = status.nodes.iter().find(|n| n.id == id)?;
+        self.nodes
+            .iter()
+            .position(|n| n.client_addr == node.client_addr)
+    }
+
+    /// The index of the meta group's leader, if there is one right now.
+    pub async fn meta_leader(&self) -> Option<usize> {
+        let status = self.client().cluster_status().await.ok()?;
+        let leader = status.meta_leader()?;
+        self.nodes
+            .iter()
+            .position(|n| n.client_addr == leader.client_addr)
+    }
+
+    /// The index of the leader of `shard` of `database`, if it has one right now.
+    pub async fn shard_leader(&self, database: &str, shard: u32) -> Option<usize> {
+        let status = self.client().database_status(database).await.ok()?;
+        let shard = status.shards.iter().find(|s| s.shard == shard)?;
+        let leader = shard.leader()?;
+        self.nodes
+            .iter()
+            .position(|n| n.client_addr == leader.client_addr)
+    }
+
+    /// Creates a database and waits until every shard has a leader.
+    pub async fn create_database(
+        &self,
+        name: &str,
+        replication_factor: Option<u32>,
+        shards: Option<u32>,
+    ) {
+        let client = self.client();
+        client
+            .create_database(name, replication_factor, shards)
+            .await
+            .unwrap_or_else(|e| panic!("creating database {name}: {e}\n{}", self.describe()));
+        client
+            .wait_for_database(name, self.options.ready_timeout, |_| {})
+            .await
+            .unwrap_or_else(|e| panic!("database {name} not ready: {e}\n{}", self.describe()));
+    }
+
+    /// The temporary directory holding every node's directory.
+    pub fn root(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// Every node's addresses, state and log tail.
+    pub fn describe(&self) -> String {
+        self.nodes.iter().map(TestNode::describe).collect()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill9();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "---- test cluster in {} at the failure:\n{}",
+                self.root_path.display(),
+                self.describe()
+            );
+        }
+        if std::env::var_os("FLOTILLA_KEEP_TEST_DIRS").is_some()
+            && let Some(root) = self.root.take()
+        {
+            let kept = root.keep();
+            eprintln!("---- kept the test cluster's files in {}", kept.display());
+        }
+    }
+}
+
+/// Polls `condition` until it holds, at most `timeout`; panics saying `what` did not happen.
+pub async fn wait_until<F>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: AsyncFnMut() -> bool,
+{
+    wait_for(timeout, what, async || condition().await.then_some(())).await
+}
+
+/// Polls `probe` until it returns `Some`, at most `timeout`, and returns the value; panics
+/// saying `what` did not happen.
+pub async fn wait_for<T, F>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: AsyncFnMut() -> Option<T>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(10);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Runs `future` with a deadline; panics saying `what` did not finish.
+pub async fn within<T>(timeout: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(timeout, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {timeout:?}"))
+}
+
+/// A minimal HTTP/1.1 GET (the node's HTTP port serves plain text): status code and body.
+pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = tokio::time::timeout(Duration::from_secs(2), exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no HTTP answer"))??;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not an HTTP response: {head:?}"),
+            )
+        })?;
+    Ok((code, body.to_string()))
+}

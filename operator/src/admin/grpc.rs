@@ -1,0 +1,379 @@
+//! [`ClusterAdmin`] over the nodes' admin gRPC API, through `flotilla-client`.
+//!
+//! One client per cluster, pointed at every pod's stable DNS name; the client follows
+//! the meta leader and retries within short deadlines so that a reconcile never hangs.
+//! What the API cannot do yet (moving replicas off a node, changing a database's
+//! replication factor or placement) fails with an error that says so.
+
+use super::mapping::{membership, topology};
+use super::{ClusterAdmin, DatabaseRequest, ShardTopology};
+use crate::crd::Cluster;
+use crate::crd::cluster_funcs::CLIENT_PORT;
+use crate::error::{Error, Result};
+use crate::plan::{Labels, Membership};
+use flotilla_client::{
+    Client, ClientOptions, DatabaseInfo, DatabaseOptions, DatabaseStatus, DatabaseUpdate, Group,
+};
+use futures::future::BoxFuture;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Rewrites a node's `host:port` address before the operator connects to it.
+pub type AddressMap = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// Admin operations through the cluster's own gRPC API.
+#[derive(Default)]
+pub struct GrpcAdmin {
+    /// Clients by cluster (`namespace/name`), with the endpoints they were made for.
+    clients: Mutex<HashMap<String, (Vec<String>, Client)>>,
+    /// How pod addresses are reached when the operator is outside the pod network.
+    address_map: Option<AddressMap>,
+}
+
+fn admin_error(error: flotilla_client::Error) -> Error {
+    use flotilla_client::Error as E;
+    match error {
+        E::Unavailable(_) | E::Transport { .. } | E::DeadlineExceeded(_) => {
+            Error::Admin(error.to_string())
+        }
+        other => Error::AdminRefused(other.to_string()),
+    }
+}
+
+fn node_id(id: &str) -> Result<u64> {
+    id.parse()
+        .map_err(|_| Error::AdminRefused(format!("invalid node id {id:?}")))
+}
+
+/// Client addresses of every pod the cluster may have.
+fn endpoints(cluster: &Cluster) -> Result<Vec<String>> {
+    let known = cluster.status.as_ref().map_or(0, |s| s.nodes.len());
+    let count = usize::try_from(cluster.spec.replicas)
+        .unwrap_or(1)
+        .max(known)
+        .max(1);
+    (0..count)
+        .map(|ordinal| {
+            let ordinal = i32::try_from(ordinal).unwrap_or(i32::MAX);
+            Ok(format!("{}:{CLIENT_PORT}", cluster.pod_dns_name(ordinal)?))
+        })
+        .collect()
+}
+
+/// A replacement delay as the cluster's API takes it.
+fn duration_text(duration: Duration) -> String {
+    format!("{}ms", duration.as_millis())
+}
+
+/// Settings of a database to create for `request`.
+fn database_options(request: &DatabaseRequest) -> DatabaseOptions {
+    DatabaseOptions {
+        replication_factor: Some(request.replication_factor),
+        shards: Some(request.shards),
+        replace_after: request.replace_after.map(duration_text),
+        placement: request.node_labels.clone(),
+        ..DatabaseOptions::default()
+    }
+}
+
+/// The change that brings `database` to what `request` asks, if it differs.
+fn database_update(database: &DatabaseInfo, request: &DatabaseRequest) -> Option<DatabaseUpdate> {
+    let mut update = DatabaseUpdate::default();
+    if database.replication_factor != request.replication_factor {
+        update.replication_factor = Some(request.replication_factor);
+    }
+    if let Some(wanted) = request.replace_after {
+        let current = humantime::parse_duration(&database.replace_after).ok();
+        if current != Some(wanted) {
+            update.replace_after = Some(duration_text(wanted));
+        }
+    }
+    if database.placement != request.node_labels {
+        update.placement = Some(request.node_labels.clone());
+    }
+    (update != DatabaseUpdate::default()).then_some(update)
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        total_timeout: Duration::from_secs(10),
+        request_timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(2),
+        max_attempts: 3,
+        ..ClientOptions::default()
+    }
+}
+
+impl GrpcAdmin {
+    /// Admin operations that reach each pod's address (`<pod>.<service>.<namespace>.svc:PORT`)
+    /// through `map`: for an operator that runs outside the cluster's pod network and its
+    /// DNS (through a tunnel, or against a stand-in of Kubernetes).
+    pub fn with_address_map(map: AddressMap) -> Self {
+        Self {
+            address_map: Some(map),
+            ..Self::default()
+        }
+    }
+
+    fn client(&self, cluster: &Cluster) -> Result<Client> {
+        let key = format!("{}/{}", cluster.namespace_or_default(), cluster.name()?);
+        let mut endpoints = endpoints(cluster)?;
+        if let Some(map) = &self.address_map {
+            endpoints = endpoints.iter().map(|e| map(e)).collect();
+        }
+        let mut clients = match self.clients.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some((known, client)) = clients.get(&key)
+            && *known == endpoints
+        {
+            return Ok(client.clone());
+        }
+        let client = Client::with_options(endpoints.clone(), options()).map_err(admin_error)?;
+        clients.insert(key, (endpoints, client.clone()));
+        Ok(client)
+    }
+
+    async fn databases(client: &Client) -> Result<Vec<DatabaseStatus>> {
+        let mut statuses = Vec::new();
+        for database in client.list_databases().await.map_err(admin_error)? {
+            match client.database_status(&database.name).await {
+                Ok(status) => statuses.push(status),
+                // Dropped between the two calls.
+                Err(flotilla_client::Error::NotFound(_)) => {}
+                Err(error) => return Err(admin_error(error)),
+            }
+        }
+        Ok(statuses)
+    }
+
+    async fn membership_of(&self, cluster: &Cluster) -> Result<Membership> {
+        let client = self.client(cluster)?;
+        let status = client.cluster_status().await.map_err(admin_error)?;
+        let databases = Self::databases(&client).await?;
+        Ok(membership(&status, &databases))
+    }
+}
+
+impl ClusterAdmin for GrpcAdmin {
+    fn membership<'a>(&'a self, cluster: &'a Cluster) -> BoxFuture<'a, Result<Membership>> {
+        Box::pin(self.membership_of(cluster))
+    }
+
+    fn drain_node<'a>(&'a self, cluster: &'a Cluster, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            // Asking the cluster to remove the node starts moving its replicas off it; the
+            // cluster answers "draining" until they have moved.
+            let client = self.client(cluster)?;
+            match client.remove_node(node_id(id)?).await {
+                Ok(steps) => {
+                    tracing::info!(node = id, ?steps, "node drained and removed");
+                    Ok(())
+                }
+                Err(flotilla_client::Error::Unavailable(message))
+                    if message.contains("draining") =>
+                {
+                    tracing::info!(node = id, %message, "draining");
+                    Ok(())
+                }
+                Err(flotilla_client::Error::NotFound(_)) => Ok(()),
+                Err(error) => Err(admin_error(error)),
+            }
+        })
+    }
+
+    fn remove_node<'a>(&'a self, cluster: &'a Cluster, id: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let client = self.client(cluster)?;
+            match client.remove_node(node_id(id)?).await {
+                Ok(steps) => {
+                    tracing::info!(node = id, ?steps, "removed node");
+                    Ok(())
+                }
+                Err(flotilla_client::Error::NotFound(_)) => Ok(()),
+                Err(error) => Err(admin_error(error)),
+            }
+        })
+    }
+
+    fn transfer_leadership<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let client = self.client(cluster)?;
+            let membership = self.membership_of(cluster).await?;
+            for group in membership
+                .groups
+                .iter()
+                .filter(|g| g.leader.as_deref() == Some(id))
+            {
+                let Some(target) = group.caught_up.iter().find(|n| *n != id) else {
+                    return Err(Error::AdminRefused(format!(
+                        "group {} has no other caught-up voter to lead it",
+                        group.id
+                    )));
+                };
+                let which = match group.id.split_once('/') {
+                    None => Group::Meta,
+                    Some((database, shard)) => Group::Shard {
+                        database: database.to_owned(),
+                        shard: shard.parse().map_err(|_| {
+                            Error::AdminRefused(format!("invalid group {}", group.id))
+                        })?,
+                    },
+                };
+                client
+                    .transfer_leadership(which, node_id(target)?)
+                    .await
+                    .map_err(admin_error)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn assign_labels<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        id: &'a str,
+        labels: &'a Labels,
+    ) -> BoxFuture<'a, Result<Labels>> {
+        Box::pin(async move {
+            let client = self.client(cluster)?;
+            client
+                .assign_labels(node_id(id)?, labels)
+                .await
+                .map_err(admin_error)
+        })
+    }
+
+    fn ensure_database<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        request: &'a DatabaseRequest,
+    ) -> BoxFuture<'a, Result<Vec<ShardTopology>>> {
+        Box::pin(async move {
+            let client = self.client(cluster)?;
+            let existing = client
+                .list_databases()
+                .await
+                .map_err(admin_error)?
+                .into_iter()
+                .find(|d| d.name == request.name);
+            match existing {
+                None => {
+                    client
+                        .create_database_with(&request.name, &database_options(request))
+                        .await
+                        .map_err(admin_error)?;
+                }
+                Some(database) => {
+                    // The cluster adds, moves or removes replicas to match, one safe step at
+                    // a time.
+                    if let Some(update) = database_update(&database, request) {
+                        client
+                            .update_database_with(&request.name, &update)
+                            .await
+                            .map_err(admin_error)?;
+                    }
+                }
+            }
+            let status = client.cluster_status().await.map_err(admin_error)?;
+            let database = client
+                .database_status(&request.name)
+                .await
+                .map_err(admin_error)?;
+            Ok(topology(&status, &database))
+        })
+    }
+
+    fn delete_database<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            match self.client(cluster)?.drop_database(name).await {
+                Ok(()) | Err(flotilla_client::Error::NotFound(_)) => Ok(()),
+                Err(error) => Err(admin_error(error)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_map_rewrites_every_pod_address() {
+        let admin =
+            GrpcAdmin::with_address_map(Arc::new(|addr: &str| addr.replace(".svc", ".example")));
+        let cluster = Cluster::test().with_replicas(1);
+        let endpoints = admin
+            .client(&cluster)
+            .map(|c| c.endpoints())
+            .unwrap_or_default();
+        assert_eq!(endpoints, ["flotilla-0.flotilla-peers.db.example:7100"]);
+    }
+
+    fn request() -> DatabaseRequest {
+        DatabaseRequest {
+            name: "orders".to_owned(),
+            replication_factor: 3,
+            shards: 4,
+            pods: Vec::new(),
+            node_labels: [("zone".to_owned(), "a".to_owned())].into(),
+            replace_after: Some(Duration::from_secs(30)),
+        }
+    }
+
+    fn info(replace_after: &str) -> DatabaseInfo {
+        DatabaseInfo {
+            name: "orders".to_owned(),
+            shards: 4,
+            replication_factor: 3,
+            replace_after: replace_after.to_owned(),
+            placement: [("zone".to_owned(), "a".to_owned())].into(),
+            auto_rebalance: false,
+        }
+    }
+
+    #[test]
+    fn placement_and_replace_after_reach_a_new_database() {
+        let options = database_options(&request());
+        assert_eq!(options.replace_after.as_deref(), Some("30000ms"));
+        assert_eq!(options.placement.get("zone").map(String::as_str), Some("a"));
+        assert_eq!(options.shards, Some(4));
+    }
+
+    #[test]
+    fn a_database_as_asked_needs_no_update() {
+        assert_eq!(database_update(&info("30s"), &request()), None);
+        let update = database_update(&info("15m"), &request());
+        assert_eq!(
+            update.as_ref().and_then(|u| u.replace_after.as_deref()),
+            Some("30000ms")
+        );
+        assert_eq!(update.and_then(|u| u.placement), None);
+        let mut moved = request();
+        moved.node_labels.clear();
+        let update = database_update(&info("30s"), &moved);
+        assert_eq!(update.and_then(|u| u.placement), Some(Default::default()));
+    }
+
+    #[test]
+    fn the_client_knows_every_pod_of_the_cluster() {
+        let cluster = Cluster::test().with_replicas(2);
+        assert_eq!(
+            endpoints(&cluster).unwrap_or_default(),
+            [
+                "flotilla-0.flotilla-peers.db.svc:7100",
+                "flotilla-1.flotilla-peers.db.svc:7100"
+            ]
+        );
+    }
+}

@@ -1,0 +1,138 @@
+//! The operator's view of a running Flotilla cluster's admin API: membership,
+//! draining and removing nodes, leadership transfer, placement labels, and databases.
+//!
+//! Controllers talk to a cluster only through [`ClusterAdmin`], so that reconcile tests
+//! can stand in for the cluster. [`grpc::GrpcAdmin`] is the implementation over the
+//! nodes' admin gRPC API.
+
+pub mod grpc;
+mod mapping;
+
+use crate::crd::Cluster;
+use crate::error::{Error, Result};
+use crate::plan::{Labels, Membership};
+use futures::future::BoxFuture;
+
+/// What a DatabaseGroup asks the cluster for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatabaseRequest {
+    pub name: String,
+    pub replication_factor: u32,
+    pub shards: u32,
+    /// Pods whose nodes may hold replicas; every node when empty.
+    pub pods: Vec<String>,
+    /// Labels a node must carry to hold replicas; any node when empty.
+    pub node_labels: std::collections::BTreeMap<String, String>,
+    /// How long a replica may stay in Rehab before it is replaced; the cluster's default
+    /// when unset.
+    pub replace_after: Option<std::time::Duration>,
+}
+
+/// Live topology of one shard, with replicas named by pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardTopology {
+    pub shard: u32,
+    pub leader: Option<String>,
+    pub members: Vec<String>,
+    pub promotables: Vec<String>,
+    pub rehab: Vec<String>,
+}
+
+/// Admin operations on a running cluster. Every operation is idempotent.
+pub trait ClusterAdmin: Send + Sync + 'static {
+    /// Raft membership of the cluster, asked of any node that answers.
+    fn membership<'a>(&'a self, cluster: &'a Cluster) -> BoxFuture<'a, Result<Membership>>;
+
+    /// Starts (or continues) moving every data replica off the node.
+    fn drain_node<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        node_id: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Removes the node from the membership of every Raft group.
+    fn remove_node<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        node_id: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Moves every leadership the node holds to other caught-up voters.
+    fn transfer_leadership<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        node_id: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Sets the labels assigned to the node (on top of, and overriding, those it was
+    /// started with; an empty map clears them) and returns the labels it carries now.
+    fn assign_labels<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        node_id: &'a str,
+        labels: &'a Labels,
+    ) -> BoxFuture<'a, Result<Labels>>;
+
+    /// Creates the database, or updates its replication factor and placement, and
+    /// returns its live topology.
+    fn ensure_database<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        request: &'a DatabaseRequest,
+    ) -> BoxFuture<'a, Result<Vec<ShardTopology>>>;
+
+    /// Deletes the database and its data; succeeds when it does not exist.
+    fn delete_database<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+}
+
+/// Stands in while no admin client is configured: every call fails with
+/// [`Error::AdminUnavailable`], so clusters stay at their first node and say why.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoAdmin;
+
+fn unavailable<'a, T: Send + 'a>() -> BoxFuture<'a, Result<T>> {
+    Box::pin(async { Err(Error::AdminUnavailable) })
+}
+
+impl ClusterAdmin for NoAdmin {
+    fn membership<'a>(&'a self, _: &'a Cluster) -> BoxFuture<'a, Result<Membership>> {
+        unavailable()
+    }
+
+    fn drain_node<'a>(&'a self, _: &'a Cluster, _: &'a str) -> BoxFuture<'a, Result<()>> {
+        unavailable()
+    }
+
+    fn remove_node<'a>(&'a self, _: &'a Cluster, _: &'a str) -> BoxFuture<'a, Result<()>> {
+        unavailable()
+    }
+
+    fn transfer_leadership<'a>(&'a self, _: &'a Cluster, _: &'a str) -> BoxFuture<'a, Result<()>> {
+        unavailable()
+    }
+
+    fn assign_labels<'a>(
+        &'a self,
+        _: &'a Cluster,
+        _: &'a str,
+        _: &'a Labels,
+    ) -> BoxFuture<'a, Result<Labels>> {
+        unavailable()
+    }
+
+    fn ensure_database<'a>(
+        &'a self,
+        _: &'a Cluster,
+        _: &'a DatabaseRequest,
+    ) -> BoxFuture<'a, Result<Vec<ShardTopology>>> {
+        unavailable()
+    }
+
+    fn delete_database<'a>(&'a self, _: &'a Cluster, _: &'a str) -> BoxFuture<'a, Result<()>> {
+        unavailable()
+    }
+}

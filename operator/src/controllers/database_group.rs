@@ -1,0 +1,172 @@
+//! The `DatabaseGroup` controller: creates or updates the database through the cluster's
+//! admin API, deletes it on deletion when `deletionPolicy: Delete` (behind a finalizer),
+//! mirrors the live topology into status and records an Event per replica transition.
+
+use super::{Context, FIELD_MANAGER};
+use crate::admin::DatabaseRequest;
+use crate::crd::conditions::find_condition;
+use crate::crd::{Cluster, DatabaseGroup, DatabaseGroupStatus, DeletionPolicy};
+use crate::crd::{ConditionStatus, ConditionType};
+use crate::error::{Error, Result};
+use crate::plan::database_group::{
+    DatabaseObservation, database_group_status, recheck_after, replica_transitions,
+};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use std::sync::Arc;
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "database_group";
+/// Finalizer that holds a DatabaseGroup until its database is dealt with.
+pub const FINALIZER: &str = "flotilla.dev/database";
+
+/// Reconciles one `DatabaseGroup`.
+pub async fn reconcile(group: Arc<DatabaseGroup>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let namespace = group
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let api = Api::<DatabaseGroup>::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, group, |event| async {
+        match event {
+            finalizer::Event::Apply(group) => apply(&group, &ctx, &namespace).await,
+            finalizer::Event::Cleanup(group) => cleanup(&group, &ctx, &namespace).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+/// The Cluster holding the group's database, unless it is gone or going.
+async fn live_cluster(
+    group: &DatabaseGroup,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<Cluster>> {
+    let cluster = Api::<Cluster>::namespaced(ctx.client.clone(), namespace)
+        .get_opt(group.cluster_name())
+        .await?;
+    Ok(cluster.filter(|c| c.meta().deletion_timestamp.is_none()))
+}
+
+async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<Action> {
+    let cluster = live_cluster(group, ctx, namespace).await?;
+    let cluster_ready = cluster.as_ref().is_some_and(|c| {
+        c.status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, ConditionType::Ready))
+            .is_some_and(|c| c.status == ConditionStatus::True.as_str())
+    });
+    let observation = match cluster {
+        None => DatabaseObservation::ClusterNotFound,
+        Some(cluster) if cluster.spec.paused => DatabaseObservation::ClusterPaused,
+        Some(cluster) => {
+            let request = DatabaseRequest {
+                name: group.database_name()?.to_owned(),
+                replication_factor: u32::try_from(group.spec.replication_factor).unwrap_or(1),
+                shards: u32::try_from(group.spec.shards).unwrap_or(1),
+                pods: group
+                    .spec
+                    .placement
+                    .as_ref()
+                    .map(|p| p.pods.clone())
+                    .unwrap_or_default(),
+                node_labels: group
+                    .spec
+                    .placement
+                    .as_ref()
+                    .map(|p| p.node_labels.clone())
+                    .unwrap_or_default(),
+                replace_after: group.spec.replace_after.map(std::time::Duration::from),
+            };
+            match ctx.admin.ensure_database(&cluster, &request).await {
+                Ok(topology) => DatabaseObservation::Topology(topology),
+                Err(error) if error.is_unreachable() => {
+                    DatabaseObservation::Unreachable(error.to_string())
+                }
+                Err(error) => DatabaseObservation::Refused(error.to_string()),
+            }
+        }
+    };
+    let status = database_group_status(group, &observation, &Time(Timestamp::now()));
+    let old_shards = group
+        .status
+        .as_ref()
+        .map(|s| s.shards.as_slice())
+        .unwrap_or_default();
+    for transition in replica_transitions(old_shards, &status.shards) {
+        let event = Event {
+            type_: if transition.to == "Rehab" {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: format!("Replica{}", transition.to),
+            note: Some(format!(
+                "shard {}: replica on {} is now {}",
+                transition.shard, transition.pod, transition.to
+            )),
+            action: "ObserveTopology".to_owned(),
+            // Transitions of different pods must not be aggregated into one event.
+            secondary: Some(ObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Pod".to_owned()),
+                name: Some(transition.pod.clone()),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectReference::default()
+            }),
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &group.object_ref(&())).await {
+            tracing::warn!(%error, "recording an event");
+        }
+    }
+    let recheck = recheck_after(&status, cluster_ready);
+    write_status(group, ctx, namespace, status).await?;
+    Ok(Action::requeue(recheck))
+}
+
+/// Deletes the database when the policy says so and its cluster still exists; a
+/// cluster that is gone (or going) releases the finalizer at once.
+async fn cleanup(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<Action> {
+    if group.spec.deletion_policy == DeletionPolicy::Delete
+        && let Some(cluster) = live_cluster(group, ctx, namespace).await?
+    {
+        ctx.admin
+            .delete_database(&cluster, group.database_name()?)
+            .await?;
+    }
+    Ok(Action::await_change())
+}
+
+async fn write_status(
+    group: &DatabaseGroup,
+    ctx: &Context,
+    namespace: &str,
+    status: DatabaseGroupStatus,
+) -> Result<()> {
+    if group.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": DatabaseGroup::api_version(&()),
+        "kind": DatabaseGroup::kind(&()),
+        "status": status,
+    });
+    Api::<DatabaseGroup>::namespaced(ctx.client.clone(), namespace)
+        .patch_status(
+            group.name()?,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! The kube-runtime controllers: thin I/O shells that observe, call the pure planners
+//! in [`crate::plan`] and [`crate::desired`], execute one step, and write status.
+//!
+//! Children and status are written by server-side apply with one field manager,
+//! [`FIELD_MANAGER`]; pods and volumes are deleted, and the DatabaseGroup finalizer is
+//! added and removed with JSON patches, by kube-runtime's finalizer helper.
+
+pub mod apply;
+mod backoff;
+pub mod cluster;
+pub mod database_group;
+#[cfg(test)]
+pub(crate) mod fake_api;
+#[cfg(test)]
+mod tests;
+
+use crate::admin::ClusterAdmin;
+use crate::crd::{Cluster, DatabaseGroup};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::ListParams;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// The field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "flotilla-operator";
+
+/// What every reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub admin: Arc<dyn ClusterAdmin>,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    backoff: backoff::Backoff,
+    /// Reading Kubernetes Nodes was forbidden the last time it was tried (so that it is
+    /// logged once, not on every reconcile).
+    nodes_forbidden: AtomicBool,
+}
+
+impl Context {
+    pub fn new(client: Client, admin: Arc<dyn ClusterAdmin>, metrics: Metrics) -> Self {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_owned(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        Self {
+            client,
+            admin,
+            metrics,
+            recorder,
+            backoff: backoff::Backoff::default(),
+            nodes_forbidden: AtomicBool::new(false),
+        }
+    }
+}
+
+fn backoff_key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        object.meta().namespace.as_deref().unwrap_or_default(),
+        object.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+/// Counts the failure and retries with per-object exponential backoff; the status
+/// written by the reconcile says what went wrong.
+fn error_policy<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |object, error, ctx| {
+        let delay = ctx.backoff.failed(&backoff_key(object.as_ref()));
+        tracing::warn!(controller, %error, retry_in = ?delay, "reconcile failed");
+        ctx.metrics.failure(controller);
+        Action::requeue(delay)
+    }
+}
+
+/// Runs `reconcile` and forgets the object's past failures when it succeeds.
+async fn with_backoff_reset<K, F>(object: Arc<K>, ctx: Arc<Context>, reconcile: F) -> Result<Action>
+where
+    K: Resource<DynamicType = ()>,
+    F: AsyncFnOnce(Arc<K>, Arc<Context>) -> Result<Action>,
+{
+    let key = backoff_key(object.as_ref());
+    let result = reconcile(object, ctx.clone()).await;
+    if result.is_ok() {
+        ctx.backoff.succeeded(&key);
+    }
+    result
+}
+
+/// An API over every namespace, or over `namespace` only.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Fails with a hint when the CRDs are not installed.
+pub async fn check_crds_installed(client: &Client, namespace: Option<&str>) -> Result<()> {
+    let probe = ListParams::default().limit(1);
+    for result in [
+        scoped::<Cluster>(client, namespace)
+            .list(&probe)
+            .await
+            .map(drop),
+        scoped::<DatabaseGroup>(client, namespace)
+            .list(&probe)
+            .await
+            .map(drop),
+    ] {
+        if let Err(kube::Error::Api(status)) = &result
+            && status.code == 404
+        {
+            return Err(Error::CrdsNotInstalled);
+        }
+        result?;
+    }
+    Ok(())
+}
+
+/// Runs both controllers until a termination signal arrives, over every namespace or
+/// over `namespace` only.
+pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) -> Result<()> {
+    check_crds_installed(&client, namespace).await?;
+    let clusters = scoped::<Cluster>(&client, namespace);
+    // Status writes do not change the generation: they must not trigger a reconcile.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let cluster_stream = watcher(clusters, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=flotilla-operator");
+    let pods = scoped::<Pod>(&client, namespace);
+    let cluster_controller = Controller::for_stream(cluster_stream, reader)
+        .owns(scoped::<StatefulSet>(&client, namespace), owned.clone())
+        .owns(scoped::<Service>(&client, namespace), owned.clone())
+        .owns(scoped::<ConfigMap>(&client, namespace), owned.clone())
+        .owns(
+            scoped::<PodDisruptionBudget>(&client, namespace),
+            owned.clone(),
+        )
+        .watches(pods, owned, |pod: Pod| {
+            let cluster = pod
+                .labels()
+                .get(crate::crd::cluster_funcs::CLUSTER_LABEL)?
+                .clone();
+            let namespace = pod.meta().namespace.clone()?;
+            Some(ObjectRef::<Cluster>::new(&cluster).within(&namespace))
+        })
+        .shutdown_on_signal()
+        .run(
+            |cluster, ctx| with_backoff_reset(cluster, ctx, cluster::reconcile),
+            error_policy::<Cluster>(cluster::CONTROLLER),
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "cluster controller");
+            }
+        });
+
+    let groups = scoped::<DatabaseGroup>(&client, namespace);
+    let (reader, writer) = kube::runtime::reflector::store();
+    let group_stream = watcher(groups, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::finalizers),
+            Default::default(),
+        );
+    // A database's topology changes with its cluster: every change of a Cluster (its status
+    // included) is a reason to look at the DatabaseGroups placed on it.
+    let groups_of_cluster = reader.clone();
+    let group_controller = Controller::for_stream(group_stream, reader)
+        .watches(
+            scoped::<Cluster>(&client, namespace),
+            watcher::Config::default().any_semantic(),
+            move |cluster: Cluster| {
+                let namespace = cluster.namespace();
+                let name = cluster.name_any();
+                groups_of_cluster
+                    .state()
+                    .iter()
+                    .filter(|g| g.namespace() == namespace && g.cluster_name() == name)
+                    .map(|g| ObjectRef::from_obj(g.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(
+            |group, ctx| with_backoff_reset(group, ctx, database_group::reconcile),
+            error_policy::<DatabaseGroup>(database_group::CONTROLLER),
+            ctx,
+        )
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "database group controller");
+            }
+        });
+    futures::join!(cluster_controller, group_controller);
+    Ok(())
+}

@@ -1,0 +1,357 @@
+//! The `Cluster` custom resource: a set of Flotilla storage nodes.
+
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::Duration;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Client and admin gRPC port of a node.
+pub const CLIENT_PORT: i32 = 7100;
+/// Peer (Raft) gRPC port of a node.
+pub const PEER_PORT: i32 = 7101;
+/// HTTP port of a node (`/metrics`, `/healthz`, `/readyz`).
+pub const HTTP_PORT: i32 = 7102;
+
+/// Desired state of a Flotilla cluster.
+// Several printer columns share a `type_`, which clippy mistakes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "flotilla.dev",
+    version = "v1alpha1",
+    kind = "Cluster",
+    namespaced,
+    cel,
+    status = "ClusterStatus",
+    derive = "PartialEq",
+    shortname = "flc",
+    category = "flotilla",
+    doc = "A Flotilla cluster: the storage nodes of a Raft-replicated document database.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether every node is a caught-up member"
+    ),
+    printcolumn(
+        name = "Nodes",
+        type_ = "string",
+        json_path = ".status.nodeSummary",
+        description = "Ready nodes / desired nodes"
+    ),
+    printcolumn(
+        name = "Leader",
+        type_ = "string",
+        json_path = ".status.leader",
+        description = "Pod that leads the meta group"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.heartbeatInterval) || !has(self.electionTimeout) || duration(self.electionTimeout) > duration(self.heartbeatInterval)"
+).message("electionTimeout must be longer than heartbeatInterval"))]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// Number of storage nodes (pods). Lowering it starts a quorum-safe scale-down.
+    #[x_kube(validation = Rule::new("self >= 1").message("replicas must be at least 1"))]
+    pub replicas: i32,
+
+    /// Container image of the storage node (`flotilla-node`).
+    #[x_kube(validation = Rule::new("size(self) > 0").message("image must not be empty"))]
+    pub image: String,
+
+    /// Image pull policy of the node container.
+    #[serde(default)]
+    pub image_pull_policy: ImagePullPolicy,
+
+    /// Persistent volume of every node.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storage is immutable"))]
+    pub storage: StorageSpec,
+
+    /// Compute resources of the node container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Voters of the meta group (3 or 5); the other nodes follow it as learners.
+    #[serde(default = "default_meta_voters")]
+    #[x_kube(validation = Rule::new("self == 3 || self == 5").message("metaVoters must be 3 or 5"))]
+    pub meta_voters: i32,
+
+    /// Raft heartbeat interval (a duration such as `100ms`); the node's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("must be a positive duration"))]
+    pub heartbeat_interval: Option<Duration>,
+
+    /// Raft election timeout (a duration such as `1s`); the node's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("must be a positive duration"))]
+    pub election_timeout: Option<Duration>,
+
+    /// Log entries after which a Raft group snapshots; the node's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("snapshotThreshold must be at least 1"))]
+    pub snapshot_threshold: Option<i64>,
+
+    /// Scheduling and metadata overrides of the node pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodOverrides>,
+
+    /// The client Service.
+    #[serde(default)]
+    pub service: ServiceSpec,
+
+    /// Stop every change the operator would make to this cluster.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// Label keys of the Kubernetes Nodes whose values each Flotilla node gets as its
+    /// placement labels (those a DatabaseGroup's `placement.nodeLabels` select on): for every
+    /// pod, the operator reads the Node it runs on and assigns it the values it carries
+    /// under these keys. Values under these keys are the operator's to set; other labels a
+    /// node carries stay as they are. Empty: the operator reads no Node and assigns nothing.
+    #[serde(default = "default_placement_labels")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 63)))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[A-Za-z0-9._/-]+$'))").message(
+        "placementLabels must be label keys of letters, digits, '.', '_', '-' or '/'"
+    ))]
+    pub placement_labels: Vec<String>,
+}
+
+fn default_meta_voters() -> i32 {
+    3
+}
+
+/// The zone and region of the machine a node runs on.
+pub fn default_placement_labels() -> Vec<String> {
+    vec![
+        "topology.kubernetes.io/zone".to_owned(),
+        "topology.kubernetes.io/region".to_owned(),
+    ]
+}
+
+/// Image pull policy of the node container.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ImagePullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+/// Persistent volume of every node.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Size of each node's volume.
+    #[serde(default = "default_storage_size")]
+    pub size: Quantity,
+    /// Storage class of the volumes; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+}
+
+fn default_storage_size() -> Quantity {
+    Quantity("10Gi".to_owned())
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+/// Scheduling and metadata overrides of the node pods.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodOverrides {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Extra labels of the node pods (the operator's own labels win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Extra annotations of the node pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The client Service of a cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Service type.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Ports the Service exposes.
+    #[serde(default)]
+    pub ports: ServicePorts,
+    /// Extra annotations of the client Service (for example for load balancers).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Service type of the client Service.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+/// Ports of the client Service.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePorts {
+    /// Client and admin gRPC port.
+    #[serde(default = "default_client_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub client: i32,
+    /// HTTP port (metrics, health).
+    #[serde(default = "default_http_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub http: i32,
+}
+
+fn default_client_port() -> i32 {
+    CLIENT_PORT
+}
+
+fn default_http_port() -> i32 {
+    HTTP_PORT
+}
+
+impl Default for ServicePorts {
+    fn default() -> Self {
+        Self {
+            client: default_client_port(),
+            http: default_http_port(),
+        }
+    }
+}
+
+/// Observed state of a Flotilla cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Progressing` and `Degraded`, with reason and message.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Identity of the Raft cluster, recorded once it is bootstrapped. Nodes that start
+    /// while it is set always join; none may initialise a new cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+
+    /// Nodes that are ready members.
+    #[serde(default)]
+    pub ready_nodes: i32,
+
+    /// `ready/desired` nodes, for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_summary: Option<String>,
+
+    /// Pod that leads the meta group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+
+    /// Every node of the cluster.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["pod".into()]))]
+    pub nodes: Vec<NodeStatus>,
+
+    /// A scale-down in progress. Written before any node is drained, so that the
+    /// operator resumes it after a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down: Option<ScaleDownIntent>,
+}
+
+/// One node of a cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// Pod that runs the node.
+    pub pod: String,
+    /// Node id, generated by the node on its first start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Role of the node in the meta group; unset while the node is not a member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<NodeRole>,
+    /// Health of the node as a replica.
+    pub state: NodeState,
+    /// Placement labels the node carries, as the cluster reports them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Role of a node in the meta group.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum NodeRole {
+    /// Votes in the meta group.
+    Voter,
+    /// Follows the meta group without a vote.
+    Learner,
+}
+
+/// Health of a node as a replica.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum NodeState {
+    /// Healthy and caught up.
+    Member,
+    /// Catching up before it may vote.
+    Promotable,
+    /// Down or far behind; keeps its vote until it returns or is replaced.
+    Rehab,
+    /// Having its replicas moved off before it is removed.
+    Draining,
+    /// Not reachable and not known to the cluster yet.
+    Unknown,
+}
+
+/// A scale-down in progress.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleDownIntent {
+    /// StatefulSet size when the scale-down started.
+    pub from: i32,
+    /// StatefulSet size once it is done.
+    pub to: i32,
+    /// Pods (the highest ordinals) being drained and removed.
+    pub pods: Vec<String>,
+    /// How far the scale-down has come.
+    pub phase: ScaleDownPhase,
+}
+
+/// Phases of a scale-down.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ScaleDownPhase {
+    /// Moving replicas off the leaving nodes and removing them from Raft membership.
+    Draining,
+    /// Shrinking the StatefulSet and deleting the leaving nodes' volumes.
+    Shrinking,
+}

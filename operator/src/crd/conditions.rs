@@ -1,0 +1,276 @@
+//! Typed condition types and reasons, and the one place that writes conditions.
+//!
+//! Conditions follow the Kubernetes API conventions (`metav1.Condition`): a list keyed
+//! by `type`, whose `lastTransitionTime` only moves when `status` changes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use std::fmt;
+
+/// Condition types the operator reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConditionType {
+    /// Everything the spec asks for is running and healthy.
+    Ready,
+    /// The operator is moving the resource towards its spec.
+    Progressing,
+    /// Something is wrong that the operator cannot fix by itself.
+    Degraded,
+}
+
+impl ConditionType {
+    /// Every condition type, in the order they are reported.
+    pub const ALL: [ConditionType; 3] = [Self::Ready, Self::Progressing, Self::Degraded];
+
+    /// The value of `type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::Progressing => "Progressing",
+            Self::Degraded => "Degraded",
+        }
+    }
+}
+
+impl fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The value of a condition's `status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    /// `True` when `value` holds, `False` otherwise.
+    pub fn from_bool(value: bool) -> Self {
+        if value { Self::True } else { Self::False }
+    }
+
+    /// The value of `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+/// Reasons of conditions and Events, in CamelCase as the API conventions ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// Every node (or replica) is a caught-up member.
+    AllMembersReady,
+    /// The first node is initialising the cluster.
+    Bootstrapping,
+    /// Nodes are being added.
+    ScalingUp,
+    /// Nodes are being drained and removed.
+    ScalingDown,
+    /// A scale-down would leave fewer nodes than a replication factor needs.
+    ScaleDownRefused,
+    /// Pods are restarted one at a time onto a new template.
+    RollingRestart,
+    /// Leadership is moved off a pod before it restarts.
+    LeadershipTransfer,
+    /// A restart waits until every group keeps a caught-up majority without the pod.
+    WaitingForQuorum,
+    /// Some nodes are not ready.
+    NodesNotReady,
+    /// The cluster cannot be reached through its admin API.
+    ClusterUnreachable,
+    /// `spec.paused` is set.
+    Paused,
+    /// Nothing is in progress.
+    Idle,
+    /// Nothing is wrong.
+    Healthy,
+    /// The referenced Cluster does not exist.
+    ClusterNotFound,
+    /// The database is being created.
+    Creating,
+    /// Fewer replicas are Members than the replication factor asks for.
+    ReplicationFactorNotMet,
+    /// A node whose data is lost is replaced by a fresh one.
+    ReplacingNode,
+    /// A reconcile failed; the message says why.
+    ReconcileError,
+    /// The operator may not read Kubernetes Nodes, so their labels do not become the
+    /// nodes' placement labels.
+    NodeLabelsForbidden,
+    /// A node got the placement labels of the Kubernetes Node it runs on.
+    PlacementLabels,
+}
+
+impl Reason {
+    /// The value of `reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AllMembersReady => "AllMembersReady",
+            Self::Bootstrapping => "Bootstrapping",
+            Self::ScalingUp => "ScalingUp",
+            Self::ScalingDown => "ScalingDown",
+            Self::ScaleDownRefused => "ScaleDownRefused",
+            Self::RollingRestart => "RollingRestart",
+            Self::LeadershipTransfer => "LeadershipTransfer",
+            Self::WaitingForQuorum => "WaitingForQuorum",
+            Self::NodesNotReady => "NodesNotReady",
+            Self::ClusterUnreachable => "ClusterUnreachable",
+            Self::Paused => "Paused",
+            Self::Idle => "Idle",
+            Self::Healthy => "Healthy",
+            Self::ClusterNotFound => "ClusterNotFound",
+            Self::Creating => "Creating",
+            Self::ReplicationFactorNotMet => "ReplicationFactorNotMet",
+            Self::ReplacingNode => "ReplacingNode",
+            Self::ReconcileError => "ReconcileError",
+            Self::NodeLabelsForbidden => "NodeLabelsForbidden",
+            Self::PlacementLabels => "PlacementLabels",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A condition to report, before it is merged into a status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewCondition {
+    pub type_: ConditionType,
+    pub status: ConditionStatus,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl NewCondition {
+    pub fn new(
+        type_: ConditionType,
+        status: ConditionStatus,
+        reason: Reason,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Writes `new` into `conditions`, keeping `lastTransitionTime` when the status is unchanged.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    new: NewCondition,
+    observed_generation: Option<i64>,
+    now: &Time,
+) {
+    let status = new.status.as_str();
+    let existing = conditions
+        .iter()
+        .position(|c| c.type_ == new.type_.as_str());
+    let last_transition_time = match existing.map(|i| &conditions[i]) {
+        Some(old) if old.status == status => old.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    let condition = Condition {
+        type_: new.type_.as_str().to_owned(),
+        status: status.to_owned(),
+        reason: new.reason.as_str().to_owned(),
+        message: new.message,
+        observed_generation,
+        last_transition_time,
+    };
+    match existing {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// The condition of type `type_`, if reported.
+pub fn find_condition(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
+    conditions.iter().find(|c| c.type_ == type_.as_str())
+}
+
+/// Whether the condition of type `type_` is reported as `True`.
+pub fn is_true(conditions: &[Condition], type_: ConditionType) -> bool {
+    find_condition(conditions, type_).is_some_and(|c| c.status == ConditionStatus::True.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap_or(Timestamp::UNIX_EPOCH))
+    }
+
+    fn ready(status: ConditionStatus, reason: Reason) -> NewCondition {
+        NewCondition::new(ConditionType::Ready, status, reason, "message")
+    }
+
+    #[test]
+    fn a_new_condition_is_appended_with_the_current_time() {
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::True, Reason::AllMembersReady),
+            Some(3),
+            &at(10),
+        );
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].type_, "Ready");
+        assert_eq!(conditions[0].status, "True");
+        assert_eq!(conditions[0].reason, "AllMembersReady");
+        assert_eq!(conditions[0].observed_generation, Some(3));
+        assert_eq!(conditions[0].last_transition_time, at(10));
+    }
+
+    #[test]
+    fn an_unchanged_status_keeps_its_transition_time() {
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::False, Reason::Bootstrapping),
+            Some(1),
+            &at(10),
+        );
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::False, Reason::NodesNotReady),
+            Some(2),
+            &at(20),
+        );
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(conditions[0].reason, "NodesNotReady");
+        assert_eq!(conditions[0].last_transition_time, at(10));
+    }
+
+    #[test]
+    fn a_changed_status_moves_its_transition_time() {
+        let mut conditions = Vec::new();
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::False, Reason::Bootstrapping),
+            Some(1),
+            &at(10),
+        );
+        set_condition(
+            &mut conditions,
+            ready(ConditionStatus::True, Reason::AllMembersReady),
+            Some(1),
+            &at(20),
+        );
+        assert!(is_true(&conditions, ConditionType::Ready));
+        assert_eq!(conditions[0].last_transition_time, at(20));
+    }
+}

@@ -1,0 +1,180 @@
+//! The `DatabaseGroup` custom resource: a database replicated on a set of nodes.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::Duration;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Desired state of a database of a Flotilla cluster.
+// Several printer columns share a `type_`, which clippy mistakes for a repeated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "flotilla.dev",
+    version = "v1alpha1",
+    kind = "DatabaseGroup",
+    namespaced,
+    cel,
+    status = "DatabaseGroupStatus",
+    derive = "PartialEq",
+    shortname = "dbg",
+    shortname = "dbgroup",
+    category = "flotilla",
+    doc = "A database of a Flotilla cluster, with its replication factor, shards and placement.",
+    printcolumn(
+        name = "RF",
+        type_ = "integer",
+        json_path = ".spec.replicationFactor",
+        description = "Replication factor"
+    ),
+    printcolumn(
+        name = "Shards",
+        type_ = "integer",
+        json_path = ".spec.shards",
+        description = "Number of shards"
+    ),
+    printcolumn(
+        name = "Members",
+        type_ = "string",
+        json_path = ".status.memberSummary",
+        description = "Member replicas / replicas the spec asks for"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new(
+    "has(self.databaseName) == has(oldSelf.databaseName)"
+).message("databaseName is immutable"))]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseGroupSpec {
+    /// The Cluster (in the same namespace) that holds the database.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("clusterRef is immutable"))]
+    pub cluster_ref: ClusterRef,
+
+    /// Name of the database in the cluster; the object's name when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("databaseName is immutable"))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9_]{0,61}[a-z0-9])?$')").message(
+        "databaseName must be 1-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit"
+    ))]
+    pub database_name: Option<String>,
+
+    /// Replicas of every shard.
+    #[serde(default = "default_replication_factor")]
+    #[x_kube(validation = Rule::new("self >= 1").message("replicationFactor must be at least 1"))]
+    pub replication_factor: i32,
+
+    /// Number of shards; fixed when the database is created.
+    #[serde(default = "default_shards")]
+    #[x_kube(validation = Rule::new("self >= 1").message("shards must be at least 1"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("shards is immutable"))]
+    pub shards: i32,
+
+    /// Which nodes may hold replicas; every node when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+
+    /// How long a replica may stay in Rehab before a replacement is started elsewhere
+    /// (a duration such as `15m`); the cluster's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("replaceAfter must be a positive duration"))]
+    pub replace_after: Option<Duration>,
+
+    /// What happens to the database when this object is deleted.
+    #[serde(default)]
+    #[x_kube(validation = Rule::new("self in ['Retain', 'Delete']").message("deletionPolicy must be Retain or Delete"))]
+    pub deletion_policy: DeletionPolicy,
+}
+
+fn default_replication_factor() -> i32 {
+    3
+}
+
+fn default_shards() -> i32 {
+    1
+}
+
+/// Reference to a Cluster in the same namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRef {
+    /// Name of the Cluster.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// Which nodes may hold the database's replicas.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Only nodes whose labels match all of these (labels of the nodes' Kubernetes nodes,
+    /// such as `topology.kubernetes.io/zone`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_labels: BTreeMap<String, String>,
+    /// Only the nodes run by these pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pods: Vec<String>,
+}
+
+/// What happens to the database when its `DatabaseGroup` is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Keep the database and its data in the cluster.
+    #[default]
+    Retain,
+    /// Delete the database and its data from the cluster.
+    Delete,
+}
+
+/// Observed state of a database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseGroupStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Progressing` and `Degraded`, with reason and message.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Whether every shard has as many Members as the replication factor.
+    #[serde(default)]
+    pub replication_factor_met: bool,
+
+    /// `members/wanted` replicas over all shards, for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_summary: Option<String>,
+
+    /// Live topology of every shard.
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["shard".into()]))]
+    pub shards: Vec<ShardStatus>,
+}
+
+/// Live topology of one shard, named by the pods of its replicas.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardStatus {
+    /// Shard number, from 0.
+    pub shard: i32,
+    /// Pod whose node leads the shard's Raft group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Healthy voters.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Learners catching up before they are promoted.
+    #[serde(default)]
+    pub promotables: Vec<String>,
+    /// Voters that are down or far behind.
+    #[serde(default)]
+    pub rehab: Vec<String>,
+}

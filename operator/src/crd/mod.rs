@@ -1,0 +1,39 @@
+//! Custom resource types served under `flotilla.dev/v1alpha1`: the schema only.
+//!
+//! Accessors and naming helpers live beside each type (`*_funcs.rs`), typed
+//! condition types and reasons in [`conditions`].
+
+pub mod cluster;
+pub mod cluster_funcs;
+pub mod conditions;
+pub mod database_group;
+mod database_group_funcs;
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod tests;
+pub mod validation;
+
+pub use cluster::{
+    Cluster, ClusterSpec, ClusterStatus, ImagePullPolicy, NodeRole, NodeState, NodeStatus,
+    PodOverrides, ScaleDownIntent, ScaleDownPhase, ServicePorts, ServiceSpec, ServiceType,
+    StorageSpec,
+};
+pub use conditions::{ConditionStatus, ConditionType, Reason};
+pub use database_group::{
+    ClusterRef, DatabaseGroup, DatabaseGroupSpec, DatabaseGroupStatus, DeletionPolicy, Placement,
+    ShardStatus,
+};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// API group of every Flotilla custom resource.
+pub const GROUP: &str = "flotilla.dev";
+/// API version of every Flotilla custom resource.
+pub const VERSION: &str = "v1alpha1";
+
+/// Every CustomResourceDefinition the operator serves, in a stable order.
+pub fn all_crds() -> Vec<CustomResourceDefinition> {
+    vec![Cluster::crd(), DatabaseGroup::crd()]
+}

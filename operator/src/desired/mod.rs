@@ -1,0 +1,172 @@
+//! The objects a `Cluster` should have, built by pure functions with no client.
+//!
+//! One file per object. Everything here is a function of the `Cluster` (spec and
+//! status) and the StatefulSet size the planner chose, so a second reconcile of an
+//! unchanged cluster builds identical objects and server-side apply changes nothing.
+
+mod configmap;
+mod pdb;
+mod services;
+mod statefulset;
+
+pub use configmap::configmap;
+pub use pdb::pod_disruption_budget;
+pub use services::{client_service, headless_service};
+pub use statefulset::statefulset;
+
+use crate::crd::Cluster;
+use crate::error::{Error, Result};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
+use serde::Serialize;
+
+/// One object the operator applies for a cluster.
+// A handful are built per reconcile; boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum DesiredObject {
+    ConfigMap(ConfigMap),
+    Service(Service),
+    StatefulSet(StatefulSet),
+    PodDisruptionBudget(PodDisruptionBudget),
+}
+
+impl DesiredObject {
+    /// The object's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::ConfigMap(_) => "ConfigMap",
+            Self::Service(_) => "Service",
+            Self::StatefulSet(_) => "StatefulSet",
+            Self::PodDisruptionBudget(_) => "PodDisruptionBudget",
+        }
+    }
+
+    /// The object's metadata.
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Self::ConfigMap(o) => &o.metadata,
+            Self::Service(o) => &o.metadata,
+            Self::StatefulSet(o) => &o.metadata,
+            Self::PodDisruptionBudget(o) => &o.metadata,
+        }
+    }
+
+    /// The object's name.
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or_default()
+    }
+}
+
+impl Serialize for DesiredObject {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::ConfigMap(o) => o.serialize(serializer),
+            Self::Service(o) => o.serialize(serializer),
+            Self::StatefulSet(o) => o.serialize(serializer),
+            Self::PodDisruptionBudget(o) => o.serialize(serializer),
+        }
+    }
+}
+
+/// Every object `cluster` should have, in the order they are applied: the ConfigMap the
+/// nodes read at start comes before the StatefulSet that starts them.
+pub fn desired_objects(cluster: &Cluster, statefulset_replicas: i32) -> Result<Vec<DesiredObject>> {
+    let mut objects = vec![
+        DesiredObject::ConfigMap(configmap(cluster, statefulset_replicas)?),
+        DesiredObject::Service(headless_service(cluster)?),
+        DesiredObject::Service(client_service(cluster)?),
+        DesiredObject::StatefulSet(statefulset(cluster, statefulset_replicas)?),
+    ];
+    if let Some(pdb) = pod_disruption_budget(cluster, statefulset_replicas)? {
+        objects.push(DesiredObject::PodDisruptionBudget(pdb));
+    }
+    Ok(objects)
+}
+
+/// Metadata of a child object: name, namespace, labels and the controller owner reference.
+///
+/// A cluster read from a file has no uid; its children then carry no owner reference.
+pub(crate) fn child_metadata(cluster: &Cluster, name: String) -> Result<ObjectMeta> {
+    if name.is_empty() {
+        return Err(Error::MissingObjectKey("metadata.name"));
+    }
+    Ok(ObjectMeta {
+        name: Some(name),
+        namespace: Some(cluster.namespace_or_default().to_owned()),
+        labels: Some(cluster.labels()?),
+        owner_references: cluster.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_gets_a_configmap_two_services_a_statefulset_and_a_pdb() {
+        let cluster = Cluster::test().with_cluster_id("c-1");
+        let objects = desired_objects(&cluster, 3).unwrap_or_default();
+        let kinds: Vec<_> = objects.iter().map(|o| (o.kind(), o.name())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("ConfigMap", "flotilla-config"),
+                ("Service", "flotilla-peers"),
+                ("Service", "flotilla"),
+                ("StatefulSet", "flotilla"),
+                ("PodDisruptionBudget", "flotilla"),
+            ]
+        );
+    }
+
+    #[test]
+    fn every_child_is_owned_by_its_cluster_as_controller() {
+        let cluster = Cluster::test();
+        for object in desired_objects(&cluster, 3).unwrap_or_default() {
+            let owners = object
+                .metadata()
+                .owner_references
+                .clone()
+                .unwrap_or_default();
+            assert_eq!(owners.len(), 1, "{}", object.kind());
+            assert_eq!(owners[0].kind, "Cluster");
+            assert_eq!(owners[0].api_version, "flotilla.dev/v1alpha1");
+            assert_eq!(owners[0].name, "flotilla");
+            assert_eq!(owners[0].controller, Some(true));
+            assert_eq!(object.metadata().namespace.as_deref(), Some("db"));
+        }
+    }
+
+    #[test]
+    fn a_cluster_without_uid_gets_children_without_owner_references() {
+        let mut cluster = Cluster::test();
+        cluster.metadata.uid = None;
+        for object in desired_objects(&cluster, 3).unwrap_or_default() {
+            assert_eq!(object.metadata().owner_references, None);
+        }
+    }
+
+    #[test]
+    fn building_twice_gives_identical_objects() {
+        let cluster = Cluster::test().with_cluster_id("c-1");
+        let first = desired_objects(&cluster, 3).unwrap_or_default();
+        let second = desired_objects(&cluster, 3).unwrap_or_default();
+        assert!(!first.is_empty());
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn a_cluster_without_a_name_is_an_error() {
+        let mut cluster = Cluster::test();
+        cluster.metadata.name = None;
+        assert!(matches!(
+            desired_objects(&cluster, 3),
+            Err(Error::MissingObjectKey(_))
+        ));
+    }
+}

@@ -1,0 +1,21 @@
+//! Flotilla's Kubernetes operator: the `Cluster` and `DatabaseGroup` custom resources,
+//! the objects a cluster needs, and the decisions that keep it healthy.
+//!
+//! The decisions are pure: [`desired`] builds the objects a `Cluster` should have and
+//! [`plan`] chooses the next step from what was observed. The controllers only observe,
+//! call them, and execute.
+
+pub mod crd;
+pub mod error;
+
+pub use error::{Error, Result};
+pub mod admin;
+pub mod controllers;
+pub mod desired;
+pub mod http;
+pub mod leader;
+pub mod manifests;
+pub mod metrics;
+pub mod plan;
+pub mod render;
+pub mod status_report;

@@ -1,0 +1,171 @@
+//! `flotilla-operator`: runs the operator, prints its CRDs, or renders the manifests
+//! it would apply for a Cluster.
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use flotilla_operator::admin::grpc::GrpcAdmin;
+use flotilla_operator::controllers::{self, Context};
+use flotilla_operator::leader::LeaseLock;
+use flotilla_operator::metrics::Metrics;
+use prometheus_client::registry::Registry;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Name of the Lease the operator processes compete for, in their own namespace.
+const LEASE_NAME: &str = "flotilla-operator";
+/// How long a leader's lease lasts without renewal.
+const LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(15);
+
+#[derive(Parser)]
+#[command(
+    name = "flotilla-operator",
+    version,
+    about = "Kubernetes operator for Flotilla"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controllers against the cluster from KUBECONFIG or the in-cluster config.
+    Run {
+        /// Address of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`).
+        #[arg(
+            long,
+            env = "FLOTILLA_OPERATOR_METRICS_ADDR",
+            default_value = "0.0.0.0:8080"
+        )]
+        metrics_addr: SocketAddr,
+        /// Watch only this namespace (the chart's namespaced RBAC mode); every namespace when unset.
+        #[arg(long, env = "FLOTILLA_OPERATOR_WATCH_NAMESPACE")]
+        watch_namespace: Option<String>,
+        /// Hold a Lease before acting, so that two operator processes never act at once.
+        #[arg(long, env = "FLOTILLA_OPERATOR_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+        leader_election: bool,
+        /// Log format.
+        #[arg(long, env = "FLOTILLA_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+        log_format: LogFormat,
+    },
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+    /// Print the manifests the operator would apply for the given Cluster manifests.
+    Render {
+        /// Files holding Cluster manifests (`-` reads standard input).
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+        /// Namespace of Clusters whose manifest names none.
+        #[arg(short, long)]
+        namespace: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let output = match cli.command {
+        Command::Run {
+            metrics_addr,
+            watch_namespace,
+            leader_election,
+            log_format,
+        } => return run(metrics_addr, watch_namespace, leader_election, log_format),
+        Command::Crds => flotilla_operator::manifests::crds_yaml()?,
+        Command::Render { files, namespace } => render(&files, namespace.as_deref())?,
+    };
+    match std::io::stdout().lock().write_all(output.as_bytes()) {
+        // A closed pipe (`... | head`) is the reader's choice, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        result => result.context("writing to standard output"),
+    }
+}
+
+fn render(files: &[PathBuf], namespace: Option<&str>) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for file in files {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+        } else {
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
+        };
+        out.push_str(&flotilla_operator::render::render(
+            &text,
+            &file.display().to_string(),
+            namespace,
+        )?);
+    }
+    Ok(out)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn run(
+    metrics_addr: SocketAddr,
+    watch_namespace: Option<String>,
+    leader_election: bool,
+    log_format: LogFormat,
+) -> anyhow::Result<()> {
+    init_logging(log_format);
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API")?;
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let listener = tokio::net::TcpListener::bind(metrics_addr)
+        .await
+        .with_context(|| format!("binding {metrics_addr}"))?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let http = tokio::spawn(flotilla_operator::http::serve(
+        listener,
+        Arc::new(registry),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        Arc::new(GrpcAdmin::default()),
+        metrics,
+    ));
+    let controllers = controllers::run(client.clone(), ctx, watch_namespace.as_deref());
+    let result = if leader_election {
+        let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".to_owned());
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("flotilla-operator-{}", std::process::id()));
+        let lock = LeaseLock::new(
+            kube::Api::namespaced(client, &namespace),
+            LEASE_NAME,
+            &identity,
+            LEASE_DURATION,
+        );
+        tracing::info!(lease = LEASE_NAME, %namespace, %identity, "waiting for the leader lease");
+        lock.acquire().await.context("acquiring the leader lease")?;
+        tracing::info!("leading");
+        tokio::select! {
+            result = controllers => result,
+            error = lock.hold() => Err(error),
+        }
+    } else {
+        controllers.await
+    };
+    let _ = stop.send(());
+    http.await.context("metrics server")??;
+    result.context("running the controllers")
+}

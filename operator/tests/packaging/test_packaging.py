@@ -1,0 +1,146 @@
+"""Offline checks of what the operator ships.
+
+The Helm chart is linted by the real Helm library (helm-sdkpy); the manifests that
+`flotilla-operator render`, `kubectl kustomize deploy/` and `crds/` hold are validated
+against the Kubernetes schemas (kubernetes-validate, strict mode).
+
+Run from the repository root after `cargo build -p flotilla-operator`:
+    python -m pytest -p no:cacheprovider operator/tests/packaging
+"""
+
+import asyncio
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+KUBERNETES_VERSION = "1.33.0"
+BINARY = Path(
+    os.environ.get("FLOTILLA_OPERATOR_BIN", ROOT / "target" / "debug" / "flotilla-operator")
+)
+
+# A Cluster whose Raft cluster is bootstrapped: it renders every child, the budget too.
+BOOTSTRAPPED_CLUSTER = """\
+apiVersion: flotilla.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: demo
+  namespace: shop
+spec:
+  replicas: 5
+  image: flotilla/flotilla-node:0.1.0
+  metaVoters: 5
+  heartbeatInterval: 100ms
+  electionTimeout: 1s
+  service:
+    type: LoadBalancer
+status:
+  clusterId: c-1
+"""
+
+
+def documents(text):
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
+def validate_all(docs):
+    assert docs, "nothing to validate"
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def render(path):
+    if not BINARY.exists():
+        pytest.fail(f"{BINARY} is missing: run `cargo build -p flotilla-operator` first")
+    result = subprocess.run(
+        [str(BINARY), "render", "-f", str(path)], capture_output=True, text=True, check=True
+    )
+    return documents(result.stdout)
+
+
+def lint(chart):
+    from helm_sdkpy import Configuration
+    from helm_sdkpy.chart import Lint
+
+    result = asyncio.run(Lint(Configuration(namespace="flotilla-system")).run(str(chart)))
+    assert result["TotalChartsLinted"] == 1
+    # Severity: 1 info, 2 warning, 3 error.
+    return [m for m in result.get("Messages") or [] if m["Severity"] >= 2], result
+
+
+def chart_copy(tmp_path, edit_values):
+    chart = tmp_path / "flotilla-operator"
+    shutil.copytree(ROOT / "charts" / "flotilla-operator", chart)
+    values = chart / "values.yaml"
+    values.write_text(edit_values(values.read_text()))
+    return chart
+
+
+def test_the_chart_lints_clean_with_helm():
+    problems, result = lint(ROOT / "charts" / "flotilla-operator")
+    assert not problems, problems
+    assert not result.get("Errors"), result
+
+
+def test_the_chart_lints_clean_in_namespaced_mode(tmp_path):
+    chart = chart_copy(tmp_path, lambda v: v.replace("scope: cluster", "scope: namespace"))
+    problems, result = lint(chart)
+    assert not problems, problems
+    assert not result.get("Errors"), result
+
+
+def test_lint_catches_a_broken_template(tmp_path):
+    """Helm's lint is not a rubber stamp: a template reading a missing value fails."""
+    chart = chart_copy(tmp_path, lambda v: v)
+    service = chart / "templates" / "service.yaml"
+    service.write_text(service.read_text() + "\n{{ .Values.missing.field }}\n")
+    problems, _ = lint(chart)
+    assert problems
+
+
+def test_rendered_example_cluster_is_valid():
+    docs = render(ROOT / "deploy" / "examples" / "cluster.yaml")
+    assert [d["kind"] for d in docs] == ["ConfigMap", "Service", "Service", "StatefulSet"]
+    validate_all(docs)
+
+
+def test_rendered_bootstrapped_cluster_is_valid(tmp_path):
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(BOOTSTRAPPED_CLUSTER)
+    docs = render(cluster)
+    kinds = [d["kind"] for d in docs]
+    assert kinds == ["ConfigMap", "Service", "Service", "StatefulSet", "PodDisruptionBudget"]
+    statefulset = docs[3]
+    assert statefulset["spec"]["replicas"] == 5
+    validate_all(docs)
+
+
+def test_kustomize_output_is_valid():
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(ROOT / "deploy")], capture_output=True, text=True, check=True
+    )
+    validate_all(documents(result.stdout))
+
+
+def test_crds_are_valid():
+    for path in [ROOT / "crds" / "flotilla.dev.yaml"]:
+        docs = documents(path.read_text())
+        assert [d["kind"] for d in docs] == ["CustomResourceDefinition"] * 2
+        validate_all(docs)
+
+
+def test_an_invalid_statefulset_is_rejected():
+    """The validator is not a rubber stamp."""
+    docs = render(ROOT / "deploy" / "examples" / "cluster.yaml")
+    statefulset = docs[3]
+    statefulset["spec"]["replicas"] = "three"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(statefulset, KUBERNETES_VERSION, strict=True)
