@@ -673,20 +673,23 @@ impl Client {
                     return Ok((response.into_inner(), addr));
                 }
                 Ok(Err(status)) => classify(&status, &addr),
-                // The last attempt, cut short by the overall budget: what the cluster answered
-                // before says more than the missing answer (a write sent may have been applied).
-                Err(_) if timeout < options.request_timeout && previous.is_some() => {
-                    if kind == Kind::Write {
-                        maybe_applied = true;
-                    }
-                    let error = previous.unwrap_or(Error::DeadlineExceeded(String::new()));
-                    return Err(give_up(error, maybe_applied, attempts));
-                }
                 Err(_) => (
                     Error::DeadlineExceeded(format!("no answer from {addr} within {timeout:?}")),
                     Failure::Uncertain,
                 ),
             };
+            // The last attempt, cut short by the overall budget (by our timer or by the gRPC
+            // deadline it carried): what the cluster answered before says more than the missing
+            // answer. A write sent may have been applied.
+            if timeout < options.request_timeout
+                && matches!(error, Error::DeadlineExceeded(_))
+                && let Some(previous) = previous
+            {
+                if kind == Kind::Write {
+                    maybe_applied = true;
+                }
+                return Err(give_up(previous, maybe_applied, attempts));
+            }
             let retry = match failure {
                 Failure::Final => false,
                 Failure::NotSent | Failure::Unavailable => true,

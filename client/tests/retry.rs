@@ -244,6 +244,31 @@ async fn retries_stop_at_the_total_deadline() {
 }
 
 #[tokio::test]
+async fn an_attempt_cut_short_by_the_total_deadline_reports_what_the_node_said_before() {
+    let node = FakeNode::start(Fake::new()).await;
+    node.fake
+        .script([
+            Step::Fail(Code::Unavailable, "no quorum"),
+            Step::Fail(Code::Unavailable, "no quorum"),
+        ])
+        .always(Step::Delay(Duration::from_secs(5)));
+    // One attempt may use the whole budget, as a probe of a single node does: the gRPC
+    // deadline of the last attempt expires with the budget.
+    let options = ClientOptions {
+        total_timeout: Duration::from_millis(800),
+        request_timeout: Duration::from_millis(800),
+        ..fast_options()
+    };
+    let c = client(&[&node.addr], options);
+    let read = c.get("t", "users", "a", Consistency::Linearizable).await;
+    assert!(
+        matches!(&read, Err(Error::Unavailable(m)) if m.contains("no quorum")),
+        "{read:?}"
+    );
+    assert_eq!(node.fake.count("get"), 3);
+}
+
+#[tokio::test]
 async fn retries_stop_at_the_attempt_budget() {
     let node = FakeNode::start(Fake::new()).await;
     node.fake.always(Step::Fail(Code::Unavailable, "no leader"));
