@@ -9,6 +9,7 @@ pub mod config;
 pub mod consensus;
 pub mod dev;
 pub mod error;
+pub mod failover;
 pub mod grpc;
 pub mod hibernation;
 pub mod host;

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub is_leader: Family<Labels, Gauge>,
     pub leader_changes: Family<Labels, Counter>,
     pub hibernating: Family<Labels, Gauge>,
+    pub takeovers: Family<Labels, Counter>,
     pub proposal_seconds: Family<Labels, Histogram>,
     pub commit_seconds: Histogram,
     pub requests: Family<Labels, Counter>,
@@ -49,6 +50,7 @@ impl Metrics {
         let is_leader = Family::<Labels, Gauge>::default();
         let leader_changes = Family::<Labels, Counter>::default();
         let hibernating = Family::<Labels, Gauge>::default();
+        let takeovers = Family::<Labels, Counter>::default();
         let proposal_seconds = Family::<Labels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
@@ -86,6 +88,11 @@ impl Metrics {
             hibernating.clone(),
         );
         registry.register(
+            "raft_takeovers",
+            "Elections this node called at once because the leader's node was gone",
+            takeovers.clone(),
+        );
+        registry.register(
             "raft_proposal_duration_seconds",
             "Time from proposal to apply",
             proposal_seconds.clone(),
@@ -109,6 +116,7 @@ impl Metrics {
             is_leader,
             leader_changes,
             hibernating,
+            takeovers,
             proposal_seconds,
             commit_seconds,
             requests,

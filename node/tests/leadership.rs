@@ -1,5 +1,6 @@
 //! Leadership moves on request and on a graceful stop: the named node takes over, and a leader
-//! stopped with SIGTERM hands over first, so writes see at most one retry.
+//! stopped with SIGTERM hands over first, so writes see at most one retry. When a leader's
+//! process dies, its followers take over without waiting for their timers.
 
 mod support;
 
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use flotilla_client::{ClientOptions, Group};
-use support::{ClusterOptions, TestCluster, wait_for, wait_until};
+use support::{ClusterOptions, TestCluster, http_get, wait_for, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_to_the_named_node() {
@@ -140,4 +141,88 @@ async fn a_leader_stopped_with_sigterm_hands_over_and_writes_see_at_most_one_ret
     })
     .await;
     assert_ne!(new_leader, leader);
+}
+
+/// The value of `flotilla_raft_takeovers` for `group` on node `i` (0 when not reported).
+async fn takeovers(cluster: &TestCluster, i: usize, group: u64) -> u64 {
+    let Ok((_, body)) = http_get(&cluster.node(i).http_addr, "/metrics").await else {
+        return 0;
+    };
+    let prefix = format!("flotilla_raft_takeovers_total{{group=\"{group}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_take_over_at_once_when_the_leaders_process_is_gone() {
+    // Long timers: the followers' lease on their leader lasts two election timeouts (8 s)
+    // from its last heartbeat, and no ordinary election can succeed before it ends. A new
+    // leader well within that time can only come from the takeover.
+    let election = Duration::from_secs(4);
+    let mut cluster = TestCluster::start(
+        3,
+        ClusterOptions {
+            election_timeout_ms: Some(election.as_millis() as u64),
+            ..ClusterOptions::default()
+        },
+    )
+    .await;
+    cluster.create_database("app", Some(3), None).await;
+    let client = cluster.client();
+    client
+        .put("app", "c", "before", "{}", None)
+        .await
+        .expect("put before the kill");
+    let group = client
+        .database_status("app")
+        .await
+        .expect("database status")
+        .shards[0]
+        .group_id;
+    let leader = wait_for(Duration::from_secs(10), "shard leader", async || {
+        cluster.shard_leader("app", 0).await
+    })
+    .await;
+
+    cluster.kill9(leader);
+    let new_leader = wait_for(
+        election + election / 2,
+        "a new shard leader before the gone leader's lease ends",
+        async || {
+            cluster
+                .shard_leader("app", 0)
+                .await
+                .filter(|l| *l != leader)
+        },
+    )
+    .await;
+    assert!(
+        takeovers(&cluster, new_leader, group).await >= 1,
+        "the new leader did not report a takeover"
+    );
+    client
+        .put("app", "c", "after", "{}", None)
+        .await
+        .expect("writes resume");
+
+    // Back at the same address, the old leader is a follower like any other.
+    cluster.restart(leader);
+    cluster.wait_ready(leader).await;
+    let back = flotilla_client::Client::with_options(
+        vec![cluster.endpoint(leader)],
+        ClientOptions::default(),
+    )
+    .expect("a client of the restarted node");
+    wait_until(
+        Duration::from_secs(30),
+        "the restarted node has caught up",
+        async || {
+            back.get("app", "c", "after", flotilla_client::Consistency::Stale)
+                .await
+                .is_ok_and(|d| d.is_some())
+        },
+    )
+    .await;
 }

@@ -65,6 +65,8 @@ impl RaftService for PeerService {
         self.check_target(msg.to_node_id)?;
         let group = self.group(msg.group_id)?;
         let rpc = decode_req(&msg)?;
+        // Proof that the sender's process lives (see `failover`).
+        self.host.beats().appended_by(msg.from_node_id);
         reply(msg.group_id, &group.raft.append_entries(rpc).await)
     }
 

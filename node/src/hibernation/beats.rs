@@ -17,6 +17,10 @@ struct Heard {
 #[derive(Default)]
 pub struct Beats {
     heard: Mutex<HashMap<NodeId, Heard>>,
+    /// Peers whose address refuses connections: since when, without an answer in between.
+    refused: Mutex<HashMap<NodeId, Instant>>,
+    /// When each peer last sent this node Raft entries (or their heartbeat) as a leader.
+    appended: Mutex<HashMap<NodeId, Instant>>,
     leading: Mutex<Vec<GroupId>>,
     asleep: Mutex<HashSet<GroupId>>,
     /// Groups woken by a request since the hibernation loop last looked.
@@ -34,6 +38,64 @@ impl Beats {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(from, heard);
+    }
+
+    /// Records the answer of `peer` to this node's heartbeat: it is there.
+    pub fn answered(&self, peer: NodeId, leading: Vec<GroupId>) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&peer);
+        self.record(peer, leading);
+    }
+
+    /// Records that `peer`'s address refused the connection of this node's heartbeat; true
+    /// when the peer is now taken for gone (see [`Beats::is_gone`]).
+    pub fn refused(&self, peer: NodeId) -> bool {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(peer)
+            .or_insert_with(Instant::now);
+        self.is_gone(peer)
+    }
+
+    /// Records an append (entries or a Raft heartbeat) that `leader` sent this node.
+    pub fn appended_by(&self, leader: NodeId) {
+        self.appended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(leader, Instant::now());
+    }
+
+    /// Whether the process of `peer` is gone: its address refuses connections, and nothing was
+    /// heard from it (neither its node heartbeats nor its Raft appends) since the refusals
+    /// began. A peer never heard from is not taken for gone; nor is one that is only
+    /// unreachable (connections time out), which may be alive on the other side of a
+    /// partition.
+    pub fn is_gone(&self, peer: NodeId) -> bool {
+        let Some(since) = self
+            .refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .copied()
+        else {
+            return false;
+        };
+        let beat = self
+            .heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .map(|h| h.at);
+        let append = self
+            .appended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .copied();
+        beat.max(append).is_some_and(|last| last < since)
     }
 
     /// What was heard from `node` about `group` within `within`.
@@ -119,6 +181,49 @@ mod tests {
         assert_eq!(beats.leader_node(2, 8, Duration::ZERO), LeaderNode::Silent);
         assert!(beats.heard_within(2, long));
         assert!(!beats.heard_within(3, long));
+    }
+
+    #[test]
+    fn a_peer_that_refuses_connections_after_it_was_heard_is_gone_until_it_answers() {
+        let beats = Beats::default();
+        // Never heard from: a refusal alone says nothing (it may not have started yet).
+        assert!(!beats.refused(2));
+        beats.record(3, vec![]);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(beats.refused(3));
+        assert!(beats.is_gone(3));
+        // Back (restarted at the same address): no longer gone.
+        beats.answered(3, vec![7]);
+        assert!(!beats.is_gone(3));
+        assert_eq!(
+            beats.leader_node(3, 7, Duration::from_secs(60)),
+            LeaderNode::Leads
+        );
+    }
+
+    #[test]
+    fn a_peer_heard_from_while_refusing_connections_is_not_gone() {
+        // Its address as recorded refuses, yet its own heartbeats keep arriving: it is alive.
+        let beats = Beats::default();
+        beats.record(2, vec![]);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(beats.refused(2));
+        std::thread::sleep(Duration::from_millis(2));
+        beats.record(2, vec![]);
+        assert!(!beats.refused(2));
+        assert!(!beats.is_gone(2));
+    }
+
+    #[test]
+    fn a_leader_known_only_by_its_appends_is_gone_once_it_refuses() {
+        // Killed before any node heartbeat was exchanged: its appends show it was there.
+        let beats = Beats::default();
+        beats.appended_by(4);
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(beats.refused(4));
+        // Appends arriving while its address refuses: alive, only unreachable from here.
+        beats.appended_by(4);
+        assert!(!beats.is_gone(4));
     }
 
     #[test]

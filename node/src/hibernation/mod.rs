@@ -25,6 +25,7 @@ use self::decide::{Activity, GroupView, LeaderNode, timer_wanted};
 use crate::consensus::RaftMetrics;
 use crate::host::Host;
 use crate::metrics::group_labels;
+use crate::network::BeatError;
 use crate::types::{GroupId, META_GROUP, NodeId};
 
 /// Runs until the node stops: keeps one heartbeat sender per peer node and applies the
@@ -108,12 +109,16 @@ async fn send_beats(host: Arc<Host>, peer: NodeId, addr: String) {
             leading: beats.leading(),
         };
         match host.peers().beat(&addr, beat, timeout).await {
-            Ok(answer) if answer.from_node_id == peer => beats.record(peer, answer.leading),
+            Ok(answer) if answer.from_node_id == peer => beats.answered(peer, answer.leading),
             Ok(answer) => tracing::debug!(
                 peer,
                 answered_as = answer.from_node_id,
                 "a different node answers at this peer's address"
             ),
+            // Its process is gone: the groups it led need not wait for their timers.
+            Err(BeatError::Refused) if beats.refused(peer) => {
+                crate::failover::leader_gone(&host, peer).await;
+            }
             Err(e) => tracing::trace!(peer, error = %e, "node heartbeat failed"),
         }
     }

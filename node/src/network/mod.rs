@@ -81,15 +81,42 @@ impl Peers {
         addr: &str,
         beat: NodeBeat,
         timeout: Duration,
-    ) -> Result<NodeBeat, String> {
-        let mut client = self.client(addr).map_err(|e| e.to_string())?;
+    ) -> Result<NodeBeat, BeatError> {
+        let mut client = self
+            .client(addr)
+            .map_err(|e| BeatError::Failed(e.to_string()))?;
         let mut request = tonic::Request::new(beat);
         request.set_timeout(timeout);
         match client.heartbeat(request).await {
             Ok(answer) => Ok(answer.into_inner()),
-            Err(s) => Err(format!("{}: {}", s.code(), s.message())),
+            Err(s) if refused(&s) => Err(BeatError::Refused),
+            Err(s) => Err(BeatError::Failed(format!("{}: {}", s.code(), s.message()))),
         }
     }
+}
+
+/// Why a node heartbeat got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum BeatError {
+    /// The peer's address refused the connection: no process listens there.
+    #[error("connection refused")]
+    Refused,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// True when the call failed because the peer's address refused the connection.
+fn refused(status: &tonic::Status) -> bool {
+    let mut next = std::error::Error::source(status);
+    while let Some(err) = next {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// Creates the network of one group.
