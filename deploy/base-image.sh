@@ -13,17 +13,47 @@
 #   FLOTILLA_BASE_IMAGE   tag to provide (default debian:bookworm-slim)
 #   FLOTILLA_BASE_PULL    1 = try `docker pull` first; 0 = never pull; unset = pull only when
 #                         debootstrap cannot be used
-#   DEBIAN_MIRROR         mirror for debootstrap (default http://deb.debian.org/debian)
+#   DEBIAN_MIRROR         mirror for debootstrap (default: the one this host's apt sources use
+#                         for bookworm; its bookworm-security source goes into the image too)
 set -euo pipefail
 
 # debootstrap lives in /usr/sbin, which a non-login PATH may lack.
 PATH="$PATH:/usr/sbin:/sbin"
 IMAGE="${FLOTILLA_BASE_IMAGE:-debian:bookworm-slim}"
 SUITE=bookworm
-MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
 log() { printf '[base-image] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# The first URI this host's apt sources (deb822 .sources files, then one-line .list files) use
+# for binary packages of suite $1; nothing when none does.
+apt_uri_for() {
+    local suite="$1" f
+    {
+        for f in /etc/apt/sources.list.d/*.sources; do
+            [[ -r "$f" ]] || continue
+            awk -v suite="$suite" 'BEGIN { RS = ""; FS = "\n" } {
+                uris = ""; suites = ""; types = ""
+                for (i = 1; i <= NF; i++) {
+                    if ($i ~ /^URIs:/) { uris = $i; sub(/^URIs:[ \t]*/, "", uris) }
+                    if ($i ~ /^Suites:/) { suites = $i; sub(/^Suites:/, "", suites); suites = suites " " }
+                    if ($i ~ /^Types:/) { types = $i " " }
+                }
+                if (types ~ /[ \t]deb[ \t]/ && suites ~ ("[ \t]" suite "[ \t]")) {
+                    split(uris, u, /[ \t]+/); print u[1]; exit
+                }
+            }' "$f"
+        done
+        for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+            [[ -r "$f" ]] || continue
+            awk -v suite="$suite" '$1 == "deb" {
+                i = 2
+                if ($i ~ /^\[/) { while (i <= NF && $i !~ /\]$/) i++; i++ }
+                if ($(i + 1) == suite) { print $i; exit }
+            }' "$f"
+        done
+    } | head -n 1
+}
 
 command -v docker >/dev/null 2>&1 || die "docker is not installed"
 
@@ -69,6 +99,10 @@ case "${FLOTILLA_BASE_PULL:-auto}" in
         ;;
 esac
 
+MIRROR="${DEBIAN_MIRROR:-$(apt_uri_for "$SUITE")}"
+[[ -n "$MIRROR" ]] || die "no Debian $SUITE mirror in this host's apt sources: set DEBIAN_MIRROR"
+SECURITY="$(apt_uri_for "$SUITE-security")"
+
 ROOT="$(mktemp -d "${TMPDIR:-/tmp}/flotilla-rootfs.XXXXXX")"
 cleanup() { rm -rf --one-file-system "$ROOT"; }
 trap cleanup EXIT
@@ -102,11 +136,13 @@ APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/a
 Dir::Cache::pkgcache "";
 Dir::Cache::srcpkgcache "";
 EOF
-cat >"$ROOT/etc/apt/sources.list" <<EOF
-deb $MIRROR $SUITE main
-deb $MIRROR $SUITE-updates main
-deb http://deb.debian.org/debian-security $SUITE-security main
-EOF
+{
+    echo "deb $MIRROR $SUITE main"
+    echo "deb $MIRROR $SUITE-updates main"
+    if [[ -n "$SECURITY" ]]; then
+        echo "deb $SECURITY $SUITE-security main"
+    fi
+} >"$ROOT/etc/apt/sources.list"
 find "$ROOT/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete 2>/dev/null || true
 find "$ROOT/usr/share/doc" -mindepth 1 -type d -empty -delete 2>/dev/null || true
 rm -rf "$ROOT"/usr/share/{man,info,groff,lintian,linda}/* \

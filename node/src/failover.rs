@@ -14,6 +14,7 @@
 //! gone: there the ordinary timers and leases apply.
 
 use openraft::ServerState;
+use openraft::async_runtime::WatchReceiver;
 use openraft::raft::TransferLeaderRequest;
 
 use crate::host::Host;
@@ -60,11 +61,15 @@ pub async fn leader_gone(host: &Host, gone: NodeId) -> usize {
     let beats = host.beats();
     let mut acted = 0;
     for (gid, group) in host.groups() {
-        let m = group.metrics();
-        if m.state != ServerState::Follower || m.current_leader != Some(gone) {
-            continue;
-        }
-        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let (vote, voters) = {
+            let m = group.raft.metrics();
+            let m = m.borrow_watched();
+            if m.state != ServerState::Follower || m.current_leader != Some(gone) {
+                continue;
+            }
+            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            (m.vote, voters)
+        };
         let Some(step) = step_for(host.id, gone, &voters, |n| n == gone || beats.is_gone(n)) else {
             continue;
         };
@@ -75,7 +80,7 @@ pub async fn leader_gone(host: &Host, gone: NodeId) -> usize {
             Step::Campaign => host.id,
             Step::ReleaseLease => gone,
         };
-        let request = TransferLeaderRequest::new(m.vote, to, None);
+        let request = TransferLeaderRequest::new(vote, to, None);
         match group.raft.handle_transfer_leader(request).await {
             Ok(_) => {
                 acted += 1;

@@ -101,6 +101,9 @@ async fn send_beats(host: Arc<Host>, peer: NodeId, addr: String) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let beats = host.beats().clone();
+    // When the groups this peer led were last taken over (while it stays gone, again once
+    // per election timeout for any group that did not elect a new leader).
+    let mut taken_over: Option<Instant> = None;
     loop {
         interval.tick().await;
         let beat = NodeBeat {
@@ -109,7 +112,10 @@ async fn send_beats(host: Arc<Host>, peer: NodeId, addr: String) {
             leading: beats.leading(),
         };
         match host.peers().beat(&addr, beat, timeout).await {
-            Ok(answer) if answer.from_node_id == peer => beats.answered(peer, answer.leading),
+            Ok(answer) if answer.from_node_id == peer => {
+                taken_over = None;
+                beats.answered(peer, answer.leading);
+            }
             Ok(answer) => tracing::debug!(
                 peer,
                 answered_as = answer.from_node_id,
@@ -117,7 +123,10 @@ async fn send_beats(host: Arc<Host>, peer: NodeId, addr: String) {
             ),
             // Its process is gone: the groups it led need not wait for their timers.
             Err(BeatError::Refused) if beats.refused(peer) => {
-                crate::failover::leader_gone(&host, peer).await;
+                if taken_over.is_none_or(|at| at.elapsed() >= timeout) {
+                    taken_over = Some(Instant::now());
+                    crate::failover::leader_gone(&host, peer).await;
+                }
             }
             Err(e) => tracing::trace!(peer, error = %e, "node heartbeat failed"),
         }
