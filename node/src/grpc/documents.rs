@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,12 +20,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::forward::{Forwarder, MAX_HOPS, hops, is_lost_in_flight, is_unreachable, onward};
+use super::forward::{
+    Effect, Forwarder, MAX_HOPS, hops, is_lost_in_flight, is_unreachable, onward,
+};
 use crate::command::{Command, DataCommand, OpOutcome, Response as Applied, WriteOp};
 use crate::error::{NodeError, NodeResult};
 use crate::host::{GroupHandle, Host, ReadConsistency};
 use crate::meta::DatabaseRecord;
-use crate::types::GroupId;
+use crate::types::{GroupId, NodeId};
 use crate::validate;
 
 /// Metadata key addressing one shard of a database (set on scatter-gather sub-requests).
@@ -93,7 +96,7 @@ impl DocumentsService {
         ) -> BoxFut<'static, Result<Response<R>, Status>>,
     ) -> Result<Response<R>, Status>
     where
-        T: Clone + Send + 'static,
+        T: Effect + Clone + Send + 'static,
         R: Send + 'static,
     {
         validate::database(database)?;
@@ -114,11 +117,18 @@ impl DocumentsService {
             shard,
             gid: record.group_id,
         };
+        // Nodes this one has lost touch with (down, or on the other side of a partition) are
+        // not worth a request that would wait for its deadline: without any other, the answer
+        // is Unavailable at once, and the client tries another node.
+        let window = Duration::from_millis(self.host.config.election_timeout);
+        let silent = |node: NodeId| self.host.beats().silent(node, window);
         let mut targets = Vec::new();
         if let Some(group) = self.host.group(route.gid) {
             match local(self.host.clone(), group, route.clone(), msg.clone()).await {
                 Err(NodeError::NotLeader { leader }) => {
-                    if let Some((_, addr)) = leader {
+                    if let Some((id, addr)) = leader
+                        && !silent(id)
+                    {
                         targets.push(addr);
                     }
                 }
@@ -127,6 +137,7 @@ impl DocumentsService {
         }
         for replica in &record.replicas {
             if *replica != self.host.id
+                && !silent(*replica)
                 && let Some(addr) = self.host.client_addr_of(*replica)
                 && !targets.contains(&addr)
             {
@@ -149,7 +160,7 @@ impl DocumentsService {
         ) -> BoxFut<'static, Result<Response<R>, Status>>,
     ) -> Result<Response<R>, Status>
     where
-        T: Clone + Send + 'static,
+        T: Effect + Clone + Send + 'static,
     {
         let not_found = || Status::not_found(format!("database {database} does not exist"));
         match self.host.meta_leader() {
@@ -175,7 +186,7 @@ impl DocumentsService {
         ) -> BoxFut<'static, Result<Response<R>, Status>>,
     ) -> Result<Response<R>, Status>
     where
-        T: Clone,
+        T: Effect + Clone,
     {
         if hops >= MAX_HOPS {
             return Err(Status::unavailable(
@@ -197,11 +208,17 @@ impl DocumentsService {
             match call(client, req).await {
                 Ok(r) => return Ok(r),
                 Err(s) if is_unreachable(&s) => last = s,
-                Err(s) if is_lost_in_flight(&s) => {
+                Err(s) if is_lost_in_flight(&s) && T::WRITES => {
                     return Err(Status::aborted(format!(
                         "outcome unknown: the connection to {addr} was lost: {}",
                         s.message()
                     )));
+                }
+                Err(s) if is_lost_in_flight(&s) => {
+                    last = Status::unavailable(format!(
+                        "no answer from {addr}, which should serve this read: {}",
+                        s.message()
+                    ));
                 }
                 Err(s) => return Err(s),
             }

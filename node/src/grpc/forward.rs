@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use flotilla_proto::v1::admin_client::AdminClient;
 use flotilla_proto::v1::documents_client::DocumentsClient;
+use flotilla_proto::v1::{BatchRequest, GetRequest, ListRequest, WatchRequest};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
@@ -48,6 +49,28 @@ pub fn is_unreachable(s: &Status) -> bool {
 /// A forwarded request failed on the way (after it may have been sent): its outcome is unknown.
 pub fn is_lost_in_flight(s: &Status) -> bool {
     std::error::Error::source(s).is_some() && !is_unreachable(s)
+}
+
+/// Whether a forwarded request changes data. Only a write lost in flight has an unknown
+/// outcome; a read lost in flight found no one to answer it, and may be retried anywhere.
+pub trait Effect {
+    const WRITES: bool;
+}
+
+impl Effect for BatchRequest {
+    const WRITES: bool = true;
+}
+
+impl Effect for GetRequest {
+    const WRITES: bool = false;
+}
+
+impl Effect for ListRequest {
+    const WRITES: bool = false;
+}
+
+impl Effect for WatchRequest {
+    const WRITES: bool = false;
 }
 
 #[derive(Default)]

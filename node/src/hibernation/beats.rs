@@ -113,6 +113,13 @@ impl Beats {
         }
     }
 
+    /// Whether `node` was heard from once but not within `within`: it is down or cut off
+    /// from this node. A node never heard from is not silent (it may have just joined).
+    pub fn silent(&self, node: NodeId, within: Duration) -> bool {
+        let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
+        heard.get(&node).is_some_and(|h| h.at.elapsed() >= within)
+    }
+
     /// Whether `node` was heard from within `within`.
     pub fn heard_within(&self, node: NodeId, within: Duration) -> bool {
         let heard = self.heard.lock().unwrap_or_else(|p| p.into_inner());
@@ -181,6 +188,10 @@ mod tests {
         assert_eq!(beats.leader_node(2, 8, Duration::ZERO), LeaderNode::Silent);
         assert!(beats.heard_within(2, long));
         assert!(!beats.heard_within(3, long));
+        assert!(!beats.silent(2, long));
+        assert!(beats.silent(2, Duration::ZERO));
+        // Never heard: not known to be silent.
+        assert!(!beats.silent(3, Duration::ZERO));
     }
 
     #[test]
