@@ -56,10 +56,9 @@ pub fn step_for(
 }
 
 /// Takes over every group here whose leader is the node `gone`: each follower that is a voter
-/// gives up its lease, and the successor campaigns. Returns how many groups it acted on.
-pub async fn leader_gone(host: &Host, gone: NodeId) -> usize {
+/// gives up its lease, and the successor campaigns.
+pub async fn leader_gone(host: &Host, gone: NodeId) {
     let beats = host.beats();
-    let mut acted = 0;
     for (gid, group) in host.groups() {
         let (vote, voters) = {
             let m = group.raft.metrics();
@@ -83,7 +82,6 @@ pub async fn leader_gone(host: &Host, gone: NodeId) -> usize {
         let request = TransferLeaderRequest::new(vote, to, None);
         match group.raft.handle_transfer_leader(request).await {
             Ok(_) => {
-                acted += 1;
                 if step == Step::Campaign {
                     host.metrics
                         .takeovers
@@ -102,7 +100,6 @@ pub async fn leader_gone(host: &Host, gone: NodeId) -> usize {
             }
         }
     }
-    acted
 }
 
 #[cfg(test)]
