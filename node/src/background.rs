@@ -1,7 +1,7 @@
 //! The node's background work: following the meta state to host exactly the data groups placed
 //! here, the meta leader's membership duties and joining the cluster.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +25,9 @@ pub fn spawn(host: &Arc<Host>) {
 pub(crate) async fn follow_topology(host: Arc<Host>) {
     let mut applied = host.meta().sm.state().subscribe();
     let mut stopping = host.stopping();
+    // Groups known to be initialised here: asked once, not on every pass (a question to each
+    // group's Raft task would wake every hibernating group).
+    let mut initialised: HashSet<GroupId> = HashSet::new();
     loop {
         let state = host.meta_state();
         let placed = state.groups_on(host.id);
@@ -44,20 +47,31 @@ pub(crate) async fn follow_topology(host: Arc<Host>) {
                 .iter()
                 .filter_map(|n| state.nodes.get(n).map(|a| (*n, a.clone())))
                 .collect();
-            if shard.initial.contains(&host.id)
-                && members.len() == shard.initial.len()
-                && matches!(handle.raft.is_initialized().await, Ok(false))
+            if !shard.initial.contains(&host.id)
+                || members.len() != shard.initial.len()
+                || initialised.contains(gid)
             {
-                match handle.raft.initialize(members).await {
-                    Ok(()) => tracing::info!(group = gid, "data group initialised"),
-                    Err(e) => tracing::warn!(group = gid, error = %e, "initialising data group"),
+                continue;
+            }
+            match handle.raft.is_initialized().await {
+                Ok(true) => {
+                    initialised.insert(*gid);
                 }
+                Ok(false) => match handle.raft.initialize(members).await {
+                    Ok(()) => {
+                        tracing::info!(group = gid, "data group initialised");
+                        initialised.insert(*gid);
+                    }
+                    Err(e) => tracing::warn!(group = gid, error = %e, "initialising data group"),
+                },
+                Err(e) => tracing::debug!(group = gid, error = %e, "asking whether initialised"),
             }
         }
         let placed_ids: BTreeSet<GroupId> = placed.iter().map(|(g, _)| *g).collect();
         for (gid, _) in host.groups() {
             if gid != META_GROUP && gid < state.next_group_id && !placed_ids.contains(&gid) {
                 host.close_group(gid, state.is_retired(gid, host.id)).await;
+                initialised.remove(&gid);
             }
         }
         tokio::select! {

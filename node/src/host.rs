@@ -150,13 +150,22 @@ impl Host {
         out
     }
 
+    /// Calls `f` with every group open here, in no particular order, under the lock that
+    /// guards the set of groups (so `f` must not open or close any).
+    pub fn for_each_group(&self, mut f: impl FnMut(GroupId, &GroupHandle)) {
+        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        for (gid, handle) in groups.iter() {
+            f(*gid, handle);
+        }
+    }
+
     pub fn meta(&self) -> GroupHandle {
         // The meta group is opened in `start` and never removed.
         self.group(META_GROUP)
             .unwrap_or_else(|| unreachable!("meta group is opened at start"))
     }
 
-    pub fn meta_state(&self) -> MetaState {
+    pub fn meta_state(&self) -> Arc<MetaState> {
         self.meta().sm.state().meta()
     }
 
@@ -494,7 +503,7 @@ impl Host {
         }
         self.propose_meta(MetaCommand::RegisterNode { id, addr, labels })
             .await?;
-        Ok(self.meta_state().cluster_id.unwrap_or_default())
+        Ok(self.meta_state().cluster_id.clone().unwrap_or_default())
     }
 
     /// Removes a node from the meta group and the registry (it must hold no data replicas).

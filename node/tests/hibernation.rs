@@ -116,3 +116,38 @@ async fn an_idle_group_hibernates_serves_requests_and_fails_over() {
     })
     .await;
 }
+
+/// Far more groups than tokio lets one task poll resources in a row: the hibernation loop must
+/// still follow every one of them, so all of them go to sleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_idle_groups_on_a_node_all_hibernate() {
+    const SHARDS: usize = 200;
+    let cluster = TestCluster::start(
+        3,
+        ClusterOptions::default().env("FLOTILLA_HIBERNATE_AFTER", "1s"),
+    )
+    .await;
+    cluster
+        .create_database("many", Some(3), Some(SHARDS as u32))
+        .await;
+    wait_until(
+        WAIT,
+        "every replica of every group hibernates",
+        async || {
+            for i in 0..3 {
+                let Ok((_, body)) = http_get(&cluster.node(i).http_addr, "/metrics").await else {
+                    return false;
+                };
+                let asleep = body
+                    .lines()
+                    .filter(|l| l.starts_with("flotilla_raft_hibernating{") && l.ends_with(" 1"))
+                    .count();
+                if asleep != SHARDS {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+}

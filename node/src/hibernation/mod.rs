@@ -12,17 +12,19 @@
 pub mod beats;
 pub mod decide;
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flotilla_proto::raft::NodeBeat;
+use futures::FutureExt;
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 use tokio::task::JoinHandle;
 
 use self::decide::{Activity, GroupView, LeaderNode, timer_wanted};
-use crate::consensus::RaftMetrics;
+use crate::consensus::{RaftMetrics, TypeConfig};
 use crate::host::Host;
 use crate::metrics::group_labels;
 use crate::network::BeatError;
@@ -133,11 +135,25 @@ async fn send_beats(host: Arc<Host>, peer: NodeId, addr: String) {
     }
 }
 
+/// What the loop remembers of one data group between rounds: its metrics feed, the view last
+/// taken of it (taken again only when its metrics change, so a sleeping group costs a few
+/// lookups per round) and how long its log has not moved.
+struct Tracked {
+    metrics: MetricsFeed,
+    view: GroupView,
+    activity: Activity<Instant>,
+    /// The last round that found the group here.
+    round: u64,
+}
+
+type MetricsFeed = openraft::alias::WatchReceiverOf<TypeConfig, RaftMetrics>;
+
 /// What the loop remembers of the data groups here between rounds.
 #[derive(Default)]
 struct Groups {
-    activity: HashMap<GroupId, Activity<Instant>>,
+    tracked: HashMap<GroupId, Tracked>,
     asleep: HashSet<GroupId>,
+    round: u64,
 }
 
 /// Starts or stops the timer of every data group here; records which ones this node leads.
@@ -146,33 +162,52 @@ fn apply_rules(host: &Host, groups: &mut Groups) {
     let within = Duration::from_millis(host.config.election_timeout);
     let beats = host.beats();
     let woken = beats.take_woken();
+    groups.round += 1;
+    let round = groups.round;
     let mut leading = Vec::new();
-    let mut present = Vec::new();
-    for (gid, handle) in host.groups() {
+    let mut asleep_changed = false;
+    host.for_each_group(|gid, handle| {
         if gid == META_GROUP {
-            continue;
+            return;
         }
-        let view = view_of(gid, &handle.raft.metrics().borrow_watched());
+        let (tracked, new) = match groups.tracked.entry(gid) {
+            Entry::Occupied(o) => {
+                let t = o.into_mut();
+                // A changed feed is marked seen by `changed`; the view is taken afresh.
+                if ready_now(t.metrics.changed()).is_some() {
+                    t.view = view_of(gid, &t.metrics.borrow_watched());
+                }
+                (t, false)
+            }
+            Entry::Vacant(v) => {
+                let mut metrics = handle.raft.metrics();
+                let view = view_of(gid, &metrics.borrow_and_update());
+                let activity = Activity::observe(None, &view, now);
+                let t = v.insert(Tracked {
+                    metrics,
+                    view,
+                    activity,
+                    round,
+                });
+                (t, true)
+            }
+        };
+        tracked.round = round;
+        let view = &tracked.view;
         if view.leading {
             leading.push(gid);
         }
         // A group woken by a request counts as active from now on.
-        let previous = groups
-            .activity
-            .get(&gid)
-            .copied()
-            .filter(|_| !woken.contains(&gid));
-        let seen = Activity::observe(previous, &view, now);
-        groups.activity.insert(gid, seen);
-        present.push(gid);
+        let previous = Some(tracked.activity).filter(|_| !new && !woken.contains(&gid));
+        tracked.activity = Activity::observe(previous, view, now);
         let leader_node = match view.leader {
             Some(leader) if leader != host.id => beats.leader_node(leader, gid, within),
             _ => LeaderNode::Silent,
         };
-        let idle_for = now.saturating_duration_since(seen.since);
+        let idle_for = now.saturating_duration_since(tracked.activity.since);
         let on = timer_wanted(
             host.id,
-            &view,
+            view,
             leader_node,
             idle_for,
             host.config.hibernate_after,
@@ -182,6 +217,7 @@ fn apply_rules(host: &Host, groups: &mut Groups) {
         } else {
             groups.asleep.insert(gid)
         };
+        asleep_changed |= changed;
         // Only changes reach the group (a new or woken group is set afresh).
         if changed || previous.is_none() {
             handle.raft.runtime_config().tick(on);
@@ -191,15 +227,30 @@ fn apply_rules(host: &Host, groups: &mut Groups) {
                 .get_or_create(&group_labels(gid))
                 .set(i64::from(!on));
         }
+    });
+    let mut gone = Vec::new();
+    groups.tracked.retain(|gid, t| {
+        let here = t.round == round;
+        if !here {
+            gone.push(*gid);
+        }
+        here
+    });
+    for gid in gone {
+        host.metrics.hibernating.remove(&group_labels(gid));
+        asleep_changed |= groups.asleep.remove(&gid);
     }
-    let gone = |gid: &GroupId| present.binary_search(gid).is_err();
-    for gid in groups.activity.keys().filter(|g| gone(g)) {
-        host.metrics.hibernating.remove(&group_labels(*gid));
-    }
-    groups.activity.retain(|gid, _| !gone(gid));
-    groups.asleep.retain(|gid| !gone(gid));
+    leading.sort_unstable();
     beats.set_leading(leading);
-    beats.set_all_asleep(groups.asleep.clone());
+    if asleep_changed || !woken.is_empty() {
+        beats.set_all_asleep(groups.asleep.clone());
+    }
+}
+
+/// The output of `f` if it is ready without waiting. Unconstrained by tokio's per-task budget,
+/// which would otherwise make a round's 129th and later polls report "not ready".
+fn ready_now<F: std::future::Future>(f: F) -> Option<F::Output> {
+    tokio::task::unconstrained(f).now_or_never()
 }
 
 fn view_of(group: GroupId, m: &RaftMetrics) -> GroupView {
@@ -220,5 +271,30 @@ fn view_of(group: GroupId, m: &RaftMetrics) -> GroupView {
         committed: m.cluster_committed.as_ref().map(|l| l.index),
         applied: m.last_applied.as_ref().map(|l| l.index),
         followers_matched,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ready_now;
+
+    #[tokio::test]
+    async fn one_round_sees_the_changes_of_hundreds_of_groups() {
+        let channels: Vec<_> = (0..1000)
+            .map(|_| tokio::sync::watch::channel(0u64))
+            .collect();
+        let mut feeds: Vec<_> = channels.iter().map(|(tx, _)| tx.subscribe()).collect();
+        for (tx, _) in &channels {
+            tx.send_replace(1);
+        }
+        let mut seen = 0;
+        for rx in &mut feeds {
+            if ready_now(rx.changed()).is_some() {
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 1000);
+        // Marked seen: nothing changed since.
+        assert!(feeds.iter_mut().all(|rx| ready_now(rx.changed()).is_none()));
     }
 }

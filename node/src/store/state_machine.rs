@@ -29,8 +29,8 @@ pub type Revision = (u64, Vec<ChangeEvent>);
 pub struct GroupState {
     pub gid: GroupId,
     applied: Mutex<(Option<LogId>, StoredMembership)>,
-    /// The meta state (meta group only).
-    meta: Option<RwLock<MetaState>>,
+    /// The meta state (meta group only), shared with readers without copying.
+    meta: Option<RwLock<Arc<MetaState>>>,
     /// Last applied log index; watchers and the topology reconciler wait on it.
     applied_tx: watch::Sender<u64>,
 }
@@ -44,11 +44,11 @@ impl GroupState {
         self.applied_tx.subscribe()
     }
 
-    /// A copy of the meta state (empty for a data group).
-    pub fn meta(&self) -> MetaState {
+    /// The meta state as last applied (empty for a data group).
+    pub fn meta(&self) -> Arc<MetaState> {
         match &self.meta {
             Some(m) => m.read().unwrap_or_else(|p| p.into_inner()).clone(),
-            None => MetaState::default(),
+            None => Arc::default(),
         }
     }
 
@@ -60,7 +60,7 @@ impl GroupState {
 
     fn set_meta(&self, state: MetaState) {
         if let Some(m) = &self.meta {
-            *m.write().unwrap_or_else(|p| p.into_inner()) = state;
+            *m.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
         }
     }
 }
@@ -104,7 +104,7 @@ impl StateMachine {
                 Some(v) => decode(v.value())?,
                 None => MetaState::default(),
             };
-            Some(RwLock::new(state))
+            Some(RwLock::new(Arc::new(state)))
         } else {
             None
         };
@@ -247,7 +247,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut meta = state.meta.as_ref().map(|_| state.meta());
+        let mut meta = state.meta.as_ref().map(|_| MetaState::clone(&state.meta()));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let work = move |txn: &WriteTransaction| -> io::Result<()> {
             let mut responses = Vec::with_capacity(batch.len());

@@ -90,7 +90,7 @@ pub(super) fn cluster_status(host: &Host) -> ClusterStatusResponse {
         })
         .collect();
     ClusterStatusResponse {
-        cluster_id: state.cluster_id.unwrap_or_default(),
+        cluster_id: state.cluster_id.clone().unwrap_or_default(),
         meta_leader_id: m.current_leader.unwrap_or(0),
         meta_term: m.current_term,
         nodes,
