@@ -166,6 +166,10 @@ impl NodeConfig {
             max_payload_entries: 512,
             install_snapshot_timeout: 10_000,
             enable_pre_vote: Some(true),
+            // The leader sends new entries to its followers while it writes them itself, so its
+            // own fsync and theirs overlap (an entry still commits only once a majority,
+            // counting the leader only after its fsync, holds it durably).
+            broadcast_submitted_on_append: Some(true),
             // Applies are not fsynced and `committed` is not persisted durably, so a restarted
             // leader must learn the commit index through a new election, not resume its term.
             enable_leader_restore: Some(false),

@@ -1,6 +1,6 @@
 //! The Flotilla storage node: hosts the meta group and data groups (one per database shard) as
-//! openraft instances over one redb file, serves the client, admin and peer gRPC APIs and
-//! HTTP metrics and health.
+//! openraft instances over two shared redb files (Raft logs; state machines), serves the
+//! client, admin and peer gRPC APIs and HTTP metrics and health.
 
 pub mod background;
 pub mod codec;

@@ -1,4 +1,4 @@
-//! The Raft log and vote of one group, stored in the node's shared redb file. Appended entries
+//! The Raft log and vote of one group, stored in the node's shared log file. Appended entries
 //! are readable at once (kept in memory until their batch is committed) and acknowledged to
 //! openraft only after the writer's durable commit.
 
@@ -36,7 +36,7 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn open(storage: Arc<Storage>, gid: GroupId) -> Result<LogStore, StoreError> {
-        let txn = storage.db().begin_read()?;
+        let txn = storage.log_db().begin_read()?;
         let table = txn.open_table(RAFT_STATE)?;
         let vote = match table.get((gid, KEY_VOTE))? {
             Some(v) => Some(decode::<Vote>(v.value())?),
@@ -63,7 +63,7 @@ impl LogStore {
     }
 
     fn last_stored(&self) -> io::Result<Option<LogId>> {
-        let txn = self.storage.db().begin_read().map_err(io_err)?;
+        let txn = self.storage.log_db().begin_read().map_err(io_err)?;
         let table = txn.open_table(LOGS).map_err(io_err)?;
         let mut range = table
             .range((self.gid, 0)..=(self.gid, u64::MAX))
@@ -81,7 +81,7 @@ impl LogStore {
     async fn put_state(&self, key: &'static str, bytes: Vec<u8>, durable: bool) -> io::Result<()> {
         let gid = self.gid;
         self.storage
-            .writer()
+            .log_writer()
             .run(durable, move |txn| {
                 let mut t = txn.open_table(RAFT_STATE).map_err(io_err)?;
                 t.insert((gid, key), bytes.as_slice()).map_err(io_err)?;
@@ -122,7 +122,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .range(start..end)
             .map(|(i, (_, e))| (*i, e.clone()))
             .collect();
-        let txn = self.storage.db().begin_read().map_err(io_err)?;
+        let txn = self.storage.log_db().begin_read().map_err(io_err)?;
         let table = txn.open_table(LOGS).map_err(io_err)?;
         for row in table
             .range((self.gid, start)..(self.gid, end))
@@ -181,7 +181,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        let txn = self.storage.db().begin_read().map_err(io_err)?;
+        let txn = self.storage.log_db().begin_read().map_err(io_err)?;
         let table = txn.open_table(RAFT_STATE).map_err(io_err)?;
         match table.get((self.gid, KEY_COMMITTED)).map_err(io_err)? {
             Some(v) => Ok(Some(decode(v.value())?)),
@@ -215,7 +215,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let gid = self.gid;
         let written: Vec<(u64, LogId)> = rows.iter().map(|(i, id, _)| (*i, *id)).collect();
         let mem = self.mem.clone();
-        self.storage.writer().submit(
+        self.storage.log_writer().submit(
             true,
             move |txn| {
                 let mut t = txn.open_table(LOGS).map_err(io_err)?;
@@ -244,7 +244,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.mem().pending.split_off(&from);
         let gid = self.gid;
         self.storage
-            .writer()
+            .log_writer()
             .run(true, move |txn| {
                 let mut t = txn.open_table(LOGS).map_err(io_err)?;
                 t.retain_in((gid, from)..=(gid, u64::MAX), |_, _| false)
@@ -264,7 +264,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let gid = self.gid;
         let bytes = encode(&log_id)?;
         self.storage
-            .writer()
+            .log_writer()
             .run(true, move |txn| {
                 let mut t = txn.open_table(LOGS).map_err(io_err)?;
                 t.retain_in((gid, 0)..=(gid, upto), |_, _| false)

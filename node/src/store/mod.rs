@@ -1,6 +1,16 @@
-//! Durable state of a node: ONE redb file holding the Raft logs, Raft metadata and state
-//! machines of every Raft group on the node, keyed by group id, written by one group-commit
-//! writer task.
+//! Durable state of a node: two redb files shared by every Raft group on the node, keyed by
+//! group id, each written by its own group-commit writer thread.
+//!
+//! - The log file (`flotilla.redb`): Raft logs, votes and the node id. Appends are fsynced
+//!   before Raft counts them, in batches across all groups.
+//! - The state file (`state.redb`): state machines, change feeds and snapshots. Applies commit
+//!   without fsync (each records its `last_applied` in the same transaction); the file is made
+//!   durable at least five times a second, by every snapshot (before the logs it covers may be
+//!   purged) and when the node stops. After a crash it is consistent as of its last durable
+//!   commit, and openraft applies the rest again from the logs.
+//!
+//! Kept apart, an fsync of the logs writes only the few pages the appends touched, not every
+//! page the applies since the last one dirtied across the documents of all groups.
 
 mod documents;
 mod log_store;
@@ -14,6 +24,7 @@ mod tests;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, ReadableDatabase, ReadableTable};
@@ -21,6 +32,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 pub use documents::{ChangeEvent, StoredDoc};
 pub use log_store::LogStore;
 pub use state_machine::{GroupState, StateMachine};
+use writer::Sync;
 pub use writer::Writer;
 
 use crate::types::{GroupId, NodeId};
@@ -76,46 +88,76 @@ pub(crate) fn io_err(e: impl Into<redb::Error>) -> io::Error {
     io::Error::other(e.into().to_string())
 }
 
-/// The node's one database file and its writer.
+/// How often the state file is made durable while applies arrive: often enough that each
+/// sync writes few pages (a long one would hold up the applies queued behind it).
+const STATE_SYNC_EVERY: Duration = Duration::from_millis(200);
+
+/// The node's two database files and their writers.
 pub struct Storage {
-    db: Arc<Database>,
-    writer: Writer,
-    writer_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    log: Arc<Database>,
+    state: Arc<Database>,
+    log_writer: Writer,
+    state_writer: Writer,
+    writer_threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     node_id: NodeId,
     fresh: bool,
 }
 
 impl Drop for Storage {
-    /// Lets the writer finish what is queued and release the file before the handle goes away.
+    /// Lets the writers finish what is queued and release the files before the handle goes
+    /// away.
     fn drop(&mut self) {
-        self.writer.stop();
-        let handle = self
-            .writer_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(h) = handle {
+        self.log_writer.stop();
+        self.state_writer.stop();
+        let handles = std::mem::take(
+            &mut *self
+                .writer_threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        for h in handles {
             let _ = h.join();
         }
     }
 }
 
-const FILE_NAME: &str = "flotilla.redb";
+/// The log file (and, in data directories written before the split, every table).
+const LOG_FILE: &str = "flotilla.redb";
+const STATE_FILE: &str = "state.redb";
 
 impl Storage {
-    /// Opens (or creates) the database in `dir`. A new file gets a newly generated node id: a
-    /// node that lost its data directory comes back as a new node.
+    /// Opens (or creates) the database files in `dir`. A new log file gets a newly generated
+    /// node id: a node that lost its data directory comes back as a new node.
     pub fn open(dir: &Path, commit_latency: Histogram) -> Result<Arc<Storage>, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(FILE_NAME);
-        let fresh = !path.exists();
-        let db = Arc::new(Database::create(&path)?);
-        let node_id = tables::init_node_id(&db)?;
-        let (writer, thread) = Writer::start(db.clone(), commit_latency)?;
+        let log_path = dir.join(LOG_FILE);
+        let fresh = !log_path.exists();
+        let log = Arc::new(Database::create(&log_path)?);
+        let node_id = tables::init_node_id(&log)?;
+        let state = Arc::new(Database::create(dir.join(STATE_FILE))?);
+        tables::init_state(&state)?;
+        let moved = tables::migrate_state(&log, &state)?;
+        if moved > 0 {
+            tracing::info!(rows = moved, "moved the state machines into their own file");
+        }
+        let (log_writer, log_thread) = Writer::start(
+            "flotilla-log-writer",
+            log.clone(),
+            Sync::OnRequest,
+            Some(commit_latency),
+        )?;
+        let (state_writer, state_thread) = Writer::start(
+            "flotilla-state-writer",
+            state.clone(),
+            Sync::AtLeastEvery(STATE_SYNC_EVERY),
+            None,
+        )?;
         Ok(Arc::new(Storage {
-            db,
-            writer,
-            writer_thread: std::sync::Mutex::new(Some(thread)),
+            log,
+            state,
+            log_writer,
+            state_writer,
+            writer_threads: std::sync::Mutex::new(vec![log_thread, state_thread]),
             node_id,
             fresh,
         }))
@@ -130,17 +172,27 @@ impl Storage {
         self.fresh
     }
 
-    pub fn db(&self) -> &Arc<Database> {
-        &self.db
+    /// The log file: Raft logs and votes.
+    pub fn log_db(&self) -> &Arc<Database> {
+        &self.log
     }
 
-    pub fn writer(&self) -> &Writer {
-        &self.writer
+    /// The state file: state machines, change feeds and snapshots.
+    pub fn state_db(&self) -> &Arc<Database> {
+        &self.state
+    }
+
+    pub fn log_writer(&self) -> &Writer {
+        &self.log_writer
+    }
+
+    pub fn state_writer(&self) -> &Writer {
+        &self.state_writer
     }
 
     /// Group ids that have any Raft state stored on this node.
     pub fn stored_groups(&self) -> Result<Vec<GroupId>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.log.begin_read()?;
         let table = match txn.open_table(tables::RAFT_STATE) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
@@ -159,9 +211,15 @@ impl Storage {
     }
 
     /// Deletes every record of a group (its database was dropped or the replica removed).
+    ///
+    /// The log file goes first: once its Raft state is gone the group is no longer stored here
+    /// (`stored_groups`), so a crash before the state file's turn leaves only unreachable rows.
     pub async fn delete_group(&self, gid: GroupId) -> io::Result<()> {
-        self.writer
-            .run(true, move |txn| tables::delete_group(txn, gid))
+        self.log_writer
+            .run(true, move |txn| tables::delete_group_log(txn, gid))
+            .await?;
+        self.state_writer
+            .run(true, move |txn| tables::delete_group_state(txn, gid))
             .await
     }
 }

@@ -89,7 +89,7 @@ pub struct StateMachine {
 
 impl StateMachine {
     pub fn open(storage: Arc<Storage>, gid: GroupId) -> Result<StateMachine, StoreError> {
-        let txn = storage.db().begin_read()?;
+        let txn = storage.state_db().begin_read()?;
         let sm = txn.open_table(SM_STATE)?;
         let applied: Option<LogId> = match sm.get((gid, KEY_APPLIED))? {
             Some(v) => Some(decode(v.value())?),
@@ -128,7 +128,7 @@ impl StateMachine {
     }
 
     pub fn get(&self, collection: &str, id: &str) -> io::Result<Option<StoredDoc>> {
-        let txn = self.storage.db().begin_read().map_err(io_err)?;
+        let txn = self.storage.state_db().begin_read().map_err(io_err)?;
         documents::get(&txn, self.gid, collection, id)
     }
 
@@ -139,13 +139,13 @@ impl StateMachine {
         after: &str,
         limit: usize,
     ) -> io::Result<Vec<(String, StoredDoc)>> {
-        let txn = self.storage.db().begin_read().map_err(io_err)?;
+        let txn = self.storage.state_db().begin_read().map_err(io_err)?;
         documents::list(&txn, self.gid, collection, prefix, after, limit)
     }
 
     /// Changes from revision `from` on, and the oldest revision still kept.
     pub fn changes(&self, from: u64, limit: usize) -> io::Result<(Vec<Revision>, u64)> {
-        let txn = self.storage.db().begin_read().map_err(io_err)?;
+        let txn = self.storage.state_db().begin_read().map_err(io_err)?;
         let floor = documents::changes_floor(&txn, self.gid)?;
         Ok((
             documents::changes(&txn, self.gid, from.max(floor), limit)?,
@@ -166,7 +166,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let gid = self.gid;
         let (meta, data) = {
-            let txn = self.storage.db().begin_read().map_err(io_err)?;
+            let txn = self.storage.state_db().begin_read().map_err(io_err)?;
             let sm = txn.open_table(SM_STATE).map_err(io_err)?;
             let last_log_id: Option<LogId> = match sm.get((gid, KEY_APPLIED)).map_err(io_err)? {
                 Some(v) => Some(decode(v.value())?),
@@ -205,7 +205,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         // Durable: this commit also makes every earlier (non-durable) apply durable, so the logs
         // the snapshot covers may be purged.
         self.storage
-            .writer()
+            .state_writer()
             .run(true, move |txn| {
                 let mut t = txn.open_table(SNAPSHOTS).map_err(io_err)?;
                 t.insert(gid, stored.as_slice()).map_err(io_err)?;
@@ -281,7 +281,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(())
         };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        self.storage.writer().submit(false, work, move |r| {
+        self.storage.state_writer().submit(false, work, move |r| {
             let _ = done_tx.send(r);
         });
         done_rx
@@ -323,7 +323,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let meta_state = body.meta.clone();
         let (a, m) = (applied, membership.clone());
         self.storage
-            .writer()
+            .state_writer()
             .run(true, move |txn| {
                 documents::replace_all(txn, gid, &body.docs, floor)?;
                 if let Some(a) = &a {
@@ -347,7 +347,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let txn = self.storage.db().begin_read().map_err(io_err)?;
+        let txn = self.storage.state_db().begin_read().map_err(io_err)?;
         let t = txn.open_table(SNAPSHOTS).map_err(io_err)?;
         match t.get(self.gid).map_err(io_err)? {
             Some(v) => {

@@ -1,8 +1,12 @@
-//! Table layout of the node's redb file. Every key starts with the Raft group id.
+//! Table layout of the node's two redb files. Every key starts with the Raft group id.
+//!
+//! The log file holds what Raft needs durable before it acknowledges anything (logs, votes) and
+//! the node id; the state file holds what applying the logs produced (state machines, change
+//! feeds, snapshots), made durable in the background and by every snapshot.
 
 use std::io;
 
-use redb::{Database, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{StoreError, io_err};
 use crate::types::{GroupId, NodeId};
@@ -32,7 +36,7 @@ pub(crate) const KEY_MEMBERSHIP: &str = "membership";
 pub(crate) const KEY_META: &str = "meta";
 pub(crate) const KEY_CHANGES_FLOOR: &str = "changes_floor";
 
-/// Reads the node id, generating and storing one on first open.
+/// Reads the node id from the log file, generating and storing one on first open.
 pub(crate) fn init_node_id(db: &Database) -> Result<NodeId, StoreError> {
     let txn = db.begin_write()?;
     let id = {
@@ -64,28 +68,87 @@ pub(crate) fn init_node_id(db: &Database) -> Result<NodeId, StoreError> {
     // Create every table so readers never see a missing one.
     txn.open_table(LOGS)?;
     txn.open_table(RAFT_STATE)?;
+    txn.commit()?;
+    Ok(id)
+}
+
+/// Creates the tables of the state file.
+pub(crate) fn init_state(db: &Database) -> Result<(), StoreError> {
+    let txn = db.begin_write()?;
     txn.open_table(SM_STATE)?;
     txn.open_table(DOCS)?;
     txn.open_table(CHANGES)?;
     txn.open_table(SNAPSHOTS)?;
     txn.commit()?;
-    Ok(id)
+    Ok(())
 }
 
-/// Removes every record of `gid` in one transaction.
-pub(crate) fn delete_group(txn: &WriteTransaction, gid: GroupId) -> io::Result<()> {
+/// Moves the state tables of a log file written when one file held everything into the state
+/// file, in two durable steps: copied (the state file's transaction), then removed from the log
+/// file. Interrupted between the two, the next open copies again over the same rows. Returns
+/// the rows moved.
+pub(crate) fn migrate_state(log: &Database, state: &Database) -> Result<u64, StoreError> {
+    let read = log.begin_read()?;
+    let mut moved = 0;
+    {
+        let txn = state.begin_write()?;
+        moved += copy_table(&read, &txn, SM_STATE)?;
+        moved += copy_table(&read, &txn, DOCS)?;
+        moved += copy_table(&read, &txn, CHANGES)?;
+        moved += copy_table(&read, &txn, SNAPSHOTS)?;
+        txn.commit()?;
+    }
+    drop(read);
+    if moved > 0 {
+        let txn = log.begin_write()?;
+        txn.delete_table(SM_STATE)?;
+        txn.delete_table(DOCS)?;
+        txn.delete_table(CHANGES)?;
+        txn.delete_table(SNAPSHOTS)?;
+        txn.commit()?;
+    }
+    Ok(moved)
+}
+
+fn copy_table<K: redb::Key + 'static>(
+    from: &redb::ReadTransaction,
+    to: &WriteTransaction,
+    table: TableDefinition<K, &[u8]>,
+) -> Result<u64, StoreError> {
+    let source = match from.open_table(table) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    let mut target = to.open_table(table)?;
+    let mut n = 0;
+    for row in source.iter()? {
+        let (k, v) = row?;
+        target.insert(k.value(), v.value())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Removes every record of `gid` from the log file.
+pub(crate) fn delete_group_log(txn: &WriteTransaction, gid: GroupId) -> io::Result<()> {
     let mut logs = txn.open_table(LOGS).map_err(io_err)?;
     logs.retain_in((gid, 0)..=(gid, u64::MAX), |_, _| false)
         .map_err(io_err)?;
+    let mut raft = txn.open_table(RAFT_STATE).map_err(io_err)?;
+    raft.retain_in((gid, "")..(gid + 1, ""), |_, _| false)
+        .map_err(io_err)?;
+    Ok(())
+}
+
+/// Removes every record of `gid` from the state file.
+pub(crate) fn delete_group_state(txn: &WriteTransaction, gid: GroupId) -> io::Result<()> {
     let mut changes = txn.open_table(CHANGES).map_err(io_err)?;
     changes
         .retain_in((gid, 0)..=(gid, u64::MAX), |_, _| false)
         .map_err(io_err)?;
     let mut docs = txn.open_table(DOCS).map_err(io_err)?;
     docs.retain_in((gid, "", "")..(gid + 1, "", ""), |_, _| false)
-        .map_err(io_err)?;
-    let mut raft = txn.open_table(RAFT_STATE).map_err(io_err)?;
-    raft.retain_in((gid, "")..(gid + 1, ""), |_, _| false)
         .map_err(io_err)?;
     let mut sm = txn.open_table(SM_STATE).map_err(io_err)?;
     sm.retain_in((gid, "")..(gid + 1, ""), |_, _| false)

@@ -231,3 +231,61 @@ async fn snapshot_round_trip_reproduces_documents_on_another_node() {
         .expect("snapshot kept");
     assert_eq!(current.meta.last_log_id, snapshot.meta.last_log_id);
 }
+
+#[tokio::test]
+async fn applied_documents_survive_a_clean_reopen() {
+    let dir = TempDir::new().unwrap();
+    {
+        let mut sm = StateMachine::open(open(&dir), 4).unwrap();
+        for i in 1..=20u64 {
+            apply_one(
+                &mut sm,
+                data_entry(i, vec![put(&format!("d{i}"), "{}", None)]),
+            )
+            .await;
+        }
+    }
+    let mut sm = StateMachine::open(open(&dir), 4).unwrap();
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied.map(|l| l.index), Some(20));
+    assert_eq!(sm.list("c", "d", "", 100).unwrap().len(), 20);
+}
+
+#[tokio::test]
+async fn a_data_directory_with_one_file_for_everything_keeps_its_documents() {
+    use redb::{Database, ReadableDatabase};
+
+    use super::tables::{DOCS, LOGS, SM_STATE};
+
+    let dir = TempDir::new().unwrap();
+    {
+        let storage = open(&dir);
+        let mut sm = StateMachine::open(storage.clone(), 6).unwrap();
+        apply_one(&mut sm, data_entry(1, vec![put("kept", "{\"v\":1}", None)])).await;
+        let mut log = LogStore::open(storage, 6).unwrap();
+        append(&mut log, vec![blank_ent::<TypeConfig>(1, 1, 1)]).await;
+    }
+    // Made as before the split: the state tables moved back into the log file, no state file.
+    let log_file = dir.path().join("flotilla.redb");
+    let state_file = dir.path().join("state.redb");
+    {
+        let state = Database::create(&state_file).unwrap();
+        let log = Database::create(&log_file).unwrap();
+        assert!(super::tables::migrate_state(&state, &log).unwrap() > 0);
+    }
+    std::fs::remove_file(&state_file).unwrap();
+
+    let storage = open(&dir);
+    let sm = StateMachine::open(storage.clone(), 6).unwrap();
+    assert_eq!(
+        sm.get("c", "kept").unwrap().map(|d| d.json),
+        Some("{\"v\":1}".to_string())
+    );
+    let mut log = LogStore::open(storage.clone(), 6).unwrap();
+    assert_eq!(log.try_get_log_entries(0..10).await.unwrap().len(), 1);
+    // Moved, not copied: the log file no longer holds state tables.
+    let txn = storage.log_db().begin_read().unwrap();
+    assert!(txn.open_table(DOCS).is_err());
+    assert!(txn.open_table(SM_STATE).is_err());
+    assert!(txn.open_table(LOGS).is_ok());
+}

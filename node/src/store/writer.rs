@@ -1,10 +1,10 @@
-//! The node's single writer: every durable change of every Raft group goes through it. Jobs that
-//! arrive while a commit is in flight are batched into the next write transaction, so many
-//! appends from many groups share one commit and one fsync (group commit).
+//! The writer of one of the node's database files: every change of every Raft group to that file
+//! goes through it. Jobs that arrive while a commit is in flight are batched into the next write
+//! transaction, so many appends from many groups share one commit and one fsync (group commit).
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, Durability, WriteTransaction};
@@ -35,15 +35,27 @@ pub struct Writer {
     tx: mpsc::UnboundedSender<Msg>,
 }
 
+/// When a writer makes its file durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sync {
+    /// Only when a job asks for it.
+    OnRequest,
+    /// Also at least this often while non-durable commits arrive, and when the writer stops,
+    /// so that what a crash can undo stays bounded.
+    AtLeastEvery(Duration),
+}
+
 impl Writer {
     pub(crate) fn start(
+        name: &str,
         db: Arc<Database>,
-        commit_latency: Histogram,
+        sync: Sync,
+        commit_latency: Option<Histogram>,
     ) -> io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = std::thread::Builder::new()
-            .name("flotilla-writer".into())
-            .spawn(move || writer_loop(db, rx, commit_latency))?;
+            .name(name.into())
+            .spawn(move || writer_loop(db, rx, sync, commit_latency))?;
         Ok((Writer { tx }, handle))
     }
 
@@ -85,7 +97,20 @@ impl Writer {
     }
 }
 
-fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Msg>, commit_latency: Histogram) {
+fn writer_loop(
+    db: Arc<Database>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    sync: Sync,
+    commit_latency: Option<Histogram>,
+) {
+    let observe = |started: Instant| {
+        if let Some(h) = &commit_latency {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+    };
+    // Whether a non-durable commit happened since the last durable one, and when that was.
+    let mut unsynced = false;
+    let mut last_sync = Instant::now();
     let mut stop = false;
     while !stop {
         let Some(Msg::Job(first)) = rx.blocking_recv() else {
@@ -102,6 +127,10 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Msg>, commit_l
                 Err(_) => break,
             }
         }
+        let overdue = match sync {
+            Sync::OnRequest => false,
+            Sync::AtLeastEvery(every) => last_sync.elapsed() >= every,
+        };
         let durable = batch.iter().any(|j| j.durable);
         let mixed = durable && batch.iter().any(|j| !j.durable);
         let mut works = Vec::with_capacity(batch.len());
@@ -123,18 +152,37 @@ fn writer_loop(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Msg>, commit_l
                         dones.into_iter().partition(|(d, _)| *d);
                     finish(other_dones, &Ok(()));
                     let result = commit_batch(&db, true, Vec::new());
-                    commit_latency.observe(started.elapsed().as_secs_f64());
+                    observe(started);
+                    (unsynced, last_sync) = synced(&result, unsynced, last_sync);
                     finish(durable_dones, &result);
                 }
                 Err(e) => finish(dones, &Err(e)),
             }
         } else {
-            let result = commit_batch(&db, durable, works);
-            if durable {
-                commit_latency.observe(started.elapsed().as_secs_f64());
+            let result = commit_batch(&db, durable || overdue, works);
+            if durable || overdue {
+                observe(started);
+                (unsynced, last_sync) = synced(&result, unsynced, last_sync);
+            } else if result.is_ok() {
+                unsynced = true;
             }
             finish(dones, &result);
         }
+    }
+    // What was committed without fsync becomes durable before the file is let go.
+    if unsynced
+        && sync != Sync::OnRequest
+        && let Err(e) = commit_batch(&db, true, Vec::new())
+    {
+        tracing::error!(error = %e, "final storage sync failed");
+    }
+}
+
+/// The writer's sync state after a durable commit with `result`.
+fn synced(result: &io::Result<()>, unsynced: bool, last_sync: Instant) -> (bool, Instant) {
+    match result {
+        Ok(()) => (false, Instant::now()),
+        Err(_) => (unsynced, last_sync),
     }
 }
 
