@@ -5,7 +5,7 @@
 //!   before Raft counts them, in batches across all groups.
 //! - The state file (`state.redb`): state machines, change feeds and snapshots. Applies commit
 //!   without fsync (each records its `last_applied` in the same transaction); the file is made
-//!   durable at least five times a second, by every snapshot (before the logs it covers may be
+//!   durable every 2 s while applies arrive, by every snapshot (before the logs it covers may be
 //!   purged) and when the node stops. After a crash it is consistent as of its last durable
 //!   commit, and openraft applies the rest again from the logs.
 //!
@@ -88,9 +88,12 @@ pub(crate) fn io_err(e: impl Into<redb::Error>) -> io::Error {
     io::Error::other(e.into().to_string())
 }
 
-/// How often the state file is made durable while applies arrive: often enough that each
-/// sync writes few pages (a long one would hold up the applies queued behind it).
-const STATE_SYNC_EVERY: Duration = Duration::from_millis(200);
+/// How often the state file is made durable while applies arrive. Each sync holds up the
+/// applies that arrive while it runs and has a cost of its own besides the pages it writes,
+/// so it is rare;
+/// what a crash undoes (at most this much of applying) openraft redoes from the logs, which
+/// are kept until a snapshot has made the state durable.
+const STATE_SYNC_EVERY: Duration = Duration::from_millis(2000);
 
 /// The node's two database files and their writers.
 pub struct Storage {

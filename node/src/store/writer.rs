@@ -159,14 +159,20 @@ fn writer_loop(
                 Err(e) => finish(dones, &Err(e)),
             }
         } else {
-            let result = commit_batch(&db, durable || overdue, works);
-            if durable || overdue {
+            let result = commit_batch(&db, durable, works);
+            if durable {
                 observe(started);
                 (unsynced, last_sync) = synced(&result, unsynced, last_sync);
             } else if result.is_ok() {
                 unsynced = true;
             }
             finish(dones, &result);
+            // A periodic sync comes after the batch is answered: its jobs asked for no fsync,
+            // so only the jobs that arrive meanwhile wait for it.
+            if overdue && unsynced {
+                let result = commit_batch(&db, true, Vec::new());
+                (unsynced, last_sync) = synced(&result, unsynced, last_sync);
+            }
         }
     }
     // What was committed without fsync becomes durable before the file is let go.
