@@ -171,6 +171,9 @@ fn writer_loop(
             // so only the jobs that arrive meanwhile wait for it.
             if overdue && unsynced {
                 let result = commit_batch(&db, true, Vec::new());
+                if let Err(e) = &result {
+                    tracing::error!(error = %e, "periodic storage sync failed; retrying with the next batch");
+                }
                 (unsynced, last_sync) = synced(&result, unsynced, last_sync);
             }
         }
