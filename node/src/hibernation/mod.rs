@@ -173,9 +173,15 @@ fn apply_rules(host: &Host, groups: &mut Groups) {
         let (tracked, new) = match groups.tracked.entry(gid) {
             Entry::Occupied(o) => {
                 let t = o.into_mut();
-                // A changed feed is marked seen by `changed`; the view is taken afresh.
-                if ready_now(t.metrics.changed()).is_some() {
-                    t.view = view_of(gid, &t.metrics.borrow_watched());
+                match ready_now(t.metrics.changed()) {
+                    // Changed (and now marked seen): the view is taken afresh.
+                    Some(Ok(())) => t.view = view_of(gid, &t.metrics.borrow_watched()),
+                    // The feed of a group closed since and opened again: follow the new one.
+                    Some(Err(_)) => {
+                        t.metrics = handle.raft.metrics();
+                        t.view = view_of(gid, &t.metrics.borrow_and_update());
+                    }
+                    None => {}
                 }
                 (t, false)
             }
