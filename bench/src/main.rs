@@ -368,6 +368,7 @@ fn failover_client_options() -> ClientOptions {
         backoff_base: Duration::from_millis(5),
         backoff_max: Duration::from_millis(50),
         retry_uncertain_writes: true,
+        coalesce_calls: true,
     }
 }
 

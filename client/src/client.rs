@@ -16,6 +16,14 @@
 //! `Unavailable` may, in rare cases (the node lost its leader after forwarding the write), also
 //! apply twice. Writes that carry `if_version` are safe either way: a repeated write fails with
 //! [`Error::VersionMismatch`] instead of applying twice.
+//!
+//! # Calls made at the same time
+//!
+//! Gets, puts, deletes and batches that callers make at the same time through one client (or
+//! its clones) to one node leave together as one Multi request (see
+//! [`ClientOptions::coalesce_calls`]): a lone call is sent at once, and under load each request
+//! carries the calls that queued while the previous ones were in flight. Every call keeps its
+//! own result, error and retries; a Multi is not a transaction.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -152,6 +160,20 @@ impl Client {
         json: &str,
         if_version: Option<u64>,
     ) -> Result<PutResult> {
+        if self.inner.options.coalesce_calls {
+            let op = BatchOp::Put {
+                collection: collection.to_string(),
+                id: id.to_string(),
+                json: json.to_string(),
+                if_version,
+            };
+            let r = self.write_coalesced(database, &[op]).await?;
+            return Ok(PutResult {
+                version: r.results.first().map_or(0, |r| r.version),
+                revision: r.revision,
+                shard: r.shard,
+            });
+        }
         let req = pb::PutRequest {
             database: database.to_string(),
             collection: collection.to_string(),
@@ -187,14 +209,23 @@ impl Client {
             id: id.to_string(),
             consistency: consistency.to_proto() as i32,
         };
-        let r = self
-            .call(Kind::Read, |ch, timeout| {
+        let r = if self.inner.options.coalesce_calls {
+            match self
+                .call_coalesced(Kind::Read, pb::call::Call::Get(req))
+                .await?
+            {
+                pb::call_result::Result::Get(r) => r,
+                other => return Err(unexpected("get", &other)),
+            }
+        } else {
+            self.call(Kind::Read, |ch, timeout| {
                 let req = req.clone();
                 async move { documents(ch).get(request(req, timeout)).await }
             })
-            .await;
+            .await?
+        };
         // A missing document is an empty answer; NotFound means the database does not exist.
-        Ok(r?.document.map(Document::from))
+        Ok(r.document.map(Document::from))
     }
 
     /// Deletes a document. With `if_version`, only if its current version is that.
@@ -205,6 +236,18 @@ impl Client {
         id: &str,
         if_version: Option<u64>,
     ) -> Result<DeleteResult> {
+        if self.inner.options.coalesce_calls {
+            let op = BatchOp::Delete {
+                collection: collection.to_string(),
+                id: id.to_string(),
+                if_version,
+            };
+            let r = self.write_coalesced(database, &[op]).await?;
+            return Ok(DeleteResult {
+                deleted: r.results.first().is_some_and(|r| r.deleted),
+                revision: r.revision,
+            });
+        }
         let req = pb::DeleteRequest {
             database: database.to_string(),
             collection: collection.to_string(),
@@ -271,6 +314,9 @@ impl Client {
 
     /// Applies `ops` atomically: all or none. All documents must live on one shard.
     pub async fn batch(&self, database: &str, ops: Vec<BatchOp>) -> Result<BatchOutcome> {
+        if self.inner.options.coalesce_calls {
+            return Ok(self.write_coalesced(database, &ops).await?.into());
+        }
         let req = pb::BatchRequest {
             database: database.to_string(),
             ops: ops.iter().map(BatchOp::to_proto).collect(),
@@ -628,6 +674,41 @@ impl Client {
 
     // ---- the retry loop ----
 
+    /// An atomic batch of writes, sent with the other calls of the moment.
+    async fn write_coalesced(&self, database: &str, ops: &[BatchOp]) -> Result<pb::BatchResponse> {
+        let req = pb::BatchRequest {
+            database: database.to_string(),
+            ops: ops.iter().map(BatchOp::to_proto).collect(),
+        };
+        match self
+            .call_coalesced(Kind::Write, pb::call::Call::Batch(req))
+            .await?
+        {
+            pb::call_result::Result::Batch(r) => Ok(r),
+            other => Err(unexpected("batch", &other)),
+        }
+    }
+
+    /// Runs `call` through the retry loop, each attempt sent by the endpoint's coalescer.
+    async fn call_coalesced(
+        &self,
+        kind: Kind,
+        call: pb::call::Call,
+    ) -> Result<pb::call_result::Result> {
+        let endpoints = &self.inner.endpoints;
+        let attempts = self.attempts(kind, |index, timeout| {
+            let call = call.clone();
+            async move {
+                let coalescer = endpoints.coalescer(index);
+                coalescer
+                    .call(call, timeout)
+                    .await
+                    .map(tonic::Response::new)
+            }
+        });
+        attempts.await.map(|(r, _)| r)
+    }
+
     async fn call<T, F, Fut>(&self, kind: Kind, attempt: F) -> Result<T>
     where
         F: FnMut(Channel, Duration) -> Fut,
@@ -641,6 +722,20 @@ impl Client {
     async fn call_at<T, F, Fut>(&self, kind: Kind, mut attempt: F) -> Result<(T, String)>
     where
         F: FnMut(Channel, Duration) -> Fut,
+        Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
+    {
+        let endpoints = &self.inner.endpoints;
+        self.attempts(kind, |index, timeout| {
+            attempt(endpoints.channel(index), timeout)
+        })
+        .await
+    }
+
+    /// Runs `attempt(endpoint_index, attempt_timeout)` until it succeeds, fails finally, or the
+    /// retry budget is spent. Returns the answer and the endpoint that gave it.
+    async fn attempts<T, F, Fut>(&self, kind: Kind, mut attempt: F) -> Result<(T, String)>
+    where
+        F: FnMut(usize, Duration) -> Fut,
         Fut: Future<Output = std::result::Result<tonic::Response<T>, Status>>,
     {
         let options = &self.inner.options;
@@ -665,8 +760,7 @@ impl Client {
             attempts += 1;
             let addr = endpoints.addr(index).to_string();
             let timeout = options.request_timeout.min(remaining);
-            let outcome =
-                tokio::time::timeout(timeout, attempt(endpoints.channel(index), timeout)).await;
+            let outcome = tokio::time::timeout(timeout, attempt(index, timeout)).await;
             let (error, failure) = match outcome {
                 Ok(Ok(response)) => {
                     endpoints.succeeded(index);
@@ -736,6 +830,19 @@ fn give_up(error: Error, maybe_applied: bool, attempts: u32) -> Error {
         Error::OutcomeUnknown(format!("{error} (after {attempts} attempts)"))
     } else {
         error
+    }
+}
+
+/// A Multi answer of the wrong kind for its call.
+fn unexpected(call: &str, result: &pb::call_result::Result) -> Error {
+    let kind = match result {
+        pb::call_result::Result::Get(_) => "get",
+        pb::call_result::Result::Batch(_) => "batch",
+        pb::call_result::Result::Error(_) => "error",
+    };
+    Error::Server {
+        code: tonic::Code::Internal,
+        message: format!("the node answered a {call} call with a {kind} result"),
     }
 }
 

@@ -1,11 +1,13 @@
-//! The list of node endpoints a client talks to: one lazily connected channel per endpoint and
-//! the index of the endpoint that answered last, shared by every clone of the client.
+//! The list of node endpoints a client talks to: one lazily connected channel and coalescer per
+//! endpoint, and the index of the endpoint that answered last, shared by every clone of the
+//! client.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tonic::transport::{Channel, Endpoint};
 
+use crate::coalesce::Coalescer;
 use crate::error::{Error, Result};
 use crate::options::ClientOptions;
 
@@ -16,6 +18,7 @@ struct Entry {
     addr: String,
     endpoint: Endpoint,
     channel: OnceLock<Channel>,
+    coalescer: OnceLock<Coalescer>,
 }
 
 /// The endpoints of a client, with failover order.
@@ -53,6 +56,7 @@ impl Endpoints {
                 addr,
                 endpoint,
                 channel: OnceLock::new(),
+                coalescer: OnceLock::new(),
             });
         }
         if entries.is_empty() {
@@ -105,6 +109,15 @@ impl Endpoints {
             .channel
             .get_or_init(|| entry.endpoint.connect_lazy())
             .clone()
+    }
+
+    /// The coalescer of endpoint `index`, started on first use. Must be called from within a
+    /// Tokio runtime.
+    pub(crate) fn coalescer(&self, index: usize) -> &Coalescer {
+        let entry = &self.entries[index % self.entries.len()];
+        entry
+            .coalescer
+            .get_or_init(|| Coalescer::start(self.channel(index)))
     }
 }
 

@@ -20,6 +20,7 @@
 //! See [`client`] for what is retried and what a write that timed out means.
 
 pub mod client;
+mod coalesce;
 mod endpoints;
 pub mod error;
 pub mod options;

@@ -23,6 +23,10 @@ pub struct ClientOptions {
     /// Off by default because such a write may apply twice. Safe to turn on when every write
     /// carries `if_version` or when applying a write twice is harmless.
     pub retry_uncertain_writes: bool,
+    /// Send gets and writes made at the same time to one node together, as one request (see
+    /// the `coalesce` notes of [`Client`](crate::Client)). On by default: a lone call still
+    /// leaves at once, and each call keeps its own result and retries.
+    pub coalesce_calls: bool,
 }
 
 impl Default for ClientOptions {
@@ -35,6 +39,7 @@ impl Default for ClientOptions {
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_secs(1),
             retry_uncertain_writes: false,
+            coalesce_calls: true,
         }
     }
 }

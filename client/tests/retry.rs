@@ -454,3 +454,66 @@ async fn a_write_fails_over_when_the_node_it_used_goes_away() {
     assert_eq!(c.preferred_endpoint(), second.addr);
     assert_eq!(second.fake.count("put"), 1);
 }
+
+#[tokio::test]
+async fn concurrent_calls_share_requests_and_each_gets_its_own_answer() {
+    let node = FakeNode::start(Fake::new()).await;
+    node.fake.insert("t", "users", "seed", r#"{"n":0}"#);
+    let c = client(&[&node.addr], fast_options());
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                match i % 3 {
+                    0 => c
+                        .put("t", "users", &format!("k{i}"), "{}", None)
+                        .await
+                        .map(|p| p.version),
+                    // A stale version fails for this caller only.
+                    1 => c
+                        .put("t", "users", "seed", "{}", Some(9))
+                        .await
+                        .map(|p| p.version),
+                    _ => c
+                        .get("t", "users", "seed", Consistency::Linearizable)
+                        .await
+                        .map(|d| d.map_or(0, |d| d.version)),
+                }
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let answer = task.await.unwrap();
+        match i % 3 {
+            0 => assert_eq!(answer.unwrap(), 1, "caller {i}"),
+            1 => assert!(
+                matches!(answer, Err(Error::VersionMismatch(_))),
+                "caller {i}: {answer:?}"
+            ),
+            _ => assert_eq!(answer.unwrap(), 1, "caller {i}"),
+        }
+    }
+    assert_eq!(node.fake.count("put"), 16);
+    assert_eq!(node.fake.count("get"), 8);
+    let multis = node.fake.multi_requests();
+    assert!((1..=24).contains(&multis), "{multis} multi requests");
+}
+
+#[tokio::test]
+async fn a_node_without_multi_requests_gets_single_calls() {
+    let node = FakeNode::start(Fake::new()).await;
+    node.fake.without_multi();
+    let c = client(&[&node.addr], fast_options());
+    let put = c.put("t", "users", "a", r#"{"n":1}"#, None).await.unwrap();
+    assert_eq!(put.version, 1);
+    let doc = c
+        .get("t", "users", "a", Consistency::Linearizable)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(doc.version, 1);
+    let deleted = c.delete("t", "users", "a", Some(1)).await.unwrap();
+    assert!(deleted.deleted);
+    assert_eq!(node.fake.multi_requests(), 0);
+    assert_eq!(node.fake.calls(), ["batch", "get", "batch"]);
+}

@@ -12,6 +12,10 @@ pub use crate::meta::commands::{MetaCommand, MetaOutcome};
 pub enum Command {
     Meta(MetaCommand),
     Data(DataCommand),
+    /// Independent atomic batches proposed together (the writes of one Multi request that land
+    /// on one shard): each applies or is rejected on its own, in order, and all that apply share
+    /// the entry's revision.
+    DataMany(Vec<DataCommand>),
 }
 
 /// An atomic batch of document writes on one shard.
@@ -54,6 +58,7 @@ impl fmt::Display for Command {
         match self {
             Command::Meta(m) => write!(f, "meta:{m:?}"),
             Command::Data(d) => write!(f, "data:{} ops", d.ops.len()),
+            Command::DataMany(b) => write!(f, "data:{} batches", b.len()),
         }
     }
 }
@@ -65,6 +70,8 @@ pub enum Response {
     Empty,
     Meta(Result<MetaOutcome, String>),
     Data(Result<Vec<OpOutcome>, Rejection>),
+    /// One outcome per batch of a [`Command::DataMany`], in order.
+    DataMany(Vec<Result<Vec<OpOutcome>, Rejection>>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

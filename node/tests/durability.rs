@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_client::{Client, Consistency, Error, ListOptions};
+use flotilla_client::{Client, ClientOptions, Consistency, Error, ListOptions};
 use support::{ClusterOptions, TestCluster, wait_until, within};
 
 const DB: &str = "durable";
@@ -227,7 +227,14 @@ async fn a_replica_down_for_twenty_thousand_writes_catches_up_by_snapshot() {
     .await;
     let down = (leader + 1) % cluster.len();
     cluster.kill9(down);
-    let acked = write_concurrently(&cluster.client(), "bulk", 20_000, 64).await;
+    // One entry per write: a client that sends concurrent writes together would let the shard
+    // leader put many in one entry, and the log might not pass the threshold.
+    let one_by_one = cluster.client_with(ClientOptions {
+        coalesce_calls: false,
+        total_timeout: Duration::from_secs(30),
+        ..ClientOptions::default()
+    });
+    let acked = write_concurrently(&one_by_one, "bulk", 20_000, 64).await;
     assert_eq!(acked.len(), 20_000);
 
     cluster.restart(down);

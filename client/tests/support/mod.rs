@@ -45,6 +45,10 @@ struct State {
     databases: BTreeMap<String, pb::DatabaseInfo>,
     revision: u64,
     watch_events: Vec<pb::WatchEvent>,
+    /// Multi requests received (their calls are recorded as the single calls they stand for).
+    multis: usize,
+    /// Answer Multi requests with Unimplemented, as a node of an older release would.
+    no_multi: bool,
 }
 
 /// The fake node's behaviour, shared by its two services.
@@ -108,6 +112,17 @@ impl Fake {
         self.state().calls.clone()
     }
 
+    /// Multi requests received so far.
+    pub fn multi_requests(&self) -> usize {
+        self.state().multis
+    }
+
+    /// Makes the fake a node that does not know Multi requests.
+    pub fn without_multi(&self) -> &Self {
+        self.state().no_multi = true;
+        self
+    }
+
     /// How many times `method` was called.
     pub fn count(&self, method: &str) -> usize {
         self.state().calls.iter().filter(|c| *c == method).count()
@@ -128,6 +143,56 @@ impl Fake {
                 tokio::time::sleep(d).await;
                 Ok(())
             }
+        }
+    }
+
+    /// A batch sent in a Multi, served by the method it stands for.
+    async fn single_write(&self, b: pb::BatchRequest) -> Result<pb::BatchResponse, Status> {
+        let one = match b.ops.as_slice() {
+            [op] => op.op.clone(),
+            _ => None,
+        };
+        match one {
+            Some(pb::batch_op::Op::Put(p)) => {
+                let r = self
+                    .put(Request::new(pb::PutRequest {
+                        database: b.database,
+                        collection: p.collection,
+                        id: p.id,
+                        json: p.json,
+                        if_version: p.if_version,
+                    }))
+                    .await?
+                    .into_inner();
+                Ok(pb::BatchResponse {
+                    results: vec![pb::BatchResult {
+                        version: r.version,
+                        deleted: false,
+                    }],
+                    revision: r.revision,
+                    shard: r.shard,
+                })
+            }
+            Some(pb::batch_op::Op::Delete(d)) => {
+                let r = self
+                    .delete(Request::new(pb::DeleteRequest {
+                        database: b.database,
+                        collection: d.collection,
+                        id: d.id,
+                        if_version: d.if_version,
+                    }))
+                    .await?
+                    .into_inner();
+                Ok(pb::BatchResponse {
+                    results: vec![pb::BatchResult {
+                        version: 0,
+                        deleted: r.deleted,
+                    }],
+                    revision: r.revision,
+                    shard: 0,
+                })
+            }
+            None => Ok(self.batch(Request::new(b)).await?.into_inner()),
         }
     }
 
@@ -312,6 +377,51 @@ impl Documents for Fake {
             revision,
             shard: 0,
         }))
+    }
+
+    /// Each call as the single call it stands for: a batch of one put is a put, of one delete
+    /// a delete (that is how the client sends those).
+    async fn multi(
+        &self,
+        request: Request<pb::MultiRequest>,
+    ) -> Result<Response<pb::MultiResponse>, Status> {
+        {
+            let mut s = self.state();
+            if s.no_multi {
+                return Err(Status::unimplemented("unknown method Multi"));
+            }
+            s.multis += 1;
+        }
+        let mut results = Vec::new();
+        for call in request.into_inner().calls {
+            let result = match call.call {
+                Some(pb::call::Call::Get(g)) => self
+                    .get(Request::new(g))
+                    .await
+                    .map(|r| pb::call_result::Result::Get(r.into_inner())),
+                Some(pb::call::Call::Batch(b)) => self
+                    .single_write(b)
+                    .await
+                    .map(pb::call_result::Result::Batch),
+                None => Err(Status::invalid_argument("empty call")),
+            };
+            let result = result.unwrap_or_else(|s| {
+                pb::call_result::Result::Error(pb::CallError {
+                    code: s.code() as i32,
+                    message: s.message().to_string(),
+                    reason: s
+                        .metadata()
+                        .get(flotilla_client::error::REASON_KEY)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string(),
+                })
+            });
+            results.push(pb::CallResult {
+                result: Some(result),
+            });
+        }
+        Ok(Response::new(pb::MultiResponse { results }))
     }
 
     type WatchStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::WatchEvent, Status>>>;

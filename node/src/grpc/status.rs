@@ -1,5 +1,6 @@
 //! The one mapping from node errors to gRPC status codes.
 
+use flotilla_proto::v1::CallError;
 use tonic::{Code, Status};
 
 use crate::error::NodeError;
@@ -25,6 +26,20 @@ pub fn to_status(e: NodeError) -> Status {
         status.metadata_mut().insert(REASON_KEY, v);
     }
     status
+}
+
+/// The status of one call of a Multi request, as the message that carries it.
+pub fn call_error(status: &Status) -> CallError {
+    CallError {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        reason: status
+            .metadata()
+            .get(REASON_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+    }
 }
 
 /// Metadata key naming the kind of failure (the client library reads it).

@@ -43,69 +43,45 @@ pub(crate) fn apply_batch(
     revision: u64,
     cmd: &DataCommand,
 ) -> io::Result<Result<Vec<OpOutcome>, Rejection>> {
+    let mut outcomes = apply_many(txn, gid, revision, std::slice::from_ref(cmd))?;
+    Ok(outcomes.pop().unwrap_or(Ok(Vec::new())))
+}
+
+/// Documents changed so far in one entry: `None` for a deleted one.
+type Overlay<'a> = HashMap<(&'a str, &'a str), Option<StoredDoc>>;
+
+/// Applies the independent batches `cmds` at `revision`, in order: each is atomic on its own
+/// (a version mismatch rejects that batch only) and sees the effect of those applied before it.
+/// One outcome per batch.
+pub(crate) fn apply_many(
+    txn: &WriteTransaction,
+    gid: GroupId,
+    revision: u64,
+    cmds: &[DataCommand],
+) -> io::Result<Vec<Result<Vec<OpOutcome>, Rejection>>> {
     let mut docs = txn.open_table(DOCS).map_err(io_err)?;
-    // Later ops of the batch see the effect of earlier ones.
-    let mut overlay: HashMap<(&str, &str), Option<StoredDoc>> = HashMap::new();
-    let mut outcomes = Vec::with_capacity(cmd.ops.len());
-    let mut events = Vec::with_capacity(cmd.ops.len());
-    for op in &cmd.ops {
-        let key = (op.collection(), op.id());
-        let current = match overlay.get(&key) {
-            Some(c) => c.clone(),
-            None => match docs.get((gid, key.0, key.1)).map_err(io_err)? {
-                Some(v) => Some(decode::<StoredDoc>(v.value())?),
-                None => None,
-            },
-        };
-        let current_version = current.as_ref().map(|d| d.version).unwrap_or(0);
-        let expected = match op {
-            WriteOp::Put { if_version, .. } | WriteOp::Delete { if_version, .. } => *if_version,
-        };
-        if let Some(expected) = expected
-            && expected != current_version
-        {
-            return Ok(Err(Rejection::VersionMismatch {
-                collection: key.0.to_string(),
-                id: key.1.to_string(),
-                expected,
-                current: current_version,
-            }));
-        }
-        match op {
-            WriteOp::Put { json, .. } => {
-                let version = current_version + 1;
-                overlay.insert(
-                    key,
-                    Some(StoredDoc {
-                        version,
-                        revision,
-                        json: json.clone(),
-                    }),
-                );
-                outcomes.push(OpOutcome::Put { version });
-                events.push(ChangeEvent {
-                    collection: key.0.to_string(),
-                    id: key.1.to_string(),
-                    version,
-                    json: Some(json.clone()),
-                });
+    let mut applied: Overlay = HashMap::new();
+    let mut events = Vec::new();
+    let mut results = Vec::with_capacity(cmds.len());
+    for cmd in cmds {
+        let mut staged: Overlay = HashMap::new();
+        match stage(
+            &docs,
+            gid,
+            revision,
+            cmd,
+            &applied,
+            &mut staged,
+            &mut events,
+        )? {
+            Ok(outcomes) => {
+                applied.extend(staged);
+                results.push(Ok(outcomes));
             }
-            WriteOp::Delete { .. } => {
-                let existed = current.is_some();
-                overlay.insert(key, None);
-                outcomes.push(OpOutcome::Delete { existed });
-                if existed {
-                    events.push(ChangeEvent {
-                        collection: key.0.to_string(),
-                        id: key.1.to_string(),
-                        version: 0,
-                        json: None,
-                    });
-                }
-            }
+            Err(rejection) => results.push(Err(rejection)),
         }
     }
-    for ((collection, id), doc) in overlay {
+    for ((collection, id), doc) in applied {
         match doc {
             Some(doc) => {
                 docs.insert((gid, collection, id), encode(&doc)?.as_slice())
@@ -127,6 +103,82 @@ pub(crate) fn apply_batch(
                 .retain_in((gid, 0)..(gid, floor), |_, _| false)
                 .map_err(io_err)?;
             set_changes_floor(txn, gid, floor)?;
+        }
+    }
+    Ok(results)
+}
+
+/// Works out the effect of one atomic batch over what the entry `applied` before it (and the
+/// stored documents), into `staged` and `events`; writes nothing. On a rejection the events
+/// it added are taken back.
+fn stage<'a>(
+    docs: &redb::Table<'_, (GroupId, &'static str, &'static str), &'static [u8]>,
+    gid: GroupId,
+    revision: u64,
+    cmd: &'a DataCommand,
+    applied: &Overlay<'a>,
+    staged: &mut Overlay<'a>,
+    events: &mut Vec<ChangeEvent>,
+) -> io::Result<Result<Vec<OpOutcome>, Rejection>> {
+    let events_before = events.len();
+    let mut outcomes = Vec::with_capacity(cmd.ops.len());
+    for op in &cmd.ops {
+        let key = (op.collection(), op.id());
+        // Later ops of the batch see the effect of earlier ones, and of earlier batches.
+        let current = match staged.get(&key).or_else(|| applied.get(&key)) {
+            Some(c) => c.clone(),
+            None => match docs.get((gid, key.0, key.1)).map_err(io_err)? {
+                Some(v) => Some(decode::<StoredDoc>(v.value())?),
+                None => None,
+            },
+        };
+        let current_version = current.as_ref().map(|d| d.version).unwrap_or(0);
+        let expected = match op {
+            WriteOp::Put { if_version, .. } | WriteOp::Delete { if_version, .. } => *if_version,
+        };
+        if let Some(expected) = expected
+            && expected != current_version
+        {
+            events.truncate(events_before);
+            return Ok(Err(Rejection::VersionMismatch {
+                collection: key.0.to_string(),
+                id: key.1.to_string(),
+                expected,
+                current: current_version,
+            }));
+        }
+        match op {
+            WriteOp::Put { json, .. } => {
+                let version = current_version + 1;
+                staged.insert(
+                    key,
+                    Some(StoredDoc {
+                        version,
+                        revision,
+                        json: json.clone(),
+                    }),
+                );
+                outcomes.push(OpOutcome::Put { version });
+                events.push(ChangeEvent {
+                    collection: key.0.to_string(),
+                    id: key.1.to_string(),
+                    version,
+                    json: Some(json.clone()),
+                });
+            }
+            WriteOp::Delete { .. } => {
+                let existed = current.is_some();
+                staged.insert(key, None);
+                outcomes.push(OpOutcome::Delete { existed });
+                if existed {
+                    events.push(ChangeEvent {
+                        collection: key.0.to_string(),
+                        id: key.1.to_string(),
+                        version: 0,
+                        json: None,
+                    });
+                }
+            }
         }
     }
     Ok(Ok(outcomes))

@@ -258,6 +258,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(Command::Data(cmd)) => {
                         Response::Data(documents::apply_batch(txn, gid, index, cmd)?)
                     }
+                    EntryPayload::Normal(Command::DataMany(cmds)) => {
+                        Response::DataMany(documents::apply_many(txn, gid, index, cmds)?)
+                    }
                     EntryPayload::Normal(Command::Meta(cmd)) => match meta.as_mut() {
                         Some(m) => Response::Meta(m.apply(cmd)),
                         None => Response::Meta(Err("meta command sent to a data group".into())),

@@ -176,6 +176,66 @@ async fn batches_apply_atomically_with_version_checks() {
     );
 }
 
+#[tokio::test]
+async fn batches_proposed_together_apply_in_order_each_on_its_own() {
+    let dir = TempDir::new().unwrap();
+    let storage = open(&dir);
+    let mut sm = StateMachine::open(storage, 5).unwrap();
+    apply_one(&mut sm, data_entry(1, vec![put("x", "0", None)])).await;
+    let batches = vec![
+        DataCommand {
+            ops: vec![put("a", "1", Some(0))],
+        },
+        // Sees the batch before it: "a" is at version 1 now.
+        DataCommand {
+            ops: vec![put("a", "2", Some(1)), put("b", "1", None)],
+        },
+        // Stale: rejected on its own, and its first op ("c") is not applied either.
+        DataCommand {
+            ops: vec![put("c", "1", None), put("x", "9", Some(5))],
+        },
+        DataCommand {
+            ops: vec![WriteOp::Delete {
+                collection: "c".into(),
+                id: "x".into(),
+                if_version: Some(1),
+            }],
+        },
+    ];
+    let entry = Entry::new_normal(log_id::<TypeConfig>(1, 1, 2), Command::DataMany(batches));
+    apply_one(&mut sm, entry).await;
+    assert_eq!(
+        sm.get("c", "a")
+            .unwrap()
+            .map(|d| (d.version, d.revision, d.json)),
+        Some((2, 2, "2".to_string()))
+    );
+    assert_eq!(sm.get("c", "b").unwrap().map(|d| d.version), Some(1));
+    assert!(
+        sm.get("c", "c").unwrap().is_none(),
+        "the rejected batch wrote nothing"
+    );
+    assert!(
+        sm.get("c", "x").unwrap().is_none(),
+        "the last batch deleted x"
+    );
+    let (changes, _) = sm.changes(2, 100).unwrap();
+    let events: Vec<(u64, String, u64)> = changes
+        .into_iter()
+        .flat_map(|(r, evs)| evs.into_iter().map(move |e| (r, e.id, e.version)))
+        .collect();
+    assert_eq!(
+        events,
+        vec![
+            (2, "a".to_string(), 1),
+            (2, "a".to_string(), 2),
+            (2, "b".to_string(), 1),
+            (2, "x".to_string(), 0),
+        ],
+        "the applied batches' changes, in order, under the entry's revision"
+    );
+}
+
 #[test]
 fn rejection_reports_expected_and_current_versions() {
     let r = Rejection::VersionMismatch {

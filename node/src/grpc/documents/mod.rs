@@ -1,5 +1,6 @@
 //! The client `Documents` service: routes each request to its shard, serves it when this node
-//! can, and otherwise forwards it to the shard leader (or a replica that knows it).
+//! can, and otherwise forwards it to the shard leader (or a replica that knows it). Multi
+//! requests are in [`multi`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,19 +13,19 @@ use flotilla_proto::v1::documents_client::DocumentsClient;
 use flotilla_proto::v1::documents_server::Documents;
 use flotilla_proto::v1::{
     BatchRequest, BatchResponse, BatchResult, Consistency, DeleteRequest, DeleteResponse, Document,
-    EventType, GetRequest, GetResponse, ListRequest, ListResponse, PutRequest, PutResponse,
-    WatchEvent, WatchRequest, batch_op,
+    EventType, GetRequest, GetResponse, ListRequest, ListResponse, MultiRequest, MultiResponse,
+    PutRequest, PutResponse, WatchEvent, WatchRequest, batch_op,
 };
 use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::forward::{
-    Effect, Forwarder, MAX_HOPS, hops, is_lost_in_flight, is_unreachable, onward,
-};
 use crate::command::{Command, DataCommand, OpOutcome, Response as Applied, WriteOp};
 use crate::error::{NodeError, NodeResult};
+use crate::grpc::forward::{
+    Effect, Forwarder, MAX_HOPS, hops, is_lost_in_flight, is_unreachable, onward,
+};
 use crate::host::{GroupHandle, Host, ReadConsistency};
 use crate::meta::DatabaseRecord;
 use crate::types::{GroupId, NodeId};
@@ -32,6 +33,11 @@ use crate::validate;
 
 /// Metadata key addressing one shard of a database (set on scatter-gather sub-requests).
 pub const SHARD: &str = "x-flotilla-shard";
+
+/// Most calls one Multi request may carry.
+pub const MAX_MULTI_CALLS: usize = 1024;
+
+mod multi;
 
 pub struct DocumentsService {
     host: Arc<Host>,
@@ -69,6 +75,30 @@ fn data_response(applied: Applied) -> NodeResult<Vec<OpOutcome>> {
         other => Err(NodeError::Internal(format!(
             "unexpected response {other:?}"
         ))),
+    }
+}
+
+/// The shard of an atomic batch, whose documents must all live on one.
+fn shard_of_batch(db: &DatabaseRecord, ops: &[WriteOp]) -> NodeResult<usize> {
+    let shard = ops.first().map_or(0, |o| db.shard_of(o.id()));
+    if ops.iter().any(|o| db.shard_of(o.id()) != shard) {
+        return Err(NodeError::InvalidArgument(
+            "all documents of an atomic batch must live on one shard".into(),
+        ));
+    }
+    Ok(shard)
+}
+
+fn batch_result(outcome: OpOutcome) -> BatchResult {
+    match outcome {
+        OpOutcome::Put { version } => BatchResult {
+            version,
+            deleted: false,
+        },
+        OpOutcome::Delete { existed } => BatchResult {
+            version: 0,
+            deleted: existed,
+        },
     }
 }
 
@@ -234,22 +264,13 @@ impl DocumentsService {
         ops: Vec<WriteOp>,
         request: BatchRequest,
     ) -> Result<Response<BatchResponse>, Status> {
-        let key = ops.first().map(|o| o.id().to_string()).unwrap_or_default();
         let ops_for_pick = ops.clone();
         self.serve(
             request,
             hops,
             &database,
             shard,
-            move |db| {
-                let shard = db.shard_of(&key);
-                if ops_for_pick.iter().any(|o| db.shard_of(o.id()) != shard) {
-                    return Err(NodeError::InvalidArgument(
-                        "all documents of an atomic batch must live on one shard".into(),
-                    ));
-                }
-                Ok(shard)
-            },
+            move |db| shard_of_batch(db, &ops_for_pick),
             move |host, group, route, _msg| {
                 Box::pin(async move {
                     let (applied, revision) = host
@@ -257,16 +278,7 @@ impl DocumentsService {
                         .await?;
                     let results = data_response(applied)?
                         .into_iter()
-                        .map(|o| match o {
-                            OpOutcome::Put { version } => BatchResult {
-                                version,
-                                deleted: false,
-                            },
-                            OpOutcome::Delete { existed } => BatchResult {
-                                version: 0,
-                                deleted: existed,
-                            },
-                        })
+                        .map(batch_result)
                         .collect();
                     Ok(BatchResponse {
                         results,
@@ -278,6 +290,76 @@ impl DocumentsService {
             |mut c, r| Box::pin(async move { c.batch(r).await }),
         )
         .await
+    }
+
+    async fn get_at(
+        &self,
+        msg: GetRequest,
+        hops: u32,
+        shard: Option<usize>,
+    ) -> Result<Response<GetResponse>, Status> {
+        validate::collection(&msg.collection)?;
+        validate::document_id(&msg.id)?;
+        let database = msg.database.clone();
+        let id = msg.id.clone();
+        self.serve(
+            msg,
+            hops,
+            &database,
+            shard,
+            move |db| Ok(db.shard_of(&id)),
+            |host, group, route, msg: GetRequest| {
+                Box::pin(async move {
+                    host.read_barrier(&group, consistency(msg.consistency))
+                        .await?;
+                    match group.sm.get(&msg.collection, &msg.id)? {
+                        Some(d) => Ok(GetResponse {
+                            document: Some(Document {
+                                collection: msg.collection,
+                                id: msg.id,
+                                json: d.json,
+                                version: d.version,
+                                revision: d.revision,
+                                shard: route.shard as u32,
+                            }),
+                        }),
+                        None => Ok(GetResponse { document: None }),
+                    }
+                })
+            },
+            |mut c, r| Box::pin(async move { c.get(r).await }),
+        )
+        .await
+    }
+
+    /// A write of one document, as a batch of one.
+    async fn write_one(
+        &self,
+        database: String,
+        op: batch_op::Op,
+        hops: u32,
+        shard: Option<usize>,
+    ) -> Result<BatchResponse, Status> {
+        let batch = BatchRequest {
+            database: database.clone(),
+            ops: vec![flotilla_proto::v1::BatchOp { op: Some(op) }],
+        };
+        let ops = self.batch_ops(&batch)?;
+        Ok(self
+            .write(database, hops, shard, ops, batch)
+            .await?
+            .into_inner())
+    }
+
+    async fn batch_at(
+        &self,
+        msg: BatchRequest,
+        hops: u32,
+        shard: Option<usize>,
+    ) -> Result<Response<BatchResponse>, Status> {
+        let ops = self.batch_ops(&msg)?;
+        self.write(msg.database.clone(), hops, shard, ops, msg)
+            .await
     }
 
     fn batch_ops(&self, request: &BatchRequest) -> NodeResult<Vec<WriteOp>> {
@@ -479,60 +561,19 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>
 impl Documents for DocumentsService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
         let (hops, shard) = (hops(&request), shard_override(&request));
-        let msg = request.into_inner();
-        validate::collection(&msg.collection)?;
-        validate::document_id(&msg.id)?;
-        let database = msg.database.clone();
-        let id = msg.id.clone();
-        self.serve(
-            msg,
-            hops,
-            &database,
-            shard,
-            move |db| Ok(db.shard_of(&id)),
-            |host, group, route, msg: GetRequest| {
-                Box::pin(async move {
-                    host.read_barrier(&group, consistency(msg.consistency))
-                        .await?;
-                    match group.sm.get(&msg.collection, &msg.id)? {
-                        Some(d) => Ok(GetResponse {
-                            document: Some(Document {
-                                collection: msg.collection,
-                                id: msg.id,
-                                json: d.json,
-                                version: d.version,
-                                revision: d.revision,
-                                shard: route.shard as u32,
-                            }),
-                        }),
-                        None => Ok(GetResponse { document: None }),
-                    }
-                })
-            },
-            |mut c, r| Box::pin(async move { c.get(r).await }),
-        )
-        .await
+        self.get_at(request.into_inner(), hops, shard).await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let (hops, shard) = (hops(&request), shard_override(&request));
         let msg = request.into_inner();
-        let batch = BatchRequest {
-            database: msg.database.clone(),
-            ops: vec![flotilla_proto::v1::BatchOp {
-                op: Some(batch_op::Op::Put(flotilla_proto::v1::PutOp {
-                    collection: msg.collection,
-                    id: msg.id,
-                    json: msg.json,
-                    if_version: msg.if_version,
-                })),
-            }],
-        };
-        let ops = self.batch_ops(&batch)?;
-        let resp = self
-            .write(msg.database, hops, shard, ops, batch)
-            .await?
-            .into_inner();
+        let op = batch_op::Op::Put(flotilla_proto::v1::PutOp {
+            collection: msg.collection,
+            id: msg.id,
+            json: msg.json,
+            if_version: msg.if_version,
+        });
+        let resp = self.write_one(msg.database, op, hops, shard).await?;
         let version = resp.results.first().map(|r| r.version).unwrap_or(0);
         Ok(Response::new(PutResponse {
             version,
@@ -547,21 +588,12 @@ impl Documents for DocumentsService {
     ) -> Result<Response<DeleteResponse>, Status> {
         let (hops, shard) = (hops(&request), shard_override(&request));
         let msg = request.into_inner();
-        let batch = BatchRequest {
-            database: msg.database.clone(),
-            ops: vec![flotilla_proto::v1::BatchOp {
-                op: Some(batch_op::Op::Delete(flotilla_proto::v1::DeleteOp {
-                    collection: msg.collection,
-                    id: msg.id,
-                    if_version: msg.if_version,
-                })),
-            }],
-        };
-        let ops = self.batch_ops(&batch)?;
-        let resp = self
-            .write(msg.database, hops, shard, ops, batch)
-            .await?
-            .into_inner();
+        let op = batch_op::Op::Delete(flotilla_proto::v1::DeleteOp {
+            collection: msg.collection,
+            id: msg.id,
+            if_version: msg.if_version,
+        });
+        let resp = self.write_one(msg.database, op, hops, shard).await?;
         Ok(Response::new(DeleteResponse {
             deleted: resp.results.first().is_some_and(|r| r.deleted),
             revision: resp.revision,
@@ -611,10 +643,23 @@ impl Documents for DocumentsService {
         request: Request<BatchRequest>,
     ) -> Result<Response<BatchResponse>, Status> {
         let (hops, shard) = (hops(&request), shard_override(&request));
+        self.batch_at(request.into_inner(), hops, shard).await
+    }
+
+    async fn multi(
+        &self,
+        request: Request<MultiRequest>,
+    ) -> Result<Response<MultiResponse>, Status> {
+        let hops = hops(&request);
         let msg = request.into_inner();
-        let ops = self.batch_ops(&msg)?;
-        self.write(msg.database.clone(), hops, shard, ops, msg)
-            .await
+        if msg.calls.len() > MAX_MULTI_CALLS {
+            return Err(Status::resource_exhausted(format!(
+                "multi request has {} calls, over the limit of {MAX_MULTI_CALLS}",
+                msg.calls.len()
+            )));
+        }
+        let results = self.serve_multi(msg.calls, hops).await;
+        Ok(Response::new(MultiResponse { results }))
     }
 
     type WatchStream = WatchStream;

@@ -1,0 +1,269 @@
+//! Multi requests: independent calls sent together (client libraries send the calls their
+//! callers make at the same time to one node as one Multi).
+//!
+//! Every call is answered as its single call would be, with one exception in how, not what:
+//! the writes of a Multi that land on one shard led by this node are proposed as one Raft
+//! entry ([`Command::DataMany`]), so that they share one proposal, one log write and one apply
+//! instead of paying for one each. Each write in it still applies or is rejected on its own.
+//! Gets, writes for shards led elsewhere, and anything unusual (an unknown database, a batch
+//! that fails validation) take the single-call path, which forwards or explains.
+
+use std::collections::BTreeMap;
+
+use flotilla_proto::v1::{
+    BatchOp, BatchRequest, BatchResponse, Call, CallResult, DeleteOp, PutOp, batch_op, call,
+    call_result,
+};
+use tonic::Status;
+
+use super::{DocumentsService, batch_result, shard_of_batch};
+use crate::command::{Command, DataCommand, Response as Applied, WriteOp};
+use crate::error::NodeError;
+use crate::grpc::status::call_error;
+use crate::host::GroupHandle;
+use crate::types::GroupId;
+
+/// One write of a Multi, validated, for a shard led here.
+struct Write {
+    /// Its place among the calls.
+    index: usize,
+    database: String,
+    cmd: DataCommand,
+    /// Document bytes it carries.
+    bytes: usize,
+}
+
+/// Writes of one Multi bound for one shard led here.
+struct ShardWrites {
+    shard: usize,
+    group: GroupHandle,
+    writes: Vec<Write>,
+}
+
+impl DocumentsService {
+    /// The results of `calls`, in their order.
+    pub(super) async fn serve_multi(&self, calls: Vec<Call>, hops: u32) -> Vec<CallResult> {
+        let mut results: Vec<Option<CallResult>> = (0..calls.len()).map(|_| None).collect();
+        let mut singles = Vec::new();
+        let mut shards: BTreeMap<GroupId, ShardWrites> = BTreeMap::new();
+        for (i, c) in calls.into_iter().enumerate() {
+            match c.call {
+                Some(call::Call::Batch(batch)) => match self.led_here(&batch) {
+                    Some((gid, shard, group, cmd, bytes)) => {
+                        let write = Write {
+                            index: i,
+                            database: batch.database,
+                            cmd,
+                            bytes,
+                        };
+                        shards
+                            .entry(gid)
+                            .or_insert_with(|| ShardWrites {
+                                shard,
+                                group,
+                                writes: Vec::new(),
+                            })
+                            .writes
+                            .push(write);
+                    }
+                    None => singles.push((i, batch_call(batch))),
+                },
+                other => singles.push((i, Call { call: other })),
+            }
+        }
+        let mut proposals = Vec::new();
+        for (gid, sw) in shards {
+            if sw.writes.len() == 1 {
+                singles.extend(sw.writes.into_iter().map(Write::into_call));
+                continue;
+            }
+            for chunk in self.chunks(sw.writes) {
+                proposals.push(self.propose(gid, sw.shard, sw.group.clone(), chunk, hops));
+            }
+        }
+        let singles = singles
+            .into_iter()
+            .map(|(i, c)| async move { vec![(i, self.one_call(c, hops).await)] });
+        let (a, b) = futures::future::join(
+            futures::future::join_all(singles),
+            futures::future::join_all(proposals),
+        )
+        .await;
+        for (i, r) in a.into_iter().chain(b).flatten() {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| error(&Status::internal("a call got no result"))))
+            .collect()
+    }
+
+    /// One call, answered as the single call would be.
+    async fn one_call(&self, call: Call, hops: u32) -> CallResult {
+        let result = match call.call {
+            Some(call::Call::Get(get)) => self
+                .get_at(get, hops, None)
+                .await
+                .map(|r| call_result::Result::Get(r.into_inner())),
+            Some(call::Call::Batch(batch)) => self
+                .batch_at(batch, hops, None)
+                .await
+                .map(|r| call_result::Result::Batch(r.into_inner())),
+            None => Err(Status::invalid_argument("a call needs a get or a batch")),
+        };
+        match result {
+            Ok(r) => CallResult { result: Some(r) },
+            Err(s) => error(&s),
+        }
+    }
+
+    /// The group, shard, group handle, command and body bytes of a valid batch whose shard this
+    /// node leads; `None` for anything else.
+    fn led_here(
+        &self,
+        batch: &BatchRequest,
+    ) -> Option<(GroupId, usize, GroupHandle, DataCommand, usize)> {
+        let ops = self.batch_ops(batch).ok()?;
+        let meta = self.host.meta_state();
+        let db = meta.databases.get(&batch.database)?;
+        let shard = shard_of_batch(db, &ops).ok()?;
+        let gid = db.shards.get(shard)?.group_id;
+        let group = self.host.group(gid)?;
+        if !group.is_leader() {
+            return None;
+        }
+        let bytes = batch
+            .ops
+            .iter()
+            .map(|o| match &o.op {
+                Some(batch_op::Op::Put(p)) => p.json.len(),
+                _ => 0,
+            })
+            .sum();
+        Some((gid, shard, group, DataCommand { ops }, bytes))
+    }
+
+    /// Splits writes into runs that each stay within the limits of one batch.
+    fn chunks(&self, writes: Vec<Write>) -> Vec<Vec<Write>> {
+        let cfg = &self.host.config;
+        let mut chunks: Vec<Vec<Write>> = Vec::new();
+        let (mut ops, mut bytes) = (0, 0);
+        for write in writes {
+            let n = write.cmd.ops.len();
+            if chunks.is_empty()
+                || ops + n > cfg.max_batch_ops
+                || bytes + write.bytes > cfg.max_batch_bytes
+            {
+                chunks.push(Vec::new());
+                (ops, bytes) = (0, 0);
+            }
+            ops += n;
+            bytes += write.bytes;
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.push(write);
+            }
+        }
+        chunks
+    }
+
+    /// Proposes `writes` (for group `gid`, shard `shard`) as one entry and answers each.
+    async fn propose(
+        &self,
+        gid: GroupId,
+        shard: usize,
+        group: GroupHandle,
+        writes: Vec<Write>,
+        hops: u32,
+    ) -> Vec<(usize, CallResult)> {
+        let cmds = writes.iter().map(|w| w.cmd.clone()).collect();
+        let proposed = self.host.write(&group, gid, Command::DataMany(cmds)).await;
+        match proposed {
+            Ok((Applied::DataMany(outcomes), revision)) if outcomes.len() == writes.len() => writes
+                .iter()
+                .zip(outcomes)
+                .map(|(w, outcome)| {
+                    let result = match outcome {
+                        Ok(ops) => CallResult {
+                            result: Some(call_result::Result::Batch(BatchResponse {
+                                results: ops.into_iter().map(batch_result).collect(),
+                                revision,
+                                shard: shard as u32,
+                            })),
+                        },
+                        Err(rejection) => {
+                            error(&NodeError::VersionMismatch(rejection.to_string()).into())
+                        }
+                    };
+                    (w.index, result)
+                })
+                .collect(),
+            Ok((other, _)) => {
+                let status = Status::internal(format!("unexpected response {other:?}"));
+                writes.iter().map(|w| (w.index, error(&status))).collect()
+            }
+            // Refused before it was proposed (the leadership moved): each write goes on its
+            // own, to the new leader.
+            Err(NodeError::NotLeader { .. }) => {
+                let calls = writes.into_iter().map(|w| async move {
+                    let (i, call) = w.into_call();
+                    (i, self.one_call(call, hops).await)
+                });
+                futures::future::join_all(calls).await
+            }
+            Err(e) => {
+                let status = Status::from(e);
+                writes.iter().map(|w| (w.index, error(&status))).collect()
+            }
+        }
+    }
+}
+
+impl Write {
+    /// Back to its single call (its place, and the call).
+    fn into_call(self) -> (usize, Call) {
+        let ops = self.cmd.ops.into_iter().map(batch_op).collect();
+        let batch = BatchRequest {
+            database: self.database,
+            ops,
+        };
+        (self.index, batch_call(batch))
+    }
+}
+
+fn batch_call(batch: BatchRequest) -> Call {
+    Call {
+        call: Some(call::Call::Batch(batch)),
+    }
+}
+
+fn batch_op(op: WriteOp) -> BatchOp {
+    let op = match op {
+        WriteOp::Put {
+            collection,
+            id,
+            json,
+            if_version,
+        } => batch_op::Op::Put(PutOp {
+            collection,
+            id,
+            json,
+            if_version,
+        }),
+        WriteOp::Delete {
+            collection,
+            id,
+            if_version,
+        } => batch_op::Op::Delete(DeleteOp {
+            collection,
+            id,
+            if_version,
+        }),
+    };
+    BatchOp { op: Some(op) }
+}
+
+fn error(status: &Status) -> CallResult {
+    CallResult {
+        result: Some(call_result::Result::Error(call_error(status))),
+    }
+}

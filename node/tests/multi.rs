@@ -1,0 +1,232 @@
+//! Multi requests against real nodes: each call is answered as its single call would be, the
+//! writes a shard leader receives together share one entry, and a client's concurrent calls
+//! (sent together by its coalescer) each get their own result.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use flotilla_client::{ClientOptions, Consistency, Error};
+use flotilla_proto::v1::documents_client::DocumentsClient;
+use flotilla_proto::v1::{
+    BatchOp, BatchRequest, Call, CallResult, GetRequest, MultiRequest, PutOp, batch_op, call,
+    call_result,
+};
+use futures::StreamExt;
+use support::{ClusterOptions, TestCluster, wait_for, within};
+use tonic::Code;
+
+fn put(db: &str, id: &str, json: &str, if_version: Option<u64>) -> Call {
+    Call {
+        call: Some(call::Call::Batch(BatchRequest {
+            database: db.into(),
+            ops: vec![BatchOp {
+                op: Some(batch_op::Op::Put(PutOp {
+                    collection: "c".into(),
+                    id: id.into(),
+                    json: json.into(),
+                    if_version,
+                })),
+            }],
+        })),
+    }
+}
+
+fn get(db: &str, id: &str) -> Call {
+    Call {
+        call: Some(call::Call::Get(GetRequest {
+            database: db.into(),
+            collection: "c".into(),
+            id: id.into(),
+            consistency: 0,
+        })),
+    }
+}
+
+/// (version, revision) of a successful write.
+fn written(r: &CallResult) -> (u64, u64) {
+    match &r.result {
+        Some(call_result::Result::Batch(b)) => (b.results[0].version, b.revision),
+        other => panic!("expected a write result, got {other:?}"),
+    }
+}
+
+fn failed(r: &CallResult) -> (Code, String) {
+    match &r.result {
+        Some(call_result::Result::Error(e)) => (Code::from(e.code), e.reason.clone()),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+async fn raw(cluster: &TestCluster, i: usize) -> DocumentsClient<tonic::transport::Channel> {
+    DocumentsClient::connect(format!("http://{}", cluster.endpoint(i)))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_of_a_multi_is_answered_on_its_own() {
+    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    cluster.create_database("app", None, None).await;
+    let leader = wait_for(
+        Duration::from_secs(10),
+        "the shard has a leader",
+        async || cluster.shard_leader("app", 0).await,
+    )
+    .await;
+    let mut docs = raw(&cluster, leader).await;
+
+    let calls = vec![
+        put("app", "a", r#"{"n":1}"#, None),
+        // Sees the write before it in the same request.
+        put("app", "a", r#"{"n":2}"#, Some(1)),
+        put("app", "b", r#"{"n":1}"#, Some(5)),
+        put("app", "c", r#"{"n":1}"#, None),
+        put("nope", "a", "{}", None),
+        get("app", "missing"),
+        Call {
+            call: Some(call::Call::Batch(BatchRequest {
+                database: "app".into(),
+                ops: vec![],
+            })),
+        },
+        Call { call: None },
+    ];
+    let results = docs
+        .multi(MultiRequest { calls })
+        .await
+        .expect("multi")
+        .into_inner()
+        .results;
+    assert_eq!(results.len(), 8, "one result per call");
+    let (a1, revision) = written(&results[0]);
+    assert_eq!(a1, 1);
+    assert_eq!(
+        written(&results[1]),
+        (2, revision),
+        "writes to one shard share the entry"
+    );
+    assert_eq!(
+        failed(&results[2]),
+        (Code::FailedPrecondition, "version-mismatch".to_string()),
+        "a stale write fails on its own"
+    );
+    assert_eq!(written(&results[3]), (1, revision));
+    assert_eq!(failed(&results[4]).0, Code::NotFound);
+    assert!(matches!(
+        &results[5].result,
+        Some(call_result::Result::Get(g)) if g.document.is_none()
+    ));
+    assert_eq!(failed(&results[6]).0, Code::InvalidArgument);
+    assert_eq!(failed(&results[7]).0, Code::InvalidArgument);
+
+    // What the leader answered is what everyone reads, and the change feed has the writes
+    // that applied, in order.
+    let client = cluster.client();
+    let a = client
+        .get("app", "c", "a", Consistency::Linearizable)
+        .await
+        .expect("get a")
+        .expect("a exists");
+    assert_eq!((a.version, a.json.as_str()), (2, r#"{"n":2}"#));
+    assert!(
+        client
+            .get("app", "c", "b", Consistency::Linearizable)
+            .await
+            .expect("get b")
+            .is_none()
+    );
+    let mut feed = client
+        .watch("app", Some("c"), revision)
+        .await
+        .expect("watch");
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let ev = within(Duration::from_secs(10), "change events", feed.next())
+            .await
+            .expect("feed open")
+            .expect("event");
+        seen.push((ev.document.id, ev.document.version, ev.document.revision));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("a".to_string(), 1, revision),
+            ("a".to_string(), 2, revision),
+            ("c".to_string(), 1, revision),
+        ]
+    );
+
+    // A follower forwards each write on its own; every caller still gets its answer.
+    let follower = (leader + 1) % 3;
+    let mut via_follower = raw(&cluster, follower).await;
+    let results = via_follower
+        .multi(MultiRequest {
+            calls: vec![
+                put("app", "d", "{}", None),
+                put("app", "e", "{}", None),
+                get("app", "a"),
+            ],
+        })
+        .await
+        .expect("multi via a follower")
+        .into_inner()
+        .results;
+    assert_eq!(written(&results[0]).0, 1);
+    assert_eq!(written(&results[1]).0, 1);
+    match &results[2].result {
+        Some(call_result::Result::Get(g)) => {
+            assert_eq!(g.document.as_ref().map(|d| d.version), Some(2));
+        }
+        other => panic!("expected a get result, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_through_one_client_each_get_their_own_result() {
+    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    cluster.create_database("app", None, Some(2)).await;
+    for coalesce_calls in [true, false] {
+        let client = cluster.client_with(ClientOptions {
+            coalesce_calls,
+            ..ClientOptions::default()
+        });
+        let prefix = if coalesce_calls { "co" } else { "single" };
+        // Half the callers write a new document; the other half write with a stale version
+        // and must fail alone.
+        let tasks: Vec<_> = (0..48)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let id = format!("{prefix}-{i}");
+                    let stale = (i % 2 == 1).then_some(7);
+                    let put = client
+                        .put("app", "c", &id, &format!(r#"{{"i":{i}}}"#), stale)
+                        .await;
+                    let got = client.get("app", "c", &id, Consistency::Linearizable).await;
+                    (i, put, got)
+                })
+            })
+            .collect();
+        let mut revisions = BTreeSet::new();
+        for task in tasks {
+            let (i, put, got) = task.await.expect("task");
+            if i % 2 == 1 {
+                assert!(
+                    matches!(put, Err(Error::VersionMismatch(_))),
+                    "caller {i} (coalesce {coalesce_calls}): {put:?}"
+                );
+                assert_eq!(got.expect("get"), None, "caller {i}: nothing written");
+            } else {
+                let put = put.unwrap_or_else(|e| panic!("caller {i}: {e}"));
+                assert_eq!(put.version, 1);
+                revisions.insert((put.shard, put.revision));
+                let doc = got.expect("get").expect("written");
+                assert_eq!(doc.json, format!(r#"{{"i":{i}}}"#));
+                assert_eq!((doc.shard, doc.revision), (put.shard, put.revision));
+            }
+        }
+        assert!(!revisions.is_empty());
+    }
+}
