@@ -121,6 +121,30 @@ async fn each_call_of_a_multi_is_answered_on_its_own() {
     assert_eq!(failed(&results[6]).0, Code::InvalidArgument);
     assert_eq!(failed(&results[7]).0, Code::InvalidArgument);
 
+    // Gets of one Multi for the leader's shard pass one read barrier together, and each gets
+    // its own answer.
+    let results = docs
+        .multi(MultiRequest {
+            calls: vec![
+                get("app", "a"),
+                get("app", "missing"),
+                get("app", "c"),
+                get("app", ""),
+            ],
+        })
+        .await
+        .expect("multi of gets")
+        .into_inner()
+        .results;
+    let version = |r: &CallResult| match &r.result {
+        Some(call_result::Result::Get(g)) => g.document.as_ref().map(|d| d.version),
+        other => panic!("expected a get result, got {other:?}"),
+    };
+    assert_eq!(version(&results[0]), Some(2));
+    assert_eq!(version(&results[1]), None);
+    assert_eq!(version(&results[2]), Some(1));
+    assert_eq!(failed(&results[3]).0, Code::InvalidArgument);
+
     // What the leader answered is what everyone reads, and the change feed has the writes
     // that applied, in order.
     let client = cluster.client();

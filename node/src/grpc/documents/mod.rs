@@ -89,6 +89,19 @@ fn shard_of_batch(db: &DatabaseRecord, ops: &[WriteOp]) -> NodeResult<usize> {
     Ok(shard)
 }
 
+/// Answers `msg` from this replica of `shard` (the caller has passed the read barrier).
+fn read_document(group: &GroupHandle, shard: usize, msg: GetRequest) -> NodeResult<GetResponse> {
+    let document = group.sm.get(&msg.collection, &msg.id)?.map(|d| Document {
+        collection: msg.collection,
+        id: msg.id,
+        json: d.json,
+        version: d.version,
+        revision: d.revision,
+        shard: shard as u32,
+    });
+    Ok(GetResponse { document })
+}
+
 fn batch_result(outcome: OpOutcome) -> BatchResult {
     match outcome {
         OpOutcome::Put { version } => BatchResult {
@@ -312,19 +325,7 @@ impl DocumentsService {
                 Box::pin(async move {
                     host.read_barrier(&group, consistency(msg.consistency))
                         .await?;
-                    match group.sm.get(&msg.collection, &msg.id)? {
-                        Some(d) => Ok(GetResponse {
-                            document: Some(Document {
-                                collection: msg.collection,
-                                id: msg.id,
-                                json: d.json,
-                                version: d.version,
-                                revision: d.revision,
-                                shard: route.shard as u32,
-                            }),
-                        }),
-                        None => Ok(GetResponse { document: None }),
-                    }
+                    read_document(&group, route.shard, msg)
                 })
             },
             |mut c, r| Box::pin(async move { c.get(r).await }),

@@ -1,27 +1,30 @@
 //! Multi requests: independent calls sent together (client libraries send the calls their
 //! callers make at the same time to one node as one Multi).
 //!
-//! Every call is answered as its single call would be, with one exception in how, not what:
-//! the writes of a Multi that land on one shard led by this node are proposed as one Raft
-//! entry ([`Command::DataMany`]), so that they share one proposal, one log write and one apply
-//! instead of paying for one each. Each write in it still applies or is rejected on its own.
-//! Gets, writes for shards led elsewhere, and anything unusual (an unknown database, a batch
-//! that fails validation) take the single-call path, which forwards or explains.
+//! Every call is answered as its single call would be; what differs is how. The writes of a
+//! Multi that land on one shard led by this node are proposed as one Raft entry
+//! ([`Command::DataMany`]), so that they share one proposal, one log write and one apply
+//! instead of paying for one each; each still applies or is rejected on its own. The gets of a
+//! Multi for one shard led here, at one consistency, pass one read barrier together (one
+//! ReadIndex confirmation serves them all: every one of them arrived before it started).
+//! Calls for shards led elsewhere, and anything unusual (an unknown database, a call that
+//! fails validation), take the single-call path, which forwards or explains.
 
 use std::collections::BTreeMap;
 
 use flotilla_proto::v1::{
-    BatchOp, BatchRequest, BatchResponse, Call, CallResult, DeleteOp, PutOp, batch_op, call,
-    call_result,
+    BatchOp, BatchRequest, BatchResponse, Call, CallResult, DeleteOp, GetRequest, PutOp, batch_op,
+    call, call_result,
 };
 use tonic::Status;
 
-use super::{DocumentsService, batch_result, shard_of_batch};
+use super::{BoxFut, DocumentsService, batch_result, consistency, read_document, shard_of_batch};
 use crate::command::{Command, DataCommand, Response as Applied, WriteOp};
 use crate::error::NodeError;
 use crate::grpc::status::call_error;
 use crate::host::GroupHandle;
 use crate::types::GroupId;
+use crate::validate;
 
 /// One write of a Multi, validated, for a shard led here.
 struct Write {
@@ -31,6 +34,14 @@ struct Write {
     cmd: DataCommand,
     /// Document bytes it carries.
     bytes: usize,
+}
+
+/// Gets of one Multi for one shard led here, at one consistency.
+struct ShardReads {
+    shard: usize,
+    group: GroupHandle,
+    /// Call index and its request.
+    gets: Vec<(usize, GetRequest)>,
 }
 
 /// Writes of one Multi bound for one shard led here.
@@ -46,8 +57,23 @@ impl DocumentsService {
         let mut results: Vec<Option<CallResult>> = (0..calls.len()).map(|_| None).collect();
         let mut singles = Vec::new();
         let mut shards: BTreeMap<GroupId, ShardWrites> = BTreeMap::new();
+        let mut reads: BTreeMap<(GroupId, i32), ShardReads> = BTreeMap::new();
         for (i, c) in calls.into_iter().enumerate() {
             match c.call {
+                Some(call::Call::Get(get)) => match self.read_here(&get) {
+                    Some((gid, shard, group)) => {
+                        reads
+                            .entry((gid, get.consistency))
+                            .or_insert_with(|| ShardReads {
+                                shard,
+                                group,
+                                gets: Vec::new(),
+                            })
+                            .gets
+                            .push((i, get));
+                    }
+                    None => singles.push((i, get_call(get))),
+                },
                 Some(call::Call::Batch(batch)) => match self.led_here(&batch) {
                     Some((gid, shard, group, cmd, bytes)) => {
                         let write = Write {
@@ -68,25 +94,33 @@ impl DocumentsService {
                     }
                     None => singles.push((i, batch_call(batch))),
                 },
-                other => singles.push((i, Call { call: other })),
+                None => singles.push((i, Call { call: None })),
             }
         }
-        let mut proposals = Vec::new();
+        let mut together: Vec<BoxFut<'_, Vec<(usize, CallResult)>>> = Vec::new();
         for (gid, sw) in shards {
             if sw.writes.len() == 1 {
                 singles.extend(sw.writes.into_iter().map(Write::into_call));
                 continue;
             }
             for chunk in self.chunks(sw.writes) {
-                proposals.push(self.propose(gid, sw.shard, sw.group.clone(), chunk, hops));
+                let proposal = self.propose(gid, sw.shard, sw.group.clone(), chunk, hops);
+                together.push(Box::pin(proposal));
             }
+        }
+        for ((_, consistency), sr) in reads {
+            if sr.gets.len() == 1 {
+                singles.extend(sr.gets.into_iter().map(|(i, g)| (i, get_call(g))));
+                continue;
+            }
+            together.push(Box::pin(self.read_together(consistency, sr, hops)));
         }
         let singles = singles
             .into_iter()
             .map(|(i, c)| async move { vec![(i, self.one_call(c, hops).await)] });
         let (a, b) = futures::future::join(
             futures::future::join_all(singles),
-            futures::future::join_all(proposals),
+            futures::future::join_all(together),
         )
         .await;
         for (i, r) in a.into_iter().chain(b).flatten() {
@@ -114,6 +148,63 @@ impl DocumentsService {
         match result {
             Ok(r) => CallResult { result: Some(r) },
             Err(s) => error(&s),
+        }
+    }
+
+    /// The group, shard and group handle of a valid get whose shard this node leads; `None`
+    /// for anything else.
+    fn read_here(&self, get: &GetRequest) -> Option<(GroupId, usize, GroupHandle)> {
+        validate::collection(&get.collection).ok()?;
+        validate::document_id(&get.id).ok()?;
+        let meta = self.host.meta_state();
+        let db = meta.databases.get(&get.database)?;
+        let shard = db.shard_of(&get.id);
+        let gid = db.shards.get(shard)?.group_id;
+        let group = self.host.group(gid)?;
+        group.is_leader().then_some((gid, shard, group))
+    }
+
+    /// Serves the gets of `reads` after one read barrier.
+    async fn read_together(
+        &self,
+        consistency_code: i32,
+        reads: ShardReads,
+        hops: u32,
+    ) -> Vec<(usize, CallResult)> {
+        let barrier = self
+            .host
+            .read_barrier(&reads.group, consistency(consistency_code))
+            .await;
+        match barrier {
+            Ok(()) => reads
+                .gets
+                .into_iter()
+                .map(|(i, get)| {
+                    let result = match read_document(&reads.group, reads.shard, get) {
+                        Ok(r) => CallResult {
+                            result: Some(call_result::Result::Get(r)),
+                        },
+                        Err(e) => error(&e.into()),
+                    };
+                    (i, result)
+                })
+                .collect(),
+            // The leadership moved: each get goes on its own, to the new leader.
+            Err(NodeError::NotLeader { .. }) => {
+                let calls = reads
+                    .gets
+                    .into_iter()
+                    .map(|(i, get)| async move { (i, self.one_call(get_call(get), hops).await) });
+                futures::future::join_all(calls).await
+            }
+            Err(e) => {
+                let status = Status::from(e);
+                reads
+                    .gets
+                    .iter()
+                    .map(|(i, _)| (*i, error(&status)))
+                    .collect()
+            }
         }
     }
 
@@ -227,6 +318,12 @@ impl Write {
             ops,
         };
         (self.index, batch_call(batch))
+    }
+}
+
+fn get_call(get: GetRequest) -> Call {
+    Call {
+        call: Some(call::Call::Get(get)),
     }
 }
 
