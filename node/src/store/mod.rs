@@ -128,6 +128,13 @@ impl Drop for Storage {
 const LOG_FILE: &str = "flotilla.redb";
 const STATE_FILE: &str = "state.redb";
 
+/// Page cache of the log file. Appends are written once and read back rarely (by a lagging
+/// follower's replication), so a small cache serves; redb's default (1 GiB per file) let a
+/// busy node's memory grow with the log kept between snapshots.
+const LOG_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Page cache of the state file: the documents read and written.
+const STATE_CACHE_BYTES: usize = 128 * 1024 * 1024;
+
 impl Storage {
     /// Opens (or creates) the database files in `dir`. A new log file gets a newly generated
     /// node id: a node that lost its data directory comes back as a new node.
@@ -135,9 +142,17 @@ impl Storage {
         std::fs::create_dir_all(dir)?;
         let log_path = dir.join(LOG_FILE);
         let fresh = !log_path.exists();
-        let log = Arc::new(Database::create(&log_path)?);
+        let log = Arc::new(
+            Database::builder()
+                .set_cache_size(LOG_CACHE_BYTES)
+                .create(&log_path)?,
+        );
         let node_id = tables::init_node_id(&log)?;
-        let state = Arc::new(Database::create(dir.join(STATE_FILE))?);
+        let state = Arc::new(
+            Database::builder()
+                .set_cache_size(STATE_CACHE_BYTES)
+                .create(dir.join(STATE_FILE))?,
+        );
         tables::init_state(&state)?;
         let moved = tables::migrate_state(&log, &state)?;
         if moved > 0 {
