@@ -53,6 +53,30 @@ impl WriteOp {
     }
 }
 
+impl Command {
+    /// Bytes of document bodies the command writes.
+    pub fn body_bytes(&self) -> usize {
+        match self {
+            Command::Meta(_) => 0,
+            Command::Data(d) => d.body_bytes(),
+            Command::DataMany(b) => b.iter().map(DataCommand::body_bytes).sum(),
+        }
+    }
+}
+
+impl DataCommand {
+    /// Bytes of document bodies the batch writes.
+    pub fn body_bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Put { json, .. } => json.len(),
+                WriteOp::Delete { .. } => 0,
+            })
+            .sum()
+    }
+}
+
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -66,6 +66,11 @@ pub struct NodeConfig {
     /// Log entries since the last snapshot that trigger a new snapshot and log compaction.
     #[arg(long, env = "FLOTILLA_SNAPSHOT_THRESHOLD", default_value_t = 10_000)]
     pub snapshot_threshold: u64,
+    /// Bytes of documents written since the last snapshot that also trigger a new snapshot
+    /// (whichever of this and `--snapshot-threshold` comes first), so that the log kept between
+    /// snapshots stays bounded in bytes when entries are large.
+    #[arg(long, env = "FLOTILLA_SNAPSHOT_LOG_BYTES", default_value_t = 64 << 20)]
+    pub snapshot_log_bytes: u64,
     /// Largest accepted document body, in bytes.
     #[arg(long, env = "FLOTILLA_MAX_DOCUMENT_BYTES", default_value_t = 1 << 20)]
     pub max_document_bytes: usize,
@@ -151,6 +156,9 @@ impl NodeConfig {
         }
         if self.snapshot_threshold < 10 {
             return Err("--snapshot-threshold must be at least 10".into());
+        }
+        if self.snapshot_log_bytes < 4096 {
+            return Err("--snapshot-log-bytes must be at least 4096".into());
         }
         Ok(())
     }

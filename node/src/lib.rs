@@ -5,6 +5,7 @@
 pub mod background;
 pub mod codec;
 pub mod command;
+pub mod compaction;
 pub mod config;
 pub mod consensus;
 pub mod dev;

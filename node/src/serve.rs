@@ -30,6 +30,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     // While this node leads the meta group it looks after every shard's replicas.
     tokio::spawn(crate::observer::observer(host.clone()));
     tokio::spawn(crate::hibernation::run(host.clone()));
+    tokio::spawn(crate::compaction::run(host.clone()));
     let peer_task = tokio::spawn(grpc::serve_peer(host.clone(), peer, stop(stop_rx.clone())));
     let client_task = tokio::spawn(grpc::serve_client(
         host.clone(),

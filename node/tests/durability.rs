@@ -247,3 +247,33 @@ async fn a_replica_down_for_twenty_thousand_writes_catches_up_by_snapshot() {
         cluster.node(down).log_tail(30)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_log_grows_large_in_bytes_takes_a_snapshot() {
+    // Far more entries than the test writes, but a small byte limit.
+    let options = ClusterOptions::default()
+        .snapshot_threshold(1_000_000)
+        .arg("--snapshot-log-bytes=65536");
+    let cluster = TestCluster::start(3, options).await;
+    cluster.create_database(DB, Some(3), None).await;
+    let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(1024));
+    let client = cluster.client();
+    for i in 0..100 {
+        client
+            .put(DB, "c", &format!("k{i}"), &body, None)
+            .await
+            .expect("put");
+    }
+    // 100 KiB of documents: every replica passes the limit and snapshots its shard.
+    for i in 0..cluster.len() {
+        wait_until(
+            Duration::from_secs(20),
+            &format!("node {i} snapshots the shard"),
+            async || {
+                std::fs::read_to_string(cluster.node(i).log_path())
+                    .is_ok_and(|log| log.contains("snapshot built"))
+            },
+        )
+        .await;
+    }
+}

@@ -4,6 +4,7 @@
 //! every earlier apply durable before logs may be purged.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::{Stream, TryStreamExt};
@@ -33,6 +34,8 @@ pub struct GroupState {
     meta: Option<RwLock<Arc<MetaState>>>,
     /// Last applied log index; watchers and the topology reconciler wait on it.
     applied_tx: watch::Sender<u64>,
+    /// Bytes of documents applied since the last snapshot (see `compaction`).
+    written: AtomicU64,
 }
 
 impl GroupState {
@@ -50,6 +53,21 @@ impl GroupState {
             Some(m) => m.read().unwrap_or_else(|p| p.into_inner()).clone(),
             None => Arc::default(),
         }
+    }
+
+    /// Bytes of documents applied since the last snapshot.
+    pub fn written_since_snapshot(&self) -> u64 {
+        self.written.load(Ordering::Relaxed)
+    }
+
+    /// True, and starts counting again, when at least `limit` bytes of documents were applied
+    /// since the last snapshot.
+    pub fn take_written_over(&self, limit: u64) -> bool {
+        self.written
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                (w >= limit).then_some(0)
+            })
+            .is_ok()
     }
 
     fn set_applied(&self, applied: Option<LogId>, membership: StoredMembership) {
@@ -113,6 +131,7 @@ impl StateMachine {
         let state = Arc::new(GroupState {
             gid,
             applied: Mutex::new((applied, membership)),
+            written: AtomicU64::new(0),
             meta,
             applied_tx,
         });
@@ -165,6 +184,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let gid = self.gid;
+        self.state.written.store(0, Ordering::Relaxed);
         let (meta, data) = {
             let txn = self.storage.state_db().begin_read().map_err(io_err)?;
             let sm = txn.open_table(SM_STATE).map_err(io_err)?;
@@ -248,6 +268,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut meta = state.meta.as_ref().map(|_| MetaState::clone(&state.meta()));
+        let written: usize = batch
+            .iter()
+            .map(|(entry, _)| match &entry.payload {
+                EntryPayload::Normal(cmd) => cmd.body_bytes(),
+                _ => 0,
+            })
+            .sum();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let work = move |txn: &WriteTransaction| -> io::Result<()> {
             let mut responses = Vec::with_capacity(batch.len());
@@ -297,6 +324,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.state.set_meta(m);
         }
         self.state.set_applied(applied, membership);
+        self.state
+            .written
+            .fetch_add(written as u64, Ordering::Relaxed);
         for (responder, response) in responses {
             if let Some(r) = responder {
                 r.send(response);

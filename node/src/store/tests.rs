@@ -236,6 +236,42 @@ async fn batches_proposed_together_apply_in_order_each_on_its_own() {
     );
 }
 
+#[tokio::test]
+async fn applied_bytes_are_counted_until_a_snapshot_is_taken() {
+    let dir = TempDir::new().unwrap();
+    let mut sm = StateMachine::open(open(&dir), 5).unwrap();
+    apply_one(&mut sm, data_entry(1, vec![put("a", "1234", None)])).await;
+    let many = Command::DataMany(vec![
+        DataCommand {
+            ops: vec![put("b", "12", None)],
+        },
+        DataCommand {
+            ops: vec![put("c", "123", None)],
+        },
+    ]);
+    apply_one(
+        &mut sm,
+        Entry::new_normal(log_id::<TypeConfig>(1, 1, 2), many),
+    )
+    .await;
+    let state = sm.state().clone();
+    assert_eq!(state.written_since_snapshot(), 9);
+    assert!(
+        !state.take_written_over(10),
+        "under the limit: keeps counting"
+    );
+    assert!(state.take_written_over(9));
+    assert_eq!(state.written_since_snapshot(), 0);
+    apply_one(&mut sm, data_entry(3, vec![put("a", "12", None)])).await;
+    assert_eq!(state.written_since_snapshot(), 2);
+    sm.build_snapshot().await.expect("snapshot");
+    assert_eq!(
+        state.written_since_snapshot(),
+        0,
+        "a snapshot starts the count again"
+    );
+}
+
 #[test]
 fn rejection_reports_expected_and_current_versions() {
     let r = Rejection::VersionMismatch {
