@@ -37,6 +37,10 @@ pub(crate) const SLOT_HOLD: Duration = Duration::from_millis(5);
 /// Most calls one Multi request carries (the node accepts up to 1024).
 pub(crate) const MAX_CALLS: usize = 256;
 
+/// Most bytes of calls one Multi request carries (a call larger than this leaves alone). Nodes
+/// accept requests of up to 64 MiB.
+pub(crate) const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
 /// Largest response accepted (a Multi of gets can carry many documents).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -99,20 +103,35 @@ struct Link {
     single_only: Arc<AtomicBool>,
 }
 
-/// Takes a free slot, then every call waiting (up to [`MAX_CALLS`]), and sends them.
+/// Takes a free slot, then every call waiting (up to [`MAX_CALLS`] and [`MAX_REQUEST_BYTES`]),
+/// and sends them.
 async fn run(link: Link, mut queue: mpsc::UnboundedReceiver<Pending>) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // A call taken from the queue that did not fit in the last batch: it starts the next.
+    let mut held: Option<Pending> = None;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = queue.recv().await else {
-            return;
+        let first = match held.take() {
+            Some(p) => p,
+            None => match queue.recv().await {
+                Some(p) => p,
+                None => return,
+            },
         };
+        let mut bytes = first.call.encoded_len();
         let mut batch = vec![first];
         while batch.len() < MAX_CALLS {
             match queue.try_recv() {
-                Ok(p) => batch.push(p),
+                Ok(p) if bytes + p.call.encoded_len() > MAX_REQUEST_BYTES => {
+                    held = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    bytes += p.call.encoded_len();
+                    batch.push(p);
+                }
                 Err(_) => break,
             }
         }

@@ -254,3 +254,67 @@ async fn concurrent_calls_through_one_client_each_get_their_own_result() {
         assert!(!revisions.is_empty());
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_too_large_for_one_multi_sends_the_rest_again() {
+    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    cluster.create_database("big", None, None).await;
+    let leader = wait_for(
+        Duration::from_secs(10),
+        "the shard has a leader",
+        async || cluster.shard_leader("big", 0).await,
+    )
+    .await;
+    // 40 documents of 900 KiB: more than the 32 MiB one answer carries.
+    let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(900 * 1024));
+    let client = cluster.client();
+    for i in 0..40 {
+        client
+            .put("big", "c", &format!("d{i}"), &body, None)
+            .await
+            .expect("put");
+    }
+    let mut docs = raw(&cluster, leader)
+        .await
+        .max_decoding_message_size(64 << 20);
+    let calls = (0..40).map(|i| get("big", &format!("d{i}"))).collect();
+    let results = docs
+        .multi(MultiRequest { calls })
+        .await
+        .expect("multi")
+        .into_inner()
+        .results;
+    let served = results
+        .iter()
+        .take_while(
+            |r| matches!(&r.result, Some(call_result::Result::Get(g)) if g.document.is_some()),
+        )
+        .count();
+    assert!((20..40).contains(&served), "{served} gets served");
+    for r in &results[served..] {
+        assert_eq!(
+            failed(r).0,
+            Code::Unavailable,
+            "the rest is to be asked again"
+        );
+    }
+    // Through the client library, every caller gets its document (the rest is retried).
+    let gets = (0..40).map(|i| {
+        let client = client.clone();
+        async move {
+            client
+                .get("big", "c", &format!("d{i}"), Consistency::Linearizable)
+                .await
+        }
+    });
+    for (i, got) in futures::future::join_all(gets)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let doc = got
+            .unwrap_or_else(|e| panic!("get d{i}: {e}"))
+            .expect("exists");
+        assert_eq!(doc.json.len(), body.len());
+    }
+}

@@ -16,6 +16,7 @@ use flotilla_proto::v1::{
     BatchOp, BatchRequest, BatchResponse, Call, CallResult, DeleteOp, GetRequest, PutOp, batch_op,
     call, call_result,
 };
+use prost::Message;
 use tonic::Status;
 
 use super::{BoxFut, DocumentsService, batch_result, consistency, read_document, shard_of_batch};
@@ -25,6 +26,9 @@ use crate::grpc::status::call_error;
 use crate::host::GroupHandle;
 use crate::types::GroupId;
 use crate::validate;
+
+/// Most bytes of results one Multi answer carries (clients accept 64 MiB).
+const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
 
 /// One write of a Multi, validated, for a shard led here.
 struct Write {
@@ -126,9 +130,23 @@ impl DocumentsService {
         for (i, r) in a.into_iter().chain(b).flatten() {
             results[i] = Some(r);
         }
+        // Documents read beyond what one answer may carry are not sent: those gets fail as
+        // Unavailable, and the client asks for them again (writes carry no documents).
+        let mut bytes = 0;
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| error(&Status::internal("a call got no result"))))
+            .map(|r| {
+                let r = r.unwrap_or_else(|| error(&Status::internal("a call got no result")));
+                bytes += r.encoded_len();
+                match &r.result {
+                    Some(call_result::Result::Get(_)) if bytes > MAX_RESPONSE_BYTES => {
+                        error(&Status::unavailable(
+                            "the documents read exceed what one Multi answer carries; ask again",
+                        ))
+                    }
+                    _ => r,
+                }
+            })
             .collect()
     }
 
