@@ -65,16 +65,22 @@ async fn raw(cluster: &TestCluster, i: usize) -> DocumentsClient<tonic::transpor
         .expect("connect")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_call_of_a_multi_is_answered_on_its_own() {
+/// A 3-node cluster with database `db` and the index of its shard's leader.
+async fn cluster_with(db: &str) -> (TestCluster, usize) {
     let cluster = TestCluster::start(3, ClusterOptions::default()).await;
-    cluster.create_database("app", None, None).await;
+    cluster.create_database(db, None, None).await;
     let leader = wait_for(
         Duration::from_secs(10),
         "the shard has a leader",
-        async || cluster.shard_leader("app", 0).await,
+        async || cluster.shard_leader(db, 0).await,
     )
     .await;
+    (cluster, leader)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_call_of_a_multi_is_answered_on_its_own() {
+    let (cluster, leader) = cluster_with("app").await;
     let mut docs = raw(&cluster, leader).await;
 
     let calls = vec![
@@ -257,14 +263,7 @@ async fn concurrent_calls_through_one_client_each_get_their_own_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_too_large_for_one_multi_sends_the_rest_again() {
-    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
-    cluster.create_database("big", None, None).await;
-    let leader = wait_for(
-        Duration::from_secs(10),
-        "the shard has a leader",
-        async || cluster.shard_leader("big", 0).await,
-    )
-    .await;
+    let (cluster, leader) = cluster_with("big").await;
     // 40 documents of 900 KiB: more than the 32 MiB one answer carries.
     let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(900 * 1024));
     let client = cluster.client();
