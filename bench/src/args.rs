@@ -29,6 +29,10 @@ pub struct Cli {
     /// Raft groups the idle-cost measurement brings the Flotilla cluster to (0 skips it).
     #[arg(long, default_value_t = 1000)]
     pub idle_groups: usize,
+    /// Run only these parts, comma-separated: steps such as `put:64` or `get:1` (any number of
+    /// clients), `failover`, `idle-groups`. Everything runs by default.
+    #[arg(long, value_delimiter = ',', value_parser = parse_part, value_name = "PARTS")]
+    pub only: Vec<Part>,
     #[command(subcommand)]
     pub command: Option<Cmd>,
 }
@@ -61,6 +65,39 @@ impl Workload {
     }
 }
 
+/// A part of the run that `--only` can select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Step(Step),
+    Failover,
+    IdleGroups,
+}
+
+fn parse_part(s: &str) -> Result<Part, String> {
+    match s {
+        "failover" => return Ok(Part::Failover),
+        "idle-groups" => return Ok(Part::IdleGroups),
+        _ => {}
+    }
+    let usage = || {
+        format!(
+            "`{s}`: expected WORKLOAD:CLIENTS (put, get or mixed, e.g. put:64), failover or idle-groups"
+        )
+    };
+    let (workload, clients) = s.split_once(':').ok_or_else(usage)?;
+    let workload = match workload {
+        "put" => Workload::Put,
+        "get" => Workload::Get,
+        "mixed" => Workload::Mixed,
+        _ => return Err(usage()),
+    };
+    let clients: usize = clients.parse().map_err(|_| usage())?;
+    if !(1..=1024).contains(&clients) {
+        return Err(format!("`{s}`: clients must be between 1 and 1024"));
+    }
+    Ok(Part::Step(Step { workload, clients }))
+}
+
 /// One measured step: a workload at a number of concurrent clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Step {
@@ -91,7 +128,28 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn new(quick: bool, idle_groups: usize) -> Plan {
+    /// The plan of a run limited to `only` (everything when it is empty).
+    pub fn of(quick: bool, idle_groups: usize, only: &[Part]) -> Plan {
+        let mut plan = Plan::all(quick, idle_groups);
+        if !only.is_empty() {
+            plan.steps = only
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Step(s) => Some(*s),
+                    _ => None,
+                })
+                .collect();
+            if !only.contains(&Part::Failover) {
+                plan.failover_trials = 0;
+            }
+            if !only.contains(&Part::IdleGroups) {
+                plan.idle_groups = 0;
+            }
+        }
+        plan
+    }
+
+    fn all(quick: bool, idle_groups: usize) -> Plan {
         let step = |workload, clients| Step { workload, clients };
         let steps = vec![
             step(Workload::Put, 1),
@@ -197,7 +255,7 @@ mod tests {
 
     #[test]
     fn every_required_workload_is_planned() {
-        let plan = Plan::new(false, 1000);
+        let plan = Plan::of(false, 1000, &[]);
         let has = |w, c| {
             plan.steps.contains(&Step {
                 workload: w,
@@ -214,14 +272,50 @@ mod tests {
 
     #[test]
     fn a_run_fits_its_time_budget() {
-        assert!(Plan::new(false, 1000).estimate() < Duration::from_secs(10 * 60));
-        assert!(Plan::new(true, 1000).estimate() < Duration::from_secs(3 * 60));
+        assert!(Plan::of(false, 1000, &[]).estimate() < Duration::from_secs(10 * 60));
+        assert!(Plan::of(true, 1000, &[]).estimate() < Duration::from_secs(3 * 60));
+    }
+
+    #[test]
+    fn only_runs_the_parts_named() {
+        let cli =
+            Cli::try_parse_from(["flotilla-bench", "--only", "put:64,get:7,failover"]).unwrap();
+        let plan = Plan::of(false, 1000, &cli.only);
+        assert_eq!(
+            plan.steps,
+            vec![
+                Step {
+                    workload: Workload::Put,
+                    clients: 64
+                },
+                Step {
+                    workload: Workload::Get,
+                    clients: 7
+                },
+            ]
+        );
+        assert_eq!(plan.failover_trials, 3);
+        assert_eq!(plan.idle_groups, 0);
+        let groups = Plan::of(true, 1000, &[Part::IdleGroups]);
+        assert!(groups.steps.is_empty());
+        assert_eq!(groups.failover_trials, 0);
+        assert_eq!(groups.idle_groups, 1000);
+    }
+
+    #[test]
+    fn bad_parts_are_refused() {
+        for bad in ["put", "put:0", "write:4", "put:x", "failovers"] {
+            assert!(
+                Cli::try_parse_from(["flotilla-bench", "--only", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
     fn quick_is_shorter_than_the_default() {
-        let quick = Plan::new(true, 0);
-        let full = Plan::new(false, 0);
+        let quick = Plan::of(true, 0, &[]);
+        let full = Plan::of(false, 0, &[]);
         assert!(quick.window < full.window);
         assert!(quick.failover_trials <= full.failover_trials);
         assert_eq!(quick.steps, full.steps);

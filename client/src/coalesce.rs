@@ -2,19 +2,26 @@
 //!
 //! Every get and write of a [`Client`](crate::Client) goes through the [`Coalescer`] of the
 //! endpoint it is addressed to. A coalescer keeps at most [`MAX_IN_FLIGHT`] Multi requests to
-//! its node in flight (one that takes longer than [`SLOT_HOLD`] no longer counts); a call made while one is free leaves at once, alone, and calls made
-//! while all are taken wait and leave together, as one Multi request, when one returns. A lone
-//! caller therefore waits for nothing, and many callers share the cost of a request (framing,
-//! headers, a round of wake-ups on both sides) instead of paying one each: the more load, the
-//! larger the batches. The node answers each call of a Multi as it would the single call, so
-//! every caller still gets its own result, error and retry.
+//! its node in flight (one that takes longer than [`SLOT_HOLD`] no longer counts); a call made
+//! while one is free leaves at once, alone, and calls made while all are taken wait and leave
+//! together, as one Multi request, when one returns. A lone caller therefore waits for
+//! nothing, and many callers share the cost of a request (framing, headers, a round of
+//! wake-ups on both sides) instead of paying one each: the more load, the larger the batches.
+//!
+//! A batch that finds fewer calls waiting than the last request carried waits a moment (the
+//! client's `coalesce_linger`, 100 µs by default) for the callers that request answered: they
+//! tend to call again at once, and would otherwise split the load into two alternating halves,
+//! each request carrying half the calls.
+//!
+//! The node answers each call of a Multi as it would the single call, so every caller still
+//! gets its own result, error and retry.
 //!
 //! A node that does not know the Multi call (an older release) gets every call singly from then
 //! on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::documents_client::DocumentsClient;
@@ -62,13 +69,15 @@ pub(crate) struct Coalescer {
 
 impl Coalescer {
     /// Starts the coalescer of the node behind `channel`. Must be called within a Tokio runtime.
-    pub(crate) fn start(channel: Channel) -> Coalescer {
+    /// `linger`: how long a batch waits for the callers the last answer reached (see
+    /// [`ClientOptions::coalesce_linger`](crate::ClientOptions::coalesce_linger)).
+    pub(crate) fn start(channel: Channel, linger: Duration) -> Coalescer {
         let (queue, rx) = mpsc::unbounded_channel();
         let link = Link {
             client: DocumentsClient::new(channel).max_decoding_message_size(MAX_RESPONSE_BYTES),
             single_only: Arc::new(AtomicBool::new(false)),
         };
-        tokio::spawn(run(link, rx));
+        tokio::spawn(run(link, rx, linger));
         Coalescer { queue }
     }
 
@@ -105,8 +114,10 @@ struct Link {
 
 /// Takes a free slot, then every call waiting (up to [`MAX_CALLS`] and [`MAX_REQUEST_BYTES`]),
 /// and sends them.
-async fn run(link: Link, mut queue: mpsc::UnboundedReceiver<Pending>) {
+async fn run(link: Link, mut queue: mpsc::UnboundedReceiver<Pending>, linger: Duration) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // How many calls the last Multi request sent carried.
+    let mut last_sent = 0;
     // A call taken from the queue that did not fit in the last batch: it starts the next.
     let mut held: Option<Pending> = None;
     loop {
@@ -120,22 +131,50 @@ async fn run(link: Link, mut queue: mpsc::UnboundedReceiver<Pending>) {
                 None => return,
             },
         };
-        let mut bytes = first.call.encoded_len();
-        let mut batch = vec![first];
-        while batch.len() < MAX_CALLS {
+        let mut batch = Batch::new(first);
+        held = batch.fill(&mut queue);
+        // The slot is free because the last request was answered (or is slow): the callers
+        // that answer reached are likely to call again at once, so give them a moment to join
+        // this batch rather than the one after it.
+        let expected = last_sent;
+        let lingering = Instant::now();
+        while held.is_none() && batch.calls.len() < expected && lingering.elapsed() < linger {
+            tokio::task::yield_now().await;
+            held = batch.fill(&mut queue);
+        }
+        last_sent = batch.calls.len();
+        tokio::spawn(send(link.clone(), batch.calls, slot));
+    }
+}
+
+/// The calls of one Multi request being gathered.
+struct Batch {
+    calls: Vec<Pending>,
+    bytes: usize,
+}
+
+impl Batch {
+    fn new(first: Pending) -> Batch {
+        Batch {
+            bytes: first.call.encoded_len(),
+            calls: vec![first],
+        }
+    }
+
+    /// Adds the calls waiting in `queue`, up to [`MAX_CALLS`] and [`MAX_REQUEST_BYTES`];
+    /// returns the call that did not fit, if one was taken.
+    fn fill(&mut self, queue: &mut mpsc::UnboundedReceiver<Pending>) -> Option<Pending> {
+        while self.calls.len() < MAX_CALLS {
             match queue.try_recv() {
-                Ok(p) if bytes + p.call.encoded_len() > MAX_REQUEST_BYTES => {
-                    held = Some(p);
-                    break;
-                }
+                Ok(p) if self.bytes + p.call.encoded_len() > MAX_REQUEST_BYTES => return Some(p),
                 Ok(p) => {
-                    bytes += p.call.encoded_len();
-                    batch.push(p);
+                    self.bytes += p.call.encoded_len();
+                    self.calls.push(p);
                 }
-                Err(_) => break,
+                Err(_) => return None,
             }
         }
-        tokio::spawn(send(link.clone(), batch, slot));
+        None
     }
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct Endpoints {
     /// Index of the endpoint to try first: the last one that worked, or the next one after the
     /// last one that failed.
     preferred: AtomicUsize,
+    /// How long a batch of calls to one node waits for more (`ClientOptions::coalesce_linger`).
+    linger: std::time::Duration,
 }
 
 impl Endpoints {
@@ -65,6 +67,7 @@ impl Endpoints {
         Ok(Endpoints {
             entries,
             preferred: AtomicUsize::new(0),
+            linger: options.coalesce_linger,
         })
     }
 
@@ -117,7 +120,7 @@ impl Endpoints {
         let entry = &self.entries[index % self.entries.len()];
         entry
             .coalescer
-            .get_or_init(|| Coalescer::start(self.channel(index)))
+            .get_or_init(|| Coalescer::start(self.channel(index), self.linger))
     }
 }
 

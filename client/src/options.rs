@@ -27,6 +27,11 @@ pub struct ClientOptions {
     /// the `coalesce` notes of [`Client`](crate::Client)). On by default: a lone call still
     /// leaves at once, and each call keeps its own result and retries.
     pub coalesce_calls: bool,
+    /// Longest a batch of coalesced calls waits, when fewer calls are waiting than the last
+    /// request to that node carried, for the callers that request answered to call again (as
+    /// a database's group commit delay does). A lone caller never waits; under load the
+    /// batches stay whole instead of splitting in two, at most this much later.
+    pub coalesce_linger: Duration,
 }
 
 impl Default for ClientOptions {
@@ -40,6 +45,7 @@ impl Default for ClientOptions {
             backoff_max: Duration::from_secs(1),
             retry_uncertain_writes: false,
             coalesce_calls: true,
+            coalesce_linger: Duration::from_micros(100),
         }
     }
 }

@@ -517,3 +517,43 @@ async fn a_node_without_multi_requests_gets_single_calls() {
     assert_eq!(node.fake.multi_requests(), 0);
     assert_eq!(node.fake.calls(), ["batch", "get", "batch"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_answered_together_call_again_together() {
+    let node = FakeNode::start(Fake::new()).await;
+    node.fake.insert("t", "users", "seed", r#"{"n":0}"#);
+    let options = ClientOptions {
+        // Long enough that no batch leaves before every caller is back, however slow the
+        // machine; a batch that is complete leaves without waiting.
+        coalesce_linger: Duration::from_millis(200),
+        ..fast_options()
+    };
+    let c = client(&[&node.addr], options);
+    const CALLERS: usize = 8;
+    const ROUNDS: usize = 25;
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                for _ in 0..ROUNDS {
+                    c.get("t", "users", "seed", Consistency::Linearizable)
+                        .await
+                        .map(|d| d.map(|d| d.version))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(node.fake.count("get"), CALLERS * ROUNDS);
+    // The first call leaves alone and the others follow it; from then on every request
+    // carries every caller's next call, rather than the callers splitting into two halves
+    // that alternate (twice as many requests).
+    let multis = node.fake.multi_requests();
+    assert!(
+        multis <= ROUNDS + 3,
+        "{multis} multi requests for {CALLERS} callers of {ROUNDS} calls each"
+    );
+}

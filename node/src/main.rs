@@ -4,6 +4,12 @@ use clap::{Parser, Subcommand};
 use flotilla_node::config::{LogFormat, NodeConfig};
 use flotilla_node::{dev, serve};
 
+/// mimalloc: a node allocates and frees many small buffers per request (frames, entries,
+/// documents), which glibc's allocator served at a few percent of the CPU under load.
+/// Built without transparent huge pages (`no_thp`), which more than doubled an idle node's RSS.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "flotilla-node", version, about = "Flotilla storage node")]
 struct Cli {
