@@ -2,7 +2,7 @@
 //! manifests, computed with no cluster at hand (for review and diffs).
 
 use crate::crd::{Cluster, GROUP};
-use crate::desired::desired_objects;
+use crate::desired::{Shape, desired_objects};
 use crate::error::{Error, Result};
 use crate::manifests::{from_yaml_stream, to_yaml_stream};
 
@@ -27,10 +27,14 @@ pub fn render(text: &str, source_name: &str, namespace: Option<&str>) -> Result<
         if cluster.metadata.namespace.is_none() {
             cluster.metadata.namespace = namespace.map(str::to_owned);
         }
-        objects.extend(desired_objects(
-            &cluster,
-            cluster.initial_statefulset_replicas(),
-        )?);
+        // Until `render` learns the steady state, it prints what a new cluster's first
+        // apply gives, and what a recorded status gives otherwise.
+        let shape = if cluster.recorded_cluster_id().is_some() {
+            Shape::steady(&cluster)
+        } else {
+            Shape::first_apply()
+        };
+        objects.extend(desired_objects(&cluster, &shape)?);
     }
     to_yaml_stream(&objects)
 }

@@ -84,14 +84,14 @@ where
 mod tests {
     use super::*;
     use crate::crd::Cluster;
-    use crate::desired::desired_objects;
+    use crate::desired::{Shape, desired_objects};
 
     #[test]
     fn the_hash_follows_the_content() {
-        let cluster = Cluster::test().with_cluster_id("c");
-        let three = desired_objects(&cluster, 3).unwrap_or_default();
-        let again = desired_objects(&cluster, 3).unwrap_or_default();
-        let five = desired_objects(&cluster, 5).unwrap_or_default();
+        let cluster = Cluster::test();
+        let three = desired_objects(&cluster, &Shape::running(3)).unwrap_or_default();
+        let again = desired_objects(&cluster, &Shape::running(3)).unwrap_or_default();
+        let five = desired_objects(&cluster, &Shape::running(5)).unwrap_or_default();
         let hashes = |objects: &[DesiredObject]| -> Vec<String> {
             objects
                 .iter()

@@ -2,17 +2,17 @@
 //! first planned step, write status.
 
 use super::{Context, FIELD_MANAGER, apply};
-use crate::crd::cluster_funcs::UNRECOVERABLE_ANNOTATION;
+use crate::crd::cluster_funcs::{CLUSTER_ID_ANNOTATION, UNRECOVERABLE_ANNOTATION};
 use crate::crd::conditions::{ConditionType, NewCondition, find_condition, set_condition};
 use crate::crd::{Cluster, ClusterStatus, ConditionStatus, DatabaseGroup, Reason};
-use crate::desired::desired_objects;
+use crate::desired::{INITIAL_CLUSTER_STATE_KEY, Shape, desired_objects};
 use crate::error::{Error, Result};
 use crate::plan::{
     self, KubeNodes, LabelAssignment, Observed, ObservedPod, ObservedStatefulSet, Replacement,
-    ReplicationNeed, Step, placement, status::cluster_status,
+    ReplicationNeed, Step, bootstrap, placement, status::cluster_status,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -52,11 +52,15 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     let mut next = (*cluster).clone();
     let mut failure = None;
     if !cluster.spec.paused {
-        // A cluster id seen for the first time is only recorded in status by this pass;
-        // the nodes are told to join it from the next pass on.
-        let replicas = plan::statefulset_replicas(&cluster, &observed);
+        // The shape comes from every trace of the Raft cluster, not from the status alone,
+        // so that a lost status never makes nodes start a new cluster or the StatefulSet
+        // shrink.
+        let shape = plan::shape(&cluster, &observed);
         let acted = async {
-            apply_children(&cluster, &ctx, &namespace, replicas).await?;
+            apply_children(&cluster, &ctx, &namespace, &shape).await?;
+            if let Some(id) = &shape.cluster_id {
+                mark_volumes(&bootstrap::volumes_to_mark(&observed), id, &ctx, &namespace).await?;
+            }
             if let Some(step) = first {
                 execute(step, &cluster, &ctx, &namespace).await?;
             }
@@ -129,8 +133,14 @@ pub async fn observe(cluster: &Cluster, ctx: &Context, namespace: &str) -> Resul
         .await?
         .map(|sts| ObservedStatefulSet {
             replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            cluster_id: sts.annotations().get(CLUSTER_ID_ANNOTATION).cloned(),
             update_revision: sts.status.and_then(|s| s.update_revision),
         });
+    let initial_cluster_state = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(&cluster.configmap_name()?)
+        .await?
+        .and_then(|c| c.data)
+        .and_then(|mut d| d.remove(INITIAL_CLUSTER_STATE_KEY));
     let pods = Api::<Pod>::namespaced(client.clone(), namespace)
         .list(&by_labels)
         .await?
@@ -138,13 +148,20 @@ pub async fn observe(cluster: &Cluster, ctx: &Context, namespace: &str) -> Resul
         .into_iter()
         .filter_map(|pod| observe_pod(cluster, pod))
         .collect();
-    let (terminating, live): (Vec<_>, Vec<_>) =
-        Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
-            .list(&by_labels)
-            .await?
-            .items
-            .into_iter()
-            .partition(|pvc| pvc.metadata.deletion_timestamp.is_some());
+    let all_pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+        .list(&by_labels)
+        .await?
+        .items;
+    let pvc_cluster_ids = all_pvcs
+        .iter()
+        .filter_map(|pvc| {
+            let id = pvc.annotations().get(CLUSTER_ID_ANNOTATION)?;
+            Some((pvc.metadata.name.clone()?, id.clone()))
+        })
+        .collect();
+    let (terminating, live): (Vec<_>, Vec<_>) = all_pvcs
+        .into_iter()
+        .partition(|pvc| pvc.metadata.deletion_timestamp.is_some());
     let names = |pvcs: Vec<PersistentVolumeClaim>| -> Vec<String> {
         pvcs.into_iter()
             .filter_map(|pvc| pvc.metadata.name)
@@ -175,6 +192,8 @@ pub async fn observe(cluster: &Cluster, ctx: &Context, namespace: &str) -> Resul
         pods,
         pvcs,
         pvcs_terminating,
+        pvc_cluster_ids,
+        initial_cluster_state,
         membership,
         replication_needs,
         kube_nodes: KubeNodes::Unread,
@@ -298,14 +317,29 @@ fn observe_pod(cluster: &Cluster, pod: Pod) -> Option<ObservedPod> {
     })
 }
 
+/// Keeps the cluster id on each volume named, so that it survives a lost status (the
+/// volumes outlive the `Cluster` object and its other children).
+async fn mark_volumes(pvcs: &[String], id: &str, ctx: &Context, namespace: &str) -> Result<()> {
+    let api = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({
+        "metadata": { "annotations": { CLUSTER_ID_ANNOTATION: id } }
+    });
+    for pvc in pvcs {
+        api.patch(pvc, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        tracing::info!(pvc, cluster_id = id, "cluster id kept on the volume");
+    }
+    Ok(())
+}
+
 /// Applies every desired object; deletes the budget when it is no longer wanted.
 async fn apply_children(
     cluster: &Cluster,
     ctx: &Context,
     namespace: &str,
-    replicas: i32,
+    shape: &Shape,
 ) -> Result<()> {
-    let objects = desired_objects(cluster, replicas)?;
+    let objects = desired_objects(cluster, shape)?;
     let wants_budget = objects
         .iter()
         .any(|o| matches!(o, crate::desired::DesiredObject::PodDisruptionBudget(_)));

@@ -207,6 +207,20 @@ impl Harness {
         self.statefulset().spec.and_then(|s| s.replicas)
     }
 
+    /// The `flotilla.dev/cluster-id` annotation of the object.
+    fn cluster_id_annotation<K>(&self, name: &str) -> Option<String>
+    where
+        K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+    {
+        let object: K = self.api.get(NS, name)?;
+        object
+            .meta()
+            .annotations
+            .as_ref()?
+            .get(crate::crd::cluster_funcs::CLUSTER_ID_ANNOTATION)
+            .cloned()
+    }
+
     fn configmap_value(&self, key: &str) -> Option<String> {
         self.api
             .get::<ConfigMap>(NS, "flotilla-config")
@@ -343,26 +357,40 @@ async fn a_second_reconcile_of_an_unchanged_cluster_writes_nothing() {
 }
 
 #[tokio::test]
-async fn the_cluster_id_is_recorded_before_the_statefulset_grows() {
+async fn the_first_node_reporting_the_cluster_id_ends_the_bootstrap() {
     let h = Harness::new();
     h.api.put(&Cluster::test().with_replicas(3));
     ok(h.reconcile_cluster().await);
     h.run_pods(1, "r1");
-    h.admin.set_membership(Some(membership(1)));
+    // The first volume exists, but the first node has not initialised the cluster yet.
+    ok(h.reconcile_cluster().await);
+    assert_eq!(h.statefulset_replicas(), Some(1));
+    assert_eq!(
+        h.configmap_value("initial-cluster-state").as_deref(),
+        Some("new")
+    );
 
+    h.admin.set_membership(Some(membership(1)));
     ok(h.reconcile_cluster().await);
     let status = h.cluster().status.unwrap_or_default();
     assert_eq!(status.cluster_id.as_deref(), Some("c-1"));
-    assert_eq!(h.statefulset_replicas(), Some(1));
-
-    ok(h.reconcile_cluster().await);
     assert_eq!(h.statefulset_replicas(), Some(3));
     assert_eq!(
         h.configmap_value("initial-cluster-state").as_deref(),
         Some("existing")
     );
     assert!(h.api.get::<PodDisruptionBudget>(NS, "flotilla").is_some());
+    assert_eq!(
+        h.cluster_id_annotation::<StatefulSet>("flotilla"),
+        Some("c-1".to_owned())
+    );
+    assert_eq!(
+        h.cluster_id_annotation::<PersistentVolumeClaim>("data-flotilla-0"),
+        Some("c-1".to_owned())
+    );
 }
+
+mod restore;
 
 #[tokio::test]
 async fn a_spec_change_restarts_followers_first_and_leaders_after_a_transfer() {

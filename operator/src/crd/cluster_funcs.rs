@@ -16,6 +16,9 @@ pub const DATA_VOLUME: &str = "data";
 
 /// Label naming the cluster an object belongs to.
 pub const CLUSTER_LABEL: &str = "flotilla.dev/cluster";
+/// Annotation keeping the Raft cluster's id on the StatefulSet and on every volume, so
+/// that it survives a lost status.
+pub const CLUSTER_ID_ANNOTATION: &str = "flotilla.dev/cluster-id";
 /// Annotation an administrator puts on a pod whose node's data is lost for good.
 pub const UNRECOVERABLE_ANNOTATION: &str = "flotilla.dev/unrecoverable";
 
@@ -108,35 +111,19 @@ impl Cluster {
         Ok(labels)
     }
 
-    /// Whether the Raft cluster has been initialised (its id is recorded in status).
-    pub fn is_bootstrapped(&self) -> bool {
-        self.status.as_ref().is_some_and(|s| s.cluster_id.is_some())
-    }
-
-    /// The value every starting node gets for `--initial-cluster-state`.
+    /// The Raft cluster id the status records (possibly empty: recorded by an older
+    /// operator before the first node reported it).
     ///
-    /// `new` only before the cluster id is recorded; only the first pod exists then.
-    pub fn initial_cluster_state(&self) -> &'static str {
-        if self.is_bootstrapped() {
-            "existing"
-        } else {
-            "new"
-        }
+    /// The status alone never decides that a cluster is new: see
+    /// [`crate::plan::bootstrap`], which also looks at volumes, the live StatefulSet and
+    /// ConfigMap, and what the nodes report.
+    pub fn recorded_cluster_id(&self) -> Option<&str> {
+        self.status.as_ref().and_then(|s| s.cluster_id.as_deref())
     }
 
     /// The scale-down in progress, if any.
     pub fn scale_down(&self) -> Option<&ScaleDownIntent> {
         self.status.as_ref().and_then(|s| s.scale_down.as_ref())
-    }
-
-    /// Size of the StatefulSet when the operator applies this cluster for the first time
-    /// (and what `render` shows): one pod until the cluster is bootstrapped.
-    pub fn initial_statefulset_replicas(&self) -> i32 {
-        if self.is_bootstrapped() {
-            self.spec.replicas
-        } else {
-            1
-        }
     }
 
     /// Image pull policy as Kubernetes spells it.
@@ -171,16 +158,6 @@ mod tests {
             Some("db-2.db-peers.prod.svc")
         );
         assert_eq!(cluster.pvc_name(2).as_deref().ok(), Some("data-db-2"));
-    }
-
-    #[test]
-    fn only_an_unbootstrapped_cluster_starts_a_new_raft_cluster() {
-        let fresh = Cluster::test().with_replicas(3);
-        assert_eq!(fresh.initial_cluster_state(), "new");
-        assert_eq!(fresh.initial_statefulset_replicas(), 1);
-        let bootstrapped = fresh.with_cluster_id("c-1");
-        assert_eq!(bootstrapped.initial_cluster_state(), "existing");
-        assert_eq!(bootstrapped.initial_statefulset_replicas(), 3);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use super::observed::META_GROUP;
 use super::*;
 use crate::crd::{NodeRole, NodeState};
+use std::collections::BTreeMap;
 
 /// Node id of the node in the pod with `ordinal`.
 pub fn node_id(ordinal: i32) -> String {
@@ -19,6 +20,7 @@ pub fn healthy(cluster: &Cluster, replicas: i32) -> Observed {
         statefulset: Some(ObservedStatefulSet {
             replicas,
             update_revision: Some("r1".to_owned()),
+            cluster_id: None,
         }),
         pods: (0..replicas)
             .map(|ordinal| ObservedPod {
@@ -35,6 +37,8 @@ pub fn healthy(cluster: &Cluster, replicas: i32) -> Observed {
             .map(|ordinal| cluster.pvc_name(ordinal).unwrap_or_default())
             .collect(),
         pvcs_terminating: Vec::new(),
+        pvc_cluster_ids: BTreeMap::new(),
+        initial_cluster_state: Some("existing".to_owned()),
         membership: Some(Membership {
             cluster_id: "c".to_owned(),
             nodes: (0..replicas)

@@ -2,11 +2,13 @@
 //! steps to take now, most urgent first. The controller executes the first one.
 //!
 //! Each concern has a module of small named checks that return a reason when they
-//! block: [`scale_down`] (quorum-safe, two-phase, resumable), [`restart`] (one pod
+//! block: [`bootstrap`] (whether the Raft cluster exists, from every trace it leaves),
+//! [`scale_down`] (quorum-safe, two-phase, resumable), [`restart`] (one pod
 //! at a time, followers first, leaders after a leadership transfer), and [`status`]
 //! (what the `Cluster` reports). [`placement`] decides, beside the steps, which nodes
 //! get the placement labels of the Kubernetes Nodes they run on.
 
+pub mod bootstrap;
 mod checks;
 pub mod database_group;
 pub mod observed;
@@ -23,6 +25,7 @@ pub use observed::{
 pub use placement::LabelAssignment;
 
 use crate::crd::{Cluster, Reason, ScaleDownIntent, ScaleDownPhase};
+use crate::desired::Shape;
 
 /// One thing the controller can do, or the reason it does nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -143,7 +146,7 @@ pub fn plan(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
             "spec.paused is set; no change is made",
         )];
     }
-    if !cluster.is_bootstrapped() {
+    if !bootstrap::is_bootstrapped(cluster, observed) {
         return Vec::new();
     }
     let scale_down = scale_down::steps(cluster, observed);
@@ -167,10 +170,21 @@ pub fn plan(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
     }
 }
 
-/// Size the StatefulSet should have now. It grows as soon as the spec asks, but only
-/// shrinks in the `Shrinking` phase of a recorded scale-down.
+/// What the children of `cluster` should look like now: the StatefulSet's size, what a
+/// starting node is told, and the cluster id to keep on the StatefulSet.
+pub fn shape(cluster: &Cluster, observed: &Observed) -> Shape {
+    Shape {
+        replicas: statefulset_replicas(cluster, observed),
+        cluster_state: bootstrap::cluster_state(cluster, observed),
+        cluster_id: bootstrap::known_cluster_id(cluster, observed),
+    }
+}
+
+/// Size the StatefulSet should have now: one pod until the Raft cluster exists. It grows
+/// as soon as the spec asks, but only shrinks in the `Shrinking` phase of a recorded
+/// scale-down.
 pub fn statefulset_replicas(cluster: &Cluster, observed: &Observed) -> i32 {
-    if !cluster.is_bootstrapped() {
+    if !bootstrap::is_bootstrapped(cluster, observed) {
         return 1;
     }
     match cluster.scale_down() {
@@ -195,6 +209,30 @@ mod tests {
     fn an_unbootstrapped_cluster_runs_a_single_pod() {
         let cluster = Cluster::test().with_replicas(5);
         assert_eq!(statefulset_replicas(&cluster, &Observed::default()), 1);
+    }
+
+    #[test]
+    fn a_running_cluster_that_lost_its_status_keeps_its_size_and_joins_its_cluster() {
+        let cluster = Cluster::test().with_replicas(5);
+        let shape = shape(&cluster, &healthy(&cluster, 5).unreachable());
+        assert_eq!(shape.replicas, 5);
+        assert_eq!(shape.cluster_state, crate::desired::ClusterState::Existing);
+    }
+
+    #[test]
+    fn a_running_cluster_that_lost_its_status_and_its_scale_down_intent_does_not_shrink() {
+        // The spec asks for 3; the intent to leave 5 was recorded in the lost status.
+        let cluster = Cluster::test().with_replicas(3);
+        let observed = healthy(&cluster, 5);
+        assert_eq!(statefulset_replicas(&cluster, &observed), 5);
+        assert!(matches!(
+            plan(&cluster, &observed).as_slice(),
+            [Step::RecordScaleDown(ScaleDownIntent {
+                from: 5,
+                to: 3,
+                ..
+            })]
+        ));
     }
 
     #[test]

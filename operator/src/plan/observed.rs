@@ -18,6 +18,10 @@ pub struct Observed {
     pub pvcs: Vec<String>,
     /// Names of the cluster's PVCs that are being deleted (held while a pod uses them).
     pub pvcs_terminating: Vec<String>,
+    /// The cluster id each PVC carries (annotation `flotilla.dev/cluster-id`), by name.
+    pub pvc_cluster_ids: BTreeMap<String, String>,
+    /// `initial-cluster-state` in the live ConfigMap (`new` or `existing`), if it exists.
+    pub initial_cluster_state: Option<String>,
     /// Raft membership as reported by the cluster; `None` when no node could be asked.
     pub membership: Option<Membership>,
     /// Replication factors of the DatabaseGroups placed on this cluster.
@@ -45,6 +49,8 @@ pub struct ObservedStatefulSet {
     pub replicas: i32,
     /// `status.updateRevision`: the revision every pod should run.
     pub update_revision: Option<String>,
+    /// The cluster id it carries (annotation `flotilla.dev/cluster-id`).
+    pub cluster_id: Option<String>,
 }
 
 /// The parts of a pod the planner needs.
