@@ -60,7 +60,16 @@ where
         .clone()
         .ok_or(Error::MissingObjectKey("metadata.name"))?;
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    if let Some(live) = api.get_opt(&name).await? {
+    let context = |action| {
+        let name = name.clone();
+        move |source| Error::Child {
+            action,
+            kind: K::kind(&()).into_owned(),
+            name,
+            source: Box::new(source),
+        }
+    };
+    if let Some(live) = api.get_opt(&name).await.map_err(context("reading"))? {
         let applied = live
             .meta()
             .annotations
@@ -76,7 +85,8 @@ where
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&object),
     )
-    .await?;
+    .await
+    .map_err(context("applying"))?;
     Ok(true)
 }
 

@@ -44,7 +44,18 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    let observed = observe(&cluster, &ctx, &namespace).await?;
+    let observed = match observe(&cluster, &ctx, &namespace).await {
+        Ok(observed) => observed,
+        Err(error) => {
+            // Nothing is planned without an observation, but the status still says why.
+            let mut status = cluster.status.clone().unwrap_or_default();
+            report_failure(&mut status, &cluster, &error, &Time(Timestamp::now()));
+            let written = write_status(&cluster, &ctx, &namespace, status).await;
+            return finish(&cluster, &ctx, Some(error), written)
+                .await
+                .map(|()| Action::requeue(BUSY_REQUEUE));
+        }
+    };
     let steps = plan::plan(&cluster, &observed);
     let first = steps.first();
     let assignments = placement::assignments(&cluster, &observed);
@@ -87,35 +98,63 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
             .iter()
             .skip(1)
             .find(|s| matches!(s, Step::Refuse { .. }))
+        && let Err(error) = execute(refusal, &cluster, &ctx, &namespace).await
     {
-        execute(refusal, &cluster, &ctx, &namespace).await?;
+        failure = Some(error);
     }
     let mut status = cluster_status(&next, &observed, &steps, &now);
     if let Some(error) = &failure {
-        // The status says why; the error makes the controller retry with backoff.
-        set_condition(
-            &mut status.conditions,
-            NewCondition::new(
-                ConditionType::Degraded,
-                ConditionStatus::True,
-                Reason::ReconcileError,
-                error.to_string(),
-            ),
-            cluster.metadata.generation,
-            &now,
-        );
+        report_failure(&mut status, &cluster, error, &now);
     }
     let ready = find_condition(&status.conditions, ConditionType::Ready)
         .is_some_and(|c| c.status == ConditionStatus::True.as_str());
-    write_status(&cluster, &ctx, &namespace, status).await?;
-    if let Some(error) = failure {
-        return Err(error);
-    }
+    let written = write_status(&cluster, &ctx, &namespace, status).await;
+    finish(&cluster, &ctx, failure, written).await?;
     Ok(if steps.is_empty() && ready {
         Action::requeue(IDLE_REQUEUE)
     } else {
         Action::requeue(BUSY_REQUEUE)
     })
+}
+
+/// Puts the error, with its causes, in the Degraded condition: the status says why; the
+/// error makes the controller retry with backoff.
+fn report_failure(status: &mut ClusterStatus, cluster: &Cluster, error: &Error, now: &Time) {
+    set_condition(
+        &mut status.conditions,
+        NewCondition::new(
+            ConditionType::Degraded,
+            ConditionStatus::True,
+            Reason::ReconcileError,
+            error.chain(),
+        ),
+        cluster.metadata.generation,
+        now,
+    );
+}
+
+/// Ends a pass: the pass's own error first, with a failed status write added to it. When
+/// the status could not say why the pass failed, a Warning Event does.
+async fn finish(
+    cluster: &Cluster,
+    ctx: &Context,
+    failure: Option<Error>,
+    written: Result<()>,
+) -> Result<()> {
+    let result = crate::error::outcome(failure, written);
+    if let Err(error @ Error::StatusNotWritten { .. }) = &result {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: Reason::ReconcileError.as_str().to_owned(),
+            note: Some(error.chain()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+            tracing::warn!(%error, "recording an event");
+        }
+    }
+    result
 }
 
 /// Reads the StatefulSet, pods, PVCs, DatabaseGroups and the Raft membership.

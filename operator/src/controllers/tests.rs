@@ -664,6 +664,50 @@ async fn a_failed_step_is_explained_in_status_and_retried() {
 }
 
 #[tokio::test]
+async fn a_refused_child_is_reported_even_when_the_status_write_fails_too() {
+    let h = Harness::new();
+    h.api.put(&Cluster::test());
+    h.api.refuse_writes(
+        "/statefulsets/flotilla",
+        "spec.template.spec.containers[0].readinessProbe.httpGet.port: Invalid value",
+    );
+    h.api
+        .refuse_writes("/clusters/flotilla/status", "status write refused");
+
+    let result = h.reconcile_cluster().await;
+    let chain = result.err().map(|e| e.chain()).unwrap_or_default();
+    assert!(chain.contains("applying StatefulSet flotilla"), "{chain}");
+    assert!(chain.contains("readinessProbe"), "{chain}");
+    assert!(chain.contains("status write refused"), "{chain}");
+
+    // Once the status may be written, its condition says what was refused, and why.
+    h.api.accept_writes("/clusters/flotilla/status");
+    let result = h.reconcile_cluster().await;
+    assert!(matches!(result, Err(Error::Child { .. })), "{result:?}");
+    let status = h.cluster().status.unwrap_or_default();
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
+    assert_eq!(degraded.map(|c| c.reason.as_str()), Some("ReconcileError"));
+    let message = degraded.map(|c| c.message.clone()).unwrap_or_default();
+    assert!(
+        message.contains("applying StatefulSet flotilla"),
+        "{message}"
+    );
+    assert!(message.contains("readinessProbe"), "{message}");
+}
+
+#[tokio::test]
+async fn a_failed_observation_is_reported_in_status() {
+    let h = Harness::new();
+    h.api.put(&Cluster::test().with_cluster_id("c-1"));
+    h.api.forbid::<PersistentVolumeClaim>();
+    let result = h.reconcile_cluster().await;
+    assert!(matches!(result, Err(Error::Kube(_))), "{result:?}");
+    let status = h.cluster().status.unwrap_or_default();
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
+    assert_eq!(degraded.map(|c| c.reason.as_str()), Some("ReconcileError"));
+}
+
+#[tokio::test]
 async fn a_pod_marked_unrecoverable_gets_a_fresh_node() {
     let h = Harness::new();
     h.api.put(&Cluster::test().with_cluster_id("c-1"));
