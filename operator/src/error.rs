@@ -151,14 +151,19 @@ mod tests {
         ))
     }
 
-    #[test]
-    fn the_chain_shows_every_cause_once() {
-        let error = Error::Child {
+    /// The API server refused to apply StatefulSet `db`.
+    fn refused_statefulset() -> Error {
+        Error::Child {
             action: "applying",
             kind: "StatefulSet".to_owned(),
             name: "db".to_owned(),
             source: Box::new(refused("readinessProbe.httpGet.port: Invalid value")),
-        };
+        }
+    }
+
+    #[test]
+    fn the_chain_shows_every_cause_once() {
+        let error = refused_statefulset();
         let chain = error.chain();
         assert!(chain.starts_with("applying StatefulSet db: "), "{chain}");
         assert_eq!(chain.matches("readinessProbe").count(), 1, "{chain}");
@@ -166,12 +171,7 @@ mod tests {
 
     #[test]
     fn a_failed_status_write_does_not_hide_the_error_before_it() {
-        let applied = Error::Child {
-            action: "applying",
-            kind: "StatefulSet".to_owned(),
-            name: "db".to_owned(),
-            source: Box::new(refused("readinessProbe.httpGet.port: Invalid value")),
-        };
+        let applied = refused_statefulset();
         let status = Error::Kube(refused("status write refused"));
         let chain = match outcome(Some(applied), Err(status)) {
             Err(error) => error.chain(),

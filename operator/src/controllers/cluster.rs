@@ -1,28 +1,25 @@
 //! The `Cluster` controller: observe, plan, apply the desired objects, execute the
 //! first planned step, write status.
 
+pub use super::observe::observe;
 use super::{Context, FIELD_MANAGER, apply};
-use crate::crd::cluster_funcs::{CLUSTER_ID_ANNOTATION, UNRECOVERABLE_ANNOTATION};
+use crate::crd::cluster_funcs::CLUSTER_ID_ANNOTATION;
 use crate::crd::conditions::{ConditionType, NewCondition, find_condition, set_condition};
-use crate::crd::{Cluster, ClusterStatus, ConditionStatus, DatabaseGroup, Reason};
-use crate::desired::{INITIAL_CLUSTER_STATE_KEY, Shape, desired_objects};
+use crate::crd::{Cluster, ClusterStatus, ConditionStatus, Reason};
+use crate::desired::{Shape, desired_objects};
 use crate::error::{Error, Result};
 use crate::plan::{
-    self, KubeNodes, LabelAssignment, Observed, ObservedPod, ObservedStatefulSet, Replacement,
-    ReplicationNeed, Step, bootstrap, placement, status::cluster_status,
+    self, LabelAssignment, Replacement, Step, bootstrap, drift, placement, status::cluster_status,
 };
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Name of this controller in metrics and logs.
@@ -31,8 +28,8 @@ pub const CONTROLLER: &str = "cluster";
 const BUSY_REQUEUE: Duration = Duration::from_secs(5);
 /// Requeue of a settled cluster, to notice changes only the admin API shows.
 const IDLE_REQUEUE: Duration = Duration::from_secs(60);
-/// Label the StatefulSet controller puts on pods: the template revision they run.
-const REVISION_LABEL: &str = "controller-revision-hash";
+/// Drifted fields named in one Event, at most.
+const DRIFTS_SHOWN: usize = 8;
 
 /// Reconciles one `Cluster`.
 pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -157,124 +154,6 @@ async fn finish(
     result
 }
 
-/// Reads the StatefulSet, pods, PVCs, DatabaseGroups and the Raft membership.
-pub async fn observe(cluster: &Cluster, ctx: &Context, namespace: &str) -> Result<Observed> {
-    let client = &ctx.client;
-    let selector = cluster
-        .selector_labels()?
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let by_labels = ListParams::default().labels(&selector);
-    let statefulset = Api::<StatefulSet>::namespaced(client.clone(), namespace)
-        .get_opt(&cluster.statefulset_name()?)
-        .await?
-        .map(|sts| ObservedStatefulSet {
-            replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-            cluster_id: sts.annotations().get(CLUSTER_ID_ANNOTATION).cloned(),
-            update_revision: sts.status.and_then(|s| s.update_revision),
-        });
-    let initial_cluster_state = Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .get_opt(&cluster.configmap_name()?)
-        .await?
-        .and_then(|c| c.data)
-        .and_then(|mut d| d.remove(INITIAL_CLUSTER_STATE_KEY));
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&by_labels)
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|pod| observe_pod(cluster, pod))
-        .collect();
-    let all_pvcs = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
-        .list(&by_labels)
-        .await?
-        .items;
-    let pvc_cluster_ids = all_pvcs
-        .iter()
-        .filter_map(|pvc| {
-            let id = pvc.annotations().get(CLUSTER_ID_ANNOTATION)?;
-            Some((pvc.metadata.name.clone()?, id.clone()))
-        })
-        .collect();
-    let (terminating, live): (Vec<_>, Vec<_>) = all_pvcs
-        .into_iter()
-        .partition(|pvc| pvc.metadata.deletion_timestamp.is_some());
-    let names = |pvcs: Vec<PersistentVolumeClaim>| -> Vec<String> {
-        pvcs.into_iter()
-            .filter_map(|pvc| pvc.metadata.name)
-            .collect()
-    };
-    let (pvcs, pvcs_terminating) = (names(live), names(terminating));
-    let name = cluster.name()?;
-    let replication_needs = Api::<DatabaseGroup>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|group| group.cluster_name() == name)
-        .map(|group| ReplicationNeed {
-            database_group: group.name_any(),
-            replication_factor: group.spec.replication_factor,
-        })
-        .collect();
-    let membership = match ctx.admin.membership(cluster).await {
-        Ok(membership) => Some(membership),
-        Err(error) => {
-            tracing::debug!(cluster = name, %error, "membership unknown");
-            None
-        }
-    };
-    let mut observed = Observed {
-        statefulset,
-        pods,
-        pvcs,
-        pvcs_terminating,
-        pvc_cluster_ids,
-        initial_cluster_state,
-        membership,
-        replication_needs,
-        kube_nodes: KubeNodes::Unread,
-    };
-    observed.kube_nodes =
-        read_kube_nodes(ctx, placement::kube_nodes_to_read(cluster, &observed)).await?;
-    Ok(observed)
-}
-
-/// Labels of the Kubernetes Nodes named. Reading them being forbidden is no error: it is
-/// logged once and reported in status, and the rest of the reconcile goes on.
-async fn read_kube_nodes(ctx: &Context, names: Vec<String>) -> Result<KubeNodes> {
-    if names.is_empty() {
-        return Ok(KubeNodes::Unread);
-    }
-    let api = Api::<Node>::all(ctx.client.clone());
-    let mut nodes = BTreeMap::new();
-    for name in names {
-        match api.get_opt(&name).await {
-            Ok(Some(node)) => {
-                nodes.insert(name, node.metadata.labels.unwrap_or_default());
-            }
-            Ok(None) => {}
-            Err(kube::Error::Api(status)) if status.code == 403 => {
-                if !ctx.nodes_forbidden.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        message = %status.message,
-                        "the operator may not read Kubernetes Nodes: placement labels are not \
-                         copied to the nodes until it may (RBAC: get nodes)"
-                    );
-                }
-                return Ok(KubeNodes::Forbidden);
-            }
-            Err(error) => return Err(error.into()),
-        }
-    }
-    if ctx.nodes_forbidden.swap(false, Ordering::Relaxed) {
-        tracing::info!("the operator may read Kubernetes Nodes again");
-    }
-    Ok(KubeNodes::Read(nodes))
-}
-
 /// Gives a node the placement labels of the Kubernetes Node its pod runs on.
 async fn assign_labels(
     assignment: &LabelAssignment,
@@ -330,32 +209,6 @@ fn pod_reference(cluster: &Cluster, pod: &str) -> ObjectReference {
     }
 }
 
-fn observe_pod(cluster: &Cluster, pod: Pod) -> Option<ObservedPod> {
-    let name = pod.metadata.name.clone()?;
-    let ordinal = cluster.ordinal_of(&name)?;
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        });
-    Some(ObservedPod {
-        ordinal,
-        revision: pod.labels().get(REVISION_LABEL).cloned(),
-        ready,
-        terminating: pod.metadata.deletion_timestamp.is_some(),
-        unrecoverable: pod
-            .annotations()
-            .get(UNRECOVERABLE_ANNOTATION)
-            .is_some_and(|v| v == "true"),
-        kube_node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        name,
-    })
-}
-
 /// Keeps the cluster id on each volume named, so that it survives a lost status (the
 /// volumes outlive the `Cluster` object and its other children).
 async fn mark_volumes(pvcs: &[String], id: &str, ctx: &Context, namespace: &str) -> Result<()> {
@@ -383,7 +236,33 @@ async fn apply_children(
         .iter()
         .any(|o| matches!(o, crate::desired::DesiredObject::PodDisruptionBudget(_)));
     for object in objects {
-        apply::apply(&ctx.client, namespace, object).await?;
+        let (kind, api_version, name) = (object.kind(), object.api_version(), object.name());
+        let name = name.to_owned();
+        if let apply::Applied::Reverted(drifted) =
+            apply::apply(&ctx.client, namespace, object).await?
+        {
+            let note = format!(
+                "reverted hand edits of {kind} {name}: {}",
+                drift::describe(&drifted, DRIFTS_SHOWN)
+            );
+            tracing::warn!(kind, name, reverted = %note, "drift reverted");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: Reason::DriftReverted.as_str().to_owned(),
+                note: Some(note),
+                action: "RevertDrift".to_owned(),
+                secondary: Some(ObjectReference {
+                    api_version: Some(api_version.to_owned()),
+                    kind: Some(kind.to_owned()),
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.to_owned()),
+                    ..ObjectReference::default()
+                }),
+            };
+            if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+                tracing::warn!(%error, "recording an event");
+            }
+        }
     }
     if !wants_budget {
         let budgets = Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), namespace);

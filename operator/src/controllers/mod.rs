@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod database_group;
 #[cfg(test)]
 pub(crate) mod fake_api;
+mod observe;
 #[cfg(test)]
 mod tests;
 

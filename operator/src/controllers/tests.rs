@@ -756,4 +756,5 @@ async fn a_pod_marked_unrecoverable_gets_a_fresh_node() {
     );
 }
 
+mod drift;
 mod placement;

@@ -100,6 +100,16 @@ impl Cluster {
         ]))
     }
 
+    /// [`Self::selector_labels`] as a label selector (`k=v,k=v`), for list requests.
+    pub fn label_selector(&self) -> Result<String> {
+        Ok(self
+            .selector_labels()?
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","))
+    }
+
     /// Labels of every object the operator creates for this cluster.
     pub fn labels(&self) -> Result<BTreeMap<String, String>> {
         let mut labels = self.selector_labels()?;

@@ -105,6 +105,8 @@ pub enum Reason {
     NodeLabelsForbidden,
     /// A node got the placement labels of the Kubernetes Node it runs on.
     PlacementLabels,
+    /// A child object was edited by hand (or by another writer) and put back.
+    DriftReverted,
 }
 
 impl Reason {
@@ -131,6 +133,7 @@ impl Reason {
             Self::ReconcileError => "ReconcileError",
             Self::NodeLabelsForbidden => "NodeLabelsForbidden",
             Self::PlacementLabels => "PlacementLabels",
+            Self::DriftReverted => "DriftReverted",
         }
     }
 }

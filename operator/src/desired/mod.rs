@@ -47,6 +47,15 @@ impl DesiredObject {
         }
     }
 
+    /// The object's `apiVersion`.
+    pub fn api_version(&self) -> &'static str {
+        match self {
+            Self::ConfigMap(_) | Self::Service(_) => "v1",
+            Self::StatefulSet(_) => "apps/v1",
+            Self::PodDisruptionBudget(_) => "policy/v1",
+        }
+    }
+
     /// The object's metadata.
     pub fn metadata(&self) -> &ObjectMeta {
         match self {

@@ -11,6 +11,7 @@
 pub mod bootstrap;
 mod checks;
 pub mod database_group;
+pub mod drift;
 pub mod observed;
 pub mod placement;
 pub mod replace;
