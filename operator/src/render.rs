@@ -228,8 +228,8 @@ scaleDown:
     #[test]
     fn a_cluster_without_namespace_renders_in_the_given_one() {
         let cluster = "apiVersion: flotilla.dev/v1alpha1\nkind: Cluster\nmetadata: {name: x}\nspec: {replicas: 1, image: i}\n";
-        let out = render(cluster, "c.yaml", Some("prod"), &Mode::Steady).unwrap_or_default();
-        let objects: Vec<serde_json::Value> = from_yaml_stream(&out, "out").unwrap_or_default();
+        let out = crate::desired::built(render(cluster, "c.yaml", Some("prod"), &Mode::Steady));
+        let objects: Vec<serde_json::Value> = crate::desired::built(from_yaml_stream(&out, "out"));
         assert!(!objects.is_empty());
         assert!(objects.iter().all(|o| o["metadata"]["namespace"] == "prod"));
         let args = objects

@@ -3,7 +3,7 @@
 //! API, and the Kubernetes Nodes its pods run on.
 
 use super::Context;
-use crate::crd::cluster_funcs::{CLUSTER_ID_ANNOTATION, UNRECOVERABLE_ANNOTATION};
+use crate::crd::cluster_funcs::{CLUSTER_ID_ANNOTATION, DATA_VOLUME, UNRECOVERABLE_ANNOTATION};
 use crate::crd::{Cluster, DatabaseGroup};
 use crate::desired::INITIAL_CLUSTER_STATE_KEY;
 use crate::error::Result;
@@ -30,6 +30,17 @@ pub async fn observe(cluster: &Cluster, ctx: &Context, namespace: &str) -> Resul
         .await?
         .map(|sts| ObservedStatefulSet {
             replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+            volume_size: sts
+                .spec
+                .as_ref()
+                .and_then(|s| s.volume_claim_templates.as_ref())
+                .and_then(|t| {
+                    t.iter()
+                        .find(|t| t.metadata.name.as_deref() == Some(DATA_VOLUME))
+                })
+                .and_then(|t| t.spec.as_ref()?.resources.as_ref()?.requests.as_ref())
+                .and_then(|r| r.get("storage"))
+                .map(|q| q.0.clone()),
             cluster_id: sts.annotations().get(CLUSTER_ID_ANNOTATION).cloned(),
             update_revision: sts.status.and_then(|s| s.update_revision),
         });

@@ -189,6 +189,14 @@ impl Harness {
             .map(drop)
     }
 
+    /// The stored `orders` group; its absence fails the test.
+    fn group(&self) -> DatabaseGroup {
+        match self.api.get::<DatabaseGroup>(NS, "orders") {
+            Some(group) => group,
+            None => panic!("DatabaseGroup orders is gone"),
+        }
+    }
+
     async fn reconcile_group(&self) -> Result<()> {
         let group = self
             .api
@@ -563,30 +571,69 @@ async fn create_and_delete_group(policy: DeletionPolicy) -> (Harness, Vec<String
     group.spec.deletion_policy = policy;
     h.api.put(&group);
 
-    ok(h.reconcile_group().await); // adds the finalizer
+    let held = policy == DeletionPolicy::Delete;
+    if held {
+        ok(h.reconcile_group().await); // adds the finalizer
+    }
     ok(h.reconcile_group().await); // creates the database
-    let status = h
-        .api
-        .get::<DatabaseGroup>(NS, "orders")
-        .and_then(|g| g.status)
-        .unwrap_or_default();
+    let stored = h.group();
+    assert_eq!(
+        stored
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&database_group::FINALIZER.to_owned()),
+        held,
+        "only deletionPolicy: Delete gets the finalizer"
+    );
+    let status = stored.status.unwrap_or_default();
     assert!(status.replication_factor_met);
     assert_eq!(status.shards.len(), 4);
 
-    // kubectl delete: the finalizer holds the object.
+    // kubectl delete: the finalizer, if any, holds the object.
     let client = h.ctx.client.clone();
     let groups = kube::Api::<DatabaseGroup>::namespaced(client, NS);
     if let Err(e) = groups.delete("orders", &Default::default()).await {
         panic!("delete: {e}");
     }
-    assert!(h.api.get::<DatabaseGroup>(NS, "orders").is_some());
-    ok(h.reconcile_group().await);
+    assert_eq!(h.api.get::<DatabaseGroup>(NS, "orders").is_some(), held);
+    if held {
+        ok(h.reconcile_group().await);
+    }
     assert!(
         h.api.get::<DatabaseGroup>(NS, "orders").is_none(),
         "finalizer not released"
     );
     let calls = h.admin.calls();
     (h, calls)
+}
+
+#[tokio::test]
+async fn switching_a_group_to_retain_takes_its_finalizer_off() {
+    let h = Harness::new();
+    h.api.put(&Cluster::test().with_cluster_id("c-1"));
+    let mut group = DatabaseGroup::test();
+    group.spec.deletion_policy = DeletionPolicy::Delete;
+    h.api.put(&group);
+    ok(h.reconcile_group().await);
+    ok(h.reconcile_group().await);
+    let mut stored = h.group();
+    assert!(
+        stored
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| !f.is_empty())
+    );
+
+    stored.spec.deletion_policy = DeletionPolicy::Retain;
+    h.api.put(&stored);
+    ok(h.reconcile_group().await);
+    let stored = h.group();
+    assert_eq!(
+        stored.metadata.finalizers.unwrap_or_default(),
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]

@@ -107,6 +107,8 @@ pub enum Reason {
     PlacementLabels,
     /// A child object was edited by hand (or by another writer) and put back.
     DriftReverted,
+    /// `storage.size` differs from the size of the volumes and is not applied.
+    VolumeSizeRefused,
 }
 
 impl Reason {
@@ -134,6 +136,7 @@ impl Reason {
             Self::NodeLabelsForbidden => "NodeLabelsForbidden",
             Self::PlacementLabels => "PlacementLabels",
             Self::DriftReverted => "DriftReverted",
+            Self::VolumeSizeRefused => "VolumeSizeRefused",
         }
     }
 }

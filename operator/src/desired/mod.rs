@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Serialize;
@@ -113,6 +114,9 @@ pub struct Shape {
     /// The Raft cluster's id once known, kept on the StatefulSet so that it survives a
     /// lost status.
     pub cluster_id: Option<String>,
+    /// The storage request of the claim template when it differs from `storage.size`:
+    /// the live StatefulSet's, which cannot change in place.
+    pub volume_size: Option<String>,
 }
 
 impl Shape {
@@ -122,6 +126,7 @@ impl Shape {
             replicas: 1,
             cluster_state: ClusterState::New,
             cluster_id: None,
+            volume_size: None,
         }
     }
 
@@ -131,6 +136,7 @@ impl Shape {
             replicas,
             cluster_state: ClusterState::Existing,
             cluster_id: None,
+            volume_size: None,
         }
     }
 
@@ -147,6 +153,22 @@ impl Shape {
 /// nodes read at start comes before the StatefulSet that starts them.
 pub fn desired_objects(cluster: &Cluster, shape: &Shape) -> Result<Vec<DesiredObject>> {
     let mut statefulset = statefulset(cluster, shape.replicas)?;
+    if let Some(size) = &shape.volume_size {
+        for template in statefulset
+            .spec
+            .iter_mut()
+            .flat_map(|s| s.volume_claim_templates.iter_mut().flatten())
+        {
+            template
+                .spec
+                .get_or_insert_with(Default::default)
+                .resources
+                .get_or_insert_with(Default::default)
+                .requests
+                .get_or_insert_with(Default::default)
+                .insert("storage".to_owned(), Quantity(size.clone()));
+        }
+    }
     if let Some(id) = &shape.cluster_id {
         statefulset
             .metadata
@@ -164,6 +186,16 @@ pub fn desired_objects(cluster: &Cluster, shape: &Shape) -> Result<Vec<DesiredOb
         objects.push(DesiredObject::PodDisruptionBudget(pdb));
     }
     Ok(objects)
+}
+
+/// The value of a builder's result; an error fails the test, naming the error (a test
+/// must never compare defaults that stand in for a failed build).
+#[cfg(test)]
+pub(crate) fn built<T>(result: Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("building failed: {error}"),
+    }
 }
 
 /// Metadata of a child object: name, namespace, labels and the controller owner reference.
@@ -189,7 +221,7 @@ mod tests {
     #[test]
     fn a_cluster_gets_a_configmap_two_services_a_statefulset_and_a_pdb() {
         let cluster = Cluster::test().with_cluster_id("c-1");
-        let objects = desired_objects(&cluster, &Shape::running(3)).unwrap_or_default();
+        let objects = built(desired_objects(&cluster, &Shape::running(3)));
         let kinds: Vec<_> = objects.iter().map(|o| (o.kind(), o.name())).collect();
         assert_eq!(
             kinds,
@@ -206,7 +238,7 @@ mod tests {
     #[test]
     fn every_child_is_owned_by_its_cluster_as_controller() {
         let cluster = Cluster::test();
-        for object in desired_objects(&cluster, &Shape::running(3)).unwrap_or_default() {
+        for object in built(desired_objects(&cluster, &Shape::running(3))) {
             let owners = object
                 .metadata()
                 .owner_references
@@ -225,7 +257,7 @@ mod tests {
     fn a_cluster_without_uid_gets_children_without_owner_references() {
         let mut cluster = Cluster::test();
         cluster.metadata.uid = None;
-        for object in desired_objects(&cluster, &Shape::running(3)).unwrap_or_default() {
+        for object in built(desired_objects(&cluster, &Shape::running(3))) {
             assert_eq!(object.metadata().owner_references, None);
         }
     }
@@ -253,10 +285,33 @@ mod tests {
     }
 
     #[test]
+    fn the_statefulset_keeps_the_volume_size_it_was_created_with() {
+        let mut cluster = Cluster::test();
+        cluster.spec.storage.size = Quantity("20Gi".to_owned());
+        let kept = Shape {
+            volume_size: Some("10Gi".to_owned()),
+            ..Shape::running(3)
+        };
+        let size = |shape: &Shape| {
+            built(desired_objects(&cluster, shape))
+                .into_iter()
+                .find_map(|o| match o {
+                    DesiredObject::StatefulSet(sts) => sts.spec,
+                    _ => None,
+                })
+                .and_then(|s| s.volume_claim_templates)
+                .and_then(|t| t.into_iter().next())
+                .and_then(|t| t.spec?.resources?.requests?.remove("storage"))
+        };
+        assert_eq!(size(&kept), Some(Quantity("10Gi".to_owned())));
+        assert_eq!(size(&Shape::running(3)), Some(Quantity("20Gi".to_owned())));
+    }
+
+    #[test]
     fn building_twice_gives_identical_objects() {
         let cluster = Cluster::test().with_cluster_id("c-1");
-        let first = desired_objects(&cluster, &Shape::running(3)).unwrap_or_default();
-        let second = desired_objects(&cluster, &Shape::running(3)).unwrap_or_default();
+        let first = built(desired_objects(&cluster, &Shape::running(3)));
+        let second = built(desired_objects(&cluster, &Shape::running(3)));
         assert!(!first.is_empty());
         assert_eq!(first, second);
     }

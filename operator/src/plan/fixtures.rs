@@ -21,6 +21,7 @@ pub fn healthy(cluster: &Cluster, replicas: i32) -> Observed {
             replicas,
             update_revision: Some("r1".to_owned()),
             cluster_id: None,
+            volume_size: None,
         }),
         pods: (0..replicas)
             .map(|ordinal| ObservedPod {

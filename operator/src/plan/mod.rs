@@ -18,6 +18,7 @@ pub mod replace;
 pub mod restart;
 pub mod scale_down;
 pub mod status;
+pub mod volumes;
 
 pub use observed::{
     KubeNodes, Labels, MemberNode, Membership, Observed, ObservedPod, ObservedStatefulSet,
@@ -150,6 +151,14 @@ pub fn plan(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
     if !bootstrap::is_bootstrapped(cluster, observed) {
         return Vec::new();
     }
+    let mut steps = steps_of_the_spec(cluster, observed);
+    // A refused volume size blocks nothing else; it is reported after the rest.
+    steps.extend(volumes::steps(cluster, observed));
+    steps
+}
+
+/// Scale-down, node replacement and rolling restart, in that order of urgency.
+fn steps_of_the_spec(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
     let scale_down = scale_down::steps(cluster, observed);
     match scale_down.as_slice() {
         [] => {
@@ -178,6 +187,7 @@ pub fn shape(cluster: &Cluster, observed: &Observed) -> Shape {
         replicas: statefulset_replicas(cluster, observed),
         cluster_state: bootstrap::cluster_state(cluster, observed),
         cluster_id: bootstrap::known_cluster_id(cluster, observed),
+        volume_size: volumes::claim_template_size(observed),
     }
 }
 

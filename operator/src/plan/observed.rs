@@ -51,6 +51,8 @@ pub struct ObservedStatefulSet {
     pub update_revision: Option<String>,
     /// The cluster id it carries (annotation `flotilla.dev/cluster-id`).
     pub cluster_id: Option<String>,
+    /// The storage request of its claim template.
+    pub volume_size: Option<String>,
 }
 
 /// The parts of a pod the planner needs.
