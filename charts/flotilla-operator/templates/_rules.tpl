@@ -15,10 +15,11 @@ manifests in deploy/base carry the same rules, and a test compares them.
 - apiGroups: ["flotilla.dev"]
   resources: ["clusters/finalizers"]
   verbs: ["update"]
-# Children of a Cluster, written by server-side apply.
+# Children of a Cluster, written by server-side apply. The StatefulSet is deleted (its
+# pods orphaned) and created again when the volumes grow.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]

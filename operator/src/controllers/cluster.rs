@@ -11,11 +11,12 @@ use crate::error::{Error, Result};
 use crate::plan::{
     self, LabelAssignment, Replacement, Step, bootstrap, drift, placement, status::cluster_status,
 };
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -305,6 +306,35 @@ async fn execute(step: &Step, cluster: &Cluster, ctx: &Context, namespace: &str)
             Reason::ScalingDown,
             "every leaving node is removed; shrinking the StatefulSet".to_owned(),
         ),
+        Step::ExpandVolume { pvc, size } => {
+            let patch = serde_json::json!({
+                "spec": { "resources": { "requests": { "storage": size } } }
+            });
+            Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+                .patch(pvc, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            (
+                Reason::VolumeGrowth,
+                format!("growing volume {pvc} to {size}"),
+            )
+        }
+        Step::RecreateStatefulSet { volume_size } => {
+            // Orphaned pods keep running; the StatefulSet applied next adopts them.
+            let params = DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Orphan),
+                ..DeleteParams::default()
+            };
+            Api::<StatefulSet>::namespaced(client.clone(), namespace)
+                .delete(&cluster.statefulset_name()?, &params)
+                .await?;
+            (
+                Reason::VolumeGrowth,
+                format!(
+                    "every volume has {volume_size}: re-creating the StatefulSet with a claim \
+                     template of that size, its pods kept"
+                ),
+            )
+        }
         Step::DeletePvc { name } => {
             Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
                 .delete(name, &DeleteParams::default())

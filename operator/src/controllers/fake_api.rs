@@ -274,6 +274,19 @@ impl State {
         body: Value,
     ) -> Response<Body> {
         let existing = self.objects.get(item).cloned();
+        // Like the API server, a StatefulSet's claim templates cannot change in place.
+        if item.contains("/statefulsets/")
+            && let Some(live) = &existing
+            && !body["spec"]["volumeClaimTemplates"].is_null()
+            && live["spec"]["volumeClaimTemplates"] != body["spec"]["volumeClaimTemplates"]
+        {
+            return status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "StatefulSet.apps is invalid: spec: Forbidden: updates to statefulset spec for \
+                 fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', \
+                 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+            );
+        }
         let updated = if content_type.starts_with("application/apply-patch") {
             apply(existing, body, subresource)
         } else if content_type.starts_with("application/json-patch") {

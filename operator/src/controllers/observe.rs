@@ -12,6 +12,7 @@ use crate::plan::{
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
@@ -67,6 +68,21 @@ pub async fn observe(cluster: &Cluster, ctx: &Context, namespace: &str) -> Resul
             Some((pvc.metadata.name.clone()?, id.clone()))
         })
         .collect();
+    let storage = |resources: Option<&BTreeMap<String, Quantity>>, pvc: &PersistentVolumeClaim| {
+        let size = resources?.get("storage")?;
+        Some((pvc.metadata.name.clone()?, size.0.clone()))
+    };
+    let volume_requests = all_pvcs
+        .iter()
+        .filter_map(|pvc| {
+            let spec = pvc.spec.as_ref()?;
+            storage(spec.resources.as_ref()?.requests.as_ref(), pvc)
+        })
+        .collect();
+    let volume_capacities = all_pvcs
+        .iter()
+        .filter_map(|pvc| storage(pvc.status.as_ref()?.capacity.as_ref(), pvc))
+        .collect();
     let (terminating, live): (Vec<_>, Vec<_>) = all_pvcs
         .into_iter()
         .partition(|pvc| pvc.metadata.deletion_timestamp.is_some());
@@ -101,6 +117,8 @@ pub async fn observe(cluster: &Cluster, ctx: &Context, namespace: &str) -> Resul
         pvcs,
         pvcs_terminating,
         pvc_cluster_ids,
+        volume_requests,
+        volume_capacities,
         initial_cluster_state,
         membership,
         replication_needs,

@@ -107,8 +107,10 @@ pub enum Reason {
     PlacementLabels,
     /// A child object was edited by hand (or by another writer) and put back.
     DriftReverted,
-    /// `storage.size` differs from the size of the volumes and is not applied.
+    /// `storage.size` is smaller than the volumes, which never shrink.
     VolumeSizeRefused,
+    /// The volumes grow to a larger `storage.size`.
+    VolumeGrowth,
 }
 
 impl Reason {
@@ -137,6 +139,7 @@ impl Reason {
             Self::PlacementLabels => "PlacementLabels",
             Self::DriftReverted => "DriftReverted",
             Self::VolumeSizeRefused => "VolumeSizeRefused",
+            Self::VolumeGrowth => "VolumeGrowth",
         }
     }
 }

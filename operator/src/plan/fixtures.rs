@@ -39,6 +39,8 @@ pub fn healthy(cluster: &Cluster, replicas: i32) -> Observed {
             .collect(),
         pvcs_terminating: Vec::new(),
         pvc_cluster_ids: BTreeMap::new(),
+        volume_requests: BTreeMap::new(),
+        volume_capacities: BTreeMap::new(),
         initial_cluster_state: Some("existing".to_owned()),
         membership: Some(Membership {
             cluster_id: "c".to_owned(),

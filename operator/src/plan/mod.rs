@@ -50,6 +50,11 @@ pub enum Step {
     RestartPod { pod: String },
     /// One step of replacing the node of a pod whose data is lost for good.
     ReplaceNode { pod: String, action: Replacement },
+    /// Raise the storage request of a volume (growing it).
+    ExpandVolume { pvc: String, size: String },
+    /// Every volume has grown: delete the StatefulSet, its pods orphaned, so that the next
+    /// pass creates it again with a claim template of the new size.
+    RecreateStatefulSet { volume_size: String },
     /// Nothing may be done now; the reason says what is awaited.
     Wait { reason: Reason, message: String },
     /// A change the spec asks for is refused; it stays refused until the spec changes.
@@ -81,6 +86,8 @@ impl Step {
                 Replacement::DeleteVolume { .. } => "DeleteLostVolume",
                 Replacement::RecreatePod => "RecreatePod",
             },
+            Self::ExpandVolume { .. } => "ExpandVolume",
+            Self::RecreateStatefulSet { .. } => "RecreateStatefulSet",
             Self::Wait { .. } => "Wait",
             Self::Refuse { .. } => "Refuse",
         }
@@ -98,7 +105,9 @@ impl Step {
                 ..
             } => Some(("PersistentVolumeClaim", pvc)),
             Self::ReplaceNode { pod, .. } => Some(("Pod", pod)),
-            Self::DeletePvc { name } => Some(("PersistentVolumeClaim", name)),
+            Self::DeletePvc { name } | Self::ExpandVolume { pvc: name, .. } => {
+                Some(("PersistentVolumeClaim", name))
+            }
             _ => None,
         }
     }
@@ -152,8 +161,17 @@ pub fn plan(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
         return Vec::new();
     }
     let mut steps = steps_of_the_spec(cluster, observed);
-    // A refused volume size blocks nothing else; it is reported after the rest.
-    steps.extend(volumes::steps(cluster, observed));
+    let volumes = volumes::steps(cluster, observed);
+    if steps.is_empty() {
+        return volumes;
+    }
+    // Volumes grow once nothing more urgent is left; a refused size blocks nothing and
+    // is reported after the rest.
+    steps.extend(
+        volumes
+            .into_iter()
+            .filter(|s| matches!(s, Step::Refuse { .. })),
+    );
     steps
 }
 

@@ -20,6 +20,10 @@ pub struct Observed {
     pub pvcs_terminating: Vec<String>,
     /// The cluster id each PVC carries (annotation `flotilla.dev/cluster-id`), by name.
     pub pvc_cluster_ids: BTreeMap<String, String>,
+    /// The storage each PVC requests (`spec.resources.requests.storage`), by name.
+    pub volume_requests: BTreeMap<String, String>,
+    /// The storage each PVC has (`status.capacity.storage`), by name.
+    pub volume_capacities: BTreeMap<String, String>,
     /// `initial-cluster-state` in the live ConfigMap (`new` or `existing`), if it exists.
     pub initial_cluster_state: Option<String>,
     /// Raft membership as reported by the cluster; `None` when no node could be asked.

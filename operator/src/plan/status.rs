@@ -195,6 +195,18 @@ fn progressing(
             };
             condition(true, Reason::ReplacingNode, format!("{pod}: {what}"))
         }
+        Some(Step::ExpandVolume { pvc, size }) => condition(
+            true,
+            Reason::VolumeGrowth,
+            format!("growing volume {pvc} to {size}"),
+        ),
+        Some(Step::RecreateStatefulSet { volume_size }) => condition(
+            true,
+            Reason::VolumeGrowth,
+            format!(
+                "every volume has {volume_size}: re-creating the StatefulSet with its pods kept"
+            ),
+        ),
         Some(Step::Wait { reason, message }) => condition(true, *reason, message.clone()),
         Some(Step::Refuse { reason, message }) => condition(false, *reason, message.clone()),
         None => {

@@ -1,7 +1,11 @@
-//! The size of the nodes' volumes. A StatefulSet's claim template cannot change in place,
-//! so the StatefulSet keeps the size it was created with; a `storage.size` that differs
-//! from it is reported rather than applied (which the API server would refuse, stopping
-//! every other change to the cluster).
+//! The size of the nodes' volumes, and growing them when `storage.size` grows.
+//!
+//! A StatefulSet's claim template cannot change in place, so growth goes in three steps,
+//! each resumed from what is observed: every volume is expanded (its request raised; the
+//! StorageClass must allow expansion, or the API server refuses and the status says so),
+//! then the operator waits until each volume reports the new capacity, then the
+//! StatefulSet is deleted with its pods orphaned and applied again with the new claim
+//! template; it adopts the running pods, so none restarts. Volumes never shrink.
 
 use super::{Observed, Step, drift::quantity};
 use crate::crd::{Cluster, Reason};
@@ -12,29 +16,71 @@ pub fn claim_template_size(observed: &Observed) -> Option<String> {
     observed.statefulset.as_ref()?.volume_size.clone()
 }
 
-/// A refusal when `storage.size` differs from the size of the volumes; nothing otherwise.
+/// The next step of growing the volumes, a refusal of a smaller size, or nothing when the
+/// claim template has the spec's size.
 pub fn steps(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
     let Some(live) = claim_template_size(observed) else {
         return Vec::new();
     };
-    let wanted = &cluster.spec.storage.size.0;
+    let wanted = cluster.spec.storage.size.0.as_str();
     let (Some(want), Some(have)) = (quantity(wanted), quantity(&live)) else {
         return Vec::new();
     };
-    let message = if want > have {
-        format!(
-            "storage.size {wanted} is larger than the volumes' {live}: growing volumes is not \
-             done by this operator version; the volumes stay at {live}"
-        )
-    } else if want < have {
-        format!("storage.size {wanted} is smaller than the volumes' {live}: volumes never shrink")
-    } else {
+    if want < have {
+        return vec![Step::Refuse {
+            reason: Reason::VolumeSizeRefused,
+            message: format!(
+                "storage.size {wanted} is smaller than the volumes' {live}: volumes never shrink"
+            ),
+        }];
+    }
+    if want == have {
         return Vec::new();
-    };
-    vec![Step::Refuse {
-        reason: Reason::VolumeSizeRefused,
-        message,
+    }
+    let mut volumes: Vec<&String> = observed.pvcs.iter().collect();
+    volumes.sort_by_key(|pvc| {
+        pvc.rsplit('-')
+            .next()
+            .and_then(|n| n.parse::<i32>().ok())
+            .unwrap_or(i32::MAX)
+    });
+    if let Some(pvc) = volumes
+        .iter()
+        .find(|pvc| below(observed.volume_requests.get(**pvc), want))
+    {
+        return vec![Step::ExpandVolume {
+            pvc: (*pvc).clone(),
+            size: wanted.to_owned(),
+        }];
+    }
+    let growing: Vec<String> = volumes
+        .iter()
+        .filter(|pvc| below(observed.volume_capacities.get(**pvc), want))
+        .map(|pvc| {
+            let capacity = observed
+                .volume_capacities
+                .get(*pvc)
+                .map_or("unknown", String::as_str);
+            format!("{pvc} ({capacity})")
+        })
+        .collect();
+    if !growing.is_empty() {
+        return vec![Step::wait(
+            Reason::VolumeGrowth,
+            format!(
+                "waiting for volumes to grow to {wanted}: {}",
+                growing.join(", ")
+            ),
+        )];
+    }
+    vec![Step::RecreateStatefulSet {
+        volume_size: wanted.to_owned(),
     }]
+}
+
+/// The size is missing, not a quantity, or below `want`.
+fn below(size: Option<&String>, want: f64) -> bool {
+    size.and_then(|s| quantity(s)).is_none_or(|s| s < want)
 }
 
 #[cfg(test)]
@@ -66,20 +112,71 @@ mod tests {
         );
     }
 
+    /// Volumes `0..3` requested and grown to `request` / `capacity`.
+    fn volumes(mut observed: Observed, request: &str, capacity: &str) -> Observed {
+        for pvc in observed.pvcs.clone() {
+            observed
+                .volume_requests
+                .insert(pvc.clone(), request.to_owned());
+            observed.volume_capacities.insert(pvc, capacity.to_owned());
+        }
+        observed
+    }
+
     #[test]
-    fn a_larger_size_is_reported_and_the_statefulset_keeps_its_volumes() {
+    fn a_larger_size_expands_each_volume_in_turn_while_the_statefulset_keeps_its_template() {
         let cluster = with_size("20Gi");
-        let observed = observed_at(&cluster, "10Gi");
-        assert!(matches!(
-            steps(&cluster, &observed).as_slice(),
-            [Step::Refuse { reason: Reason::VolumeSizeRefused, message }] if message.contains("20Gi")
-        ));
+        let observed = volumes(observed_at(&cluster, "10Gi"), "10Gi", "10Gi");
+        assert_eq!(
+            steps(&cluster, &observed),
+            [Step::ExpandVolume {
+                pvc: "data-flotilla-0".to_owned(),
+                size: "20Gi".to_owned()
+            }]
+        );
         assert_eq!(
             crate::plan::shape(&cluster, &observed)
                 .volume_size
                 .as_deref(),
             Some("10Gi")
         );
+        let mut observed = observed;
+        observed
+            .volume_requests
+            .insert("data-flotilla-0".to_owned(), "20Gi".to_owned());
+        assert!(matches!(
+            steps(&cluster, &observed).as_slice(),
+            [Step::ExpandVolume { pvc, .. }] if pvc == "data-flotilla-1"
+        ));
+    }
+
+    #[test]
+    fn the_statefulset_is_recreated_only_once_every_volume_has_grown() {
+        let cluster = with_size("20Gi");
+        let observed = volumes(observed_at(&cluster, "10Gi"), "20Gi", "10Gi");
+        assert!(matches!(
+            steps(&cluster, &observed).as_slice(),
+            [Step::Wait { reason: Reason::VolumeGrowth, message }] if message.contains("data-flotilla-2 (10Gi)")
+        ));
+        let grown = volumes(observed_at(&cluster, "10Gi"), "20Gi", "20Gi");
+        assert_eq!(
+            steps(&cluster, &grown),
+            [Step::RecreateStatefulSet {
+                volume_size: "20Gi".to_owned()
+            }]
+        );
+        // Re-created: the new template has the spec's size; nothing is left to do.
+        let recreated = observed_at(&cluster, "20Gi");
+        assert_eq!(steps(&cluster, &recreated), Vec::new());
+    }
+
+    #[test]
+    fn a_smaller_size_is_refused() {
+        let cluster = with_size("5Gi");
+        assert!(matches!(
+            steps(&cluster, &observed_at(&cluster, "10Gi")).as_slice(),
+            [Step::Refuse { reason: Reason::VolumeSizeRefused, message }] if message.contains("never shrink")
+        ));
     }
 
     #[test]

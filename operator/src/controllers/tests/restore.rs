@@ -44,13 +44,7 @@ impl Harness {
 
     /// Deletes of pods or volumes, and every call to the cluster's admin API.
     fn disruptions(&self) -> (Vec<String>, Vec<String>) {
-        let deletes = self
-            .api
-            .writes()
-            .into_iter()
-            .filter(|w| w.starts_with("DELETE"))
-            .collect();
-        (deletes, self.admin.calls())
+        (self.deletes(), self.admin.calls())
     }
 }
 
