@@ -373,6 +373,31 @@ async fn execute(step: &Step, cluster: &Cluster, ctx: &Context, namespace: &str)
                         .await?;
                     format!("deleted {pod}; a fresh node starts in its place")
                 }
+                Replacement::ForceDeletePod { kube_node } => {
+                    let params = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..DeleteParams::default()
+                    };
+                    Api::<Pod>::namespaced(client.clone(), namespace)
+                        .delete(pod, &params)
+                        .await?;
+                    let note = format!(
+                        "{pod} was stuck terminating on Kubernetes node {kube_node}, NotReady, \
+                         for longer than {}s: deleted it with no grace period so that the \
+                         replacement proceeds",
+                        cluster.force_delete_after().as_secs()
+                    );
+                    publish(
+                        ctx,
+                        cluster,
+                        EventType::Warning,
+                        Reason::ReplacingNode,
+                        step,
+                        note,
+                    )
+                    .await;
+                    return Ok(());
+                }
             };
             (Reason::ReplacingNode, note)
         }

@@ -13,6 +13,7 @@ use crate::plan::{
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
@@ -126,6 +127,7 @@ pub async fn observe(cluster: &Cluster, ctx: &Context, namespace: &str) -> Resul
     };
     observed.kube_nodes =
         read_kube_nodes(ctx, placement::kube_nodes_to_read(cluster, &observed)).await?;
+    read_readiness_of_nodes_under_terminating_pods(ctx, &mut observed.pods).await?;
     Ok(observed)
 }
 
@@ -162,18 +164,54 @@ async fn read_kube_nodes(ctx: &Context, names: Vec<String>) -> Result<KubeNodes>
     Ok(KubeNodes::Read(nodes))
 }
 
+/// Whether the Kubernetes Node of each terminating pod is Ready: a pod stuck terminating
+/// on a lost Node is only deleted by force once the Node is seen NotReady. A Node that
+/// cannot be read leaves it unknown.
+async fn read_readiness_of_nodes_under_terminating_pods(
+    ctx: &Context,
+    pods: &mut [ObservedPod],
+) -> Result<()> {
+    let api = Api::<Node>::all(ctx.client.clone());
+    for pod in pods.iter_mut().filter(|p| p.terminating) {
+        let Some(name) = &pod.kube_node else {
+            continue;
+        };
+        pod.kube_node_ready = match api.get_opt(name).await {
+            Ok(Some(node)) => Some(node_is_ready(&node)),
+            // A Node deleted from the cluster is as lost as one that is NotReady.
+            Ok(None) => Some(false),
+            Err(kube::Error::Api(status)) if status.code == 403 => None,
+            Err(error) => return Err(error.into()),
+        };
+    }
+    Ok(())
+}
+
+fn node_is_ready(node: &Node) -> bool {
+    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    ready(
+        conditions
+            .into_iter()
+            .flatten()
+            .map(|c| (&c.type_, &c.status)),
+    )
+}
+
+/// Whether the `(type, status)` conditions hold a Ready condition that is True.
+fn ready<'a>(mut conditions: impl Iterator<Item = (&'a String, &'a String)>) -> bool {
+    conditions.any(|(type_, status)| type_ == "Ready" && status == "True")
+}
+
 fn observe_pod(cluster: &Cluster, pod: Pod) -> Option<ObservedPod> {
     let name = pod.metadata.name.clone()?;
     let ordinal = cluster.ordinal_of(&name)?;
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        });
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let ready = ready(
+        conditions
+            .into_iter()
+            .flatten()
+            .map(|c| (&c.type_, &c.status)),
+    );
     Some(ObservedPod {
         ordinal,
         revision: pod.labels().get(REVISION_LABEL).cloned(),
@@ -184,6 +222,11 @@ fn observe_pod(cluster: &Cluster, pod: Pod) -> Option<ObservedPod> {
             .get(UNRECOVERABLE_ANNOTATION)
             .is_some_and(|v| v == "true"),
         kube_node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+        terminating_for: pod.metadata.deletion_timestamp.as_ref().and_then(|since| {
+            let elapsed = Timestamp::now().duration_since(since.0);
+            std::time::Duration::try_from(elapsed).ok()
+        }),
+        kube_node_ready: None,
         name,
     })
 }

@@ -207,6 +207,15 @@ impl Harness {
             .map(drop)
     }
 
+    /// The Events recorded in the namespace.
+    async fn events(&self) -> Vec<k8s_openapi::api::events::v1::Event> {
+        let events = kube::Api::namespaced(self.ctx.client.clone(), NS);
+        match events.list(&Default::default()).await {
+            Ok(list) => list.items,
+            Err(error) => panic!("listing events: {error}"),
+        }
+    }
+
     /// Every DELETE request, as `DELETE path`, oldest first.
     fn deletes(&self) -> Vec<String> {
         self.api
@@ -694,4 +703,5 @@ async fn a_pod_marked_unrecoverable_gets_a_fresh_node() {
 mod database_groups;
 mod drift;
 mod placement;
+mod stuck_pods;
 mod volumes;

@@ -151,6 +151,14 @@ pub struct ClusterSpec {
     #[x_kube(validation = Rule::new("self >= 1").message("rehabLag must be at least 1"))]
     pub rehab_lag: Option<i64>,
 
+    /// How long a pod being replaced may stay Terminating on a NotReady Kubernetes Node
+    /// before the operator deletes it with no grace period (a duration such as `5m`; 5m when
+    /// unset). Its kubelet is gone and will never confirm the end of the pod; until the pod
+    /// is gone, the StatefulSet cannot start a fresh one in its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('30s')").message("forceDeleteAfter must be at least 30s"))]
+    pub force_delete_after: Option<Duration>,
+
     /// Scheduling and metadata overrides of the node pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodOverrides>,

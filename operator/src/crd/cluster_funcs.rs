@@ -14,6 +14,8 @@ pub const NODE_CONTAINER: &str = "node";
 /// Name of the volume (and PVC template) holding a node's data.
 pub const DATA_VOLUME: &str = "data";
 
+/// Default of `spec.forceDeleteAfter`.
+pub const DEFAULT_FORCE_DELETE_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 /// Label naming the cluster an object belongs to.
 pub const CLUSTER_LABEL: &str = "flotilla.dev/cluster";
 /// Annotation keeping the Raft cluster's id on the StatefulSet and on every volume, so
@@ -129,6 +131,14 @@ impl Cluster {
     /// ConfigMap, and what the nodes report.
     pub fn recorded_cluster_id(&self) -> Option<&str> {
         self.status.as_ref().and_then(|s| s.cluster_id.as_deref())
+    }
+
+    /// How long a pod being replaced may stay Terminating on a NotReady Kubernetes Node
+    /// before it is deleted with no grace period.
+    pub fn force_delete_after(&self) -> std::time::Duration {
+        self.spec
+            .force_delete_after
+            .map_or(DEFAULT_FORCE_DELETE_AFTER, std::time::Duration::from)
     }
 
     /// The scale-down in progress, if any.

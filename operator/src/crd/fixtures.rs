@@ -23,6 +23,7 @@ impl Cluster {
                 rehab_after: None,
                 promotion_lag: None,
                 rehab_lag: None,
+                force_delete_after: None,
                 pod: None,
                 service: Default::default(),
                 paused: false,

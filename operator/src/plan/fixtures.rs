@@ -32,6 +32,8 @@ pub fn healthy(cluster: &Cluster, replicas: i32) -> Observed {
                 terminating: false,
                 unrecoverable: false,
                 kube_node: None,
+                terminating_for: None,
+                kube_node_ready: None,
             })
             .collect(),
         pvcs: (0..replicas)

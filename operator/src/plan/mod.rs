@@ -85,6 +85,7 @@ impl Step {
                 Replacement::RemoveFromCluster { .. } => "RemoveLostNode",
                 Replacement::DeleteVolume { .. } => "DeleteLostVolume",
                 Replacement::RecreatePod => "RecreatePod",
+                Replacement::ForceDeletePod { .. } => "ForceDeletePod",
             },
             Self::ExpandVolume { .. } => "ExpandVolume",
             Self::RecreateStatefulSet { .. } => "RecreateStatefulSet",
@@ -146,6 +147,11 @@ pub enum Replacement {
     /// Delete the pod; the StatefulSet recreates it with an empty volume, and the fresh
     /// node joins as a new member.
     RecreatePod,
+    /// The pod has been stuck terminating on a NotReady Kubernetes Node for longer than
+    /// `spec.forceDeleteAfter`: delete it with no grace period (the kubelet that would
+    /// confirm its end is gone), as the StatefulSet documentation prescribes for a lost
+    /// node.
+    ForceDeletePod { kube_node: String },
 }
 
 /// The steps to take for `cluster` now, most urgent first; empty when it is as its

@@ -75,6 +75,11 @@ pub struct ObservedPod {
     pub unrecoverable: bool,
     /// The Kubernetes Node the pod is scheduled on (`spec.nodeName`).
     pub kube_node: Option<String>,
+    /// How long the pod has been terminating, when it is.
+    pub terminating_for: Option<std::time::Duration>,
+    /// Whether the Kubernetes Node of a terminating pod is Ready; `None` when unknown (not
+    /// terminating, not read, or not readable).
+    pub kube_node_ready: Option<bool>,
 }
 
 /// Raft membership of the cluster.

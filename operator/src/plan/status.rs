@@ -192,6 +192,9 @@ fn progressing(
                 Replacement::RemoveFromCluster { .. } => "removing the lost node from the cluster",
                 Replacement::DeleteVolume { .. } => "deleting the lost node's volume",
                 Replacement::RecreatePod => "recreating the pod with a fresh node",
+                Replacement::ForceDeletePod { .. } => {
+                    "deleting the pod stuck terminating on a lost Kubernetes node"
+                }
             };
             condition(true, Reason::ReplacingNode, format!("{pod}: {what}"))
         }

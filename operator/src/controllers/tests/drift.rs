@@ -1,7 +1,6 @@
 //! Hand edits of a cluster's children are undone on the next pass, with an Event.
 
 use super::*;
-use k8s_openapi::api::events::v1::Event;
 
 impl Harness {
     /// A settled three-node cluster.
@@ -16,16 +15,12 @@ impl Harness {
 
     /// Notes of the Events with `reason`.
     async fn event_notes(&self, reason: &str) -> Vec<String> {
-        let events = kube::Api::<Event>::namespaced(self.ctx.client.clone(), NS);
-        match events.list(&Default::default()).await {
-            Ok(list) => list
-                .items
-                .into_iter()
-                .filter(|e| e.reason.as_deref() == Some(reason))
-                .filter_map(|e| e.note)
-                .collect(),
-            Err(error) => panic!("listing events: {error}"),
-        }
+        self.events()
+            .await
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.note)
+            .collect()
     }
 }
 
