@@ -31,6 +31,7 @@ pub async fn observe(cluster: &Cluster, ctx: &Context, namespace: &str) -> Resul
         .get_opt(&cluster.statefulset_name()?)
         .await?
         .map(|sts| ObservedStatefulSet {
+            terminating: sts.metadata.deletion_timestamp.is_some(),
             replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
             volume_size: sts
                 .spec

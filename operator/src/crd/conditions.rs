@@ -111,6 +111,8 @@ pub enum Reason {
     VolumeSizeRefused,
     /// The volumes grow to a larger `storage.size`.
     VolumeGrowth,
+    /// The nodes report a cluster id other than the one recorded.
+    ClusterIdMismatch,
 }
 
 impl Reason {
@@ -140,6 +142,7 @@ impl Reason {
             Self::DriftReverted => "DriftReverted",
             Self::VolumeSizeRefused => "VolumeSizeRefused",
             Self::VolumeGrowth => "VolumeGrowth",
+            Self::ClusterIdMismatch => "ClusterIdMismatch",
         }
     }
 }

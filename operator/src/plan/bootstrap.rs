@@ -8,8 +8,8 @@
 //! id is also kept on the StatefulSet and on every volume (annotation
 //! `flotilla.dev/cluster-id`), so that a lost status gets it back.
 
-use super::Observed;
-use crate::crd::Cluster;
+use super::{Observed, Step};
+use crate::crd::{Cluster, Reason};
 use crate::desired::ClusterState;
 use std::fmt;
 
@@ -102,6 +102,32 @@ pub fn known_cluster_id(cluster: &Cluster, observed: &Observed) -> Option<String
                 .as_ref()
                 .and_then(|m| non_empty(&m.cluster_id))
         })
+}
+
+/// A refusal to act when a node reports a cluster id other than the one recorded (in
+/// status, on the StatefulSet or on a volume): a second Raft cluster may have started (a
+/// node initialised on a fresh volume), and acting on it could drain or remove the nodes
+/// of the real one.
+pub fn conflicting_cluster_id(cluster: &Cluster, observed: &Observed) -> Option<Step> {
+    let reported = observed
+        .membership
+        .as_ref()
+        .map(|m| m.cluster_id.as_str())
+        .filter(|id| !id.is_empty())?;
+    let recorded = known_cluster_id(
+        cluster,
+        &Observed {
+            membership: None,
+            ..observed.clone()
+        },
+    )?;
+    (recorded != reported).then(|| Step::Refuse {
+        reason: Reason::ClusterIdMismatch,
+        message: format!(
+            "the nodes report cluster id {reported}, but this Cluster recorded {recorded}: a \
+             second Raft cluster may have started; no change is made until that is resolved"
+        ),
+    })
 }
 
 /// Volumes that carry no cluster id yet. A volume carrying another id is left as it is:
@@ -339,6 +365,21 @@ mod tests {
     fn the_cluster_id_comes_from_the_nodes_when_nothing_recorded_it() {
         let (cluster, observed) = restored();
         assert_eq!(known_cluster_id(&cluster, &observed).as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn nodes_reporting_another_cluster_id_stop_every_change() {
+        let (cluster, observed) = restored();
+        let recorded = cluster.with_cluster_id("first");
+        assert!(matches!(
+            crate::plan::plan(&recorded, &observed).as_slice(),
+            [Step::Refuse { reason: Reason::ClusterIdMismatch, message }]
+                if message.contains("report cluster id c") && message.contains("recorded first")
+        ));
+        let same = Cluster::test().with_replicas(3).with_cluster_id("c");
+        assert_eq!(conflicting_cluster_id(&same, &observed), None);
+        // Nothing recorded yet: the nodes' id is the one to record.
+        assert_eq!(conflicting_cluster_id(&Cluster::test(), &observed), None);
     }
 
     #[test]

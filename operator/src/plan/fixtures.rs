@@ -22,6 +22,7 @@ pub fn healthy(cluster: &Cluster, replicas: i32) -> Observed {
             update_revision: Some("r1".to_owned()),
             cluster_id: None,
             volume_size: None,
+            terminating: false,
         }),
         pods: (0..replicas)
             .map(|ordinal| ObservedPod {

@@ -166,6 +166,9 @@ pub fn plan(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
     if !bootstrap::is_bootstrapped(cluster, observed) {
         return Vec::new();
     }
+    if let Some(refusal) = bootstrap::conflicting_cluster_id(cluster, observed) {
+        return vec![refusal];
+    }
     let mut steps = steps_of_the_spec(cluster, observed);
     let volumes = volumes::steps(cluster, observed);
     if steps.is_empty() {

@@ -57,6 +57,8 @@ pub struct ObservedStatefulSet {
     pub cluster_id: Option<String>,
     /// The storage request of its claim template.
     pub volume_size: Option<String>,
+    /// It is being deleted (its pods orphaned, when its volumes grew).
+    pub terminating: bool,
 }
 
 /// The parts of a pod the planner needs.

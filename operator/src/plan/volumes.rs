@@ -37,6 +37,12 @@ pub fn steps(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
     if want == have {
         return Vec::new();
     }
+    if observed.statefulset.as_ref().is_some_and(|s| s.terminating) {
+        return vec![Step::wait(
+            Reason::VolumeGrowth,
+            "waiting for the StatefulSet to be deleted before it is created with larger volumes",
+        )];
+    }
     let mut volumes: Vec<&String> = observed.pvcs.iter().collect();
     volumes.sort_by_key(|pvc| {
         pvc.rsplit('-')
@@ -165,6 +171,18 @@ mod tests {
                 volume_size: "20Gi".to_owned()
             }]
         );
+        // Deleted, its pods orphaned, but not gone yet: it is not deleted again.
+        let mut deleting = grown.clone();
+        if let Some(sts) = deleting.statefulset.as_mut() {
+            sts.terminating = true;
+        }
+        assert!(matches!(
+            steps(&cluster, &deleting).as_slice(),
+            [Step::Wait {
+                reason: Reason::VolumeGrowth,
+                ..
+            }]
+        ));
         // Re-created: the new template has the spec's size; nothing is left to do.
         let recreated = observed_at(&cluster, "20Gi");
         assert_eq!(steps(&cluster, &recreated), Vec::new());
