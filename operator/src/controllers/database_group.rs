@@ -126,9 +126,9 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
             match ctx.admin.ensure_database(&cluster, &request).await {
                 Ok(topology) => DatabaseObservation::Topology(topology),
                 Err(error) if error.is_unreachable() => {
-                    DatabaseObservation::Unreachable(error.to_string())
+                    DatabaseObservation::Unreachable(error.chain())
                 }
-                Err(error) => DatabaseObservation::Refused(error.to_string()),
+                Err(error) => DatabaseObservation::Refused(error.chain()),
             }
         }
     };
