@@ -42,6 +42,10 @@ pub enum Error {
     #[error("leadership lost to another operator process")]
     LeadershipLost,
 
+    /// The leader lease could not be read, taken, renewed or released.
+    #[error("leader lease: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+
     /// The operator's CRDs are missing from the Kubernetes API.
     #[error(
         "the flotilla.dev CRDs are not installed; install them with `flotilla-operator crds | kubectl apply --server-side -f -`"

@@ -1,187 +1,239 @@
-//! Leader election with a `coordination.k8s.io/v1` Lease, so that two operator
-//! processes never act at once (for example while a Deployment rolls).
+//! Leader election on a `coordination.k8s.io/v1` Lease, so that two operator processes
+//! never act at once (the chart runs two replicas and rolls them one at a time).
 //!
-//! The holder renews the lease well within its duration; another process takes it over
-//! only after it expired. Every write carries the resourceVersion it read, so two
-//! contenders cannot both win.
+//! The lease itself is kept by `kube-lease-manager`: it takes a free lease with a
+//! server-side apply (a concurrent taker gets a conflict), renews it `grace` seconds before
+//! it ends, and judges a held lease expired by the lease's own `renewTime` and
+//! `leaseDurationSeconds`. That judgement reads the local clock against the holder's
+//! renew time, so the holder renews with a grace of two thirds of the lease: a standby
+//! whose clock runs up to that much ahead still finds the lease renewed before it ends.
+//!
+//! Around it, this module adds what the crate leaves to its caller: a process that stops
+//! (SIGTERM during a rolling update) releases the lease, and a standby that sees the lease
+//! released takes it at once rather than when the released lease would have ended, so
+//! that reconciling has no gap. A holder steps down as soon as a renewal fails.
 
 use crate::error::{Error, Result};
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::Api;
-use kube::api::PostParams;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseParams};
 use std::time::Duration;
 
-/// A lease that one process at a time holds.
-pub struct LeaseLock {
-    api: Api<Lease>,
+/// How long a lease lasts and how its holder and the standbys act on it.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// The lease's `leaseDurationSeconds`.
+    pub duration_seconds: u64,
+    /// How long before the lease ends the holder renews it (at most `duration_seconds - 1`).
+    pub grace_seconds: u64,
+    /// How often a standby looks whether the holder released the lease.
+    pub release_poll: Duration,
+}
+
+impl Default for Timing {
+    /// A 15 s lease renewed every 5 s; standbys look every second.
+    fn default() -> Self {
+        Self {
+            duration_seconds: 15,
+            grace_seconds: 10,
+            release_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One process's candidacy for the lease.
+pub struct Election {
+    client: Client,
+    namespace: String,
     name: String,
     identity: String,
-    duration: Duration,
+    timing: Timing,
+}
+
+/// The lease, held by this process until [`Leadership::release`] or until lost.
+pub struct Leadership {
+    manager: LeaseManager,
+}
+
+impl Election {
+    pub fn new(client: Client, namespace: &str, name: &str, identity: &str) -> Self {
+        Self {
+            client,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            identity: identity.to_owned(),
+            timing: Timing::default(),
+        }
+    }
+
+    pub fn with_timing(mut self, timing: Timing) -> Self {
+        // The crate refuses (panics on) a grace that is zero or not below the duration.
+        let duration = timing.duration_seconds.max(2);
+        self.timing = Timing {
+            duration_seconds: duration,
+            grace_seconds: timing.grace_seconds.clamp(1, duration - 1),
+            release_poll: timing.release_poll,
+        };
+        self
+    }
+
+    /// Runs `work` while this process holds the lease: waits for the lease, then runs
+    /// `work` until it ends, the lease is lost or `shutdown` resolves. On shutdown `work`
+    /// is stopped first and the lease released after, so that a standby takes over at
+    /// once and the two never act together. A lost lease is not released (another
+    /// process holds it) and ends the run with [`Error::LeadershipLost`].
+    pub async fn lead(
+        &self,
+        work: impl Future<Output = Result<()>>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        tracing::info!(lease = %self.name, identity = %self.identity, "waiting for the leader lease");
+        let leadership = tokio::select! {
+            leadership = self.acquire() => leadership,
+            () = &mut shutdown => return Ok(()),
+        };
+        tracing::info!(lease = %self.name, identity = %self.identity, "leading");
+        let outcome = tokio::select! {
+            result = work => result,
+            error = leadership.lost() => return Err(error),
+            () = shutdown => Ok(()),
+        };
+        match leadership.release().await {
+            Ok(()) => tracing::info!(lease = %self.name, "released the leader lease"),
+            Err(error) => tracing::warn!(%error, lease = %self.name, "releasing the leader lease"),
+        }
+        outcome
+    }
+
+    /// Waits until this process holds the lease. Failures to reach the API while waiting
+    /// are logged and retried: a standby does no harm by waiting longer.
+    pub async fn acquire(&self) -> Leadership {
+        loop {
+            let manager = match self.manager().await {
+                Ok(manager) => manager,
+                Err(error) => {
+                    tracing::warn!(%error, lease = %self.name, "reading the leader lease");
+                    tokio::time::sleep(self.timing.release_poll).await;
+                    continue;
+                }
+            };
+            tokio::select! {
+                biased;
+                held = manager.changed() => match held {
+                    Ok(true) => return Leadership { manager },
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, lease = %self.name, "trying for the leader lease");
+                        tokio::time::sleep(self.timing.release_poll).await;
+                    }
+                },
+                // The crate's standby sleeps until the lease it saw would end; a released
+                // lease is free now, so a fresh manager (which reads it at once) takes it.
+                () = self.released() => {
+                    tracing::info!(lease = %self.name, "the leader lease was released");
+                }
+            }
+        }
+    }
+
+    async fn manager(&self) -> Result<LeaseManager> {
+        let params = LeaseParams::new(
+            &self.identity,
+            self.timing.duration_seconds,
+            self.timing.grace_seconds,
+        )
+        .with_field_manager(format!("flotilla-operator-{}", self.identity));
+        LeaseManagerBuilder::new(self.client.clone(), &self.name)
+            .with_namespace(&self.namespace)
+            .with_parameters(params)
+            .build()
+            .await
+            .map_err(Error::from)
+    }
+
+    /// Returns once the lease has no holder (its holder released it, or it is gone).
+    async fn released(&self) {
+        let api: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        let poll = self.timing.release_poll;
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
+        loop {
+            ticks.tick().await;
+            match api.get_opt(&self.name).await {
+                Ok(Some(lease)) if holder(&lease).is_some() => {}
+                Ok(_) => return,
+                Err(error) => tracing::debug!(%error, "reading the leader lease"),
+            }
+        }
+    }
+}
+
+impl Leadership {
+    /// Keeps the lease renewed; returns why it is no longer held: taken by another
+    /// process, or a renewal that failed (the holder then steps down rather than act
+    /// on a lease that may have ended).
+    pub async fn lost(&self) -> Error {
+        loop {
+            match self.manager.changed().await {
+                Ok(true) => {}
+                Ok(false) => return Error::LeadershipLost,
+                Err(error) => return error.into(),
+            }
+        }
+    }
+
+    /// Gives the lease up so that a standby takes it over at once (on shutdown).
+    pub async fn release(self) -> Result<()> {
+        self.manager.release().await.map_err(Error::from)
+    }
+}
+
+/// The lease as the end-to-end harness holds it around its own run of the controllers:
+/// `acquire`, then `hold` until lost. The same election as [`Election`]; new callers use
+/// [`Election::lead`], which also releases the lease on shutdown.
+pub struct LeaseLock {
+    election: Election,
+    leadership: std::sync::OnceLock<Leadership>,
 }
 
 impl LeaseLock {
+    /// A candidate for the lease `name` in the namespace of `api`, lasting `duration`.
     pub fn new(api: Api<Lease>, name: &str, identity: &str, duration: Duration) -> Self {
-        Self {
-            api,
-            name: name.to_owned(),
-            identity: identity.to_owned(),
-            duration,
-        }
-    }
-
-    /// How often the holder renews: a third of the lease duration.
-    pub fn renew_interval(&self) -> Duration {
-        self.duration / 3
-    }
-
-    /// Acquires the lease if it is free or expired, renews it if held; returns whether
-    /// this process holds it now.
-    pub async fn try_acquire_or_renew(&self, now: Timestamp) -> Result<bool> {
-        let seconds = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
-        let Some(mut lease) = self.api.get_opt(&self.name).await? else {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(self.name.clone()),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(self.identity.clone()),
-                    lease_duration_seconds: Some(seconds),
-                    acquire_time: Some(MicroTime(now)),
-                    renew_time: Some(MicroTime(now)),
-                    lease_transitions: Some(0),
-                    ..LeaseSpec::default()
-                }),
-            };
-            return conflict_is_loss(self.api.create(&PostParams::default(), &lease).await);
-        };
-        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-        let held_by_us = spec.holder_identity.as_deref() == Some(self.identity.as_str());
-        if !held_by_us {
-            let duration = spec
-                .lease_duration_seconds
-                .map_or(self.duration.as_secs(), |s| u64::try_from(s).unwrap_or(0));
-            let expires = spec.renew_time.as_ref().and_then(|t| {
-                let lasts = SignedDuration::from_secs(i64::try_from(duration).unwrap_or(i64::MAX));
-                t.0.checked_add(lasts).ok()
+        let namespace = api.namespace().unwrap_or("default").to_owned();
+        let seconds = duration.as_secs().max(2);
+        let election =
+            Election::new(api.into_client(), &namespace, name, identity).with_timing(Timing {
+                duration_seconds: seconds,
+                grace_seconds: seconds * 2 / 3,
+                ..Timing::default()
             });
-            if expires.is_some_and(|expires| expires > now) {
-                return Ok(false);
-            }
-            spec.holder_identity = Some(self.identity.clone());
-            spec.acquire_time = Some(MicroTime(now));
-            spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+        Self {
+            election,
+            leadership: std::sync::OnceLock::new(),
         }
-        spec.renew_time = Some(MicroTime(now));
-        spec.lease_duration_seconds = Some(seconds);
-        conflict_is_loss(
-            self.api
-                .replace(&self.name, &PostParams::default(), &lease)
-                .await,
-        )
     }
 
     /// Waits until this process holds the lease.
     pub async fn acquire(&self) -> Result<()> {
-        loop {
-            if self.try_acquire_or_renew(Timestamp::now()).await? {
-                return Ok(());
-            }
-            tokio::time::sleep(self.renew_interval()).await;
+        if self.leadership.get().is_none() {
+            let _ = self.leadership.set(self.election.acquire().await);
         }
+        Ok(())
     }
 
-    /// Keeps renewing the lease; returns when it could not be renewed (lost, or the API
-    /// unreachable for longer than the lease lasts).
+    /// Keeps the lease renewed; returns why it is no longer held.
     pub async fn hold(&self) -> Error {
-        let mut last_renewed = tokio::time::Instant::now();
-        loop {
-            tokio::time::sleep(self.renew_interval()).await;
-            match self.try_acquire_or_renew(Timestamp::now()).await {
-                Ok(true) => last_renewed = tokio::time::Instant::now(),
-                Ok(false) => return Error::LeadershipLost,
-                Err(error) if last_renewed.elapsed() >= self.duration => return error,
-                Err(error) => tracing::warn!(%error, "renewing the leader lease"),
-            }
+        match self.leadership.get() {
+            Some(leadership) => leadership.lost().await,
+            None => Error::LeadershipLost,
         }
     }
 }
 
-/// A write that lost a race (409 Conflict) means another process holds the lease.
-fn conflict_is_loss(result: Result<Lease, kube::Error>) -> Result<bool> {
-    match result {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(error) => Err(error.into()),
-    }
+/// The identity holding the lease, if any.
+fn holder(lease: &Lease) -> Option<&str> {
+    lease.spec.as_ref()?.holder_identity.as_deref()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::controllers::fake_api::FakeApi;
-
-    fn at(seconds: i64) -> Timestamp {
-        Timestamp::from_second(seconds).unwrap_or(Timestamp::UNIX_EPOCH)
-    }
-
-    fn lock(api: &FakeApi, identity: &str) -> LeaseLock {
-        LeaseLock::new(
-            Api::namespaced(api.client(), "ops"),
-            "flotilla-operator",
-            identity,
-            Duration::from_secs(15),
-        )
-    }
-
-    async fn holds(lock: &LeaseLock, seconds: i64) -> bool {
-        match lock.try_acquire_or_renew(at(seconds)).await {
-            Ok(held) => held,
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    fn holder(api: &FakeApi) -> Option<String> {
-        api.get::<Lease>("ops", "flotilla-operator")
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity)
-    }
-
-    #[tokio::test]
-    async fn the_first_contender_takes_a_free_lease_and_keeps_it_by_renewing() {
-        let api = FakeApi::default();
-        let (a, b) = (lock(&api, "a"), lock(&api, "b"));
-        assert!(holds(&a, 100).await);
-        assert!(!holds(&b, 101).await);
-        assert!(holds(&a, 110).await);
-        assert!(!holds(&b, 120).await, "renewed at 110, valid until 125");
-        assert_eq!(holder(&api).as_deref(), Some("a"));
-    }
-
-    #[tokio::test]
-    async fn an_expired_lease_is_taken_over() {
-        let api = FakeApi::default();
-        let (a, b) = (lock(&api, "a"), lock(&api, "b"));
-        assert!(holds(&a, 100).await);
-        assert!(holds(&b, 116).await);
-        assert_eq!(holder(&api).as_deref(), Some("b"));
-        let transitions = api
-            .get::<Lease>("ops", "flotilla-operator")
-            .and_then(|l| l.spec)
-            .and_then(|s| s.lease_transitions);
-        assert_eq!(transitions, Some(1));
-        assert!(!holds(&a, 117).await, "the old holder lost it");
-    }
-
-    #[tokio::test]
-    async fn a_write_based_on_a_stale_read_loses() {
-        let api = FakeApi::default();
-        let a = lock(&api, "a");
-        assert!(holds(&a, 100).await);
-        // Another process renews between this process's read and write.
-        api.bump_resource_version_on_next_write::<Lease>("ops", "flotilla-operator");
-        assert!(!holds(&a, 105).await);
-    }
-}
+mod tests;

@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use flotilla_operator::admin::grpc::GrpcAdmin;
 use flotilla_operator::controllers::{self, Context};
-use flotilla_operator::leader::LeaseLock;
+use flotilla_operator::leader::Election;
 use flotilla_operator::metrics::Metrics;
 use flotilla_operator::render::{Mode, parse_status};
 use prometheus_client::registry::Registry;
@@ -16,8 +16,6 @@ use std::sync::Arc;
 
 /// Name of the Lease the operator processes compete for, in their own namespace.
 const LEASE_NAME: &str = "flotilla-operator";
-/// How long a leader's lease lasts without renewal.
-const LEASE_DURATION: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Parser)]
 #[command(
@@ -179,23 +177,36 @@ async fn run(
         let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".to_owned());
         let identity = std::env::var("POD_NAME")
             .unwrap_or_else(|_| format!("flotilla-operator-{}", std::process::id()));
-        let lock = LeaseLock::new(
-            kube::Api::namespaced(client, &namespace),
-            LEASE_NAME,
-            &identity,
-            LEASE_DURATION,
-        );
-        tracing::info!(lease = LEASE_NAME, %namespace, %identity, "waiting for the leader lease");
-        lock.acquire().await.context("acquiring the leader lease")?;
-        tracing::info!("leading");
+        Election::new(client, &namespace, LEASE_NAME, &identity)
+            .lead(controllers, shutdown_signal())
+            .await
+    } else {
         tokio::select! {
             result = controllers => result,
-            error = lock.hold() => Err(error),
+            () = shutdown_signal() => Ok(()),
         }
-    } else {
-        controllers.await
     };
     let _ = stop.send(());
     http.await.context("metrics server")??;
     result.context("running the controllers")
+}
+
+/// Resolves on SIGTERM (a pod being stopped) or Ctrl-C.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
 }

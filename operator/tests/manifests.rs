@@ -200,7 +200,8 @@ fn the_kustomize_base_carries_the_charts_default_values() {
     assert_eq!(container["image"], Value::String(image));
     assert_eq!(container["imagePullPolicy"], values["image"]["pullPolicy"]);
     assert_eq!(spec["replicas"], values["replicaCount"]);
-    assert_eq!(spec["strategy"]["type"], "Recreate");
+    assert_eq!(spec["strategy"]["type"], "RollingUpdate");
+    assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
     assert_eq!(container["resources"], values["resources"]);
     assert_eq!(container["securityContext"], values["securityContext"]);
     assert_eq!(pod["securityContext"], values["podSecurityContext"]);

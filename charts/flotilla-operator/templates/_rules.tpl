@@ -55,5 +55,5 @@ onto the Flotilla node. It only gets Nodes by name; it neither lists nor watches
 {{- define "flotilla-operator.leaderElectionRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "update"]
+  verbs: ["get", "create", "patch"]
 {{- end }}

@@ -17,8 +17,6 @@ struct State {
     objects: BTreeMap<String, Value>,
     requests: Vec<String>,
     counter: u64,
-    /// Paths whose next write finds the object changed by someone else.
-    raced: Vec<String>,
     /// Collections the client may not touch (as RBAC would forbid them).
     forbidden: Vec<String>,
     /// Writes to paths containing the first part are refused as invalid, with the second
@@ -93,15 +91,6 @@ impl FakeApi {
     /// Removes the stored object, as if another actor had deleted it.
     pub fn remove<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) {
         self.lock().objects.remove(&item_path::<K>(namespace, name));
-    }
-
-    /// The next write to the object finds it changed by another writer since it was read.
-    pub fn bump_resource_version_on_next_write<K: Resource<DynamicType = ()>>(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) {
-        self.lock().raced.push(item_path::<K>(namespace, name));
     }
 
     /// Every request for objects of kind `K` (in any namespace) is forbidden from now on.
@@ -232,14 +221,6 @@ impl State {
 
     /// Replaces the object if the write carries the resourceVersion it has now.
     fn replace(&mut self, item: &str, body: Value) -> Response<Body> {
-        if let Some(i) = self.raced.iter().position(|p| p == item) {
-            self.raced.remove(i);
-            self.counter += 1;
-            let version = self.counter.to_string();
-            if let Some(object) = self.objects.get_mut(item) {
-                object["metadata"]["resourceVersion"] = json!(version);
-            }
-        }
         let Some(live) = self.objects.get(item) else {
             return status(StatusCode::NOT_FOUND, "NotFound");
         };
