@@ -220,7 +220,8 @@ fn the_kustomize_base_carries_the_charts_default_values() {
         ]
     );
     assert_eq!(values["rbac"]["scope"], "cluster");
-    assert_eq!(values["rbac"]["readNodes"], true);
+    // Unset: Nodes are read in the cluster scope (deploy/base has the node-reader role).
+    assert_eq!(values["rbac"]["readNodes"], Value::Null);
     let service = only(
         documents(&root().join("deploy/base/service.yaml")),
         "Service",

@@ -34,3 +34,20 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* The pod security context; under OpenShift's restricted SCC without a fixed user or group. */}}
+{{- define "flotilla-operator.podSecurityContext" -}}
+{{- if .Values.openshift }}
+{{- toYaml (omit .Values.podSecurityContext "runAsUser" "runAsGroup" "fsGroup") }}
+{{- else }}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
+{{- end }}
+
+{{/* Whether to grant the ClusterRole that reads Kubernetes Nodes. */}}
+{{- define "flotilla-operator.readNodes" -}}
+{{- if kindIs "bool" .Values.rbac.readNodes }}
+{{- if .Values.rbac.readNodes }}true{{ end }}
+{{- else if eq .Values.rbac.scope "cluster" }}true
+{{- end }}
+{{- end }}

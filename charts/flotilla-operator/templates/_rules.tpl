@@ -3,14 +3,18 @@ RBAC rules of the operator: the least it needs. Plain YAML, no templating: the
 manifests in deploy/base carry the same rules, and a test compares them.
 */}}
 {{- define "flotilla-operator.rules" -}}
-# Read the custom resources; patch DatabaseGroups to add and remove the finalizer.
+# Watch Clusters (get: a DatabaseGroup's Cluster).
 - apiGroups: ["flotilla.dev"]
-  resources: ["clusters", "databasegroups"]
-  verbs: ["get", "list", "watch", "patch"]
+  resources: ["clusters"]
+  verbs: ["get", "list", "watch"]
+# Watch DatabaseGroups; patch them to add and remove the finalizer.
+- apiGroups: ["flotilla.dev"]
+  resources: ["databasegroups"]
+  verbs: ["list", "watch", "patch"]
 # Write status through the status subresource (server-side apply).
 - apiGroups: ["flotilla.dev"]
   resources: ["clusters/status", "databasegroups/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 # Owner references on children of a Cluster.
 - apiGroups: ["flotilla.dev"]
   resources: ["clusters/finalizers"]
@@ -29,11 +33,11 @@ manifests in deploy/base carry the same rules, and a test compares them.
 # Restart pods one at a time.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["list", "watch", "delete"]
 # Keep the cluster id on every volume (patch); delete the volumes of removed nodes.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "list", "watch", "patch", "delete"]
+  verbs: ["list", "patch", "delete"]
 # Events on Clusters and DatabaseGroups.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

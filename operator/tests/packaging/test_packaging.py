@@ -170,3 +170,70 @@ def test_an_invalid_statefulset_is_rejected():
     statefulset["spec"]["replicas"] = "three"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(statefulset, KUBERNETES_VERSION, strict=True)
+
+
+def lint_with(tmp_path, settings):
+    """Lints a copy of the chart whose values have `settings` (YAML) in place of theirs."""
+    chart = chart_copy(tmp_path, lambda v: v)
+    values = yaml.safe_load((chart / "values.yaml").read_text())
+    values.update(yaml.safe_load(settings))
+    (chart / "values.yaml").write_text(yaml.safe_dump(values))
+    problems, result = lint(chart)
+    return problems + list(result.get("Errors") or [])
+
+
+def test_the_chart_has_a_values_schema_that_refuses_unknown_keys():
+    schema = yaml.safe_load((ROOT / "charts" / "flotilla-operator" / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    values = yaml.safe_load((ROOT / "charts" / "flotilla-operator" / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"]), set(values) - set(schema["properties"])
+
+
+@pytest.mark.parametrize(
+    "typo",
+    [
+        "resouces:\n  limits:\n    memory: 1Gi\n",
+        "imagePullSecret: [{name: regcred}]\n",
+        "image:\n  repository: flotilla/flotilla-operator\n  tga: latest\n",
+        "rbac:\n  scope: everywhere\n",
+    ],
+)
+def test_a_misspelt_or_unknown_value_is_refused(tmp_path, typo):
+    assert lint_with(tmp_path, typo), f"lint accepted {typo!r}"
+
+
+def test_a_value_of_the_wrong_type_is_refused(tmp_path):
+    assert lint_with(tmp_path, 'replicaCount: "two"\n'), "lint accepted replicaCount: two"
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        "openshift: true\n",
+        "priorityClassName: system-cluster-critical\n",
+        "imagePullSecrets:\n  - name: regcred\n",
+        "serviceAccount:\n  create: false\n  name: shared\n  annotations: {}\n",
+        "serviceAccount:\n  create: true\n  name: ops\n"
+        "  annotations:\n    eks.amazonaws.com/role-arn: arn:aws:iam::1:role/flotilla\n",
+        "rbac:\n  create: true\n  scope: namespace\n  readNodes: true\n",
+        "rbac:\n  create: false\n  scope: cluster\n  readNodes: null\n",
+        "test:\n  image: registry.example/busybox:1.37\n",
+    ],
+)
+def test_the_chart_lints_clean_with_each_setting(tmp_path, settings):
+    assert not lint_with(tmp_path, settings)
+
+
+def test_the_helm_test_pod_gets_the_operators_health_endpoint():
+    test = (ROOT / "charts" / "flotilla-operator" / "templates" / "tests" / "health.yaml").read_text()
+    assert "helm.sh/hook: test" in test
+    assert "/healthz" in test
+    assert "-metrics." in test, "through the operator's metrics Service"
+
+
+def test_openshift_mode_drops_the_fixed_user_and_group():
+    helpers = (ROOT / "charts" / "flotilla-operator" / "templates" / "_helpers.tpl").read_text()
+    assert 'omit .Values.podSecurityContext "runAsUser" "runAsGroup" "fsGroup"' in helpers
+    for template in ["deployment.yaml", "tests/health.yaml"]:
+        text = (ROOT / "charts" / "flotilla-operator" / "templates" / template).read_text()
+        assert 'include "flotilla-operator.podSecurityContext"' in text, template
