@@ -12,6 +12,17 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
     cargo install cargo-nextest --locked || exit 1
 fi
 
+# `promtool check metrics` and `promtool test rules` check the metrics and the alert rules.
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "==> installing promtool (Debian's prometheus package)"
+    if [ "$(id -u)" -eq 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus || exit 1
+    else
+        echo "promtool is missing: install Debian's prometheus package (as root)" >&2
+        exit 1
+    fi
+fi
+
 echo "==> Rust tests"
 cargo nextest run --workspace --no-fail-fast || status=1
 

@@ -5,29 +5,51 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::host::Host;
 
+/// The routes, as the request metrics name them.
+const ROUTES: &[&str] = &["/metrics", "/healthz", "/readyz"];
+
 pub fn router(host: Arc<Host>) -> Router {
+    let requests = host.metrics.requests.http(ROUTES);
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .layer(requests)
         .with_state(host)
 }
 
-async fn metrics(State(host): State<Arc<Host>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        host.metrics.render(),
-    )
+/// OpenMetrics to a scraper that asks for it (Prometheus does), else Prometheus' text format.
+async fn metrics(State(host): State<Arc<Host>>, headers: HeaderMap) -> impl IntoResponse {
+    host.metrics.observe_host(&host);
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            host.metrics.render(),
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            host.metrics.render_text(),
+        )
+    }
 }
 
 async fn healthz(State(host): State<Arc<Host>>) -> impl IntoResponse {
@@ -54,4 +76,126 @@ pub async fn serve(
     axum::serve(listener, router(host))
         .with_graceful_shutdown(stop)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+    use axum::http::{HeaderValue, Request, Response};
+    use clap::Parser;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tower::{Layer, Service, ServiceExt};
+
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        config: NodeConfig,
+    }
+
+    /// The whole answer to `GET path` (HTTP/1.0: the server closes when done).
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = match tokio::net::TcpStream::connect(addr).await {
+            Ok(stream) => stream,
+            Err(e) => panic!("connecting to {addr}: {e}"),
+        };
+        let request = format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n");
+        let mut answer = String::new();
+        let exchanged = async {
+            stream.write_all(request.as_bytes()).await?;
+            stream.read_to_string(&mut answer).await
+        };
+        if let Err(e) = exchanged.await {
+            panic!("GET {path}: {e}");
+        }
+        answer
+    }
+
+    /// One gRPC call through the client port's request layer, answered with `grpc_status`.
+    async fn call(host: &Host, path: &str, grpc_status: &'static str) {
+        let layer = host.metrics.requests.grpc("client");
+        let inner = tower::service_fn(move |_: Request<()>| async move {
+            let mut response = Response::new(());
+            response
+                .headers_mut()
+                .insert("grpc-status", HeaderValue::from_static(grpc_status));
+            Ok::<_, std::convert::Infallible>(response)
+        });
+        let mut service = layer.layer(inner);
+        let request = Request::builder().uri(path).body(()).unwrap_or_default();
+        // The inner service never fails (Infallible).
+        let Ok(ready) = service.ready().await;
+        let Ok(_) = ready.call(request).await;
+    }
+
+    #[tokio::test]
+    async fn the_metrics_endpoint_passes_promtool_and_counts_requests_per_rpc() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let data_dir = dir.path().display().to_string();
+        let config = Args::parse_from([
+            "node",
+            "--name",
+            "n0",
+            "--data-dir",
+            &data_dir,
+            "--client-addr",
+            "127.0.0.1:0",
+            "--peer-addr",
+            "127.0.0.1:0",
+        ])
+        .config;
+        let host = match Host::start(config).await {
+            Ok(host) => host,
+            Err(e) => panic!("starting the node: {e}"),
+        };
+        call(&host, "/flotilla.v1.Documents/Get", "5").await;
+        call(&host, "/flotilla.v1.Documents/Get", "0").await;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+        let server = tokio::spawn(serve(host.clone(), listener, std::future::pending()));
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.0 200"));
+        let answer = get(addr, "/metrics").await;
+        server.abort();
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        for expected in [
+            "flotilla_grpc_server_handled_total{server=\"client\",grpc_service=\"flotilla.v1.Documents\",grpc_method=\"Get\",grpc_code=\"NotFound\"} 1",
+            "flotilla_grpc_server_handling_seconds_count{server=\"client\",grpc_service=\"flotilla.v1.Documents\",grpc_method=\"Get\"} 2",
+            "flotilla_http_requests_total{path=\"/healthz\",code=\"200\"} 1",
+            "flotilla_storage_file_size_bytes{file=\"flotilla.redb\"}",
+            "flotilla_raft_proposals_pending",
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_start_time_seconds ",
+        ] {
+            assert!(body.contains(expected), "no {expected} in\n{body}");
+        }
+        let promtool = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        let mut promtool = match promtool {
+            Ok(child) => child,
+            Err(e) => {
+                panic!("promtool (Debian's prometheus package; scripts/test.sh installs it): {e}")
+            }
+        };
+        if let Some(mut stdin) = promtool.stdin.take() {
+            use std::io::Write;
+            assert!(stdin.write_all(body.as_bytes()).is_ok());
+        }
+        let output = promtool
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("promtool: {e}"));
+        assert!(
+            output.status.success(),
+            "promtool check metrics:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        host.stop_groups().await;
+    }
 }

@@ -1,6 +1,15 @@
-//! Prometheus metrics of the node: per-group Raft state, proposal and storage commit latency.
+//! Prometheus metrics of the node, in the manner of etcd's: per-group Raft state (indexes,
+//! pending proposals, leader changes), proposal and storage commit latency, requests per
+//! RPC with their codes and latency (`rpc`, a tower layer on the servers), storage file
+//! sizes and replica states per database (read from the node at each scrape), and the
+//! standard `process_*` metrics (`process`).
 
-use prometheus_client::encoding::text::encode;
+mod process;
+mod rpc;
+
+pub use rpc::{RequestLayer, RequestMetrics};
+
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,6 +22,8 @@ use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 
 use crate::consensus::TypeConfig;
+use crate::host::Host;
+use crate::meta::{MetaState, ReplicaState};
 use crate::types::{GroupId, NodeId};
 
 type Labels = Vec<(String, String)>;
@@ -23,6 +34,8 @@ pub fn group_labels(gid: GroupId) -> Labels {
 
 pub struct Metrics {
     registry: Registry,
+    /// The `process_*` metrics, which carry no `flotilla_` prefix.
+    process: Registry,
     pub term: Family<Labels, Gauge>,
     pub commit_index: Family<Labels, Gauge>,
     pub applied_index: Family<Labels, Gauge>,
@@ -33,10 +46,16 @@ pub struct Metrics {
     pub takeovers: Family<Labels, Counter>,
     pub proposal_seconds: Family<Labels, Histogram>,
     pub commit_seconds: Histogram,
-    pub requests: Family<Labels, Counter>,
+    pub proposals_pending: Family<Labels, Gauge>,
+    pub requests: RequestMetrics,
+    pub storage_file_bytes: Family<Labels, Gauge>,
+    pub replicas: Family<Labels, Gauge>,
+    pub replication_factor: Family<Labels, Gauge>,
+    pub shards_under_replicated: Family<Labels, Gauge>,
+    pub shards_quorum_at_risk: Family<Labels, Gauge>,
 }
 
-fn latency_histogram() -> Histogram {
+pub(crate) fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 18))
 }
 
@@ -55,7 +74,13 @@ impl Metrics {
             latency_histogram as fn() -> Histogram,
         );
         let commit_seconds = latency_histogram();
-        let requests = Family::<Labels, Counter>::default();
+        let proposals_pending = Family::<Labels, Gauge>::default();
+        let requests = RequestMetrics::register(&mut registry);
+        let storage_file_bytes = Family::<Labels, Gauge>::default();
+        let replicas = Family::<Labels, Gauge>::default();
+        let replication_factor = Family::<Labels, Gauge>::default();
+        let shards_under_replicated = Family::<Labels, Gauge>::default();
+        let shards_quorum_at_risk = Family::<Labels, Gauge>::default();
         registry.register("raft_term", "Current Raft term", term.clone());
         registry.register(
             "raft_commit_index",
@@ -103,12 +128,41 @@ impl Metrics {
             commit_seconds.clone(),
         );
         registry.register(
-            "grpc_requests",
-            "Client requests by method and code",
-            requests.clone(),
+            "raft_proposals_pending",
+            "Log entries the group's leader holds that are not applied yet (0 on followers)",
+            proposals_pending.clone(),
         );
+        registry.register_with_unit(
+            "storage_file_size",
+            "Size of each storage file (flotilla.redb: Raft logs; state.redb: state machines)",
+            prometheus_client::registry::Unit::Bytes,
+            storage_file_bytes.clone(),
+        );
+        registry.register(
+            "database_replicas",
+            "Replicas of each database's shards, by replica state (Member, Promotable, Rehab)",
+            replicas.clone(),
+        );
+        registry.register(
+            "database_replication_factor",
+            "Replicas each shard of the database should have as Members",
+            replication_factor.clone(),
+        );
+        registry.register(
+            "database_shards_under_replicated",
+            "Shards of the database with fewer Members than its replication factor",
+            shards_under_replicated.clone(),
+        );
+        registry.register(
+            "database_shards_quorum_at_risk",
+            "Shards with a voter down whose majority one more failure would lose",
+            shards_quorum_at_risk.clone(),
+        );
+        let mut process = Registry::default();
+        process.register_collector(Box::new(process::ProcessCollector));
         Metrics {
             registry,
+            process,
             term,
             commit_index,
             applied_index,
@@ -119,17 +173,96 @@ impl Metrics {
             takeovers,
             proposal_seconds,
             commit_seconds,
+            proposals_pending,
             requests,
+            storage_file_bytes,
+            replicas,
+            replication_factor,
+            shards_under_replicated,
+            shards_quorum_at_risk,
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The OpenMetrics text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
+        let encoded = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.process))
+            .and_then(|()| encode_eof(&mut out));
+        if encoded.is_err() {
             out.clear();
         }
         out
+    }
+
+    /// The exposition in Prometheus' text format 0.0.4, for scrapers that do not ask for
+    /// OpenMetrics (and `promtool check metrics`): a counter's HELP and TYPE name its
+    /// `_total` series, and there are no UNIT or EOF lines.
+    pub fn render_text(&self) -> String {
+        to_text_format(&self.render())
+    }
+
+    /// Reads what is measured at scrape time: storage file sizes and the replica states
+    /// of every database in the meta state.
+    pub fn observe_host(&self, host: &Host) {
+        for file in ["flotilla.redb", "state.redb"] {
+            if let Ok(meta) = std::fs::metadata(host.config.data_dir.join(file)) {
+                let labels = vec![("file".to_owned(), file.to_owned())];
+                let bytes = i64::try_from(meta.len()).unwrap_or(i64::MAX);
+                self.storage_file_bytes.get_or_create(&labels).set(bytes);
+            }
+        }
+        self.observe_databases(&host.meta_state());
+    }
+
+    fn observe_databases(&self, meta: &MetaState) {
+        // Dropped databases must not linger: every family is rebuilt from the meta state.
+        for family in [
+            &self.replicas,
+            &self.replication_factor,
+            &self.shards_under_replicated,
+            &self.shards_quorum_at_risk,
+        ] {
+            family.clear();
+        }
+        for (name, database) in &meta.databases {
+            let labels = vec![("database".to_owned(), name.clone())];
+            let (mut under, mut at_risk) = (0, 0);
+            let mut counts = [0_i64; ReplicaState::ALL.len()];
+            for shard in &database.shards {
+                let states: Vec<ReplicaState> = shard
+                    .replicas
+                    .iter()
+                    .filter_map(|node| shard.state_of(*node))
+                    .collect();
+                for state in &states {
+                    if let Some(i) = ReplicaState::ALL.iter().position(|s| s == state) {
+                        counts[i] += 1;
+                    }
+                }
+                let members = states
+                    .iter()
+                    .filter(|s| **s == ReplicaState::Member)
+                    .count();
+                let voters = states.iter().filter(|s| s.is_voter()).count();
+                under += i64::from(members < database.replication_factor as usize);
+                at_risk += i64::from(members < voters && members <= voters / 2 + 1);
+            }
+            for (state, count) in ReplicaState::ALL.iter().zip(counts) {
+                let mut labels = labels.clone();
+                labels.push(("state".to_owned(), state.to_string()));
+                self.replicas.get_or_create(&labels).set(count);
+            }
+            self.replication_factor
+                .get_or_create(&labels)
+                .set(i64::from(database.replication_factor));
+            self.shards_under_replicated
+                .get_or_create(&labels)
+                .set(under);
+            self.shards_quorum_at_risk
+                .get_or_create(&labels)
+                .set(at_risk);
+        }
     }
 }
 
@@ -137,6 +270,28 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn to_text_format(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let described = ["# HELP ", "# TYPE "].into_iter().find_map(|p| {
+            let (name, rest) = line.strip_prefix(p)?.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {rest}"))
+        });
+        out.push_str(described.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 /// Shortest time between two updates of a group's metrics: a busy group changes its Raft
@@ -168,9 +323,15 @@ pub async fn report_metrics(
             g.last_log_index
                 .get_or_create(&labels)
                 .set(m.last_log_index.unwrap_or(0) as i64);
-            g.is_leader
-                .get_or_create(&labels)
-                .set(i64::from(m.state == ServerState::Leader));
+            let leading = m.state == ServerState::Leader;
+            g.is_leader.get_or_create(&labels).set(i64::from(leading));
+            let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
+            let pending = m.last_log_index.unwrap_or(0).saturating_sub(applied);
+            g.proposals_pending.get_or_create(&labels).set(if leading {
+                pending as i64
+            } else {
+                0
+            });
             if m.current_leader != leader {
                 if m.current_leader.is_some() {
                     g.leader_changes.get_or_create(&labels).inc();
@@ -182,5 +343,67 @@ pub async fn report_metrics(
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{DatabaseRecord, ShardRecord};
+
+    fn shard(group_id: GroupId, states: &[(NodeId, ReplicaState)]) -> ShardRecord {
+        let mut shard = ShardRecord::new(group_id, states.iter().map(|(n, _)| *n).collect());
+        shard.states = states.iter().copied().collect();
+        shard
+    }
+
+    #[test]
+    fn replica_states_under_replication_and_quorum_risk_are_counted_per_database() {
+        use ReplicaState::{Member, Promotable, Rehab};
+        let mut meta = MetaState::default();
+        meta.databases.insert(
+            "orders".to_owned(),
+            DatabaseRecord {
+                name: "orders".to_owned(),
+                replication_factor: 3,
+                shards: vec![
+                    shard(1, &[(1, Member), (2, Member), (3, Member)]),
+                    // One voter down: a second failure would lose the majority.
+                    shard(2, &[(1, Member), (2, Member), (3, Rehab), (4, Promotable)]),
+                ],
+                replace_after_ms: None,
+                placement: Default::default(),
+                auto_rebalance: false,
+            },
+        );
+        let metrics = Metrics::new();
+        metrics.observe_databases(&meta);
+        let text = metrics.render_text();
+        for expected in [
+            r#"flotilla_database_replicas{database="orders",state="Member"} 5"#,
+            r#"flotilla_database_replicas{database="orders",state="Rehab"} 1"#,
+            r#"flotilla_database_replicas{database="orders",state="Promotable"} 1"#,
+            r#"flotilla_database_shards_under_replicated{database="orders"} 1"#,
+            r#"flotilla_database_shards_quorum_at_risk{database="orders"} 1"#,
+            r#"flotilla_database_replication_factor{database="orders"} 3"#,
+        ] {
+            assert!(text.contains(expected), "no {expected} in\n{text}");
+        }
+        // A dropped database leaves no series behind.
+        metrics.observe_databases(&MetaState::default());
+        assert!(!metrics.render_text().contains("orders"));
+    }
+
+    #[test]
+    fn the_text_format_names_each_counter_by_its_total_series() {
+        let text = to_text_format(
+            "# HELP x_requests Requests.\n# TYPE x_requests counter\nx_requests_total 1\n\
+             # HELP x_size Size.\n# TYPE x_size gauge\n# UNIT x_size bytes\nx_size 2\n# EOF\n",
+        );
+        assert_eq!(
+            text,
+            "# HELP x_requests_total Requests.\n# TYPE x_requests_total counter\n\
+             x_requests_total 1\n# HELP x_size Size.\n# TYPE x_size gauge\nx_size 2\n"
+        );
     }
 }

@@ -51,8 +51,10 @@ pub async fn serve_client(
     // grpcurl and other tools ask v1 first and fall back to v1alpha.
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
+    let requests = host.metrics.requests.grpc("client");
     let health_task = tokio::spawn(report_health(host, reporter));
     let served = tonic::transport::Server::builder()
+        .layer(requests)
         .add_service(docs)
         .add_service(admin)
         .add_service(health)
@@ -97,8 +99,10 @@ pub async fn serve_peer(
     let docs = DocumentsServer::new(documents::DocumentsService::for_peers(host.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let requests = host.metrics.requests.grpc("peer");
     let admin = AdminServer::new(admin::AdminService::new(host));
     tonic::transport::Server::builder()
+        .layer(requests)
         .add_service(peer)
         .add_service(docs)
         .add_service(admin)
