@@ -72,7 +72,7 @@ mod tests {
     async fn metrics_and_health_are_served() {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
-        drop(metrics.reconcile("cluster"));
+        drop(metrics.reconcile("cluster", &crate::crd::Cluster::test()));
         let Ok(listener) = TcpListener::bind("127.0.0.1:0").await else {
             panic!("cannot bind a loopback port");
         };
@@ -87,7 +87,9 @@ mod tests {
         let response = get(addr, "/metrics").await;
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(
-            response.contains("flotilla_operator_reconciles_total{controller=\"cluster\"} 1"),
+            response.contains(
+                "flotilla_operator_reconciles_total{controller=\"cluster\",namespace=\"db\",name=\"flotilla\"} 1"
+            ),
             "{response}"
         );
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));

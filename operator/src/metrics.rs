@@ -1,24 +1,48 @@
-//! Prometheus metrics of the controllers: reconciles, failures and durations, per
-//! controller. [`Metrics::reconcile`] returns a guard that records the duration on drop.
+//! Prometheus metrics of the controllers: reconciles, failures and durations per
+//! controller and object (a Cluster or a DatabaseGroup), and the health of each Cluster
+//! as its last status says. [`Metrics::reconcile`] returns a guard that records the
+//! duration on drop.
 
+use crate::crd::{ClusterStatus, ConditionType};
+use kube::{Resource, ResourceExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::time::Instant;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ControllerLabel {
+struct ObjectLabels {
     controller: &'static str,
+    namespace: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    namespace: String,
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    namespace: String,
+    cluster: String,
+    condition: &'static str,
 }
 
 /// Metrics of the controllers, registered in one registry.
 #[derive(Clone)]
 pub struct Metrics {
-    reconciles: Family<ControllerLabel, Counter>,
-    failures: Family<ControllerLabel, Counter>,
-    durations: Family<ControllerLabel, Histogram>,
+    reconciles: Family<ObjectLabels, Counter>,
+    failures: Family<ObjectLabels, Counter>,
+    durations: Family<ObjectLabels, Histogram>,
+    conditions: Family<ConditionLabels, Gauge>,
+    replicas: Family<ClusterLabels, Gauge>,
+    ready_nodes: Family<ClusterLabels, Gauge>,
+    has_leader: Family<ClusterLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -29,7 +53,19 @@ impl Default for Metrics {
             durations: Family::new_with_constructor(|| {
                 Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
             }),
+            conditions: Family::default(),
+            replicas: Family::default(),
+            ready_nodes: Family::default(),
+            has_leader: Family::default(),
         }
+    }
+}
+
+fn object_labels<K: Resource>(controller: &'static str, object: &K) -> ObjectLabels {
+    ObjectLabels {
+        controller,
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
     }
 }
 
@@ -38,53 +74,114 @@ impl Metrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
         let sub = registry.sub_registry_with_prefix("flotilla_operator");
+        let m = &metrics;
         sub.register(
             "reconciles",
-            "Reconciles started",
-            metrics.reconciles.clone(),
+            "Reconciles started, per object",
+            m.reconciles.clone(),
         );
         sub.register(
             "reconcile_failures",
-            "Reconciles that failed",
-            metrics.failures.clone(),
+            "Reconciles that failed, per object",
+            m.failures.clone(),
         );
         sub.register(
             "reconcile_duration_seconds",
-            "Duration of reconciles",
-            metrics.durations.clone(),
+            "Duration of reconciles, per object",
+            m.durations.clone(),
+        );
+        sub.register(
+            "cluster_condition",
+            "1 while the Cluster's condition (Ready, Progressing, Degraded) is True",
+            m.conditions.clone(),
+        );
+        sub.register(
+            "cluster_replicas",
+            "Nodes the Cluster's spec asks for",
+            m.replicas.clone(),
+        );
+        sub.register(
+            "cluster_ready_nodes",
+            "Nodes of the Cluster that are ready members",
+            m.ready_nodes.clone(),
+        );
+        sub.register(
+            "cluster_has_leader",
+            "1 while the Cluster's meta group has a leader",
+            m.has_leader.clone(),
         );
         metrics
     }
 
-    /// Counts a reconcile of `controller`; its duration is recorded when the guard drops.
-    pub fn reconcile(&self, controller: &'static str) -> ReconcileGuard {
-        let label = ControllerLabel { controller };
-        self.reconciles.get_or_create(&label).inc();
+    /// Counts a reconcile of `object` by `controller`; its duration is recorded when the
+    /// guard drops.
+    pub fn reconcile<K: Resource>(&self, controller: &'static str, object: &K) -> ReconcileGuard {
+        let labels = object_labels(controller, object);
+        self.reconciles.get_or_create(&labels).inc();
         ReconcileGuard {
-            histogram: self.durations.get_or_create(&label).clone(),
+            histogram: self.durations.get_or_create(&labels).clone(),
             started: Instant::now(),
         }
     }
 
-    /// Counts a failed reconcile of `controller`.
-    pub fn failure(&self, controller: &'static str) {
+    /// Counts a failed reconcile of `object` by `controller`.
+    pub fn failure<K: Resource>(&self, controller: &'static str, object: &K) {
         self.failures
-            .get_or_create(&ControllerLabel { controller })
+            .get_or_create(&object_labels(controller, object))
             .inc();
     }
 
-    /// Reconciles of `controller` counted so far.
-    pub fn reconciles_of(&self, controller: &'static str) -> u64 {
-        self.reconciles
-            .get_or_create(&ControllerLabel { controller })
-            .get()
+    /// Records the health of a Cluster as the status about to be written shows it.
+    pub fn cluster_health(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        replicas: i32,
+        status: &ClusterStatus,
+    ) {
+        let labels = ClusterLabels {
+            namespace: namespace.to_owned(),
+            cluster: cluster.to_owned(),
+        };
+        self.replicas
+            .get_or_create(&labels)
+            .set(i64::from(replicas));
+        self.ready_nodes
+            .get_or_create(&labels)
+            .set(i64::from(status.ready_nodes));
+        self.has_leader
+            .get_or_create(&labels)
+            .set(i64::from(status.leader.is_some()));
+        for condition in ConditionType::ALL {
+            let holds = status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == condition.as_str() && c.status == "True");
+            let labels = ConditionLabels {
+                namespace: namespace.to_owned(),
+                cluster: cluster.to_owned(),
+                condition: condition.as_str(),
+            };
+            self.conditions.get_or_create(&labels).set(i64::from(holds));
+        }
     }
 
-    /// Failures of `controller` counted so far.
-    pub fn failures_of(&self, controller: &'static str) -> u64 {
-        self.failures
-            .get_or_create(&ControllerLabel { controller })
-            .get()
+    /// Forgets a deleted Cluster's health.
+    pub fn forget_cluster(&self, namespace: &str, cluster: &str) {
+        let labels = ClusterLabels {
+            namespace: namespace.to_owned(),
+            cluster: cluster.to_owned(),
+        };
+        for family in [&self.replicas, &self.ready_nodes, &self.has_leader] {
+            family.remove(&labels);
+        }
+        for condition in ConditionType::ALL {
+            self.conditions.remove(&ConditionLabels {
+                namespace: namespace.to_owned(),
+                cluster: cluster.to_owned(),
+                condition: condition.as_str(),
+            });
+        }
     }
 }
 
@@ -104,22 +201,66 @@ impl Drop for ReconcileGuard {
 mod tests {
     use super::*;
 
+    use crate::crd::{Cluster, DatabaseGroup};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn encoded(registry: &Registry) -> String {
+        let mut text = String::new();
+        assert!(prometheus_client::encoding::text::encode(&mut text, registry).is_ok());
+        text
+    }
+
     #[test]
-    fn reconciles_and_failures_are_counted_per_controller() {
+    fn reconciles_and_failures_are_counted_per_controller_and_object() {
         let mut registry = Registry::default();
         let metrics = Metrics::register(&mut registry);
-        drop(metrics.reconcile("cluster"));
-        drop(metrics.reconcile("cluster"));
-        metrics.failure("database_group");
-        assert_eq!(metrics.reconciles_of("cluster"), 2);
-        assert_eq!(metrics.failures_of("database_group"), 1);
-        let mut text = String::new();
-        assert!(prometheus_client::encoding::text::encode(&mut text, &registry).is_ok());
-        assert!(
-            text.contains(
-                "flotilla_operator_reconcile_duration_seconds_count{controller=\"cluster\"} 2"
-            ),
-            "{text}"
+        let cluster = Cluster::test();
+        drop(metrics.reconcile("cluster", &cluster));
+        drop(metrics.reconcile("cluster", &cluster));
+        metrics.failure("database_group", &DatabaseGroup::test());
+        let text = encoded(&registry);
+        let object = format!(
+            "controller=\"cluster\",namespace=\"{}\",name=\"{}\"",
+            cluster.namespace().unwrap_or_default(),
+            cluster.name_any()
         );
+        for expected in [
+            format!("flotilla_operator_reconciles_total{{{object}}} 2"),
+            format!("flotilla_operator_reconcile_duration_seconds_count{{{object}}} 2"),
+            "flotilla_operator_reconcile_failures_total{controller=\"database_group\"".to_owned(),
+        ] {
+            assert!(text.contains(&expected), "no {expected} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_clusters_health_follows_its_status_and_goes_with_it() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        let mut status = ClusterStatus {
+            ready_nodes: 2,
+            ..ClusterStatus::default()
+        };
+        status.conditions.push(Condition {
+            type_: "Degraded".to_owned(),
+            status: "True".to_owned(),
+            reason: "NodesNotReady".to_owned(),
+            message: String::new(),
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        });
+        metrics.cluster_health("shop", "db", 3, &status);
+        let text = encoded(&registry);
+        for expected in [
+            "flotilla_operator_cluster_ready_nodes{namespace=\"shop\",cluster=\"db\"} 2",
+            "flotilla_operator_cluster_replicas{namespace=\"shop\",cluster=\"db\"} 3",
+            "flotilla_operator_cluster_has_leader{namespace=\"shop\",cluster=\"db\"} 0",
+            "flotilla_operator_cluster_condition{namespace=\"shop\",cluster=\"db\",condition=\"Degraded\"} 1",
+            "flotilla_operator_cluster_condition{namespace=\"shop\",cluster=\"db\",condition=\"Ready\"} 0",
+        ] {
+            assert!(text.contains(expected), "no {expected} in\n{text}");
+        }
+        metrics.forget_cluster("shop", "db");
+        assert!(!encoded(&registry).contains("cluster=\"db\""));
     }
 }

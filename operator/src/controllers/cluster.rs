@@ -34,8 +34,12 @@ const DRIFTS_SHOWN: usize = 8;
 
 /// Reconciles one `Cluster`.
 pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let _timer = ctx.metrics.reconcile(CONTROLLER, cluster.as_ref());
     if cluster.meta().deletion_timestamp.is_some() {
+        ctx.metrics.forget_cluster(
+            &cluster.namespace().unwrap_or_default(),
+            &cluster.name_any(),
+        );
         // Children go with their owner; nothing outside Kubernetes to clean up.
         return Ok(Action::await_change());
     }
@@ -465,6 +469,8 @@ async fn write_status(
     namespace: &str,
     status: ClusterStatus,
 ) -> Result<()> {
+    ctx.metrics
+        .cluster_health(namespace, cluster.name()?, cluster.spec.replicas, &status);
     if cluster.status.as_ref() == Some(&status) {
         return Ok(());
     }

@@ -29,7 +29,7 @@ pub const FINALIZER: &str = "flotilla.dev/database";
 
 /// Reconciles one `DatabaseGroup`.
 pub async fn reconcile(group: Arc<DatabaseGroup>, ctx: Arc<Context>) -> Result<Action> {
-    let _timer = ctx.metrics.reconcile(CONTROLLER);
+    let _timer = ctx.metrics.reconcile(CONTROLLER, group.as_ref());
     let namespace = group
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;

@@ -90,7 +90,7 @@ fn error_policy<K: Resource<DynamicType = ()>>(
             retry_in = ?delay,
             "reconcile failed"
         );
-        ctx.metrics.failure(controller);
+        ctx.metrics.failure(controller, object.as_ref());
         Action::requeue(delay)
     }
 }
