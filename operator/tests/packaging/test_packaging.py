@@ -196,6 +196,7 @@ def test_the_chart_has_a_values_schema_that_refuses_unknown_keys():
         "imagePullSecret: [{name: regcred}]\n",
         "image:\n  repository: flotilla/flotilla-operator\n  tga: latest\n",
         "rbac:\n  scope: everywhere\n",
+        "monitoring:\n  podMonitr:\n    enabled: true\n",
     ],
 )
 def test_a_misspelt_or_unknown_value_is_refused(tmp_path, typo):
@@ -218,6 +219,17 @@ def test_a_value_of_the_wrong_type_is_refused(tmp_path):
         "rbac:\n  create: true\n  scope: namespace\n  readNodes: true\n",
         "rbac:\n  create: false\n  scope: cluster\n  readNodes: null\n",
         "test:\n  image: registry.example/busybox:1.37\n",
+        "monitoring:\n"
+        "  podMonitor: {enabled: true, interval: 15s, labels: {release: prometheus}}\n"
+        "  serviceMonitor: {enabled: true, interval: 30s, labels: {}}\n"
+        "  prometheusRule: {enabled: true, labels: {}}\n"
+        '  grafanaDashboard: {enabled: true, labels: {grafana_dashboard: "1"}}\n',
+        "rbac: {create: true, scope: namespace, readNodes: null}\n"
+        "monitoring:\n"
+        "  podMonitor: {enabled: true, interval: 15s, labels: {}}\n"
+        "  serviceMonitor: {enabled: false, interval: 30s, labels: {}}\n"
+        "  prometheusRule: {enabled: false, labels: {}}\n"
+        '  grafanaDashboard: {enabled: false, labels: {grafana_dashboard: "1"}}\n',
     ],
 )
 def test_the_chart_lints_clean_with_each_setting(tmp_path, settings):
