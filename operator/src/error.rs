@@ -14,6 +14,13 @@ pub enum Error {
         message: String,
     },
 
+    /// A kubeconfig file or context could not be used.
+    #[error("kubeconfig {source_name}: {message}")]
+    Kubeconfig {
+        source_name: String,
+        message: String,
+    },
+
     /// An object breaks the validation rules of its CRD.
     #[error("invalid {kind}: {}", messages.join("; "))]
     Invalid { kind: String, messages: Vec<String> },

@@ -17,5 +17,6 @@ pub mod leader;
 pub mod manifests;
 pub mod metrics;
 pub mod plan;
+pub mod plugin;
 pub mod render;
 pub mod status_report;

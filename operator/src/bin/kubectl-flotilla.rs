@@ -1,15 +1,20 @@
-//! `kubectl flotilla`: a kubectl plugin that reports on Flotilla clusters.
+//! `kubectl flotilla`: a kubectl plugin that reports on Flotilla clusters and asks the
+//! operator for changes.
 //!
-//! `kubectl flotilla status CLUSTER [-n NAMESPACE] [-o text|json|yaml]`
+//! `kubectl flotilla [--kubeconfig FILE] [--context NAME] [-n NAMESPACE] COMMAND`:
+//! `status CLUSTER [-o text|json|yaml]`, `restart CLUSTER`, `pause CLUSTER`,
+//! `resume CLUSTER` (the last three accept `-o json` to print the updated Cluster).
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use flotilla_operator::crd::{Cluster, DatabaseGroup};
+use flotilla_operator::plugin::{client, pause_patch, restart_patch};
 use flotilla_operator::status_report::{render_text, report};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use std::io::Write;
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +26,12 @@ struct Cli {
     /// Namespace of the cluster; the current context's namespace when unset.
     #[arg(short, long, global = true)]
     namespace: Option<String>,
+    /// Kubeconfig file; KUBECONFIG or ~/.kube/config when unset.
+    #[arg(long, global = true)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context; the current context when unset.
+    #[arg(long, global = true)]
+    context: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,6 +46,22 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Restart every node through the operator: followers first, leaders after moving
+    /// their leadership, one at a time, each gated on quorum.
+    Restart(Change),
+    /// Stop every change the operator makes to the cluster (spec.paused).
+    Pause(Change),
+    /// Let the operator act on the cluster again.
+    Resume(Change),
+}
+
+#[derive(clap::Args)]
+struct Change {
+    /// Name of the Cluster.
+    cluster: String,
+    /// Output format: a sentence, or the updated Cluster.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -47,13 +74,21 @@ enum Output {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let client = Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API")?;
-    let namespace = cli
-        .namespace
-        .unwrap_or_else(|| client.default_namespace().to_owned());
-    let Command::Status { cluster, output } = cli.command;
+    let (client, namespace) = client(
+        cli.kubeconfig.as_deref(),
+        cli.context.as_deref(),
+        cli.namespace.as_deref(),
+    )
+    .await
+    .context("connecting to the Kubernetes API")?;
+    let (cluster, output) = match cli.command {
+        Command::Status { cluster, output } => (cluster, output),
+        Command::Restart(change) => {
+            return apply(client, &namespace, change, Action::Restart).await;
+        }
+        Command::Pause(change) => return apply(client, &namespace, change, Action::Pause).await,
+        Command::Resume(change) => return apply(client, &namespace, change, Action::Resume).await,
+    };
 
     let cluster: Cluster = Api::namespaced(client.clone(), &namespace)
         .get(&cluster)
@@ -81,4 +116,40 @@ async fn main() -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         result => result.context("writing to standard output"),
     }
+}
+
+#[derive(Clone, Copy)]
+enum Action {
+    Restart,
+    Pause,
+    Resume,
+}
+
+/// Patches the Cluster for `action` and says what the operator will do.
+async fn apply(
+    client: Client,
+    namespace: &str,
+    change: Change,
+    action: Action,
+) -> anyhow::Result<()> {
+    let (patch, done) = match action {
+        Action::Restart => (
+            restart_patch(k8s_openapi::jiff::Timestamp::now()),
+            "restart requested: the operator restarts the nodes one at a time",
+        ),
+        Action::Pause => (pause_patch(true), "paused: the operator makes no change"),
+        Action::Resume => (pause_patch(false), "resumed"),
+    };
+    let name = &change.cluster;
+    let updated: Cluster = Api::namespaced(client, namespace)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("updating Cluster {namespace}/{name}"))?;
+    let text = match change.output {
+        Output::Text => format!("cluster {namespace}/{name} {done}\n"),
+        Output::Json => serde_json::to_string_pretty(&updated)? + "\n",
+        Output::Yaml => serde_saphyr::to_string(&updated)?,
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
 }

@@ -1,0 +1,114 @@
+//! What `kubectl flotilla` changes on a Cluster: merge patches the operator acts on, so
+//! that every change goes through the operator's own safe steps (a restart rolls the pods
+//! followers first, leaders after a transfer, gated on quorum), and the client the plugin
+//! talks with (`--kubeconfig`, `--context`, `-n`).
+
+use crate::error::{Error, Result};
+use k8s_openapi::jiff::Timestamp;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// Pod annotation whose change makes the operator restart every node (as
+/// `kubectl rollout restart` does with `kubectl.kubernetes.io/restartedAt`).
+pub const RESTARTED_AT: &str = "flotilla.dev/restartedAt";
+
+/// Restarts every node of the cluster through the operator: a new pod template annotation.
+pub fn restart_patch(at: Timestamp) -> Value {
+    json!({"spec": {"pod": {"annotations": {RESTARTED_AT: at.to_string()}}}})
+}
+
+/// Stops (`true`) or resumes (`false`) every change the operator makes to the cluster.
+pub fn pause_patch(paused: bool) -> Value {
+    json!({"spec": {"paused": paused}})
+}
+
+/// A client for the given kubeconfig file and context (the defaults when `None`), and the
+/// namespace to use: `namespace`, else the context's.
+pub async fn client(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    namespace: Option<&str>,
+) -> Result<(Client, String)> {
+    let options = KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..KubeConfigOptions::default()
+    };
+    let invalid = |message: String| Error::Kubeconfig {
+        source_name: kubeconfig.map_or("(default)".to_owned(), |p| p.display().to_string()),
+        message,
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
+            let file = Kubeconfig::read_from(path).map_err(|e| invalid(e.to_string()))?;
+            Config::from_custom_kubeconfig(file, &options).await
+        }
+        (None, Some(_)) => Config::from_kubeconfig(&options).await,
+        (None, None) => return default_client(namespace).await,
+    }
+    .map_err(|e| invalid(e.to_string()))?;
+    let namespace = namespace.map_or_else(|| config.default_namespace.clone(), str::to_owned);
+    Ok((Client::try_from(config)?, namespace))
+}
+
+/// The in-cluster config or the default kubeconfig, as kubectl would pick.
+async fn default_client(namespace: Option<&str>) -> Result<(Client, String)> {
+    let client = Client::try_default().await?;
+    let namespace = namespace.map_or_else(|| client.default_namespace().to_owned(), str::to_owned);
+    Ok((client, namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::fake_api::FakeApi;
+    use crate::crd::Cluster;
+    use kube::Api;
+    use kube::api::{Patch, PatchParams};
+
+    async fn patched(api: &FakeApi, patch: Value) -> Cluster {
+        let clusters: Api<Cluster> = Api::namespaced(api.client(), "db");
+        let result = clusters
+            .patch("flotilla", &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+        match result {
+            Ok(cluster) => cluster,
+            Err(e) => panic!("patching the Cluster: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn pause_then_resume_sets_and_clears_spec_paused() {
+        let api = FakeApi::default();
+        api.put(&Cluster::test());
+        assert!(patched(&api, pause_patch(true)).await.spec.paused);
+        assert!(!patched(&api, pause_patch(false)).await.spec.paused);
+    }
+
+    #[tokio::test]
+    async fn restart_stamps_the_pod_template_and_keeps_the_other_annotations() {
+        let api = FakeApi::default();
+        let mut cluster = Cluster::test();
+        let pod = cluster.spec.pod.get_or_insert_with(Default::default);
+        pod.annotations
+            .insert("team".to_owned(), "storage".to_owned());
+        api.put(&cluster);
+        let restarted = patched(&api, restart_patch(Timestamp::UNIX_EPOCH)).await;
+        let statefulset = match crate::desired::statefulset(&restarted, 3) {
+            Ok(statefulset) => statefulset,
+            Err(e) => panic!("{e}"),
+        };
+        let annotations = statefulset
+            .spec
+            .and_then(|s| s.template.metadata)
+            .and_then(|m| m.annotations)
+            .unwrap_or_default();
+        assert_eq!(
+            annotations.get(RESTARTED_AT).map(String::as_str),
+            Some("1970-01-01T00:00:00Z"),
+            "the pod template changes, so the operator rolls the pods"
+        );
+        assert_eq!(annotations.get("team").map(String::as_str), Some("storage"));
+    }
+}
