@@ -54,11 +54,21 @@ impl Cluster {
     /// node is ready; panics with each node's log otherwise.
     pub async fn start(n: usize, options: ClusterOptions) -> Cluster {
         assert!(n >= 1, "a cluster needs at least one node");
-        let root = tempfile::Builder::new()
-            .prefix("flotilla-test-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("creating a temporary directory: {e}"));
-        let root_path = root.path().to_path_buf();
+        let (root, root_path) = match &options.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+                (None, dir.clone())
+            }
+            None => {
+                let root = tempfile::Builder::new()
+                    .prefix("flotilla-test-")
+                    .tempdir()
+                    .unwrap_or_else(|e| panic!("creating a temporary directory: {e}"));
+                let path = root.path().to_path_buf();
+                (Some(root), path)
+            }
+        };
         let fabric = match options.network {
             Network::Namespaces => {
                 Some(Fabric::create(n).unwrap_or_else(|e| panic!("creating the namespaces: {e}")))
@@ -66,7 +76,7 @@ impl Cluster {
             Network::Loopback => None,
         };
         let mut cluster = Cluster {
-            root: Some(root),
+            root,
             root_path,
             nodes: Vec::new(),
             options,
@@ -401,6 +411,14 @@ impl Cluster {
             .wait_for_database(name, self.options.ready_timeout, |_| {})
             .await
             .unwrap_or_else(|e| panic!("database {name} not ready: {e}\n{}", self.describe()));
+    }
+
+    /// Stops every running node gracefully (`SIGTERM`, so that leaders hand over), and with
+    /// `SIGKILL` the ones still running after `grace`.
+    pub async fn stop_all(&mut self, grace: Duration) {
+        for node in &mut self.nodes {
+            node.stop_within(grace).await;
+        }
     }
 
     /// The temporary directory holding every node's directory.

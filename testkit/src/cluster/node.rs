@@ -4,6 +4,7 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
@@ -106,7 +107,7 @@ impl Node {
     /// The `serve` command line.
     pub fn args(&self) -> Vec<String> {
         let mut args: Vec<String> = vec![
-            "serve".into(),
+            self.options.subcommand.clone(),
             "--name".into(),
             self.name.clone(),
             "--data-dir".into(),
@@ -177,6 +178,15 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr));
+        // The node dies with the thread that started it (a test, or the benchmark), even when
+        // that is killed before it can clean up.
+        // SAFETY: the closure runs in the forked child before exec and makes one system call
+        // (prctl), which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
         // Settings of the test's own environment must not leak into the node.
         for (key, _) in std::env::vars() {
             if key.starts_with("FLOTILLA_") && key != "FLOTILLA_LOG" {
@@ -259,6 +269,29 @@ impl Node {
     /// True between SIGSTOP and SIGCONT.
     pub fn is_frozen(&self) -> bool {
         self.frozen
+    }
+
+    /// `SIGTERM`, then `SIGKILL` if the process has not exited after `grace`; never panics (a
+    /// node not running is left as it is).
+    pub async fn stop_within(&mut self, grace: Duration) {
+        if !self.is_running() {
+            self.child = None;
+            return;
+        }
+        if self.frozen {
+            self.sigcont();
+        }
+        self.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exit_status() {
+                self.note(&format!("exited after SIGTERM: {status}"));
+                self.child = None;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill9();
     }
 
     /// Freezes the process (it keeps its sockets but answers nothing, like a hung machine).

@@ -57,6 +57,12 @@ pub struct ClusterOptions {
     pub network: Network,
     /// The `flotilla-node` executable (default: [`node_binary`]).
     pub binary: PathBuf,
+    /// Its subcommand that runs a node with `serve`'s flags (`serve`; the benchmark re-executes
+    /// itself with `node`).
+    pub subcommand: String,
+    /// The directory of the nodes' directories, kept after the cluster (default: a temporary
+    /// directory, removed unless `FLOTILLA_KEEP_TEST_DIRS` is set).
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -77,6 +83,8 @@ impl Default for ClusterOptions {
             },
             network: Network::Loopback,
             binary: node_binary(),
+            subcommand: "serve".into(),
+            dir: None,
         }
     }
 }
