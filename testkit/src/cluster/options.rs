@@ -16,14 +16,13 @@ pub enum Network {
     Namespaces,
 }
 
-/// The `flotilla-node` executable: `FLOTILLA_NODE_BIN` when set, else the one cargo built for
-/// the running test (`NEXTEST_BIN_EXE_flotilla-node` under nextest, otherwise next to the test
-/// binary's `deps/` directory, where cargo puts a package's binaries for its tests).
+/// The `flotilla-node` executable cargo built for the running test: `NEXTEST_BIN_EXE_flotilla-node`
+/// under nextest, otherwise the one next to the test binary's `deps/` directory (where cargo
+/// puts a package's binaries for its integration tests). Another binary is set through
+/// [`ClusterOptions::binary`].
 pub fn node_binary() -> PathBuf {
-    for var in ["FLOTILLA_NODE_BIN", "NEXTEST_BIN_EXE_flotilla-node"] {
-        if let Some(path) = std::env::var_os(var) {
-            return PathBuf::from(path);
-        }
+    if let Some(path) = std::env::var_os("NEXTEST_BIN_EXE_flotilla-node") {
+        return PathBuf::from(path);
     }
     let exe = std::env::current_exe().unwrap_or_default();
     let deps = exe.parent().unwrap_or(&exe);
