@@ -1,11 +1,13 @@
 //! Clusters of real `flotilla-node` processes, driven the way an operator or a user would drive
-//! them: on 127.0.0.1, or each node in a network namespace of its own on a
-//! [`Fabric`] so that links can be cut ([`faults`]).
+//! them: on 127.0.0.1, or each node in a network namespace of its own on a [`Fabric`] so that
+//! links can be cut ([`faults`]). The node tests, the fault tests and the benchmark all start
+//! their nodes here.
 //!
 //! [`Cluster::start`] picks free ports (fixed ports in namespaces), bootstraps node 0 with
 //! `--initial-cluster-state new`, lets the other nodes join through node 0's client address, and
-//! waits until every node's `/readyz` answers 200 and the meta group has its voters. Each node lives in its own directory of a temporary directory (its data
-//! directory, which also holds `node.log` with the process's stdout and stderr). Nodes can be
+//! waits until every node's `/readyz` answers 200 and the meta group has its voters. Each node
+//! lives in its own directory of a temporary directory (its data directory, which also holds
+//! `node.log` with the process's stdout and stderr). Nodes can be
 //! killed (`SIGKILL`), stopped gracefully (`SIGTERM`), frozen (`SIGSTOP` / `SIGCONT`), restarted
 //! on the same ports and data, or wiped (a lost disk). Dropping the cluster kills every process
 //! it started; when the test is failing it also prints the tail of every node's log.
@@ -38,9 +40,10 @@ pub use options::{ClusterOptions, Entry, Network, node_binary};
 /// Fixed ports of a node in its own namespace.
 const NAMESPACE_PORTS: [u16; 3] = [7100, 7101, 7102];
 
-/// Real node processes on 127.0.0.1 forming one cluster.
+/// Real node processes forming one cluster, on 127.0.0.1 or on network namespaces.
 pub struct Cluster {
-    /// Removed (with every node's data) when the cluster is dropped, unless kept.
+    /// Removed (with every node's data) when the cluster is dropped, unless kept; `None` when
+    /// the nodes live in [`ClusterOptions::dir`].
     root: Option<tempfile::TempDir>,
     root_path: PathBuf,
     pub nodes: Vec<Node>,
