@@ -20,7 +20,12 @@ pub fn in_ci() -> bool {
 /// elsewhere it reports that the test did NOT run, and the caller returns.
 #[track_caller]
 pub fn not_run(test: &str, missing: impl std::fmt::Display) {
-    if in_ci() {
+    not_run_where(in_ci(), test, missing);
+}
+
+#[track_caller]
+fn not_run_where(ci: bool, test: &str, missing: impl std::fmt::Display) {
+    if ci {
         panic!("{test} cannot run: {missing} (CI=true: every test must run)");
     }
     report(test, missing);
@@ -57,4 +62,25 @@ pub fn current_test() -> String {
         .name()
         .unwrap_or("this test")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "cannot run: no docker engine (CI=true: every test must run)")]
+    fn a_test_that_cannot_run_fails_in_ci() {
+        not_run_where(true, "some test", "no docker engine");
+    }
+
+    #[test]
+    fn a_test_that_cannot_run_elsewhere_returns() {
+        not_run_where(false, "some test", "no docker engine");
+    }
+
+    #[test]
+    fn the_test_is_named_after_its_thread() {
+        assert!(current_test().ends_with("the_test_is_named_after_its_thread"));
+    }
 }
