@@ -302,7 +302,11 @@ mod tests {
     fn a_failed_call_is_classified_like_the_single_call() {
         let cases = [
             (
-                error(Code::FailedPrecondition, "v 3", "version-mismatch"),
+                error(
+                    Code::FailedPrecondition,
+                    "v 3",
+                    "ERROR_REASON_VERSION_MISMATCH",
+                ),
                 (Error::VersionMismatch("v 3".into()), Failure::Final),
             ),
             (

@@ -12,17 +12,11 @@ use tonic::{Code, Status};
 /// Result alias used throughout the client.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Metadata key a node sets on a status to say which failure it is.
-pub const REASON_KEY: &str = "x-flotilla-reason";
-/// [`REASON_KEY`] value of a version mismatch.
-pub const REASON_VERSION_MISMATCH: &str = "version-mismatch";
+pub use flotilla_proto::REASON_KEY;
+pub use flotilla_proto::v1::ErrorReason;
 
 fn is_version_mismatch(status: &Status) -> bool {
-    status
-        .metadata()
-        .get(REASON_KEY)
-        .and_then(|v| v.to_str().ok())
-        == Some(REASON_VERSION_MISMATCH)
+    flotilla_proto::reason_of(status) == Some(ErrorReason::VersionMismatch)
 }
 
 /// What went wrong with a request.
@@ -262,7 +256,7 @@ mod tests {
         let mut marked = Status::failed_precondition("v2 != v1");
         marked.metadata_mut().insert(
             REASON_KEY,
-            tonic::metadata::MetadataValue::from_static(REASON_VERSION_MISMATCH),
+            tonic::metadata::MetadataValue::from_static(ErrorReason::VersionMismatch.as_str_name()),
         );
         let (error, _) = classify(&marked, "e");
         assert_eq!(error, Error::VersionMismatch("v2 != v1".into()));

@@ -32,5 +32,6 @@ pub use options::ClientOptions;
 pub use types::{
     BatchOp, BatchOutcome, BatchResult, ChangeKind, ClusterEvent, ClusterStatus, Consistency,
     DatabaseInfo, DatabaseStatus, DeleteResult, Document, Group, Health, ListPage, MetaRole,
-    NodeStatus, PutResult, ReplicaMove, ReplicaState, ReplicaStatus, ShardStatus, WatchEvent,
+    NodeStatus, PutResult, RemoveNodeProgress, ReplicaMove, ReplicaState, ReplicaStatus,
+    ShardStatus, WatchEvent,
 };

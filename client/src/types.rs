@@ -11,6 +11,7 @@ use flotilla_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+pub use flotilla_model::{ReplicaMove, ReplicaState, ReplicaStatus, ShardStatus};
 
 /// How a read is served.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
@@ -317,30 +318,6 @@ impl From<i32> for Health {
     }
 }
 
-/// The state of one replica of a shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ReplicaState {
-    /// A healthy voter.
-    Member,
-    /// A learner catching up from the shard leader.
-    Promotable,
-    /// A voter that is down or far behind.
-    Rehab,
-    Unknown,
-}
-
-impl From<i32> for ReplicaState {
-    fn from(v: i32) -> Self {
-        match pb::ReplicaState::try_from(v) {
-            Ok(pb::ReplicaState::Member) => ReplicaState::Member,
-            Ok(pb::ReplicaState::Promotable) => ReplicaState::Promotable,
-            Ok(pb::ReplicaState::Rehab) => ReplicaState::Rehab,
-            _ => ReplicaState::Unknown,
-        }
-    }
-}
-
 macro_rules! display_as_serde_name {
     ($($t:ty),*) => {$(
         impl fmt::Display for $t {
@@ -354,7 +331,7 @@ macro_rules! display_as_serde_name {
         }
     )*};
 }
-display_as_serde_name!(ChangeKind, MetaRole, Health, ReplicaState);
+display_as_serde_name!(ChangeKind, MetaRole, Health);
 
 /// One node of the cluster as the meta leader sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -488,77 +465,6 @@ impl From<pb::ClusterEvent> for ClusterEvent {
     }
 }
 
-/// One replica of a shard.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ReplicaStatus {
-    pub node_id: u64,
-    pub client_addr: String,
-    pub state: ReplicaState,
-    /// Log entries behind the shard leader.
-    pub lag: u64,
-    /// Highest log index known to be replicated on this replica.
-    pub matched_index: u64,
-    /// Bytes of snapshot sent to this replica so far (its catch-up progress as a Promotable).
-    pub snapshot_bytes_sent: u64,
-}
-
-/// A replacement in flight: the replica on `new_node_id` takes the place of `old_node_id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct ReplicaMove {
-    pub old_node_id: u64,
-    pub new_node_id: u64,
-}
-
-/// One shard's Raft group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ShardStatus {
-    pub shard: u32,
-    pub group_id: u64,
-    /// `None` when the shard has no leader right now.
-    pub leader_id: Option<u64>,
-    pub term: u64,
-    pub commit_index: u64,
-    pub replicas: Vec<ReplicaStatus>,
-    /// The move in flight, if any.
-    pub replacement: Option<ReplicaMove>,
-}
-
-impl ShardStatus {
-    /// The replica on the leader's node, if the shard has a leader.
-    pub fn leader(&self) -> Option<&ReplicaStatus> {
-        let id = self.leader_id?;
-        self.replicas.iter().find(|r| r.node_id == id)
-    }
-}
-
-impl From<pb::ShardStatus> for ShardStatus {
-    fn from(s: pb::ShardStatus) -> Self {
-        ShardStatus {
-            shard: s.shard,
-            group_id: s.group_id,
-            leader_id: nonzero(s.leader_id),
-            term: s.term,
-            commit_index: s.commit_index,
-            replicas: s
-                .replicas
-                .into_iter()
-                .map(|r| ReplicaStatus {
-                    node_id: r.node_id,
-                    client_addr: r.client_addr,
-                    state: r.state.into(),
-                    lag: r.lag,
-                    matched_index: r.matched_index,
-                    snapshot_bytes_sent: r.snapshot_bytes_sent,
-                })
-                .collect(),
-            replacement: s.replacement.map(|m| ReplicaMove {
-                old_node_id: m.old_node_id,
-                new_node_id: m.new_node_id,
-            }),
-        }
-    }
-}
-
 /// A database and the state of each of its shards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DatabaseStatus {
@@ -589,7 +495,12 @@ impl TryFrom<pb::DatabaseStatusResponse> for DatabaseStatus {
             .ok_or_else(|| Error::Protocol("database status without database info".into()))?;
         Ok(DatabaseStatus {
             database: database.into(),
-            shards: r.shards.into_iter().map(Into::into).collect(),
+            shards: r
+                .shards
+                .into_iter()
+                .map(ShardStatus::try_from)
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|e| Error::Protocol(e.to_string()))?,
         })
     }
 }
@@ -619,6 +530,58 @@ impl Group {
 
 fn nonzero(v: u64) -> Option<u64> {
     (v != 0).then_some(v)
+}
+
+/// Where the removal of a node stands, after one [`crate::Client::remove_node`] call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveNodeProgress {
+    /// The node's replicas are being moved to other nodes; `replicas_remaining` still hold
+    /// one. Call again.
+    Draining { replicas_remaining: u32 },
+    /// The node led the meta group and handed it to `successor`; call again to carry out the
+    /// removal there.
+    HandedOver { successor: u64 },
+    /// The node is out of the cluster (the steps the last call took); its id is never used
+    /// again.
+    Removed { steps: Vec<String> },
+}
+
+impl std::fmt::Display for RemoveNodeProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RemoveNodeProgress::Draining { replicas_remaining } => write!(
+                f,
+                "draining: {replicas_remaining} replica(s) still to move off the node"
+            ),
+            RemoveNodeProgress::HandedOver { successor } => write!(
+                f,
+                "the node led the meta group and handed it to node {successor}"
+            ),
+            RemoveNodeProgress::Removed { .. } => write!(f, "removed from the cluster"),
+        }
+    }
+}
+
+impl TryFrom<pb::RemoveNodeResponse> for RemoveNodeProgress {
+    type Error = Error;
+
+    fn try_from(r: pb::RemoveNodeResponse) -> Result<Self, Error> {
+        match pb::RemoveNodeProgress::try_from(r.progress) {
+            Ok(pb::RemoveNodeProgress::Draining) => Ok(RemoveNodeProgress::Draining {
+                replicas_remaining: r.replicas_remaining,
+            }),
+            Ok(pb::RemoveNodeProgress::HandedOver) => Ok(RemoveNodeProgress::HandedOver {
+                successor: r.successor_id,
+            }),
+            Ok(pb::RemoveNodeProgress::Removed) => {
+                Ok(RemoveNodeProgress::Removed { steps: r.steps })
+            }
+            Ok(pb::RemoveNodeProgress::Unspecified) | Err(_) => Err(Error::Protocol(format!(
+                "a RemoveNode answer without a known progress ({})",
+                r.progress
+            ))),
+        }
+    }
 }
 
 #[cfg(test)]

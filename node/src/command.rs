@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::meta::MetaError;
 pub use crate::meta::commands::{MetaCommand, MetaOutcome};
 
 /// The application payload of a Raft log entry.
@@ -92,7 +93,7 @@ impl fmt::Display for Command {
 pub enum Response {
     #[default]
     Empty,
-    Meta(Result<MetaOutcome, String>),
+    Meta(Result<MetaOutcome, MetaError>),
     Data(Result<Vec<OpOutcome>, Rejection>),
     /// One outcome per batch of a [`Command::DataMany`], in order.
     DataMany(Vec<Result<Vec<OpOutcome>, Rejection>>),

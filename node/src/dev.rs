@@ -60,6 +60,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     let result = tokio::select! {
         r = bring_up(&args, &first_client) => r,
+        e = first_exit(&mut children, &args.data_dir) => Err(e),
         _ = stop_signal() => Err(anyhow::anyhow!("interrupted")),
     };
     if let Err(e) = &result {
@@ -75,6 +76,36 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     stop_all(&mut children).await;
     result
+}
+
+/// Waits until one of the nodes exits (during start-up, that is a failure: a port in use, a data
+/// directory it cannot open), and answers why, with the end of its log.
+async fn first_exit(children: &mut [Child], data_dir: &Path) -> anyhow::Error {
+    loop {
+        for (i, child) in children.iter_mut().enumerate() {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    let log = data_dir.join(format!("node-{i}")).join("node.log");
+                    let tail = std::fs::read_to_string(&log)
+                        .map(|text| last_lines(&text, LOG_TAIL_LINES))
+                        .unwrap_or_else(|e| format!("(cannot read {}: {e})", log.display()));
+                    return anyhow::anyhow!("node-{i} exited during start-up ({status}):\n{tail}");
+                }
+                Ok(None) => {}
+                Err(e) => return anyhow::anyhow!("watching node-{i}: {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Lines of a failed node's log shown.
+const LOG_TAIL_LINES: usize = 20;
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 async fn bring_up(args: &DevArgs, first_client: &str) -> anyhow::Result<()> {
@@ -141,22 +172,19 @@ pub async fn wait_ready(addr: &str, deadline: Instant) -> anyhow::Result<()> {
     }
 }
 
+/// The status code of `GET http://{addr}{path}`, or `None` when no answer came in time.
 async fn http_get_status(addr: &str, path: &str) -> Option<u16> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr))
-            .await
-            .ok()?
-            .ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut buf))
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let client: Client<_, http_body_util::Empty<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let uri: hyper::Uri = format!("http://{addr}{path}").parse().ok()?;
+    let answer = tokio::time::timeout(Duration::from_secs(2), client.get(uri))
         .await
         .ok()?
         .ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    text.split_whitespace().nth(1)?.parse().ok()
+    Some(answer.status().as_u16())
 }
 
 fn print_banner(args: &DevArgs) {
@@ -229,5 +257,42 @@ async fn stop_all(children: &mut [Child]) {
         {
             let _ = child.kill().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_nodes_log_is_shown_from_its_end() {
+        assert_eq!(last_lines("a\nb\nc", 2), "b\nc");
+        assert_eq!(last_lines("a", 5), "a");
+    }
+
+    #[tokio::test]
+    async fn a_node_that_exits_during_start_up_stops_the_dev_cluster_with_its_log() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let node_dir = dir.path().join("node-0");
+        std::fs::create_dir_all(&node_dir).expect("node directory");
+        std::fs::write(
+            node_dir.join("node.log"),
+            "starting\nbinding the client address: in use\n",
+        )
+        .expect("log");
+        let child = Command::new("false").spawn().expect("a process that exits");
+        let mut children = vec![child];
+        let error = tokio::time::timeout(
+            Duration::from_secs(10),
+            first_exit(&mut children, dir.path()),
+        )
+        .await
+        .expect("the exit is noticed");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("node-0 exited during start-up"),
+            "{message}"
+        );
+        assert!(message.contains("in use"), "{message}");
     }
 }

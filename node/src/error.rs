@@ -1,6 +1,9 @@
 //! What can go wrong serving a request, in terms a caller can act on. Mapped to gRPC status codes
 //! in one place (`grpc::status`).
 
+use flotilla_proto::v1::ErrorReason;
+
+use crate::meta::MetaError;
 use crate::types::NodeId;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -32,6 +35,40 @@ pub enum NodeError {
     DeadlineExceeded(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// The meta state refused the command.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// Refused for a reason a caller acts on (a status code and an [`ErrorReason`]).
+    #[error("{message}")]
+    Refused {
+        code: Refusal,
+        reason: ErrorReason,
+        message: String,
+    },
+}
+
+/// The status code of a [`NodeError::Refused`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NotFound,
+    FailedPrecondition,
+    InvalidArgument,
+}
+
+impl NodeError {
+    /// A refusal with its reason.
+    pub fn refused(code: Refusal, reason: ErrorReason, message: impl Into<String>) -> Self {
+        NodeError::Refused {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// The database `name` does not exist.
+    pub fn database_not_found(name: &str) -> Self {
+        NodeError::Meta(MetaError::DatabaseNotFound(name.to_string()))
+    }
 }
 
 impl From<std::io::Error> for NodeError {

@@ -2,7 +2,6 @@
 //! openraft instances over two shared redb files (Raft logs; state machines), serves the
 //! client, admin and peer gRPC APIs and HTTP metrics and health.
 
-pub mod background;
 pub mod codec;
 pub mod command;
 pub mod compaction;
@@ -16,14 +15,12 @@ pub mod hibernation;
 pub mod host;
 pub mod http;
 pub mod labels;
-pub mod mentor;
 pub mod meta;
 pub mod metrics;
 pub mod network;
 pub mod observer;
-pub mod replicas;
+pub mod replication;
 pub mod serve;
-pub mod shards;
 pub mod store;
 pub mod topology;
 pub mod types;

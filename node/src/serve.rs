@@ -26,8 +26,13 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let host: Arc<Host> = Host::start(config).await.context("starting the node")?;
-    crate::background::spawn(&host);
-    // While this node leads the meta group it looks after every shard's replicas.
+    tokio::spawn(crate::host::follow::follow_topology(host.clone()));
+    if !host.config.join.is_empty() {
+        tokio::spawn(crate::host::join::join_cluster(host.clone()));
+    }
+    // While this node leads the meta group it looks after the membership and every shard's
+    // replicas.
+    tokio::spawn(crate::observer::duties::meta_duties(host.clone()));
     tokio::spawn(crate::observer::observer(host.clone()));
     tokio::spawn(crate::hibernation::run(host.clone()));
     tokio::spawn(crate::compaction::run(host.clone()));

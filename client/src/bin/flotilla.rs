@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use flotilla_client::{
     Client, ClientOptions, Consistency, DatabaseOptions, DatabaseUpdate, Error, Group, ListOptions,
+    RemoveNodeProgress,
 };
 use futures::StreamExt;
 
@@ -300,6 +301,9 @@ struct DocAddr {
 /// Largest page asked for when listing.
 const PAGE_SIZE: u64 = 500;
 
+/// How long `cluster remove-node` waits for the node's replicas to move off it.
+const REMOVE_NODE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -380,20 +384,15 @@ async fn cluster(client: &Client, command: ClusterCommand, out: Output) -> Resul
             Ok(())
         }
         ClusterCommand::RemoveNode { id } => {
-            // The node's replicas move first; the cluster answers "draining" until they have.
-            let steps = loop {
-                match client.remove_node(id).await {
-                    Ok(steps) => break steps,
-                    Err(Error::Unavailable(message))
-                        if message.contains("draining")
-                            || message.contains("retry the removal") =>
-                    {
-                        eprintln!("{message}");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+            // The node's replicas move first; every answer says how far that has come.
+            let steps = client
+                .remove_node_until_done(id, REMOVE_NODE_TIMEOUT, |step| {
+                    if !matches!(step, RemoveNodeProgress::Removed { .. }) {
+                        eprintln!("node {id}: {step}");
                     }
-                    Err(e) => return Err(e).with_context(|| format!("removing node {id}")),
-                }
-            };
+                })
+                .await
+                .with_context(|| format!("removing node {id}"))?;
             print(&render::node_removed(id, &steps, out))
         }
         ClusterCommand::Label { id, labels } => {

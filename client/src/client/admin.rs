@@ -13,7 +13,12 @@ use super::{
     Client, DATABASE_POLL_INTERVAL, DatabaseOptions, DatabaseUpdate, Kind, admin, request,
 };
 use crate::error::{Error, Result, classify};
-use crate::types::{ClusterEvent, ClusterStatus, DatabaseInfo, DatabaseStatus, Group};
+use crate::types::{
+    ClusterEvent, ClusterStatus, DatabaseInfo, DatabaseStatus, Group, RemoveNodeProgress,
+};
+
+/// Time between two calls while a node drains.
+const REMOVE_NODE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Client {
     /// The cluster's nodes and meta group state.
@@ -145,9 +150,10 @@ impl Client {
         }
     }
 
-    /// Removes a node from the cluster (its replicas are moved off first). Returns the steps
-    /// taken.
-    pub async fn remove_node(&self, node_id: u64) -> Result<Vec<String>> {
+    /// One step of removing a node from the cluster: the first call marks it draining (its
+    /// replicas move to other nodes), and every call answers how far the removal has come.
+    /// [`Client::remove_node_until_done`] calls it until the node is out.
+    pub async fn remove_node(&self, node_id: u64) -> Result<RemoveNodeProgress> {
         let r = self
             .call(Kind::Write, |ch, timeout| async move {
                 admin(ch)
@@ -155,7 +161,32 @@ impl Client {
                     .await
             })
             .await?;
-        Ok(r.steps)
+        RemoveNodeProgress::try_from(r)
+    }
+
+    /// Removes a node from the cluster: its replicas are moved off first, then it leaves.
+    /// Calls [`Client::remove_node`] once a second, passing every answer to `progress`, until
+    /// the node is out (answering the steps of the last call) or `timeout` passes.
+    pub async fn remove_node_until_done(
+        &self,
+        node_id: u64,
+        timeout: Duration,
+        mut progress: impl FnMut(&RemoveNodeProgress),
+    ) -> Result<Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let step = self.remove_node(node_id).await?;
+            progress(&step);
+            if let RemoveNodeProgress::Removed { steps } = step {
+                return Ok(steps);
+            }
+            if Instant::now() + REMOVE_NODE_POLL_INTERVAL >= deadline {
+                return Err(Error::DeadlineExceeded(format!(
+                    "node {node_id} is not out of the cluster after {timeout:?}: {step}"
+                )));
+            }
+            tokio::time::sleep(REMOVE_NODE_POLL_INTERVAL).await;
+        }
     }
 
     /// Changes a database's replication factor and/or replacement delay (`"30s"`, `"15m"`,

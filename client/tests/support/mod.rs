@@ -247,7 +247,7 @@ impl Fake {
             status.metadata_mut().insert(
                 flotilla_client::error::REASON_KEY,
                 tonic::metadata::MetadataValue::from_static(
-                    flotilla_client::error::REASON_VERSION_MISMATCH,
+                    flotilla_client::error::ErrorReason::VersionMismatch.as_str_name(),
                 ),
             );
             return Err(status);
@@ -489,21 +489,21 @@ impl Admin for Fake {
     async fn add_replica(
         &self,
         _request: Request<pb::AddReplicaRequest>,
-    ) -> Result<Response<pb::ReplicaChangeResponse>, Status> {
+    ) -> Result<Response<pb::AddReplicaResponse>, Status> {
         Err(Status::unimplemented("not faked"))
     }
 
     async fn remove_replica(
         &self,
         _request: Request<pb::RemoveReplicaRequest>,
-    ) -> Result<Response<pb::ReplicaChangeResponse>, Status> {
+    ) -> Result<Response<pb::RemoveReplicaResponse>, Status> {
         Err(Status::unimplemented("not faked"))
     }
 
     async fn rebalance(
         &self,
         _request: Request<pb::RebalanceRequest>,
-    ) -> Result<Response<pb::ReplicaChangeResponse>, Status> {
+    ) -> Result<Response<pb::RebalanceResponse>, Status> {
         Err(Status::unimplemented("not faked"))
     }
 
@@ -511,20 +511,6 @@ impl Admin for Fake {
         &self,
         _request: Request<pb::AssignLabelsRequest>,
     ) -> Result<Response<pb::AssignLabelsResponse>, Status> {
-        Err(Status::unimplemented("not faked"))
-    }
-
-    async fn led_shards(
-        &self,
-        _request: Request<pb::LedShardsRequest>,
-    ) -> Result<Response<pb::LedShardsResponse>, Status> {
-        Err(Status::unimplemented("not faked"))
-    }
-
-    async fn mentor_replica(
-        &self,
-        _request: Request<pb::MentorRequest>,
-    ) -> Result<Response<pb::MentorResponse>, Status> {
         Err(Status::unimplemented("not faked"))
     }
 
@@ -538,26 +524,12 @@ impl Admin for Fake {
         Err(Status::unimplemented("not faked"))
     }
 
-    async fn shard_membership(
-        &self,
-        _request: Request<pb::ShardMembershipRequest>,
-    ) -> Result<Response<pb::ShardMembershipResponse>, Status> {
-        Err(Status::unimplemented("not faked"))
-    }
-
     async fn cluster_status(
         &self,
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         self.enter("cluster_status").await?;
         Ok(Response::new(cluster_status()))
-    }
-
-    async fn join_cluster(
-        &self,
-        _request: Request<pb::JoinRequest>,
-    ) -> Result<Response<pb::JoinResponse>, Status> {
-        Err(Status::unimplemented("not in the fake"))
     }
 
     async fn remove_node(
@@ -571,6 +543,9 @@ impl Admin for Fake {
         }
         Ok(Response::new(pb::RemoveNodeResponse {
             steps: vec![format!("removed node {id} from the meta group")],
+            progress: pb::RemoveNodeProgress::Removed as i32,
+            replicas_remaining: 0,
+            successor_id: 0,
         }))
     }
 
@@ -674,13 +649,6 @@ impl Admin for Fake {
             database: Some(info),
             shards,
         }))
-    }
-
-    async fn shard_status(
-        &self,
-        _request: Request<pb::ShardStatusRequest>,
-    ) -> Result<Response<pb::ShardStatus>, Status> {
-        Err(Status::unimplemented("not in the fake"))
     }
 }
 

@@ -1,56 +1,119 @@
-//! The node's gRPC services: `Documents` and `Admin` on the client port, `Raft` on the peer port.
+//! The node's gRPC servers. The client port serves what users call: `Documents`, `Admin`, the
+//! standard health service (`grpc.health.v1`, which Kubernetes gRPC probes and load balancers
+//! speak) and server reflection (so that `grpcurl` works without the .proto files). The peer
+//! port serves what nodes call: `Peer` (Raft, heartbeats, joining, shard status, membership,
+//! mentoring), and `Documents` and `Admin` for requests forwarded between nodes.
 
 pub mod admin;
 pub mod documents;
-pub mod forward;
-pub mod raft;
+pub mod peer;
 pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use flotilla_proto::raft::raft_server::RaftServer;
+use flotilla_proto::peer::peer_server::PeerServer;
 use flotilla_proto::v1::admin_server::AdminServer;
 use flotilla_proto::v1::documents_server::DocumentsServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 
 use crate::host::Host;
 
 /// Largest gRPC message accepted (documents are limited separately, with a clear error).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
+/// Services the client port names in its health and reflection answers.
+const CLIENT_SERVICES: [&str; 2] = ["flotilla.v1.Documents", "flotilla.v1.Admin"];
+
 /// Serves the client and admin API until `stop` resolves.
 pub async fn serve_client(
     host: Arc<Host>,
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
-    let fwd = Arc::new(forward::Forwarder::default());
-    let docs = DocumentsServer::new(documents::DocumentsService::new(host.clone(), fwd.clone()))
+) -> Result<(), ServeError> {
+    let docs = DocumentsServer::new(documents::DocumentsService::for_clients(host.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = AdminServer::new(admin::AdminService::new(host, fwd));
-    tonic::transport::Server::builder()
+    let admin = AdminServer::new(admin::AdminService::new(host.clone()));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(flotilla_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(CLIENT_SERVICES[0])
+            .with_service_name(CLIENT_SERVICES[1])
+            .with_service_name("grpc.health.v1.Health")
+    };
+    // grpcurl and other tools ask v1 first and fall back to v1alpha.
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+    let health_task = tokio::spawn(report_health(host, reporter));
+    let served = tonic::transport::Server::builder()
         .add_service(docs)
         .add_service(admin)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(incoming(listener), stop)
-        .await
+        .await;
+    health_task.abort();
+    Ok(served?)
 }
 
-/// Serves the peer (Raft) API until `stop` resolves.
+/// Keeps the health service's answers equal to the node's readiness (`/readyz`): SERVING once
+/// the node is a member of the meta group and caught up, NOT_SERVING before and while stopping.
+async fn report_health(host: Arc<Host>, reporter: HealthReporter) {
+    let mut last = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let status = if host.is_ready() && !host.is_stopping() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        if last != Some(status) {
+            for service in ["", CLIENT_SERVICES[0], CLIENT_SERVICES[1]] {
+                reporter.set_service_status(service, status).await;
+            }
+            last = Some(status);
+        }
+    }
+}
+
+/// Serves the peer API (and forwarded requests) until `stop` resolves.
 pub async fn serve_peer(
     host: Arc<Host>,
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), tonic::transport::Error> {
-    let svc = RaftServer::new(raft::PeerService::new(host))
+) -> Result<(), ServeError> {
+    let peer = PeerServer::new(peer::PeerService::new(host.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let docs = DocumentsServer::new(documents::DocumentsService::for_peers(host.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let admin = AdminServer::new(admin::AdminService::new(host));
     tonic::transport::Server::builder()
-        .add_service(svc)
+        .add_service(peer)
+        .add_service(docs)
+        .add_service(admin)
         .serve_with_incoming_shutdown(incoming(listener), stop)
-        .await
+        .await?;
+    Ok(())
+}
+
+/// Why a gRPC server could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+    #[error("building the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Accepted connections with Nagle's algorithm off: the server's `tcp_nodelay` does not apply

@@ -35,16 +35,7 @@ impl GroupView {
     }
 }
 
-/// What this node has heard from the node of a group's leader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaderNode {
-    /// Heard from within the election timeout, and it leads the group.
-    Leads,
-    /// Heard from, but it does not claim the group (it stepped down, or lost it).
-    DoesNotLead,
-    /// Not heard from within the election timeout (or never).
-    Silent,
-}
+pub use crate::network::LeaderNode;
 
 /// Whether the group's timer should run.
 ///

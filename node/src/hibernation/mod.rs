@@ -9,7 +9,6 @@
 //! timer-driven), and its followers elect a new leader as soon as the leader's node goes silent.
 //! The meta group never hibernates: its heartbeats tell the observer which nodes are alive.
 
-pub mod beats;
 pub mod decide;
 
 use std::collections::hash_map::Entry;
@@ -17,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flotilla_proto::raft::NodeBeat;
+use flotilla_proto::peer::HeartbeatRequest;
 use futures::FutureExt;
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
@@ -108,7 +107,7 @@ async fn send_beats(host: Arc<Host>, peer: NodeId, addr: String) {
     let mut taken_over: Option<Instant> = None;
     loop {
         interval.tick().await;
-        let beat = NodeBeat {
+        let beat = HeartbeatRequest {
             from_node_id: host.id,
             to_node_id: peer,
             leading: beats.leading(),

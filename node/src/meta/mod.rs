@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod placement;
+mod stored;
 pub mod voters;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -11,6 +12,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{GroupId, META_GROUP, NodeAddr, NodeId};
 pub use commands::{MetaCommand, MetaOutcome};
+
+/// Why the meta state refused a command. Every replica refuses the same commands, so the
+/// refusal is part of the replicated outcome; callers act on the variant, never the text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MetaError {
+    #[error(
+        "node {0} was removed from this cluster; start it with an empty data directory to join as a new node"
+    )]
+    NodeRemoved(NodeId),
+    #[error("node {0} is not a member of this cluster")]
+    NodeNotMember(NodeId),
+    #[error("database {0} already exists")]
+    DatabaseExists(String),
+    #[error("database {0} does not exist")]
+    DatabaseNotFound(String),
+    #[error("raft group {0} belongs to no database")]
+    GroupNotFound(GroupId),
+    /// A meta command reached a data group (a bug of the sender).
+    #[error("meta command sent to a data group")]
+    NotMetaGroup,
+}
 
 /// Default time a replica may stay in Rehab before it is replaced.
 pub const DEFAULT_REPLACE_AFTER_MS: u64 = 15 * 60 * 1000;
@@ -29,34 +51,7 @@ pub struct DatabaseRecord {
     pub auto_rebalance: bool,
 }
 
-/// A move in flight in a shard: `new` was added as a Promotable to take the place of `old`,
-/// which leaves once `new` is a Member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaMove {
-    pub old: NodeId,
-    pub new: NodeId,
-}
-
-/// The state of one replica of a shard (RavenDB's vocabulary).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ReplicaState {
-    /// A healthy voter.
-    Member,
-    /// A learner catching up from the shard leader (its mentor).
-    Promotable,
-    /// A voter that is down or far behind, since `since_ms` (unix milliseconds).
-    Rehab { since_ms: u64 },
-}
-
-impl ReplicaState {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ReplicaState::Member => "member",
-            ReplicaState::Promotable => "promotable",
-            ReplicaState::Rehab { .. } => "rehab",
-        }
-    }
-}
+pub use flotilla_model::{ReplicaMove, ReplicaState};
 
 /// One shard of a database: a data group replicated on `replicas`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +62,7 @@ pub struct ShardRecord {
     /// The founding replicas: they (and only they) initialise the group.
     pub initial: Vec<NodeId>,
     /// State of each replica; a replica not listed is a Member.
+    #[serde(with = "stored")]
     pub states: BTreeMap<NodeId, ReplicaState>,
     /// When each replica entered its state (unix milliseconds); 0 for the founding replicas.
     pub since_ms: BTreeMap<NodeId, u64>,
@@ -147,7 +143,7 @@ pub struct MetaState {
 }
 
 impl MetaState {
-    pub fn apply(&mut self, cmd: &MetaCommand) -> Result<MetaOutcome, String> {
+    pub fn apply(&mut self, cmd: &MetaCommand) -> Result<MetaOutcome, MetaError> {
         match cmd {
             MetaCommand::InitCluster { cluster_id } => {
                 if self.cluster_id.is_none() {
@@ -157,7 +153,7 @@ impl MetaState {
             }
             MetaCommand::RegisterNode { id, addr, labels } => {
                 if self.removed.contains(id) {
-                    return Err(format!("node {id} was removed from the cluster"));
+                    return Err(MetaError::NodeRemoved(*id));
                 }
                 self.nodes.insert(*id, addr.clone());
                 self.labels.insert(*id, labels.clone());
@@ -173,14 +169,14 @@ impl MetaState {
             }
             MetaCommand::DrainNode { id } => {
                 if !self.nodes.contains_key(id) {
-                    return Err(format!("node {id} is not a member of this cluster"));
+                    return Err(MetaError::NodeNotMember(*id));
                 }
                 self.draining.insert(*id);
                 Ok(MetaOutcome::Done)
             }
             MetaCommand::CreateDatabase { record } => {
                 if self.databases.contains_key(&record.name) {
-                    return Err(format!("database {} already exists", record.name));
+                    return Err(MetaError::DatabaseExists(record.name.clone()));
                 }
                 let mut record = record.clone();
                 for shard in &mut record.shards {
@@ -193,7 +189,7 @@ impl MetaState {
             }
             MetaCommand::DropDatabase { name } => match self.databases.remove(name) {
                 Some(_) => Ok(MetaOutcome::Done),
-                None => Err(format!("database {name} does not exist")),
+                None => Err(MetaError::DatabaseNotFound(name.clone())),
             },
             MetaCommand::UpdateDatabase {
                 name,
@@ -205,7 +201,7 @@ impl MetaState {
                 let db = self
                     .databases
                     .get_mut(name)
-                    .ok_or_else(|| format!("database {name} does not exist"))?;
+                    .ok_or_else(|| MetaError::DatabaseNotFound(name.clone()))?;
                 if let Some(rf) = replication_factor {
                     db.replication_factor = *rf;
                 }
@@ -222,7 +218,7 @@ impl MetaState {
             }
             MetaCommand::AssignLabels { id, labels } => {
                 if !self.nodes.contains_key(id) {
-                    return Err(format!("node {id} is not a member of this cluster"));
+                    return Err(MetaError::NodeNotMember(*id));
                 }
                 if labels.is_empty() {
                     self.assigned_labels.remove(id);
@@ -333,16 +329,19 @@ impl MetaState {
     }
 
     /// The database name, shard index and record of data group `group`.
-    fn shard_mut(&mut self, group: GroupId) -> Result<(String, usize, &mut ShardRecord), String> {
+    fn shard_mut(
+        &mut self,
+        group: GroupId,
+    ) -> Result<(String, usize, &mut ShardRecord), MetaError> {
         let (db_name, index) = self
             .shard_by_group(group)
             .map(|(d, i)| (d.name.clone(), i))
-            .ok_or_else(|| format!("raft group {group} belongs to no database"))?;
+            .ok_or(MetaError::GroupNotFound(group))?;
         let shard = self
             .databases
             .get_mut(&db_name)
             .and_then(|d| d.shards.get_mut(index))
-            .ok_or_else(|| format!("raft group {group} belongs to no database"))?;
+            .ok_or(MetaError::GroupNotFound(group))?;
         Ok((db_name, index, shard))
     }
 
@@ -395,139 +394,4 @@ impl MetaState {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn addr(n: &str) -> NodeAddr {
-        NodeAddr {
-            name: n.into(),
-            client_addr: format!("{n}:1"),
-            peer_addr: format!("{n}:2"),
-        }
-    }
-
-    #[test]
-    fn create_database_assigns_distinct_group_ids_and_refuses_duplicates() {
-        let mut st = MetaState::default();
-        let rec = DatabaseRecord {
-            name: "a".into(),
-            replication_factor: 1,
-            shards: vec![ShardRecord::new(0, vec![1]), ShardRecord::new(0, vec![1])],
-            replace_after_ms: None,
-            placement: BTreeMap::new(),
-            auto_rebalance: false,
-        };
-        let out = st
-            .apply(&MetaCommand::CreateDatabase {
-                record: rec.clone(),
-            })
-            .unwrap();
-        let MetaOutcome::DatabaseCreated(created) = out else {
-            panic!("unexpected {out:?}")
-        };
-        assert_eq!(created.shards[0].group_id, 1);
-        assert_eq!(created.shards[1].group_id, 2);
-        assert!(
-            st.apply(&MetaCommand::CreateDatabase { record: rec })
-                .is_err()
-        );
-        assert_eq!(st.groups_on(1).len(), 2);
-        assert_eq!(
-            st.shard_by_group(2).map(|(d, i)| (d.name.as_str(), i)),
-            Some(("a", 1))
-        );
-    }
-
-    #[test]
-    fn a_removed_node_cannot_register_again() {
-        let mut st = MetaState::default();
-        st.apply(&MetaCommand::RegisterNode {
-            id: 7,
-            addr: addr("n7"),
-            labels: BTreeMap::new(),
-        })
-        .unwrap();
-        st.apply(&MetaCommand::RemoveNode { id: 7 }).unwrap();
-        assert!(
-            st.apply(&MetaCommand::RegisterNode {
-                id: 7,
-                addr: addr("n7"),
-                labels: BTreeMap::new(),
-            })
-            .is_err()
-        );
-        assert!(!st.nodes.contains_key(&7));
-    }
-
-    #[test]
-    fn replica_transitions_are_recorded_as_events() {
-        let mut st = MetaState::default();
-        let rec = DatabaseRecord {
-            name: "a".into(),
-            replication_factor: 2,
-            shards: vec![ShardRecord::new(0, vec![1, 2])],
-            replace_after_ms: Some(1000),
-            placement: BTreeMap::new(),
-            auto_rebalance: false,
-        };
-        st.apply(&MetaCommand::CreateDatabase { record: rec })
-            .unwrap();
-        let set = |node, state| MetaCommand::SetReplicaState {
-            group: 1,
-            node,
-            state,
-            replaces: None,
-            at_ms: 5,
-            reason: "test".into(),
-        };
-        st.apply(&set(3, ReplicaState::Promotable)).unwrap();
-        st.apply(&set(3, ReplicaState::Member)).unwrap();
-        st.apply(&set(2, ReplicaState::Rehab { since_ms: 5 }))
-            .unwrap();
-        st.apply(&MetaCommand::RemoveReplica {
-            group: 1,
-            node: 2,
-            keep_files: true,
-            at_ms: 6,
-            reason: "replaced".into(),
-        })
-        .unwrap();
-        let shard = &st.databases["a"].shards[0];
-        assert_eq!(shard.replicas, vec![1, 3]);
-        assert_eq!(shard.initial, vec![1, 2]);
-        assert!(st.is_retired(1, 2));
-        let moves: Vec<(u64, &str, &str)> = st
-            .events
-            .iter()
-            .map(|e| (e.node, e.from.as_str(), e.to.as_str()))
-            .collect();
-        assert_eq!(
-            moves,
-            vec![
-                (3, "absent", "promotable"),
-                (3, "promotable", "member"),
-                (2, "member", "rehab"),
-                (2, "rehab", "removed")
-            ]
-        );
-        assert_eq!(st.events.back().map(|e| e.sequence), Some(4));
-    }
-
-    #[test]
-    fn shard_of_is_stable_and_in_range() {
-        let db = DatabaseRecord {
-            name: "d".into(),
-            replication_factor: 1,
-            shards: (0..8).map(|_| ShardRecord::new(0, vec![])).collect(),
-            replace_after_ms: None,
-            placement: BTreeMap::new(),
-            auto_rebalance: false,
-        };
-        for i in 0..100 {
-            let id = format!("doc-{i}");
-            let s = db.shard_of(&id);
-            assert!(s < 8);
-            assert_eq!(s, db.shard_of(&id));
-        }
-    }
-}
+mod tests;

@@ -1,41 +1,54 @@
-//! Outgoing Raft traffic: one gRPC connection per peer node, shared by every Raft group on this
-//! node; each message names its group.
+//! Everything this node sends to other nodes, over one gRPC connection per peer, to the peer's
+//! peer port: the Raft messages of every group ([`raft`]), node heartbeats, the `Peer` calls
+//! (joining, shard status, membership changes, mentoring) and requests forwarded to the node
+//! that can serve them ([`forward`]). What is heard back from peers is kept in [`beats`].
+
+pub mod beats;
+pub mod forward;
+pub mod raft;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_proto::raft::raft_client::RaftClient;
-use flotilla_proto::raft::{NodeBeat, RaftMessage, SnapshotChunk};
-use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
-};
-use openraft::{OptionalSend, RaftNetworkV2};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use flotilla_proto::peer::peer_client::PeerClient;
+use flotilla_proto::peer::{HeartbeatRequest, HeartbeatResponse};
+use flotilla_proto::v1::admin_client::AdminClient;
+use flotilla_proto::v1::documents_client::DocumentsClient;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::codec::{decode, encode};
-use crate::consensus::{Snapshot, TypeConfig, Vote};
-use crate::types::{GroupId, NodeAddr, NodeId};
+use crate::types::{GroupId, NodeId};
+pub use beats::{Beats, LeaderNode};
+pub use raft::{GroupNetwork, NetworkFactory};
 
 /// Size of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
-/// Shortest deadline of an append that carries entries (see `append_entries`).
-const MIN_APPEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Largest message sent to or accepted from a peer.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
 
-/// Connections to peer nodes, by peer address.
+/// Connections to peer nodes (one per peer address, shared by every caller), and what this
+/// node sent over them.
 #[derive(Default)]
 pub struct Peers {
-    clients: Mutex<HashMap<String, RaftClient<Channel>>>,
+    channels: Mutex<HashMap<String, Channel>>,
     /// Bytes of the latest snapshot sent from here, per group and target node.
     snapshot_sent: Mutex<HashMap<(GroupId, NodeId), Arc<AtomicU64>>>,
+}
+
+/// A peer address that is not a valid endpoint.
+#[derive(Debug, thiserror::Error)]
+#[error("bad peer address {addr}: {reason}")]
+pub struct BadAddress {
+    pub addr: String,
+    pub reason: String,
+}
+
+impl From<BadAddress> for tonic::Status {
+    fn from(e: BadAddress) -> Self {
+        tonic::Status::internal(e.to_string())
+    }
 }
 
 impl Peers {
@@ -55,35 +68,54 @@ impl Peers {
         c
     }
 
-    fn client(&self, addr: &str) -> Result<RaftClient<Channel>, tonic::transport::Error> {
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = clients.get(addr) {
+    /// The connection to the peer port at `addr` (made on first use).
+    fn channel(&self, addr: &str) -> Result<Channel, BadAddress> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| BadAddress {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_while_idle(true)
             .connect_lazy();
-        let client = RaftClient::new(channel)
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
-        clients.insert(addr.to_string(), client.clone());
-        Ok(client)
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
     }
-}
 
-impl Peers {
+    /// The `Peer` service of the node at peer address `addr`.
+    pub fn peer(&self, addr: &str) -> Result<PeerClient<Channel>, BadAddress> {
+        Ok(PeerClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    /// The `Documents` service of the node at peer address `addr` (for forwarded requests).
+    pub fn documents(&self, addr: &str) -> Result<DocumentsClient<Channel>, BadAddress> {
+        Ok(DocumentsClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    /// The `Admin` service of the node at peer address `addr` (for forwarded requests).
+    pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, BadAddress> {
+        Ok(AdminClient::new(self.channel(addr)?))
+    }
+
     /// Sends this node's heartbeat to the peer at `addr`; the answer is the peer's own.
     pub async fn beat(
         &self,
         addr: &str,
-        beat: NodeBeat,
+        beat: HeartbeatRequest,
         timeout: Duration,
-    ) -> Result<NodeBeat, BeatError> {
+    ) -> Result<HeartbeatResponse, BeatError> {
         let mut client = self
-            .client(addr)
+            .peer(addr)
             .map_err(|e| BeatError::Failed(e.to_string()))?;
         let mut request = tonic::Request::new(beat);
         request.set_timeout(timeout);
@@ -106,7 +138,7 @@ pub enum BeatError {
 }
 
 /// True when the call failed because the peer's address refused the connection.
-fn refused(status: &tonic::Status) -> bool {
+pub fn refused(status: &tonic::Status) -> bool {
     let mut next = std::error::Error::source(status);
     while let Some(err) = next {
         if let Some(io) = err.downcast_ref::<std::io::Error>()
@@ -117,242 +149,4 @@ fn refused(status: &tonic::Status) -> bool {
         next = err.source();
     }
     false
-}
-
-/// Creates the network of one group.
-pub struct NetworkFactory {
-    gid: GroupId,
-    from: NodeId,
-    peers: Arc<Peers>,
-}
-
-impl NetworkFactory {
-    pub fn new(gid: GroupId, from: NodeId, peers: Arc<Peers>) -> Self {
-        NetworkFactory { gid, from, peers }
-    }
-}
-
-impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
-    type Network = GroupNetwork;
-
-    async fn new_client(&mut self, target: NodeId, node: &NodeAddr) -> Self::Network {
-        GroupNetwork {
-            gid: self.gid,
-            from: self.from,
-            target,
-            addr: node.peer_addr.clone(),
-            peers: self.peers.clone(),
-        }
-    }
-}
-
-/// The path from one group to one peer.
-pub struct GroupNetwork {
-    gid: GroupId,
-    from: NodeId,
-    target: NodeId,
-    addr: String,
-    peers: Arc<Peers>,
-}
-
-impl GroupNetwork {
-    /// The path from group `gid` on node `from` to `target` at peer address `addr` (also used
-    /// outside Raft, by a replica that mentors a new one with its snapshot).
-    pub fn new(
-        gid: GroupId,
-        from: NodeId,
-        target: NodeId,
-        addr: String,
-        peers: Arc<Peers>,
-    ) -> Self {
-        GroupNetwork {
-            gid,
-            from,
-            target,
-            addr,
-            peers,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-enum SendError {
-    #[error("peer {0}: {1}")]
-    Transport(String, String),
-    #[error("peer answered: {0}")]
-    Remote(String),
-}
-
-fn unreachable(e: SendError) -> RPCError<TypeConfig> {
-    match e {
-        SendError::Transport(..) => RPCError::Unreachable(Unreachable::new(&e)),
-        SendError::Remote(_) => RPCError::Network(NetworkError::new(&e)),
-    }
-}
-
-impl GroupNetwork {
-    fn client(&self) -> Result<RaftClient<Channel>, SendError> {
-        self.peers
-            .client(&self.addr)
-            .map_err(|e| SendError::Transport(self.addr.clone(), e.to_string()))
-    }
-
-    async fn call<Req, Resp, E, F, Fut>(
-        &self,
-        req: &Req,
-        timeout: Duration,
-        f: F,
-    ) -> Result<Resp, SendError>
-    where
-        Req: Serialize,
-        Resp: DeserializeOwned,
-        E: DeserializeOwned + std::fmt::Display,
-        F: FnOnce(RaftClient<Channel>, tonic::Request<RaftMessage>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<RaftMessage>, tonic::Status>>,
-    {
-        let payload = encode(req).map_err(|e| SendError::Remote(e.to_string()))?;
-        let mut request = tonic::Request::new(RaftMessage {
-            group_id: self.gid,
-            payload,
-            to_node_id: self.target,
-            from_node_id: self.from,
-        });
-        request.set_timeout(timeout);
-        let response = f(self.client()?, request).await.map_err(|s| {
-            SendError::Transport(self.addr.clone(), format!("{}: {}", s.code(), s.message()))
-        })?;
-        let result: Result<Resp, E> =
-            decode(&response.into_inner().payload).map_err(|e| SendError::Remote(e.to_string()))?;
-        result.map_err(|e| SendError::Remote(e.to_string()))
-    }
-}
-
-type RaftErr = openraft::error::RaftError<TypeConfig>;
-type Fatal = openraft::error::Fatal<TypeConfig>;
-
-impl RaftNetworkV2<TypeConfig> for GroupNetwork {
-    type SnapshotData = Vec<u8>;
-
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        // openraft gives every append the heartbeat interval as its deadline. An append that
-        // carries entries waits for the follower's fsync, which on a busy disk or machine can
-        // take longer: cutting it off makes the leader send the same entries again and adds
-        // load exactly when there is too much. Heartbeats keep the short deadline.
-        let timeout = if rpc.entries.is_empty() {
-            option.hard_ttl()
-        } else {
-            option.hard_ttl().max(MIN_APPEND_TIMEOUT)
-        };
-        self.call::<_, _, RaftErr, _, _>(&rpc, timeout, |mut c, r| async move {
-            c.append_entries(r).await
-        })
-        .await
-        .map_err(unreachable)
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call::<_, _, RaftErr, _, _>(&rpc, option.hard_ttl(), |mut c, r| async move {
-            c.vote(r).await
-        })
-        .await
-        .map_err(unreachable)
-    }
-
-    async fn pre_vote(
-        &mut self,
-        rpc: VoteRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call::<_, _, RaftErr, _, _>(&rpc, option.hard_ttl(), |mut c, r| async move {
-            c.pre_vote(r).await
-        })
-        .await
-        .map_err(unreachable)
-    }
-
-    async fn transfer_leader(
-        &mut self,
-        req: TransferLeaderRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call::<_, _, Fatal, _, _>(&req, option.hard_ttl(), |mut c, r| async move {
-            c.transfer_leader(r).await
-        })
-        .await
-        .map_err(unreachable)
-    }
-
-    async fn full_snapshot(
-        &mut self,
-        vote: Vote,
-        snapshot: Snapshot,
-        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        option: RPCOption,
-    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let header = encode(&(vote, snapshot.meta.clone()))
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        let gid = self.gid;
-        let data = snapshot.snapshot;
-        let mut chunks: Vec<SnapshotChunk> = Vec::new();
-        let (to_node_id, from_node_id) = (self.target, self.from);
-        chunks.push(SnapshotChunk {
-            group_id: gid,
-            header,
-            data: vec![],
-            to_node_id,
-            from_node_id,
-        });
-        for piece in data.chunks(SNAPSHOT_CHUNK_BYTES) {
-            chunks.push(SnapshotChunk {
-                group_id: gid,
-                header: vec![],
-                data: piece.to_vec(),
-                to_node_id,
-                from_node_id,
-            });
-        }
-        let mut client = self
-            .client()
-            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
-        let counter = self.peers.snapshot_counter(gid, to_node_id);
-        let chunks = futures::StreamExt::inspect(futures::stream::iter(chunks), move |c| {
-            counter.fetch_add(c.data.len() as u64, Ordering::Relaxed);
-        });
-        let mut request = tonic::Request::new(chunks);
-        request.set_timeout(option.hard_ttl().max(Duration::from_secs(60)));
-        let send = client.install_snapshot(request);
-        let response = tokio::select! {
-            r = send => r,
-            closed = cancel => return Err(StreamingError::Closed(closed)),
-        };
-        let response = response.map_err(|s| {
-            let e =
-                SendError::Transport(self.addr.clone(), format!("{}: {}", s.code(), s.message()));
-            StreamingError::Unreachable(Unreachable::new(&e))
-        })?;
-        let result: Result<SnapshotResponse<TypeConfig>, Fatal> =
-            decode(&response.into_inner().payload)
-                .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| {
-            StreamingError::Network(NetworkError::new(&SendError::Remote(e.to_string())))
-        })
-    }
-}
-
-impl std::fmt::Debug for GroupNetwork {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "GroupNetwork(group={}, target={}, addr={})",
-            self.gid, self.target, self.addr
-        )
-    }
 }

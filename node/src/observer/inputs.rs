@@ -2,17 +2,13 @@
 //! the meta group's membership and heartbeats, and the shard leaders' replication progress.
 //! Pure conversions, so they are tested without a cluster.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-use flotilla_proto::v1::ShardStatus;
+use flotilla_model::ShardStatus;
 
 use crate::meta::{self, MetaState};
-use crate::topology::{
-    DatabasePolicy, DatabaseView, GroupProgress, MetaGroupView, NodeView, Policy, Replacement,
-    Replica, ReplicaState, ShardView, Topology,
-};
-use crate::types::{GroupId, NodeId};
+use crate::topology::{DatabasePolicy, GroupProgress, Policy};
+use crate::types::GroupId;
 
 /// The node settings the policy is made of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,77 +18,6 @@ pub struct Settings {
     pub rehab_after: Duration,
     pub promotion_lag: u64,
     pub rehab_lag: u64,
-}
-
-fn state(s: meta::ReplicaState) -> ReplicaState {
-    match s {
-        meta::ReplicaState::Member => ReplicaState::Member,
-        meta::ReplicaState::Promotable => ReplicaState::Promotable,
-        meta::ReplicaState::Rehab { .. } => ReplicaState::Rehab,
-    }
-}
-
-/// The topology as the meta state records it, with the meta group's current membership.
-pub fn topology(
-    state_: &MetaState,
-    meta_voters: &BTreeSet<NodeId>,
-    meta_learners: &BTreeSet<NodeId>,
-) -> Topology {
-    let nodes = state_
-        .nodes
-        .keys()
-        .map(|id| {
-            (
-                *id,
-                NodeView {
-                    labels: state_.labels_of(*id),
-                    draining: state_.draining.contains(id),
-                },
-            )
-        })
-        .collect();
-    let databases = state_
-        .databases
-        .iter()
-        .map(|(name, db)| {
-            let shards = db
-                .shards
-                .iter()
-                .map(|record| ShardView {
-                    group: record.group_id,
-                    replicas: record
-                        .replicas
-                        .iter()
-                        .map(|n| {
-                            let s = record.state_of(*n).unwrap_or(meta::ReplicaState::Member);
-                            let since_ms = match s {
-                                meta::ReplicaState::Rehab { since_ms } => since_ms,
-                                _ => record.since_ms.get(n).copied().unwrap_or(0),
-                            };
-                            Replica {
-                                node: *n,
-                                state: state(s),
-                                since: Duration::from_millis(since_ms),
-                            }
-                        })
-                        .collect(),
-                    replacement: record.replacement.map(|m| Replacement {
-                        old: m.old,
-                        new: m.new,
-                    }),
-                })
-                .collect();
-            (name.clone(), DatabaseView { shards })
-        })
-        .collect();
-    Topology {
-        nodes,
-        databases,
-        meta: MetaGroupView {
-            voters: meta_voters.clone(),
-            learners: meta_learners.clone(),
-        },
-    }
 }
 
 /// The policy of every database, from its record and the node's settings.
@@ -136,12 +61,11 @@ pub fn policy(state_: &MetaState, s: &Settings) -> Policy {
 /// A shard's progress, when `status` came from its leader (only a leader knows how far each
 /// replica is); `None` otherwise, so that nothing is promoted on a guess.
 pub fn shard_progress(status: &ShardStatus) -> Option<(GroupId, GroupProgress)> {
-    let leader = status.leader_id;
-    let from_leader = leader != 0
-        && status
-            .replicas
-            .iter()
-            .any(|r| r.node_id == leader && r.matched_index > 0);
+    let leader = status.leader_id?;
+    let from_leader = status
+        .replicas
+        .iter()
+        .any(|r| r.node_id == leader && r.matched_index > 0);
     if !from_leader {
         return None;
     }
@@ -167,13 +91,13 @@ pub fn shard_progress(status: &ShardStatus) -> Option<(GroupId, GroupProgress)> 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
-    use flotilla_proto::v1::ReplicaStatus;
+    use flotilla_model::ReplicaStatus;
 
     use super::*;
-    use crate::meta::{DatabaseRecord, ReplicaMove, ShardRecord};
-    use crate::types::NodeAddr;
+    use crate::meta::{DatabaseRecord, ReplicaMove, ReplicaState, ShardRecord};
+    use crate::types::{NodeAddr, NodeId};
 
     fn settings() -> Settings {
         Settings {
@@ -194,10 +118,9 @@ mod tests {
             .insert(4, BTreeMap::from([("zone".into(), "b".into())]));
         st.draining.insert(3);
         let mut shard = ShardRecord::new(7, vec![1, 2, 3, 4]);
-        shard
-            .states
-            .insert(3, meta::ReplicaState::Rehab { since_ms: 5_000 });
-        shard.states.insert(4, meta::ReplicaState::Promotable);
+        shard.states.insert(3, ReplicaState::Rehab);
+        shard.since_ms.insert(3, 5_000);
+        shard.states.insert(4, ReplicaState::Promotable);
         shard.since_ms.insert(4, 9_000);
         shard.replacement = Some(ReplicaMove { old: 3, new: 4 });
         st.databases.insert(
@@ -218,7 +141,8 @@ mod tests {
     #[test]
     fn the_topology_carries_states_times_moves_labels_and_draining() {
         let st = state_with_one_database();
-        let topo = topology(&st, &BTreeSet::from([1, 2, 3]), &BTreeSet::from([4]));
+        let topo =
+            crate::topology::from_meta(&st, &BTreeSet::from([1, 2, 3]), &BTreeSet::from([4]));
         let shard = &topo.databases["app"].shards[0];
         assert_eq!(shard.group, 7);
         let got: Vec<(NodeId, ReplicaState, u64)> = shard
@@ -235,7 +159,7 @@ mod tests {
                 (4, ReplicaState::Promotable, 9_000),
             ]
         );
-        assert_eq!(shard.replacement, Some(Replacement { old: 3, new: 4 }));
+        assert_eq!(shard.replacement, Some(ReplicaMove { old: 3, new: 4 }));
         assert!(topo.nodes[&3].draining && !topo.nodes[&1].draining);
         assert_eq!(topo.nodes[&4].labels["zone"], "b");
         assert_eq!(topo.meta.learners, BTreeSet::from([4]));
@@ -262,20 +186,32 @@ mod tests {
     fn replica(node_id: NodeId, lag: u64, matched_index: u64) -> ReplicaStatus {
         ReplicaStatus {
             node_id,
+            client_addr: String::new(),
+            state: ReplicaState::Member,
             lag,
             matched_index,
-            ..Default::default()
+            snapshot_bytes_sent: 0,
+        }
+    }
+
+    fn shard(leader_id: Option<NodeId>, replicas: Vec<ReplicaStatus>) -> ShardStatus {
+        ShardStatus {
+            shard: 0,
+            group_id: 7,
+            leader_id,
+            term: 1,
+            commit_index: 0,
+            replicas,
+            replacement: None,
         }
     }
 
     #[test]
     fn progress_is_taken_only_from_a_shard_leader() {
-        let from_leader = ShardStatus {
-            group_id: 7,
-            leader_id: 1,
-            replicas: vec![replica(1, 0, 50), replica(2, 5, 45), replica(4, 50, 0)],
-            ..Default::default()
-        };
+        let from_leader = shard(
+            Some(1),
+            vec![replica(1, 0, 50), replica(2, 5, 45), replica(4, 50, 0)],
+        );
         let (gid, p) = shard_progress(&from_leader).expect("leader's view");
         assert_eq!(gid, 7);
         assert_eq!(p.lag(2), Some(5));
@@ -283,17 +219,9 @@ mod tests {
         assert_eq!(p.lag(1), Some(0));
         assert_eq!(p.lag(9), None);
         // A follower's view has no progress (lags read 0): it must not count as caught up.
-        let from_follower = ShardStatus {
-            group_id: 7,
-            leader_id: 1,
-            replicas: vec![replica(1, 0, 0), replica(2, 0, 0)],
-            ..Default::default()
-        };
+        let from_follower = shard(Some(1), vec![replica(1, 0, 0), replica(2, 0, 0)]);
         assert_eq!(shard_progress(&from_follower), None);
-        let leaderless = ShardStatus {
-            group_id: 7,
-            ..Default::default()
-        };
+        let leaderless = shard(None, vec![replica(1, 0, 50)]);
         assert_eq!(shard_progress(&leaderless), None);
     }
 }

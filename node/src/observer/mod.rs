@@ -4,6 +4,7 @@
 //! shard at a time. Nothing is remembered between ticks but when each node was last heard from,
 //! so a new meta leader simply carries on.
 
+pub mod duties;
 pub mod execute;
 pub mod inputs;
 
@@ -15,9 +16,9 @@ use openraft::ChangeMembers;
 
 use crate::command::MetaCommand;
 use crate::host::Host;
+use crate::replication::changes::now_ms;
 use crate::topology::{self, Action, Change, Health, Progress};
 use crate::types::{META_GROUP, NodeId};
-use execute::now_ms;
 use inputs::Settings;
 
 /// Time between two decisions.
@@ -62,7 +63,7 @@ async fn progress(host: &Host, state: &crate::meta::MetaState) -> Progress {
         .values()
         .flat_map(|db| db.shards.iter().map(|s| s.group_id))
         .collect();
-    let mut statuses = crate::shards::led_everywhere(host).await;
+    let mut statuses = crate::replication::status::led_everywhere(host).await;
     // A deposed leader may still answer: the newest term wins.
     statuses.sort_by_key(|s| s.term);
     groups.extend(
@@ -100,7 +101,7 @@ async fn tick(host: &Host, health: &mut Health) {
     let membership = host.meta().metrics().membership_config.membership().clone();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
-    let topo = inputs::topology(&state, &voters, &learners);
+    let topo = topology::from_meta(&state, &voters, &learners);
     let policy = inputs::policy(&state, &settings(host));
     let progress = progress(host, &state).await;
     let actions = topology::decide(&topo, health, &progress, &policy, now);
@@ -150,7 +151,7 @@ async fn finish_rebalance(host: &Host, health: &Health, actions: &[Action], now:
         return;
     }
     let membership = host.meta().metrics().membership_config.membership().clone();
-    let topo = inputs::topology(
+    let topo = topology::from_meta(
         &state,
         &membership.voter_ids().collect(),
         &membership.learner_ids().collect(),

@@ -290,7 +290,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Normal(Command::Meta(cmd)) => match meta.as_mut() {
                         Some(m) => Response::Meta(m.apply(cmd)),
-                        None => Response::Meta(Err("meta command sent to a data group".into())),
+                        None => Response::Meta(Err(crate::meta::MetaError::NotMetaGroup)),
                     },
                     EntryPayload::Membership(m) => {
                         membership = StoredMembership::new(Some(entry.log_id), m.clone());

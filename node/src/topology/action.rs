@@ -1,9 +1,8 @@
-//! What the topology core decides: actions for the meta leader to carry out, each with a reason,
-//! and the bounded event log that records every transition.
+//! What the topology core decides: actions for the meta leader to carry out, each with a
+//! reason. Once carried out, an action is recorded in the meta state (see `commands`), which
+//! also logs the transition as an event.
 
-use std::collections::VecDeque;
 use std::fmt;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -162,98 +161,10 @@ impl Action {
             reason: reason.into(),
         }
     }
-
-    /// The event to record once the action was carried out; `from_state` is the replica's state
-    /// before it.
-    pub fn event(&self, at: Duration, from_state: Option<ReplicaState>) -> TopologyEvent {
-        let shard = self.change.shard();
-        TopologyEvent {
-            at,
-            database: shard.map(|s| s.database.clone()),
-            shard: shard.map(|s| s.index),
-            group: shard.map(|s| s.group),
-            node: self.change.node(),
-            from_state,
-            to_state: self.change.to_state(),
-            change: self.change.to_string(),
-            reason: self.reason.clone(),
-        }
-    }
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.change, self.reason)
-    }
-}
-
-/// One recorded topology transition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopologyEvent {
-    pub at: Duration,
-    pub database: Option<String>,
-    pub shard: Option<usize>,
-    pub group: Option<GroupId>,
-    pub node: NodeId,
-    pub from_state: Option<ReplicaState>,
-    pub to_state: Option<ReplicaState>,
-    /// The change, in words.
-    pub change: String,
-    pub reason: String,
-}
-
-/// The newest topology events, oldest first, at most `capacity` of them. Each event gets a
-/// sequence number so followers can resume after the last one they saw.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EventLog {
-    capacity: usize,
-    next_seq: u64,
-    events: VecDeque<(u64, TopologyEvent)>,
-}
-
-impl EventLog {
-    pub const DEFAULT_CAPACITY: usize = 1000;
-
-    pub fn new(capacity: usize) -> Self {
-        EventLog {
-            capacity: capacity.max(1),
-            next_seq: 0,
-            events: VecDeque::new(),
-        }
-    }
-
-    /// Appends an event, dropping the oldest beyond capacity; returns its sequence number.
-    pub fn push(&mut self, event: TopologyEvent) -> u64 {
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        self.events.push_back((seq, event));
-        while self.events.len() > self.capacity {
-            self.events.pop_front();
-        }
-        seq
-    }
-
-    /// Events with a sequence number at or after `seq`, oldest first.
-    pub fn since(&self, seq: u64) -> impl Iterator<Item = &(u64, TopologyEvent)> {
-        self.events.iter().filter(move |(s, _)| *s >= seq)
-    }
-
-    pub fn len(&self) -> usize {
-        self.events.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
-    }
-
-    /// The sequence number the next event will get.
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq
-    }
-}
-
-impl Default for EventLog {
-    fn default() -> Self {
-        EventLog::new(EventLog::DEFAULT_CAPACITY)
     }
 }

@@ -23,20 +23,22 @@
 //! are respected. Once nodes are stable, applying the actions tick after tick reaches a fixed
 //! point where `decide` returns nothing.
 //!
-//! Calling it, each tick on the meta leader: build a [`Topology`] from the meta state, a
-//! [`Health`] from the heartbeat table (on taking over, [`Health::seed_missing`]), a
-//! [`Progress`] from the groups' replication metrics and a [`Policy`]; call [`decide`]; carry
-//! the actions out in order, skipping the rest of a shard's actions when one fails; record each
-//! carried-out action in the meta state with the semantics of [`apply`] and as a
-//! [`TopologyEvent`] in the [`EventLog`]; clear a requested rebalance once [`is_balanced`] holds
-//! and no move is in flight. Deciding again from fresh inputs is always safe: nothing is
-//! remembered between calls.
+//! Calling it, each tick on the meta leader: build a [`Topology`] from the meta state
+//! ([`from_meta`]), a [`Health`] from the heartbeat table (on taking over,
+//! [`Health::seed_missing`]), a [`Progress`] from the groups' replication metrics and a
+//! [`Policy`]; call [`decide`]; carry the actions out in order, skipping the rest of a shard's
+//! actions when one fails; record each carried-out action in the meta state with the commands
+//! [`meta_commands`] gives (the simulations and property tests record through the same
+//! commands and the production `MetaState::apply`); clear a requested rebalance once
+//! [`is_balanced`] holds and no move is in flight. Deciding again from fresh inputs is always
+//! safe: nothing is remembered between calls.
 
 mod action;
 mod checks;
+mod commands;
+mod from_meta;
 mod meta_group;
 mod rebalance;
-mod record;
 mod shard;
 mod view;
 
@@ -54,12 +56,13 @@ mod tests;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use action::{Action, Change, EventLog, ShardRef, TopologyEvent};
+pub use action::{Action, Change, ShardRef};
 pub use checks::{labels_match, majority};
-pub use record::{ApplyError, apply};
+pub use commands::meta_commands;
+pub use from_meta::from_meta;
 pub use view::{
     DatabasePolicy, DatabaseView, GroupProgress, Health, MetaGroupView, NodeView, Policy, Progress,
-    Replacement, Replica, ReplicaState, ShardView, Topology,
+    Replica, ReplicaMove, ReplicaState, ShardView, Topology,
 };
 
 use crate::types::NodeId;

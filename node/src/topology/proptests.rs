@@ -235,7 +235,7 @@ proptest! {
                     sh.replicas.iter().all(|r| r.state != ReplicaState::Promotable),
                     "{name}/{i}: a Promotable left at the fixed point: {sh:?}"
                 );
-                let new_in_rehab = |m: Replacement| {
+                let new_in_rehab = |m: ReplicaMove| {
                     sh.replica(m.new).map(|r| r.state) == Some(ReplicaState::Rehab)
                         && pol.replace_after.is_none()
                 };

@@ -1,14 +1,17 @@
 //! A tiny simulated cluster for tests: [`Sim`] runs `decide` tick after tick over node health
-//! the test sets, checks every action against the safety rules, and records it with `apply`.
+//! the test sets, checks every action against the safety rules, and records it as production
+//! does: the commands of [`meta_commands`] applied by `MetaState::apply` to the meta state the
+//! topology stands for, the topology then read back with [`from_meta`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{
-    Action, Change, GroupProgress, Health, Policy, Progress, Replica, ReplicaState, ShardView,
-    Topology, apply, decide, labels_match, majority,
+    Action, Change, GroupProgress, Health, Policy, Progress, Replica, ReplicaMove, ReplicaState,
+    ShardView, Topology, decide, from_meta, labels_match, majority, meta_commands,
 };
-use crate::types::{GroupId, META_GROUP, NodeId};
+use crate::meta::{DatabaseRecord, MetaState, ShardRecord};
+use crate::types::{GroupId, META_GROUP, NodeAddr, NodeId};
 
 /// A cluster whose nodes are up or down as the test says; Raft is reduced to "up nodes are
 /// caught up, the leader is an up voter".
@@ -202,7 +205,7 @@ impl Sim {
                 }
                 _ => {}
             }
-            apply(&mut self.topo, a, self.now).map_err(|e| format!("{a}: {e}"))?;
+            self.record(a)?;
         }
         self.check_state()?;
         self.now += step;
@@ -261,6 +264,130 @@ impl Sim {
         Ok(())
     }
 
+    /// Records a carried-out action as the meta leader does: the action's meta commands
+    /// applied to the meta state this topology stands for, and Raft's part (the meta group's
+    /// voters and learners) changed beside it.
+    pub fn record(&mut self, a: &Action) -> Result<(), String> {
+        self.check_recordable(a)?;
+        let mut meta = meta_state_of(&self.topo);
+        let (voters, learners) = (&self.topo.meta.voters, &self.topo.meta.learners);
+        if from_meta(&meta, voters, learners) != self.topo {
+            return Err(format!(
+                "the topology does not read back from its meta state: {:?}",
+                self.topo
+            ));
+        }
+        let at_ms = u64::try_from(self.now.as_millis()).map_err(|e| e.to_string())?;
+        for cmd in meta_commands(a, at_ms) {
+            meta.apply(&cmd).map_err(|e| format!("{a}: {e}"))?;
+        }
+        let mut group = self.topo.meta.clone();
+        match &a.change {
+            Change::AddMetaVoter { node } => {
+                group.learners.remove(node);
+                group.voters.insert(*node);
+            }
+            Change::RemoveMetaVoter { node } => {
+                group.voters.remove(node);
+                group.learners.insert(*node);
+            }
+            Change::RetireNode { node } => {
+                group.voters.remove(node);
+                group.learners.remove(node);
+            }
+            _ => {}
+        }
+        self.topo = from_meta(&meta, &group.voters, &group.learners);
+        Ok(())
+    }
+
+    /// Whether `a` is a transition the topology allows: `decide` never adds a second replica
+    /// of a shard to a node or a second replacement to a shard, never promotes what is not a
+    /// Promotable (and so on), and never changes the meta group's voters in a way that is not
+    /// a change.
+    fn check_recordable(&self, a: &Action) -> Result<(), String> {
+        let shard = |s: &super::ShardRef| {
+            self.topo
+                .databases
+                .get(&s.database)
+                .and_then(|db| db.shards.get(s.index))
+                .filter(|sh| sh.group == s.group)
+                .ok_or_else(|| format!("{a}: no shard {s}"))
+        };
+        let in_state = |sh: &ShardView, node: NodeId, expected: ReplicaState| match sh.replica(node)
+        {
+            Some(r) if r.state == expected => Ok(()),
+            Some(r) => Err(format!(
+                "{a}: the replica on node {node} is {}, not {expected}",
+                r.state
+            )),
+            None => Err(format!("{a}: the shard has no replica on node {node}")),
+        };
+        match &a.change {
+            Change::AddPromotable {
+                shard: s,
+                node,
+                replaces,
+                ..
+            } => {
+                if !self.topo.nodes.contains_key(node) {
+                    return Err(format!("{a}: node {node} is not registered"));
+                }
+                let sh = shard(s)?;
+                // Adding a recorded Promotable again (its learner is missing from the group).
+                let again = sh
+                    .replica(*node)
+                    .is_some_and(|r| r.state == ReplicaState::Promotable)
+                    && replaces.is_none_or(|old| {
+                        sh.live_replacement() == Some(ReplicaMove { old, new: *node })
+                    });
+                if again {
+                    return Ok(());
+                }
+                if sh.has_replica_on(*node) {
+                    return Err(format!(
+                        "{a}: the shard already has a replica on node {node}"
+                    ));
+                }
+                if let Some(old) = replaces {
+                    if let Some(m) = sh.live_replacement() {
+                        return Err(format!(
+                            "{a}: the shard already replaces node {} by node {}",
+                            m.old, m.new
+                        ));
+                    }
+                    if !sh.has_replica_on(*old) {
+                        return Err(format!("{a}: the shard has no replica on node {old}"));
+                    }
+                }
+                Ok(())
+            }
+            Change::Promote { shard: s, node } => {
+                in_state(shard(s)?, *node, ReplicaState::Promotable)
+            }
+            Change::MarkRehab { shard: s, node } => {
+                in_state(shard(s)?, *node, ReplicaState::Member)
+            }
+            Change::MarkMember { shard: s, node } => {
+                in_state(shard(s)?, *node, ReplicaState::Rehab)
+            }
+            Change::RemoveReplica { shard: s, node } => match shard(s)?.has_replica_on(*node) {
+                true => Ok(()),
+                false => Err(format!("{a}: the shard has no replica on node {node}")),
+            },
+            Change::AddMetaVoter { node } if !self.topo.meta.learners.contains(node) => {
+                Err(format!("{a}: node {node} is not a meta learner"))
+            }
+            Change::RemoveMetaVoter { node } if !self.topo.meta.voters.contains(node) => {
+                Err(format!("{a}: node {node} is not a meta voter"))
+            }
+            Change::RetireNode { node } if !self.topo.nodes.contains_key(node) => {
+                Err(format!("{a}: node {node} is not registered"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn check_state(&self) -> Result<(), String> {
         for (name, db) in &self.topo.databases {
             for (i, sh) in db.shards.iter().enumerate() {
@@ -293,6 +420,53 @@ impl Sim {
             self.decide()
         ))
     }
+}
+
+/// The meta state a topology stands for (what the meta leader's record holds): every node
+/// registered with its labels, every replica with its state and the time it entered it.
+pub fn meta_state_of(topo: &Topology) -> MetaState {
+    let mut meta = MetaState::default();
+    for (id, node) in &topo.nodes {
+        meta.nodes.insert(*id, NodeAddr::default());
+        meta.labels.insert(*id, node.labels.clone());
+        if node.draining {
+            meta.draining.insert(*id);
+        }
+    }
+    let mut last_group = META_GROUP;
+    for (name, db) in &topo.databases {
+        let shards = db
+            .shards
+            .iter()
+            .map(|sh| {
+                last_group = last_group.max(sh.group);
+                let replicas: Vec<NodeId> = sh.replicas.iter().map(|r| r.node).collect();
+                let mut record = ShardRecord::new(sh.group, replicas);
+                for r in &sh.replicas {
+                    if r.state != ReplicaState::Member {
+                        record.states.insert(r.node, r.state);
+                    }
+                    let since = u64::try_from(r.since.as_millis()).unwrap_or(u64::MAX);
+                    record.since_ms.insert(r.node, since);
+                }
+                record.replacement = sh.replacement;
+                record
+            })
+            .collect();
+        meta.databases.insert(
+            name.clone(),
+            DatabaseRecord {
+                name: name.clone(),
+                replication_factor: 3,
+                shards,
+                replace_after_ms: None,
+                placement: Default::default(),
+                auto_rebalance: false,
+            },
+        );
+    }
+    meta.next_group_id = last_group + 1;
+    meta
 }
 
 /// Test fixtures: a cluster of registered nodes, the first three meta voters.

@@ -487,34 +487,9 @@ fn decide_is_deterministic() {
 }
 
 #[test]
-fn the_event_log_keeps_the_newest_events() {
-    let mut log = EventLog::new(3);
-    let a = Action::new(
-        Change::MarkRehab {
-            shard: ShardRef {
-                database: "d".into(),
-                index: 0,
-                group: 1,
-            },
-            node: 2,
-        },
-        "not seen for 1m",
-    );
-    for i in 0..5 {
-        log.push(a.event(T0 + secs(i), Some(ReplicaState::Member)));
-    }
-    assert_eq!(log.len(), 3);
-    let seqs: Vec<u64> = log.since(0).map(|(s, _)| *s).collect();
-    assert_eq!(seqs, vec![2, 3, 4]);
-    let (_, e) = log.since(4).next().unwrap();
-    assert_eq!(e.to_state, Some(ReplicaState::Rehab));
-    assert_eq!(e.database.as_deref(), Some("d"));
-    assert_eq!(e.node, 2);
-}
-
-#[test]
-fn apply_refuses_a_second_replica_on_one_node_and_a_second_replacement() {
-    let mut topo = with_db(cluster(1..=5), "d", &[&[1, 2, 3]], T0);
+fn a_second_replica_on_one_node_and_a_second_replacement_are_refused() {
+    let topo = with_db(cluster(1..=5), "d", &[&[1, 2, 3]], T0);
+    let mut sim = Sim::new(topo, policy("d", |_| {}), up([1, 2, 3, 4, 5]), T0);
     let s = ShardRef {
         database: "d".into(),
         index: 0,
@@ -531,16 +506,26 @@ fn apply_refuses_a_second_replica_on_one_node_and_a_second_replacement() {
             "test",
         )
     };
-    assert_eq!(
-        apply(&mut topo, &add(2, None), T0),
-        Err(ApplyError::DuplicateReplica(2))
+    let refused = sim
+        .record(&add(2, None))
+        .expect_err("a second replica on node 2");
+    assert!(
+        refused.contains("already has a replica on node 2"),
+        "{refused}"
     );
-    apply(&mut topo, &add(4, Some(3)), T0).unwrap();
+    sim.record(&add(4, Some(3)))
+        .expect("a replacement of node 3 by node 4");
+    let shard = &sim.topo.databases["d"].shards[0];
+    assert_eq!(shard.replacement, Some(ReplicaMove { old: 3, new: 4 }));
     assert_eq!(
-        apply(&mut topo, &add(5, Some(3)), T0),
-        Err(ApplyError::ReplacementInFlight(Replacement {
-            old: 3,
-            new: 4
-        }))
+        shard.replica(4).map(|r| r.state),
+        Some(ReplicaState::Promotable)
+    );
+    let refused = sim
+        .record(&add(5, Some(3)))
+        .expect_err("a second replacement");
+    assert!(
+        refused.contains("already replaces node 3 by node 4"),
+        "{refused}"
     );
 }

@@ -10,33 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{GroupId, NodeId};
 
-/// The state of one replica of a shard (RavenDB's vocabulary).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum ReplicaState {
-    /// A healthy voter.
-    Member,
-    /// A Raft learner catching up from its mentor; promoted when its lag is small.
-    Promotable,
-    /// A voter that is down or far behind. It stays a voter so the group keeps its majority.
-    Rehab,
-}
-
-impl ReplicaState {
-    /// Voters are Members and Rehab replicas; Promotables are learners.
-    pub fn is_voter(self) -> bool {
-        matches!(self, ReplicaState::Member | ReplicaState::Rehab)
-    }
-}
-
-impl std::fmt::Display for ReplicaState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ReplicaState::Member => "Member",
-            ReplicaState::Promotable => "Promotable",
-            ReplicaState::Rehab => "Rehab",
-        })
-    }
-}
+pub use flotilla_model::{ReplicaMove, ReplicaState};
 
 /// One replica of a shard: where it lives, its state, and since when it has been in that state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,20 +21,12 @@ pub struct Replica {
     pub since: Duration,
 }
 
-/// A move in flight: `new` was added as a Promotable to take the place of `old`; once `new` is
-/// a Member, `old` is removed. A shard has at most one at a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Replacement {
-    pub old: NodeId,
-    pub new: NodeId,
-}
-
 /// One shard (one data group) of a database.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ShardView {
     pub group: GroupId,
     pub replicas: Vec<Replica>,
-    pub replacement: Option<Replacement>,
+    pub replacement: Option<ReplicaMove>,
 }
 
 impl ShardView {
@@ -78,7 +44,7 @@ impl ShardView {
     }
 
     /// The in-flight replacement, if both of its replicas are still in the shard.
-    pub fn live_replacement(&self) -> Option<Replacement> {
+    pub fn live_replacement(&self) -> Option<ReplicaMove> {
         self.replacement
             .filter(|r| self.has_replica_on(r.old) && self.has_replica_on(r.new))
     }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use flotilla_client::{BatchOp, Error};
+use flotilla_client::{BatchOp, Error, RemoveNodeProgress};
 use flotilla_testkit::cluster::{Cluster, ClusterOptions};
 use flotilla_testkit::http;
 use flotilla_testkit::wait::wait_until;
@@ -17,11 +17,14 @@ async fn a_node_without_replicas_is_removed_and_one_with_replicas_is_refused() {
     let client = cluster.client();
     let extra_id = cluster.node_id(extra).await;
 
-    let steps = client
+    let removed = client
         .remove_node(extra_id)
         .await
         .expect("remove the empty node");
-    assert!(!steps.is_empty());
+    assert!(
+        matches!(&removed, RemoveNodeProgress::Removed { steps } if !steps.is_empty()),
+        "{removed:?}"
+    );
     wait_until(
         Duration::from_secs(10),
         "the removed node is gone from the cluster",
@@ -38,7 +41,10 @@ async fn a_node_without_replicas_is_removed_and_one_with_replicas_is_refused() {
         .remove_node(extra_id)
         .await
         .expect("removing a removed node again");
-    assert!(again.iter().any(|s| s.contains("has left")), "{again:?}");
+    assert!(
+        matches!(&again, RemoveNodeProgress::Removed { steps } if steps.iter().any(|s| s.contains("has left"))),
+        "{again:?}"
+    );
     let unknown = client
         .remove_node(extra_id ^ 1)
         .await

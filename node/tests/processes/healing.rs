@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use flotilla_client::{Client, Consistency, DatabaseStatus, Error, ReplicaState};
+use flotilla_client::{
+    Client, Consistency, DatabaseStatus, Error, RemoveNodeProgress, ReplicaState,
+};
 use flotilla_testkit::cluster::{Cluster, ClusterOptions};
 use flotilla_testkit::wait::{wait_for, wait_until};
 
@@ -269,16 +271,14 @@ async fn removing_a_node_moves_its_replicas_first_under_write_load() {
         })
     };
     // The first answers say the node is draining; the last one that it left.
-    let steps = wait_for(
-        Duration::from_secs(60),
-        "the node is drained and removed",
-        async || match client.remove_node(holder).await {
-            Ok(steps) => Some(steps),
-            Err(Error::Unavailable(_)) => None,
-            Err(e) => panic!("remove-node failed: {e}"),
-        },
-    )
-    .await;
+    let mut drained = false;
+    let steps = client
+        .remove_node_until_done(holder, Duration::from_secs(60), |step| {
+            drained |= matches!(step, RemoveNodeProgress::Draining { .. });
+        })
+        .await
+        .expect("the node is drained and removed");
+    assert!(drained, "the node drained before it left");
     assert!(!steps.is_empty());
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = writer.await.expect("writer");

@@ -13,4 +13,5 @@ mod leadership;
 mod multi;
 mod node_processes;
 mod placement;
+mod protocol;
 mod requests;

@@ -114,7 +114,10 @@ async fn each_call_of_a_multi_is_answered_on_its_own() {
     );
     assert_eq!(
         failed(&results[2]),
-        (Code::FailedPrecondition, "version-mismatch".to_string()),
+        (
+            Code::FailedPrecondition,
+            "ERROR_REASON_VERSION_MISMATCH".to_string()
+        ),
         "a stale write fails on its own"
     );
     assert_eq!(written(&results[3]), (1, revision));

@@ -11,6 +11,7 @@ use crate::crd::Cluster;
 use crate::crd::cluster_funcs::CLIENT_PORT;
 use crate::error::{Error, Result};
 use crate::plan::{Labels, Membership};
+use flotilla_client::RemoveNodeProgress;
 use flotilla_client::{
     Client, ClientOptions, DatabaseInfo, DatabaseOptions, DatabaseStatus, DatabaseUpdate, Group,
 };
@@ -164,18 +165,16 @@ impl ClusterAdmin for GrpcAdmin {
 
     fn drain_node<'a>(&'a self, cluster: &'a Cluster, id: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            // Asking the cluster to remove the node starts moving its replicas off it; the
-            // cluster answers "draining" until they have moved.
+            // Asking the cluster to remove the node starts moving its replicas off it; each
+            // answer says how far that has come.
             let client = self.client(cluster)?;
             match client.remove_node(node_id(id)?).await {
-                Ok(steps) => {
-                    tracing::info!(node = id, ?steps, "node drained and removed");
+                Ok(step @ RemoveNodeProgress::Removed { .. }) => {
+                    tracing::info!(node = id, %step, "node drained and removed");
                     Ok(())
                 }
-                Err(flotilla_client::Error::Unavailable(message))
-                    if message.contains("draining") =>
-                {
-                    tracing::info!(node = id, %message, "draining");
+                Ok(step) => {
+                    tracing::info!(node = id, %step, "draining");
                     Ok(())
                 }
                 Err(flotilla_client::Error::NotFound(_)) => Ok(()),
@@ -188,10 +187,15 @@ impl ClusterAdmin for GrpcAdmin {
         Box::pin(async move {
             let client = self.client(cluster)?;
             match client.remove_node(node_id(id)?).await {
-                Ok(steps) => {
+                Ok(RemoveNodeProgress::Removed { steps }) => {
                     tracing::info!(node = id, ?steps, "removed node");
                     Ok(())
                 }
+                // Not out yet (its replicas still move, or the meta leadership moved first):
+                // the next pass asks again.
+                Ok(step) => Err(admin_error(flotilla_client::Error::Unavailable(format!(
+                    "node {id}: {step}"
+                )))),
                 Err(flotilla_client::Error::NotFound(_)) => Ok(()),
                 Err(error) => Err(admin_error(error)),
             }

@@ -202,7 +202,7 @@ pub fn database_status(status: &DatabaseStatus, output: Output) -> String {
                         r.node_id.to_string(),
                         r.client_addr.clone(),
                         role.to_string(),
-                        r.state.to_string(),
+                        r.state.name().to_string(),
                         r.lag.to_string(),
                         progress(r),
                     ]);
@@ -213,7 +213,7 @@ pub fn database_status(status: &DatabaseStatus, output: Output) -> String {
                 if let Some(m) = s.replacement {
                     out.push_str(&format!(
                         "shard {}: node {} is taking the place of node {}\n",
-                        s.shard, m.new_node_id, m.old_node_id
+                        s.shard, m.new, m.old
                     ));
                 }
             }
@@ -560,10 +560,7 @@ mod tests {
                         replica(2, ReplicaState::Rehab, 9),
                         replica(3, ReplicaState::Promotable, 40),
                     ],
-                    replacement: Some(flotilla_client::ReplicaMove {
-                        old_node_id: 2,
-                        new_node_id: 3,
-                    }),
+                    replacement: Some(flotilla_client::ReplicaMove { old: 2, new: 3 }),
                 },
                 ShardStatus {
                     shard: 1,

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use flotilla_proto::v1::{
     ClusterStatusResponse, DatabaseInfo, Health, MetaRole, NodeInfo, NodeStatus,
+    RemoveNodeProgress, RemoveNodeResponse,
 };
 use openraft::Instant;
 use openraft::ServerState;
 use tonic::Status;
 
-use crate::host::Host;
+use crate::host::{Host, Removal};
 use crate::meta::DatabaseRecord;
 use crate::types::{NodeAddr, NodeId};
 
@@ -136,4 +137,32 @@ pub(super) fn parse_replace_after(text: &str) -> Result<Option<u64>, Status> {
                 "invalid replace-after {text:?} (e.g. 30s, 15m or off): {e}"
             ))
         })
+}
+
+/// The answer to one RemoveNode call: how far the removal of `node` has come.
+pub(super) fn removal(node: NodeId, removal: Removal) -> RemoveNodeResponse {
+    match removal {
+        Removal::Draining { remaining } => RemoveNodeResponse {
+            steps: vec![format!(
+                "draining node {node}: {remaining} replica(s) still to move off it"
+            )],
+            progress: RemoveNodeProgress::Draining as i32,
+            replicas_remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+            successor_id: 0,
+        },
+        Removal::HandedOver { successor } => RemoveNodeResponse {
+            steps: vec![format!(
+                "node {node} led the meta group and handed it to node {successor}"
+            )],
+            progress: RemoveNodeProgress::HandedOver as i32,
+            replicas_remaining: 0,
+            successor_id: successor,
+        },
+        Removal::Removed { steps } => RemoveNodeResponse {
+            steps,
+            progress: RemoveNodeProgress::Removed as i32,
+            replicas_remaining: 0,
+            successor_id: 0,
+        },
+    }
 }

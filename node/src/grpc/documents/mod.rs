@@ -5,43 +5,41 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use flotilla_proto::v1::documents_client::DocumentsClient;
 use flotilla_proto::v1::documents_server::Documents;
 use flotilla_proto::v1::{
     BatchRequest, BatchResponse, BatchResult, Consistency, DeleteRequest, DeleteResponse, Document,
-    EventType, GetRequest, GetResponse, ListRequest, ListResponse, MultiRequest, MultiResponse,
-    PutRequest, PutResponse, WatchEvent, WatchRequest, batch_op,
+    GetRequest, GetResponse, ListRequest, ListResponse, MultiRequest, MultiResponse, PutRequest,
+    PutResponse, WatchEvent, WatchRequest, batch_op,
 };
 use futures::Stream;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::command::{Command, DataCommand, OpOutcome, Response as Applied, WriteOp};
 use crate::error::{NodeError, NodeResult};
-use crate::grpc::forward::{
-    Effect, Forwarder, MAX_HOPS, hops, is_lost_in_flight, is_unreachable, onward,
-};
 use crate::host::{GroupHandle, Host, ReadConsistency};
 use crate::meta::DatabaseRecord;
-use crate::types::{GroupId, NodeId};
+use crate::network::forward::hops;
+use crate::types::GroupId;
 use crate::validate;
 
-/// Metadata key addressing one shard of a database (set on scatter-gather sub-requests).
+/// Metadata key addressing one shard of a database, set on requests forwarded between nodes
+/// (honoured on the peer port only: a client cannot place a document on another shard).
 pub const SHARD: &str = "x-flotilla-shard";
 
 /// Most calls one Multi request may carry.
 pub const MAX_MULTI_CALLS: usize = 1024;
 
 mod multi;
+mod route;
+mod scan;
 
 pub struct DocumentsService {
     host: Arc<Host>,
-    fwd: Arc<Forwarder>,
+    /// Serves the peer port: requests forwarded by other nodes, which may name their shard.
+    for_peers: bool,
 }
 
 /// Where a request goes: its shard and that shard's group.
@@ -52,13 +50,6 @@ struct Route {
 }
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-fn shard_override<T>(req: &Request<T>) -> Option<usize> {
-    req.metadata()
-        .get(SHARD)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-}
 
 fn consistency(c: i32) -> ReadConsistency {
     match Consistency::try_from(c).unwrap_or(Consistency::Unspecified) {
@@ -116,157 +107,20 @@ fn batch_result(outcome: OpOutcome) -> BatchResult {
 }
 
 impl DocumentsService {
-    pub fn new(host: Arc<Host>, fwd: Arc<Forwarder>) -> Self {
-        DocumentsService { host, fwd }
-    }
-
-    /// Serves `msg` on `shard` (or the shard `pick` chooses): locally when this node holds a
-    /// replica that can answer, otherwise forwarded.
-    // The three closures are the per-method parts (choose the shard, serve here, forward);
-    // bundling them in a struct would only move the same list elsewhere.
-    #[allow(clippy::too_many_arguments)]
-    async fn serve<T, R>(
-        &self,
-        msg: T,
-        hops: u32,
-        database: &str,
-        shard: Option<usize>,
-        pick: impl FnOnce(&DatabaseRecord) -> NodeResult<usize>,
-        local: impl FnOnce(Arc<Host>, GroupHandle, Route, T) -> BoxFut<'static, NodeResult<R>>,
-        call: impl Fn(
-            DocumentsClient<Channel>,
-            Request<T>,
-        ) -> BoxFut<'static, Result<Response<R>, Status>>,
-    ) -> Result<Response<R>, Status>
-    where
-        T: Effect + Clone + Send + 'static,
-        R: Send + 'static,
-    {
-        validate::database(database)?;
-        let Some(db) = self.host.meta_state().databases.get(database).cloned() else {
-            return self.unknown_database(database, msg, hops, None, call).await;
-        };
-        let shard = match shard {
-            Some(s) if s < db.shards.len() => s,
-            Some(s) => {
-                return Err(Status::invalid_argument(format!(
-                    "database {database} has no shard {s}"
-                )));
-            }
-            None => pick(&db)?,
-        };
-        let record = &db.shards[shard];
-        let route = Route {
-            shard,
-            gid: record.group_id,
-        };
-        // Nodes this one has lost touch with (down, or on the other side of a partition) are
-        // not worth a request that would wait for its deadline: without any other, the answer
-        // is Unavailable at once, and the client tries another node.
-        let window = Duration::from_millis(self.host.config.election_timeout);
-        let silent = |node: NodeId| self.host.beats().silent(node, window);
-        let mut targets = Vec::new();
-        if let Some(group) = self.host.group(route.gid) {
-            match local(self.host.clone(), group, route.clone(), msg.clone()).await {
-                Err(NodeError::NotLeader { leader }) => {
-                    if let Some((id, addr)) = leader
-                        && !silent(id)
-                    {
-                        targets.push(addr);
-                    }
-                }
-                other => return other.map(Response::new).map_err(Status::from),
-            }
-        }
-        for replica in &record.replicas {
-            if *replica != self.host.id
-                && !silent(*replica)
-                && let Some(addr) = self.host.client_addr_of(*replica)
-                && !targets.contains(&addr)
-            {
-                targets.push(addr);
-            }
-        }
-        self.forward(targets, hops, msg, Some(shard), call).await
-    }
-
-    /// The database is not in this node's meta state: ask the meta leader, which knows for sure.
-    async fn unknown_database<T, R>(
-        &self,
-        database: &str,
-        msg: T,
-        hops: u32,
-        shard: Option<usize>,
-        call: impl Fn(
-            DocumentsClient<Channel>,
-            Request<T>,
-        ) -> BoxFut<'static, Result<Response<R>, Status>>,
-    ) -> Result<Response<R>, Status>
-    where
-        T: Effect + Clone + Send + 'static,
-    {
-        let not_found = || Status::not_found(format!("database {database} does not exist"));
-        match self.host.meta_leader() {
-            Some((leader, addr)) if leader != self.host.id && hops < MAX_HOPS => {
-                self.forward(vec![addr], hops, msg, shard, call).await
-            }
-            Some(_) => Err(not_found()),
-            None => Err(Status::unavailable(
-                "no meta leader known; cannot resolve the database",
-            )),
+    /// The service users call, on the client port.
+    pub fn for_clients(host: Arc<Host>) -> Self {
+        DocumentsService {
+            host,
+            for_peers: false,
         }
     }
 
-    async fn forward<T, R>(
-        &self,
-        targets: Vec<String>,
-        hops: u32,
-        msg: T,
-        shard: Option<usize>,
-        call: impl Fn(
-            DocumentsClient<Channel>,
-            Request<T>,
-        ) -> BoxFut<'static, Result<Response<R>, Status>>,
-    ) -> Result<Response<R>, Status>
-    where
-        T: Effect + Clone,
-    {
-        if hops >= MAX_HOPS {
-            return Err(Status::unavailable(
-                "no leader reachable for this shard (forwarded too often)",
-            ));
+    /// The service other nodes forward requests to, on the peer port.
+    pub fn for_peers(host: Arc<Host>) -> Self {
+        DocumentsService {
+            host,
+            for_peers: true,
         }
-        let mut last = Status::unavailable("no leader known for this shard");
-        for addr in targets {
-            if addr == self.host.addr.client_addr {
-                continue;
-            }
-            let client = self.fwd.documents(&addr)?;
-            let mut req = onward(msg.clone(), hops, self.host.config.request_timeout);
-            if let Some(s) = shard
-                && let Ok(v) = s.to_string().parse()
-            {
-                req.metadata_mut().insert(SHARD, v);
-            }
-            match call(client, req).await {
-                Ok(r) => return Ok(r),
-                Err(s) if is_unreachable(&s) => last = s,
-                Err(s) if is_lost_in_flight(&s) && T::WRITES => {
-                    return Err(Status::aborted(format!(
-                        "outcome unknown: the connection to {addr} was lost: {}",
-                        s.message()
-                    )));
-                }
-                Err(s) if is_lost_in_flight(&s) => {
-                    last = Status::unavailable(format!(
-                        "no answer from {addr}, which should serve this read: {}",
-                        s.message()
-                    ));
-                }
-                Err(s) => return Err(s),
-            }
-        }
-        Err(last)
     }
 
     async fn write(
@@ -417,143 +271,6 @@ impl DocumentsService {
         }
         Ok(ops)
     }
-
-    async fn list_shard(
-        &self,
-        msg: ListRequest,
-        hops: u32,
-        shard: Option<usize>,
-    ) -> Result<ListResponse, Status> {
-        let database = msg.database.clone();
-        let resp = self
-            .serve(
-                msg,
-                hops,
-                &database,
-                shard,
-                |_| Ok(0),
-                |host, group, route, msg: ListRequest| {
-                    Box::pin(async move {
-                        host.read_barrier(&group, consistency(msg.consistency))
-                            .await?;
-                        let limit = validate::limit(msg.limit);
-                        let after = decode_token(&msg.page_token)?;
-                        let mut rows =
-                            group
-                                .sm
-                                .list(&msg.collection, &msg.prefix, &after, limit + 1)?;
-                        let more = rows.len() > limit;
-                        rows.truncate(limit);
-                        let next_page_token = match (more, rows.last()) {
-                            (true, Some((id, _))) => URL_SAFE_NO_PAD.encode(id),
-                            _ => String::new(),
-                        };
-                        let documents = rows
-                            .into_iter()
-                            .map(|(id, d)| Document {
-                                collection: msg.collection.clone(),
-                                id,
-                                json: d.json,
-                                version: d.version,
-                                revision: d.revision,
-                                shard: route.shard as u32,
-                            })
-                            .collect();
-                        Ok(ListResponse {
-                            documents,
-                            next_page_token,
-                        })
-                    })
-                },
-                |mut c, r| Box::pin(async move { c.list(r).await }),
-            )
-            .await?;
-        Ok(resp.into_inner())
-    }
-
-    /// The change feed of one shard served from this node's replica.
-    fn local_watch(
-        &self,
-        group: GroupHandle,
-        shard: usize,
-        collection: String,
-        from_revision: u64,
-    ) -> ReceiverStream<Result<WatchEvent, Status>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(256);
-        let mut stopping = self.host.stopping();
-        tokio::spawn(async move {
-            let state = group.sm.state().clone();
-            let mut applied = state.subscribe();
-            let mut next = if from_revision == 0 {
-                state.applied_index() + 1
-            } else {
-                from_revision
-            };
-            loop {
-                let (batch, floor) = match group.sm.changes(next, 256) {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                        return;
-                    }
-                };
-                if next < floor && from_revision != 0 {
-                    let _ = tx
-                        .send(Err(Status::out_of_range(format!(
-                            "revision {next} of shard {shard} was compacted; the oldest kept is {floor}"
-                        ))))
-                        .await;
-                    return;
-                }
-                next = next.max(floor);
-                let empty = batch.is_empty();
-                for (revision, events) in batch {
-                    for ev in events {
-                        if !collection.is_empty() && ev.collection != collection {
-                            continue;
-                        }
-                        let event = WatchEvent {
-                            r#type: if ev.json.is_some() {
-                                EventType::Put as i32
-                            } else {
-                                EventType::Delete as i32
-                            },
-                            document: Some(Document {
-                                collection: ev.collection,
-                                id: ev.id,
-                                json: ev.json.unwrap_or_default(),
-                                version: ev.version,
-                                revision,
-                                shard: shard as u32,
-                            }),
-                        };
-                        if tx.send(Ok(event)).await.is_err() {
-                            return;
-                        }
-                    }
-                    next = revision + 1;
-                }
-                if empty {
-                    tokio::select! {
-                        r = applied.changed() => if r.is_err() { return },
-                        _ = tx.closed() => return,
-                        _ = stopping.changed() => return,
-                    }
-                }
-            }
-        });
-        ReceiverStream::new(rx)
-    }
-}
-
-fn decode_token(token: &str) -> NodeResult<String> {
-    if token.is_empty() {
-        return Ok(String::new());
-    }
-    let bytes = URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| NodeError::InvalidArgument("malformed page token".into()))?;
-    String::from_utf8(bytes).map_err(|_| NodeError::InvalidArgument("malformed page token".into()))
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
@@ -561,12 +278,12 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>
 #[tonic::async_trait]
 impl Documents for DocumentsService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
-        let (hops, shard) = (hops(&request), shard_override(&request));
+        let (hops, shard) = (hops(&request), self.shard_override(&request));
         self.get_at(request.into_inner(), hops, shard).await
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let (hops, shard) = (hops(&request), shard_override(&request));
+        let (hops, shard) = (hops(&request), self.shard_override(&request));
         let msg = request.into_inner();
         let op = batch_op::Op::Put(flotilla_proto::v1::PutOp {
             collection: msg.collection,
@@ -587,7 +304,7 @@ impl Documents for DocumentsService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        let (hops, shard) = (hops(&request), shard_override(&request));
+        let (hops, shard) = (hops(&request), self.shard_override(&request));
         let msg = request.into_inner();
         let op = batch_op::Op::Delete(flotilla_proto::v1::DeleteOp {
             collection: msg.collection,
@@ -602,7 +319,7 @@ impl Documents for DocumentsService {
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let (hops, shard) = (hops(&request), shard_override(&request));
+        let (hops, shard) = (hops(&request), self.shard_override(&request));
         let msg = request.into_inner();
         validate::collection(&msg.collection)?;
         validate::database(&msg.database)?;
@@ -643,7 +360,7 @@ impl Documents for DocumentsService {
         &self,
         request: Request<BatchRequest>,
     ) -> Result<Response<BatchResponse>, Status> {
-        let (hops, shard) = (hops(&request), shard_override(&request));
+        let (hops, shard) = (hops(&request), self.shard_override(&request));
         self.batch_at(request.into_inner(), hops, shard).await
     }
 
@@ -669,7 +386,7 @@ impl Documents for DocumentsService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let (hops, shard) = (hops(&request), shard_override(&request));
+        let (hops, shard) = (hops(&request), self.shard_override(&request));
         let msg = request.into_inner();
         validate::database(&msg.database)?;
         if !msg.collection.is_empty() {
@@ -709,7 +426,7 @@ impl Documents for DocumentsService {
             let targets: Vec<String> = record
                 .replicas
                 .iter()
-                .filter_map(|r| self.host.client_addr_of(*r))
+                .filter_map(|r| self.host.peer_addr_of(*r))
                 .collect();
             let resp = self
                 .forward(targets, hops, msg.clone(), Some(s), |mut c, r| {

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use flotilla_proto::v1::{MentorRequest, NodeInfo};
+use flotilla_proto::peer::MentorReplicaRequest;
+use flotilla_proto::v1::NodeInfo;
 use openraft::RaftNetworkV2;
 use openraft::async_runtime::WatchReceiver;
 use openraft::network::RPCOption;
@@ -135,13 +136,13 @@ pub async fn ask(
         return send_snapshot(host, gid, to, addr).await;
     }
     let mentor_addr = host
-        .client_addr_of(mentor)
+        .peer_addr_of(mentor)
         .ok_or_else(|| NodeError::NotFound(format!("mentor node {mentor} is not registered")))?;
     let mut client = host
-        .fwd
-        .admin(&mentor_addr)
-        .map_err(|s| NodeError::Unavailable(s.message().to_string()))?;
-    let mut req = tonic::Request::new(MentorRequest {
+        .peers()
+        .peer(&mentor_addr)
+        .map_err(|e| NodeError::Internal(e.to_string()))?;
+    let mut req = tonic::Request::new(MentorReplicaRequest {
         group_id: gid,
         to: Some(NodeInfo {
             id: to,

@@ -5,13 +5,13 @@
 
 use std::collections::BTreeSet;
 
+use super::changes::{add_promotable, now_ms};
+use super::membership::{self, MembershipChange};
 use crate::command::MetaCommand;
 use crate::error::{NodeError, NodeResult};
 use crate::host::Host;
 use crate::labels;
-use crate::meta::{DatabaseRecord, ReplicaState, ShardRecord};
-use crate::observer::execute::{add_promotable, now_ms};
-use crate::shards::{self, MembershipChange};
+use crate::meta::{DatabaseRecord, MetaError, ReplicaState, ShardRecord};
 use crate::topology::{ShardRef, labels_match, majority};
 use crate::types::NodeId;
 
@@ -43,7 +43,7 @@ fn replaced_by_move(
         .into_iter()
         .filter(|n| Some(*n) != mentor)
         .max_by_key(|n| {
-            let rehab = matches!(record.state_of(*n), Some(ReplicaState::Rehab { .. }));
+            let rehab = matches!(record.state_of(*n), Some(ReplicaState::Rehab));
             (rehab, load.get(n).copied().unwrap_or(0), *n)
         })
 }
@@ -83,11 +83,9 @@ pub async fn add_replica(
     let db = state
         .databases
         .get(database)
-        .ok_or_else(|| NodeError::NotFound(format!("database {database} does not exist")))?;
+        .ok_or_else(|| NodeError::database_not_found(database))?;
     if !state.nodes.contains_key(&node) {
-        return Err(NodeError::NotFound(format!(
-            "node {node} is not a member of this cluster"
-        )));
+        return Err(MetaError::NodeNotMember(node).into());
     }
     if state.draining.contains(&node) {
         return Err(NodeError::FailedPrecondition(format!(
@@ -181,7 +179,7 @@ pub async fn remove_replica(
     let db = state
         .databases
         .get(database)
-        .ok_or_else(|| NodeError::NotFound(format!("database {database} does not exist")))?;
+        .ok_or_else(|| NodeError::database_not_found(database))?;
     let live = host.live_nodes();
     let selected: Vec<(usize, &ShardRecord)> = db
         .shards
@@ -208,7 +206,7 @@ pub async fn remove_replica(
     }
     let mut steps = Vec::new();
     for (i, record) in selected {
-        if let Err(e) = shards::change(host, record, &MembershipChange::Remove(node)).await {
+        if let Err(e) = membership::change(host, record, &MembershipChange::Remove(node)).await {
             if shard.is_none() && steps.is_empty() && db.replication_factor > 1 {
                 // Nothing was removed: put the replication factor back.
                 let _ = set_replication_factor(host, database, db.replication_factor).await;
@@ -261,7 +259,7 @@ mod tests {
         let load = BTreeMap::from([(1, 5), (2, 1), (3, 3)]);
         assert_eq!(replaced_by_move(&record, &load, None), Some(1));
         assert_eq!(replaced_by_move(&record, &load, Some(1)), Some(3));
-        record.states.insert(2, ReplicaState::Rehab { since_ms: 0 });
+        record.states.insert(2, ReplicaState::Rehab);
         assert_eq!(replaced_by_move(&record, &load, None), Some(2));
         record.states.insert(2, ReplicaState::Promotable);
         assert_eq!(replaced_by_move(&record, &load, None), Some(1));

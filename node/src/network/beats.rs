@@ -1,11 +1,22 @@
-//! What this node heard in the node heartbeats of its peers, and what it tells them.
+//! What this node heard from its peers (their node heartbeats, refused connections, Raft
+//! appends), and what its own heartbeat tells them: the groups it leads and which hibernate.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::decide::LeaderNode;
 use crate::types::{GroupId, NodeId};
+
+/// What this node has heard from the node of a group's leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderNode {
+    /// Heard from within the election timeout, and it leads the group.
+    Leads,
+    /// Heard from, but it does not claim the group (it stepped down, or lost it).
+    DoesNotLead,
+    /// Not heard from within the election timeout (or never).
+    Silent,
+}
 
 struct Heard {
     at: Instant,

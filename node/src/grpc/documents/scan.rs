@@ -1,0 +1,152 @@
+//! Reading many documents of a shard: a page of a listing (resumed by a page token), and the
+//! change feed a watch follows from a revision.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use flotilla_proto::v1::{Document, EventType, ListRequest, ListResponse, WatchEvent};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::{DocumentsService, consistency};
+use crate::error::{NodeError, NodeResult};
+use crate::host::GroupHandle;
+use crate::validate;
+
+impl DocumentsService {
+    pub(super) async fn list_shard(
+        &self,
+        msg: ListRequest,
+        hops: u32,
+        shard: Option<usize>,
+    ) -> Result<ListResponse, Status> {
+        let database = msg.database.clone();
+        let resp = self
+            .serve(
+                msg,
+                hops,
+                &database,
+                shard,
+                |_| Ok(0),
+                |host, group, route, msg: ListRequest| {
+                    Box::pin(async move {
+                        host.read_barrier(&group, consistency(msg.consistency))
+                            .await?;
+                        let limit = validate::limit(msg.limit);
+                        let after = decode_token(&msg.page_token)?;
+                        let mut rows =
+                            group
+                                .sm
+                                .list(&msg.collection, &msg.prefix, &after, limit + 1)?;
+                        let more = rows.len() > limit;
+                        rows.truncate(limit);
+                        let next_page_token = match (more, rows.last()) {
+                            (true, Some((id, _))) => URL_SAFE_NO_PAD.encode(id),
+                            _ => String::new(),
+                        };
+                        let documents = rows
+                            .into_iter()
+                            .map(|(id, d)| Document {
+                                collection: msg.collection.clone(),
+                                id,
+                                json: d.json,
+                                version: d.version,
+                                revision: d.revision,
+                                shard: route.shard as u32,
+                            })
+                            .collect();
+                        Ok(ListResponse {
+                            documents,
+                            next_page_token,
+                        })
+                    })
+                },
+                |mut c, r| Box::pin(async move { c.list(r).await }),
+            )
+            .await?;
+        Ok(resp.into_inner())
+    }
+
+    /// The change feed of one shard served from this node's replica.
+    pub(super) fn local_watch(
+        &self,
+        group: GroupHandle,
+        shard: usize,
+        collection: String,
+        from_revision: u64,
+    ) -> ReceiverStream<Result<WatchEvent, Status>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let mut stopping = self.host.stopping();
+        tokio::spawn(async move {
+            let state = group.sm.state().clone();
+            let mut applied = state.subscribe();
+            let mut next = if from_revision == 0 {
+                state.applied_index() + 1
+            } else {
+                from_revision
+            };
+            loop {
+                let (batch, floor) = match group.sm.changes(next, 256) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                if next < floor && from_revision != 0 {
+                    let _ = tx
+                        .send(Err(Status::out_of_range(format!(
+                            "revision {next} of shard {shard} was compacted; the oldest kept is {floor}"
+                        ))))
+                        .await;
+                    return;
+                }
+                next = next.max(floor);
+                let empty = batch.is_empty();
+                for (revision, events) in batch {
+                    for ev in events {
+                        if !collection.is_empty() && ev.collection != collection {
+                            continue;
+                        }
+                        let event = WatchEvent {
+                            r#type: if ev.json.is_some() {
+                                EventType::Put as i32
+                            } else {
+                                EventType::Delete as i32
+                            },
+                            document: Some(Document {
+                                collection: ev.collection,
+                                id: ev.id,
+                                json: ev.json.unwrap_or_default(),
+                                version: ev.version,
+                                revision,
+                                shard: shard as u32,
+                            }),
+                        };
+                        if tx.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    next = revision + 1;
+                }
+                if empty {
+                    tokio::select! {
+                        r = applied.changed() => if r.is_err() { return },
+                        _ = tx.closed() => return,
+                        _ = stopping.changed() => return,
+                    }
+                }
+            }
+        });
+        ReceiverStream::new(rx)
+    }
+}
+
+fn decode_token(token: &str) -> NodeResult<String> {
+    if token.is_empty() {
+        return Ok(String::new());
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| NodeError::InvalidArgument("malformed page token".into()))?;
+    String::from_utf8(bytes).map_err(|_| NodeError::InvalidArgument("malformed page token".into()))
+}

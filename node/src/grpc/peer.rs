@@ -1,0 +1,266 @@
+//! The `Peer` service, on the peer port: what other nodes ask of this one. Raft messages are
+//! delivered to the group they name; joining is forwarded to the meta leader; shard status,
+//! membership changes and mentoring are answered by this node.
+
+use std::sync::Arc;
+
+use flotilla_proto::peer::peer_server::Peer;
+use flotilla_proto::peer::{
+    AppendEntriesRequest, AppendEntriesResponse, HeartbeatRequest, HeartbeatResponse,
+    InstallSnapshotRequest, InstallSnapshotResponse, JoinClusterRequest, JoinClusterResponse,
+    LedShardsRequest, LedShardsResponse, MentorReplicaRequest, MentorReplicaResponse,
+    PreVoteRequest, PreVoteResponse, RaftReply, RaftRequest, ShardMembershipRequest,
+    ShardMembershipResponse, ShardStatusRequest, ShardStatusResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::codec::{decode, encode};
+use crate::consensus::{Snapshot, SnapshotMeta, Vote};
+use crate::host::{GroupHandle, Host};
+use crate::network::forward::{MAX_HOPS, hops, onward};
+use crate::replication;
+use crate::types::{GroupId, NodeAddr, NodeId};
+
+pub struct PeerService {
+    host: Arc<Host>,
+}
+
+impl PeerService {
+    pub fn new(host: Arc<Host>) -> Self {
+        PeerService { host }
+    }
+
+    /// Refuses messages meant for another node id (e.g. this address's former, wiped node).
+    fn check_target(&self, to: NodeId) -> Result<(), Status> {
+        if to != 0 && to != self.host.id {
+            return Err(Status::failed_precondition(format!(
+                "message for node {to} reached node {} (the node at this address was replaced)",
+                self.host.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The Raft message a request carries, checked to be for this node, the group it names
+    /// (hosted here) and its decoded payload.
+    fn open<T: DeserializeOwned>(
+        &self,
+        raft: Option<RaftRequest>,
+    ) -> Result<(GroupId, GroupHandle, T), Status> {
+        let msg =
+            raft.ok_or_else(|| Status::invalid_argument("a request without its Raft message"))?;
+        self.check_target(msg.to_node_id)?;
+        let group = self.group(msg.group_id)?;
+        let rpc = decode(&msg.payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok((msg.group_id, group, rpc))
+    }
+
+    fn group(&self, gid: GroupId) -> Result<GroupHandle, Status> {
+        self.host.group(gid).ok_or_else(|| {
+            Status::not_found(format!("raft group {gid} is not hosted on this node"))
+        })
+    }
+}
+
+fn reply<T: Serialize>(gid: GroupId, value: &T) -> Result<RaftReply, Status> {
+    let payload = encode(value).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(RaftReply {
+        group_id: gid,
+        payload,
+    })
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<AppendEntriesRequest>,
+    ) -> Result<Response<AppendEntriesResponse>, Status> {
+        let raft = request.into_inner().raft;
+        let from = raft.as_ref().map(|r| r.from_node_id).unwrap_or(0);
+        let (gid, group, rpc) = self.open(raft)?;
+        // Proof that the sender's process lives (see `failover`).
+        self.host.beats().appended_by(from);
+        let raft = reply(gid, &group.raft.append_entries(rpc).await)?;
+        Ok(Response::new(AppendEntriesResponse { raft: Some(raft) }))
+    }
+
+    async fn vote(&self, request: Request<VoteRequest>) -> Result<Response<VoteResponse>, Status> {
+        let (gid, group, rpc) = self.open(request.into_inner().raft)?;
+        let raft = reply(gid, &group.raft.vote(rpc).await)?;
+        Ok(Response::new(VoteResponse { raft: Some(raft) }))
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<PreVoteRequest>,
+    ) -> Result<Response<PreVoteResponse>, Status> {
+        let (gid, group, rpc) = self.open(request.into_inner().raft)?;
+        let raft = reply(gid, &group.raft.pre_vote(rpc).await)?;
+        Ok(Response::new(PreVoteResponse { raft: Some(raft) }))
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<TransferLeaderRequest>,
+    ) -> Result<Response<TransferLeaderResponse>, Status> {
+        let (gid, group, rpc) = self.open(request.into_inner().raft)?;
+        let raft = reply(gid, &group.raft.handle_transfer_leader(rpc).await)?;
+        Ok(Response::new(TransferLeaderResponse { raft: Some(raft) }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<InstallSnapshotRequest>>,
+    ) -> Result<Response<InstallSnapshotResponse>, Status> {
+        let mut stream = request.into_inner();
+        let first = stream
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let gid = first.group_id;
+        self.check_target(first.to_node_id)?;
+        let (vote, meta): (Vote, SnapshotMeta) =
+            decode(&first.header).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let group = self.group(gid)?;
+        let mut data = first.data;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            if chunk.group_id != gid {
+                return Err(Status::invalid_argument(
+                    "snapshot chunks of different groups",
+                ));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        tracing::info!(group = gid, bytes = data.len(), "snapshot received");
+        let snapshot = Snapshot {
+            meta,
+            snapshot: data,
+        };
+        let raft = reply(gid, &group.raft.install_full_snapshot(vote, snapshot).await)?;
+        Ok(Response::new(InstallSnapshotResponse { raft: Some(raft) }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let beat = request.into_inner();
+        self.check_target(beat.to_node_id)?;
+        let beats = self.host.beats();
+        beats.record(beat.from_node_id, beat.leading);
+        Ok(Response::new(HeartbeatResponse {
+            from_node_id: self.host.id,
+            to_node_id: beat.from_node_id,
+            leading: beats.leading(),
+        }))
+    }
+
+    async fn join_cluster(
+        &self,
+        request: Request<JoinClusterRequest>,
+    ) -> Result<Response<JoinClusterResponse>, Status> {
+        let hops = hops(&request);
+        let msg = request.into_inner();
+        let node = msg
+            .node
+            .clone()
+            .ok_or_else(|| Status::invalid_argument("join request without node"))?;
+        if node.id == 0 || node.client_addr.is_empty() || node.peer_addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "joining node needs an id, a client and a peer address",
+            ));
+        }
+        crate::labels::check_all(&msg.labels)
+            .map_err(|e| Status::invalid_argument(format!("invalid node labels: {e}")))?;
+        match self.host.meta_leader_peer() {
+            Some((leader, _)) if leader == self.host.id => {}
+            Some((_, addr)) if hops < MAX_HOPS => {
+                let mut client = self.host.peers().peer(&addr)?;
+                return client
+                    .join_cluster(onward(msg, hops, self.host.config.request_timeout))
+                    .await;
+            }
+            _ => return Err(Status::unavailable("no meta leader is known right now")),
+        }
+        let addr = NodeAddr {
+            name: node.name,
+            client_addr: node.client_addr,
+            peer_addr: node.peer_addr,
+        };
+        tracing::info!(node = node.id, %addr, "admitting node");
+        let labels = msg.labels.into_iter().collect();
+        let cluster_id = self.host.admit_node(node.id, addr, labels).await?;
+        Ok(Response::new(JoinClusterResponse {
+            cluster_id,
+            leader_id: self.host.id,
+        }))
+    }
+
+    async fn shard_status(
+        &self,
+        request: Request<ShardStatusRequest>,
+    ) -> Result<Response<ShardStatusResponse>, Status> {
+        let gid = request.into_inner().group_id;
+        let group = self.group(gid)?;
+        let state = self.host.meta_state();
+        let found = state.shard_by_group(gid);
+        let shard = found.map(|(_, i)| i as u32).unwrap_or(0);
+        let record = found.map(|(db, i)| &db.shards[i]);
+        let status = replication::status::local_status(&self.host, gid, &group, shard, record);
+        Ok(Response::new(ShardStatusResponse {
+            status: Some(status.into()),
+        }))
+    }
+
+    async fn led_shards(
+        &self,
+        _request: Request<LedShardsRequest>,
+    ) -> Result<Response<LedShardsResponse>, Status> {
+        Ok(Response::new(LedShardsResponse {
+            shards: replication::status::led_here(&self.host)
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        }))
+    }
+
+    async fn shard_membership(
+        &self,
+        request: Request<ShardMembershipRequest>,
+    ) -> Result<Response<ShardMembershipResponse>, Status> {
+        let msg = request.into_inner();
+        let change = replication::membership::MembershipChange::from_proto(&msg)?;
+        let group = self.host.group(msg.group_id).ok_or_else(|| {
+            Status::unavailable(format!("raft group {} is not hosted here", msg.group_id))
+        })?;
+        replication::membership::change_here(&self.host, &group, &change).await?;
+        Ok(Response::new(ShardMembershipResponse {}))
+    }
+
+    async fn mentor_replica(
+        &self,
+        request: Request<MentorReplicaRequest>,
+    ) -> Result<Response<MentorReplicaResponse>, Status> {
+        let msg = request.into_inner();
+        let to = msg
+            .to
+            .ok_or_else(|| Status::invalid_argument("mentor request without a target node"))?;
+        let addr = NodeAddr {
+            name: to.name,
+            client_addr: to.client_addr,
+            peer_addr: to.peer_addr,
+        };
+        let sent =
+            replication::mentor::send_snapshot(&self.host, msg.group_id, to.id, &addr).await?;
+        Ok(Response::new(MentorReplicaResponse {
+            bytes_sent: sent.bytes,
+            snapshot_index: sent.snapshot_index,
+        }))
+    }
+}

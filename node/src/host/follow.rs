@@ -1,0 +1,70 @@
+//! Following the meta state: this node opens exactly the data groups placed on it (the founding
+//! replicas initialise each new group) and closes those moved away.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Host;
+use crate::types::{GroupId, META_GROUP, NodeAddr, NodeId};
+
+/// Keeps the groups opened here equal to the data groups the meta state places on this node.
+pub async fn follow_topology(host: Arc<Host>) {
+    let mut applied = host.meta().sm.state().subscribe();
+    let mut stopping = host.stopping();
+    // Groups known to be initialised here: asked once, not on every pass (a question to each
+    // group's Raft task would wake every hibernating group).
+    let mut initialised: HashSet<GroupId> = HashSet::new();
+    loop {
+        let state = host.meta_state();
+        let placed = state.groups_on(host.id);
+        for (gid, shard) in &placed {
+            let handle = match host.ensure_group(*gid).await {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(group = gid, error = %e, "opening a data group failed");
+                    continue;
+                }
+            };
+            // Every initial replica initialises the group with the same membership (taken from
+            // the meta state, so it is identical everywhere): safe in Raft, and the group forms
+            // as soon as a majority of its replicas is up, whichever they are.
+            let members: BTreeMap<NodeId, NodeAddr> = shard
+                .initial
+                .iter()
+                .filter_map(|n| state.nodes.get(n).map(|a| (*n, a.clone())))
+                .collect();
+            if !shard.initial.contains(&host.id)
+                || members.len() != shard.initial.len()
+                || initialised.contains(gid)
+            {
+                continue;
+            }
+            match handle.raft.is_initialized().await {
+                Ok(true) => {
+                    initialised.insert(*gid);
+                }
+                Ok(false) => match handle.raft.initialize(members).await {
+                    Ok(()) => {
+                        tracing::info!(group = gid, "data group initialised");
+                        initialised.insert(*gid);
+                    }
+                    Err(e) => tracing::warn!(group = gid, error = %e, "initialising data group"),
+                },
+                Err(e) => tracing::debug!(group = gid, error = %e, "asking whether initialised"),
+            }
+        }
+        let placed_ids: BTreeSet<GroupId> = placed.iter().map(|(g, _)| *g).collect();
+        for (gid, _) in host.groups() {
+            if gid != META_GROUP && gid < state.next_group_id && !placed_ids.contains(&gid) {
+                host.close_group(gid, state.is_retired(gid, host.id)).await;
+                initialised.remove(&gid);
+            }
+        }
+        tokio::select! {
+            r = applied.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {},
+            _ = stopping.changed() => return,
+        }
+    }
+}

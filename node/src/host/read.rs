@@ -1,0 +1,68 @@
+//! Reads: the barrier a read waits for before it is served from this replica, at the
+//! consistency it asks for (ReadIndex, leader lease, or none).
+
+use crate::error::{NodeError, NodeResult};
+
+use super::{GroupHandle, Host};
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadConsistency {
+    Linearizable,
+    Lease,
+    Stale,
+}
+
+impl Host {
+    /// Waits until a read on this replica of `group` may be served at `consistency`.
+    pub async fn read_barrier(
+        &self,
+        group: &GroupHandle,
+        consistency: ReadConsistency,
+    ) -> NodeResult<()> {
+        use openraft::ReadPolicy;
+        use openraft::error::{LinearizableReadError, RaftError};
+        let policy = match consistency {
+            ReadConsistency::Stale => return Ok(()),
+            ReadConsistency::Lease => ReadPolicy::LeaseRead,
+            ReadConsistency::Linearizable => ReadPolicy::ReadIndex,
+        };
+        self.check_leading(group).await?;
+        let fut = group.raft.ensure_linearizable(policy);
+        match tokio::time::timeout(self.config.request_timeout, fut).await {
+            Err(_) => Err(NodeError::DeadlineExceeded(
+                "read index not confirmed in time".into(),
+            )),
+            Ok(Ok(read)) => {
+                // Serve from storage only once it shows everything up to the read index.
+                let state = group.sm.state();
+                if state.applied_index() < read.index() {
+                    let mut rx = state.subscribe();
+                    let wait = rx.wait_for(|applied| *applied >= read.index());
+                    tokio::time::timeout(self.config.request_timeout, wait)
+                        .await
+                        .map_err(|_| {
+                            NodeError::DeadlineExceeded(
+                                "state machine did not catch up in time".into(),
+                            )
+                        })?
+                        .map_err(|_| NodeError::Unavailable("raft group stopped".into()))?;
+                }
+                Ok(())
+            }
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+                Err(NodeError::NotLeader {
+                    leader: f
+                        .leader_id
+                        .and_then(|id| f.leader_node.map(|n| (id, n.client_addr))),
+                })
+            }
+            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => {
+                Err(NodeError::Unavailable(format!("no quorum: {q}")))
+            }
+            Ok(Err(RaftError::Fatal(f))) => {
+                Err(NodeError::Unavailable(format!("raft group stopped: {f}")))
+            }
+        }
+    }
+}
