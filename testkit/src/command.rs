@@ -1,4 +1,4 @@
-//! Running external commands (docker, compose, the build script) with a deadline: output
+//! Running external commands (`ip`, docker, compose, the build script) with a deadline: output
 //! captured, or passed through so that a long build shows its progress.
 
 use std::io::Read;

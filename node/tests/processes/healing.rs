@@ -3,14 +3,13 @@
 //! follow the replication factor and can be added and removed by hand, never breaking a majority;
 //! a meta voter gone for long is replaced by a learner.
 
-mod support;
-
 use std::time::Duration;
 
 use flotilla_client::{
     Client, Consistency, DatabaseStatus, Error, RemoveNodeProgress, ReplicaState,
 };
-use support::{ClusterOptions, TestCluster, wait_for, wait_until};
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::wait::{wait_for, wait_until};
 
 fn options() -> ClusterOptions {
     ClusterOptions::default()
@@ -34,7 +33,7 @@ async fn shard_states(client: &Client, db: &str) -> Option<Vec<(u64, ReplicaStat
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_away_past_replace_after_is_replaced_and_the_replication_factor_restored() {
-    let mut cluster = TestCluster::start(4, options()).await;
+    let mut cluster = Cluster::start(4, options()).await;
     cluster.create_database("app", Some(3), None).await;
     let client = cluster.client();
     client
@@ -113,7 +112,7 @@ async fn a_replica_away_past_replace_after_is_replaced_and_the_replication_facto
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rehab_replica_that_returns_is_a_member_again() {
-    let mut cluster = TestCluster::start(3, options()).await;
+    let mut cluster = Cluster::start(3, options()).await;
     cluster.create_database("app", Some(3), None).await;
     let client = cluster.client();
     client
@@ -148,7 +147,7 @@ async fn a_rehab_replica_that_returns_is_a_member_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_follow_the_replication_factor_and_hand_made_changes_keep_a_majority() {
-    let mut cluster = TestCluster::start(4, options()).await;
+    let mut cluster = Cluster::start(4, options()).await;
     cluster.create_database("app", Some(2), None).await;
     let client = cluster.client();
     client.put("app", "c", "a", "{}", None).await.unwrap();
@@ -250,7 +249,7 @@ async fn replicas_follow_the_replication_factor_and_hand_made_changes_keep_a_maj
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn removing_a_node_moves_its_replicas_first_under_write_load() {
-    let cluster = TestCluster::start(4, options()).await;
+    let cluster = Cluster::start(4, options()).await;
     cluster.create_database("app", Some(3), None).await;
     let client = cluster.client();
     let holder = client.database_status("app").await.unwrap().shards[0].replicas[0].node_id;
@@ -311,7 +310,7 @@ async fn removing_a_node_moves_its_replicas_first_under_write_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_meta_voter_gone_for_long_is_replaced_by_a_learner() {
-    let mut cluster = TestCluster::start(4, options()).await;
+    let mut cluster = Cluster::start(4, options()).await;
     let client = cluster.client();
     let voters = |s: &flotilla_client::ClusterStatus| -> Vec<u64> {
         let mut v: Vec<u64> = s

@@ -1,11 +1,12 @@
-//! The error of every harness operation.
+//! The error of every test-kit operation that can fail for a reason outside the test: a missing
+//! tool, a command that failed, a deadline passed, an HTTP exchange that went wrong.
 
 use std::time::Duration;
 
-/// What went wrong while driving docker or waiting for a condition.
+/// What went wrong while driving processes, commands or HTTP, or waiting for a condition.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A tool the harness needs is missing or its daemon cannot be reached.
+    /// A tool the kit needs is missing, or its daemon or capability is not there.
     #[error("{0}")]
     Unavailable(String),
     /// A command could not be started.
@@ -30,6 +31,13 @@ pub enum Error {
         what: String,
         waited: Duration,
         last: String,
+    },
+    /// An HTTP GET got no answer (connection refused, reset, no answer in time, bad URL).
+    #[error("GET http://{addr}{path}: {reason}")]
+    Http {
+        addr: String,
+        path: String,
+        reason: String,
     },
     /// Output that does not have the expected shape.
     #[error("unexpected output: {0}")]

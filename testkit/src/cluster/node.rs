@@ -1,21 +1,21 @@
-//! One node process of a test cluster: its ports, data directory, log file and signals.
+//! One node process of a test cluster: its addresses, network namespace, data directory, log
+//! file and signals.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use flotilla_client::{Client, ClientOptions};
+use flotilla_client::Client;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
-use super::http_get;
-
-/// The node binary built by cargo for these tests.
-pub const NODE_BIN: &str = env!("CARGO_BIN_EXE_flotilla-node");
+use super::options::{ClusterOptions, Entry};
+use crate::http;
 
 /// Log lines shown of each node when something fails.
 pub const LOG_TAIL_LINES: usize = 40;
@@ -23,87 +23,9 @@ pub const LOG_TAIL_LINES: usize = 40;
 /// How many times a node is started on fresh ports when its ports were taken meanwhile.
 pub const PORT_ATTEMPTS: usize = 3;
 
-/// Settings of a test cluster. `None` leaves the node's own default.
-#[derive(Debug, Clone)]
-pub struct ClusterOptions {
-    pub heartbeat_interval_ms: Option<u64>,
-    pub election_timeout_ms: Option<u64>,
-    pub snapshot_threshold: Option<u64>,
-    pub max_document_bytes: Option<u64>,
-    pub meta_voters: Option<usize>,
-    /// Further `serve` flags for every node.
-    pub extra_args: Vec<String>,
-    /// Environment of every node (e.g. `FLOTILLA_LOG`).
-    pub env: Vec<(String, String)>,
-    /// How long a node may take to become ready.
-    pub ready_timeout: Duration,
-    /// How long a graceful stop may take before the test fails.
-    pub stop_timeout: Duration,
-    /// Options of the clients returned by [`TestCluster::client`].
-    pub client_options: ClientOptions,
-}
-
-impl Default for ClusterOptions {
-    fn default() -> Self {
-        ClusterOptions {
-            heartbeat_interval_ms: None,
-            election_timeout_ms: None,
-            snapshot_threshold: None,
-            max_document_bytes: None,
-            meta_voters: None,
-            extra_args: Vec::new(),
-            env: Vec::new(),
-            ready_timeout: Duration::from_secs(60),
-            stop_timeout: Duration::from_secs(30),
-            client_options: ClientOptions {
-                total_timeout: Duration::from_secs(30),
-                ..ClientOptions::default()
-            },
-        }
-    }
-}
-
-impl ClusterOptions {
-    /// Faster heartbeats and elections, for tests that kill leaders.
-    pub fn fast_elections(mut self) -> Self {
-        self.heartbeat_interval_ms = Some(50);
-        self.election_timeout_ms = Some(500);
-        self
-    }
-
-    pub fn snapshot_threshold(mut self, entries: u64) -> Self {
-        self.snapshot_threshold = Some(entries);
-        self
-    }
-
-    pub fn max_document_bytes(mut self, bytes: u64) -> Self {
-        self.max_document_bytes = Some(bytes);
-        self
-    }
-
-    pub fn arg(mut self, arg: impl Into<String>) -> Self {
-        self.extra_args.push(arg.into());
-        self
-    }
-
-    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-}
-
-/// How a node enters the cluster when it starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
-    /// `--initial-cluster-state new`: bootstraps when its data directory is fresh.
-    Bootstrap,
-    /// `--initial-cluster-state existing --join ADDRS`.
-    Join(Vec<String>),
-}
-
-/// One node process (running or not) of a [`TestCluster`].
+/// One node process (running or not) of a [`Cluster`].
 #[derive(Debug)]
-pub struct TestNode {
+pub struct Node {
     pub index: usize,
     pub name: String,
     /// The node's data directory; `node.log` in it holds the process output.
@@ -113,6 +35,8 @@ pub struct TestNode {
     pub http_addr: String,
     pub entry: Entry,
     pub options: ClusterOptions,
+    /// The network namespace the node runs in, if any.
+    pub namespace: Option<String>,
     pub child: Option<Child>,
     /// Set by SIGSTOP, cleared by SIGCONT.
     pub frozen: bool,
@@ -122,11 +46,17 @@ pub struct TestNode {
 /// ports are chosen, so no port is handed out twice, then released for the nodes to bind.
 pub fn free_addrs(nodes: usize) -> Vec<[String; 3]> {
     let listeners: Vec<TcpListener> = (0..nodes * 3)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a free port on 127.0.0.1"))
+        .map(|_| {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap_or_else(|e| panic!("no free port on 127.0.0.1: {e}"))
+        })
         .collect();
     let addrs: Vec<String> = listeners
         .iter()
-        .map(|l| l.local_addr().expect("local address").to_string())
+        .map(|l| match l.local_addr() {
+            Ok(addr) => addr.to_string(),
+            Err(e) => panic!("no local address: {e}"),
+        })
         .collect();
     addrs
         .chunks(3)
@@ -134,18 +64,20 @@ pub fn free_addrs(nodes: usize) -> Vec<[String; 3]> {
         .collect()
 }
 
-impl TestNode {
+impl Node {
     pub fn new(
         index: usize,
         root: &Path,
         addrs: [String; 3],
         entry: Entry,
         options: ClusterOptions,
-    ) -> TestNode {
+        namespace: Option<String>,
+    ) -> Node {
         let [client_addr, peer_addr, http_addr] = addrs;
         let data_dir = root.join(format!("node-{index}"));
-        std::fs::create_dir_all(&data_dir).expect("creating the node directory");
-        TestNode {
+        std::fs::create_dir_all(&data_dir)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", data_dir.display()));
+        Node {
             index,
             name: format!("node-{index}"),
             data_dir,
@@ -154,6 +86,7 @@ impl TestNode {
             http_addr,
             entry,
             options,
+            namespace,
             child: None,
             frozen: false,
         }
@@ -174,7 +107,7 @@ impl TestNode {
     /// The `serve` command line.
     pub fn args(&self) -> Vec<String> {
         let mut args: Vec<String> = vec![
-            "serve".into(),
+            self.options.subcommand.clone(),
             "--name".into(),
             self.name.clone(),
             "--data-dir".into(),
@@ -216,19 +149,44 @@ impl TestNode {
     pub fn spawn(&mut self) {
         assert!(!self.is_running(), "{} is already running", self.name);
         let args = self.args();
+        let binary = &self.options.binary;
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_path())
-            .expect("opening the node log");
-        let _ = writeln!(log, "---- harness: starting {NODE_BIN} {}", args.join(" "));
-        let stderr = log.try_clone().expect("cloning the log file handle");
-        let mut command = Command::new(NODE_BIN);
+            .unwrap_or_else(|e| panic!("opening {}: {e}", self.log_path().display()));
+        let _ = writeln!(
+            log,
+            "---- harness: starting {} {}",
+            binary.display(),
+            args.join(" ")
+        );
+        let stderr = log
+            .try_clone()
+            .unwrap_or_else(|e| panic!("cloning the log file handle: {e}"));
+        let mut command = match &self.namespace {
+            // `ip netns exec` enters the namespace and then execs the node: same process id.
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
         command
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(stderr));
+        // The node dies with the thread that started it (a test, or the benchmark), even when
+        // that is killed before it can clean up.
+        // SAFETY: the closure runs in the forked child before exec and makes one system call
+        // (prctl), which is async-signal-safe.
+        unsafe {
+            command.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
         // Settings of the test's own environment must not leak into the node.
         for (key, _) in std::env::vars() {
             if key.starts_with("FLOTILLA_") && key != "FLOTILLA_LOG" {
@@ -238,7 +196,7 @@ impl TestNode {
         command.envs(self.options.env.iter().map(|(k, v)| (k, v)));
         let child = command
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {NODE_BIN} for {}: {e}", self.name));
+            .unwrap_or_else(|e| panic!("starting {} for {}: {e}", binary.display(), self.name));
         self.child = Some(child);
         self.frozen = false;
     }
@@ -267,7 +225,8 @@ impl TestNode {
         let pid = self
             .pid()
             .unwrap_or_else(|| panic!("{} was never started", self.name));
-        let pid = Pid::from_raw(i32::try_from(pid).expect("pid fits in i32"));
+        let pid = i32::try_from(pid).unwrap_or_else(|e| panic!("pid {pid}: {e}"));
+        let pid = Pid::from_raw(pid);
         kill(pid, signal).unwrap_or_else(|e| panic!("sending {signal} to {}: {e}", self.name));
     }
 
@@ -307,6 +266,34 @@ impl TestNode {
         }
     }
 
+    /// True between SIGSTOP and SIGCONT.
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// `SIGTERM`, then `SIGKILL` if the process has not exited after `grace`; never panics (a
+    /// node not running is left as it is).
+    pub async fn stop_within(&mut self, grace: Duration) {
+        if !self.is_running() {
+            self.child = None;
+            return;
+        }
+        if self.frozen {
+            self.sigcont();
+        }
+        self.signal(Signal::SIGTERM);
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exit_status() {
+                self.note(&format!("exited after SIGTERM: {status}"));
+                self.child = None;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill9();
+    }
+
     /// Freezes the process (it keeps its sockets but answers nothing, like a hung machine).
     pub fn sigstop(&mut self) {
         self.signal(Signal::SIGSTOP);
@@ -329,7 +316,8 @@ impl TestNode {
             "wipe {} only while it is down",
             self.name
         );
-        let entries = std::fs::read_dir(&self.data_dir).expect("reading the data directory");
+        let entries = std::fs::read_dir(&self.data_dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", self.data_dir.display()));
         for entry in entries.flatten() {
             let path = entry.path();
             if path == self.log_path() {
@@ -348,7 +336,7 @@ impl TestNode {
 
     /// Starts the node again with the same ports, data directory and flags. Does not wait for
     /// it to become ready (a restarted node may need the others to be up): see
-    /// [`TestNode::wait_ready`].
+    /// [`Node::wait_ready`].
     pub fn restart(&mut self) {
         if self.is_running() {
             panic!("restart {}: it is still running", self.name);
@@ -365,12 +353,12 @@ impl TestNode {
     /// A client that talks to this node only.
     pub fn client(&self) -> Client {
         Client::with_options(vec![self.endpoint()], self.options.client_options.clone())
-            .expect("a client for one node")
+            .unwrap_or_else(|e| panic!("a client for {}: {e}", self.name))
     }
 
     /// `GET path` on the node's HTTP port: the status code and body.
-    pub async fn http_get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        http_get(&self.http_addr, path).await
+    pub async fn http_get(&self, path: &str) -> crate::Result<(u16, String)> {
+        http::get(&self.http_addr, path).await
     }
 
     /// One probe of `/readyz`.
@@ -414,8 +402,12 @@ impl TestNode {
         }
     }
 
-    /// True when the log says a port could not be bound.
+    /// True when the log says a port could not be bound (on 127.0.0.1, where ports are chosen
+    /// free and may be taken before the node binds them; a namespace's fixed ports are its own).
     pub fn failed_to_bind(&self) -> bool {
+        if self.namespace.is_some() {
+            return false;
+        }
         let tail = self.log_tail(LOG_TAIL_LINES).to_ascii_lowercase();
         tail.contains("address already in use") || tail.contains("os error 98")
     }
@@ -440,8 +432,12 @@ impl TestNode {
 
     /// Name, addresses, state and log tail, for failure messages.
     pub fn describe(&self) -> String {
+        let namespace = match &self.namespace {
+            Some(ns) => format!(", namespace {ns}"),
+            None => String::new(),
+        };
         format!(
-            "== {} (client {}, peer {}, http {}, pid {:?}) log {}:\n{}\n",
+            "== {} (client {}, peer {}, http {}{namespace}, pid {:?}) log {}:\n{}\n",
             self.name,
             self.client_addr,
             self.peer_addr,
@@ -453,7 +449,7 @@ impl TestNode {
     }
 }
 
-impl Drop for TestNode {
+impl Drop for Node {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

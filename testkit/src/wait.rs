@@ -1,4 +1,9 @@
 //! Waiting on a condition with a deadline, polling, and saying what is being waited for.
+//!
+//! [`until`] and [`until_async`] return an [`Error::Timeout`] with the last state seen and report
+//! progress as they wait (long waits of the end-to-end tests). [`wait_until`], [`wait_for`] and
+//! [`within`] are for test bodies: they panic saying what did not happen, which is how a test
+//! reports its failure.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -102,4 +107,40 @@ impl<'a> Waiter<'a> {
         ));
         value
     }
+}
+
+/// Polls `condition` until it holds, at most `timeout`; panics saying `what` did not happen.
+pub async fn wait_until<F>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: AsyncFnMut() -> bool,
+{
+    wait_for(timeout, what, async || condition().await.then_some(())).await
+}
+
+/// Polls `probe` until it returns `Some`, at most `timeout`, and returns the value; panics
+/// saying `what` did not happen.
+pub async fn wait_for<T, F>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: AsyncFnMut() -> Option<T>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(10);
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            panic!("timed out after {timeout:?} waiting until {what}");
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Runs `future` with a deadline; panics saying `what` did not finish.
+pub async fn within<T>(timeout: Duration, what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(timeout, future)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {timeout:?}"))
 }

@@ -1,16 +1,16 @@
 //! Cluster administration against real nodes: removing a node, metrics and health endpoints,
 //! configuration through environment variables, limits.
 
-mod support;
-
 use std::time::Duration;
 
 use flotilla_client::{BatchOp, Error, RemoveNodeProgress};
-use support::{ClusterOptions, TestCluster, http_get, wait_until};
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::http;
+use flotilla_testkit::wait::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_replicas_is_removed_and_one_with_replicas_is_refused() {
-    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await;
     // Placed on three of four nodes: the fourth holds no replica.
     cluster.create_database("app", Some(3), None).await;
     let extra = cluster.add_node().await;
@@ -73,7 +73,7 @@ async fn a_node_without_replicas_is_removed_and_one_with_replicas_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_readiness_are_served_over_http() {
-    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let cluster = Cluster::start(3, ClusterOptions::default()).await;
     cluster.create_database("app", None, None).await;
     cluster
         .client()
@@ -81,11 +81,11 @@ async fn metrics_health_and_readiness_are_served_over_http() {
         .await
         .unwrap();
     let http = cluster.node(0).http_addr.clone();
-    let (code, _) = http_get(&http, "/healthz").await.unwrap();
+    let (code, _) = http::get(&http, "/healthz").await.unwrap();
     assert_eq!(code, 200);
-    let (code, _) = http_get(&http, "/readyz").await.unwrap();
+    let (code, _) = http::get(&http, "/readyz").await.unwrap();
     assert_eq!(code, 200);
-    let (code, body) = http_get(&http, "/metrics").await.unwrap();
+    let (code, body) = http::get(&http, "/metrics").await.unwrap();
     assert_eq!(code, 200);
     for metric in [
         "flotilla_raft_term{group=\"0\"}",
@@ -101,7 +101,7 @@ async fn metrics_health_and_readiness_are_served_over_http() {
     }
     // Proposal latency is recorded on the node that leads the shard.
     let leader = cluster.shard_leader("app", 0).await.expect("shard leader");
-    let (_, body) = http_get(&cluster.node(leader).http_addr, "/metrics")
+    let (_, body) = http::get(&cluster.node(leader).http_addr, "/metrics")
         .await
         .unwrap();
     assert!(
@@ -112,7 +112,7 @@ async fn metrics_health_and_readiness_are_served_over_http() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_come_from_environment_variables_and_limits_hold() {
-    let cluster = TestCluster::start(
+    let cluster = Cluster::start(
         1,
         ClusterOptions::default()
             .env("FLOTILLA_MAX_BATCH_OPS", "3")

@@ -2,14 +2,13 @@
 //! health service and server reflection and serves only what users call; node-to-node calls
 //! are answered on the peer port alone.
 
-mod support;
-
 use std::time::Duration;
 
 use flotilla_proto::peer::HeartbeatRequest;
 use flotilla_proto::peer::peer_client::PeerClient;
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::wait::wait_for;
 use futures::StreamExt;
-use support::{ClusterOptions, TestCluster, wait_for};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -21,7 +20,7 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_port_answers_grpc_health_and_reflection_and_hides_the_peer_service() {
-    let cluster = TestCluster::start(1, ClusterOptions::default()).await;
+    let cluster = Cluster::start(1, ClusterOptions::default()).await;
     let node = cluster.node(0);
     let client_url = format!("http://{}", node.client_addr);
 

@@ -1,74 +1,110 @@
-//! Process-test harness: real `flotilla-node` processes on 127.0.0.1, driven the way an operator
-//! or a user would drive them.
+//! Clusters of real `flotilla-node` processes, driven the way an operator or a user would drive
+//! them: on 127.0.0.1, or each node in a network namespace of its own on a [`Fabric`] so that
+//! links can be cut ([`faults`]). The node tests, the fault tests and the benchmark all start
+//! their nodes here.
 //!
-//! [`TestCluster::start`] picks free ports, bootstraps node 0 with `--initial-cluster-state new`,
-//! lets the other nodes join through node 0's client address, and waits until every node's
-//! `/readyz` answers 200. Each node lives in its own directory of a temporary directory (its data
-//! directory, which also holds `node.log` with the process's stdout and stderr). Nodes can be
+//! [`Cluster::start`] picks free ports (fixed ports in namespaces), bootstraps node 0 with
+//! `--initial-cluster-state new`, lets the other nodes join through node 0's client address, and
+//! waits until every node's `/readyz` answers 200 and the meta group has its voters. Each node
+//! lives in its own directory of a temporary directory (its data directory, which also holds
+//! `node.log` with the process's stdout and stderr). Nodes can be
 //! killed (`SIGKILL`), stopped gracefully (`SIGTERM`), frozen (`SIGSTOP` / `SIGCONT`), restarted
 //! on the same ports and data, or wiped (a lost disk). Dropping the cluster kills every process
 //! it started; when the test is failing it also prints the tail of every node's log.
 //!
 //! Set `FLOTILLA_KEEP_TEST_DIRS=1` to keep the temporary directory for inspection.
+//!
+//! The harness's operations panic, with every node's state and log tail, when the cluster does
+//! not do what they wait for: they run inside tests, where a panic is the failure report, and a
+//! `Result` would only be unwrapped at each of the hundreds of call sites. Faults that the
+//! machine may not allow (partitions) return a [`Result`](crate::Result) instead.
 
-// Each test file uses a different part of the harness.
-#![allow(dead_code)]
-
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
 use flotilla_client::{Client, ClientOptions};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-mod node;
-pub use node::*;
+use crate::netns::Fabric;
+use crate::progress;
+use crate::wait::wait_until;
 
-/// Real node processes on 127.0.0.1 forming one cluster.
-pub struct TestCluster {
-    /// Removed (with every node's data) when the cluster is dropped, unless kept.
+pub mod faults;
+mod node;
+mod options;
+
+pub use node::{LOG_TAIL_LINES, Node, PORT_ATTEMPTS, Probe, free_addrs};
+pub use options::{ClusterOptions, Entry, Network, node_binary};
+
+/// Fixed ports of a node in its own namespace.
+const NAMESPACE_PORTS: [u16; 3] = [7100, 7101, 7102];
+
+/// Real node processes forming one cluster, on 127.0.0.1 or on network namespaces.
+pub struct Cluster {
+    /// Removed (with every node's data) when the cluster is dropped, unless kept; `None` when
+    /// the nodes live in [`ClusterOptions::dir`].
     root: Option<tempfile::TempDir>,
     root_path: PathBuf,
-    pub nodes: Vec<TestNode>,
+    pub nodes: Vec<Node>,
     options: ClusterOptions,
+    /// Declared after the nodes: the processes die before their namespaces go.
+    fabric: Option<Fabric>,
 }
 
-impl TestCluster {
+impl Cluster {
     /// Starts `n` nodes: node 0 bootstraps, the others join through it. Returns once every
     /// node is ready; panics with each node's log otherwise.
-    pub async fn start(n: usize, options: ClusterOptions) -> TestCluster {
+    pub async fn start(n: usize, options: ClusterOptions) -> Cluster {
         assert!(n >= 1, "a cluster needs at least one node");
-        let root = tempfile::Builder::new()
-            .prefix("flotilla-test-")
-            .tempdir()
-            .expect("creating a temporary directory");
-        let root_path = root.path().to_path_buf();
-        let mut cluster = TestCluster {
-            root: Some(root),
+        let (root, root_path) = match &options.dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)
+                    .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+                (None, dir.clone())
+            }
+            None => {
+                let root = tempfile::Builder::new()
+                    .prefix("flotilla-test-")
+                    .tempdir()
+                    .unwrap_or_else(|e| panic!("creating a temporary directory: {e}"));
+                let path = root.path().to_path_buf();
+                (Some(root), path)
+            }
+        };
+        let fabric = match options.network {
+            Network::Namespaces => {
+                Some(Fabric::create(n).unwrap_or_else(|e| panic!("creating the namespaces: {e}")))
+            }
+            Network::Loopback => None,
+        };
+        let mut cluster = Cluster {
+            root,
             root_path,
             nodes: Vec::new(),
             options,
+            fabric,
         };
-        let mut addrs = free_addrs(n).into_iter();
-        let first = TestNode::new(
+        let mut addrs = cluster.addresses(n).into_iter();
+        let first = Node::new(
             0,
             &cluster.root_path,
-            addrs.next().expect("addresses for node 0"),
+            addrs.next().unwrap_or_default(),
             Entry::Bootstrap,
             cluster.options.clone(),
+            cluster.namespace(0),
         );
         cluster.nodes.push(first);
         cluster.start_nodes(&[0]).await;
         let seed = vec![cluster.nodes[0].endpoint()];
         for (i, addrs) in (1..n).zip(addrs) {
-            let node = TestNode::new(
+            let node = Node::new(
                 i,
                 &cluster.root_path,
                 addrs,
                 Entry::Join(seed.clone()),
                 cluster.options.clone(),
+                cluster.namespace(i),
             );
             cluster.nodes.push(node);
         }
@@ -76,6 +112,30 @@ impl TestCluster {
         cluster.start_nodes(&rest).await;
         cluster.wait_for_meta_voters().await;
         cluster
+    }
+
+    /// The client, peer and HTTP addresses of `n` nodes: fixed ports on each namespace's
+    /// address, or free ports on 127.0.0.1.
+    fn addresses(&self, n: usize) -> Vec<[String; 3]> {
+        match &self.fabric {
+            Some(fabric) => (0..n)
+                .map(|i| {
+                    let a = fabric.addr(i);
+                    NAMESPACE_PORTS.map(|p| format!("{a}:{p}"))
+                })
+                .collect(),
+            None => free_addrs(n),
+        }
+    }
+
+    /// The namespace of node `i`, when the nodes run in namespaces.
+    fn namespace(&self, i: usize) -> Option<String> {
+        self.fabric.as_ref().map(|f| f.namespace(i))
+    }
+
+    /// Where the nodes run.
+    pub fn network(&self) -> Network {
+        self.options.network
     }
 
     /// Waits until the meta group has its voters (up to `--meta-voters`, odd): before that a
@@ -170,16 +230,21 @@ impl TestCluster {
         self.add_node_with(options).await
     }
 
-    /// Like [`TestCluster::add_node`], with options of its own (e.g. `--labels`).
+    /// Like [`Cluster::add_node`], with options of its own (e.g. `--labels`).
     pub async fn add_node_with(&mut self, options: ClusterOptions) -> usize {
+        assert!(
+            self.fabric.is_none(),
+            "nodes are added on 127.0.0.1 only (a fabric has its namespaces from the start)"
+        );
         let index = self.nodes.len();
         let join = self.running_endpoints();
-        let node = TestNode::new(
+        let node = Node::new(
             index,
             &self.root_path,
             free_addrs(1).remove(0),
             Entry::Join(join),
             options,
+            None,
         );
         self.nodes.push(node);
         self.start_nodes(&[index]).await;
@@ -190,11 +255,15 @@ impl TestCluster {
         self.nodes.len()
     }
 
-    pub fn node(&self, i: usize) -> &TestNode {
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
         &self.nodes[i]
     }
 
-    pub fn node_mut(&mut self, i: usize) -> &mut TestNode {
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
         &mut self.nodes[i]
     }
 
@@ -205,7 +274,7 @@ impl TestCluster {
 
     /// Every node's client endpoint.
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes.iter().map(TestNode::endpoint).collect()
+        self.nodes.iter().map(Node::endpoint).collect()
     }
 
     /// The client endpoints of the nodes whose processes run.
@@ -223,11 +292,21 @@ impl TestCluster {
 
     /// A client over every node's endpoint with the given options.
     pub fn client_with(&self, options: ClientOptions) -> Client {
-        Client::with_options(self.endpoints(), options).expect("a client over the cluster")
+        Client::with_options(self.endpoints(), options)
+            .unwrap_or_else(|e| panic!("a client over the cluster: {e}"))
     }
 
-    /// `kill -9` node `i`.
+    /// A client that talks to node `i` only, with `options`.
+    pub fn node_client(&self, i: usize, options: ClientOptions) -> Client {
+        Client::with_options(vec![self.endpoint(i)], options)
+            .unwrap_or_else(|e| panic!("a client for node {i}: {e}"))
+    }
+
+    /// `kill -9` node `i` (a no-op when it is not running).
     pub fn kill9(&mut self, i: usize) {
+        if self.nodes[i].child.is_some() {
+            progress(format!("node {i} killed with SIGKILL"));
+        }
         self.nodes[i].kill9();
     }
 
@@ -236,17 +315,22 @@ impl TestCluster {
         self.nodes[i].sigterm().await
     }
 
+    /// Freezes node `i` (`SIGSTOP`): it keeps its sockets and answers nothing.
     pub fn sigstop(&mut self, i: usize) {
         self.nodes[i].sigstop();
+        progress(format!("node {i} frozen with SIGSTOP"));
     }
 
+    /// Lets a frozen node run again.
     pub fn sigcont(&mut self, i: usize) {
         self.nodes[i].sigcont();
+        progress(format!("node {i} resumed with SIGCONT"));
     }
 
     /// Starts node `i` again (same ports, data and flags) without waiting for it.
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].restart();
+        progress(format!("node {i} started"));
     }
 
     /// Deletes node `i`'s data (it must be down); when restarted it joins as a new node.
@@ -332,6 +416,14 @@ impl TestCluster {
             .unwrap_or_else(|e| panic!("database {name} not ready: {e}\n{}", self.describe()));
     }
 
+    /// Stops every running node gracefully (`SIGTERM`, so that leaders hand over), and with
+    /// `SIGKILL` the ones still running after `grace`.
+    pub async fn stop_all(&mut self, grace: Duration) {
+        for node in &mut self.nodes {
+            node.stop_within(grace).await;
+        }
+    }
+
     /// The temporary directory holding every node's directory.
     pub fn root(&self) -> &Path {
         &self.root_path
@@ -339,11 +431,11 @@ impl TestCluster {
 
     /// Every node's addresses, state and log tail.
     pub fn describe(&self) -> String {
-        self.nodes.iter().map(TestNode::describe).collect()
+        self.nodes.iter().map(Node::describe).collect()
     }
 }
 
-impl Drop for TestCluster {
+impl Drop for Cluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
             node.kill9();
@@ -362,68 +454,4 @@ impl Drop for TestCluster {
             eprintln!("---- kept the test cluster's files in {}", kept.display());
         }
     }
-}
-
-/// Polls `condition` until it holds, at most `timeout`; panics saying `what` did not happen.
-pub async fn wait_until<F>(timeout: Duration, what: &str, mut condition: F)
-where
-    F: AsyncFnMut() -> bool,
-{
-    wait_for(timeout, what, async || condition().await.then_some(())).await
-}
-
-/// Polls `probe` until it returns `Some`, at most `timeout`, and returns the value; panics
-/// saying `what` did not happen.
-pub async fn wait_for<T, F>(timeout: Duration, what: &str, mut probe: F) -> T
-where
-    F: AsyncFnMut() -> Option<T>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut delay = Duration::from_millis(10);
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            panic!("timed out after {timeout:?} waiting until {what}");
-        }
-        tokio::time::sleep(delay.min(deadline - now)).await;
-        delay = (delay * 2).min(Duration::from_millis(200));
-    }
-}
-
-/// Runs `future` with a deadline; panics saying `what` did not finish.
-pub async fn within<T>(timeout: Duration, what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(timeout, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {timeout:?}"))
-}
-
-/// A minimal HTTP/1.1 GET (the node's HTTP port serves plain text): status code and body.
-pub async fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        Ok::<_, std::io::Error>(response)
-    };
-    let response = tokio::time::timeout(Duration::from_secs(2), exchange)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no HTTP answer"))??;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("not an HTTP response: {head:?}"),
-            )
-        })?;
-    Ok((code, body.to_string()))
 }

@@ -16,8 +16,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::command::Cmd;
 use crate::error::{Error, Result};
-use crate::process::Cmd;
 use crate::progress;
 
 /// Slots (and so /24 subnets of 10.213.0.0/16) available to concurrent fabrics.

@@ -2,8 +2,6 @@
 //! writes a shard leader receives together share one entry, and a client's concurrent calls
 //! (sent together by its coalescer) each get their own result.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -13,8 +11,9 @@ use flotilla_proto::v1::{
     BatchOp, BatchRequest, Call, CallResult, GetRequest, MultiRequest, PutOp, batch_op, call,
     call_result,
 };
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::wait::{wait_for, within};
 use futures::StreamExt;
-use support::{ClusterOptions, TestCluster, wait_for, within};
 use tonic::Code;
 
 fn put(db: &str, id: &str, json: &str, if_version: Option<u64>) -> Call {
@@ -59,15 +58,15 @@ fn failed(r: &CallResult) -> (Code, String) {
     }
 }
 
-async fn raw(cluster: &TestCluster, i: usize) -> DocumentsClient<tonic::transport::Channel> {
+async fn raw(cluster: &Cluster, i: usize) -> DocumentsClient<tonic::transport::Channel> {
     DocumentsClient::connect(format!("http://{}", cluster.endpoint(i)))
         .await
         .expect("connect")
 }
 
 /// A 3-node cluster with database `db` and the index of its shard's leader.
-async fn cluster_with(db: &str) -> (TestCluster, usize) {
-    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+async fn cluster_with(db: &str) -> (Cluster, usize) {
+    let cluster = Cluster::start(3, ClusterOptions::default()).await;
     cluster.create_database(db, None, None).await;
     let leader = wait_for(
         Duration::from_secs(10),
@@ -218,7 +217,7 @@ async fn each_call_of_a_multi_is_answered_on_its_own() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_through_one_client_each_get_their_own_result() {
-    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let cluster = Cluster::start(3, ClusterOptions::default()).await;
     cluster.create_database("app", None, Some(2)).await;
     for coalesce_calls in [true, false] {
         let client = cluster.client_with(ClientOptions {

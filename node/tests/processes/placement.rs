@@ -2,13 +2,12 @@
 //! database (and moving the labels moves the replicas), a rebalance spreads replicas onto a new
 //! node, and a replica added by hand takes its initial snapshot from the mentor it names.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flotilla_client::{Client, Consistency, DatabaseOptions, DatabaseUpdate, Error, ReplicaState};
-use support::{ClusterOptions, TestCluster, wait_until};
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::wait::wait_until;
 
 fn options() -> ClusterOptions {
     ClusterOptions::default()
@@ -57,7 +56,7 @@ async fn assert_readable(client: &Client, db: &str, n: usize, consistency: Consi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn placement_labels_choose_the_nodes_and_moving_them_moves_the_replicas() {
-    let mut cluster = TestCluster::start(3, options().arg("--labels=zone=a")).await;
+    let mut cluster = Cluster::start(3, options().arg("--labels=zone=a")).await;
     let b = cluster
         .add_node_with(options().arg("--labels=zone=b,disk=ssd"))
         .await;
@@ -199,7 +198,7 @@ async fn placement_labels_choose_the_nodes_and_moving_them_moves_the_replicas() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rebalance_spreads_replicas_onto_a_new_node_without_losing_a_write() {
-    let mut cluster = TestCluster::start(3, options()).await;
+    let mut cluster = Cluster::start(3, options()).await;
     let dbs = ["a", "b", "c"];
     for db in dbs {
         cluster.create_database(db, Some(3), None).await;
@@ -259,7 +258,7 @@ async fn a_rebalance_spreads_replicas_onto_a_new_node_without_losing_a_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_added_by_hand_is_mentored_by_the_chosen_node() {
-    let cluster = TestCluster::start(4, options().snapshot_threshold(50)).await;
+    let cluster = Cluster::start(4, options().snapshot_threshold(50)).await;
     cluster.create_database("app", Some(3), None).await;
     let client = cluster.client();
     write(&client, "app", 150).await;

@@ -1,16 +1,15 @@
 //! Node processes under the harness's hands: killed, frozen, stopped, restarted and wiped, the
 //! cluster keeps serving and each node keeps (or, once wiped, loses) its identity.
 
-mod support;
-
 use std::time::Duration;
 
 use flotilla_client::{Consistency, Health};
-use support::{ClusterOptions, TestCluster, wait_for, wait_until};
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::wait::{wait_for, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_restarts_with_its_identity_and_data() {
-    let mut cluster = TestCluster::start(3, ClusterOptions::default().fast_elections()).await;
+    let mut cluster = Cluster::start(3, ClusterOptions::default().fast_elections()).await;
     cluster.create_database("t", None, None).await;
     let client = cluster.client();
     client.put("t", "c", "a", "1", None).await.unwrap();
@@ -67,7 +66,7 @@ async fn a_killed_node_restarts_with_its_identity_and_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_node_is_reported_unreachable_and_recovers() {
-    let mut cluster = TestCluster::start(3, ClusterOptions::default().fast_elections()).await;
+    let mut cluster = Cluster::start(3, ClusterOptions::default().fast_elections()).await;
     let frozen = 1;
     let id = cluster.node_id(frozen).await;
     cluster.sigstop(frozen);
@@ -106,7 +105,7 @@ async fn a_frozen_node_is_reported_unreachable_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_node_exits_cleanly_and_a_new_node_joins() {
-    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await;
     let status = cluster.sigterm(2).await;
     assert!(status.success(), "graceful stop exited with {status}");
 
@@ -123,7 +122,7 @@ async fn a_stopped_node_exits_cleanly_and_a_new_node_joins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_node_returns_under_a_new_id() {
-    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await;
     let old_id = cluster.node_id(2).await;
     cluster.kill9(2);
     cluster.wipe(2);
@@ -133,7 +132,7 @@ async fn a_wiped_node_returns_under_a_new_id() {
     // belongs to a new node id.
     let addr = cluster.endpoint(2);
     let client = cluster.client();
-    let new_id = support::wait_for(
+    let new_id = flotilla_testkit::wait::wait_for(
         Duration::from_secs(20),
         "the wiped node registers under a new id",
         async || {

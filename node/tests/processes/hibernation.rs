@@ -2,18 +2,18 @@
 //! has caught up, they serve reads and writes as before (waking up for a write), and their
 //! followers still elect a new leader when the leader's node dies.
 
-mod support;
-
 use std::time::Duration;
 
 use flotilla_client::Consistency;
-use support::{ClusterOptions, TestCluster, http_get, wait_for, wait_until};
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::http;
+use flotilla_testkit::wait::{wait_for, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 /// The value of `flotilla_raft_hibernating` for `group` on node `i`, if it reports one.
-async fn hibernating(cluster: &TestCluster, i: usize, group: u64) -> Option<bool> {
-    let (_, body) = http_get(&cluster.node(i).http_addr, "/metrics")
+async fn hibernating(cluster: &Cluster, i: usize, group: u64) -> Option<bool> {
+    let (_, body) = http::get(&cluster.node(i).http_addr, "/metrics")
         .await
         .ok()?;
     let prefix = format!("flotilla_raft_hibernating{{group=\"{group}\"}} ");
@@ -22,7 +22,7 @@ async fn hibernating(cluster: &TestCluster, i: usize, group: u64) -> Option<bool
 }
 
 /// Whether every node in `nodes` reports `group` hibernating.
-async fn all_hibernating(cluster: &TestCluster, nodes: &[usize], group: u64) -> bool {
+async fn all_hibernating(cluster: &Cluster, nodes: &[usize], group: u64) -> bool {
     for &i in nodes {
         if hibernating(cluster, i, group).await != Some(true) {
             return false;
@@ -33,7 +33,7 @@ async fn all_hibernating(cluster: &TestCluster, nodes: &[usize], group: u64) -> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_group_hibernates_serves_requests_and_fails_over() {
-    let mut cluster = TestCluster::start(
+    let mut cluster = Cluster::start(
         3,
         ClusterOptions::default().env("FLOTILLA_HIBERNATE_AFTER", "1s"),
     )
@@ -122,7 +122,7 @@ async fn an_idle_group_hibernates_serves_requests_and_fails_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_idle_groups_on_a_node_all_hibernate() {
     const SHARDS: usize = 200;
-    let cluster = TestCluster::start(
+    let cluster = Cluster::start(
         3,
         ClusterOptions::default().env("FLOTILLA_HIBERNATE_AFTER", "1s"),
     )
@@ -135,7 +135,7 @@ async fn hundreds_of_idle_groups_on_a_node_all_hibernate() {
         "every replica of every group hibernates",
         async || {
             for i in 0..3 {
-                let Ok((_, body)) = http_get(&cluster.node(i).http_addr, "/metrics").await else {
+                let Ok((_, body)) = http::get(&cluster.node(i).http_addr, "/metrics").await else {
                     return false;
                 };
                 let asleep = body

@@ -1,18 +1,17 @@
 //! The document API against a real node: malformed requests get the right status codes and the
 //! node keeps serving; batches, paging and watches behave as documented.
 
-mod support;
-
 use std::time::Duration;
 
 use flotilla_client::{BatchOp, ChangeKind, Consistency, Error};
 use flotilla_proto::v1::documents_client::DocumentsClient;
 use flotilla_proto::v1::{BatchRequest, GetRequest, PutRequest};
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::wait::within;
 use futures::StreamExt;
-use support::{ClusterOptions, TestCluster, within};
 use tonic::Code;
 
-async fn raw(cluster: &TestCluster) -> DocumentsClient<tonic::transport::Channel> {
+async fn raw(cluster: &Cluster) -> DocumentsClient<tonic::transport::Channel> {
     DocumentsClient::connect(format!("http://{}", cluster.endpoint(0)))
         .await
         .expect("connect")
@@ -30,7 +29,7 @@ fn put(db: &str, coll: &str, id: &str, json: &str) -> PutRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_clear_statuses_and_the_node_keeps_serving() {
-    let cluster = TestCluster::start(3, ClusterOptions::default().max_document_bytes(1024)).await;
+    let cluster = Cluster::start(3, ClusterOptions::default().max_document_bytes(1024)).await;
     cluster.create_database("app", None, None).await;
     let mut docs = raw(&cluster).await;
 
@@ -126,7 +125,7 @@ async fn malformed_requests_get_clear_statuses_and_the_node_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_are_atomic_lists_page_and_watches_stream_changes() {
-    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let cluster = Cluster::start(3, ClusterOptions::default()).await;
     cluster.create_database("app", None, Some(1)).await;
     let client = cluster.client();
     let mut watch = client.watch("app", Some("users"), 0).await.expect("watch");
@@ -214,7 +213,7 @@ async fn batches_are_atomic_lists_page_and_watches_stream_changes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documents_spread_over_shards_and_listing_gathers_them() {
-    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let cluster = Cluster::start(3, ClusterOptions::default()).await;
     cluster.create_database("sharded", Some(2), Some(4)).await;
     let client = cluster.client();
     let mut shards = std::collections::BTreeSet::new();

@@ -2,18 +2,18 @@
 //! stopped with SIGTERM hands over first, so writes see at most one retry. When a leader's
 //! process dies, its followers take over without waiting for their timers.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use flotilla_client::{ClientOptions, Group};
-use support::{ClusterOptions, TestCluster, http_get, wait_for, wait_until};
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::http;
+use flotilla_testkit::wait::{wait_for, wait_until};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_moves_to_the_named_node() {
-    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let cluster = Cluster::start(3, ClusterOptions::default()).await;
     cluster.create_database("app", None, None).await;
     let client = cluster.client();
 
@@ -61,7 +61,7 @@ async fn leadership_moves_to_the_named_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_stopped_with_sigterm_hands_over_and_writes_see_at_most_one_retry() {
-    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await;
     cluster.create_database("app", None, None).await;
     let leader = wait_for(Duration::from_secs(10), "shard leader", async || {
         cluster.shard_leader("app", 0).await
@@ -144,8 +144,8 @@ async fn a_leader_stopped_with_sigterm_hands_over_and_writes_see_at_most_one_ret
 }
 
 /// The value of `flotilla_raft_takeovers` for `group` on node `i` (0 when not reported).
-async fn takeovers(cluster: &TestCluster, i: usize, group: u64) -> u64 {
-    let Ok((_, body)) = http_get(&cluster.node(i).http_addr, "/metrics").await else {
+async fn takeovers(cluster: &Cluster, i: usize, group: u64) -> u64 {
+    let Ok((_, body)) = http::get(&cluster.node(i).http_addr, "/metrics").await else {
         return 0;
     };
     let prefix = format!("flotilla_raft_takeovers_total{{group=\"{group}\"}} ");
@@ -161,7 +161,7 @@ async fn followers_take_over_at_once_when_the_leaders_process_is_gone() {
     // from its last heartbeat, and no ordinary election can succeed before it ends. A new
     // leader well within that time can only come from the takeover.
     let election = Duration::from_secs(4);
-    let mut cluster = TestCluster::start(
+    let mut cluster = Cluster::start(
         3,
         ClusterOptions {
             election_timeout_ms: Some(election.as_millis() as u64),

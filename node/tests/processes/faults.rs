@@ -8,21 +8,21 @@
 //! `randomized_fault_schedule_keeps_the_history_linearizable` runs seeded rounds of random
 //! faults of every kind.
 //!
-//! Partitions need network namespaces (root and iproute2); without them those tests say so and
-//! pass, and the others run on 127.0.0.1 (in CI a missing capability fails instead).
+//! Partitions need network namespaces (root and iproute2); without them those tests say plainly
+//! that they did not run, and the others run on 127.0.0.1 (under `CI=true` a missing capability
+//! fails instead).
 
 use std::time::Duration;
 
 use flotilla_client::{ClientOptions, Consistency, Error as ClientError};
-use flotilla_e2e::cluster::{Cluster, ClusterOptions, Network};
-use flotilla_e2e::history::{Call, History, Outcome};
-use flotilla_e2e::linearizability::{self, Versions};
-use flotilla_e2e::netns::Fabric;
-use flotilla_e2e::schedule;
-use flotilla_e2e::workload::{Running, Workload, Writes};
-use flotilla_e2e::{progress, wait};
-
-const NODE_BIN: &str = env!("CARGO_BIN_EXE_flotilla-node");
+use flotilla_testkit::cluster::{Cluster, ClusterOptions, Network};
+use flotilla_testkit::environment::{current_test, in_ci, not_run};
+use flotilla_testkit::history::{Call, History, Outcome};
+use flotilla_testkit::linearizability::{self, Versions};
+use flotilla_testkit::netns::Fabric;
+use flotilla_testkit::schedule;
+use flotilla_testkit::workload::{Running, Workload, Writes};
+use flotilla_testkit::{progress, wait};
 const DB: &str = "faults";
 
 /// Generous bound on a new leader being elected and writes flowing again.
@@ -37,12 +37,12 @@ const PROGRESS: u64 = 50;
 /// scenarios send only conditional writes and check exact versions.
 const WRITES: Writes = Writes::Conditional;
 
-/// Network namespaces where they can be made; on 127.0.0.1 otherwise, except in CI (`CI` set),
-/// where a missing capability must not silently skip the partition tests.
+/// Network namespaces where they can be made; on 127.0.0.1 otherwise, except under `CI=true`,
+/// where a missing capability must not quietly narrow the tests.
 fn network() -> Network {
     match Fabric::available() {
         Ok(()) => Network::Namespaces,
-        Err(e) if std::env::var_os("CI").is_some() => {
+        Err(e) if in_ci() => {
             panic!("{e} (CI runs the fault tests as root with iproute2)")
         }
         Err(e) => {
@@ -63,7 +63,8 @@ struct Run {
 
 impl Run {
     /// `nodes` nodes, a database of two shards replicated on every node, and workers writing.
-    /// `None` when the test needs partitions and they are not possible here.
+    /// `None` when the test needs partitions and they are not possible here (the test did not
+    /// run: see [`not_run`]).
     async fn start(nodes: usize, needs_partitions: bool) -> Option<Run> {
         Run::start_with(nodes, needs_partitions, WRITES).await
     }
@@ -85,21 +86,18 @@ impl Run {
     ) -> Option<Run> {
         let network = network();
         if needs_partitions && network != Network::Namespaces {
-            progress("SKIPPED: this test needs network namespaces (run as root with iproute2)");
+            not_run(
+                &current_test(),
+                "it needs network namespaces (run it as root with iproute2)",
+            );
             return None;
         }
         let seed = schedule::seed();
-        let options = ClusterOptions {
-            network,
-            ..ClusterOptions::default()
-        };
-        let cluster = Cluster::start(std::path::Path::new(NODE_BIN), nodes, options)
-            .await
-            .unwrap_or_else(|e| panic!("starting the cluster: {e}"));
+        let options = ClusterOptions::default().fast_elections().network(network);
+        let cluster = Cluster::start(nodes, options).await;
         cluster
-            .create_database(DB, Some(nodes.min(5) as u32), 2)
-            .await
-            .unwrap_or_else(|e| panic!("{e}\n{}", cluster.describe()));
+            .create_database(DB, Some(nodes.min(5) as u32), Some(2))
+            .await;
         let workload = Workload {
             writes,
             ..Workload::new(DB, keys, 4)
@@ -150,7 +148,7 @@ impl Run {
         wait::until_async(&what, FAILOVER, Duration::from_millis(100), || async {
             let leader = match asked {
                 Some(node) => self.cluster.shard_leader_seen_by(DB, 0, node).await,
-                None => self.cluster.shard_leader(DB, 0).await,
+                None => self.cluster.probe_shard_leader(DB, 0).await,
             };
             Ok(leader.filter(|l| Some(*l) != not))
         })
@@ -172,10 +170,7 @@ impl Run {
             running.stop().await;
         }
         self.cluster.heal_all().expect("healing the cluster");
-        self.cluster
-            .wait_all_ready()
-            .await
-            .unwrap_or_else(|e| panic!("seed {}: {e}", self.seed));
+        self.cluster.wait_all_ready().await;
         let finals = self
             .workload
             .final_reads(
@@ -215,13 +210,8 @@ async fn leader_kill_under_load_keeps_the_history_linearizable() {
     run.cluster.kill9(leader);
     run.progress_within(FAILOVER, "the leader was killed").await;
     run.leader_except(Some(leader)).await;
-    run.cluster
-        .restart(leader)
-        .expect("restarting the old leader");
-    run.cluster
-        .wait_ready(leader)
-        .await
-        .expect("old leader ready");
+    run.cluster.restart(leader);
+    run.cluster.wait_ready(leader).await;
     run.progress_within(FAILOVER, "the old leader is back")
         .await;
     run.finish().await;
@@ -238,13 +228,8 @@ async fn follower_kill_does_not_interrupt_writes() {
     // The shard leader keeps its majority: no election, writes go on at once.
     run.progress_within(Duration::from_secs(10), "a follower was killed")
         .await;
-    run.cluster
-        .restart(follower)
-        .expect("restarting the follower");
-    run.cluster
-        .wait_ready(follower)
-        .await
-        .expect("follower ready");
+    run.cluster.restart(follower);
+    run.cluster.wait_ready(follower).await;
     run.progress_within(FAILOVER, "the follower is back").await;
     run.finish().await;
 }
@@ -258,12 +243,9 @@ async fn every_node_killed_and_restarted_loses_no_acknowledged_write() {
         run.cluster.kill9(i);
     }
     for i in 0..3 {
-        run.cluster.restart(i).expect("restarting");
+        run.cluster.restart(i);
     }
-    run.cluster
-        .wait_all_ready()
-        .await
-        .unwrap_or_else(|e| panic!("seed {}: {e}", run.seed));
+    run.cluster.wait_all_ready().await;
     run.progress_within(Duration::from_secs(60), "every node was restarted")
         .await;
     run.finish().await;
@@ -283,10 +265,7 @@ async fn isolate_the_leader(run: &mut Run) -> usize {
 /// Heals the partition and waits until the once isolated node serves linearizable reads.
 async fn heal_and_wait_for(run: &mut Run, node: usize) {
     run.cluster.heal().expect("healing");
-    let patient = run
-        .cluster
-        .node_client(node, ClientOptions::default())
-        .expect("a client of the healed node");
+    let patient = run.cluster.node_client(node, ClientOptions::default());
     wait::until_async(
         "the healed node serves linearizable reads",
         FAILOVER,
@@ -328,10 +307,7 @@ async fn a_minority_node_refuses_writes_and_linearizable_reads_as_unavailable() 
         return;
     };
     let minority = isolate_the_leader(&mut run).await;
-    let client = run
-        .cluster
-        .node_client(minority, probe_options())
-        .expect("a client of the minority node");
+    let client = run.cluster.node_client(minority, probe_options());
     let started = std::time::Instant::now();
     let write = client.put(DB, "probe", "minority", "{\"w\":0}", None).await;
     progress(format!(
@@ -419,19 +395,19 @@ async fn a_paused_node_does_not_stall_the_group() {
     // A frozen follower: the leader keeps its majority and never waits for it.
     let leader = run.leader().await;
     let follower = (leader + 1) % 3;
-    run.cluster.sigstop(follower).expect("SIGSTOP");
+    run.cluster.sigstop(follower);
     run.progress_within(Duration::from_secs(10), "a follower is frozen")
         .await;
-    run.cluster.sigcont(follower).expect("SIGCONT");
+    run.cluster.sigcont(follower);
     run.progress_within(FAILOVER, "the follower runs again")
         .await;
 
     // A frozen leader: the others elect a new one.
     let leader = run.leader().await;
-    run.cluster.sigstop(leader).expect("SIGSTOP");
+    run.cluster.sigstop(leader);
     run.progress_within(FAILOVER, "the leader is frozen").await;
     run.leader_except(Some(leader)).await;
-    run.cluster.sigcont(leader).expect("SIGCONT");
+    run.cluster.sigcont(leader);
     run.progress_within(FAILOVER, "the old leader runs again")
         .await;
     run.finish().await;
@@ -470,13 +446,8 @@ async fn a_write_is_applied_once_across_a_leader_kill() {
             .await;
         run.cluster.kill9(leader);
         run.progress_within(FAILOVER, "the leader was killed").await;
-        run.cluster
-            .restart(leader)
-            .expect("restarting the old leader");
-        run.cluster
-            .wait_ready(leader)
-            .await
-            .expect("old leader ready");
+        run.cluster.restart(leader);
+        run.cluster.wait_ready(leader).await;
     }
     run.finish_with(Versions::Exact).await;
 }
@@ -524,10 +495,7 @@ async fn randomized_fault_schedule_keeps_the_history_linearizable() {
         run.cluster
             .heal_all()
             .unwrap_or_else(|e| panic!("seed {}: healing: {e}", run.seed));
-        run.cluster
-            .wait_all_ready()
-            .await
-            .unwrap_or_else(|e| panic!("seed {}: {e}", run.seed));
+        run.cluster.wait_all_ready().await;
         run.progress_within(Duration::from_secs(60), "the round healed")
             .await;
     }

@@ -2,16 +2,15 @@
 //! through the client library, and a document written through one node is read back through
 //! every node.
 
-mod support;
-
 use std::time::Duration;
 
 use flotilla_client::{Consistency, Error};
-use support::{ClusterOptions, TestCluster, wait_until};
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::wait::wait_until;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_create_a_database_and_serve_a_document() {
-    let cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let cluster = Cluster::start(3, ClusterOptions::default()).await;
 
     let status = cluster.client().cluster_status().await.unwrap();
     assert_eq!(status.nodes.len(), 3, "{status:#?}");

@@ -1,16 +1,17 @@
 //! `flotilla-node dev`: comes up, the printed example works, and Ctrl-C stops every process it
 //! started.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use flotilla_client::{Client, Consistency};
+use flotilla_testkit::wait::wait_until;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use support::{NODE_BIN, wait_until};
+
+/// The node binary built by cargo for these tests.
+const NODE_BIN: &str = env!("CARGO_BIN_EXE_flotilla-node");
 
 /// A base port whose 3 nodes x 3 ports are all free right now.
 fn free_base_port() -> u16 {

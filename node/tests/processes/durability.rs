@@ -1,14 +1,13 @@
 //! Acknowledged writes survive: a full restart of every node, a kill -9 of the shard leader under
 //! write load, and a replica that was down while the log moved past the snapshot threshold.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_client::{Client, ClientOptions, Consistency, Error, ListOptions};
-use support::{ClusterOptions, TestCluster, wait_until, within};
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::wait::{wait_until, within};
 
 const DB: &str = "durable";
 const COLL: &str = "items";
@@ -97,7 +96,7 @@ async fn write_concurrently(
 }
 
 /// Waits until node `i`'s own replica (a stale read) holds every acknowledged write.
-async fn wait_replica_has(cluster: &TestCluster, i: usize, acked: &BTreeMap<String, String>) {
+async fn wait_replica_has(cluster: &Cluster, i: usize, acked: &BTreeMap<String, String>) {
     let client = cluster.node(i).client();
     wait_until(
         Duration::from_secs(60),
@@ -112,7 +111,7 @@ async fn wait_replica_has(cluster: &TestCluster, i: usize, acked: &BTreeMap<Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_writes_survive_a_restart_of_every_node() {
-    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await;
     cluster.create_database(DB, Some(3), None).await;
     let acked = write_concurrently(&cluster.client(), "doc", 1000, 16).await;
     assert_eq!(acked.len(), 1000);
@@ -153,7 +152,7 @@ async fn a_thousand_concurrent_writes_survive_a_restart_of_every_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_shard_leader_under_load_loses_no_acknowledged_write() {
-    let mut cluster = TestCluster::start(3, ClusterOptions::default().fast_elections()).await;
+    let mut cluster = Cluster::start(3, ClusterOptions::default().fast_elections()).await;
     cluster.create_database(DB, Some(3), None).await;
     let client = cluster.client();
     let acked = Arc::new(Mutex::new(BTreeMap::<String, String>::new()));
@@ -184,10 +183,11 @@ async fn killing_the_shard_leader_under_load_loses_no_acknowledged_write() {
         acked_now() >= 200
     })
     .await;
-    let leader = support::wait_for(Duration::from_secs(10), "shard leader", async || {
-        cluster.shard_leader(DB, 0).await
-    })
-    .await;
+    let leader =
+        flotilla_testkit::wait::wait_for(Duration::from_secs(10), "shard leader", async || {
+            cluster.shard_leader(DB, 0).await
+        })
+        .await;
     let before = acked_now();
     cluster.kill9(leader);
     wait_until(
@@ -217,14 +217,14 @@ async fn killing_the_shard_leader_under_load_loses_no_acknowledged_write() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_down_for_twenty_thousand_writes_catches_up_by_snapshot() {
-    let mut cluster =
-        TestCluster::start(3, ClusterOptions::default().snapshot_threshold(2_000)).await;
+    let mut cluster = Cluster::start(3, ClusterOptions::default().snapshot_threshold(2_000)).await;
     cluster.create_database(DB, Some(3), None).await;
     // Stop a follower of the shard, then move the log far past the snapshot threshold.
-    let leader = support::wait_for(Duration::from_secs(10), "shard leader", async || {
-        cluster.shard_leader(DB, 0).await
-    })
-    .await;
+    let leader =
+        flotilla_testkit::wait::wait_for(Duration::from_secs(10), "shard leader", async || {
+            cluster.shard_leader(DB, 0).await
+        })
+        .await;
     let down = (leader + 1) % cluster.len();
     cluster.kill9(down);
     // One entry per write: a client that sends concurrent writes together would let the shard
@@ -254,7 +254,7 @@ async fn a_group_whose_log_grows_large_in_bytes_takes_a_snapshot() {
     let options = ClusterOptions::default()
         .snapshot_threshold(1_000_000)
         .arg("--snapshot-log-bytes=65536");
-    let cluster = TestCluster::start(3, options).await;
+    let cluster = Cluster::start(3, options).await;
     cluster.create_database(DB, Some(3), None).await;
     let body = format!(r#"{{"pad":"{}"}}"#, "x".repeat(1024));
     let client = cluster.client();
