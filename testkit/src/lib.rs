@@ -8,6 +8,8 @@
 //! - [`http`]: GETs on a node's HTTP port (`/readyz`, `/metrics`) through a real HTTP client.
 //! - [`wait`]: waiting on a condition with a deadline, never sleeping and hoping.
 //! - [`command`]: external commands (`ip`, docker) run with a deadline.
+//! - [`fake_node`]: a fake node (Documents and Admin from memory, with scripted failures) for
+//!   the tests of the client library and the command line.
 //! - [`environment`]: what a test does when the machine lacks what it needs (root, namespaces,
 //!   docker): it fails under `CI=true` and says plainly that it did not run elsewhere.
 //!
@@ -18,6 +20,7 @@ pub mod cluster;
 pub mod command;
 pub mod environment;
 pub mod error;
+pub mod fake_node;
 pub mod history;
 pub mod http;
 pub mod linearizability;

@@ -1,9 +1,7 @@
-//! A fake Flotilla node for the client's tests: a real tonic server on 127.0.0.1:0 serving the
-//! `Documents` and `Admin` services from memory, with a script of failures and delays to play
-//! before answering normally, and a record of every call it received.
-
-// Each test file uses a different part of this module.
-#![allow(dead_code)]
+//! A fake Flotilla node for the tests of the client library and the command line: a real tonic
+//! server on 127.0.0.1:0 serving the `Documents` and `Admin` services from memory, with a script
+//! of failures and delays to play before answering normally, and a record of every call it
+//! received.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -245,9 +243,9 @@ impl Fake {
                 "version mismatch on {collection}/{id}: expected {expected}, current {current}"
             ));
             status.metadata_mut().insert(
-                flotilla_client::error::REASON_KEY,
+                flotilla_proto::REASON_KEY,
                 tonic::metadata::MetadataValue::from_static(
-                    flotilla_client::error::ErrorReason::VersionMismatch.as_str_name(),
+                    pb::ErrorReason::VersionMismatch.as_str_name(),
                 ),
             );
             return Err(status);
@@ -411,7 +409,7 @@ impl Documents for Fake {
                     message: s.message().to_string(),
                     reason: s
                         .metadata()
-                        .get(flotilla_client::error::REASON_KEY)
+                        .get(flotilla_proto::REASON_KEY)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_string(),

@@ -1,13 +1,11 @@
 //! The `flotilla` command line as a user runs it: the real binary against a fake node, checking
 //! what it prints and the exit code it ends with.
 
-mod support;
-
 use std::process::Output;
 
 use flotilla_proto::v1 as pb;
+use flotilla_testkit::fake_node::{Fake, FakeNode, dead_addr};
 use serde_json::{Value, json};
-use support::{Fake, FakeNode, dead_addr};
 
 /// Runs `flotilla --endpoints <endpoints> <args>` and returns its output.
 async fn flotilla(endpoints: &str, args: &[&str]) -> Output {

@@ -2,9 +2,7 @@
 //! client library. Output is an aligned table (`-o table`, the default) or one JSON object per
 //! result and line (`-o json`). Errors are one line on stderr and an exit code per kind.
 
-#[path = "flotilla/render.rs"]
 mod render;
-#[path = "flotilla/table.rs"]
 mod table;
 
 use std::io::{Read, Write};
