@@ -66,9 +66,9 @@ fn is_member(host: &Host) -> bool {
 /// Learns the members' peer addresses from the member at client address `target`, then asks
 /// them (the meta leader first) to admit this node; answers the cluster id.
 async fn join_through(host: &Host, target: &str) -> Result<String, String> {
-    let mut admin = AdminClient::connect(format!("http://{target}"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let endpoint = crate::tls::connect::endpoint(target).map_err(|e| e.to_string())?;
+    let channel = crate::tls::connect::channel(endpoint, host.tls.to_members.clone());
+    let mut admin = AdminClient::new(channel);
     let mut ask = tonic::Request::new(ClusterStatusRequest {});
     ask.set_timeout(ASK_TIMEOUT);
     let status = admin

@@ -59,6 +59,8 @@ pub struct Host {
     pub storage: Arc<Storage>,
     pub metrics: Arc<Metrics>,
     peers: Arc<Peers>,
+    /// TLS of the node's ports and of its own connections (plaintext without the flags).
+    pub tls: crate::tls::NodeTls,
     raft_config: Arc<openraft::Config>,
     groups: RwLock<HashMap<GroupId, GroupHandle>>,
     opening: Mutex<()>,
@@ -77,6 +79,7 @@ impl Host {
         config.validate().map_err(StartError::Config)?;
         let raft_config = Arc::new(config.raft_config().map_err(StartError::Config)?);
         let metrics = Arc::new(Metrics::new());
+        let tls = crate::tls::NodeTls::from_flags(&config.tls)?;
         let storage = Storage::open(&config.data_dir, metrics.commit_seconds.clone())?;
         let addr = NodeAddr {
             name: config.name.clone(),
@@ -90,7 +93,8 @@ impl Host {
             config,
             storage: storage.clone(),
             metrics,
-            peers: Arc::new(Peers::default()),
+            peers: Arc::new(Peers::new(tls.to_peers.clone())),
+            tls,
             raft_config,
             groups: RwLock::new(HashMap::new()),
             opening: Mutex::new(()),
@@ -375,4 +379,6 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }

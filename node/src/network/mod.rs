@@ -16,8 +16,11 @@ use flotilla_proto::peer::peer_client::PeerClient;
 use flotilla_proto::peer::{HeartbeatRequest, HeartbeatResponse};
 use flotilla_proto::v1::admin_client::AdminClient;
 use flotilla_proto::v1::documents_client::DocumentsClient;
-use tonic::transport::{Channel, Endpoint};
+use rustls::ClientConfig;
+use tonic::transport::Channel;
 
+use crate::tls::Reloading;
+pub use crate::tls::connect::BadAddress;
 use crate::types::{GroupId, NodeId};
 pub use beats::{Beats, LeaderNode};
 pub use raft::{GroupNetwork, NetworkFactory};
@@ -32,17 +35,11 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
 /// node sent over them.
 #[derive(Default)]
 pub struct Peers {
+    /// Mutual TLS to peer ports (`--peer-tls-*`); plaintext without.
+    tls: Option<Arc<Reloading<ClientConfig>>>,
     channels: Mutex<HashMap<String, Channel>>,
     /// Bytes of the latest snapshot sent from here, per group and target node.
     snapshot_sent: Mutex<HashMap<(GroupId, NodeId), Arc<AtomicU64>>>,
-}
-
-/// A peer address that is not a valid endpoint.
-#[derive(Debug, thiserror::Error)]
-#[error("bad peer address {addr}: {reason}")]
-pub struct BadAddress {
-    pub addr: String,
-    pub reason: String,
 }
 
 impl From<BadAddress> for tonic::Status {
@@ -52,6 +49,14 @@ impl From<BadAddress> for tonic::Status {
 }
 
 impl Peers {
+    /// Connections made over mutual TLS with `tls`, or in plaintext without.
+    pub fn new(tls: Option<Arc<Reloading<ClientConfig>>>) -> Self {
+        Peers {
+            tls,
+            ..Peers::default()
+        }
+    }
+
     /// Bytes of the latest (or current) snapshot this node sent to `target` for `gid`.
     pub fn snapshot_bytes_sent(&self, gid: GroupId, target: NodeId) -> u64 {
         let sent = self.snapshot_sent.lock().unwrap_or_else(|p| p.into_inner());
@@ -74,16 +79,8 @@ impl Peers {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| BadAddress {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let endpoint = crate::tls::connect::endpoint(addr)?;
+        let channel = crate::tls::connect::channel(endpoint, self.tls.clone());
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
