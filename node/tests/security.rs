@@ -1,7 +1,8 @@
 //! Transport security with real node processes: a cluster with mutual TLS on the peer port and
 //! TLS on the client and HTTP ports serves clients over TLS; whoever lacks a certificate of the
 //! cluster CA (or speaks plaintext) is refused; a certificate replaced on disk is presented to
-//! new connections without a restart, while open connections keep working.
+//! new connections without a restart, while open connections keep working. Every peer message
+//! is checked for its cluster, sender and target, and a malformed one never reaches Raft.
 
 mod support;
 
@@ -10,12 +11,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_client::{Client, ClientOptions, ClientTls, Consistency, MetaRole};
-use flotilla_proto::peer::HeartbeatRequest;
 use flotilla_proto::peer::peer_client::PeerClient;
+use flotilla_proto::peer::{
+    AppendEntriesRequest, HeartbeatRequest, JoinClusterRequest, LedShardsRequest, RaftRequest,
+};
+use flotilla_proto::reason_of;
+use flotilla_proto::v1::admin_client::AdminClient;
+use flotilla_proto::v1::{ClusterStatusRequest, ErrorReason, NodeInfo};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use support::{ClusterOptions, Entry, TestNode, free_addrs, wait_for, wait_until};
+use support::{ClusterOptions, Entry, TestCluster, TestNode, free_addrs, wait_for, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -406,4 +412,230 @@ async fn a_certificate_replaced_on_disk_is_presented_to_new_connections() {
             .unwrap()
             .is_some()
     );
+}
+
+/// A Peer call to `addr` stamped as `from` of `cluster` (as a node's own calls are).
+fn stamped<T>(message: T, from: u64, cluster: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let metadata = request.metadata_mut();
+    metadata.insert("x-flotilla-from", from.to_string().parse().unwrap());
+    if let Some(cluster) = cluster {
+        metadata.insert("x-flotilla-cluster", cluster.parse().unwrap());
+    }
+    request
+}
+
+fn assert_refused<T: std::fmt::Debug>(
+    answer: Result<T, tonic::Status>,
+    code: tonic::Code,
+    reason: ErrorReason,
+    what: &str,
+) {
+    let status = answer.expect_err(what);
+    assert_eq!(status.code(), code, "{what}: {status:?}");
+    assert_eq!(reason_of(&status), Some(reason), "{what}: {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_peer_message_is_checked_for_its_cluster_sender_and_target() {
+    let cluster = TestCluster::start(1, ClusterOptions::default()).await;
+    let status = cluster.client().cluster_status().await.unwrap();
+    let (id, ours) = (status.answered_by, status.cluster_id.as_str());
+    let mut peer = PeerClient::connect(format!("http://{}", cluster.node(0).peer_addr))
+        .await
+        .unwrap();
+    let beat = |from: u64, to: u64| HeartbeatRequest {
+        from_node_id: from,
+        to_node_id: to,
+        leading: vec![],
+    };
+    use tonic::Code::*;
+    let answer = peer.heartbeat(stamped(beat(id, 0), id, Some(ours))).await;
+    assert_refused(
+        answer,
+        InvalidArgument,
+        ErrorReason::WrongTarget,
+        "to node 0",
+    );
+    let answer = peer
+        .heartbeat(stamped(beat(id, id + 1), id, Some(ours)))
+        .await;
+    assert_refused(
+        answer,
+        FailedPrecondition,
+        ErrorReason::WrongTarget,
+        "to another node",
+    );
+    let answer = peer.heartbeat(stamped(beat(id, id), id, None)).await;
+    assert_refused(
+        answer,
+        FailedPrecondition,
+        ErrorReason::WrongCluster,
+        "no cluster",
+    );
+    let answer = peer
+        .heartbeat(stamped(beat(id, id), id, Some("other")))
+        .await;
+    assert_refused(
+        answer,
+        FailedPrecondition,
+        ErrorReason::WrongCluster,
+        "another cluster",
+    );
+    let answer = peer
+        .heartbeat(stamped(beat(999, id), 999, Some(ours)))
+        .await;
+    assert_refused(
+        answer,
+        PermissionDenied,
+        ErrorReason::UnknownSender,
+        "unknown sender",
+    );
+    let answer = peer.heartbeat(stamped(beat(999, id), id, Some(ours))).await;
+    assert_refused(
+        answer,
+        InvalidArgument,
+        ErrorReason::UnknownSender,
+        "two senders",
+    );
+    // A heartbeat from a known node of this cluster, for this node, is answered.
+    let answer = peer.heartbeat(stamped(beat(id, id), id, Some(ours))).await;
+    assert_eq!(answer.unwrap().into_inner().to_node_id, id);
+
+    // Raft messages: the same checks, then the payload, before it reaches Raft.
+    let raft = |from: u64, to: u64, payload: &[u8]| AppendEntriesRequest {
+        raft: Some(RaftRequest {
+            group_id: 0,
+            payload: payload.to_vec(),
+            to_node_id: to,
+            from_node_id: from,
+        }),
+    };
+    let answer = peer
+        .append_entries(stamped(raft(999, id, b"x"), 999, Some(ours)))
+        .await;
+    assert_refused(
+        answer,
+        PermissionDenied,
+        ErrorReason::UnknownSender,
+        "forged append",
+    );
+    let answer = peer
+        .append_entries(stamped(raft(id, 0, b"x"), id, Some(ours)))
+        .await;
+    assert_refused(
+        answer,
+        InvalidArgument,
+        ErrorReason::WrongTarget,
+        "append to node 0",
+    );
+    let answer = peer
+        .append_entries(stamped(raft(id, id, b"\xff\xff\xff"), id, Some(ours)))
+        .await;
+    assert_refused(
+        answer,
+        InvalidArgument,
+        ErrorReason::MalformedMessage,
+        "garbage",
+    );
+    let answer = peer
+        .led_shards(stamped(LedShardsRequest {}, 999, Some(ours)))
+        .await;
+    assert_refused(
+        answer,
+        PermissionDenied,
+        ErrorReason::UnknownSender,
+        "led shards",
+    );
+    // Forwarded requests on the peer port are checked too.
+    let mut admin = AdminClient::connect(format!("http://{}", cluster.node(0).peer_addr))
+        .await
+        .unwrap();
+    let answer = admin
+        .cluster_status(stamped(ClusterStatusRequest {}, id, Some("other")))
+        .await;
+    assert_refused(
+        answer,
+        FailedPrecondition,
+        ErrorReason::WrongCluster,
+        "forwarded",
+    );
+
+    // The node keeps serving: the meta group still answers and takes writes.
+    cluster
+        .client()
+        .create_database("t", None, None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_cannot_take_the_id_of_a_registered_node() {
+    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let status = cluster.client().cluster_status().await.unwrap();
+    let node_of = |i: usize| {
+        status
+            .nodes
+            .iter()
+            .find(|n| n.client_addr == cluster.node(i).client_addr)
+            .cloned()
+            .unwrap()
+    };
+    let (one, two) = (node_of(1), node_of(2));
+    let mut peer = PeerClient::connect(format!("http://{}", cluster.node(0).peer_addr))
+        .await
+        .unwrap();
+    let [client_addr, peer_addr, _] = free_addrs(1).remove(0);
+    let claim = |id: u64, name: &str| JoinClusterRequest {
+        node: Some(NodeInfo {
+            id,
+            name: name.into(),
+            client_addr: client_addr.clone(),
+            peer_addr: peer_addr.clone(),
+        }),
+        labels: Default::default(),
+    };
+    use tonic::Code::FailedPrecondition;
+    // Node 1 still answers at its address: nobody else may be node 1.
+    let answer = peer.join_cluster(claim(one.id, &one.name)).await;
+    assert_refused(
+        answer,
+        FailedPrecondition,
+        ErrorReason::IdentityTaken,
+        "live id",
+    );
+    let answer = peer.join_cluster(claim(one.id, "intruder")).await;
+    assert_refused(
+        answer,
+        FailedPrecondition,
+        ErrorReason::IdentityTaken,
+        "other name",
+    );
+
+    // Node 2 stops: a join under its id and name from a new address is taken for the node
+    // itself, moved; when the real node comes back at its own address, it moves back.
+    cluster.sigterm(2).await;
+    let answer = peer.join_cluster(claim(two.id, "intruder")).await;
+    assert_refused(
+        answer,
+        FailedPrecondition,
+        ErrorReason::IdentityTaken,
+        "stopped, renamed",
+    );
+    peer.join_cluster(claim(two.id, &two.name)).await.unwrap();
+    cluster.restart(2);
+    cluster.wait_ready(2).await;
+    let client = cluster.client();
+    wait_until(
+        Duration::from_secs(30),
+        "node 2 is back at its address",
+        async || {
+            client.cluster_status().await.is_ok_and(|s| {
+                s.nodes
+                    .iter()
+                    .any(|n| n.id == two.id && n.peer_addr == two.peer_addr)
+            })
+        },
+    )
+    .await;
 }

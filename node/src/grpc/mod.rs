@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod documents;
 pub mod peer;
+pub mod peer_checks;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use flotilla_proto::peer::peer_server::PeerServer;
 use flotilla_proto::v1::admin_server::AdminServer;
 use flotilla_proto::v1::documents_server::DocumentsServer;
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -96,11 +98,18 @@ pub async fn serve_peer(
     let peer = PeerServer::new(peer::PeerService::new(host.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let docs = DocumentsServer::new(documents::DocumentsService::for_peers(host.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    // Forwarded requests are checked for their cluster and sender, as the Peer calls are.
+    let docs = InterceptedService::new(
+        DocumentsServer::new(documents::DocumentsService::for_peers(host.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        peer_checks::forwarded(host.clone()),
+    );
+    let admin = InterceptedService::new(
+        AdminServer::new(admin::AdminService::new(host.clone())),
+        peer_checks::forwarded(host.clone()),
+    );
     let incoming = accept(listener, host.tls.peer_port.clone()).into_stream();
-    let admin = AdminServer::new(admin::AdminService::new(host));
     tonic::transport::Server::builder()
         .add_service(peer)
         .add_service(docs)

@@ -6,6 +6,7 @@
 //! node's groups equal to the meta state, and joins the cluster).
 
 pub mod follow;
+pub mod identity;
 pub mod join;
 pub mod leadership;
 pub mod membership;
@@ -81,6 +82,7 @@ impl Host {
         let metrics = Arc::new(Metrics::new());
         let tls = crate::tls::NodeTls::from_flags(&config.tls)?;
         let storage = Storage::open(&config.data_dir, metrics.commit_seconds.clone())?;
+        let peers = Arc::new(Peers::new(storage.node_id(), tls.to_peers.clone()));
         let addr = NodeAddr {
             name: config.name.clone(),
             client_addr: config.advertised_client(),
@@ -93,7 +95,7 @@ impl Host {
             config,
             storage: storage.clone(),
             metrics,
-            peers: Arc::new(Peers::new(tls.to_peers.clone())),
+            peers,
             tls,
             raft_config,
             groups: RwLock::new(HashMap::new()),
@@ -105,6 +107,9 @@ impl Host {
         tracing::info!(node_id = host.id, name = %host.addr.name, fresh = storage.is_fresh(), "node starting");
         let meta = host.ensure_group(META_GROUP).await?;
         let retired = host.meta_state();
+        if let Some(cluster) = &retired.cluster_id {
+            host.peers.set_cluster(cluster);
+        }
         for gid in storage.stored_groups()? {
             // A softly removed replica keeps its files but is not served.
             if gid != META_GROUP && !retired.is_retired(gid, host.id) {

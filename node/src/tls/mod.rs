@@ -186,6 +186,20 @@ pub fn client_config(
     Ok(config)
 }
 
+/// True when `cert` (a leaf certificate the handshake verified) names the host of `addr`
+/// (`host:port`; a DNS name or an IP address) among its subject alternative names.
+pub fn names_host_of(cert: &CertificateDer<'_>, addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let Ok(cert) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    let Ok(name) = rustls_pki_types::ServerName::try_from(host) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
+}
+
 fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
