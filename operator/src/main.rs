@@ -7,6 +7,7 @@ use flotilla_operator::admin::grpc::GrpcAdmin;
 use flotilla_operator::controllers::{self, Context};
 use flotilla_operator::leader::LeaseLock;
 use flotilla_operator::metrics::Metrics;
+use flotilla_operator::render::{Mode, parse_status};
 use prometheus_client::registry::Registry;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -52,7 +53,9 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
-    /// Print the manifests the operator would apply for the given Cluster manifests.
+    /// Print the manifests the operator applies for the given Cluster manifests once the
+    /// cluster runs at its spec (every replica, nodes joining the existing cluster, the
+    /// PodDisruptionBudget).
     Render {
         /// Files holding Cluster manifests (`-` reads standard input).
         #[arg(short = 'f', long = "filename", required = true)]
@@ -60,6 +63,14 @@ enum Command {
         /// Namespace of Clusters whose manifest names none.
         #[arg(short, long)]
         namespace: Option<String>,
+        /// Print the first apply of a new cluster instead: one pod, which initialises it.
+        #[arg(long, conflicts_with = "status")]
+        first_apply: bool,
+        /// Print what the operator applies next for a cluster with this live status: a
+        /// file holding the Cluster with its status (`kubectl get flc NAME -o yaml`) or the
+        /// status alone.
+        #[arg(long, value_name = "FILE")]
+        status: Option<PathBuf>,
     },
 }
 
@@ -79,7 +90,22 @@ fn main() -> anyhow::Result<()> {
             log_format,
         } => return run(metrics_addr, watch_namespace, leader_election, log_format),
         Command::Crds => flotilla_operator::manifests::crds_yaml()?,
-        Command::Render { files, namespace } => render(&files, namespace.as_deref())?,
+        Command::Render {
+            files,
+            namespace,
+            first_apply,
+            status,
+        } => {
+            let mode = match (first_apply, status) {
+                (true, _) => Mode::FirstApply,
+                (false, Some(path)) => Mode::Status(Box::new(parse_status(
+                    &read_input(&path)?,
+                    &path.display().to_string(),
+                )?)),
+                (false, None) => Mode::Steady,
+            };
+            render(&files, namespace.as_deref(), &mode)?
+        }
     };
     match std::io::stdout().lock().write_all(output.as_bytes()) {
         // A closed pipe (`... | head`) is the reader's choice, not an error.
@@ -88,18 +114,22 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn render(files: &[PathBuf], namespace: Option<&str>) -> anyhow::Result<String> {
+fn read_input(file: &PathBuf) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("reading standard input")
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+    }
+}
+
+fn render(files: &[PathBuf], namespace: Option<&str>, mode: &Mode) -> anyhow::Result<String> {
     let mut out = String::new();
     for file in files {
-        let text = if file.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
-        } else {
-            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
-        };
         out.push_str(&flotilla_operator::render::render(
-            &text,
+            &read_input(file)?,
             &file.display().to_string(),
             namespace,
+            mode,
         )?);
     }
     Ok(out)

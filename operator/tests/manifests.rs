@@ -128,7 +128,12 @@ fn the_examples_are_valid_clusters_and_database_groups() {
 #[test]
 fn the_examples_render_with_no_cluster_at_hand() {
     let path = root().join("deploy/examples/cluster.yaml");
-    let rendered = match flotilla_operator::render::render(&read(&path), "cluster.yaml", None) {
+    let rendered = match flotilla_operator::render::render(
+        &read(&path),
+        "cluster.yaml",
+        None,
+        &flotilla_operator::render::Mode::Steady,
+    ) {
         Ok(text) => text,
         Err(e) => panic!("{e}"),
     };
@@ -137,7 +142,16 @@ fn the_examples_render_with_no_cluster_at_hand() {
         .into_iter()
         .map(|d| d["kind"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(kinds, ["ConfigMap", "Service", "Service", "StatefulSet"]);
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "Service",
+            "Service",
+            "StatefulSet",
+            "PodDisruptionBudget"
+        ]
+    );
 }
 
 /// A named template of the chart's `_rules.tpl`: plain YAML.

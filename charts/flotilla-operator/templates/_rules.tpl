@@ -15,20 +15,25 @@ manifests in deploy/base carry the same rules, and a test compares them.
 - apiGroups: ["flotilla.dev"]
   resources: ["clusters/finalizers"]
   verbs: ["update"]
-# Children of a Cluster, written by server-side apply.
+# Children of a Cluster, written by server-side apply. The StatefulSet is deleted (its
+# pods orphaned) and created again when the volumes grow.
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Restart pods one at a time; delete the volumes of removed nodes.
+# Restart pods one at a time.
 - apiGroups: [""]
-  resources: ["pods", "persistentvolumeclaims"]
+  resources: ["pods"]
   verbs: ["get", "list", "watch", "delete"]
+# Keep the cluster id on every volume (patch); delete the volumes of removed nodes.
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 # Events on Clusters and DatabaseGroups.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

@@ -64,12 +64,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("listing DatabaseGroups")?
         .items;
-    let selector = cluster
-        .selector_labels()?
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = cluster.label_selector()?;
     let pods = Api::<Pod>::namespaced(client, &namespace)
         .list(&ListParams::default().labels(&selector))
         .await

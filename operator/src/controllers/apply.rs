@@ -1,10 +1,12 @@
-//! Server-side apply of desired objects, skipped when the object already carries the
-//! hash of exactly what would be applied, so that a reconcile of an unchanged cluster
-//! writes nothing.
+//! Server-side apply of desired objects. An object that carries the hash of exactly what
+//! would be applied, and whose live fields the operator sets still have the desired
+//! values, is left alone, so that a reconcile of an unchanged cluster writes nothing; a
+//! hand edit of those fields (drift) is undone and reported.
 
 use super::FIELD_MANAGER;
 use crate::desired::DesiredObject;
 use crate::error::{Error, Result};
+use crate::plan::drift::{Drift, drift};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, Resource};
@@ -34,9 +36,21 @@ fn stamp(metadata: &mut ObjectMeta, hash: &str) {
         .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash.to_owned());
 }
 
-/// Applies `object` unless the live object already carries its hash. Returns whether a
-/// write was made.
-pub async fn apply(client: &Client, namespace: &str, object: DesiredObject) -> Result<bool> {
+/// What [`apply`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The live object is as desired: nothing was written.
+    Unchanged,
+    /// The object was created, or changed to a new desired state.
+    Written,
+    /// The desired state is unchanged but the live object was edited by hand or another
+    /// writer: these fields were put back.
+    Reverted(Vec<Drift>),
+}
+
+/// Applies `object` unless the live object already carries its hash and none of the
+/// fields the operator sets drifted.
+pub async fn apply(client: &Client, namespace: &str, object: DesiredObject) -> Result<Applied> {
     match object {
         DesiredObject::ConfigMap(o) => apply_typed(client, namespace, o).await,
         DesiredObject::Service(o) => apply_typed(client, namespace, o).await,
@@ -45,7 +59,7 @@ pub async fn apply(client: &Client, namespace: &str, object: DesiredObject) -> R
     }
 }
 
-async fn apply_typed<K>(client: &Client, namespace: &str, mut object: K) -> Result<bool>
+async fn apply_typed<K>(client: &Client, namespace: &str, mut object: K) -> Result<Applied>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Serialize
@@ -60,14 +74,29 @@ where
         .clone()
         .ok_or(Error::MissingObjectKey("metadata.name"))?;
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    if let Some(live) = api.get_opt(&name).await? {
-        let applied = live
+    let context = |action| {
+        let name = name.clone();
+        move |source| Error::Child {
+            action,
+            kind: K::kind(&()).into_owned(),
+            name,
+            source: Box::new(source),
+        }
+    };
+    let mut applied = Applied::Written;
+    if let Some(live) = api.get_opt(&name).await.map_err(context("reading"))? {
+        let same_hash = live
             .meta()
             .annotations
             .as_ref()
-            .and_then(|a| a.get(APPLIED_HASH_ANNOTATION));
-        if applied.map(String::as_str) == Some(hash.as_str()) {
-            return Ok(false);
+            .and_then(|a| a.get(APPLIED_HASH_ANNOTATION))
+            .is_some_and(|applied| *applied == hash);
+        if same_hash {
+            let drifted = drift(&to_value(&object)?, &to_value(&live)?);
+            if drifted.is_empty() {
+                return Ok(Applied::Unchanged);
+            }
+            applied = Applied::Reverted(drifted);
         }
     }
     stamp(object.meta_mut(), &hash);
@@ -76,27 +105,32 @@ where
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&object),
     )
-    .await?;
-    Ok(true)
+    .await
+    .map_err(context("applying"))?;
+    Ok(applied)
+}
+
+fn to_value<T: Serialize>(object: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(object).map_err(|e| Error::Serialize {
+        what: "object".to_owned(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::Cluster;
-    use crate::desired::desired_objects;
+    use crate::desired::{Shape, built, desired_objects};
 
     #[test]
     fn the_hash_follows_the_content() {
-        let cluster = Cluster::test().with_cluster_id("c");
-        let three = desired_objects(&cluster, 3).unwrap_or_default();
-        let again = desired_objects(&cluster, 3).unwrap_or_default();
-        let five = desired_objects(&cluster, 5).unwrap_or_default();
+        let cluster = Cluster::test();
+        let three = built(desired_objects(&cluster, &Shape::running(3)));
+        let again = built(desired_objects(&cluster, &Shape::running(3)));
+        let five = built(desired_objects(&cluster, &Shape::running(5)));
         let hashes = |objects: &[DesiredObject]| -> Vec<String> {
-            objects
-                .iter()
-                .map(|o| content_hash(o).unwrap_or_default())
-                .collect()
+            objects.iter().map(|o| built(content_hash(o))).collect()
         };
         assert_eq!(hashes(&three), hashes(&again));
         // The ConfigMap (join list) and the StatefulSet (replicas) change; the Services do not.

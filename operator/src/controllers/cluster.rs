@@ -1,28 +1,26 @@
 //! The `Cluster` controller: observe, plan, apply the desired objects, execute the
 //! first planned step, write status.
 
+pub use super::observe::observe;
 use super::{Context, FIELD_MANAGER, apply};
-use crate::crd::cluster_funcs::UNRECOVERABLE_ANNOTATION;
+use crate::crd::cluster_funcs::CLUSTER_ID_ANNOTATION;
 use crate::crd::conditions::{ConditionType, NewCondition, find_condition, set_condition};
-use crate::crd::{Cluster, ClusterStatus, ConditionStatus, DatabaseGroup, Reason};
-use crate::desired::desired_objects;
+use crate::crd::{Cluster, ClusterStatus, ConditionStatus, Reason};
+use crate::desired::{Shape, desired_objects};
 use crate::error::{Error, Result};
 use crate::plan::{
-    self, KubeNodes, LabelAssignment, Observed, ObservedPod, ObservedStatefulSet, Replacement,
-    ReplicationNeed, Step, placement, status::cluster_status,
+    self, LabelAssignment, Replacement, Step, bootstrap, drift, placement, status::cluster_status,
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Node, ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Name of this controller in metrics and logs.
@@ -31,8 +29,8 @@ pub const CONTROLLER: &str = "cluster";
 const BUSY_REQUEUE: Duration = Duration::from_secs(5);
 /// Requeue of a settled cluster, to notice changes only the admin API shows.
 const IDLE_REQUEUE: Duration = Duration::from_secs(60);
-/// Label the StatefulSet controller puts on pods: the template revision they run.
-const REVISION_LABEL: &str = "controller-revision-hash";
+/// Drifted fields named in one Event, at most.
+const DRIFTS_SHOWN: usize = 8;
 
 /// Reconciles one `Cluster`.
 pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action> {
@@ -44,7 +42,18 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    let observed = observe(&cluster, &ctx, &namespace).await?;
+    let observed = match observe(&cluster, &ctx, &namespace).await {
+        Ok(observed) => observed,
+        Err(error) => {
+            // Nothing is planned without an observation, but the status still says why.
+            let mut status = cluster.status.clone().unwrap_or_default();
+            report_failure(&mut status, &cluster, &error, &Time(Timestamp::now()));
+            let written = write_status(&cluster, &ctx, &namespace, status).await;
+            return finish(&cluster, &ctx, Some(error), written)
+                .await
+                .map(|()| Action::requeue(BUSY_REQUEUE));
+        }
+    };
     let steps = plan::plan(&cluster, &observed);
     let first = steps.first();
     let assignments = placement::assignments(&cluster, &observed);
@@ -52,11 +61,15 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     let mut next = (*cluster).clone();
     let mut failure = None;
     if !cluster.spec.paused {
-        // A cluster id seen for the first time is only recorded in status by this pass;
-        // the nodes are told to join it from the next pass on.
-        let replicas = plan::statefulset_replicas(&cluster, &observed);
+        // The shape comes from every trace of the Raft cluster, not from the status alone,
+        // so that a lost status never makes nodes start a new cluster or the StatefulSet
+        // shrink.
+        let shape = plan::shape(&cluster, &observed);
         let acted = async {
-            apply_children(&cluster, &ctx, &namespace, replicas).await?;
+            apply_children(&cluster, &ctx, &namespace, &shape).await?;
+            if let Some(id) = &shape.cluster_id {
+                mark_volumes(&bootstrap::volumes_to_mark(&observed), id, &ctx, &namespace).await?;
+            }
             if let Some(step) = first {
                 execute(step, &cluster, &ctx, &namespace).await?;
             }
@@ -83,30 +96,18 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
             .iter()
             .skip(1)
             .find(|s| matches!(s, Step::Refuse { .. }))
+        && let Err(error) = execute(refusal, &cluster, &ctx, &namespace).await
     {
-        execute(refusal, &cluster, &ctx, &namespace).await?;
+        failure = Some(error);
     }
     let mut status = cluster_status(&next, &observed, &steps, &now);
     if let Some(error) = &failure {
-        // The status says why; the error makes the controller retry with backoff.
-        set_condition(
-            &mut status.conditions,
-            NewCondition::new(
-                ConditionType::Degraded,
-                ConditionStatus::True,
-                Reason::ReconcileError,
-                error.to_string(),
-            ),
-            cluster.metadata.generation,
-            &now,
-        );
+        report_failure(&mut status, &cluster, error, &now);
     }
     let ready = find_condition(&status.conditions, ConditionType::Ready)
         .is_some_and(|c| c.status == ConditionStatus::True.as_str());
-    write_status(&cluster, &ctx, &namespace, status).await?;
-    if let Some(error) = failure {
-        return Err(error);
-    }
+    let written = write_status(&cluster, &ctx, &namespace, status).await;
+    finish(&cluster, &ctx, failure, written).await?;
     Ok(if steps.is_empty() && ready {
         Action::requeue(IDLE_REQUEUE)
     } else {
@@ -114,107 +115,44 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     })
 }
 
-/// Reads the StatefulSet, pods, PVCs, DatabaseGroups and the Raft membership.
-pub async fn observe(cluster: &Cluster, ctx: &Context, namespace: &str) -> Result<Observed> {
-    let client = &ctx.client;
-    let selector = cluster
-        .selector_labels()?
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
-    let by_labels = ListParams::default().labels(&selector);
-    let statefulset = Api::<StatefulSet>::namespaced(client.clone(), namespace)
-        .get_opt(&cluster.statefulset_name()?)
-        .await?
-        .map(|sts| ObservedStatefulSet {
-            replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
-            update_revision: sts.status.and_then(|s| s.update_revision),
-        });
-    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
-        .list(&by_labels)
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|pod| observe_pod(cluster, pod))
-        .collect();
-    let (terminating, live): (Vec<_>, Vec<_>) =
-        Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
-            .list(&by_labels)
-            .await?
-            .items
-            .into_iter()
-            .partition(|pvc| pvc.metadata.deletion_timestamp.is_some());
-    let names = |pvcs: Vec<PersistentVolumeClaim>| -> Vec<String> {
-        pvcs.into_iter()
-            .filter_map(|pvc| pvc.metadata.name)
-            .collect()
-    };
-    let (pvcs, pvcs_terminating) = (names(live), names(terminating));
-    let name = cluster.name()?;
-    let replication_needs = Api::<DatabaseGroup>::namespaced(client.clone(), namespace)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|group| group.cluster_name() == name)
-        .map(|group| ReplicationNeed {
-            database_group: group.name_any(),
-            replication_factor: group.spec.replication_factor,
-        })
-        .collect();
-    let membership = match ctx.admin.membership(cluster).await {
-        Ok(membership) => Some(membership),
-        Err(error) => {
-            tracing::debug!(cluster = name, %error, "membership unknown");
-            None
-        }
-    };
-    let mut observed = Observed {
-        statefulset,
-        pods,
-        pvcs,
-        pvcs_terminating,
-        membership,
-        replication_needs,
-        kube_nodes: KubeNodes::Unread,
-    };
-    observed.kube_nodes =
-        read_kube_nodes(ctx, placement::kube_nodes_to_read(cluster, &observed)).await?;
-    Ok(observed)
+/// Puts the error, with its causes, in the Degraded condition: the status says why; the
+/// error makes the controller retry with backoff.
+fn report_failure(status: &mut ClusterStatus, cluster: &Cluster, error: &Error, now: &Time) {
+    set_condition(
+        &mut status.conditions,
+        NewCondition::new(
+            ConditionType::Degraded,
+            ConditionStatus::True,
+            Reason::ReconcileError,
+            error.chain(),
+        ),
+        cluster.metadata.generation,
+        now,
+    );
 }
 
-/// Labels of the Kubernetes Nodes named. Reading them being forbidden is no error: it is
-/// logged once and reported in status, and the rest of the reconcile goes on.
-async fn read_kube_nodes(ctx: &Context, names: Vec<String>) -> Result<KubeNodes> {
-    if names.is_empty() {
-        return Ok(KubeNodes::Unread);
-    }
-    let api = Api::<Node>::all(ctx.client.clone());
-    let mut nodes = BTreeMap::new();
-    for name in names {
-        match api.get_opt(&name).await {
-            Ok(Some(node)) => {
-                nodes.insert(name, node.metadata.labels.unwrap_or_default());
-            }
-            Ok(None) => {}
-            Err(kube::Error::Api(status)) if status.code == 403 => {
-                if !ctx.nodes_forbidden.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        message = %status.message,
-                        "the operator may not read Kubernetes Nodes: placement labels are not \
-                         copied to the nodes until it may (RBAC: get nodes)"
-                    );
-                }
-                return Ok(KubeNodes::Forbidden);
-            }
-            Err(error) => return Err(error.into()),
+/// Ends a pass: the pass's own error first, with a failed status write added to it. When
+/// the status could not say why the pass failed, a Warning Event does.
+async fn finish(
+    cluster: &Cluster,
+    ctx: &Context,
+    failure: Option<Error>,
+    written: Result<()>,
+) -> Result<()> {
+    let result = crate::error::outcome(failure, written);
+    if let Err(error @ Error::StatusNotWritten { .. }) = &result {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: Reason::ReconcileError.as_str().to_owned(),
+            note: Some(error.chain()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+            tracing::warn!(%error, "recording an event");
         }
     }
-    if ctx.nodes_forbidden.swap(false, Ordering::Relaxed) {
-        tracing::info!("the operator may read Kubernetes Nodes again");
-    }
-    Ok(KubeNodes::Read(nodes))
+    result
 }
 
 /// Gives a node the placement labels of the Kubernetes Node its pod runs on.
@@ -272,30 +210,19 @@ fn pod_reference(cluster: &Cluster, pod: &str) -> ObjectReference {
     }
 }
 
-fn observe_pod(cluster: &Cluster, pod: Pod) -> Option<ObservedPod> {
-    let name = pod.metadata.name.clone()?;
-    let ordinal = cluster.ordinal_of(&name)?;
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|conditions| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
-        });
-    Some(ObservedPod {
-        ordinal,
-        revision: pod.labels().get(REVISION_LABEL).cloned(),
-        ready,
-        terminating: pod.metadata.deletion_timestamp.is_some(),
-        unrecoverable: pod
-            .annotations()
-            .get(UNRECOVERABLE_ANNOTATION)
-            .is_some_and(|v| v == "true"),
-        kube_node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-        name,
-    })
+/// Keeps the cluster id on each volume named, so that it survives a lost status (the
+/// volumes outlive the `Cluster` object and its other children).
+async fn mark_volumes(pvcs: &[String], id: &str, ctx: &Context, namespace: &str) -> Result<()> {
+    let api = Api::<PersistentVolumeClaim>::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({
+        "metadata": { "annotations": { CLUSTER_ID_ANNOTATION: id } }
+    });
+    for pvc in pvcs {
+        api.patch(pvc, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        tracing::info!(pvc, cluster_id = id, "cluster id kept on the volume");
+    }
+    Ok(())
 }
 
 /// Applies every desired object; deletes the budget when it is no longer wanted.
@@ -303,14 +230,40 @@ async fn apply_children(
     cluster: &Cluster,
     ctx: &Context,
     namespace: &str,
-    replicas: i32,
+    shape: &Shape,
 ) -> Result<()> {
-    let objects = desired_objects(cluster, replicas)?;
+    let objects = desired_objects(cluster, shape)?;
     let wants_budget = objects
         .iter()
         .any(|o| matches!(o, crate::desired::DesiredObject::PodDisruptionBudget(_)));
     for object in objects {
-        apply::apply(&ctx.client, namespace, object).await?;
+        let (kind, api_version, name) = (object.kind(), object.api_version(), object.name());
+        let name = name.to_owned();
+        if let apply::Applied::Reverted(drifted) =
+            apply::apply(&ctx.client, namespace, object).await?
+        {
+            let note = format!(
+                "reverted hand edits of {kind} {name}: {}",
+                drift::describe(&drifted, DRIFTS_SHOWN)
+            );
+            tracing::warn!(kind, name, reverted = %note, "drift reverted");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: Reason::DriftReverted.as_str().to_owned(),
+                note: Some(note),
+                action: "RevertDrift".to_owned(),
+                secondary: Some(ObjectReference {
+                    api_version: Some(api_version.to_owned()),
+                    kind: Some(kind.to_owned()),
+                    name: Some(name.clone()),
+                    namespace: Some(namespace.to_owned()),
+                    ..ObjectReference::default()
+                }),
+            };
+            if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+                tracing::warn!(%error, "recording an event");
+            }
+        }
     }
     if !wants_budget {
         let budgets = Api::<PodDisruptionBudget>::namespaced(ctx.client.clone(), namespace);
@@ -353,6 +306,35 @@ async fn execute(step: &Step, cluster: &Cluster, ctx: &Context, namespace: &str)
             Reason::ScalingDown,
             "every leaving node is removed; shrinking the StatefulSet".to_owned(),
         ),
+        Step::ExpandVolume { pvc, size } => {
+            let patch = serde_json::json!({
+                "spec": { "resources": { "requests": { "storage": size } } }
+            });
+            Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+                .patch(pvc, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+            (
+                Reason::VolumeGrowth,
+                format!("growing volume {pvc} to {size}"),
+            )
+        }
+        Step::RecreateStatefulSet { volume_size } => {
+            // Orphaned pods keep running; the StatefulSet applied next adopts them.
+            let params = DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Orphan),
+                ..DeleteParams::default()
+            };
+            Api::<StatefulSet>::namespaced(client.clone(), namespace)
+                .delete(&cluster.statefulset_name()?, &params)
+                .await?;
+            (
+                Reason::VolumeGrowth,
+                format!(
+                    "every volume has {volume_size}: re-creating the StatefulSet with a claim \
+                     template of that size, its pods kept"
+                ),
+            )
+        }
         Step::DeletePvc { name } => {
             Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
                 .delete(name, &DeleteParams::default())
@@ -390,6 +372,31 @@ async fn execute(step: &Step, cluster: &Cluster, ctx: &Context, namespace: &str)
                         .delete(pod, &DeleteParams::default())
                         .await?;
                     format!("deleted {pod}; a fresh node starts in its place")
+                }
+                Replacement::ForceDeletePod { kube_node } => {
+                    let params = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..DeleteParams::default()
+                    };
+                    Api::<Pod>::namespaced(client.clone(), namespace)
+                        .delete(pod, &params)
+                        .await?;
+                    let note = format!(
+                        "{pod} was stuck terminating on Kubernetes node {kube_node}, NotReady, \
+                         for longer than {}s: deleted it with no grace period so that the \
+                         replacement proceeds",
+                        cluster.force_delete_after().as_secs()
+                    );
+                    publish(
+                        ctx,
+                        cluster,
+                        EventType::Warning,
+                        Reason::ReplacingNode,
+                        step,
+                        note,
+                    )
+                    .await;
+                    return Ok(());
                 }
             };
             (Reason::ReplacingNode, note)

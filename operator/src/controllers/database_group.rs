@@ -1,5 +1,6 @@
 //! The `DatabaseGroup` controller: creates or updates the database through the cluster's
-//! admin API, deletes it on deletion when `deletionPolicy: Delete` (behind a finalizer),
+//! admin API, deletes it on deletion when `deletionPolicy: Delete` (behind a finalizer,
+//! which only that policy gets),
 //! mirrors the live topology into status and records an Event per replica transition.
 
 use super::{Context, FIELD_MANAGER};
@@ -33,6 +34,17 @@ pub async fn reconcile(group: Arc<DatabaseGroup>, ctx: Arc<Context>) -> Result<A
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     let api = Api::<DatabaseGroup>::namespaced(ctx.client.clone(), &namespace);
+    if !group.needs_finalizer() {
+        // Retain: nothing to clean up. A finalizer left from `Delete` is taken off.
+        if group.finalizers().iter().any(|f| f == FINALIZER) {
+            release(&api, &group).await?;
+            return Ok(Action::await_change());
+        }
+        if group.meta().deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        return apply(&group, &ctx, &namespace).await;
+    }
     finalizer(&api, FINALIZER, group, |event| async {
         match event {
             finalizer::Event::Apply(group) => apply(&group, &ctx, &namespace).await,
@@ -44,6 +56,29 @@ pub async fn reconcile(group: Arc<DatabaseGroup>, ctx: Arc<Context>) -> Result<A
         finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
         other => Error::Finalizer(other.to_string()),
     })
+}
+
+/// Takes the finalizer off. The patch carries the resourceVersion the group was read at,
+/// so that it fails rather than overwrite finalizers another writer changed since.
+async fn release(api: &Api<DatabaseGroup>, group: &DatabaseGroup) -> Result<()> {
+    let remaining: Vec<&String> = group
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch = serde_json::json!({
+        "metadata": {
+            "finalizers": remaining,
+            "resourceVersion": group.resource_version(),
+        }
+    });
+    api.patch(
+        group.name()?,
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// The Cluster holding the group's database, unless it is gone or going.
@@ -91,9 +126,9 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
             match ctx.admin.ensure_database(&cluster, &request).await {
                 Ok(topology) => DatabaseObservation::Topology(topology),
                 Err(error) if error.is_unreachable() => {
-                    DatabaseObservation::Unreachable(error.to_string())
+                    DatabaseObservation::Unreachable(error.chain())
                 }
-                Err(error) => DatabaseObservation::Refused(error.to_string()),
+                Err(error) => DatabaseObservation::Refused(error.chain()),
             }
         }
     };

@@ -21,6 +21,9 @@ struct State {
     raced: Vec<String>,
     /// Collections the client may not touch (as RBAC would forbid them).
     forbidden: Vec<String>,
+    /// Writes to paths containing the first part are refused as invalid, with the second
+    /// as the message (as admission or validation would refuse them).
+    refused: Vec<(String, String)>,
 }
 
 /// The fake API; clone it freely, every clone shares the same objects.
@@ -106,6 +109,19 @@ impl FakeApi {
         self.lock().forbidden.push(K::url_path(&(), None));
     }
 
+    /// Every write to a path containing `fragment` is refused as invalid with `message`,
+    /// until [`Self::accept_writes`].
+    pub fn refuse_writes(&self, fragment: &str, message: &str) {
+        self.lock()
+            .refused
+            .push((fragment.to_owned(), message.to_owned()));
+    }
+
+    /// Writes to paths containing `fragment` are accepted again.
+    pub fn accept_writes(&self, fragment: &str) {
+        self.lock().refused.retain(|(f, _)| f != fragment);
+    }
+
     /// Every request, as `METHOD path`, oldest first.
     pub fn requests(&self) -> Vec<String> {
         self.lock().requests.clone()
@@ -138,12 +154,25 @@ impl FakeApi {
             .unwrap_or_default()
             .to_owned();
         let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        // A namespaced path is forbidden with its kind's collection.
+        let unscoped = match path.split_once("/namespaces/") {
+            Some((head, tail)) => match tail.split_once('/') {
+                Some((_, rest)) => format!("{head}/{rest}"),
+                None => path.clone(),
+            },
+            None => path.clone(),
+        };
         if state
             .forbidden
             .iter()
-            .any(|f| path == *f || path.starts_with(&format!("{f}/")))
+            .any(|f| unscoped == *f || unscoped.starts_with(&format!("{f}/")))
         {
             return status(StatusCode::FORBIDDEN, "Forbidden");
+        }
+        if parts.method != Method::GET
+            && let Some((_, message)) = state.refused.iter().find(|(f, _)| path.contains(f))
+        {
+            return status(StatusCode::UNPROCESSABLE_ENTITY, &message.clone());
         }
         let Some(target) = Target::parse(&path) else {
             return status(StatusCode::NOT_FOUND, "NotFound");
@@ -245,6 +274,19 @@ impl State {
         body: Value,
     ) -> Response<Body> {
         let existing = self.objects.get(item).cloned();
+        // Like the API server, a StatefulSet's claim templates cannot change in place.
+        if item.contains("/statefulsets/")
+            && let Some(live) = &existing
+            && !body["spec"]["volumeClaimTemplates"].is_null()
+            && live["spec"]["volumeClaimTemplates"] != body["spec"]["volumeClaimTemplates"]
+        {
+            return status(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "StatefulSet.apps is invalid: spec: Forbidden: updates to statefulset spec for \
+                 fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', \
+                 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+            );
+        }
         let updated = if content_type.starts_with("application/apply-patch") {
             apply(existing, body, subresource)
         } else if content_type.starts_with("application/json-patch") {

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod database_group;
 #[cfg(test)]
 pub(crate) mod fake_api;
+mod observe;
 #[cfg(test)]
 mod tests;
 
@@ -82,7 +83,13 @@ fn error_policy<K: Resource<DynamicType = ()>>(
 ) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
     move |object, error, ctx| {
         let delay = ctx.backoff.failed(&backoff_key(object.as_ref()));
-        tracing::warn!(controller, %error, retry_in = ?delay, "reconcile failed");
+        tracing::warn!(
+            controller,
+            object = backoff_key(object.as_ref()),
+            error = error.chain(),
+            retry_in = ?delay,
+            "reconcile failed"
+        );
         ctx.metrics.failure(controller);
         Action::requeue(delay)
     }

@@ -189,6 +189,14 @@ impl Harness {
             .map(drop)
     }
 
+    /// The stored `orders` group; its absence fails the test.
+    fn group(&self) -> DatabaseGroup {
+        match self.api.get::<DatabaseGroup>(NS, "orders") {
+            Some(group) => group,
+            None => panic!("DatabaseGroup orders is gone"),
+        }
+    }
+
     async fn reconcile_group(&self) -> Result<()> {
         let group = self
             .api
@@ -199,12 +207,44 @@ impl Harness {
             .map(drop)
     }
 
+    /// The Events recorded in the namespace.
+    async fn events(&self) -> Vec<k8s_openapi::api::events::v1::Event> {
+        let events = kube::Api::namespaced(self.ctx.client.clone(), NS);
+        match events.list(&Default::default()).await {
+            Ok(list) => list.items,
+            Err(error) => panic!("listing events: {error}"),
+        }
+    }
+
+    /// Every DELETE request, as `DELETE path`, oldest first.
+    fn deletes(&self) -> Vec<String> {
+        self.api
+            .writes()
+            .into_iter()
+            .filter(|w| w.starts_with("DELETE"))
+            .collect()
+    }
+
     fn statefulset(&self) -> StatefulSet {
         self.api.get(NS, "flotilla").unwrap_or_default()
     }
 
     fn statefulset_replicas(&self) -> Option<i32> {
         self.statefulset().spec.and_then(|s| s.replicas)
+    }
+
+    /// The `flotilla.dev/cluster-id` annotation of the object.
+    fn cluster_id_annotation<K>(&self, name: &str) -> Option<String>
+    where
+        K: kube::Resource<DynamicType = ()> + serde::de::DeserializeOwned,
+    {
+        let object: K = self.api.get(NS, name)?;
+        object
+            .meta()
+            .annotations
+            .as_ref()?
+            .get(crate::crd::cluster_funcs::CLUSTER_ID_ANNOTATION)
+            .cloned()
     }
 
     fn configmap_value(&self, key: &str) -> Option<String> {
@@ -343,26 +383,40 @@ async fn a_second_reconcile_of_an_unchanged_cluster_writes_nothing() {
 }
 
 #[tokio::test]
-async fn the_cluster_id_is_recorded_before_the_statefulset_grows() {
+async fn the_first_node_reporting_the_cluster_id_ends_the_bootstrap() {
     let h = Harness::new();
     h.api.put(&Cluster::test().with_replicas(3));
     ok(h.reconcile_cluster().await);
     h.run_pods(1, "r1");
-    h.admin.set_membership(Some(membership(1)));
+    // The first volume exists, but the first node has not initialised the cluster yet.
+    ok(h.reconcile_cluster().await);
+    assert_eq!(h.statefulset_replicas(), Some(1));
+    assert_eq!(
+        h.configmap_value("initial-cluster-state").as_deref(),
+        Some("new")
+    );
 
+    h.admin.set_membership(Some(membership(1)));
     ok(h.reconcile_cluster().await);
     let status = h.cluster().status.unwrap_or_default();
     assert_eq!(status.cluster_id.as_deref(), Some("c-1"));
-    assert_eq!(h.statefulset_replicas(), Some(1));
-
-    ok(h.reconcile_cluster().await);
     assert_eq!(h.statefulset_replicas(), Some(3));
     assert_eq!(
         h.configmap_value("initial-cluster-state").as_deref(),
         Some("existing")
     );
     assert!(h.api.get::<PodDisruptionBudget>(NS, "flotilla").is_some());
+    assert_eq!(
+        h.cluster_id_annotation::<StatefulSet>("flotilla"),
+        Some("c-1".to_owned())
+    );
+    assert_eq!(
+        h.cluster_id_annotation::<PersistentVolumeClaim>("data-flotilla-0"),
+        Some("c-1".to_owned())
+    );
 }
+
+mod restore;
 
 #[tokio::test]
 async fn a_spec_change_restarts_followers_first_and_leaders_after_a_transfer() {
@@ -528,83 +582,6 @@ async fn an_operator_restarted_in_the_middle_of_a_scale_down_resumes_it() {
     assert_eq!(h.cluster().scale_down(), None);
 }
 
-async fn create_and_delete_group(policy: DeletionPolicy) -> (Harness, Vec<String>) {
-    let h = Harness::new();
-    h.api.put(&Cluster::test().with_cluster_id("c-1"));
-    let mut group = DatabaseGroup::test();
-    group.spec.deletion_policy = policy;
-    h.api.put(&group);
-
-    ok(h.reconcile_group().await); // adds the finalizer
-    ok(h.reconcile_group().await); // creates the database
-    let status = h
-        .api
-        .get::<DatabaseGroup>(NS, "orders")
-        .and_then(|g| g.status)
-        .unwrap_or_default();
-    assert!(status.replication_factor_met);
-    assert_eq!(status.shards.len(), 4);
-
-    // kubectl delete: the finalizer holds the object.
-    let client = h.ctx.client.clone();
-    let groups = kube::Api::<DatabaseGroup>::namespaced(client, NS);
-    if let Err(e) = groups.delete("orders", &Default::default()).await {
-        panic!("delete: {e}");
-    }
-    assert!(h.api.get::<DatabaseGroup>(NS, "orders").is_some());
-    ok(h.reconcile_group().await);
-    assert!(
-        h.api.get::<DatabaseGroup>(NS, "orders").is_none(),
-        "finalizer not released"
-    );
-    let calls = h.admin.calls();
-    (h, calls)
-}
-
-#[tokio::test]
-async fn deleting_a_group_with_policy_delete_drops_the_database() {
-    let (_, calls) = create_and_delete_group(DeletionPolicy::Delete).await;
-    assert_eq!(calls, ["ensure orders", "delete orders"]);
-}
-
-#[tokio::test]
-async fn deleting_a_group_with_policy_retain_keeps_the_database() {
-    let (h, calls) = create_and_delete_group(DeletionPolicy::Retain).await;
-    assert_eq!(calls, ["ensure orders"]);
-    assert!(h.admin.lock().databases.contains_key("orders"));
-}
-
-#[tokio::test]
-async fn a_group_whose_cluster_is_gone_is_released_without_touching_the_cluster() {
-    let h = Harness::new();
-    let mut group = DatabaseGroup::test();
-    group.spec.deletion_policy = DeletionPolicy::Delete;
-    group.metadata.finalizers = Some(vec![database_group::FINALIZER.to_owned()]);
-    group.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-    ));
-    h.api.put(&group);
-    ok(h.reconcile_group().await);
-    assert!(h.api.get::<DatabaseGroup>(NS, "orders").is_none());
-    assert_eq!(h.admin.calls(), Vec::<String>::new());
-}
-
-#[tokio::test]
-async fn a_group_on_a_missing_cluster_says_so_in_its_status() {
-    let h = Harness::new();
-    h.api.put(&DatabaseGroup::test());
-    ok(h.reconcile_group().await);
-    ok(h.reconcile_group().await);
-    let status = h
-        .api
-        .get::<DatabaseGroup>(NS, "orders")
-        .and_then(|g| g.status)
-        .unwrap_or_default();
-    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
-    assert_eq!(ready.map(|c| c.reason.as_str()), Some("ClusterNotFound"));
-    assert_eq!(h.admin.calls(), Vec::<String>::new());
-}
-
 #[tokio::test]
 async fn a_failed_step_is_explained_in_status_and_retried() {
     let h = Harness::new();
@@ -636,6 +613,50 @@ async fn a_failed_step_is_explained_in_status_and_retried() {
 }
 
 #[tokio::test]
+async fn a_refused_child_is_reported_even_when_the_status_write_fails_too() {
+    let h = Harness::new();
+    h.api.put(&Cluster::test());
+    h.api.refuse_writes(
+        "/statefulsets/flotilla",
+        "spec.template.spec.containers[0].readinessProbe.httpGet.port: Invalid value",
+    );
+    h.api
+        .refuse_writes("/clusters/flotilla/status", "status write refused");
+
+    let result = h.reconcile_cluster().await;
+    let chain = result.err().map(|e| e.chain()).unwrap_or_default();
+    assert!(chain.contains("applying StatefulSet flotilla"), "{chain}");
+    assert!(chain.contains("readinessProbe"), "{chain}");
+    assert!(chain.contains("status write refused"), "{chain}");
+
+    // Once the status may be written, its condition says what was refused, and why.
+    h.api.accept_writes("/clusters/flotilla/status");
+    let result = h.reconcile_cluster().await;
+    assert!(matches!(result, Err(Error::Child { .. })), "{result:?}");
+    let status = h.cluster().status.unwrap_or_default();
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
+    assert_eq!(degraded.map(|c| c.reason.as_str()), Some("ReconcileError"));
+    let message = degraded.map(|c| c.message.clone()).unwrap_or_default();
+    assert!(
+        message.contains("applying StatefulSet flotilla"),
+        "{message}"
+    );
+    assert!(message.contains("readinessProbe"), "{message}");
+}
+
+#[tokio::test]
+async fn a_failed_observation_is_reported_in_status() {
+    let h = Harness::new();
+    h.api.put(&Cluster::test().with_cluster_id("c-1"));
+    h.api.forbid::<PersistentVolumeClaim>();
+    let result = h.reconcile_cluster().await;
+    assert!(matches!(result, Err(Error::Kube(_))), "{result:?}");
+    let status = h.cluster().status.unwrap_or_default();
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded");
+    assert_eq!(degraded.map(|c| c.reason.as_str()), Some("ReconcileError"));
+}
+
+#[tokio::test]
 async fn a_pod_marked_unrecoverable_gets_a_fresh_node() {
     let h = Harness::new();
     h.api.put(&Cluster::test().with_cluster_id("c-1"));
@@ -663,12 +684,7 @@ async fn a_pod_marked_unrecoverable_gets_a_fresh_node() {
     );
     ok(h.reconcile_cluster().await);
     assert!(h.api.get::<Pod>(NS, "flotilla-2").is_none());
-    let deletes: Vec<String> = h
-        .api
-        .writes()
-        .into_iter()
-        .filter(|w| w.starts_with("DELETE"))
-        .collect();
+    let deletes = h.deletes();
     assert_eq!(
         deletes,
         [
@@ -684,4 +700,8 @@ async fn a_pod_marked_unrecoverable_gets_a_fresh_node() {
     );
 }
 
+mod database_groups;
+mod drift;
 mod placement;
+mod stuck_pods;
+mod volumes;

@@ -31,6 +31,10 @@ pub const HTTP_PORT: i32 = 7102;
     status = "ClusterStatus",
     derive = "PartialEq",
     shortname = "flc",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.readyNodes"
+    ),
     category = "flotilla",
     doc = "A Flotilla cluster: the storage nodes of a Raft-replicated document database.",
     printcolumn(
@@ -50,6 +54,19 @@ pub const HTTP_PORT: i32 = 7102;
         type_ = "string",
         json_path = ".status.leader",
         description = "Pod that leads the meta group"
+    ),
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Progressing\")].reason",
+        description = "What the operator is doing (reason of the Progressing condition)"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason",
+        description = "Why the cluster is or is not ready (reason of the Ready condition)",
+        priority = "1"
     ),
     printcolumn(
         name = "Age",
@@ -74,9 +91,15 @@ pub struct ClusterSpec {
     #[serde(default)]
     pub image_pull_policy: ImagePullPolicy,
 
-    /// Persistent volume of every node.
+    /// Persistent volume of every node. Its size may grow, never shrink; its storage class
+    /// is fixed.
     #[serde(default)]
-    #[x_kube(validation = Rule::new("self == oldSelf").message("storage is immutable"))]
+    #[x_kube(validation = Rule::new(
+        "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0"
+    ).message("storage.size may grow, never shrink"))]
+    #[x_kube(validation = Rule::new(
+        "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)"
+    ).message("storage.storageClassName is immutable"))]
     pub storage: StorageSpec,
 
     /// Compute resources of the node container.
@@ -102,6 +125,39 @@ pub struct ClusterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 1").message("snapshotThreshold must be at least 1"))]
     pub snapshot_threshold: Option<i64>,
+
+    /// Bytes of documents written since a group's last snapshot that also make it snapshot
+    /// (whichever of this and `snapshotThreshold` comes first); the node's default (64 MiB)
+    /// when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 4096").message("snapshotLogBytes must be at least 4096"))]
+    pub snapshot_log_bytes: Option<i64>,
+
+    /// How long a voter may go unseen before its replicas are marked Rehab (a duration such
+    /// as `60s`); the node's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("must be a positive duration"))]
+    pub rehab_after: Option<Duration>,
+
+    /// A Promotable replica is promoted to voter once it is fewer than this many log entries
+    /// behind its leader; the node's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("promotionLag must be at least 1"))]
+    pub promotion_lag: Option<i64>,
+
+    /// A Member more than this many log entries behind its leader is marked Rehab; the
+    /// node's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("rehabLag must be at least 1"))]
+    pub rehab_lag: Option<i64>,
+
+    /// How long a pod being replaced may stay Terminating on a NotReady Kubernetes Node
+    /// before the operator deletes it with no grace period (a duration such as `5m`; 5m when
+    /// unset). Its kubelet is gone and will never confirm the end of the pod; until the pod
+    /// is gone, the StatefulSet cannot start a fresh one in its place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('30s')").message("forceDeleteAfter must be at least 30s"))]
+    pub force_delete_after: Option<Duration>,
 
     /// Scheduling and metadata overrides of the node pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,12 +209,28 @@ pub enum ImagePullPolicy {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Size of each node's volume.
+    /// Size of each node's volume (a quantity such as `10Gi`). It may grow, never shrink.
     #[serde(default = "default_storage_size")]
+    #[schemars(schema_with = "storage_size_schema")]
     pub size: Quantity,
     /// Storage class of the volumes; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+}
+
+/// `storage.size`: a string that is a positive quantity, never null (a templated `size:`
+/// that renders empty is refused by the API server instead of reaching the operator).
+fn storage_size_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "default": "10Gi",
+        "maxLength": 64,
+        "description": "Size of each node's volume (a quantity such as `10Gi`). It may grow, never shrink.",
+        "x-kubernetes-validations": [{
+            "rule": "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+            "message": "storage.size must be a positive quantity such as 10Gi"
+        }]
+    })
 }
 
 fn default_storage_size() -> Quantity {

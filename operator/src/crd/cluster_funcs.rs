@@ -14,8 +14,13 @@ pub const NODE_CONTAINER: &str = "node";
 /// Name of the volume (and PVC template) holding a node's data.
 pub const DATA_VOLUME: &str = "data";
 
+/// Default of `spec.forceDeleteAfter`.
+pub const DEFAULT_FORCE_DELETE_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 /// Label naming the cluster an object belongs to.
 pub const CLUSTER_LABEL: &str = "flotilla.dev/cluster";
+/// Annotation keeping the Raft cluster's id on the StatefulSet and on every volume, so
+/// that it survives a lost status.
+pub const CLUSTER_ID_ANNOTATION: &str = "flotilla.dev/cluster-id";
 /// Annotation an administrator puts on a pod whose node's data is lost for good.
 pub const UNRECOVERABLE_ANNOTATION: &str = "flotilla.dev/unrecoverable";
 
@@ -97,6 +102,16 @@ impl Cluster {
         ]))
     }
 
+    /// [`Self::selector_labels`] as a label selector (`k=v,k=v`), for list requests.
+    pub fn label_selector(&self) -> Result<String> {
+        Ok(self
+            .selector_labels()?
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","))
+    }
+
     /// Labels of every object the operator creates for this cluster.
     pub fn labels(&self) -> Result<BTreeMap<String, String>> {
         let mut labels = self.selector_labels()?;
@@ -108,35 +123,27 @@ impl Cluster {
         Ok(labels)
     }
 
-    /// Whether the Raft cluster has been initialised (its id is recorded in status).
-    pub fn is_bootstrapped(&self) -> bool {
-        self.status.as_ref().is_some_and(|s| s.cluster_id.is_some())
+    /// The Raft cluster id the status records (possibly empty: recorded by an older
+    /// operator before the first node reported it).
+    ///
+    /// The status alone never decides that a cluster is new: see
+    /// [`crate::plan::bootstrap`], which also looks at volumes, the live StatefulSet and
+    /// ConfigMap, and what the nodes report.
+    pub fn recorded_cluster_id(&self) -> Option<&str> {
+        self.status.as_ref().and_then(|s| s.cluster_id.as_deref())
     }
 
-    /// The value every starting node gets for `--initial-cluster-state`.
-    ///
-    /// `new` only before the cluster id is recorded; only the first pod exists then.
-    pub fn initial_cluster_state(&self) -> &'static str {
-        if self.is_bootstrapped() {
-            "existing"
-        } else {
-            "new"
-        }
+    /// How long a pod being replaced may stay Terminating on a NotReady Kubernetes Node
+    /// before it is deleted with no grace period.
+    pub fn force_delete_after(&self) -> std::time::Duration {
+        self.spec
+            .force_delete_after
+            .map_or(DEFAULT_FORCE_DELETE_AFTER, std::time::Duration::from)
     }
 
     /// The scale-down in progress, if any.
     pub fn scale_down(&self) -> Option<&ScaleDownIntent> {
         self.status.as_ref().and_then(|s| s.scale_down.as_ref())
-    }
-
-    /// Size of the StatefulSet when the operator applies this cluster for the first time
-    /// (and what `render` shows): one pod until the cluster is bootstrapped.
-    pub fn initial_statefulset_replicas(&self) -> i32 {
-        if self.is_bootstrapped() {
-            self.spec.replicas
-        } else {
-            1
-        }
     }
 
     /// Image pull policy as Kubernetes spells it.
@@ -171,16 +178,6 @@ mod tests {
             Some("db-2.db-peers.prod.svc")
         );
         assert_eq!(cluster.pvc_name(2).as_deref().ok(), Some("data-db-2"));
-    }
-
-    #[test]
-    fn only_an_unbootstrapped_cluster_starts_a_new_raft_cluster() {
-        let fresh = Cluster::test().with_replicas(3);
-        assert_eq!(fresh.initial_cluster_state(), "new");
-        assert_eq!(fresh.initial_statefulset_replicas(), 1);
-        let bootstrapped = fresh.with_cluster_id("c-1");
-        assert_eq!(bootstrapped.initial_cluster_state(), "existing");
-        assert_eq!(bootstrapped.initial_statefulset_replicas(), 3);
     }
 
     #[test]

@@ -105,6 +105,14 @@ pub enum Reason {
     NodeLabelsForbidden,
     /// A node got the placement labels of the Kubernetes Node it runs on.
     PlacementLabels,
+    /// A child object was edited by hand (or by another writer) and put back.
+    DriftReverted,
+    /// `storage.size` is smaller than the volumes, which never shrink.
+    VolumeSizeRefused,
+    /// The volumes grow to a larger `storage.size`.
+    VolumeGrowth,
+    /// The nodes report a cluster id other than the one recorded.
+    ClusterIdMismatch,
 }
 
 impl Reason {
@@ -131,6 +139,10 @@ impl Reason {
             Self::ReconcileError => "ReconcileError",
             Self::NodeLabelsForbidden => "NodeLabelsForbidden",
             Self::PlacementLabels => "PlacementLabels",
+            Self::DriftReverted => "DriftReverted",
+            Self::VolumeSizeRefused => "VolumeSizeRefused",
+            Self::VolumeGrowth => "VolumeGrowth",
+            Self::ClusterIdMismatch => "ClusterIdMismatch",
         }
     }
 }

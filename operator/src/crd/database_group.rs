@@ -24,6 +24,18 @@ use std::collections::BTreeMap;
     category = "flotilla",
     doc = "A database of a Flotilla cluster, with its replication factor, shards and placement.",
     printcolumn(
+        name = "Cluster",
+        type_ = "string",
+        json_path = ".spec.clusterRef.name",
+        description = "The Cluster holding the database"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether every shard has the replicas its replication factor asks for"
+    ),
+    printcolumn(
         name = "RF",
         type_ = "integer",
         json_path = ".spec.replicationFactor",

@@ -1,6 +1,6 @@
 //! Accessors of [`DatabaseGroup`].
 
-use super::database_group::DatabaseGroup;
+use super::database_group::{DatabaseGroup, DeletionPolicy};
 use crate::error::{Error, Result};
 
 impl DatabaseGroup {
@@ -23,6 +23,13 @@ impl DatabaseGroup {
     /// Name of the Cluster holding the database.
     pub fn cluster_name(&self) -> &str {
         &self.spec.cluster_ref.name
+    }
+
+    /// Whether deleting the group needs cleanup outside Kubernetes (dropping the database),
+    /// and so a finalizer. With `deletionPolicy: Retain` it needs none: the group goes at
+    /// once, even when no operator runs (a namespace deletion never hangs on it).
+    pub fn needs_finalizer(&self) -> bool {
+        self.spec.deletion_policy == DeletionPolicy::Delete
     }
 
     /// Replicas the spec asks for over all shards.

@@ -104,12 +104,30 @@ fn printer_columns_show_health_size_and_age() {
     };
     assert_eq!(
         columns(&Cluster::crd()),
-        ["Ready", "Nodes", "Leader", "Age"]
+        ["Ready", "Nodes", "Leader", "Status", "Reason", "Age"]
     );
     assert_eq!(
         columns(&DatabaseGroup::crd()),
-        ["RF", "Shards", "Members", "Age"]
+        ["Cluster", "Ready", "RF", "Shards", "Members", "Age"]
     );
+}
+
+#[test]
+fn kubectl_scale_changes_the_cluster_replicas() {
+    let scale = version(&Cluster::crd())
+        .subresources
+        .and_then(|s| s.scale)
+        .unwrap_or_default();
+    assert_eq!(scale.spec_replicas_path, ".spec.replicas");
+    assert_eq!(scale.status_replicas_path, ".status.readyNodes");
+}
+
+#[test]
+fn the_storage_size_is_a_non_null_string() {
+    let size = &schema(&Cluster::crd())["properties"]["spec"]["properties"]["storage"]["properties"]
+        ["size"];
+    assert_eq!(size["type"], "string", "{size}");
+    assert!(size.get("nullable").is_none_or(|n| n == false), "{size}");
 }
 
 #[test]
@@ -188,10 +206,52 @@ fn the_election_timeout_must_exceed_the_heartbeat() {
 }
 
 #[test]
-fn storage_cannot_change_after_creation() {
+fn the_storage_size_may_grow_but_never_shrink() {
+    let storage = |size: &str| with(base_cluster(), "storage", json!({"size": size}));
+    assert_eq!(
+        check_cluster(storage("20Gi"), Some(storage("10Gi"))),
+        Ok(())
+    );
+    assert_eq!(
+        check_cluster(storage("10240Mi"), Some(storage("10Gi"))),
+        Ok(())
+    );
+    rejected_with(
+        check_cluster(storage("5Gi"), Some(storage("10Gi"))),
+        "storage.size may grow, never shrink",
+    );
+}
+
+#[test]
+fn the_storage_size_must_be_a_positive_quantity() {
+    let storage = |size: &str| with(base_cluster(), "storage", json!({"size": size}));
+    assert_eq!(check_cluster(storage("10Gi"), None), Ok(()));
+    rejected_with(check_cluster(storage("ten"), None), "positive quantity");
+    rejected_with(check_cluster(storage("0"), None), "positive quantity");
+}
+
+#[test]
+fn the_storage_class_cannot_change_or_be_added() {
     let old = with(base_cluster(), "storage", json!({"size": "10Gi"}));
-    let new = with(base_cluster(), "storage", json!({"size": "20Gi"}));
-    rejected_with(check_cluster(new, Some(old)), "storage is immutable");
+    let classed = |class: &str| {
+        with(
+            base_cluster(),
+            "storage",
+            json!({"size": "10Gi", "storageClassName": class}),
+        )
+    };
+    rejected_with(
+        check_cluster(classed("fast"), Some(old)),
+        "storageClassName is immutable",
+    );
+    rejected_with(
+        check_cluster(classed("slow"), Some(classed("fast"))),
+        "storageClassName is immutable",
+    );
+    assert_eq!(
+        check_cluster(classed("fast"), Some(classed("fast"))),
+        Ok(())
+    );
 }
 
 #[test]

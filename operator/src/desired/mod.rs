@@ -1,24 +1,27 @@
 //! The objects a `Cluster` should have, built by pure functions with no client.
 //!
-//! One file per object. Everything here is a function of the `Cluster` (spec and
-//! status) and the StatefulSet size the planner chose, so a second reconcile of an
-//! unchanged cluster builds identical objects and server-side apply changes nothing.
+//! One file per object. Everything here is a function of the `Cluster` spec and the
+//! [`Shape`] the planner chose (StatefulSet size, whether nodes start a new Raft cluster,
+//! the cluster id), so a second reconcile of an unchanged cluster builds identical
+//! objects and server-side apply changes nothing.
 
 mod configmap;
 mod pdb;
 mod services;
 mod statefulset;
 
-pub use configmap::configmap;
+pub use configmap::{INITIAL_CLUSTER_STATE_KEY, configmap};
 pub use pdb::pod_disruption_budget;
 pub use services::{client_service, headless_service};
 pub use statefulset::statefulset;
 
 use crate::crd::Cluster;
+use crate::crd::cluster_funcs::CLUSTER_ID_ANNOTATION;
 use crate::error::{Error, Result};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use serde::Serialize;
@@ -42,6 +45,15 @@ impl DesiredObject {
             Self::Service(_) => "Service",
             Self::StatefulSet(_) => "StatefulSet",
             Self::PodDisruptionBudget(_) => "PodDisruptionBudget",
+        }
+    }
+
+    /// The object's `apiVersion`.
+    pub fn api_version(&self) -> &'static str {
+        match self {
+            Self::ConfigMap(_) | Self::Service(_) => "v1",
+            Self::StatefulSet(_) => "apps/v1",
+            Self::PodDisruptionBudget(_) => "policy/v1",
         }
     }
 
@@ -72,19 +84,118 @@ impl Serialize for DesiredObject {
     }
 }
 
+/// What a starting node is told about the Raft cluster (`--initial-cluster-state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    /// No Raft cluster exists yet: the first node, with no data, initialises one.
+    New,
+    /// The Raft cluster exists: every node joins it, none may initialise another.
+    Existing,
+}
+
+impl ClusterState {
+    /// The value as the node's flag takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Existing => "existing",
+        }
+    }
+}
+
+/// What the objects depend on besides the spec; chosen by the planner from what it
+/// observed (see [`crate::plan::shape`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Pods of the StatefulSet.
+    pub replicas: i32,
+    /// What a starting node is told.
+    pub cluster_state: ClusterState,
+    /// The Raft cluster's id once known, kept on the StatefulSet so that it survives a
+    /// lost status.
+    pub cluster_id: Option<String>,
+    /// The storage request of the claim template when it differs from `storage.size`:
+    /// the live StatefulSet's, which cannot change in place.
+    pub volume_size: Option<String>,
+}
+
+impl Shape {
+    /// The first apply of a new cluster: one pod, which initialises the Raft cluster.
+    pub fn first_apply() -> Self {
+        Self {
+            replicas: 1,
+            cluster_state: ClusterState::New,
+            cluster_id: None,
+            volume_size: None,
+        }
+    }
+
+    /// A running cluster of `replicas` pods.
+    pub fn running(replicas: i32) -> Self {
+        Self {
+            replicas,
+            cluster_state: ClusterState::Existing,
+            cluster_id: None,
+            volume_size: None,
+        }
+    }
+
+    /// What `cluster` runs with once it is bootstrapped and at its spec.
+    pub fn steady(cluster: &Cluster) -> Self {
+        Self {
+            cluster_id: cluster.recorded_cluster_id().map(str::to_owned),
+            ..Self::running(cluster.spec.replicas)
+        }
+    }
+}
+
 /// Every object `cluster` should have, in the order they are applied: the ConfigMap the
 /// nodes read at start comes before the StatefulSet that starts them.
-pub fn desired_objects(cluster: &Cluster, statefulset_replicas: i32) -> Result<Vec<DesiredObject>> {
+pub fn desired_objects(cluster: &Cluster, shape: &Shape) -> Result<Vec<DesiredObject>> {
+    let mut statefulset = statefulset(cluster, shape.replicas)?;
+    if let Some(size) = &shape.volume_size {
+        for template in statefulset
+            .spec
+            .iter_mut()
+            .flat_map(|s| s.volume_claim_templates.iter_mut().flatten())
+        {
+            template
+                .spec
+                .get_or_insert_with(Default::default)
+                .resources
+                .get_or_insert_with(Default::default)
+                .requests
+                .get_or_insert_with(Default::default)
+                .insert("storage".to_owned(), Quantity(size.clone()));
+        }
+    }
+    if let Some(id) = &shape.cluster_id {
+        statefulset
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(CLUSTER_ID_ANNOTATION.to_owned(), id.clone());
+    }
     let mut objects = vec![
-        DesiredObject::ConfigMap(configmap(cluster, statefulset_replicas)?),
+        DesiredObject::ConfigMap(configmap(cluster, shape)?),
         DesiredObject::Service(headless_service(cluster)?),
         DesiredObject::Service(client_service(cluster)?),
-        DesiredObject::StatefulSet(statefulset(cluster, statefulset_replicas)?),
+        DesiredObject::StatefulSet(statefulset),
     ];
-    if let Some(pdb) = pod_disruption_budget(cluster, statefulset_replicas)? {
+    if let Some(pdb) = pod_disruption_budget(cluster, shape.replicas)? {
         objects.push(DesiredObject::PodDisruptionBudget(pdb));
     }
     Ok(objects)
+}
+
+/// The value of a builder's result; an error fails the test, naming the error (a test
+/// must never compare defaults that stand in for a failed build).
+#[cfg(test)]
+pub(crate) fn built<T>(result: Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("building failed: {error}"),
+    }
 }
 
 /// Metadata of a child object: name, namespace, labels and the controller owner reference.
@@ -110,7 +221,7 @@ mod tests {
     #[test]
     fn a_cluster_gets_a_configmap_two_services_a_statefulset_and_a_pdb() {
         let cluster = Cluster::test().with_cluster_id("c-1");
-        let objects = desired_objects(&cluster, 3).unwrap_or_default();
+        let objects = built(desired_objects(&cluster, &Shape::running(3)));
         let kinds: Vec<_> = objects.iter().map(|o| (o.kind(), o.name())).collect();
         assert_eq!(
             kinds,
@@ -127,7 +238,7 @@ mod tests {
     #[test]
     fn every_child_is_owned_by_its_cluster_as_controller() {
         let cluster = Cluster::test();
-        for object in desired_objects(&cluster, 3).unwrap_or_default() {
+        for object in built(desired_objects(&cluster, &Shape::running(3))) {
             let owners = object
                 .metadata()
                 .owner_references
@@ -146,16 +257,61 @@ mod tests {
     fn a_cluster_without_uid_gets_children_without_owner_references() {
         let mut cluster = Cluster::test();
         cluster.metadata.uid = None;
-        for object in desired_objects(&cluster, 3).unwrap_or_default() {
+        for object in built(desired_objects(&cluster, &Shape::running(3))) {
             assert_eq!(object.metadata().owner_references, None);
         }
     }
 
     #[test]
+    fn the_cluster_id_is_kept_on_the_statefulset_once_known() {
+        let cluster = Cluster::test();
+        let annotation = |shape: &Shape| {
+            let objects = match desired_objects(&cluster, shape) {
+                Ok(objects) => objects,
+                Err(error) => panic!("desired objects: {error}"),
+            };
+            objects
+                .iter()
+                .find(|o| o.kind() == "StatefulSet")
+                .and_then(|o| o.metadata().annotations.clone())
+                .and_then(|a| a.get(CLUSTER_ID_ANNOTATION).cloned())
+        };
+        assert_eq!(annotation(&Shape::first_apply()), None);
+        let known = Shape {
+            cluster_id: Some("c-1".to_owned()),
+            ..Shape::running(3)
+        };
+        assert_eq!(annotation(&known).as_deref(), Some("c-1"));
+    }
+
+    #[test]
+    fn the_statefulset_keeps_the_volume_size_it_was_created_with() {
+        let mut cluster = Cluster::test();
+        cluster.spec.storage.size = Quantity("20Gi".to_owned());
+        let kept = Shape {
+            volume_size: Some("10Gi".to_owned()),
+            ..Shape::running(3)
+        };
+        let size = |shape: &Shape| {
+            built(desired_objects(&cluster, shape))
+                .into_iter()
+                .find_map(|o| match o {
+                    DesiredObject::StatefulSet(sts) => sts.spec,
+                    _ => None,
+                })
+                .and_then(|s| s.volume_claim_templates)
+                .and_then(|t| t.into_iter().next())
+                .and_then(|t| t.spec?.resources?.requests?.remove("storage"))
+        };
+        assert_eq!(size(&kept), Some(Quantity("10Gi".to_owned())));
+        assert_eq!(size(&Shape::running(3)), Some(Quantity("20Gi".to_owned())));
+    }
+
+    #[test]
     fn building_twice_gives_identical_objects() {
         let cluster = Cluster::test().with_cluster_id("c-1");
-        let first = desired_objects(&cluster, 3).unwrap_or_default();
-        let second = desired_objects(&cluster, 3).unwrap_or_default();
+        let first = built(desired_objects(&cluster, &Shape::running(3)));
+        let second = built(desired_objects(&cluster, &Shape::running(3)));
         assert!(!first.is_empty());
         assert_eq!(first, second);
     }
@@ -165,7 +321,7 @@ mod tests {
         let mut cluster = Cluster::test();
         cluster.metadata.name = None;
         assert!(matches!(
-            desired_objects(&cluster, 3),
+            desired_objects(&cluster, &Shape::running(3)),
             Err(Error::MissingObjectKey(_))
         ));
     }

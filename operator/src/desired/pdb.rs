@@ -38,12 +38,11 @@ pub fn pod_disruption_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::desired::built;
 
     #[test]
     fn a_multi_node_cluster_allows_one_disruption_at_a_time() {
-        let pdb = pod_disruption_budget(&Cluster::test(), 3)
-            .ok()
-            .flatten()
+        let pdb = built(pod_disruption_budget(&Cluster::test(), 3))
             .and_then(|p| p.spec)
             .unwrap_or_default();
         assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));

@@ -69,10 +69,11 @@ pub fn client_service(cluster: &Cluster) -> Result<Service> {
 mod tests {
     use super::*;
     use crate::crd::ServiceSpec as ClusterServiceSpec;
+    use crate::desired::built;
 
     #[test]
     fn the_headless_service_publishes_pods_before_they_are_ready() {
-        let service = headless_service(&Cluster::test()).unwrap_or_default();
+        let service = built(headless_service(&Cluster::test()));
         assert_eq!(service.metadata.name.as_deref(), Some("flotilla-peers"));
         let spec = service.spec.unwrap_or_default();
         assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
@@ -104,7 +105,7 @@ mod tests {
             },
             annotations: [("lb.example/internal".to_owned(), "true".to_owned())].into(),
         };
-        let service = client_service(&cluster).unwrap_or_default();
+        let service = built(client_service(&cluster));
         assert_eq!(
             service
                 .metadata

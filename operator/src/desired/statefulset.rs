@@ -248,9 +248,22 @@ pub fn node_args(cluster: &Cluster) -> Result<Vec<String>> {
         args.push("--election-timeout".to_owned());
         args.push(millis(timeout).to_string());
     }
-    if let Some(threshold) = cluster.spec.snapshot_threshold {
-        args.push("--snapshot-threshold".to_owned());
-        args.push(threshold.to_string());
+    let spec = &cluster.spec;
+    let numbers = [
+        ("--snapshot-threshold", spec.snapshot_threshold),
+        ("--snapshot-log-bytes", spec.snapshot_log_bytes),
+        ("--promotion-lag", spec.promotion_lag),
+        ("--rehab-lag", spec.rehab_lag),
+    ];
+    for (flag, value) in numbers {
+        if let Some(value) = value {
+            args.push(flag.to_owned());
+            args.push(value.to_string());
+        }
+    }
+    if let Some(after) = spec.rehab_after {
+        args.push("--rehab-after".to_owned());
+        args.push(format!("{}ms", millis(after)));
     }
     Ok(args)
 }
@@ -318,23 +331,29 @@ mod tests {
     use k8s_openapi::api::core::v1::Toleration;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+    /// The StatefulSet's spec; a builder error or a missing part fails the test.
     fn spec(cluster: &Cluster, replicas: i32) -> StatefulSetSpec {
-        statefulset(cluster, replicas)
-            .ok()
-            .and_then(|s| s.spec)
-            .unwrap_or_default()
+        match statefulset(cluster, replicas) {
+            Ok(StatefulSet {
+                spec: Some(spec), ..
+            }) => spec,
+            Ok(_) => panic!("the StatefulSet has no spec"),
+            Err(error) => panic!("building the StatefulSet: {error}"),
+        }
     }
 
     fn pod(cluster: &Cluster) -> PodSpec {
-        spec(cluster, 3).template.spec.unwrap_or_default()
+        match spec(cluster, 3).template.spec {
+            Some(pod) => pod,
+            None => panic!("the pod template has no spec"),
+        }
     }
 
     fn container(cluster: &Cluster) -> Container {
-        pod(cluster)
-            .containers
-            .into_iter()
-            .next()
-            .unwrap_or_default()
+        match pod(cluster).containers.into_iter().next() {
+            Some(container) => container,
+            None => panic!("the pod has no container"),
+        }
     }
 
     fn args(cluster: &Cluster) -> Vec<String> {
@@ -477,12 +496,30 @@ mod tests {
     }
 
     #[test]
+    fn replica_health_and_snapshot_settings_become_node_flags() {
+        let mut cluster = Cluster::test();
+        cluster.spec.rehab_after = "90s".parse().ok();
+        cluster.spec.promotion_lag = Some(200);
+        cluster.spec.rehab_lag = Some(20_000);
+        cluster.spec.snapshot_log_bytes = Some(32 << 20);
+        let args = args(&cluster);
+        assert_eq!(flag(&args, "--rehab-after"), Some("90000ms"));
+        assert_eq!(flag(&args, "--promotion-lag"), Some("200"));
+        assert_eq!(flag(&args, "--rehab-lag"), Some("20000"));
+        assert_eq!(flag(&args, "--snapshot-log-bytes"), Some("33554432"));
+    }
+
+    #[test]
     fn unset_raft_tuning_leaves_the_node_defaults() {
         let args = args(&Cluster::test());
         for unset in [
             "--heartbeat-interval",
             "--election-timeout",
             "--snapshot-threshold",
+            "--snapshot-log-bytes",
+            "--rehab-after",
+            "--promotion-lag",
+            "--rehab-lag",
         ] {
             assert!(!args.iter().any(|a| a == unset), "{unset} in {args:?}");
         }

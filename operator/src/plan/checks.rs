@@ -1,6 +1,7 @@
 //! Small named checks shared by the planners. Each returns `Err(reason)` when it blocks.
 
-use super::Observed;
+use super::{Observed, ObservedPod};
+use std::time::Duration;
 
 /// Every Raft group `node_id` votes in keeps a caught-up majority of its voters
 /// without that node.
@@ -37,6 +38,15 @@ pub fn no_pod_terminating(observed: &Observed) -> Result<(), String> {
         Some(pod) => Err(format!("pod {} is terminating", pod.name)),
         None => Ok(()),
     }
+}
+
+/// The Kubernetes Node `pod` is stuck terminating on: the Node is NotReady and the pod
+/// has been terminating for longer than `timeout`.
+pub fn stuck_on_a_lost_node(pod: &ObservedPod, timeout: Duration) -> Option<&str> {
+    let stuck = pod.terminating
+        && pod.kube_node_ready == Some(false)
+        && pod.terminating_for.is_some_and(|t| t > timeout);
+    stuck.then_some(pod.kube_node.as_deref()).flatten()
 }
 
 /// Every pod except `except` is ready.
@@ -91,6 +101,26 @@ mod tests {
             groups_keep_a_caught_up_majority_without(&observed, &node_id(4)),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_pod_is_stuck_only_on_a_not_ready_node_after_the_timeout() {
+        let minute = Duration::from_secs(60);
+        let pod = |ready, seconds| ObservedPod {
+            name: "flotilla-2".to_owned(),
+            terminating: true,
+            kube_node: Some("m2".to_owned()),
+            kube_node_ready: ready,
+            terminating_for: Some(Duration::from_secs(seconds)),
+            ..ObservedPod::default()
+        };
+        assert_eq!(
+            stuck_on_a_lost_node(&pod(Some(false), 61), minute),
+            Some("m2")
+        );
+        assert_eq!(stuck_on_a_lost_node(&pod(Some(false), 59), minute), None);
+        assert_eq!(stuck_on_a_lost_node(&pod(Some(true), 600), minute), None);
+        assert_eq!(stuck_on_a_lost_node(&pod(None, 600), minute), None);
     }
 
     #[test]

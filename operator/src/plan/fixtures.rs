@@ -3,6 +3,7 @@
 use super::observed::META_GROUP;
 use super::*;
 use crate::crd::{NodeRole, NodeState};
+use std::collections::BTreeMap;
 
 /// Node id of the node in the pod with `ordinal`.
 pub fn node_id(ordinal: i32) -> String {
@@ -19,6 +20,9 @@ pub fn healthy(cluster: &Cluster, replicas: i32) -> Observed {
         statefulset: Some(ObservedStatefulSet {
             replicas,
             update_revision: Some("r1".to_owned()),
+            cluster_id: None,
+            volume_size: None,
+            terminating: false,
         }),
         pods: (0..replicas)
             .map(|ordinal| ObservedPod {
@@ -29,12 +33,18 @@ pub fn healthy(cluster: &Cluster, replicas: i32) -> Observed {
                 terminating: false,
                 unrecoverable: false,
                 kube_node: None,
+                terminating_for: None,
+                kube_node_ready: None,
             })
             .collect(),
         pvcs: (0..replicas)
             .map(|ordinal| cluster.pvc_name(ordinal).unwrap_or_default())
             .collect(),
         pvcs_terminating: Vec::new(),
+        pvc_cluster_ids: BTreeMap::new(),
+        volume_requests: BTreeMap::new(),
+        volume_capacities: BTreeMap::new(),
+        initial_cluster_state: Some("existing".to_owned()),
         membership: Some(Membership {
             cluster_id: "c".to_owned(),
             nodes: (0..replicas)

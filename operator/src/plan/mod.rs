@@ -2,19 +2,23 @@
 //! steps to take now, most urgent first. The controller executes the first one.
 //!
 //! Each concern has a module of small named checks that return a reason when they
-//! block: [`scale_down`] (quorum-safe, two-phase, resumable), [`restart`] (one pod
+//! block: [`bootstrap`] (whether the Raft cluster exists, from every trace it leaves),
+//! [`scale_down`] (quorum-safe, two-phase, resumable), [`restart`] (one pod
 //! at a time, followers first, leaders after a leadership transfer), and [`status`]
 //! (what the `Cluster` reports). [`placement`] decides, beside the steps, which nodes
 //! get the placement labels of the Kubernetes Nodes they run on.
 
+pub mod bootstrap;
 mod checks;
 pub mod database_group;
+pub mod drift;
 pub mod observed;
 pub mod placement;
 pub mod replace;
 pub mod restart;
 pub mod scale_down;
 pub mod status;
+pub mod volumes;
 
 pub use observed::{
     KubeNodes, Labels, MemberNode, Membership, Observed, ObservedPod, ObservedStatefulSet,
@@ -23,6 +27,7 @@ pub use observed::{
 pub use placement::LabelAssignment;
 
 use crate::crd::{Cluster, Reason, ScaleDownIntent, ScaleDownPhase};
+use crate::desired::Shape;
 
 /// One thing the controller can do, or the reason it does nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +50,11 @@ pub enum Step {
     RestartPod { pod: String },
     /// One step of replacing the node of a pod whose data is lost for good.
     ReplaceNode { pod: String, action: Replacement },
+    /// Raise the storage request of a volume (growing it).
+    ExpandVolume { pvc: String, size: String },
+    /// Every volume has grown: delete the StatefulSet, its pods orphaned, so that the next
+    /// pass creates it again with a claim template of the new size.
+    RecreateStatefulSet { volume_size: String },
     /// Nothing may be done now; the reason says what is awaited.
     Wait { reason: Reason, message: String },
     /// A change the spec asks for is refused; it stays refused until the spec changes.
@@ -75,7 +85,10 @@ impl Step {
                 Replacement::RemoveFromCluster { .. } => "RemoveLostNode",
                 Replacement::DeleteVolume { .. } => "DeleteLostVolume",
                 Replacement::RecreatePod => "RecreatePod",
+                Replacement::ForceDeletePod { .. } => "ForceDeletePod",
             },
+            Self::ExpandVolume { .. } => "ExpandVolume",
+            Self::RecreateStatefulSet { .. } => "RecreateStatefulSet",
             Self::Wait { .. } => "Wait",
             Self::Refuse { .. } => "Refuse",
         }
@@ -93,7 +106,9 @@ impl Step {
                 ..
             } => Some(("PersistentVolumeClaim", pvc)),
             Self::ReplaceNode { pod, .. } => Some(("Pod", pod)),
-            Self::DeletePvc { name } => Some(("PersistentVolumeClaim", name)),
+            Self::DeletePvc { name } | Self::ExpandVolume { pvc: name, .. } => {
+                Some(("PersistentVolumeClaim", name))
+            }
             _ => None,
         }
     }
@@ -132,6 +147,11 @@ pub enum Replacement {
     /// Delete the pod; the StatefulSet recreates it with an empty volume, and the fresh
     /// node joins as a new member.
     RecreatePod,
+    /// The pod has been stuck terminating on a NotReady Kubernetes Node for longer than
+    /// `spec.forceDeleteAfter`: delete it with no grace period (the kubelet that would
+    /// confirm its end is gone), as the StatefulSet documentation prescribes for a lost
+    /// node.
+    ForceDeletePod { kube_node: String },
 }
 
 /// The steps to take for `cluster` now, most urgent first; empty when it is as its
@@ -143,9 +163,29 @@ pub fn plan(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
             "spec.paused is set; no change is made",
         )];
     }
-    if !cluster.is_bootstrapped() {
+    if !bootstrap::is_bootstrapped(cluster, observed) {
         return Vec::new();
     }
+    if let Some(refusal) = bootstrap::conflicting_cluster_id(cluster, observed) {
+        return vec![refusal];
+    }
+    let mut steps = steps_of_the_spec(cluster, observed);
+    let volumes = volumes::steps(cluster, observed);
+    if steps.is_empty() {
+        return volumes;
+    }
+    // Volumes grow once nothing more urgent is left; a refused size blocks nothing and
+    // is reported after the rest.
+    steps.extend(
+        volumes
+            .into_iter()
+            .filter(|s| matches!(s, Step::Refuse { .. })),
+    );
+    steps
+}
+
+/// Scale-down, node replacement and rolling restart, in that order of urgency.
+fn steps_of_the_spec(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
     let scale_down = scale_down::steps(cluster, observed);
     match scale_down.as_slice() {
         [] => {
@@ -167,10 +207,22 @@ pub fn plan(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
     }
 }
 
-/// Size the StatefulSet should have now. It grows as soon as the spec asks, but only
-/// shrinks in the `Shrinking` phase of a recorded scale-down.
+/// What the children of `cluster` should look like now: the StatefulSet's size, what a
+/// starting node is told, and the cluster id to keep on the StatefulSet.
+pub fn shape(cluster: &Cluster, observed: &Observed) -> Shape {
+    Shape {
+        replicas: statefulset_replicas(cluster, observed),
+        cluster_state: bootstrap::cluster_state(cluster, observed),
+        cluster_id: bootstrap::known_cluster_id(cluster, observed),
+        volume_size: volumes::claim_template_size(observed),
+    }
+}
+
+/// Size the StatefulSet should have now: one pod until the Raft cluster exists. It grows
+/// as soon as the spec asks, but only shrinks in the `Shrinking` phase of a recorded
+/// scale-down.
 pub fn statefulset_replicas(cluster: &Cluster, observed: &Observed) -> i32 {
-    if !cluster.is_bootstrapped() {
+    if !bootstrap::is_bootstrapped(cluster, observed) {
         return 1;
     }
     match cluster.scale_down() {
@@ -195,6 +247,30 @@ mod tests {
     fn an_unbootstrapped_cluster_runs_a_single_pod() {
         let cluster = Cluster::test().with_replicas(5);
         assert_eq!(statefulset_replicas(&cluster, &Observed::default()), 1);
+    }
+
+    #[test]
+    fn a_running_cluster_that_lost_its_status_keeps_its_size_and_joins_its_cluster() {
+        let cluster = Cluster::test().with_replicas(5);
+        let shape = shape(&cluster, &healthy(&cluster, 5).unreachable());
+        assert_eq!(shape.replicas, 5);
+        assert_eq!(shape.cluster_state, crate::desired::ClusterState::Existing);
+    }
+
+    #[test]
+    fn a_running_cluster_that_lost_its_status_and_its_scale_down_intent_does_not_shrink() {
+        // The spec asks for 3; the intent to leave 5 was recorded in the lost status.
+        let cluster = Cluster::test().with_replicas(3);
+        let observed = healthy(&cluster, 5);
+        assert_eq!(statefulset_replicas(&cluster, &observed), 5);
+        assert!(matches!(
+            plan(&cluster, &observed).as_slice(),
+            [Step::RecordScaleDown(ScaleDownIntent {
+                from: 5,
+                to: 3,
+                ..
+            })]
+        ));
     }
 
     #[test]

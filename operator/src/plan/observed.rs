@@ -18,6 +18,14 @@ pub struct Observed {
     pub pvcs: Vec<String>,
     /// Names of the cluster's PVCs that are being deleted (held while a pod uses them).
     pub pvcs_terminating: Vec<String>,
+    /// The cluster id each PVC carries (annotation `flotilla.dev/cluster-id`), by name.
+    pub pvc_cluster_ids: BTreeMap<String, String>,
+    /// The storage each PVC requests (`spec.resources.requests.storage`), by name.
+    pub volume_requests: BTreeMap<String, String>,
+    /// The storage each PVC has (`status.capacity.storage`), by name.
+    pub volume_capacities: BTreeMap<String, String>,
+    /// `initial-cluster-state` in the live ConfigMap (`new` or `existing`), if it exists.
+    pub initial_cluster_state: Option<String>,
     /// Raft membership as reported by the cluster; `None` when no node could be asked.
     pub membership: Option<Membership>,
     /// Replication factors of the DatabaseGroups placed on this cluster.
@@ -45,6 +53,12 @@ pub struct ObservedStatefulSet {
     pub replicas: i32,
     /// `status.updateRevision`: the revision every pod should run.
     pub update_revision: Option<String>,
+    /// The cluster id it carries (annotation `flotilla.dev/cluster-id`).
+    pub cluster_id: Option<String>,
+    /// The storage request of its claim template.
+    pub volume_size: Option<String>,
+    /// It is being deleted (its pods orphaned, when its volumes grew).
+    pub terminating: bool,
 }
 
 /// The parts of a pod the planner needs.
@@ -63,6 +77,11 @@ pub struct ObservedPod {
     pub unrecoverable: bool,
     /// The Kubernetes Node the pod is scheduled on (`spec.nodeName`).
     pub kube_node: Option<String>,
+    /// How long the pod has been terminating, when it is.
+    pub terminating_for: Option<std::time::Duration>,
+    /// Whether the Kubernetes Node of a terminating pod is Ready; `None` when unknown (not
+    /// terminating, not read, or not readable).
+    pub kube_node_ready: Option<bool>,
 }
 
 /// Raft membership of the cluster.

@@ -8,7 +8,7 @@
 
 use super::Observed;
 use super::observed::{KubeNodes, Labels, MemberNode};
-use crate::crd::Cluster;
+use crate::crd::{Cluster, NodeState};
 
 /// Longest label key or value a Flotilla node accepts.
 const MAX_LABEL_LEN: usize = 63;
@@ -92,7 +92,7 @@ pub fn assignments(cluster: &Cluster, observed: &Observed) -> Vec<LabelAssignmen
         .filter_map(|pod| {
             let kube_node = pod.kube_node.as_ref()?;
             let node_labels = kube_nodes.get(kube_node)?;
-            let member = observed.member_in_pod(&pod.name)?;
+            let member = member_of_a_formed_cluster(observed, &pod.name)?;
             let placement = wanted_labels(keys, node_labels);
             let labels = assignment_for(keys, member, &placement)?;
             Some(LabelAssignment {
@@ -106,6 +106,19 @@ pub fn assignments(cluster: &Cluster, observed: &Observed) -> Vec<LabelAssignmen
         .collect()
 }
 
+/// The node in `pod`, once it is a member of a formed cluster. Before the first node has
+/// initialised the cluster (it reports no cluster id yet) no node is a member of anything,
+/// and the cluster would refuse its labels.
+fn member_of_a_formed_cluster<'a>(observed: &'a Observed, pod: &str) -> Option<&'a MemberNode> {
+    let membership = observed.membership.as_ref()?;
+    if membership.cluster_id.is_empty() {
+        return None;
+    }
+    observed
+        .member_in_pod(pod)
+        .filter(|member| member.state != NodeState::Unknown)
+}
+
 /// Names of the Kubernetes Nodes worth reading: those running a pod whose node is a
 /// member, when placement labels are asked for.
 pub fn kube_nodes_to_read(cluster: &Cluster, observed: &Observed) -> Vec<String> {
@@ -115,7 +128,7 @@ pub fn kube_nodes_to_read(cluster: &Cluster, observed: &Observed) -> Vec<String>
     let mut names: Vec<String> = observed
         .pods
         .iter()
-        .filter(|pod| !pod.terminating && observed.member_in_pod(&pod.name).is_some())
+        .filter(|pod| !pod.terminating && member_of_a_formed_cluster(observed, &pod.name).is_some())
         .filter_map(|pod| pod.kube_node.clone())
         .collect();
     names.sort();
@@ -220,6 +233,20 @@ mod tests {
                 ),
             ],
             "other labels of the machine are not copied"
+        );
+    }
+
+    #[test]
+    fn a_node_gets_no_labels_before_the_cluster_is_formed() {
+        let cluster = Cluster::test();
+        let mut observed = scheduled(&cluster);
+        if let Some(m) = observed.membership.as_mut() {
+            m.cluster_id = String::new();
+        }
+        assert_eq!(assignments(&cluster, &observed), Vec::new());
+        assert_eq!(
+            kube_nodes_to_read(&cluster, &observed),
+            Vec::<String>::new()
         );
     }
 

@@ -54,6 +54,11 @@ pub fn steps(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
     {
         return step(Replacement::DeleteVolume { pvc });
     }
+    if let Some(kube_node) = checks::stuck_on_a_lost_node(pod, cluster.force_delete_after()) {
+        return step(Replacement::ForceDeletePod {
+            kube_node: kube_node.to_owned(),
+        });
+    }
     if pod.terminating {
         return vec![Step::wait(
             Reason::ReplacingNode,
@@ -157,6 +162,42 @@ mod tests {
             plan(&cluster(), &observed).as_slice(),
             [Step::Wait {
                 reason: Reason::ClusterUnreachable,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn a_replaced_pod_stuck_terminating_on_a_lost_node_is_force_deleted_after_the_timeout() {
+        let mut observed = healthy(&cluster(), 3)
+            .unrecoverable("flotilla-2")
+            .without_member(&node_id(2))
+            .pvc_terminating("data-flotilla-2");
+        let pod = &mut observed.pods[2];
+        pod.terminating = true;
+        pod.kube_node = Some("m2".to_owned());
+        pod.kube_node_ready = Some(false);
+        pod.terminating_for = Some(std::time::Duration::from_secs(60));
+        assert!(matches!(
+            plan(&cluster(), &observed).as_slice(),
+            [Step::Wait {
+                reason: Reason::ReplacingNode,
+                ..
+            }]
+        ));
+        observed.pods[2].terminating_for = Some(std::time::Duration::from_secs(301));
+        assert_eq!(
+            plan(&cluster(), &observed),
+            replace(Replacement::ForceDeletePod {
+                kube_node: "m2".to_owned()
+            })
+        );
+        // A Ready node's kubelet will finish the deletion itself.
+        observed.pods[2].kube_node_ready = Some(true);
+        assert!(matches!(
+            plan(&cluster(), &observed).as_slice(),
+            [Step::Wait {
+                reason: Reason::ReplacingNode,
                 ..
             }]
         ));

@@ -1,7 +1,7 @@
 //! What a `Cluster` reports in its status: conditions, ready nodes, the meta leader and
 //! the node list, computed from the previous status, the observation and the step taken.
 
-use super::{KubeNodes, Observed, Replacement, Step, restart};
+use super::{KubeNodes, Observed, Replacement, Step, bootstrap, restart};
 use crate::crd::conditions::{NewCondition, set_condition};
 use crate::crd::{
     Cluster, ClusterStatus, ConditionStatus, ConditionType, NodeState, NodeStatus, Reason,
@@ -21,17 +21,14 @@ pub fn cluster_status(
     let generation = cluster.metadata.generation;
     status.observed_generation = generation;
     // A node that has not applied the cluster's bootstrap yet reports an empty id: that is
-    // not an id to record. (An empty id recorded before is replaced by the real one, but
-    // still counts as bootstrapped: no node may ever be told to start a new cluster again.)
+    // not an id to record. An empty or lost id is recovered from the objects that keep it,
+    // or from the nodes.
     if status.cluster_id.as_deref().is_none_or(str::is_empty)
-        && let Some(id) = observed
-            .membership
-            .as_ref()
-            .map(|m| m.cluster_id.as_str())
-            .filter(|id| !id.is_empty())
+        && let Some(id) = bootstrap::known_cluster_id(cluster, observed)
     {
-        status.cluster_id = Some(id.to_owned());
+        status.cluster_id = Some(id);
     }
+    let bootstrapped = bootstrap::is_bootstrapped(cluster, observed);
     status.ready_nodes =
         i32::try_from(observed.pods.iter().filter(|p| p.ready).count()).unwrap_or(i32::MAX);
     status.node_summary = Some(format!("{}/{}", status.ready_nodes, cluster.spec.replicas));
@@ -40,8 +37,8 @@ pub fn cluster_status(
         status.nodes = nodes(cluster, observed);
     }
     for condition in [
-        ready(cluster, observed, &status),
-        progressing(cluster, observed, step),
+        ready(cluster, observed, &status, bootstrapped),
+        progressing(cluster, observed, step, bootstrapped),
         degraded(observed, steps),
     ] {
         set_condition(&mut status.conditions, condition, generation, now);
@@ -81,7 +78,12 @@ fn nodes(cluster: &Cluster, observed: &Observed) -> Vec<NodeStatus> {
         .collect()
 }
 
-fn ready(cluster: &Cluster, observed: &Observed, status: &ClusterStatus) -> NewCondition {
+fn ready(
+    cluster: &Cluster,
+    observed: &Observed,
+    status: &ClusterStatus,
+    bootstrapped: bool,
+) -> NewCondition {
     let condition = |ok, reason, message: String| {
         NewCondition::new(
             ConditionType::Ready,
@@ -90,7 +92,7 @@ fn ready(cluster: &Cluster, observed: &Observed, status: &ClusterStatus) -> NewC
             message,
         )
     };
-    if status.cluster_id.is_none() {
+    if !bootstrapped {
         return condition(
             false,
             Reason::Bootstrapping,
@@ -128,7 +130,12 @@ fn ready(cluster: &Cluster, observed: &Observed, status: &ClusterStatus) -> NewC
     }
 }
 
-fn progressing(cluster: &Cluster, observed: &Observed, step: Option<&Step>) -> NewCondition {
+fn progressing(
+    cluster: &Cluster,
+    observed: &Observed,
+    step: Option<&Step>,
+    bootstrapped: bool,
+) -> NewCondition {
     let condition = |ok, reason, message: String| {
         NewCondition::new(
             ConditionType::Progressing,
@@ -140,7 +147,7 @@ fn progressing(cluster: &Cluster, observed: &Observed, step: Option<&Step>) -> N
     if cluster.spec.paused {
         return condition(false, Reason::Paused, "spec.paused is set".to_owned());
     }
-    if !cluster.is_bootstrapped() && observed.membership.is_none() {
+    if !bootstrapped {
         return condition(
             true,
             Reason::Bootstrapping,
@@ -185,9 +192,24 @@ fn progressing(cluster: &Cluster, observed: &Observed, step: Option<&Step>) -> N
                 Replacement::RemoveFromCluster { .. } => "removing the lost node from the cluster",
                 Replacement::DeleteVolume { .. } => "deleting the lost node's volume",
                 Replacement::RecreatePod => "recreating the pod with a fresh node",
+                Replacement::ForceDeletePod { .. } => {
+                    "deleting the pod stuck terminating on a lost Kubernetes node"
+                }
             };
             condition(true, Reason::ReplacingNode, format!("{pod}: {what}"))
         }
+        Some(Step::ExpandVolume { pvc, size }) => condition(
+            true,
+            Reason::VolumeGrowth,
+            format!("growing volume {pvc} to {size}"),
+        ),
+        Some(Step::RecreateStatefulSet { volume_size }) => condition(
+            true,
+            Reason::VolumeGrowth,
+            format!(
+                "every volume has {volume_size}: re-creating the StatefulSet with its pods kept"
+            ),
+        ),
         Some(Step::Wait { reason, message }) => condition(true, *reason, message.clone()),
         Some(Step::Refuse { reason, message }) => condition(false, *reason, message.clone()),
         None => {
@@ -331,6 +353,21 @@ mod tests {
             status.cluster_id.as_deref(),
             Some("c"),
             "the real id replaces it"
+        );
+    }
+
+    #[test]
+    fn a_lost_cluster_id_is_recovered_from_the_statefulset_even_when_no_node_answers() {
+        let cluster = Cluster::test();
+        let mut observed = healthy(&cluster, 3).unreachable();
+        if let Some(sts) = observed.statefulset.as_mut() {
+            sts.cluster_id = Some("kept".to_owned());
+        }
+        let status = cluster_status(&cluster, &observed, &[], &now());
+        assert_eq!(status.cluster_id.as_deref(), Some("kept"));
+        assert_eq!(
+            condition(&status, ConditionType::Ready),
+            pair("False", Reason::ClusterUnreachable)
         );
     }
 

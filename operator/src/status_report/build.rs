@@ -131,7 +131,7 @@ fn phase(cluster: &Cluster) -> String {
     if cluster.spec.paused {
         return "Paused".to_owned();
     }
-    if !cluster.is_bootstrapped() {
+    if cluster.recorded_cluster_id().is_none() {
         return "Bootstrapping".to_owned();
     }
     if let Some(c) = condition(ConditionType::Degraded).filter(|c| c.status == "True") {

@@ -24,7 +24,7 @@ BINARY = Path(
     os.environ.get("FLOTILLA_OPERATOR_BIN", ROOT / "target" / "debug" / "flotilla-operator")
 )
 
-# A Cluster whose Raft cluster is bootstrapped: it renders every child, the budget too.
+# A Cluster with tuning and a LoadBalancer Service; its status records the cluster id.
 BOOTSTRAPPED_CLUSTER = """\
 apiVersion: flotilla.dev/v1alpha1
 kind: Cluster
@@ -54,11 +54,14 @@ def validate_all(docs):
         kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
 
 
-def render(path):
+def render(path, *flags):
     if not BINARY.exists():
         pytest.fail(f"{BINARY} is missing: run `cargo build -p flotilla-operator` first")
     result = subprocess.run(
-        [str(BINARY), "render", "-f", str(path)], capture_output=True, text=True, check=True
+        [str(BINARY), "render", "-f", str(path), *flags],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return documents(result.stdout)
 
@@ -105,7 +108,30 @@ def test_lint_catches_a_broken_template(tmp_path):
 
 def test_rendered_example_cluster_is_valid():
     docs = render(ROOT / "deploy" / "examples" / "cluster.yaml")
+    kinds = [d["kind"] for d in docs]
+    assert kinds == ["ConfigMap", "Service", "Service", "StatefulSet", "PodDisruptionBudget"]
+    assert docs[0]["data"]["initial-cluster-state"] == "existing"
+    assert docs[3]["spec"]["replicas"] == 3
+    validate_all(docs)
+
+
+def test_rendered_first_apply_is_valid():
+    docs = render(ROOT / "deploy" / "examples" / "cluster.yaml", "--first-apply")
     assert [d["kind"] for d in docs] == ["ConfigMap", "Service", "Service", "StatefulSet"]
+    assert docs[0]["data"]["initial-cluster-state"] == "new"
+    assert docs[3]["spec"]["replicas"] == 1
+    validate_all(docs)
+
+
+def test_render_shows_the_next_step_for_a_live_status(tmp_path):
+    status = tmp_path / "status.yaml"
+    status.write_text(
+        "clusterId: c-1\n"
+        "scaleDown: {from: 5, to: 3, pods: [flotilla-4, flotilla-3], phase: Draining}\n"
+    )
+    docs = render(ROOT / "deploy" / "examples" / "cluster.yaml", "--status", str(status))
+    assert docs[3]["spec"]["replicas"] == 5
+    assert docs[3]["metadata"]["annotations"]["flotilla.dev/cluster-id"] == "c-1"
     validate_all(docs)
 
 

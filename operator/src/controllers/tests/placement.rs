@@ -133,3 +133,22 @@ async fn nodes_the_operator_may_not_read_are_reported_and_the_rest_goes_on() {
     ok(h.reconcile_cluster().await);
     assert_eq!(h.api.writes(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn the_first_node_gets_its_labels_only_once_it_has_formed_the_cluster() {
+    let h = Harness::new();
+    h.api.put(&Cluster::test());
+    ok(h.reconcile_cluster().await);
+    h.run_pods(1, "r1");
+    h.schedule_on_machines(1);
+    // The first node answers, but has not initialised the cluster yet.
+    let mut forming = membership(1);
+    forming.cluster_id = String::new();
+    h.admin.set_membership(Some(forming));
+    ok(h.reconcile_cluster().await);
+    assert_eq!(h.admin.calls(), Vec::<String>::new());
+
+    h.admin.edit_membership(|m| m.cluster_id = "c-1".to_owned());
+    ok(h.reconcile_cluster().await);
+    assert_eq!(h.admin.calls(), [format!("label n0 {ZONE}=eu-1a")]);
+}

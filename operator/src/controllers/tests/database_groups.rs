@@ -1,0 +1,120 @@
+//! The DatabaseGroup controller: the database follows the group, and its deletion policy
+//! decides whether deleting the group drops the database (behind a finalizer) or not.
+
+use super::*;
+
+async fn create_and_delete_group(policy: DeletionPolicy) -> (Harness, Vec<String>) {
+    let h = Harness::new();
+    h.api.put(&Cluster::test().with_cluster_id("c-1"));
+    let mut group = DatabaseGroup::test();
+    group.spec.deletion_policy = policy;
+    h.api.put(&group);
+
+    let held = policy == DeletionPolicy::Delete;
+    if held {
+        ok(h.reconcile_group().await); // adds the finalizer
+    }
+    ok(h.reconcile_group().await); // creates the database
+    let stored = h.group();
+    assert_eq!(
+        stored
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .contains(&database_group::FINALIZER.to_owned()),
+        held,
+        "only deletionPolicy: Delete gets the finalizer"
+    );
+    let status = stored.status.unwrap_or_default();
+    assert!(status.replication_factor_met);
+    assert_eq!(status.shards.len(), 4);
+
+    // kubectl delete: the finalizer, if any, holds the object.
+    let client = h.ctx.client.clone();
+    let groups = kube::Api::<DatabaseGroup>::namespaced(client, NS);
+    if let Err(e) = groups.delete("orders", &Default::default()).await {
+        panic!("delete: {e}");
+    }
+    assert_eq!(h.api.get::<DatabaseGroup>(NS, "orders").is_some(), held);
+    if held {
+        ok(h.reconcile_group().await);
+    }
+    assert!(
+        h.api.get::<DatabaseGroup>(NS, "orders").is_none(),
+        "finalizer not released"
+    );
+    let calls = h.admin.calls();
+    (h, calls)
+}
+
+#[tokio::test]
+async fn switching_a_group_to_retain_takes_its_finalizer_off() {
+    let h = Harness::new();
+    h.api.put(&Cluster::test().with_cluster_id("c-1"));
+    let mut group = DatabaseGroup::test();
+    group.spec.deletion_policy = DeletionPolicy::Delete;
+    h.api.put(&group);
+    ok(h.reconcile_group().await);
+    ok(h.reconcile_group().await);
+    let mut stored = h.group();
+    assert!(
+        stored
+            .metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| !f.is_empty())
+    );
+
+    stored.spec.deletion_policy = DeletionPolicy::Retain;
+    h.api.put(&stored);
+    ok(h.reconcile_group().await);
+    let stored = h.group();
+    assert_eq!(
+        stored.metadata.finalizers.unwrap_or_default(),
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_group_with_policy_delete_drops_the_database() {
+    let (_, calls) = create_and_delete_group(DeletionPolicy::Delete).await;
+    assert_eq!(calls, ["ensure orders", "delete orders"]);
+}
+
+#[tokio::test]
+async fn deleting_a_group_with_policy_retain_keeps_the_database() {
+    let (h, calls) = create_and_delete_group(DeletionPolicy::Retain).await;
+    assert_eq!(calls, ["ensure orders"]);
+    assert!(h.admin.lock().databases.contains_key("orders"));
+}
+
+#[tokio::test]
+async fn a_group_whose_cluster_is_gone_is_released_without_touching_the_cluster() {
+    let h = Harness::new();
+    let mut group = DatabaseGroup::test();
+    group.spec.deletion_policy = DeletionPolicy::Delete;
+    group.metadata.finalizers = Some(vec![database_group::FINALIZER.to_owned()]);
+    group.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+    ));
+    h.api.put(&group);
+    ok(h.reconcile_group().await);
+    assert!(h.api.get::<DatabaseGroup>(NS, "orders").is_none());
+    assert_eq!(h.admin.calls(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_group_on_a_missing_cluster_says_so_in_its_status() {
+    let h = Harness::new();
+    h.api.put(&DatabaseGroup::test());
+    ok(h.reconcile_group().await);
+    ok(h.reconcile_group().await);
+    let status = h
+        .api
+        .get::<DatabaseGroup>(NS, "orders")
+        .and_then(|g| g.status)
+        .unwrap_or_default();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    assert_eq!(ready.map(|c| c.reason.as_str()), Some("ClusterNotFound"));
+    assert_eq!(h.admin.calls(), Vec::<String>::new());
+}
