@@ -4,8 +4,6 @@
 //! new connections without a restart, while open connections keep working. Every peer message
 //! is checked for its cluster, sender and target, and a malformed one never reaches Raft.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +16,11 @@ use flotilla_proto::peer::{
 use flotilla_proto::reason_of;
 use flotilla_proto::v1::admin_client::AdminClient;
 use flotilla_proto::v1::{ClusterStatusRequest, ErrorReason, NodeInfo};
+use flotilla_testkit::cluster::{Cluster, ClusterOptions, Entry, Node, free_addrs};
+use flotilla_testkit::wait::{wait_for, wait_until};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
-use support::{ClusterOptions, Entry, TestCluster, TestNode, free_addrs, wait_for, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
@@ -95,7 +94,7 @@ fn tls_options(ca: &Ca) -> ClientOptions {
 /// Nodes started by hand (the harness's readiness probe speaks plaintext HTTP).
 struct TlsCluster {
     _root: tempfile::TempDir,
-    nodes: Vec<TestNode>,
+    nodes: Vec<Node>,
     ca: Ca,
 }
 
@@ -108,7 +107,7 @@ impl TlsCluster {
             .tempdir()
             .expect("a temporary directory");
         let ca = Ca::new("cluster");
-        let mut nodes: Vec<TestNode> = Vec::new();
+        let mut nodes: Vec<Node> = Vec::new();
         for (i, addrs) in free_addrs(n).into_iter().enumerate() {
             let dir = root.path().join(format!("certs-{i}"));
             std::fs::create_dir_all(&dir).expect("a certificate directory");
@@ -131,7 +130,7 @@ impl TlsCluster {
                 None => Entry::Bootstrap,
                 Some(first) => Entry::Join(vec![first.endpoint()]),
             };
-            let mut node = TestNode::new(i, root.path(), addrs, entry, options);
+            let mut node = Node::new(i, root.path(), addrs, entry, options, None);
             node.spawn();
             nodes.push(node);
             if i == 0 {
@@ -167,13 +166,13 @@ impl TlsCluster {
     }
 
     fn client(&self) -> Client {
-        let endpoints = self.nodes.iter().map(TestNode::endpoint).collect();
+        let endpoints = self.nodes.iter().map(Node::endpoint).collect();
         Client::with_options(endpoints, tls_options(&self.ca)).expect("a client")
     }
 }
 
 /// Waits until `/readyz` answers 200 over HTTPS.
-async fn wait_https_ready(node: &mut TestNode, ca: &Ca) {
+async fn wait_https_ready(node: &mut Node, ca: &Ca) {
     let what = format!("{} answers /readyz over HTTPS", node.name);
     let addr = node.http_addr.clone();
     let running = wait_for(Duration::from_secs(60), &what, async || {
@@ -438,7 +437,7 @@ fn assert_refused<T: std::fmt::Debug>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_peer_message_is_checked_for_its_cluster_sender_and_target() {
-    let cluster = TestCluster::start(1, ClusterOptions::default()).await;
+    let cluster = Cluster::start(1, ClusterOptions::default()).await;
     let status = cluster.client().cluster_status().await.unwrap();
     let (id, ours) = (status.answered_by, status.cluster_id.as_str());
     let mut peer = PeerClient::connect(format!("http://{}", cluster.node(0).peer_addr))
@@ -571,7 +570,7 @@ async fn every_peer_message_is_checked_for_its_cluster_sender_and_target() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_cannot_take_the_id_of_a_registered_node() {
-    let mut cluster = TestCluster::start(3, ClusterOptions::default()).await;
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await;
     let status = cluster.client().cluster_status().await.unwrap();
     let node_of = |i: usize| {
         status
