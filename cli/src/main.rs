@@ -6,14 +6,15 @@ mod render;
 mod table;
 
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use flotilla_client::{
-    Client, ClientOptions, Consistency, DatabaseOptions, DatabaseUpdate, Error, Group, ListOptions,
-    RemoveNodeProgress,
+    Client, ClientOptions, ClientTls, Consistency, DatabaseOptions, DatabaseUpdate, Error, Group,
+    ListOptions, RemoveNodeProgress,
 };
 use futures::StreamExt;
 
@@ -72,6 +73,18 @@ struct Cli {
     /// Give up on a request (all retries included) after this long, e.g. `10s`, `500ms`.
     #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+
+    /// Connect over TLS, trusting the nodes' certificates signed by this CA (PEM file).
+    #[arg(long, global = true, env = "FLOTILLA_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) to present over TLS.
+    #[arg(long, global = true, env = "FLOTILLA_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, global = true, env = "FLOTILLA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Command,
@@ -356,6 +369,13 @@ async fn run(cli: Cli) -> Result<()> {
     let options = ClientOptions {
         total_timeout: cli.timeout,
         request_timeout: cli.timeout.min(ClientOptions::default().request_timeout),
+        tls: match &cli.tls_ca {
+            Some(ca) => {
+                let identity = cli.tls_cert.as_deref().zip(cli.tls_key.as_deref());
+                Some(ClientTls::from_files(ca, identity)?)
+            }
+            None => None,
+        },
         ..ClientOptions::default()
     };
     let client = Client::with_options(cli.endpoints.clone(), options)?;

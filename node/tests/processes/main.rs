@@ -15,3 +15,4 @@ mod node_processes;
 mod placement;
 mod protocol;
 mod requests;
+mod security;

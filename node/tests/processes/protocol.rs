@@ -106,11 +106,14 @@ async fn the_client_port_answers_grpc_health_and_reflection_and_hides_the_peer_s
     let mut on_peer_port = PeerClient::connect(format!("http://{}", node.peer_addr))
         .await
         .expect("connect to the peer port");
-    let answer = on_peer_port
+    // The Peer service answers there, and refuses a heartbeat that names no target node.
+    let refused = on_peer_port
         .heartbeat(beat)
         .await
-        .expect("the peer port serves the Peer service")
-        .into_inner();
-    assert_eq!(answer.to_node_id, 1);
-    assert_ne!(answer.from_node_id, 0);
+        .expect_err("a heartbeat for no node is refused");
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+    assert_eq!(
+        flotilla_proto::reason_of(&refused),
+        Some(flotilla_proto::v1::ErrorReason::WrongTarget)
+    );
 }
