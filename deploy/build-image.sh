@@ -50,7 +50,7 @@ case "$IMAGE" in
     node)
         TAG="${TAG:-flotilla:dev}"; DOCKERFILE=Dockerfile
         BINS=(flotilla-node flotilla)
-        CARGO_BINS=(-p flotilla-node --bin flotilla-node -p flotilla-client --bin flotilla) ;;
+        CARGO_BINS=(-p flotilla-node --bin flotilla-node -p flotilla-cli --bin flotilla) ;;
     operator)
         TAG="${TAG:-flotilla-operator:dev}"; DOCKERFILE=Dockerfile.operator
         BINS=(flotilla-operator kubectl-flotilla)

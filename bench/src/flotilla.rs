@@ -1,34 +1,28 @@
-//! A 3-node Flotilla cluster of real node processes on 127.0.0.1: this binary re-executed with
-//! its hidden `node` subcommand (so `cargo run -p flotilla-bench` needs no other binary), each
-//! node with its own data directory.
+//! A 3-node Flotilla cluster of real node processes on 127.0.0.1, started by the test kit's
+//! [`Cluster`]: this binary re-executed with its hidden `node` subcommand (so `cargo run -p
+//! flotilla-bench` needs no other binary), each node with its own directory under the
+//! benchmark's data directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use flotilla_client::{Client, ClientOptions};
-use tokio::process::{Child, Command};
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::http;
 
-use crate::process::{free_port, spawn_logged, stop_child};
 use crate::stats::histogram_sum_count;
 
 /// The database the workloads use: one shard (one Raft group, like etcd's one log), on all
 /// three nodes.
 pub const DATABASE: &str = "bench";
 
-struct Node {
-    name: String,
-    dir: PathBuf,
-    client: String,
-    peer: String,
-    http: String,
-    child: Option<Child>,
-}
+/// The directory, under the benchmark's data directory, of the nodes' directories.
+pub const DIR: &str = "flotilla";
 
 /// The Flotilla cluster. Dropping it kills every node.
 pub struct FlotillaCluster {
-    exe: PathBuf,
-    nodes: Vec<Node>,
+    cluster: Cluster,
 }
 
 impl FlotillaCluster {
@@ -36,28 +30,15 @@ impl FlotillaCluster {
     /// creates the benchmark database and waits until its shard has a leader.
     pub async fn start(root: &Path, n: usize) -> anyhow::Result<FlotillaCluster> {
         let exe = std::env::current_exe().context("locating the flotilla-bench binary")?;
-        let mut nodes = Vec::new();
-        for i in 0..n {
-            let dir = root.join(format!("flotilla-{i}"));
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            nodes.push(Node {
-                name: format!("node-{i}"),
-                dir,
-                client: format!("127.0.0.1:{}", free_port()?),
-                peer: format!("127.0.0.1:{}", free_port()?),
-                http: format!("127.0.0.1:{}", free_port()?),
-                child: None,
-            });
-        }
-        let mut cluster = FlotillaCluster { exe, nodes };
-        for i in 0..n {
-            cluster.spawn(i, i == 0)?;
-        }
-        let deadline = Instant::now() + Duration::from_secs(90);
-        for i in 0..n {
-            cluster.wait_ready(i, deadline).await?;
-        }
-        let client = cluster.admin_client()?;
+        let options = ClusterOptions {
+            binary: exe,
+            subcommand: "node".into(),
+            dir: Some(root.join(DIR)),
+            ready_timeout: Duration::from_secs(90),
+            ..ClusterOptions::default()
+        };
+        let cluster = Cluster::start(n, options).await;
+        let client = cluster.client();
         client
             .create_database(DATABASE, Some(n as u32), Some(1))
             .await
@@ -66,63 +47,21 @@ impl FlotillaCluster {
             .wait_for_database(DATABASE, Duration::from_secs(60), |_| {})
             .await
             .context("waiting for the benchmark database")?;
-        Ok(cluster)
-    }
-
-    fn spawn(&mut self, i: usize, bootstrap: bool) -> anyhow::Result<()> {
-        let join: Vec<String> = self
-            .nodes
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, n)| n.client.clone())
-            .collect();
-        let n = &mut self.nodes[i];
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("node")
-            .args(["--name", &n.name])
-            .arg("--data-dir")
-            .arg(n.dir.join("data"))
-            .args(["--client-addr", &n.client])
-            .args(["--peer-addr", &n.peer])
-            .args(["--http-addr", &n.http]);
-        if bootstrap {
-            cmd.args(["--initial-cluster-state", "new"]);
-        } else {
-            cmd.args(["--join", &join.join(",")]);
-        }
-        n.child = Some(spawn_logged(cmd, &n.dir.join("node.log"))?);
-        Ok(())
-    }
-
-    async fn wait_ready(&self, i: usize, deadline: Instant) -> anyhow::Result<()> {
-        let n = &self.nodes[i];
-        flotilla_node::dev::wait_ready(&n.http, deadline)
-            .await
-            .with_context(|| {
-                format!(
-                    "{} did not become ready (log: {})",
-                    n.name,
-                    n.dir.join("node.log").display()
-                )
-            })
+        Ok(FlotillaCluster { cluster })
     }
 
     /// Client addresses of every node.
     pub fn endpoints(&self) -> Vec<String> {
-        self.nodes.iter().map(|n| n.client.clone()).collect()
+        self.cluster.endpoints()
     }
 
     pub fn endpoint(&self, i: usize) -> String {
-        self.nodes[i].client.clone()
+        self.cluster.endpoint(i)
     }
 
     /// Process ids of the running nodes.
     pub fn pids(&self) -> Vec<u32> {
-        self.nodes
-            .iter()
-            .filter_map(|n| n.child.as_ref().and_then(Child::id))
-            .collect()
+        self.cluster.nodes.iter().filter_map(|n| n.pid()).collect()
     }
 
     /// A client for administration over every node.
@@ -143,9 +82,10 @@ impl FlotillaCluster {
             .and_then(|s| s.leader())
             .map(|r| r.client_addr.clone())
             .context("the benchmark shard has no leader")?;
-        self.nodes
+        self.cluster
+            .nodes
             .iter()
-            .position(|n| n.client == leader)
+            .position(|n| n.client_addr == leader)
             .with_context(|| format!("leader {leader} is not one of the benchmark's nodes"))
     }
 
@@ -153,33 +93,41 @@ impl FlotillaCluster {
     pub async fn leader_metrics_source(&self) -> Option<MetricsSource> {
         let i = self.leader().await.ok()?;
         Some(MetricsSource {
-            http: self.nodes[i].http.clone(),
+            http: self.cluster.node(i).http_addr.clone(),
         })
     }
 
     /// Where to read each node's metrics.
     pub fn metrics_sources(&self) -> Vec<MetricsSource> {
-        self.nodes
+        self.cluster
+            .nodes
             .iter()
             .map(|n| MetricsSource {
-                http: n.http.clone(),
+                http: n.http_addr.clone(),
             })
             .collect()
     }
 
     /// Kills node `i` with SIGKILL.
     pub async fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.nodes[i].child.take() {
-            let _ = child.kill().await;
-        }
+        self.cluster.kill9(i);
     }
 
     /// Restarts a killed node on its data directory and waits until it is ready and the
     /// benchmark shard has a leader again.
     pub async fn restart(&mut self, i: usize) -> anyhow::Result<()> {
-        self.spawn(i, false)?;
+        self.cluster.restart(i);
         let deadline = Instant::now() + Duration::from_secs(60);
-        self.wait_ready(i, deadline).await?;
+        let node = self.cluster.node(i);
+        http::wait_ready(&node.http_addr, deadline.into())
+            .await
+            .with_context(|| {
+                format!(
+                    "{} did not become ready (log: {})",
+                    node.name,
+                    node.log_path().display()
+                )
+            })?;
         let client = self.admin_client()?;
         loop {
             let status = client.database_status(DATABASE).await;
@@ -202,11 +150,7 @@ impl FlotillaCluster {
 
     /// Stops every node (SIGTERM, then SIGKILL after a grace period).
     pub async fn stop(&mut self) {
-        for n in &mut self.nodes {
-            if let Some(child) = n.child.take() {
-                stop_child(child, Duration::from_secs(10)).await;
-            }
-        }
+        self.cluster.stop_all(Duration::from_secs(10)).await;
     }
 }
 
@@ -239,22 +183,9 @@ impl MetricsSource {
     }
 
     async fn text(&self) -> anyhow::Result<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = &self.http;
-        let fetch = async {
-            let mut stream = tokio::net::TcpStream::connect(addr).await?;
-            let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-            stream.write_all(req.as_bytes()).await?;
-            let mut buf = Vec::new();
-            stream.read_to_end(&mut buf).await?;
-            anyhow::Ok(String::from_utf8_lossy(&buf).into_owned())
-        };
-        let text = tokio::time::timeout(Duration::from_secs(5), fetch)
+        let (_, body) = http::get_within(&self.http, "/metrics", Duration::from_secs(5))
             .await
-            .context("metrics request timed out")??;
-        Ok(text
-            .split_once("\r\n\r\n")
-            .map_or(text.as_str(), |(_, body)| body)
-            .to_string())
+            .context("reading /metrics")?;
+        Ok(body)
     }
 }

@@ -251,10 +251,11 @@ fn remove_run_data(root: &Path) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(root)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
-        let ours = ["flotilla-", "etcd-"].iter().any(|prefix| {
-            name.strip_prefix(prefix)
-                .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
-        });
+        let ours = name == flotilla::DIR
+            || ["flotilla-", "etcd-"].iter().any(|prefix| {
+                name.strip_prefix(prefix)
+                    .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+            });
         if ours {
             std::fs::remove_dir_all(entry.path())
                 .with_context(|| format!("removing {}", entry.path().display()))?;

@@ -40,7 +40,8 @@ async fn a_tiny_workload_runs_against_one_in_process_node() {
         panic!("node subcommand expected");
     };
     let node = tokio::spawn(flotilla_node::serve::run(*config));
-    flotilla_node::dev::wait_ready(&http_addr, Instant::now() + Duration::from_secs(20))
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    flotilla_testkit::http::wait_ready(&http_addr, deadline)
         .await
         .unwrap();
     let client = Client::connect(vec![client_addr]).unwrap();

@@ -33,8 +33,8 @@ pub(crate) struct Endpoints {
 }
 
 impl Endpoints {
-    /// Parses the addresses (`host:port`, or a full `http://host:port` URI). Nothing is
-    /// connected here.
+    /// Parses the addresses (`host:port`, or a full `http://host:port` URI; `https` when the
+    /// options ask for TLS). Nothing is connected here.
     pub(crate) fn new(addrs: Vec<String>, options: &ClientOptions) -> Result<Self> {
         let mut entries = Vec::with_capacity(addrs.len());
         for addr in addrs {
@@ -42,18 +42,28 @@ impl Endpoints {
             if addr.is_empty() {
                 continue;
             }
+            let scheme = if options.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             let uri = if addr.contains("://") {
                 addr.clone()
             } else {
-                format!("http://{addr}")
+                format!("{scheme}://{addr}")
             };
-            let endpoint = Endpoint::from_shared(uri)
+            let mut endpoint = Endpoint::from_shared(uri)
                 .map_err(|e| Error::InvalidArgument(format!("bad endpoint {addr:?}: {e}")))?
                 .connect_timeout(options.connect_timeout)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(std::time::Duration::from_secs(10))
                 .keep_alive_timeout(std::time::Duration::from_secs(5))
                 .keep_alive_while_idle(true);
+            if let Some(tls) = &options.tls {
+                endpoint = endpoint.tls_config(tls.config()).map_err(|e| {
+                    Error::InvalidArgument(format!("TLS settings for {addr:?}: {e}"))
+                })?;
+            }
             entries.push(Entry {
                 addr,
                 endpoint,

@@ -28,7 +28,7 @@ pub mod types;
 
 pub use client::{Client, DatabaseOptions, DatabaseUpdate, ListOptions, WatchStream};
 pub use error::{Error, Result};
-pub use options::ClientOptions;
+pub use options::{ClientOptions, ClientTls};
 pub use types::{
     BatchOp, BatchOutcome, BatchResult, ChangeKind, ClusterEvent, ClusterStatus, Consistency,
     DatabaseInfo, DatabaseStatus, DeleteResult, Document, Group, Health, ListPage, MetaRole,

@@ -1,5 +1,7 @@
-//! Client settings (timeouts, retry budget, backoff) and the backoff schedule derived from them.
+//! Client settings (timeouts, retry budget, backoff, TLS) and the backoff schedule derived
+//! from them.
 
+use std::path::Path;
 use std::time::Duration;
 
 /// How a [`Client`](crate::Client) times out and retries.
@@ -32,6 +34,55 @@ pub struct ClientOptions {
     /// a database's group commit delay does). A lone caller never waits; under load the
     /// batches stay whole instead of splitting in two, at most this much later.
     pub coalesce_linger: Duration,
+    /// Connect over TLS (to nodes started with `--tls-cert`); plaintext when `None`.
+    pub tls: Option<ClientTls>,
+}
+
+/// How a client connects over TLS: the CA that the nodes' certificates must chain to, and the
+/// client certificate to present, if any (all PEM).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// PEM of the CA certificate(s) trusted for the nodes' certificates.
+    pub ca_pem: Vec<u8>,
+    /// PEM of a client certificate chain and of its private key, presented when set.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// The name the nodes' certificates are checked for, when not the host dialled.
+    pub domain: Option<String>,
+}
+
+impl ClientTls {
+    /// Reads the CA and, when both are given, the client certificate and key.
+    pub fn from_files(
+        ca: &Path,
+        cert_and_key: Option<(&Path, &Path)>,
+    ) -> std::io::Result<ClientTls> {
+        let read = |p: &Path| {
+            std::fs::read(p)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", p.display())))
+        };
+        let identity = match cert_and_key {
+            Some((cert, key)) => Some((read(cert)?, read(key)?)),
+            None => None,
+        };
+        Ok(ClientTls {
+            ca_pem: read(ca)?,
+            identity,
+            domain: None,
+        })
+    }
+
+    /// The tonic configuration of these settings.
+    pub(crate) fn config(&self) -> tonic::transport::ClientTlsConfig {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_pem));
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(domain) = &self.domain {
+            config = config.domain_name(domain.clone());
+        }
+        config
+    }
 }
 
 impl Default for ClientOptions {
@@ -46,6 +97,7 @@ impl Default for ClientOptions {
             retry_uncertain_writes: false,
             coalesce_calls: true,
             coalesce_linger: Duration::from_micros(100),
+            tls: None,
         }
     }
 }

@@ -1,7 +1,5 @@
 //! The client's retry, failover and error mapping against fake nodes speaking the real protocol.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use flotilla_client::{
@@ -9,8 +7,8 @@ use flotilla_client::{
     RemoveNodeProgress,
 };
 use flotilla_proto::v1 as pb;
+use flotilla_testkit::fake_node::{Fake, FakeNode, Step, dead_addr};
 use futures::StreamExt;
-use support::{Fake, FakeNode, Step, dead_addr};
 use tonic::Code;
 
 fn fast_options() -> ClientOptions {
@@ -452,7 +450,7 @@ async fn a_write_fails_over_when_the_node_it_used_goes_away() {
     assert_eq!(c.preferred_endpoint(), first.addr);
     // Killed: the listener and the established connection die together.
     drop(first);
-    support::wait_closed(&c.endpoints()[0]).await;
+    flotilla_testkit::fake_node::wait_closed(&c.endpoints()[0]).await;
     let put = c.put("t", "users", "b", "{}", None).await.unwrap();
     assert_eq!(put.version, 1);
     assert_eq!(c.preferred_endpoint(), second.addr);

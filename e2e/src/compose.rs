@@ -8,9 +8,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::docker::{self, KEEP_ENV, LOG_TAIL_LINES};
-use crate::error::{Error, Result};
-use crate::process::Cmd;
-use crate::progress;
+use flotilla_testkit::command::Cmd;
+use flotilla_testkit::progress;
+use flotilla_testkit::{Error, Result};
 
 /// The compose command line here: `["docker", "compose"]` or `["docker-compose"]`.
 pub fn command() -> Result<Vec<String>> {

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::process::Cmd;
-use crate::progress;
+use flotilla_testkit::command::Cmd;
+use flotilla_testkit::progress;
+use flotilla_testkit::{Error, Result};
 
 /// Label of every container [`Container::run`] starts, to find leftovers of killed runs
 /// (`docker ps -a --filter label=dev.flotilla.e2e=1`).

@@ -3,9 +3,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
-use crate::process::Cmd;
-use crate::{progress, repo_root};
+use flotilla_testkit::command::Cmd;
+use flotilla_testkit::{Error, Result};
+use flotilla_testkit::{progress, repo_root};
 
 /// Whether `deploy/base-image.sh` may pull the base image (see the script).
 const PULL_ENV: &str = "FLOTILLA_BASE_PULL";

@@ -1,8 +1,9 @@
 //! The operator scenario against a real Kubernetes cluster (kind, for example), from
 //! `KUBECONFIG`, with the operator installed there (see the README's kind section).
 //!
-//! Skipped, saying why, when `KUBECONFIG` is not set, the cluster cannot be reached, or the
-//! operator's CRDs are not installed. Each run works in a namespace of its own and deletes
+//! When `KUBECONFIG` is not set the test says plainly that it did not run (it is opt-in, in CI
+//! too); when the cluster it names cannot be reached or lacks the operator's CRDs it says so
+//! too, and fails under `CI=true`. Each run works in a namespace of its own and deletes
 //! it at the end (`FLOTILLA_E2E_KEEP=1` keeps it). Documents are written and read with the
 //! `flotilla` CLI inside a node pod (`kubectl exec`), so the test needs no route into the
 //! cluster's network. `FLOTILLA_E2E_K8S_IMAGE` overrides the example's node image.
@@ -14,8 +15,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use flotilla_e2e::{progress, repo_root, unique_name, wait};
 use flotilla_operator::crd::{Cluster, DatabaseGroup};
+use flotilla_testkit::environment::{not_configured, not_run};
+use flotilla_testkit::{progress, repo_root, unique_name, wait};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -33,10 +35,21 @@ fn yaml_file(path: &str) -> Value {
 }
 
 /// A client of the cluster in `KUBECONFIG`, or why there is none.
-async fn client_or_reason() -> Result<kube::Client, String> {
+/// Why the scenario cannot run: no cluster was given (an opt-in test, never a failure), or the
+/// one given is not usable (a failure under `CI=true`).
+enum NoCluster {
+    NotConfigured(String),
+    Unusable(String),
+}
+
+async fn client_or_reason() -> Result<kube::Client, NoCluster> {
     if std::env::var_os("KUBECONFIG").is_none() {
-        return Err("KUBECONFIG is not set".to_owned());
+        return Err(NoCluster::NotConfigured("KUBECONFIG is not set".to_owned()));
     }
+    usable_client().await.map_err(NoCluster::Unusable)
+}
+
+async fn usable_client() -> Result<kube::Client, String> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot load KUBECONFIG: {e}"))?;
@@ -122,8 +135,12 @@ fn group_settled(group: &DatabaseGroup) -> Result<(), String> {
 async fn the_operator_scenario_runs_on_a_real_cluster() {
     let client = match client_or_reason().await {
         Ok(client) => client,
-        Err(reason) => {
-            eprintln!("SKIPPED k8s scenario: {reason}");
+        Err(NoCluster::NotConfigured(reason)) => {
+            not_configured("the k8s scenario", reason);
+            return;
+        }
+        Err(NoCluster::Unusable(reason)) => {
+            not_run("the k8s scenario", reason);
             return;
         }
     };

@@ -106,6 +106,36 @@ pub struct NodeConfig {
     /// Log output format.
     #[arg(long, env = "FLOTILLA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub tls: TlsFlags,
+}
+
+/// Certificates of the node's ports (PEM files, re-read when they change). Without them every
+/// port speaks plaintext.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsFlags {
+    /// Certificate chain the client and HTTP ports present (TLS on both when set).
+    #[arg(long, env = "FLOTILLA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of `--tls-cert`.
+    #[arg(long, env = "FLOTILLA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle that client certificates presented on the client and HTTP ports are verified
+    /// against (a client without one is still served), and that this node trusts when it calls
+    /// another member's client port to join.
+    #[arg(long, env = "FLOTILLA_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Certificate chain of this node on the peer port, presented to peers both when serving
+    /// and when calling them.
+    #[arg(long, env = "FLOTILLA_PEER_TLS_CERT", requires_all = ["peer_tls_key", "peer_tls_ca"])]
+    pub peer_tls_cert: Option<PathBuf>,
+    /// Private key of `--peer-tls-cert`.
+    #[arg(long, env = "FLOTILLA_PEER_TLS_KEY", requires = "peer_tls_cert")]
+    pub peer_tls_key: Option<PathBuf>,
+    /// The cluster CA: the peer port accepts only clients with a certificate it signed, and
+    /// this node's calls to peers accept only servers with one.
+    #[arg(long, env = "FLOTILLA_PEER_TLS_CA", requires = "peer_tls_cert")]
+    pub peer_tls_ca: Option<PathBuf>,
 }
 
 /// An address others can dial: a wildcard listen address is advertised as this host's name.

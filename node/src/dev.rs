@@ -205,11 +205,9 @@ fn print_banner(args: &DevArgs) {
     println!();
     println!("Try it (in another terminal):");
     println!("  export FLOTILLA_ENDPOINTS={list}");
-    println!(
-        "  cargo run -p flotilla-client --bin flotilla -- doc put default users alice '{{\"name\":\"Alice\"}}'"
-    );
-    println!("  cargo run -p flotilla-client --bin flotilla -- doc get default users alice");
-    println!("  cargo run -p flotilla-client --bin flotilla -- cluster status");
+    println!("  cargo run -p flotilla-cli -- doc put default users alice '{{\"name\":\"Alice\"}}'");
+    println!("  cargo run -p flotilla-cli -- doc get default users alice");
+    println!("  cargo run -p flotilla-cli -- cluster status");
     println!();
     println!(
         "Data: {}   Press Ctrl-C to stop every node.",

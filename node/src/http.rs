@@ -1,5 +1,5 @@
 //! HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (process alive), `/readyz` (member
-//! of the meta group and caught up).
+//! of the meta group and caught up). Over TLS when the client port has it.
 
 use std::sync::Arc;
 
@@ -73,6 +73,7 @@ pub async fn serve(
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let listener = crate::tls::accept::accept(listener, host.tls.http_port.clone());
     axum::serve(listener, router(host))
         .with_graceful_shutdown(stop)
         .await

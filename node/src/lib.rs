@@ -22,6 +22,7 @@ pub mod observer;
 pub mod replication;
 pub mod serve;
 pub mod store;
+pub mod tls;
 pub mod topology;
 pub mod types;
 pub mod validate;

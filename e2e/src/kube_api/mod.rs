@@ -21,7 +21,7 @@ pub use store::{ApiError, Store};
 
 use std::net::SocketAddr;
 
-use crate::error::{Error, Result};
+use flotilla_testkit::{Error, Result};
 
 /// A running fake API server; it stops when dropped.
 pub struct FakeApiServer {

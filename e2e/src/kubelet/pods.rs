@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use flotilla_testkit::http;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
@@ -19,7 +20,6 @@ use kube::{Api, Client, ResourceExt};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::container::{self, Launch, volume_dir};
 use super::statefulset::PVC_PROTECTION;
@@ -110,28 +110,13 @@ fn spawn(shared: &Shared, namespace: &str, name: &str, launch: &Launch) -> Resul
         .map_err(|e| format!("starting {}: {e}", launch.program.display()))
 }
 
-/// Status code of `GET path` on `addr`.
+/// Status code of `GET path` on `addr`, if it answers within `timeout`.
 async fn http_status(addr: (Ipv4Addr, u16), path: &str, timeout: Duration) -> Option<u16> {
-    let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
-            addr.0, addr.1
-        );
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut buf = vec![0u8; 256];
-        let mut read = 0;
-        while read < buf.len() && !buf[..read].contains(&b'\n') {
-            let n = stream.read(&mut buf[read..]).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            read += n;
-        }
-        let line = String::from_utf8_lossy(&buf[..read]).to_string();
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    tokio::time::timeout(timeout, attempt).await.ok().flatten()
+    let addr = format!("{}:{}", addr.0, addr.1);
+    http::get_within(&addr, path, timeout)
+        .await
+        .ok()
+        .map(|(status, _)| status)
 }
 
 /// Probes the container's readiness probe until aborted; a pod without one is ready once

@@ -2,11 +2,13 @@
 //! standard health service (`grpc.health.v1`, which Kubernetes gRPC probes and load balancers
 //! speak) and server reflection (so that `grpcurl` works without the .proto files). The peer
 //! port serves what nodes call: `Peer` (Raft, heartbeats, joining, shard status, membership,
-//! mentoring), and `Documents` and `Admin` for requests forwarded between nodes.
+//! mentoring), and `Documents` and `Admin` for requests forwarded between nodes. Each port
+//! speaks TLS when configured (see [`crate::tls`]); the peer port then requires the cluster CA.
 
 pub mod admin;
 pub mod documents;
 pub mod peer;
+pub mod peer_checks;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -17,11 +19,12 @@ use flotilla_proto::peer::peer_server::PeerServer;
 use flotilla_proto::v1::admin_server::AdminServer;
 use flotilla_proto::v1::documents_server::DocumentsServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
+use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::host::Host;
+use crate::tls::accept::accept;
 
 /// Largest gRPC message accepted (documents are limited separately, with a clear error).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
@@ -52,6 +55,7 @@ pub async fn serve_client(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let requests = host.metrics.requests.grpc("client");
+    let incoming = accept(listener, host.tls.client_port.clone()).into_stream();
     let health_task = tokio::spawn(report_health(host, reporter));
     let served = tonic::transport::Server::builder()
         .layer(requests)
@@ -60,7 +64,7 @@ pub async fn serve_client(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(incoming(listener), stop)
+        .serve_with_incoming_shutdown(incoming, stop)
         .await;
     health_task.abort();
     Ok(served?)
@@ -96,17 +100,25 @@ pub async fn serve_peer(
     let peer = PeerServer::new(peer::PeerService::new(host.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let docs = DocumentsServer::new(documents::DocumentsService::for_peers(host.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let requests = host.metrics.requests.grpc("peer");
-    let admin = AdminServer::new(admin::AdminService::new(host));
+    // Forwarded requests are checked for their cluster and sender, as the Peer calls are.
+    let docs = InterceptedService::new(
+        DocumentsServer::new(documents::DocumentsService::for_peers(host.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        peer_checks::forwarded(host.clone()),
+    );
+    let admin = InterceptedService::new(
+        AdminServer::new(admin::AdminService::new(host.clone())),
+        peer_checks::forwarded(host.clone()),
+    );
+    let incoming = accept(listener, host.tls.peer_port.clone()).into_stream();
     tonic::transport::Server::builder()
         .layer(requests)
         .add_service(peer)
         .add_service(docs)
         .add_service(admin)
-        .serve_with_incoming_shutdown(incoming(listener), stop)
+        .serve_with_incoming_shutdown(incoming, stop)
         .await?;
     Ok(())
 }
@@ -118,13 +130,6 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("building the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-}
-
-/// Accepted connections with Nagle's algorithm off: the server's `tcp_nodelay` does not apply
-/// to a listener handed over, and small answers (heartbeat acks, read-index replies) would wait
-/// for the peer's delayed ACK.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 pub fn local_addr(l: &TcpListener) -> Option<SocketAddr> {

@@ -1,6 +1,7 @@
-//! The `Peer` service, on the peer port: what other nodes ask of this one. Raft messages are
-//! delivered to the group they name; joining is forwarded to the meta leader; shard status,
-//! membership changes and mentoring are answered by this node.
+//! The `Peer` service, on the peer port: what other nodes ask of this one. Every request is
+//! first checked for its cluster, sender and target ([`super::peer_checks`]); Raft messages
+//! are then delivered to the group they name; joining is forwarded to the meta leader; shard
+//! status, membership changes and mentoring are answered by this node.
 
 use std::sync::Arc;
 
@@ -18,12 +19,25 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tonic::{Request, Response, Status, Streaming};
 
+use flotilla_proto::v1::ErrorReason;
+use flotilla_proto::with_reason;
+use tonic::metadata::MetadataMap;
+
+use super::peer_checks::{check_entries, check_origin, check_snapshot, check_target};
 use crate::codec::{decode, encode};
 use crate::consensus::{Snapshot, SnapshotMeta, Vote};
 use crate::host::{GroupHandle, Host};
 use crate::network::forward::{MAX_HOPS, hops, onward};
+use crate::network::stamp;
 use crate::replication;
-use crate::types::{GroupId, NodeAddr, NodeId};
+use crate::tls::accept::ConnInfo;
+use crate::tls::names_host_of;
+use crate::types::{GroupId, NodeAddr};
+
+/// Largest snapshot accepted (it is assembled in memory before it is installed).
+const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
+
+type AppendEntries = openraft::raft::AppendEntriesRequest<crate::consensus::TypeConfig>;
 
 pub struct PeerService {
     host: Arc<Host>,
@@ -34,29 +48,35 @@ impl PeerService {
         PeerService { host }
     }
 
-    /// Refuses messages meant for another node id (e.g. this address's former, wiped node).
-    fn check_target(&self, to: NodeId) -> Result<(), Status> {
-        if to != 0 && to != self.host.id {
-            return Err(Status::failed_precondition(format!(
-                "message for node {to} reached node {} (the node at this address was replaced)",
-                self.host.id
-            )));
-        }
-        Ok(())
-    }
-
-    /// The Raft message a request carries, checked to be for this node, the group it names
-    /// (hosted here) and its decoded payload.
+    /// The Raft message a request carries, checked to be for this node, from a node it knows
+    /// of its cluster, for a group hosted here, and its decoded payload.
     fn open<T: DeserializeOwned>(
         &self,
+        metadata: &MetadataMap,
         raft: Option<RaftRequest>,
     ) -> Result<(GroupId, GroupHandle, T), Status> {
         let msg =
             raft.ok_or_else(|| Status::invalid_argument("a request without its Raft message"))?;
-        self.check_target(msg.to_node_id)?;
+        check_target(&self.host, msg.to_node_id)?;
+        check_origin(
+            &self.host,
+            metadata,
+            Some(msg.from_node_id),
+            Some(msg.group_id),
+        )?;
         let group = self.group(msg.group_id)?;
-        let rpc = decode(&msg.payload).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let rpc = decode(&msg.payload).map_err(|e| {
+            with_reason(
+                Status::invalid_argument(format!("Raft message: {e}")),
+                ErrorReason::MalformedMessage,
+            )
+        })?;
         Ok((msg.group_id, group, rpc))
+    }
+
+    /// Checks a request that names no sender in its body (the stamp names it).
+    fn check<T>(&self, request: &Request<T>, gid: Option<GroupId>) -> Result<(), Status> {
+        check_origin(&self.host, request.metadata(), None, gid)
     }
 
     fn group(&self, gid: GroupId) -> Result<GroupHandle, Status> {
@@ -80,9 +100,10 @@ impl Peer for PeerService {
         &self,
         request: Request<AppendEntriesRequest>,
     ) -> Result<Response<AppendEntriesResponse>, Status> {
-        let raft = request.into_inner().raft;
-        let from = raft.as_ref().map(|r| r.from_node_id).unwrap_or(0);
-        let (gid, group, rpc) = self.open(raft)?;
+        let (metadata, _, msg) = request.into_parts();
+        let from = msg.raft.as_ref().map(|r| r.from_node_id).unwrap_or(0);
+        let (gid, group, rpc): (_, _, AppendEntries) = self.open(&metadata, msg.raft)?;
+        check_entries(rpc.prev_log_id.as_ref(), &rpc.entries)?;
         // Proof that the sender's process lives (see `failover`).
         self.host.beats().appended_by(from);
         let raft = reply(gid, &group.raft.append_entries(rpc).await)?;
@@ -90,7 +111,8 @@ impl Peer for PeerService {
     }
 
     async fn vote(&self, request: Request<VoteRequest>) -> Result<Response<VoteResponse>, Status> {
-        let (gid, group, rpc) = self.open(request.into_inner().raft)?;
+        let (metadata, _, msg) = request.into_parts();
+        let (gid, group, rpc) = self.open(&metadata, msg.raft)?;
         let raft = reply(gid, &group.raft.vote(rpc).await)?;
         Ok(Response::new(VoteResponse { raft: Some(raft) }))
     }
@@ -99,7 +121,8 @@ impl Peer for PeerService {
         &self,
         request: Request<PreVoteRequest>,
     ) -> Result<Response<PreVoteResponse>, Status> {
-        let (gid, group, rpc) = self.open(request.into_inner().raft)?;
+        let (metadata, _, msg) = request.into_parts();
+        let (gid, group, rpc) = self.open(&metadata, msg.raft)?;
         let raft = reply(gid, &group.raft.pre_vote(rpc).await)?;
         Ok(Response::new(PreVoteResponse { raft: Some(raft) }))
     }
@@ -108,7 +131,8 @@ impl Peer for PeerService {
         &self,
         request: Request<TransferLeaderRequest>,
     ) -> Result<Response<TransferLeaderResponse>, Status> {
-        let (gid, group, rpc) = self.open(request.into_inner().raft)?;
+        let (metadata, _, msg) = request.into_parts();
+        let (gid, group, rpc) = self.open(&metadata, msg.raft)?;
         let raft = reply(gid, &group.raft.handle_transfer_leader(rpc).await)?;
         Ok(Response::new(TransferLeaderResponse { raft: Some(raft) }))
     }
@@ -117,26 +141,40 @@ impl Peer for PeerService {
         &self,
         request: Request<Streaming<InstallSnapshotRequest>>,
     ) -> Result<Response<InstallSnapshotResponse>, Status> {
-        let mut stream = request.into_inner();
+        let (metadata, _, mut stream) = request.into_parts();
         let first = stream
             .next()
             .await
             .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
         let gid = first.group_id;
-        self.check_target(first.to_node_id)?;
-        let (vote, meta): (Vote, SnapshotMeta) =
-            decode(&first.header).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        check_target(&self.host, first.to_node_id)?;
+        check_origin(&self.host, &metadata, Some(first.from_node_id), Some(gid))?;
+        let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header).map_err(|e| {
+            with_reason(
+                Status::invalid_argument(format!("snapshot header: {e}")),
+                ErrorReason::MalformedMessage,
+            )
+        })?;
         let group = self.group(gid)?;
         let mut data = first.data;
         while let Some(chunk) = stream.next().await {
             let chunk = chunk?;
-            if chunk.group_id != gid {
-                return Err(Status::invalid_argument(
-                    "snapshot chunks of different groups",
+            if (chunk.group_id, chunk.to_node_id, chunk.from_node_id)
+                != (gid, first.to_node_id, first.from_node_id)
+            {
+                return Err(with_reason(
+                    Status::invalid_argument("snapshot chunks of different groups or nodes"),
+                    ErrorReason::MalformedMessage,
                 ));
+            }
+            if data.len().saturating_add(chunk.data.len()) > MAX_SNAPSHOT_BYTES {
+                return Err(Status::resource_exhausted(format!(
+                    "a snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
+                )));
             }
             data.extend_from_slice(&chunk.data);
         }
+        check_snapshot(gid, &meta, &data)?;
         tracing::info!(group = gid, bytes = data.len(), "snapshot received");
         let snapshot = Snapshot {
             meta,
@@ -150,8 +188,9 @@ impl Peer for PeerService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let beat = request.into_inner();
-        self.check_target(beat.to_node_id)?;
+        let (metadata, _, beat) = request.into_parts();
+        check_target(&self.host, beat.to_node_id)?;
+        check_origin(&self.host, &metadata, Some(beat.from_node_id), None)?;
         let beats = self.host.beats();
         beats.record(beat.from_node_id, beat.leading);
         Ok(Response::new(HeartbeatResponse {
@@ -166,6 +205,19 @@ impl Peer for PeerService {
         request: Request<JoinClusterRequest>,
     ) -> Result<Response<JoinClusterResponse>, Status> {
         let hops = hops(&request);
+        // A joining node does not know the cluster yet; one that names another is refused.
+        let ours = self.host.meta_state().cluster_id.clone();
+        if let (Some(asked), Some(ours)) = (stamp::cluster(request.metadata()), ours)
+            && asked != ours
+        {
+            return Err(with_reason(
+                Status::failed_precondition(format!(
+                    "a join for cluster {asked:?} reached a node of cluster {ours}"
+                )),
+                ErrorReason::WrongCluster,
+            ));
+        }
+        let conn = request.extensions().get::<ConnInfo>().cloned();
         let msg = request.into_inner();
         let node = msg
             .node
@@ -175,6 +227,22 @@ impl Peer for PeerService {
             return Err(Status::invalid_argument(
                 "joining node needs an id, a client and a peer address",
             ));
+        }
+        // Under mutual TLS the node that asks (not a member forwarding for it) proves that it
+        // lives at the peer address it asks to be registered at (see `host::identity`).
+        if hops == 0 && self.host.tls.peer_port.is_some() {
+            let leaf = conn
+                .and_then(|c| c.peer_certs)
+                .and_then(|c| c.first().cloned());
+            if !leaf.is_some_and(|leaf| names_host_of(&leaf, &node.peer_addr)) {
+                return Err(with_reason(
+                    Status::permission_denied(format!(
+                        "the joining node's certificate does not name the host of {}",
+                        node.peer_addr
+                    )),
+                    ErrorReason::IdentityTaken,
+                ));
+            }
         }
         crate::labels::check_all(&msg.labels)
             .map_err(|e| Status::invalid_argument(format!("invalid node labels: {e}")))?;
@@ -206,6 +274,7 @@ impl Peer for PeerService {
         &self,
         request: Request<ShardStatusRequest>,
     ) -> Result<Response<ShardStatusResponse>, Status> {
+        self.check(&request, Some(request.get_ref().group_id))?;
         let gid = request.into_inner().group_id;
         let group = self.group(gid)?;
         let state = self.host.meta_state();
@@ -220,8 +289,9 @@ impl Peer for PeerService {
 
     async fn led_shards(
         &self,
-        _request: Request<LedShardsRequest>,
+        request: Request<LedShardsRequest>,
     ) -> Result<Response<LedShardsResponse>, Status> {
+        self.check(&request, None)?;
         Ok(Response::new(LedShardsResponse {
             shards: replication::status::led_here(&self.host)
                 .into_iter()
@@ -234,6 +304,7 @@ impl Peer for PeerService {
         &self,
         request: Request<ShardMembershipRequest>,
     ) -> Result<Response<ShardMembershipResponse>, Status> {
+        self.check(&request, Some(request.get_ref().group_id))?;
         let msg = request.into_inner();
         let change = replication::membership::MembershipChange::from_proto(&msg)?;
         let group = self.host.group(msg.group_id).ok_or_else(|| {
@@ -247,6 +318,7 @@ impl Peer for PeerService {
         &self,
         request: Request<MentorReplicaRequest>,
     ) -> Result<Response<MentorReplicaResponse>, Status> {
+        self.check(&request, Some(request.get_ref().group_id))?;
         let msg = request.into_inner();
         let to = msg
             .to

@@ -17,6 +17,9 @@ pub async fn follow_topology(host: Arc<Host>) {
     let mut initialised: HashSet<GroupId> = HashSet::new();
     loop {
         let state = host.meta_state();
+        if let Some(cluster) = &state.cluster_id {
+            host.peers().set_cluster(cluster);
+        }
         let placed = state.groups_on(host.id);
         for (gid, shard) in &placed {
             let handle = match host.ensure_group(*gid).await {

@@ -18,8 +18,11 @@ const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn join_cluster(host: Arc<Host>) {
     let mut stopping = host.stopping();
     let mut attempt: u32 = 0;
+    // A restarted node asks once even when its own (possibly stale) copy of the meta state
+    // says it is registered: its address may have changed, or been claimed meanwhile.
+    let mut asked = host.config.join.iter().all(|t| t == &host.addr.client_addr);
     loop {
-        if is_member(&host) {
+        if asked && is_member(&host) {
             tracing::info!(node_id = host.id, "member of the cluster");
             return;
         }
@@ -29,6 +32,7 @@ pub async fn join_cluster(host: Arc<Host>) {
             }
             match join_through(&host, target).await {
                 Ok(cluster_id) => {
+                    asked = true;
                     tracing::info!(via = %target, %cluster_id, "joined the cluster");
                     break;
                 }
@@ -48,7 +52,8 @@ pub async fn join_cluster(host: Arc<Host>) {
     }
 }
 
-/// In the meta group and registered with the labels it was started with.
+/// In the meta group and registered at its current address with the labels it was started
+/// with.
 fn is_member(host: &Host) -> bool {
     let in_group = host
         .meta()
@@ -59,16 +64,16 @@ fn is_member(host: &Host) -> bool {
         .is_some();
     let state = host.meta_state();
     in_group
-        && state.nodes.contains_key(&host.id)
+        && state.nodes.get(&host.id) == Some(&host.addr)
         && state.labels.get(&host.id) == Some(&host.config.label_map())
 }
 
 /// Learns the members' peer addresses from the member at client address `target`, then asks
 /// them (the meta leader first) to admit this node; answers the cluster id.
 async fn join_through(host: &Host, target: &str) -> Result<String, String> {
-    let mut admin = AdminClient::connect(format!("http://{target}"))
-        .await
-        .map_err(|e| e.to_string())?;
+    let endpoint = crate::tls::connect::endpoint(target).map_err(|e| e.to_string())?;
+    let channel = crate::tls::connect::channel(endpoint, host.tls.to_members.clone());
+    let mut admin = AdminClient::new(channel);
     let mut ask = tonic::Request::new(ClusterStatusRequest {});
     ask.set_timeout(ASK_TIMEOUT);
     let status = admin

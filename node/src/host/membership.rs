@@ -44,6 +44,7 @@ impl Host {
                 leader: self.meta_leader(),
             });
         }
+        self.check_identity(id, &addr).await?;
         let m = meta.metrics();
         let known = m.membership_config.membership().get_node(&id).cloned();
         if known.as_ref() != Some(&addr) {

@@ -6,6 +6,7 @@
 //! node's groups equal to the meta state, and joins the cluster).
 
 pub mod follow;
+pub mod identity;
 pub mod join;
 pub mod leadership;
 pub mod membership;
@@ -59,6 +60,8 @@ pub struct Host {
     pub storage: Arc<Storage>,
     pub metrics: Arc<Metrics>,
     peers: Arc<Peers>,
+    /// TLS of the node's ports and of its own connections (plaintext without the flags).
+    pub tls: crate::tls::NodeTls,
     raft_config: Arc<openraft::Config>,
     groups: RwLock<HashMap<GroupId, GroupHandle>>,
     opening: Mutex<()>,
@@ -77,7 +80,9 @@ impl Host {
         config.validate().map_err(StartError::Config)?;
         let raft_config = Arc::new(config.raft_config().map_err(StartError::Config)?);
         let metrics = Arc::new(Metrics::new());
+        let tls = crate::tls::NodeTls::from_flags(&config.tls)?;
         let storage = Storage::open(&config.data_dir, metrics.commit_seconds.clone())?;
+        let peers = Arc::new(Peers::new(storage.node_id(), tls.to_peers.clone()));
         let addr = NodeAddr {
             name: config.name.clone(),
             client_addr: config.advertised_client(),
@@ -90,7 +95,8 @@ impl Host {
             config,
             storage: storage.clone(),
             metrics,
-            peers: Arc::new(Peers::default()),
+            peers,
+            tls,
             raft_config,
             groups: RwLock::new(HashMap::new()),
             opening: Mutex::new(()),
@@ -101,6 +107,9 @@ impl Host {
         tracing::info!(node_id = host.id, name = %host.addr.name, fresh = storage.is_fresh(), "node starting");
         let meta = host.ensure_group(META_GROUP).await?;
         let retired = host.meta_state();
+        if let Some(cluster) = &retired.cluster_id {
+            host.peers.set_cluster(cluster);
+        }
         for gid in storage.stored_groups()? {
             // A softly removed replica keeps its files but is not served.
             if gid != META_GROUP && !retired.is_retired(gid, host.id) {
@@ -375,4 +384,6 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }

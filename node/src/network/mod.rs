@@ -6,6 +6,7 @@
 pub mod beats;
 pub mod forward;
 pub mod raft;
+pub mod stamp;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,11 +17,19 @@ use flotilla_proto::peer::peer_client::PeerClient;
 use flotilla_proto::peer::{HeartbeatRequest, HeartbeatResponse};
 use flotilla_proto::v1::admin_client::AdminClient;
 use flotilla_proto::v1::documents_client::DocumentsClient;
-use tonic::transport::{Channel, Endpoint};
+use rustls::ClientConfig;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
 
+use crate::tls::Reloading;
+pub use crate::tls::connect::BadAddress;
 use crate::types::{GroupId, NodeId};
 pub use beats::{Beats, LeaderNode};
 pub use raft::{GroupNetwork, NetworkFactory};
+pub use stamp::Stamp;
+
+/// A connection to a peer port whose every request names this node and its cluster.
+pub type PeerChannel = InterceptedService<Channel, Stamp>;
 
 /// Size of one snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
@@ -30,19 +39,14 @@ pub const MAX_PEER_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Connections to peer nodes (one per peer address, shared by every caller), and what this
 /// node sent over them.
-#[derive(Default)]
 pub struct Peers {
+    /// Mutual TLS to peer ports (`--peer-tls-*`); plaintext without.
+    tls: Option<Arc<Reloading<ClientConfig>>>,
+    /// This node's id and cluster id, on every request.
+    stamp: Stamp,
     channels: Mutex<HashMap<String, Channel>>,
     /// Bytes of the latest snapshot sent from here, per group and target node.
     snapshot_sent: Mutex<HashMap<(GroupId, NodeId), Arc<AtomicU64>>>,
-}
-
-/// A peer address that is not a valid endpoint.
-#[derive(Debug, thiserror::Error)]
-#[error("bad peer address {addr}: {reason}")]
-pub struct BadAddress {
-    pub addr: String,
-    pub reason: String,
 }
 
 impl From<BadAddress> for tonic::Status {
@@ -52,6 +56,21 @@ impl From<BadAddress> for tonic::Status {
 }
 
 impl Peers {
+    /// The connections of node `from`, made over mutual TLS with `tls` (plaintext without).
+    pub fn new(from: NodeId, tls: Option<Arc<Reloading<ClientConfig>>>) -> Self {
+        Peers {
+            tls,
+            stamp: Stamp::new(from),
+            channels: Mutex::default(),
+            snapshot_sent: Mutex::default(),
+        }
+    }
+
+    /// Records the cluster this node belongs to, named from then on in every request.
+    pub fn set_cluster(&self, cluster: &str) {
+        self.stamp.set_cluster(cluster);
+    }
+
     /// Bytes of the latest (or current) snapshot this node sent to `target` for `gid`.
     pub fn snapshot_bytes_sent(&self, gid: GroupId, target: NodeId) -> u64 {
         let sent = self.snapshot_sent.lock().unwrap_or_else(|p| p.into_inner());
@@ -69,41 +88,33 @@ impl Peers {
     }
 
     /// The connection to the peer port at `addr` (made on first use).
-    fn channel(&self, addr: &str) -> Result<Channel, BadAddress> {
+    fn channel(&self, addr: &str) -> Result<PeerChannel, BadAddress> {
         let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
+            return Ok(InterceptedService::new(c.clone(), self.stamp.clone()));
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| BadAddress {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+        let endpoint = crate::tls::connect::endpoint(addr)?;
+        let channel = crate::tls::connect::channel(endpoint, self.tls.clone());
         channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+        Ok(InterceptedService::new(channel, self.stamp.clone()))
     }
 
     /// The `Peer` service of the node at peer address `addr`.
-    pub fn peer(&self, addr: &str) -> Result<PeerClient<Channel>, BadAddress> {
+    pub fn peer(&self, addr: &str) -> Result<PeerClient<PeerChannel>, BadAddress> {
         Ok(PeerClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
     }
 
     /// The `Documents` service of the node at peer address `addr` (for forwarded requests).
-    pub fn documents(&self, addr: &str) -> Result<DocumentsClient<Channel>, BadAddress> {
+    pub fn documents(&self, addr: &str) -> Result<DocumentsClient<PeerChannel>, BadAddress> {
         Ok(DocumentsClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
     }
 
     /// The `Admin` service of the node at peer address `addr` (for forwarded requests).
-    pub fn admin(&self, addr: &str) -> Result<AdminClient<Channel>, BadAddress> {
+    pub fn admin(&self, addr: &str) -> Result<AdminClient<PeerChannel>, BadAddress> {
         Ok(AdminClient::new(self.channel(addr)?))
     }
 

@@ -20,9 +20,8 @@ use openraft::raft::{
 use openraft::{OptionalSend, RaftNetworkV2};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::Channel;
 
-use super::{Peers, SNAPSHOT_CHUNK_BYTES};
+use super::{PeerChannel, Peers, SNAPSHOT_CHUNK_BYTES};
 use crate::codec::{decode, encode};
 use crate::consensus::{Snapshot, TypeConfig, Vote};
 use crate::types::{GroupId, NodeAddr, NodeId};
@@ -102,7 +101,7 @@ fn unreachable(e: SendError) -> RPCError<TypeConfig> {
 }
 
 impl GroupNetwork {
-    fn client(&self) -> Result<PeerClient<Channel>, SendError> {
+    fn client(&self) -> Result<PeerClient<PeerChannel>, SendError> {
         self.peers
             .peer(&self.addr)
             .map_err(|e| SendError::Transport(self.addr.clone(), e.to_string()))
@@ -119,7 +118,7 @@ impl GroupNetwork {
         Resp: DeserializeOwned,
         E: DeserializeOwned + std::fmt::Display,
         W: From<RaftRequest>,
-        F: FnOnce(PeerClient<Channel>, tonic::Request<W>) -> Fut,
+        F: FnOnce(PeerClient<PeerChannel>, tonic::Request<W>) -> Fut,
         Fut: Future<Output = Result<Option<RaftReply>, tonic::Status>>,
     {
         let payload = encode(req).map_err(|e| SendError::Remote(e.to_string()))?;

@@ -2,13 +2,15 @@
 //! carried out by whichever node leads the shard.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use flotilla_proto::peer::{ShardMembershipRequest, shard_membership_request};
 use flotilla_proto::v1::NodeInfo;
 use openraft::ChangeMembers;
+use tokio::time::Instant;
 
 use crate::error::{NodeError, NodeResult};
-use crate::host::{GroupHandle, Host};
+use crate::host::{GroupHandle, Host, best_successor};
 use crate::meta::ShardRecord;
 use crate::network::forward::onward;
 use crate::types::{GroupId, NodeAddr, NodeId};
@@ -98,6 +100,18 @@ pub async fn change_here(
             if membership.get_node(id).is_none() {
                 return Ok(());
             }
+            if *id == host.id {
+                // A leader does not take itself out of its group: it hands the group to a
+                // caught-up voter, which carries out the removal when asked again.
+                let to = best_successor(&group.metrics(), host.id, host.alive_within())
+                    .ok_or_else(|| {
+                        NodeError::Unavailable("no other voter can take over the shard".into())
+                    })?;
+                host.transfer_leadership(group, to).await?;
+                return Err(NodeError::Unavailable(format!(
+                    "handed the shard to node {to} before leaving it"
+                )));
+            }
             if membership.voter_ids().any(|v| v == *id) {
                 let r = tokio::time::timeout(
                     deadline,
@@ -127,8 +141,33 @@ pub async fn change_here(
         .map_err(|e| host.map_write_error(e))
 }
 
-/// Applies `change` at the shard's leader, wherever it is.
+/// Time between two attempts while the shard has no reachable leader.
+const LEADERLESS_RETRY: Duration = Duration::from_millis(200);
+
+/// Applies `change` at the shard's leader, wherever it is. While the shard has no reachable
+/// leader (an election, a leadership moving) it asks again, up to the request timeout: every
+/// change is idempotent at the leader (a learner present, a voter promoted, a replica gone
+/// already are successes), so asking again is safe.
 pub async fn change(
+    host: &Host,
+    record: &ShardRecord,
+    change: &MembershipChange,
+) -> NodeResult<()> {
+    let deadline = Instant::now() + host.config.request_timeout;
+    loop {
+        match change_once(host, record, change).await {
+            Err(NodeError::Unavailable(why)) if Instant::now() + LEADERLESS_RETRY < deadline => {
+                tracing::debug!(group = record.group_id, %why, "no shard leader yet; asking again");
+                tokio::time::sleep(LEADERLESS_RETRY).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One attempt of [`change`]: here when this node leads the shard, else at each replica
+/// (the hinted leader first) until one carries it out.
+async fn change_once(
     host: &Host,
     record: &ShardRecord,
     change: &MembershipChange,

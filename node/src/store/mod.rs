@@ -31,7 +31,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use documents::{ChangeEvent, StoredDoc};
 pub use log_store::LogStore;
-pub use state_machine::{GroupState, StateMachine};
+pub use state_machine::{GroupState, StateMachine, check_snapshot};
 use writer::Sync;
 pub use writer::Writer;
 

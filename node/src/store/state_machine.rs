@@ -90,6 +90,17 @@ struct SnapshotBody {
     meta: Option<MetaState>,
 }
 
+/// Checks that `data` is a snapshot body of group `gid` (it decodes, and carries the meta state
+/// exactly when `gid` is the meta group) before it is handed to Raft: a body that cannot be
+/// installed would fail inside Raft and stop the group.
+pub fn check_snapshot(gid: GroupId, data: &[u8]) -> Result<(), String> {
+    let body: SnapshotBody = decode(data).map_err(|e| e.to_string())?;
+    if body.meta.is_some() != (gid == META_GROUP) {
+        return Err(format!("not a snapshot of group {gid}"));
+    }
+    Ok(())
+}
+
 /// A stored snapshot: its Raft metadata and body.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {

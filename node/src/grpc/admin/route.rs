@@ -1,9 +1,9 @@
 //! Where an Admin request is served: cluster-level changes at the meta leader (other nodes
 //! forward them there over the peer port), shard leadership transfers at the shard's leader.
 
+use crate::network::PeerChannel;
 use flotilla_proto::v1::admin_client::AdminClient;
 use flotilla_proto::v1::{TransferLeadershipRequest, TransferLeadershipResponse};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::AdminService;
@@ -36,7 +36,7 @@ impl AdminService {
         &self,
         hops: u32,
         msg: &T,
-        call: impl FnOnce(AdminClient<Channel>, Request<T>) -> BoxFut<Result<Response<R>, Status>>,
+        call: impl FnOnce(AdminClient<PeerChannel>, Request<T>) -> BoxFut<Result<Response<R>, Status>>,
     ) -> Option<Result<Response<R>, Status>>
     where
         T: Clone,

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::network::PeerChannel;
 use flotilla_proto::v1::documents_client::DocumentsClient;
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use super::{BoxFut, DocumentsService, Route, SHARD};
@@ -43,7 +43,7 @@ impl DocumentsService {
         pick: impl FnOnce(&DatabaseRecord) -> NodeResult<usize>,
         local: impl FnOnce(Arc<Host>, GroupHandle, Route, T) -> BoxFut<'static, NodeResult<R>>,
         call: impl Fn(
-            DocumentsClient<Channel>,
+            DocumentsClient<PeerChannel>,
             Request<T>,
         ) -> BoxFut<'static, Result<Response<R>, Status>>,
     ) -> Result<Response<R>, Status>
@@ -108,7 +108,7 @@ impl DocumentsService {
         hops: u32,
         shard: Option<usize>,
         call: impl Fn(
-            DocumentsClient<Channel>,
+            DocumentsClient<PeerChannel>,
             Request<T>,
         ) -> BoxFut<'static, Result<Response<R>, Status>>,
     ) -> Result<Response<R>, Status>
@@ -134,7 +134,7 @@ impl DocumentsService {
         msg: T,
         shard: Option<usize>,
         call: impl Fn(
-            DocumentsClient<Channel>,
+            DocumentsClient<PeerChannel>,
             Request<T>,
         ) -> BoxFut<'static, Result<Response<R>, Status>>,
     ) -> Result<Response<R>, Status>

@@ -1,0 +1,752 @@
+//! The `flotilla` command line: cluster administration, databases and documents, over the
+//! client library. Output is an aligned table (`-o table`, the default) or one JSON object per
+//! result and line (`-o json`). Errors are one line on stderr and an exit code per kind.
+
+mod render;
+mod table;
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use flotilla_client::{
+    Client, ClientOptions, ClientTls, Consistency, DatabaseOptions, DatabaseUpdate, Error, Group,
+    ListOptions, RemoveNodeProgress,
+};
+use futures::StreamExt;
+
+use render::Output;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  other error
+  2  bad command line
+  3  not found (database, document or node)
+  4  version mismatch (--if-version did not hold)
+  5  cluster unavailable (no node reachable, no leader, timed out)
+  6  write outcome unknown (sent, but no answer came back)
+  7  invalid argument (for example a body that is not JSON)
+  8  already exists
+  9  over a limit of the cluster (document or batch too large)";
+
+/// Parses a placement label, `key=value`.
+fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        }
+        _ => Err(format!("{text:?} is not a label of the form key=value")),
+    }
+}
+
+/// Parses `on` / `off`.
+fn parse_on_off(text: &str) -> std::result::Result<bool, String> {
+    match text {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("{text:?}: expected on or off")),
+    }
+}
+
+/// Flotilla: a strongly consistent, Raft-replicated document database.
+#[derive(Debug, Parser)]
+#[command(name = "flotilla", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// Client addresses (host:port) of any nodes of the cluster, comma separated.
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:7100"
+    )]
+    endpoints: Vec<String>,
+
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value = "table")]
+    output: Output,
+
+    /// Give up on a request (all retries included) after this long, e.g. `10s`, `500ms`.
+    #[arg(long, global = true, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+
+    /// Connect over TLS, trusting the nodes' certificates signed by this CA (PEM file).
+    #[arg(long, global = true, env = "FLOTILLA_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) to present over TLS.
+    #[arg(long, global = true, env = "FLOTILLA_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of `--tls-cert`.
+    #[arg(long, global = true, env = "FLOTILLA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Cluster membership and the meta group.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Databases.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Documents.
+    #[command(subcommand)]
+    Doc(DocCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Every node with its meta role and health, and the meta leader.
+    Status,
+    /// Remove a node from the cluster (its replicas are moved off first).
+    RemoveNode {
+        /// The node's id (see `cluster status`).
+        id: u64,
+    },
+    /// Topology transitions (replicas added, promoted, in rehab, replaced, removed).
+    Events {
+        /// Keep following new events.
+        #[arg(long)]
+        follow: bool,
+        /// Only events after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+    },
+    /// Move replicas until every node holds within one replica of the others (each move adds a
+    /// Promotable, promotes it, then removes the old replica); shows progress until done.
+    Rebalance {
+        /// Only ask for it; do not wait until it is done.
+        #[arg(long)]
+        no_wait: bool,
+        /// Longest wait for the rebalance to finish.
+        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+        wait_timeout: Duration,
+    },
+    /// Assign placement labels to a node (on top of its --labels); none clears them.
+    Label {
+        /// The node's id.
+        id: u64,
+        /// Labels, `key=value`.
+        #[arg(value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
+    /// Hand the leadership of the meta group, or of one shard, to a node.
+    TransferLeadership {
+        /// The node id of the new leader.
+        #[arg(long)]
+        to: u64,
+        /// Transfer the leadership of a shard of this database instead of the meta group.
+        #[arg(long, requires = "shard")]
+        database: Option<String>,
+        /// The shard (with --database).
+        #[arg(long, requires = "database")]
+        shard: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DbCommand {
+    /// Create a database and wait until every shard has a leader.
+    Create {
+        /// The database's name.
+        name: String,
+        /// Replicas per shard (default: min(3, nodes)).
+        #[arg(long)]
+        replication_factor: Option<u32>,
+        /// Number of shards (default: 1).
+        #[arg(long)]
+        shards: Option<u32>,
+        /// How long a replica may stay in Rehab before it is replaced: e.g. `30s`, `15m`
+        /// (the default), or `off`.
+        #[arg(long)]
+        replace_after: Option<String>,
+        /// Node labels a node must carry to hold a replica, e.g. `zone=a` (repeatable).
+        #[arg(long, value_delimiter = ',', value_parser = parse_label)]
+        placement: Vec<(String, String)>,
+        /// Move replicas on their own so that nodes hold replica counts within one of each other.
+        #[arg(long)]
+        auto_rebalance: bool,
+        /// Do not wait for the shards to elect their leaders.
+        #[arg(long)]
+        no_wait: bool,
+        /// Longest wait for the shards' leaders.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait_timeout: Duration,
+    },
+    /// List the databases.
+    List,
+    /// Drop a database and all of its documents.
+    Drop {
+        /// The database.
+        name: String,
+    },
+    /// The shards of a database, their leaders and replicas.
+    Status {
+        /// The database.
+        name: String,
+    },
+    /// Change a database's replication factor or replacement delay.
+    Update {
+        /// The database.
+        name: String,
+        /// Replicas per shard; the cluster adds or removes replicas to match.
+        #[arg(long)]
+        replication_factor: Option<u32>,
+        /// How long a replica may stay in Rehab before it is replaced: e.g. `30s`, `15m`, or `off`.
+        #[arg(long)]
+        replace_after: Option<String>,
+        /// New placement labels, e.g. `zone=a` (repeatable); `any` lifts the placement.
+        #[arg(long, value_delimiter = ',')]
+        placement: Vec<String>,
+        /// Automatic rebalancing: `on` or `off`.
+        #[arg(long, value_parser = parse_on_off)]
+        auto_rebalance: Option<bool>,
+    },
+    /// Add a replica on a node (a Promotable that becomes a Member once caught up).
+    AddReplica {
+        /// The database.
+        name: String,
+        /// The node that gets the replica.
+        #[arg(long)]
+        node: u64,
+        /// Only this shard (default: every shard).
+        #[arg(long)]
+        shard: Option<u32>,
+        /// The node the initial snapshot should come from (default: the shard leader).
+        #[arg(long)]
+        mentor: Option<u64>,
+    },
+    /// Remove a node's replica (refused when it would break a shard's majority).
+    RemoveReplica {
+        /// The database.
+        name: String,
+        /// The node whose replica goes.
+        #[arg(long)]
+        node: u64,
+        /// Only this shard (default: every shard).
+        #[arg(long)]
+        shard: Option<u32>,
+        /// Also delete the replica's files on that node (kept by default).
+        #[arg(long)]
+        hard: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DocCommand {
+    /// Write a document.
+    Put {
+        #[command(flatten)]
+        at: DocAddr,
+        /// The body, JSON text (`-` reads it from stdin).
+        json: String,
+        /// Write only if the document's version is this (0 = it must not exist).
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// Read a document.
+    Get {
+        #[command(flatten)]
+        at: DocAddr,
+        /// linearizable, lease or stale.
+        #[arg(long, default_value = "linearizable")]
+        consistency: Consistency,
+    },
+    /// Delete a document.
+    Delete {
+        #[command(flatten)]
+        at: DocAddr,
+        /// Delete only if the document's version is this.
+        #[arg(long)]
+        if_version: Option<u64>,
+    },
+    /// List the documents of a collection.
+    List {
+        /// The database.
+        database: String,
+        /// The collection within the database.
+        collection: String,
+        /// Only documents whose id starts with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Most documents listed (default: all).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// linearizable, lease or stale.
+        #[arg(long, default_value = "linearizable")]
+        consistency: Consistency,
+    },
+    /// Stream the changes of a database until interrupted.
+    Watch {
+        /// The database.
+        database: String,
+        /// Only changes in this collection.
+        #[arg(long)]
+        collection: Option<String>,
+        /// Start at this revision of each shard (default: only new changes).
+        #[arg(long, default_value_t = 0)]
+        from_revision: u64,
+    },
+}
+
+/// Where a document lives.
+#[derive(Debug, Args)]
+struct DocAddr {
+    /// The database.
+    database: String,
+    /// The collection within the database.
+    collection: String,
+    /// The document's id.
+    id: String,
+}
+
+/// Largest page asked for when listing.
+const PAGE_SIZE: u64 = 500;
+
+/// How long `cluster remove-node` waits for the node's replicas to move off it.
+const REMOVE_NODE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("flotilla: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("flotilla: {}", one_line(&e));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+/// The exit code for an error: by the client error it carries, if any.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    match e.chain().find_map(|c| c.downcast_ref::<Error>()) {
+        Some(Error::NotFound(_)) => 3,
+        Some(Error::VersionMismatch(_)) => 4,
+        Some(Error::FailedPrecondition(_)) => 9,
+        Some(Error::Unavailable(_) | Error::Transport { .. } | Error::DeadlineExceeded(_)) => 5,
+        Some(Error::OutcomeUnknown(_)) => 6,
+        Some(Error::InvalidArgument(_)) => 7,
+        Some(Error::AlreadyExists(_)) => 8,
+        Some(Error::ResourceExhausted(_)) => 9,
+        Some(Error::Server { .. } | Error::Protocol(_)) | None => 1,
+    }
+}
+
+/// Writes to stdout; a closed pipe (`flotilla ... | head`) is not an error.
+fn print(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other.context("writing to stdout"),
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let options = ClientOptions {
+        total_timeout: cli.timeout,
+        request_timeout: cli.timeout.min(ClientOptions::default().request_timeout),
+        tls: match &cli.tls_ca {
+            Some(ca) => {
+                let identity = cli.tls_cert.as_deref().zip(cli.tls_key.as_deref());
+                Some(ClientTls::from_files(ca, identity)?)
+            }
+            None => None,
+        },
+        ..ClientOptions::default()
+    };
+    let client = Client::with_options(cli.endpoints.clone(), options)?;
+    let out = cli.output;
+    match cli.command {
+        Command::Cluster(c) => cluster(&client, c, out).await,
+        Command::Db(c) => db(&client, c, out).await,
+        Command::Doc(c) => doc(&client, c, out).await,
+    }
+}
+
+async fn cluster(client: &Client, command: ClusterCommand, out: Output) -> Result<()> {
+    match command {
+        ClusterCommand::Status => {
+            let status = client.cluster_status().await?;
+            print(&render::cluster_status(&status, out))
+        }
+        ClusterCommand::Events { follow, after } => {
+            use futures::StreamExt;
+            let mut events = client.cluster_events(follow, after).await?;
+            while let Some(event) = events.next().await {
+                print(&render::cluster_event(&event?, out))?;
+            }
+            Ok(())
+        }
+        ClusterCommand::RemoveNode { id } => {
+            // The node's replicas move first; every answer says how far that has come.
+            let steps = client
+                .remove_node_until_done(id, REMOVE_NODE_TIMEOUT, |step| {
+                    if !matches!(step, RemoveNodeProgress::Removed { .. }) {
+                        eprintln!("node {id}: {step}");
+                    }
+                })
+                .await
+                .with_context(|| format!("removing node {id}"))?;
+            print(&render::node_removed(id, &steps, out))
+        }
+        ClusterCommand::Label { id, labels } => {
+            let labels = labels.into_iter().collect();
+            let now = client
+                .assign_labels(id, &labels)
+                .await
+                .with_context(|| format!("labelling node {id}"))?;
+            let text = now
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            print(&render::steps(
+                &format!(
+                    "node {id} labels: {}",
+                    if text.is_empty() { "-" } else { &text }
+                ),
+                &[],
+                out,
+            ))
+        }
+        ClusterCommand::Rebalance {
+            no_wait,
+            wait_timeout,
+        } => {
+            let steps = client.rebalance().await.context("requesting a rebalance")?;
+            print(&render::steps("rebalance requested", &steps, out))?;
+            if no_wait {
+                return Ok(());
+            }
+            let deadline = tokio::time::Instant::now() + wait_timeout;
+            let mut last = String::new();
+            loop {
+                let status = client.cluster_status().await?;
+                let mut nodes: Vec<_> = status.nodes.iter().filter(|n| !n.draining).collect();
+                nodes.sort_by_key(|n| n.id);
+                let counts = nodes
+                    .iter()
+                    .map(|n| format!("{}: {}", n.id, n.replicas))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if counts != last {
+                    eprintln!("replicas per node: {counts}");
+                    last = counts;
+                }
+                if !status.rebalancing {
+                    return print(&render::steps("rebalance finished", &[last], out));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    anyhow::bail!(
+                        "the rebalance is still running after {wait_timeout:?}; follow it with `flotilla cluster status`"
+                    );
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+        ClusterCommand::TransferLeadership {
+            to,
+            database,
+            shard,
+        } => {
+            let group = match (database, shard) {
+                (Some(database), Some(shard)) => Group::Shard { database, shard },
+                _ => Group::Meta,
+            };
+            let leader = client
+                .transfer_leadership(group.clone(), to)
+                .await
+                .with_context(|| format!("transferring leadership to node {to}"))?;
+            print(&render::leadership_transferred(&group, leader, out))
+        }
+    }
+}
+
+async fn db(client: &Client, command: DbCommand, out: Output) -> Result<()> {
+    match command {
+        DbCommand::Create {
+            name,
+            replication_factor,
+            shards,
+            replace_after,
+            placement,
+            auto_rebalance,
+            no_wait,
+            wait_timeout,
+        } => {
+            let options = DatabaseOptions {
+                replication_factor,
+                shards,
+                replace_after,
+                placement: placement.into_iter().collect(),
+                auto_rebalance,
+            };
+            let info = client
+                .create_database_with(&name, &options)
+                .await
+                .with_context(|| format!("creating database {name}"))?;
+            if no_wait {
+                return print(&render::database_created(&info, None, out));
+            }
+            let mut last = None;
+            let status = client
+                .wait_for_database(&name, wait_timeout, |s| {
+                    let now = (s.shards_with_leader(), s.shards.len());
+                    if last != Some(now) {
+                        eprintln!(
+                            "waiting for database {name}: {}/{} shards have a leader",
+                            now.0,
+                            s.database.shards.max(now.1 as u32)
+                        );
+                        last = Some(now);
+                    }
+                })
+                .await
+                .with_context(|| format!("database {name} was created, but"))?;
+            print(&render::database_created(&info, Some(&status), out))
+        }
+        DbCommand::List => {
+            let dbs = client.list_databases().await?;
+            print(&render::databases(&dbs, out))
+        }
+        DbCommand::Drop { name } => {
+            client
+                .drop_database(&name)
+                .await
+                .with_context(|| format!("dropping database {name}"))?;
+            print(&render::database_dropped(&name, out))
+        }
+        DbCommand::Status { name } => {
+            let status = client.database_status(&name).await?;
+            print(&render::database_status(&status, out))
+        }
+        DbCommand::Update {
+            name,
+            replication_factor,
+            replace_after,
+            placement,
+            auto_rebalance,
+        } => {
+            let placement = match placement.as_slice() {
+                [] => None,
+                [any] if any == "any" => Some(Default::default()),
+                labels => Some(
+                    labels
+                        .iter()
+                        .map(|l| parse_label(l).map_err(anyhow::Error::msg))
+                        .collect::<Result<_>>()?,
+                ),
+            };
+            let update = DatabaseUpdate {
+                replication_factor,
+                replace_after,
+                placement,
+                auto_rebalance,
+            };
+            if update == DatabaseUpdate::default() {
+                anyhow::bail!(
+                    "nothing to change: give --replication-factor, --replace-after, --placement or --auto-rebalance"
+                );
+            }
+            let db = client
+                .update_database_with(&name, &update)
+                .await
+                .with_context(|| format!("updating database {name}"))?;
+            print(&render::database_updated(&db, out))
+        }
+        DbCommand::AddReplica {
+            name,
+            node,
+            shard,
+            mentor,
+        } => {
+            let steps = client
+                .add_replica(&name, shard, node, mentor)
+                .await
+                .with_context(|| format!("adding a replica of {name} on node {node}"))?;
+            print(&render::steps(
+                &format!("replica of {name} added on node {node}"),
+                &steps,
+                out,
+            ))
+        }
+        DbCommand::RemoveReplica {
+            name,
+            node,
+            shard,
+            hard,
+        } => {
+            let steps = client
+                .remove_replica(&name, shard, node, hard)
+                .await
+                .with_context(|| format!("removing node {node}'s replica of {name}"))?;
+            print(&render::steps(
+                &format!("replica of {name} removed from node {node}"),
+                &steps,
+                out,
+            ))
+        }
+    }
+}
+
+async fn doc(client: &Client, command: DocCommand, out: Output) -> Result<()> {
+    match command {
+        DocCommand::Put {
+            at,
+            json,
+            if_version,
+        } => {
+            let json = body(json)?;
+            let r = client
+                .put(&at.database, &at.collection, &at.id, &json, if_version)
+                .await?;
+            print(&render::put_result(&at.collection, &at.id, &r, out))
+        }
+        DocCommand::Get { at, consistency } => {
+            match client
+                .get(&at.database, &at.collection, &at.id, consistency)
+                .await?
+            {
+                Some(d) => print(&render::documents(&[d], out)),
+                None => Err(Error::NotFound(format!(
+                    "document {}/{} in database {}",
+                    at.collection, at.id, at.database
+                ))
+                .into()),
+            }
+        }
+        DocCommand::Delete { at, if_version } => {
+            let r = client
+                .delete(&at.database, &at.collection, &at.id, if_version)
+                .await?;
+            print(&render::delete_result(&at.collection, &at.id, &r, out))
+        }
+        DocCommand::List {
+            database,
+            collection,
+            prefix,
+            limit,
+            consistency,
+        } => {
+            list(
+                client,
+                &database,
+                &collection,
+                prefix,
+                limit,
+                consistency,
+                out,
+            )
+            .await
+        }
+        DocCommand::Watch {
+            database,
+            collection,
+            from_revision,
+        } => watch(client, &database, collection.as_deref(), from_revision, out).await,
+    }
+}
+
+/// The body of a put: the argument, or stdin for `-`; checked to be JSON.
+fn body(arg: String) -> Result<String> {
+    let text = if arg == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the document from stdin")?;
+        s
+    } else {
+        arg
+    };
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(&text) {
+        return Err(Error::InvalidArgument(format!("the document is not JSON: {e}")).into());
+    }
+    Ok(text)
+}
+
+async fn list(
+    client: &Client,
+    database: &str,
+    collection: &str,
+    prefix: String,
+    limit: Option<u64>,
+    consistency: Consistency,
+    out: Output,
+) -> Result<()> {
+    let mut options = ListOptions {
+        prefix,
+        consistency,
+        ..ListOptions::default()
+    };
+    let mut remaining = limit.unwrap_or(u64::MAX);
+    let mut all = Vec::new();
+    while remaining > 0 {
+        options.limit = remaining.min(PAGE_SIZE) as u32;
+        let page = client.list_with(database, collection, &options).await?;
+        let mut docs = page.documents;
+        docs.truncate(remaining.min(docs.len() as u64) as usize);
+        remaining -= docs.len() as u64;
+        if out == Output::Json {
+            // Stream JSON lines page by page.
+            print(&render::documents(&docs, out))?;
+        } else {
+            all.extend(docs);
+        }
+        match page.next_page_token {
+            Some(token) => options.page_token = Some(token),
+            None => break,
+        }
+    }
+    if out == Output::Table {
+        print(&render::documents(&all, out))?;
+    }
+    Ok(())
+}
+
+async fn watch(
+    client: &Client,
+    database: &str,
+    collection: Option<&str>,
+    from_revision: u64,
+    out: Output,
+) -> Result<()> {
+    let mut events = client.watch(database, collection, from_revision).await?;
+    print(&render::watch_header(out))?;
+    let mut last_revision = None;
+    while let Some(event) = events.next().await {
+        let event = event.with_context(|| match last_revision {
+            Some(r) => format!("watch interrupted after revision {r}"),
+            None => "watch interrupted".to_string(),
+        })?;
+        last_revision = Some(event.document.revision);
+        print(&render::watch_event(&event, out))?;
+    }
+    let resume = last_revision.map_or(String::new(), |r| {
+        format!(" after revision {r}; resume with --from-revision {}", r + 1)
+    });
+    Err(Error::Unavailable(format!("the node ended the watch{resume}")).into())
+}

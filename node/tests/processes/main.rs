@@ -1,0 +1,18 @@
+//! The node's integration tests, one binary: real `flotilla-node` processes started by the
+//! test kit (`flotilla-testkit`), one module per area. Test names read `module::behaviour`, e.g.
+//! `faults::leader_kill_under_load_keeps_the_history_linearizable`.
+
+mod admin;
+mod cluster_smoke;
+mod dev_cluster;
+mod durability;
+mod faults;
+mod healing;
+mod hibernation;
+mod leadership;
+mod multi;
+mod node_processes;
+mod placement;
+mod protocol;
+mod requests;
+mod security;

@@ -1,0 +1,104 @@
+//! Faults between the nodes of a [`Cluster`] on namespaces: cutting links and healing them, and
+//! asking who leads a shard with a short deadline (a node cut off must not hold up the question).
+
+use std::time::Duration;
+
+use flotilla_client::{Client, ClientOptions};
+
+use super::Cluster;
+use crate::error::{Error, Result};
+use crate::netns::Fabric;
+use crate::progress;
+
+impl Cluster {
+    fn fabric(&mut self) -> Result<&mut Fabric> {
+        self.fabric.as_mut().ok_or_else(|| {
+            Error::Unavailable("partitions need the nodes in network namespaces".into())
+        })
+    }
+
+    /// Cuts node `i` off from every other node (clients still reach it).
+    pub fn isolate(&mut self, i: usize) -> Result<()> {
+        self.fabric()?.isolate(i)?;
+        self.nodes[i].note("isolated from the other nodes");
+        Ok(())
+    }
+
+    /// Splits the nodes into `groups` (a node in none is isolated).
+    pub fn partition(&mut self, groups: &[Vec<usize>]) -> Result<()> {
+        self.fabric()?.partition(groups)?;
+        for node in &self.nodes {
+            node.note(&format!("network partitioned: {groups:?}"));
+        }
+        Ok(())
+    }
+
+    /// Restores every link (a no-op on 127.0.0.1).
+    pub fn heal(&mut self) -> Result<()> {
+        if let Some(fabric) = self.fabric.as_mut() {
+            fabric.heal()?;
+            for node in &self.nodes {
+                node.note("network healed");
+            }
+            progress("network healed");
+        }
+        Ok(())
+    }
+
+    /// Heals the network, resumes frozen nodes and starts stopped ones.
+    pub fn heal_all(&mut self) -> Result<()> {
+        self.heal()?;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].frozen {
+                self.sigcont(i);
+            }
+            if !self.nodes[i].is_running() {
+                self.nodes[i].child = None;
+                self.restart(i);
+            }
+        }
+        Ok(())
+    }
+
+    /// The index of the leader of `shard` of `database` as node `node` sees it (an isolated
+    /// old leader may still believe it leads: ask a node of the majority), asked with a short
+    /// deadline.
+    pub async fn shard_leader_seen_by(
+        &self,
+        database: &str,
+        shard: u32,
+        node: usize,
+    ) -> Option<usize> {
+        self.probe_shard_leader_by(database, shard, vec![self.nodes[node].endpoint()])
+            .await
+    }
+
+    /// The index of the leader of `shard` of `database` as any node reports it, asked with a
+    /// short deadline (for polling while nodes are down, frozen or cut off).
+    pub async fn probe_shard_leader(&self, database: &str, shard: u32) -> Option<usize> {
+        self.probe_shard_leader_by(database, shard, self.endpoints())
+            .await
+    }
+
+    async fn probe_shard_leader_by(
+        &self,
+        database: &str,
+        shard: u32,
+        endpoints: Vec<String>,
+    ) -> Option<usize> {
+        let options = ClientOptions {
+            total_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(1),
+            ..ClientOptions::default()
+        };
+        let status = Client::with_options(endpoints, options)
+            .ok()?
+            .database_status(database)
+            .await
+            .ok()?;
+        let leader = status.shards.iter().find(|s| s.shard == shard)?.leader()?;
+        self.nodes
+            .iter()
+            .position(|n| n.client_addr == leader.client_addr)
+    }
+}
