@@ -666,6 +666,31 @@ async fn a_cluster_and_a_database_group_come_alive_heal_scale_and_go() {
 
     progress("deleting the DatabaseGroup with deletionPolicy Delete");
     harness.apply_group("Delete").await;
+    // Only a group whose database is dropped on deletion carries the finalizer; the operator
+    // adds it when it sees the policy change, and a deletion before that would not wait.
+    let groups = harness.groups();
+    wait::until_async(
+        "the DatabaseGroup to carry its finalizer",
+        STEP_TIMEOUT,
+        POLL,
+        || async {
+            match groups.get_opt(DATABASE).await {
+                Ok(Some(group))
+                    if group
+                        .finalizers()
+                        .iter()
+                        .any(|f| f == controllers::database_group::FINALIZER) =>
+                {
+                    Ok(Some(()))
+                }
+                Ok(Some(_)) => Err("no finalizer yet".to_string()),
+                Ok(None) => Err("the DatabaseGroup is gone".to_string()),
+                Err(error) => Err(error.to_string()),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     harness
         .groups()
         .delete(DATABASE, &DeleteParams::default())
