@@ -27,7 +27,8 @@ pub fn router(host: Arc<Host>) -> Router {
 
 /// OpenMetrics to a scraper that asks for it (Prometheus does), else Prometheus' text format.
 async fn metrics(State(host): State<Arc<Host>>, headers: HeaderMap) -> impl IntoResponse {
-    host.metrics.observe_host(&host);
+    host.metrics
+        .observe(&host.config.data_dir, &host.meta_state());
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()

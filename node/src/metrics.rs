@@ -16,13 +16,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 
 use crate::consensus::TypeConfig;
-use crate::host::Host;
 use crate::meta::{MetaState, ReplicaState};
 use crate::types::{GroupId, NodeId};
 
@@ -202,17 +202,17 @@ impl Metrics {
         to_text_format(&self.render())
     }
 
-    /// Reads what is measured at scrape time: storage file sizes and the replica states
-    /// of every database in the meta state.
-    pub fn observe_host(&self, host: &Host) {
+    /// Reads what is measured at scrape time: the sizes of the storage files in `data_dir`
+    /// and the replica states of every database in the meta state.
+    pub fn observe(&self, data_dir: &Path, meta_state: &MetaState) {
         for file in ["flotilla.redb", "state.redb"] {
-            if let Ok(meta) = std::fs::metadata(host.config.data_dir.join(file)) {
+            if let Ok(meta) = std::fs::metadata(data_dir.join(file)) {
                 let labels = vec![("file".to_owned(), file.to_owned())];
                 let bytes = i64::try_from(meta.len()).unwrap_or(i64::MAX);
                 self.storage_file_bytes.get_or_create(&labels).set(bytes);
             }
         }
-        self.observe_databases(&host.meta_state());
+        self.observe_databases(meta_state);
     }
 
     fn observe_databases(&self, meta: &MetaState) {
