@@ -1,6 +1,6 @@
 //! End-to-end tests of Flotilla that need more than node processes: the container image and a
 //! docker compose cluster ([`image`], [`docker`], [`compose`]), and Kubernetes without a cluster:
-//! an in-process fake API server ([`kube_api`]) and a kubelet stand-in that runs each pod as a
+//! the fake API server of `flotilla-kubefake` and a kubelet stand-in that runs each pod as a
 //! real `flotilla-node` process ([`kubelet`]).
 //!
 //! Everything here shells out to the `docker` and `docker compose` / `docker-compose` command
@@ -13,5 +13,4 @@
 pub mod compose;
 pub mod docker;
 pub mod image;
-pub mod kube_api;
 pub mod kubelet;

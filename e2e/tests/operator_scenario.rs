@@ -1,5 +1,5 @@
 //! The operator end to end, without Kubernetes: the real controllers (in this process) talk
-//! to the fake API server of `flotilla_e2e::kube_api`, and the stand-in of
+//! to the fake API server of `flotilla_kubefake`, and the stand-in of
 //! `flotilla_e2e::kubelet` runs every pod of the StatefulSet as a real `flotilla-node`
 //! process on its own loopback address.
 //!
@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_client::{Client, ClientOptions, Consistency};
-use flotilla_e2e::kube_api::FakeApiServer;
 use flotilla_e2e::kubelet::{Kubelet, KubeletOptions, Machine};
+use flotilla_kubefake::FakeApiServer;
 use flotilla_operator::admin::grpc::GrpcAdmin;
 use flotilla_operator::controllers::{self, Context};
 use flotilla_operator::crd::{Cluster, DatabaseGroup};

@@ -62,8 +62,8 @@ async fn default_client(namespace: Option<&str>) -> Result<(Client, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::fake_api::FakeApi;
     use crate::crd::Cluster;
+    use flotilla_kubefake::FakeApi;
     use kube::Api;
     use kube::api::{Patch, PatchParams};
 
@@ -80,7 +80,7 @@ mod tests {
 
     #[tokio::test]
     async fn pause_then_resume_sets_and_clears_spec_paused() {
-        let api = FakeApi::default();
+        let api = crate::crd::fixtures::fake_api();
         api.put(&Cluster::test());
         assert!(patched(&api, pause_patch(true)).await.spec.paused);
         assert!(!patched(&api, pause_patch(false)).await.spec.paused);
@@ -88,7 +88,7 @@ mod tests {
 
     #[tokio::test]
     async fn restart_stamps_the_pod_template_and_keeps_the_other_annotations() {
-        let api = FakeApi::default();
+        let api = crate::crd::fixtures::fake_api();
         let mut cluster = Cluster::test();
         let pod = cluster.spec.pod.get_or_insert_with(Default::default);
         pod.annotations

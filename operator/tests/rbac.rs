@@ -190,11 +190,8 @@ fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        // Tests, the fake API and the kubectl plugin (it runs with the user's rights).
-        if matches!(
-            name,
-            "tests" | "tests.rs" | "fake_api.rs" | "fixtures.rs" | "bin"
-        ) {
+        // Tests and the kubectl plugin (it runs with the user's rights).
+        if matches!(name, "tests" | "tests.rs" | "fixtures.rs" | "bin") {
             continue;
         }
         if path.is_dir() {

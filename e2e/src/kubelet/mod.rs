@@ -1,5 +1,5 @@
 //! A stand-in for the parts of Kubernetes that make pods real, driven through the API of
-//! [`crate::kube_api::FakeApiServer`] (or any API server): the StatefulSet controller
+//! `flotilla_kubefake::FakeApiServer` (or any API server): the StatefulSet controller
 //! ([`statefulset`]), a kubelet that runs each pod's container as a local process
 //! ([`pods`], [`container`]), cluster DNS and pod addresses on loopback ([`network`]),
 //! kube-proxy for Services with a cluster IP ([`proxy`]), and the machines pods are

@@ -9,8 +9,6 @@ pub mod apply;
 mod backoff;
 pub mod cluster;
 pub mod database_group;
-#[cfg(test)]
-pub(crate) mod fake_api;
 mod observe;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,6 @@
-//! Reconcile tests against the in-memory API of [`super::fake_api`] and a stand-in for
+//! Reconcile tests against the in-process fake Kubernetes API of `flotilla_kubefake` and a stand-in for
 //! the cluster's admin API.
 
-use super::fake_api::FakeApi;
 use super::{Context, cluster, database_group};
 use crate::admin::{ClusterAdmin, DatabaseRequest, ShardTopology};
 use crate::crd::{
@@ -11,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::plan::observed::META_GROUP;
 use crate::plan::{Labels, MemberNode, Membership, RaftGroup};
+use flotilla_kubefake::FakeApi;
 use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
@@ -158,7 +158,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        let api = FakeApi::default();
+        let api = crate::crd::fixtures::fake_api();
         let admin = FakeAdmin::default();
         let ctx = Arc::new(Context::new(
             api.client(),
@@ -683,7 +683,12 @@ async fn a_pod_marked_unrecoverable_gets_a_fresh_node() {
             .is_none()
     );
     ok(h.reconcile_cluster().await);
-    assert!(h.api.get::<Pod>(NS, "flotilla-2").is_none());
+    // Deleted gracefully: Terminating until its kubelet stops it.
+    let pod = h.api.get::<Pod>(NS, "flotilla-2");
+    assert!(
+        pod.is_some_and(|p| p.metadata.deletion_timestamp.is_some()),
+        "the pod is marked for deletion"
+    );
     let deletes = h.deletes();
     assert_eq!(
         deletes,

@@ -108,3 +108,13 @@ impl DatabaseGroup {
         self
     }
 }
+
+/// The in-process fake Kubernetes API with Flotilla's custom resources defined, as after
+/// `kubectl apply -f crds/`.
+pub(crate) fn fake_api() -> flotilla_kubefake::FakeApi {
+    use kube::CustomResourceExt;
+    let api = flotilla_kubefake::FakeApi::default();
+    api.put(&Cluster::crd());
+    api.put(&DatabaseGroup::crd());
+    api
+}

@@ -1,7 +1,7 @@
 //! Leader election against the in-process fake API, in real time with short leases.
 
 use super::*;
-use crate::controllers::fake_api::FakeApi;
+use flotilla_kubefake::FakeApi;
 use k8s_openapi::api::coordination::v1::LeaseSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use std::sync::Arc;
@@ -48,7 +48,7 @@ async fn until(api: &FakeApi, what: &str, done: impl Fn(&LeaseSpec) -> bool) {
 
 #[tokio::test]
 async fn the_first_candidate_creates_and_takes_a_free_lease() {
-    let api = FakeApi::default();
+    let api = crate::crd::fixtures::fake_api();
     let _leadership = acquired(&candidate(&api, "a", 2)).await;
     let spec = spec(&api);
     assert_eq!(spec.holder_identity.as_deref(), Some("a"));
@@ -58,7 +58,7 @@ async fn the_first_candidate_creates_and_takes_a_free_lease() {
 
 #[tokio::test]
 async fn a_renewed_lease_stays_with_its_holder_beyond_its_duration() {
-    let api = FakeApi::default();
+    let api = crate::crd::fixtures::fake_api();
     let a = acquired(&candidate(&api, "a", 2)).await;
     let first_renewal = spec(&api).renew_time;
     let standby = candidate(&api, "b", 2);
@@ -78,7 +78,7 @@ async fn a_renewed_lease_stays_with_its_holder_beyond_its_duration() {
 
 #[tokio::test]
 async fn a_released_lease_goes_to_the_standby_at_once_not_when_it_would_have_ended() {
-    let api = FakeApi::default();
+    let api = crate::crd::fixtures::fake_api();
     // A lease that would last a minute: only the release lets the standby in in time.
     let a = acquired(&candidate(&api, "a", 60)).await;
     let b = candidate(&api, "b", 60);
@@ -95,7 +95,7 @@ async fn a_released_lease_goes_to_the_standby_at_once_not_when_it_would_have_end
 
 #[tokio::test]
 async fn a_lease_whose_holder_vanished_is_taken_over_once_it_ends() {
-    let api = FakeApi::default();
+    let api = crate::crd::fixtures::fake_api();
     api.put(&Lease {
         metadata: ObjectMeta {
             name: Some(NAME.to_owned()),
@@ -118,7 +118,7 @@ async fn a_lease_whose_holder_vanished_is_taken_over_once_it_ends() {
 
 #[tokio::test]
 async fn a_holder_whose_lease_was_taken_steps_down() {
-    let api = FakeApi::default();
+    let api = crate::crd::fixtures::fake_api();
     let a = acquired(&candidate(&api, "a", 2)).await;
     let mut lease = api.get::<Lease>(NAMESPACE, NAME).unwrap_or_default();
     lease.metadata.namespace = Some(NAMESPACE.to_owned());
@@ -152,7 +152,7 @@ fn work(
 
 #[tokio::test]
 async fn on_shutdown_the_leader_stops_its_work_then_releases_and_the_standby_takes_over() {
-    let api = FakeApi::default();
+    let api = crate::crd::fixtures::fake_api();
     let flags = || Arc::new(AtomicBool::new(false));
     let (a_started, a_stopped, b_started, b_stopped) = (flags(), flags(), flags(), flags());
     let (stop_a, a_stops) = tokio::sync::oneshot::channel::<()>();

@@ -17,9 +17,9 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::resources::ResourceType;
-use super::selector::{FieldSelector, LabelSelector};
-use super::store::{ApiError, ApiResult, DeleteOptions, Filter, PatchKind, Store, WatchRecord};
+use crate::resources::ResourceType;
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::store::{ApiError, ApiResult, DeleteOptions, Filter, PatchKind, Store, WatchRecord};
 
 /// Longest a watch lasts when the client names no timeout.
 const DEFAULT_WATCH_SECONDS: u64 = 300;
@@ -163,7 +163,9 @@ fn answer(
             json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-flotilla-fake"}),
         ));
     }
+    store.hooks().record(method, path);
     let target = parse_target(store, path)?;
+    store.hooks().check(method, path, &target.rt)?;
     let ns = target.namespace.as_deref();
     let ok = |object| Ok(Answer::Object(StatusCode::OK, object));
     match (method, target.name.clone()) {

@@ -9,16 +9,17 @@
 //! deleted gracefully (the kubelet finishes the deletion once the container stopped). When an object is gone, its dependents
 //! (by owner reference uid) are deleted in the background, as the garbage collector does.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
-use super::patch;
-use super::resources::{Registry, ResourceType};
-use super::selector::{FieldSelector, LabelSelector};
+use crate::hooks::Hooks;
+use crate::patch;
+use crate::resources::{Registry, ResourceType};
+use crate::selector::{FieldSelector, LabelSelector};
 
 /// Changes kept for watches that resume from a resourceVersion.
 const HISTORY: usize = 20_000;
@@ -152,6 +153,7 @@ struct State {
 pub struct Store {
     state: Arc<Mutex<State>>,
     feed: broadcast::Sender<Arc<WatchRecord>>,
+    hooks: Hooks,
 }
 
 impl Default for Store {
@@ -160,6 +162,7 @@ impl Default for Store {
         Self {
             state: Arc::default(),
             feed,
+            hooks: Hooks::default(),
         }
     }
 }
@@ -211,6 +214,10 @@ impl Store {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
+    }
+
+    pub(crate) fn hooks(&self) -> &Hooks {
+        &self.hooks
     }
 
     /// The type served at `group/version/plural`, if any.
@@ -446,52 +453,6 @@ impl Store {
         self.update(&mut state, rt, key, &old, new, status)
     }
 
-    /// Deletes the object: at once, or by setting `deletionTimestamp` while finalizers
-    /// remain or (pods) until the kubelet stopped the containers.
-    pub fn delete(
-        &self,
-        rt: &ResourceType,
-        namespace: Option<&str>,
-        name: &str,
-        options: DeleteOptions,
-    ) -> ApiResult<Value> {
-        let key = Self::key(rt, namespace, name)?;
-        let mut state = self.lock();
-        self.delete_key(&mut state, rt.is_pod(), key, options)
-            .ok_or_else(|| ApiError::not_found(rt, name))
-    }
-
-    fn delete_key(
-        &self,
-        state: &mut State,
-        pod: bool,
-        key: ObjectKey,
-        options: DeleteOptions,
-    ) -> Option<Value> {
-        let mut object = state.objects.get(&key).cloned()?;
-        let graceful = pod && options.grace_period_seconds != Some(0);
-        if finalizers_empty(&object) && !graceful {
-            return Some(self.remove(state, key));
-        }
-        if is_deleting(&object) {
-            return Some(object);
-        }
-        object["metadata"]["deletionTimestamp"] = json!(now());
-        // As the API server does when it marks an object for deletion: the generation
-        // moves, so that controllers that filter on it see the deletion.
-        if let Some(generation) = object["metadata"]["generation"].as_i64().filter(|g| *g > 0) {
-            object["metadata"]["generation"] = json!(generation + 1);
-        }
-        if graceful {
-            let grace = options
-                .grace_period_seconds
-                .or_else(|| object["spec"]["terminationGracePeriodSeconds"].as_i64())
-                .unwrap_or(DEFAULT_GRACE_SECONDS);
-            object["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-        }
-        Some(self.commit(state, key, object, "MODIFIED"))
-    }
-
     fn update(
         &self,
         state: &mut State,
@@ -503,6 +464,20 @@ impl Store {
     ) -> ApiResult<Value> {
         if !new.is_object() {
             return Err(ApiError::bad_request("the object must be a JSON object"));
+        }
+        // Like the API server, a StatefulSet's claim templates cannot change in place.
+        if rt.group == "apps"
+            && rt.plural == "statefulsets"
+            && !status
+            && old["spec"]["volumeClaimTemplates"] != new["spec"]["volumeClaimTemplates"]
+        {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                "StatefulSet.apps is invalid: spec: Forbidden: updates to statefulset spec for \
+                 fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', \
+                 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+            ));
         }
         if status {
             let mut only_status = old.clone();
@@ -574,55 +549,6 @@ impl Store {
         Ok(committed)
     }
 
-    /// Removes the object for good, then deletes the dependents it leaves without owner.
-    fn remove(&self, state: &mut State, key: ObjectKey) -> Value {
-        let Some(object) = state.objects.get(&key).cloned() else {
-            return Value::Null;
-        };
-        state.applied.retain(|(k, _, _), _| *k != key);
-        if key.resource == "apiextensions.k8s.io/customresourcedefinitions" {
-            let types = Registry::from_crd(&object);
-            state.registry.unregister(&types);
-        }
-        let removed = self.commit(state, key, object, "DELETED");
-        self.collect_garbage(state);
-        removed
-    }
-
-    /// Deletes every object all of whose owners are gone (background propagation).
-    fn collect_garbage(&self, state: &mut State) {
-        loop {
-            let uids: HashSet<String> = state
-                .objects
-                .values()
-                .filter_map(|o| text(o, "/metadata/uid").map(str::to_owned))
-                .collect();
-            let orphans: Vec<ObjectKey> = state
-                .objects
-                .iter()
-                .filter(|(_, object)| {
-                    let owners = object["metadata"]["ownerReferences"]
-                        .as_array()
-                        .cloned()
-                        .unwrap_or_default();
-                    !owners.is_empty()
-                        && !is_deleting(object)
-                        && owners.iter().all(|owner| {
-                            owner["uid"].as_str().is_none_or(|uid| !uids.contains(uid))
-                        })
-                })
-                .map(|(key, _)| key.clone())
-                .collect();
-            if orphans.is_empty() {
-                return;
-            }
-            for key in orphans {
-                let pod = key.resource == "/pods";
-                self.delete_key(state, pod, key, DeleteOptions::default());
-            }
-        }
-    }
-
     /// Records a change: bumps the resourceVersion, stores (or drops) the object, keeps the
     /// change in the history and sends it to every watch.
     fn commit(
@@ -669,5 +595,7 @@ fn conflict(rt: &ResourceType, name: &str) -> ApiError {
     )
 }
 
+mod delete;
+mod direct;
 #[cfg(test)]
 mod tests;
