@@ -27,14 +27,14 @@ use flotilla_kubefake::FakeApiServer;
 use flotilla_operator::admin::grpc::GrpcAdmin;
 use flotilla_operator::controllers::{self, Context};
 use flotilla_operator::crd::{Cluster, DatabaseGroup};
-use flotilla_operator::leader::LeaseLock;
+use flotilla_operator::leader::Election;
 use flotilla_operator::metrics::Metrics;
 use flotilla_testkit::{progress, repo_root, wait};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
@@ -150,6 +150,14 @@ impl Harness {
             .expect("CRD applied");
         }
 
+        // The namespace of the scenario, as `kubectl create namespace`.
+        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))
+            .expect("a namespace object");
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("namespace created");
+
         // The operator, as `flotilla-operator run` starts it, holding the leader Lease.
         let network = kubelet.network().clone();
         let admin =
@@ -157,19 +165,16 @@ impl Harness {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::register(&mut registry);
         let ctx = Arc::new(Context::new(client.clone(), Arc::new(admin), metrics));
-        let lock = LeaseLock::new(
-            Api::namespaced(client.clone(), NAMESPACE),
+        let election = Election::new(
+            client.clone(),
+            NAMESPACE,
             "flotilla-operator",
             "e2e-operator",
-            Duration::from_secs(15),
         );
-        lock.acquire().await.expect("the leader lease is free");
-        let operator_client = client.clone();
+        let controllers = controllers::run(client.clone(), ctx, None);
         let operator = tokio::spawn(async move {
-            let result = tokio::select! {
-                result = controllers::run(operator_client, ctx, None) => result,
-                error = lock.hold() => Err(error),
-            };
+            // Runs until the harness aborts it, as a process runs until SIGTERM.
+            let result = election.lead(controllers, std::future::pending()).await;
             if let Err(error) = result {
                 eprintln!("operator stopped: {error}");
             }

@@ -6,8 +6,9 @@
 //! selectors), create, replace, server-side apply and merge / JSON patches, the status
 //! subresource, deletion with finalizers and graceful pod deletion, owner-reference garbage
 //! collection, and any kind a created CustomResourceDefinition defines. Events and Leases
-//! are plain objects. There is no authentication, admission, validation against schemas or
-//! defaulting. Tests can also write objects as another actor would ([`FakeApi::put`]), forbid
+//! are plain objects. A custom resource is pruned, defaulted and validated against its CRD's
+//! schema, CEL rules included, and a namespaced object needs its namespace; there is no
+//! authentication, admission or validation of built-in kinds. Tests can also write objects as another actor would ([`FakeApi::put`]), forbid
 //! a kind (as RBAC would), refuse writes (as admission would) and read the request log.
 //!
 //! The operator's reconcile tests use it in process; the end-to-end tests serve it on a port
@@ -17,6 +18,7 @@ mod hooks;
 mod patch;
 mod resources;
 mod routes;
+mod schema;
 mod selector;
 mod store;
 mod typed;

@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 use crate::hooks::Hooks;
 use crate::patch;
 use crate::resources::{Registry, ResourceType};
+use crate::schema;
 use crate::selector::{FieldSelector, LabelSelector};
 
 /// Changes kept for watches that resume from a resourceVersion.
@@ -159,10 +160,50 @@ pub struct Store {
 impl Default for Store {
     fn default() -> Self {
         let (feed, _) = broadcast::channel(BROADCAST_CAPACITY);
-        Self {
+        let store = Self {
             state: Arc::default(),
             feed,
             hooks: Hooks::default(),
+        };
+        // The namespaces every cluster starts with.
+        if let Some(rt) = store.resolve("", "v1", "namespaces") {
+            for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+                let namespace = json!({"metadata": {"name": name}});
+                if let Err(e) = store.put(&rt, namespace) {
+                    eprintln!("fake API: namespace {name}: {}", e.message);
+                }
+            }
+        }
+        store
+    }
+}
+
+impl State {
+    fn namespace_exists(&self, name: &str) -> bool {
+        self.objects.contains_key(&ObjectKey {
+            resource: "/namespaces".to_owned(),
+            namespace: String::new(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// The body as stored: for a custom kind, pruned, defaulted and validated against the
+    /// schema of its CustomResourceDefinition ([`schema::admit`]); other kinds as given.
+    fn admit(
+        &self,
+        rt: &ResourceType,
+        name: &str,
+        body: Value,
+        old: Option<&Value>,
+    ) -> ApiResult<Value> {
+        let crd = self.objects.get(&ObjectKey {
+            resource: "apiextensions.k8s.io/customresourcedefinitions".to_owned(),
+            namespace: String::new(),
+            name: format!("{}.{}", rt.plural, rt.group),
+        });
+        match crd.and_then(|crd| schema::of_version(crd, &rt.version)) {
+            Some(schema) => schema::admit(schema, &rt.kind, name, body, old),
+            None => Ok(body),
         }
     }
 }
@@ -343,6 +384,13 @@ impl Store {
             )));
         }
         let mut state = self.lock();
+        if rt.namespaced && !state.namespace_exists(&key.namespace) {
+            return Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("namespaces \"{}\" not found", key.namespace),
+            ));
+        }
         if state.objects.contains_key(&key) {
             return Err(ApiError::new(
                 409,
@@ -370,6 +418,7 @@ impl Store {
             map.remove("resourceVersion");
             map.remove("generateName");
         }
+        let body = state.admit(rt, &name, body, None)?;
         if rt.is_crd() {
             let types = Registry::from_crd(&body);
             state.registry.register(types);
@@ -534,6 +583,7 @@ impl Store {
         } else {
             generation
         });
+        let new = state.admit(rt, &key.name, new, Some(old))?;
         if new == *old {
             return Ok(new);
         }

@@ -29,6 +29,10 @@ pub enum Error {
     #[error("cannot serialize {what}: {message}")]
     Serialize { what: String, message: String },
 
+    /// A pod named for a node-level request is not a node of the named Cluster.
+    #[error("pod {pod} is not a node of Cluster {cluster}")]
+    NotANode { pod: String, cluster: String },
+
     /// The cluster's admin API cannot be used.
     #[error("the cluster admin API is not available")]
     AdminUnavailable,

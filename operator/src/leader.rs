@@ -188,48 +188,6 @@ impl Leadership {
     }
 }
 
-/// The lease as the end-to-end harness holds it around its own run of the controllers:
-/// `acquire`, then `hold` until lost. The same election as [`Election`]; new callers use
-/// [`Election::lead`], which also releases the lease on shutdown.
-pub struct LeaseLock {
-    election: Election,
-    leadership: std::sync::OnceLock<Leadership>,
-}
-
-impl LeaseLock {
-    /// A candidate for the lease `name` in the namespace of `api`, lasting `duration`.
-    pub fn new(api: Api<Lease>, name: &str, identity: &str, duration: Duration) -> Self {
-        let namespace = api.namespace().unwrap_or("default").to_owned();
-        let seconds = duration.as_secs().max(2);
-        let election =
-            Election::new(api.into_client(), &namespace, name, identity).with_timing(Timing {
-                duration_seconds: seconds,
-                grace_seconds: seconds * 2 / 3,
-                ..Timing::default()
-            });
-        Self {
-            election,
-            leadership: std::sync::OnceLock::new(),
-        }
-    }
-
-    /// Waits until this process holds the lease.
-    pub async fn acquire(&self) -> Result<()> {
-        if self.leadership.get().is_none() {
-            let _ = self.leadership.set(self.election.acquire().await);
-        }
-        Ok(())
-    }
-
-    /// Keeps the lease renewed; returns why it is no longer held.
-    pub async fn hold(&self) -> Error {
-        match self.leadership.get() {
-            Some(leadership) => leadership.lost().await,
-            None => Error::LeadershipLost,
-        }
-    }
-}
-
 /// The identity holding the lease, if any.
 fn holder(lease: &Lease) -> Option<&str> {
     lease.spec.as_ref()?.holder_identity.as_deref()

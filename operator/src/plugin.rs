@@ -3,10 +3,13 @@
 //! followers first, leaders after a transfer, gated on quorum), and the client the plugin
 //! talks with (`--kubeconfig`, `--context`, `-n`).
 
+use crate::crd::cluster_funcs::{CLUSTER_LABEL, HAND_OVER_ANNOTATION, UNRECOVERABLE_ANNOTATION};
 use crate::error::{Error, Result};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::{Api, Client, Config, ResourceExt};
 use serde_json::{Value, json};
 use std::path::Path;
 
@@ -22,6 +25,40 @@ pub fn restart_patch(at: Timestamp) -> Value {
 /// Stops (`true`) or resumes (`false`) every change the operator makes to the cluster.
 pub fn pause_patch(paused: bool) -> Value {
     json!({"spec": {"paused": paused}})
+}
+
+/// Asks the operator to move every leadership off the pod's node (it clears the annotation
+/// once the node leads nothing).
+pub fn hand_over_patch(at: Timestamp) -> Value {
+    json!({"metadata": {"annotations": {HAND_OVER_ANNOTATION: at.to_string()}}})
+}
+
+/// Marks the pod's node as lost for good: the operator removes it from the cluster, deletes
+/// its volume and recreates the pod with a fresh node, which joins as a new member and gets
+/// its replicas copied from the others.
+pub fn destroy_patch() -> Value {
+    json!({"metadata": {"annotations": {UNRECOVERABLE_ANNOTATION: "true"}}})
+}
+
+/// Merge-patches a pod of the Cluster `cluster`; refuses a pod that is not one of its nodes.
+pub async fn patch_node_pod(
+    client: Client,
+    namespace: &str,
+    cluster: &str,
+    pod: &str,
+    patch: &Value,
+) -> Result<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client, namespace);
+    let live = pods.get(pod).await?;
+    if live.labels().get(CLUSTER_LABEL).map(String::as_str) != Some(cluster) {
+        return Err(Error::NotANode {
+            pod: pod.to_owned(),
+            cluster: cluster.to_owned(),
+        });
+    }
+    Ok(pods
+        .patch(pod, &PatchParams::default(), &Patch::Merge(patch))
+        .await?)
 }
 
 /// A client for the given kubeconfig file and context (the defaults when `None`), and the
@@ -110,5 +147,57 @@ mod tests {
             "the pod template changes, so the operator rolls the pods"
         );
         assert_eq!(annotations.get("team").map(String::as_str), Some("storage"));
+    }
+
+    fn pod(name: &str, cluster: &str) -> Pod {
+        let mut pod = Pod::default();
+        pod.metadata.name = Some(name.to_owned());
+        pod.metadata.namespace = Some("db".to_owned());
+        pod.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(CLUSTER_LABEL.to_owned(), cluster.to_owned());
+        pod
+    }
+
+    #[tokio::test]
+    async fn transfer_leadership_and_destroy_annotate_only_a_node_of_the_named_cluster() {
+        let api = crate::crd::fixtures::fake_api();
+        api.put(&pod("flotilla-1", "flotilla"));
+        api.put(&pod("other-0", "other"));
+        let handed = patch_node_pod(
+            api.client(),
+            "db",
+            "flotilla",
+            "flotilla-1",
+            &hand_over_patch(Timestamp::UNIX_EPOCH),
+        )
+        .await;
+        let handed = handed.unwrap_or_else(|e| panic!("{e}"));
+        assert!(handed.annotations().contains_key(HAND_OVER_ANNOTATION));
+        let destroyed = patch_node_pod(
+            api.client(),
+            "db",
+            "flotilla",
+            "flotilla-1",
+            &destroy_patch(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            destroyed
+                .annotations()
+                .get(UNRECOVERABLE_ANNOTATION)
+                .map(String::as_str),
+            Some("true")
+        );
+        let refused =
+            patch_node_pod(api.client(), "db", "flotilla", "other-0", &destroy_patch()).await;
+        assert!(
+            matches!(refused, Err(Error::NotANode { .. })),
+            "{refused:?}"
+        );
+        let untouched: Option<Pod> = api.get("db", "other-0");
+        assert!(untouched.is_some_and(|p| !p.annotations().contains_key(UNRECOVERABLE_ANNOTATION)));
     }
 }

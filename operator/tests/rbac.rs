@@ -67,8 +67,8 @@ const USED: &[(&str, &str, &[&str], &str)] = &[
     (
         "",
         "pods",
-        &["list", "watch", "delete"],
-        "watched; rolling restarts, replacements",
+        &["list", "watch", "patch", "delete"],
+        "watched; rolling restarts, replacements; hand-over requests cleared",
     ),
     (
         "",
@@ -190,8 +190,11 @@ fn rust_files(dir: &Path, found: &mut Vec<PathBuf>) {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or_default();
-        // Tests and the kubectl plugin (it runs with the user's rights).
-        if matches!(name, "tests" | "tests.rs" | "fixtures.rs" | "bin") {
+        // Tests and the kubectl plugin (bin/ and plugin.rs: it runs with the user's rights).
+        if matches!(
+            name,
+            "tests" | "tests.rs" | "fixtures.rs" | "bin" | "plugin.rs"
+        ) {
             continue;
         }
         if path.is_dir() {

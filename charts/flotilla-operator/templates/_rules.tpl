@@ -30,10 +30,10 @@ manifests in deploy/base carry the same rules, and a test compares them.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
-# Restart pods one at a time.
+# Restart pods one at a time; clear a pod's leadership hand-over request once done.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 # Keep the cluster id on every volume (patch); delete the volumes of removed nodes.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]

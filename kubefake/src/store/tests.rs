@@ -4,6 +4,11 @@ use super::*;
 
 fn store_and_type(plural: &str) -> (Store, ResourceType) {
     let store = Store::default();
+    let namespaces = store.resolve("", "v1", "namespaces");
+    let namespaces = namespaces.unwrap_or_else(|| panic!("namespaces are served"));
+    if let Err(e) = store.create(&namespaces, None, json!({"metadata": {"name": "ns"}})) {
+        panic!("creating namespace ns: {}", e.message);
+    }
     let rt = match plural {
         "pods" => store.resolve("", "v1", "pods"),
         "configmaps" => store.resolve("", "v1", "configmaps"),
@@ -138,4 +143,18 @@ fn a_watch_resumes_from_a_resource_version() {
         .filter_map(|r| text(&r.object, "/metadata/name").map(str::to_owned))
         .collect();
     assert_eq!(names, ["b"]);
+}
+
+#[test]
+fn an_object_needs_its_namespace() {
+    let store = Store::default();
+    let rt = store.resolve("", "v1", "configmaps");
+    let rt = rt.unwrap_or_else(|| panic!("configmaps are served"));
+    let refused = store.create(&rt, Some("missing"), json!({"metadata": {"name": "a"}}));
+    assert_eq!(refused.map_err(|e| e.code), Err(404));
+    let accepted = store.create(&rt, Some("default"), json!({"metadata": {"name": "a"}}));
+    assert!(
+        accepted.is_ok(),
+        "the default namespace exists from the start"
+    );
 }

@@ -8,7 +8,9 @@
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use flotilla_operator::crd::{Cluster, DatabaseGroup};
-use flotilla_operator::plugin::{client, pause_patch, restart_patch};
+use flotilla_operator::plugin::{
+    client, destroy_patch, hand_over_patch, patch_node_pod, pause_patch, restart_patch,
+};
 use flotilla_operator::status_report::{render_text, report};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -53,6 +55,30 @@ enum Command {
     Pause(Change),
     /// Let the operator act on the cluster again.
     Resume(Change),
+    /// Move every leadership off one node (through the operator), e.g. before maintenance
+    /// of its machine; the node stays a voter.
+    TransferLeadership(NodeChange),
+    /// Replace one node whose data is lost for good (through the operator): it is removed
+    /// from the cluster, its volume deleted and its pod recreated with a fresh node that
+    /// gets its replicas copied from the others. Needs --yes.
+    Destroy {
+        #[command(flatten)]
+        node: NodeChange,
+        /// Confirms that the node's data may be thrown away.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct NodeChange {
+    /// Name of the Cluster.
+    cluster: String,
+    /// The pod of the node (e.g. flotilla-2).
+    pod: String,
+    /// Output format: a sentence, or the updated pod.
+    #[arg(short, long, value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(clap::Args)]
@@ -88,6 +114,24 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Pause(change) => return apply(client, &namespace, change, Action::Pause).await,
         Command::Resume(change) => return apply(client, &namespace, change, Action::Resume).await,
+        Command::TransferLeadership(node) => {
+            let patch = hand_over_patch(k8s_openapi::jiff::Timestamp::now());
+            let done = "asked to hand its leaderships over: the operator moves them and then \
+                        clears the request";
+            return apply_to_node(client, &namespace, node, &patch, done).await;
+        }
+        Command::Destroy { node, yes } => {
+            if !yes {
+                anyhow::bail!(
+                    "destroy throws away the data of {} (its replicas are copied again from \
+                     the other nodes); run again with --yes to go ahead",
+                    node.pod
+                );
+            }
+            let done = "marked unrecoverable: the operator removes its node, deletes its \
+                        volume and recreates it with a fresh node";
+            return apply_to_node(client, &namespace, node, &destroy_patch(), done).await;
+        }
     };
 
     let cluster: Cluster = Api::namespaced(client.clone(), &namespace)
@@ -116,6 +160,31 @@ async fn main() -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         result => result.context("writing to standard output"),
     }
+}
+
+/// Patches one node's pod of the Cluster and says what the operator will do.
+async fn apply_to_node(
+    client: Client,
+    namespace: &str,
+    node: NodeChange,
+    patch: &serde_json::Value,
+    done: &str,
+) -> anyhow::Result<()> {
+    let NodeChange {
+        cluster,
+        pod,
+        output,
+    } = node;
+    let updated = patch_node_pod(client, namespace, &cluster, &pod, patch)
+        .await
+        .with_context(|| format!("updating pod {namespace}/{pod}"))?;
+    let text = match output {
+        Output::Text => format!("pod {namespace}/{pod} of cluster {cluster} {done}\n"),
+        Output::Json => serde_json::to_string_pretty(&updated)? + "\n",
+        Output::Yaml => serde_saphyr::to_string(&updated)?,
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
 }
 
 #[derive(Clone, Copy)]

@@ -3,7 +3,7 @@
 
 pub use super::observe::observe;
 use super::{Context, FIELD_MANAGER, apply};
-use crate::crd::cluster_funcs::CLUSTER_ID_ANNOTATION;
+use crate::crd::cluster_funcs::{CLUSTER_ID_ANNOTATION, HAND_OVER_ANNOTATION};
 use crate::crd::conditions::{ConditionType, NewCondition, find_condition, set_condition};
 use crate::crd::{Cluster, ClusterStatus, ConditionStatus, Reason};
 use crate::desired::{Shape, desired_objects};
@@ -351,6 +351,24 @@ async fn execute(step: &Step, cluster: &Cluster, ctx: &Context, namespace: &str)
             (
                 Reason::LeadershipTransfer,
                 format!("moving leadership off {pod} before it restarts"),
+            )
+        }
+        Step::HandOverLeadership { pod, node_id } => {
+            ctx.admin.transfer_leadership(cluster, node_id).await?;
+            (
+                Reason::LeadershipTransfer,
+                format!("moving leadership off {pod}, as asked"),
+            )
+        }
+        Step::FinishHandOver { pod } => {
+            let clear =
+                serde_json::json!({"metadata": {"annotations": {HAND_OVER_ANNOTATION: null}}});
+            Api::<Pod>::namespaced(client.clone(), namespace)
+                .patch(pod, &PatchParams::default(), &Patch::Merge(&clear))
+                .await?;
+            (
+                Reason::LeadershipTransfer,
+                format!("{pod} leads nothing any more: hand-over done"),
             )
         }
         Step::RestartPod { pod } => {

@@ -3,7 +3,9 @@
 //! API, and the Kubernetes Nodes its pods run on.
 
 use super::Context;
-use crate::crd::cluster_funcs::{CLUSTER_ID_ANNOTATION, DATA_VOLUME, UNRECOVERABLE_ANNOTATION};
+use crate::crd::cluster_funcs::{
+    CLUSTER_ID_ANNOTATION, DATA_VOLUME, HAND_OVER_ANNOTATION, UNRECOVERABLE_ANNOTATION,
+};
 use crate::crd::{Cluster, DatabaseGroup};
 use crate::desired::INITIAL_CLUSTER_STATE_KEY;
 use crate::error::Result;
@@ -222,6 +224,7 @@ fn observe_pod(cluster: &Cluster, pod: Pod) -> Option<ObservedPod> {
             .annotations()
             .get(UNRECOVERABLE_ANNOTATION)
             .is_some_and(|v| v == "true"),
+        hand_over: pod.annotations().contains_key(HAND_OVER_ANNOTATION),
         kube_node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
         terminating_for: pod.metadata.deletion_timestamp.as_ref().and_then(|since| {
             let elapsed = Timestamp::now().duration_since(since.0);

@@ -18,6 +18,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -710,3 +711,43 @@ mod drift;
 mod placement;
 mod stuck_pods;
 mod volumes;
+
+#[tokio::test]
+async fn a_hand_over_request_moves_the_leaderships_then_clears_itself() {
+    use crate::crd::cluster_funcs::HAND_OVER_ANNOTATION;
+    let h = Harness::new();
+    h.api.put(&Cluster::test().with_cluster_id("c-1"));
+    h.admin.set_membership(Some(membership(3)));
+    ok(h.reconcile_cluster().await);
+    h.run_pods(3, "r1");
+    let mut pod: Pod = h.api.get(NS, "flotilla-1").unwrap_or_default();
+    pod.metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(
+            HAND_OVER_ANNOTATION.to_owned(),
+            "2026-12-06T10:00:00Z".to_owned(),
+        );
+    h.api.put(&pod);
+
+    ok(h.reconcile_cluster().await);
+    assert_eq!(h.admin.calls(), ["transfer n1"], "n1 leads orders/0");
+    let still_asked: Option<Pod> = h.api.get(NS, "flotilla-1");
+    assert!(
+        still_asked.is_some_and(|p| p.annotations().contains_key(HAND_OVER_ANNOTATION)),
+        "the request stays until the node leads nothing"
+    );
+
+    h.admin.edit_membership(|m| {
+        for g in m.groups.iter_mut().filter(|g| g.id == "orders/0") {
+            g.leader = Some("n2".to_owned());
+        }
+    });
+    ok(h.reconcile_cluster().await);
+    let done: Option<Pod> = h.api.get(NS, "flotilla-1");
+    assert!(
+        done.is_some_and(|p| !p.annotations().contains_key(HAND_OVER_ANNOTATION)),
+        "the request is cleared once n1 leads nothing"
+    );
+    assert_eq!(h.admin.calls(), ["transfer n1"], "no second transfer");
+}

@@ -23,6 +23,9 @@ pub const CLUSTER_LABEL: &str = "flotilla.dev/cluster";
 pub const CLUSTER_ID_ANNOTATION: &str = "flotilla.dev/cluster-id";
 /// Annotation an administrator puts on a pod whose node's data is lost for good.
 pub const UNRECOVERABLE_ANNOTATION: &str = "flotilla.dev/unrecoverable";
+/// Annotation asking the operator to move every leadership off the pod's node; its value is
+/// when it was asked.
+pub const HAND_OVER_ANNOTATION: &str = "flotilla.dev/handOverLeadership";
 
 impl Cluster {
     /// The object's name.

@@ -110,11 +110,23 @@ impl DatabaseGroup {
 }
 
 /// The in-process fake Kubernetes API with Flotilla's custom resources defined, as after
-/// `kubectl apply -f crds/`.
+/// `kubectl apply -f crds/`, and the namespaces `db` (of the fixtures) and `ops` (of the
+/// operator's own objects).
 pub(crate) fn fake_api() -> flotilla_kubefake::FakeApi {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use kube::CustomResourceExt;
     let api = flotilla_kubefake::FakeApi::default();
     api.put(&Cluster::crd());
     api.put(&DatabaseGroup::crd());
+    for name in ["db", "ops"] {
+        api.put(&Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        });
+    }
     api
 }

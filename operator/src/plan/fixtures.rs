@@ -32,6 +32,7 @@ pub fn healthy(cluster: &Cluster, replicas: i32) -> Observed {
                 ready: true,
                 terminating: false,
                 unrecoverable: false,
+                hand_over: false,
                 kube_node: None,
                 terminating_for: None,
                 kube_node_ready: None,
@@ -113,6 +114,14 @@ impl Observed {
     pub fn unrecoverable(mut self, pod: &str) -> Self {
         for p in self.pods.iter_mut().filter(|p| p.name == pod) {
             p.unrecoverable = true;
+        }
+        self
+    }
+
+    /// The pod carries the hand-over annotation.
+    pub fn hand_over(mut self, pod: &str) -> Self {
+        for p in self.pods.iter_mut().filter(|p| p.name == pod) {
+            p.hand_over = true;
         }
         self
     }

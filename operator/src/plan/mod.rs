@@ -12,6 +12,7 @@ pub mod bootstrap;
 mod checks;
 pub mod database_group;
 pub mod drift;
+pub mod handover;
 pub mod observed;
 pub mod placement;
 pub mod replace;
@@ -46,6 +47,10 @@ pub enum Step {
     FinishScaleDown,
     /// Move every leadership off the node before its pod restarts.
     TransferLeadership { pod: String, node_id: String },
+    /// Move every leadership off the node, as asked by the pod's hand-over annotation.
+    HandOverLeadership { pod: String, node_id: String },
+    /// The node leads nothing any more: clear the pod's hand-over annotation.
+    FinishHandOver { pod: String },
     /// Delete the pod so that the StatefulSet recreates it from the current template.
     RestartPod { pod: String },
     /// One step of replacing the node of a pod whose data is lost for good.
@@ -80,6 +85,8 @@ impl Step {
             Self::DeletePvc { .. } => "DeleteVolume",
             Self::FinishScaleDown => "FinishScaleDown",
             Self::TransferLeadership { .. } => "TransferLeadership",
+            Self::HandOverLeadership { .. } => "HandOverLeadership",
+            Self::FinishHandOver { .. } => "FinishHandOver",
             Self::RestartPod { .. } => "RestartPod",
             Self::ReplaceNode { action, .. } => match action {
                 Replacement::RemoveFromCluster { .. } => "RemoveLostNode",
@@ -100,6 +107,8 @@ impl Step {
             Self::DrainNode { pod, .. }
             | Self::RemoveNode { pod, .. }
             | Self::TransferLeadership { pod, .. }
+            | Self::HandOverLeadership { pod, .. }
+            | Self::FinishHandOver { pod }
             | Self::RestartPod { pod } => Some(("Pod", pod)),
             Self::ReplaceNode {
                 action: Replacement::DeleteVolume { pvc },
@@ -184,16 +193,21 @@ pub fn plan(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
     steps
 }
 
-/// Scale-down, node replacement and rolling restart, in that order of urgency.
+/// Scale-down, node replacement, leadership hand-overs asked for and rolling restart, in
+/// that order of urgency.
 fn steps_of_the_spec(cluster: &Cluster, observed: &Observed) -> Vec<Step> {
     let scale_down = scale_down::steps(cluster, observed);
     match scale_down.as_slice() {
         [] => {
             let replace = replace::steps(cluster, observed);
-            if replace.is_empty() {
+            if !replace.is_empty() {
+                return replace;
+            }
+            let hand_over = handover::steps(observed);
+            if hand_over.is_empty() {
                 restart::steps(cluster, observed)
             } else {
-                replace
+                hand_over
             }
         }
         // A refused scale-down blocks nothing else: the refusal is reported after

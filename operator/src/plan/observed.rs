@@ -75,6 +75,10 @@ pub struct ObservedPod {
     /// An administrator marked the pod's node as lost for good
     /// (annotation `flotilla.dev/unrecoverable: "true"`).
     pub unrecoverable: bool,
+    /// An administrator asked for the node's leaderships to move elsewhere
+    /// (annotation `flotilla.dev/handOverLeadership`, set by `kubectl flotilla
+    /// transfer-leadership`).
+    pub hand_over: bool,
     /// The Kubernetes Node the pod is scheduled on (`spec.nodeName`).
     pub kube_node: Option<String>,
     /// How long the pod has been terminating, when it is.

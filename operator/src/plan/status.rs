@@ -184,6 +184,16 @@ fn progressing(
             Reason::LeadershipTransfer,
             format!("moving leadership off {pod} before it restarts"),
         ),
+        Some(Step::HandOverLeadership { pod, .. }) => condition(
+            true,
+            Reason::LeadershipTransfer,
+            format!("moving leadership off {pod}, as asked"),
+        ),
+        Some(Step::FinishHandOver { pod }) => condition(
+            true,
+            Reason::LeadershipTransfer,
+            format!("{pod} leads nothing any more"),
+        ),
         Some(Step::RestartPod { pod }) => {
             condition(true, Reason::RollingRestart, format!("restarting {pod}"))
         }
