@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::http::Method;
 
+use crate::error::ApiError;
 use crate::resources::ResourceType;
-use crate::store::ApiError;
 
 #[derive(Default)]
 struct State {

@@ -14,6 +14,7 @@
 //! The operator's reconcile tests use it in process; the end-to-end tests serve it on a port
 //! beside a kubelet stand-in that runs real node processes.
 
+mod error;
 mod hooks;
 mod patch;
 mod resources;

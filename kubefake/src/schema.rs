@@ -7,7 +7,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::store::ApiError;
+use crate::error::ApiError;
 
 /// The schema of `version` in a CustomResourceDefinition object, if it has one.
 pub(crate) fn of_version<'a>(crd: &'a Value, version: &str) -> Option<&'a Value> {

@@ -16,6 +16,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+pub use crate::error::{ApiError, ApiResult};
 use crate::hooks::Hooks;
 use crate::patch;
 use crate::resources::{Registry, ResourceType};
@@ -28,51 +29,6 @@ const HISTORY: usize = 20_000;
 const BROADCAST_CAPACITY: usize = 8_192;
 /// Grace period of a pod whose spec names none.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
-
-/// An error answered as a Kubernetes `Status`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiError {
-    pub code: u16,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn not_found(rt: &ResourceType, name: &str) -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            format!("{}.{} \"{name}\" not found", rt.plural, rt.group),
-        )
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(400, "BadRequest", message)
-    }
-
-    /// The `Status` object of this error.
-    pub fn status(&self) -> Value {
-        json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        })
-    }
-}
-
-pub type ApiResult<T> = Result<T, ApiError>;
 
 /// Identity of a stored object.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
