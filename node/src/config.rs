@@ -108,6 +108,10 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub tls: TlsFlags,
+    /// Tests only: see `crash_point` (dies as kill -9 would after applying a write as shard
+    /// leader, before answering it, when the data directory holds a trigger file).
+    #[arg(long, env = "FLOTILLA_TEST_CRASH_POINT", hide = true)]
+    pub test_crash_point: bool,
 }
 
 /// Certificates of the node's ports (PEM files, re-read when they change). Without them every

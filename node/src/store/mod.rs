@@ -12,6 +12,7 @@
 //! Kept apart, an fsync of the logs writes only the few pages the appends touched, not every
 //! page the applies since the last one dirtied across the documents of all groups.
 
+mod dedup;
 mod documents;
 mod log_store;
 mod state_machine;

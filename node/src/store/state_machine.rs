@@ -14,6 +14,7 @@ use redb::{ReadableDatabase, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::dedup::{self, Requests};
 use super::documents::{self, ChangeEvent, StoredDoc};
 use super::tables::{KEY_APPLIED, KEY_MEMBERSHIP, KEY_META, SM_STATE, SNAPSHOTS};
 use super::{Storage, StoreError, io_err};
@@ -88,6 +89,8 @@ impl GroupState {
 struct SnapshotBody {
     docs: Vec<(String, String, StoredDoc)>,
     meta: Option<MetaState>,
+    /// The request ids the group remembers (exactly-once writes).
+    requests: Requests,
 }
 
 /// Checks that `data` is a snapshot body of group `gid` (it decodes, and carries the meta state
@@ -212,14 +215,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 Some(v) => Some(decode(v.value())?),
                 None => None,
             };
-            let docs = if gid == META_GROUP {
-                vec![]
+            let (docs, requests) = if gid == META_GROUP {
+                (vec![], Requests::default())
             } else {
-                documents::all_docs(&txn, gid)?
+                (documents::all_docs(&txn, gid)?, dedup::export(&txn, gid)?)
             };
             let body = SnapshotBody {
                 docs,
                 meta: meta_state,
+                requests,
             };
             (
                 SnapshotMeta {
@@ -294,10 +298,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let response = match &entry.payload {
                     EntryPayload::Blank => Response::Empty,
                     EntryPayload::Normal(Command::Data(cmd)) => {
-                        Response::Data(documents::apply_batch(txn, gid, index, cmd)?)
+                        let cmds = std::slice::from_ref(cmd);
+                        dedup::apply_once(txn, gid, index, cmds, false, |cmds| {
+                            documents::apply_many(txn, gid, index, cmds)
+                        })?
                     }
                     EntryPayload::Normal(Command::DataMany(cmds)) => {
-                        Response::DataMany(documents::apply_many(txn, gid, index, cmds)?)
+                        dedup::apply_once(txn, gid, index, cmds, true, |cmds| {
+                            documents::apply_many(txn, gid, index, cmds)
+                        })?
                     }
                     EntryPayload::Normal(Command::Meta(cmd)) => match meta.as_mut() {
                         Some(m) => Response::Meta(m.apply(cmd)),
@@ -370,6 +379,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .state_writer()
             .run(true, move |txn| {
                 documents::replace_all(txn, gid, &body.docs, floor)?;
+                dedup::replace(txn, gid, &body.requests)?;
                 if let Some(a) = &a {
                     put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
                 }

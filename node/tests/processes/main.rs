@@ -6,6 +6,7 @@ mod admin;
 mod cluster_smoke;
 mod dev_cluster;
 mod durability;
+mod exactly_once;
 mod faults;
 mod healing;
 mod hibernation;
