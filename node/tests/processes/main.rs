@@ -17,3 +17,4 @@ mod placement;
 mod protocol;
 mod requests;
 mod security;
+mod watch_gaps;
