@@ -277,12 +277,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let gid = self.gid;
         let state = self.state.clone();
-        let (mut applied, mut membership) = state
+        let (applied0, membership0) = state
             .applied
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut meta = state.meta.as_ref().map(|_| MetaState::clone(&state.meta()));
+        let meta0 = state.meta.as_ref().map(|_| state.meta());
         let written: usize = batch
             .iter()
             .map(|(entry, _)| match &entry.payload {
@@ -290,10 +290,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 _ => 0,
             })
             .sum();
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (batch, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        // The work may run again from the same start (see `writer`): it leaves its results here.
+        let out = Arc::new(Mutex::new(None));
+        let result = out.clone();
+        let fault = self.storage.test_faults().apply_trigger(gid);
         let work = move |txn: &WriteTransaction| -> io::Result<()> {
+            super::faults::check(fault.as_deref())?;
+            let (mut applied, mut membership) = (applied0, membership0.clone());
+            let mut meta = meta0.as_deref().cloned();
             let mut responses = Vec::with_capacity(batch.len());
-            for (entry, responder) in batch {
+            for entry in &batch {
                 let index = entry.log_id.index;
                 let response = match &entry.payload {
                     EntryPayload::Blank => Response::Empty,
@@ -319,7 +326,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 };
                 applied = Some(entry.log_id);
-                responses.push((responder, response));
+                responses.push(response);
             }
             if let Some(a) = &applied {
                 put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
@@ -327,7 +334,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if let Some(m) = &meta {
                 put_sm(txn, gid, KEY_META, &encode(m)?)?;
             }
-            let _ = tx.send((responses, applied, membership, meta));
+            *result.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((responses, applied, membership, meta));
             Ok(())
         };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -337,9 +345,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         done_rx
             .await
             .map_err(|_| io::Error::other("storage writer stopped"))??;
-        let (responses, applied, membership, meta) = rx
-            .await
-            .map_err(|_| io::Error::other("apply produced no result"))?;
+        let (responses, applied, membership, meta) = out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| io::Error::other("apply produced no result"))?;
         if let Some(m) = meta {
             self.state.set_meta(m);
         }
@@ -347,7 +357,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.state
             .written
             .fetch_add(written as u64, Ordering::Relaxed);
-        for (responder, response) in responses {
+        for (responder, response) in responders.into_iter().zip(responses) {
             if let Some(r) = responder {
                 r.send(response);
             }

@@ -10,6 +10,7 @@ mod exactly_once;
 mod faults;
 mod healing;
 mod hibernation;
+mod isolation;
 mod leadership;
 mod multi;
 mod node_processes;
