@@ -349,7 +349,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::FailedPrecondition(_)) => 9,
         Some(Error::Unavailable(_) | Error::Transport { .. } | Error::DeadlineExceeded(_)) => 5,
         Some(Error::OutcomeUnknown(_)) => 6,
-        Some(Error::InvalidArgument(_)) => 7,
+        Some(Error::InvalidArgument(_) | Error::RevisionCompacted { .. }) => 7,
         Some(Error::AlreadyExists(_)) => 8,
         Some(Error::ResourceExhausted(_)) => 9,
         Some(Error::Server { .. } | Error::Protocol(_)) | None => 1,

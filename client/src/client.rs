@@ -10,12 +10,13 @@
 //! ([`ClientOptions::total_timeout`]) or attempt budget ([`ClientOptions::max_attempts`]) is
 //! used up. The endpoint that answered last is tried first by later operations.
 //!
-//! Reads are idempotent and are also retried after a timeout or a lost connection. A write that
-//! was sent and then timed out or lost its connection is NOT retried by default: it may have
-//! been applied, and is reported as [`Error::OutcomeUnknown`]. A write retried after
-//! `Unavailable` may, in rare cases (the node lost its leader after forwarding the write), also
-//! apply twice. Writes that carry `if_version` are safe either way: a repeated write fails with
-//! [`Error::VersionMismatch`] instead of applying twice.
+//! Reads are idempotent and are also retried after a timeout or a lost connection. So are
+//! writes: every write carries a request id (this client's random id and a sequence number),
+//! the same on every retry, and a shard that applied it already answers a repeat with the
+//! first outcome instead of applying it again. A write whose outcome stays unknown after the
+//! retry budget (or whose repeat came too late for the shard to remember it) is reported as
+//! [`Error::OutcomeUnknown`]; [`ClientOptions::retry_uncertain_writes`] turned off reports it
+//! after the first such attempt.
 //!
 //! # Calls made at the same time
 //!
@@ -41,6 +42,7 @@ use tonic::{Request, Status};
 use crate::endpoints::Endpoints;
 use crate::error::{Error, Failure, Result, classify};
 use crate::options::ClientOptions;
+use crate::request_id::RequestIds;
 use crate::types::{
     BatchOp, BatchOutcome, Consistency, DeleteResult, Document, ListPage, PutResult, WatchEvent,
 };
@@ -108,6 +110,8 @@ pub struct Client {
 struct Inner {
     endpoints: Endpoints,
     options: ClientOptions,
+    /// Names every write, the same across its retries (exactly-once writes).
+    request_ids: RequestIds,
 }
 
 /// Whether an operation may be repeated without changing its effect.
@@ -128,7 +132,11 @@ impl Client {
     pub fn with_options(endpoints: Vec<String>, options: ClientOptions) -> Result<Client> {
         let endpoints = Endpoints::new(endpoints, &options)?;
         Ok(Client {
-            inner: Arc::new(Inner { endpoints, options }),
+            inner: Arc::new(Inner {
+                endpoints,
+                options,
+                request_ids: RequestIds::new(),
+            }),
         })
     }
 
@@ -181,6 +189,7 @@ impl Client {
             id: id.to_string(),
             json: json.to_string(),
             if_version,
+            request_id: Some(self.inner.request_ids.next()),
         };
         let r = self
             .call(Kind::Write, |ch, timeout| {
@@ -254,6 +263,7 @@ impl Client {
             collection: collection.to_string(),
             id: id.to_string(),
             if_version,
+            request_id: Some(self.inner.request_ids.next()),
         };
         let r = self
             .call(Kind::Write, |ch, timeout| {
@@ -321,6 +331,7 @@ impl Client {
         let req = pb::BatchRequest {
             database: database.to_string(),
             ops: ops.iter().map(BatchOp::to_proto).collect(),
+            request_id: Some(self.inner.request_ids.next()),
         };
         let r = self
             .call(Kind::Write, |ch, timeout| {
@@ -374,6 +385,7 @@ impl Client {
         let req = pb::BatchRequest {
             database: database.to_string(),
             ops: ops.iter().map(BatchOp::to_proto).collect(),
+            request_id: Some(self.inner.request_ids.next()),
         };
         match self
             .call_coalesced(Kind::Write, pb::call::Call::Batch(req))

@@ -62,6 +62,15 @@ pub enum Error {
     /// write with `if_version` so that a repeated write cannot apply twice.
     #[error("{}", labelled("write outcome unknown", .0))]
     OutcomeUnknown(String),
+    /// A watch asked for changes a shard no longer keeps (compacted, or older than the
+    /// snapshot its replica was installed from): nothing was skipped silently. Read the
+    /// current state and watch again from `first_revision` (the oldest kept), or from 0 for
+    /// new changes only.
+    #[error("{}", labelled("revision compacted", message))]
+    RevisionCompacted {
+        first_revision: u64,
+        message: String,
+    },
     /// The server answered with a status the client has no better name for.
     #[error("server error ({code:?}): {message}")]
     Server {
@@ -124,6 +133,7 @@ impl Error {
                 Code::Unavailable
             }
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::RevisionCompacted { .. } => Code::OutOfRange,
             Error::Server { code, .. } => *code,
             Error::Protocol(_) => Code::Internal,
         }
@@ -161,6 +171,15 @@ pub(crate) fn classify(status: &Status, endpoint: &str) -> (Error, Failure) {
             (Error::VersionMismatch(message), Failure::Final)
         }
         Code::FailedPrecondition => (Error::FailedPrecondition(message), Failure::Final),
+        Code::OutOfRange
+            if flotilla_proto::reason_of(status) == Some(ErrorReason::RevisionCompacted) =>
+        {
+            let error = Error::RevisionCompacted {
+                first_revision: flotilla_proto::first_revision_of(status).unwrap_or(0),
+                message,
+            };
+            (error, Failure::Final)
+        }
         Code::InvalidArgument | Code::OutOfRange => {
             (Error::InvalidArgument(message), Failure::Final)
         }
@@ -169,6 +188,11 @@ pub(crate) fn classify(status: &Status, endpoint: &str) -> (Error, Failure) {
         Code::DeadlineExceeded => (Error::DeadlineExceeded(message), Failure::Uncertain),
         // A node answers Aborted for a write whose fate it cannot know (its leadership changed,
         // or the connection to the leader it forwarded to broke while the write was in flight).
+        // A repeat of a write the shard no longer remembers: not applied now, and whether its
+        // first attempt applied cannot be known any more; repeating it again would not tell.
+        Code::Aborted if flotilla_proto::reason_of(status) == Some(ErrorReason::RequestExpired) => {
+            (Error::OutcomeUnknown(message), Failure::Final)
+        }
         Code::Aborted => (Error::OutcomeUnknown(message), Failure::Uncertain),
         // A request cancelled on the way (for example by a node shutting down) is uncertain.
         Code::Cancelled => (
@@ -264,6 +288,29 @@ mod tests {
         let (error, failure) = classify(&Status::aborted("leadership changed"), "e");
         assert_eq!(error, Error::OutcomeUnknown("leadership changed".into()));
         assert_eq!(failure, Failure::Uncertain);
+        // A repeat the shard no longer remembers: unknown, and not worth repeating again.
+        let expired =
+            flotilla_proto::with_reason(Status::aborted("too old"), ErrorReason::RequestExpired);
+        let (error, failure) = classify(&expired, "e");
+        assert_eq!(error, Error::OutcomeUnknown("too old".into()));
+        assert_eq!(failure, Failure::Final);
+        // A watch from a compacted revision names the oldest one kept.
+        let compacted = flotilla_proto::with_first_revision(
+            flotilla_proto::with_reason(
+                Status::out_of_range("compacted"),
+                ErrorReason::RevisionCompacted,
+            ),
+            4097,
+        );
+        let (error, failure) = classify(&compacted, "e");
+        assert_eq!(failure, Failure::Final);
+        assert_eq!(
+            error,
+            Error::RevisionCompacted {
+                first_revision: 4097,
+                message: "compacted".into()
+            }
+        );
     }
 
     #[test]

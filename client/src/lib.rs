@@ -24,6 +24,7 @@ mod coalesce;
 mod endpoints;
 pub mod error;
 pub mod options;
+mod request_id;
 pub mod types;
 
 pub use client::{Client, DatabaseOptions, DatabaseUpdate, ListOptions, WatchStream};

@@ -22,8 +22,9 @@ pub struct ClientOptions {
     pub backoff_max: Duration,
     /// Retry a write whose outcome is unknown (sent, then timed out or lost its connection).
     ///
-    /// Off by default because such a write may apply twice. Safe to turn on when every write
-    /// carries `if_version` or when applying a write twice is harmless.
+    /// On by default, and safe: every write carries a request id, the same on every retry,
+    /// and a shard answers a repeat with the first outcome instead of applying it twice. Off,
+    /// such a write ends at once with [`Error::OutcomeUnknown`](crate::Error::OutcomeUnknown).
     pub retry_uncertain_writes: bool,
     /// Send gets and writes made at the same time to one node together, as one request (see
     /// the `coalesce` notes of [`Client`](crate::Client)). On by default: a lone call still
@@ -94,7 +95,7 @@ impl Default for ClientOptions {
             max_attempts: 100,
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_secs(1),
-            retry_uncertain_writes: false,
+            retry_uncertain_writes: true,
             coalesce_calls: true,
             coalesce_linger: Duration::from_micros(100),
             tls: None,

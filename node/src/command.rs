@@ -23,6 +23,18 @@ pub enum Command {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataCommand {
     pub ops: Vec<WriteOp>,
+    /// The client's name for this write across its retries: a batch whose id the shard
+    /// applied already is answered with the first outcome instead (see `store::dedup`).
+    pub request: Option<RequestId>,
+}
+
+/// Names one client write across its retries (exactly-once writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    /// Random per client instance.
+    pub client: u64,
+    /// Grows with every write the client sends.
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +109,10 @@ pub enum Response {
     Data(Result<Vec<OpOutcome>, Rejection>),
     /// One outcome per batch of a [`Command::DataMany`], in order.
     DataMany(Vec<Result<Vec<OpOutcome>, Rejection>>),
+    /// A data entry in which a batch repeats a request applied before (by its request id):
+    /// per batch, in order, the revision it applied at (an earlier entry's for a repeat) and
+    /// its outcome then.
+    Repeated(Vec<(u64, Result<Vec<OpOutcome>, Rejection>)>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,4 +131,10 @@ pub enum Rejection {
         expected: u64,
         current: u64,
     },
+    /// A repeat of a request the shard no longer remembers: not applied now; whether its first
+    /// attempt applied is unknown.
+    #[error(
+        "request {client:x}/{seq} is too old to tell whether it applied; it was not applied again"
+    )]
+    RequestExpired { client: u64, seq: u64 },
 }

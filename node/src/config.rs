@@ -108,6 +108,18 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub tls: TlsFlags,
+    /// Tests only: see `crash_point` (dies as kill -9 would after applying a write as shard
+    /// leader, before answering it, when the data directory holds a trigger file).
+    #[arg(long, env = "FLOTILLA_TEST_CRASH_POINT", hide = true)]
+    pub test_crash_point: bool,
+    /// Tests only: see `store::faults` (a group's applies fail while the data directory holds
+    /// its trigger file).
+    #[arg(long, env = "FLOTILLA_TEST_STORAGE_FAULTS", hide = true)]
+    pub test_storage_faults: bool,
+    /// Tests only: see `store::power_loss` (what was not synced is lost when the process is
+    /// killed, as in a power cut).
+    #[arg(long, env = "FLOTILLA_TEST_POWER_LOSS", hide = true)]
+    pub test_power_loss: bool,
 }
 
 /// Certificates of the node's ports (PEM files, re-read when they change). Without them every

@@ -53,6 +53,10 @@ pub enum Refusal {
     NotFound,
     FailedPrecondition,
     InvalidArgument,
+    /// The request was not served and its earlier effect is unknown (a retry too late to tell).
+    Aborted,
+    /// Asked for what is no longer kept (a compacted revision).
+    OutOfRange,
 }
 
 impl NodeError {

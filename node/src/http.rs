@@ -1,5 +1,6 @@
-//! HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (process alive), `/readyz` (member
-//! of the meta group and caught up). Over TLS when the client port has it.
+//! HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (process alive and every Raft group
+//! running: a group stopped by a storage failure is named, with why), `/readyz` (member of the
+//! meta group and caught up). Over TLS when the client port has it.
 
 use std::sync::Arc;
 
@@ -54,10 +55,11 @@ async fn metrics(State(host): State<Arc<Host>>, headers: HeaderMap) -> impl Into
 }
 
 async fn healthz(State(host): State<Arc<Host>>) -> impl IntoResponse {
-    if host.is_stopping() {
-        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
-    } else {
-        (StatusCode::OK, "ok\n")
+    let stopped = crate::host::supervise::unhealthy(&host.failures().stopped_groups());
+    match stopped {
+        _ if host.is_stopping() => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_string()),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        None => (StatusCode::OK, "ok\n".to_string()),
     }
 }
 

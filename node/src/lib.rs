@@ -7,6 +7,7 @@ pub mod command;
 pub mod compaction;
 pub mod config;
 pub mod consensus;
+pub mod crash_point;
 pub mod dev;
 pub mod error;
 pub mod failover;

@@ -6,8 +6,10 @@
 //!   over one connection per peer, node heartbeats, joining, shard status, membership changes
 //!   and mentoring.
 
+mod first_revision;
 mod reason;
 
+pub use first_revision::{FIRST_REVISION_KEY, first_revision_of, with_first_revision};
 pub use reason::{REASON_KEY, reason_of, with_reason};
 
 /// The generated code, in modules named after the protobuf packages (which is how the code of

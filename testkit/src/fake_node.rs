@@ -159,6 +159,7 @@ impl Fake {
                         id: p.id,
                         json: p.json,
                         if_version: p.if_version,
+                        request_id: b.request_id,
                     }))
                     .await?
                     .into_inner();
@@ -178,6 +179,7 @@ impl Fake {
                         collection: d.collection,
                         id: d.id,
                         if_version: d.if_version,
+                        request_id: b.request_id,
                     }))
                     .await?
                     .into_inner();

@@ -5,7 +5,8 @@
 //! cluster through different nodes) and its own random generator derived from the run's seed.
 //! Every put writes a value no other put of the history writes (several workloads may share one
 //! history). A worker whose write ended with an unknown
-//! outcome goes on as a new logical client: its old write may still be in flight.
+//! outcome goes on as a new logical client: its old write may still be in flight. A write
+//! that certainly did not apply (see `write_failure`) is recorded as failed.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -259,12 +260,12 @@ impl Worker {
                 let json = format!("{{\"w\":{value}}}");
                 match client.put(db, coll, key, &json, if_version).await {
                     Ok(r) => (Outcome::Put { version: r.version }, None),
-                    Err(e) => (Outcome::Unknown, Some(e.to_string())),
+                    Err(e) => (write_failure(&e), Some(e.to_string())),
                 }
             }
             Call::Delete { if_version } => match client.delete(db, coll, key, if_version).await {
                 Ok(r) => (Outcome::Deleted { existed: r.deleted }, None),
-                Err(e) => (Outcome::Unknown, Some(e.to_string())),
+                Err(e) => (write_failure(&e), Some(e.to_string())),
             },
         };
         self.history.complete(pending, outcome, error);
@@ -281,16 +282,26 @@ impl Worker {
                 self.versions
                     .insert(key.to_string(), state.map(|(_, v)| v).unwrap_or(0));
             }
-            // Every write error counts as unknown: a write the cluster refused may still have
-            // been forwarded and applied (see the client's retry rules), and a version
-            // mismatch may answer a retry of a write whose first attempt applied. The worker
-            // goes on as a new logical client, and reads before its next conditional write.
+            // The worker goes on as a new logical client, and reads before its next
+            // conditional write.
             Outcome::Unknown => {
                 self.id = self.history.new_client();
                 self.versions.remove(key);
             }
             Outcome::Failed => {}
         }
+    }
+}
+
+/// What a failed write did. Every write of the client carries a request id, so that a shard
+/// answers a retry with the first outcome: a version mismatch is the write's one outcome (not
+/// a retry's answer after the first attempt applied), and the client answers `Unavailable`
+/// only when no attempt may have applied (it says `OutcomeUnknown` otherwise). Anything else
+/// may or may not have applied.
+fn write_failure(error: &ClientError) -> Outcome {
+    match error {
+        ClientError::VersionMismatch(_) | ClientError::Unavailable(_) => Outcome::Failed,
+        _ => Outcome::Unknown,
     }
 }
 

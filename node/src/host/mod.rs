@@ -11,6 +11,7 @@ pub mod join;
 pub mod leadership;
 pub mod membership;
 pub mod read;
+pub mod supervise;
 pub mod write;
 
 pub use leadership::best_successor;
@@ -72,6 +73,8 @@ pub struct Host {
     pub topology_lock: tokio::sync::Mutex<()>,
     /// Node heartbeats heard from peers, and the groups this node leads (see `hibernation`).
     beats: Arc<Beats>,
+    /// Groups that stopped on their own (see `supervise`).
+    failures: supervise::Failures,
 }
 
 impl Host {
@@ -81,7 +84,11 @@ impl Host {
         let raft_config = Arc::new(config.raft_config().map_err(StartError::Config)?);
         let metrics = Arc::new(Metrics::new());
         let tls = crate::tls::NodeTls::from_flags(&config.tls)?;
-        let storage = Storage::open(&config.data_dir, metrics.commit_seconds.clone())?;
+        let storage = Storage::open_with(
+            &config.data_dir,
+            metrics.commit_seconds.clone(),
+            config.test_power_loss,
+        )?;
         let peers = Arc::new(Peers::new(storage.node_id(), tls.to_peers.clone()));
         let addr = NodeAddr {
             name: config.name.clone(),
@@ -103,7 +110,11 @@ impl Host {
             stopping,
             topology_lock: tokio::sync::Mutex::new(()),
             beats: Arc::new(Beats::default()),
+            failures: supervise::Failures::default(),
         });
+        if host.config.test_storage_faults {
+            storage.test_faults().enable(&host.config.data_dir);
+        }
         tracing::info!(node_id = host.id, name = %host.addr.name, fresh = storage.is_fresh(), "node starting");
         let meta = host.ensure_group(META_GROUP).await?;
         let retired = host.meta_state();
@@ -211,6 +222,7 @@ impl Host {
             gid,
             handle.raft.metrics(),
         ));
+        self.supervise(gid, &handle);
         tracing::info!(group = gid, "raft group opened");
         Ok(handle)
     }
@@ -224,6 +236,9 @@ impl Host {
             .remove(&gid);
         if let Some(h) = handle {
             let _ = h.raft.shutdown().await;
+            if !keep_files {
+                self.failures.forget(gid);
+            }
             if !keep_files && let Err(e) = self.storage.delete_group(gid).await {
                 tracing::error!(group = gid, error = %e, "deleting a removed group's data failed");
             }

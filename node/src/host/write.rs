@@ -76,6 +76,9 @@ impl Host {
                 NodeError::NotLeader { .. } => Err(NodeError::OutcomeUnknown(
                     "leadership changed while the write was in flight".into(),
                 )),
+                // The group stopped (turned Fatal) after the write was handed to it: it may
+                // have been appended, and committed by the next leader.
+                NodeError::Unavailable(why) => Err(NodeError::OutcomeUnknown(why)),
                 other => Err(other),
             },
         }

@@ -58,10 +58,20 @@ pub fn is_lost_in_flight(s: &Status) -> bool {
 /// outcome; a read lost in flight found no one to answer it, and may be retried anywhere.
 pub trait Effect {
     const WRITES: bool;
+
+    /// Whether sending it again after it may have been served is harmless: a read, or a write
+    /// that names its request (the shard answers a repeat with the first outcome).
+    fn may_repeat(&self) -> bool {
+        !Self::WRITES
+    }
 }
 
 impl Effect for BatchRequest {
     const WRITES: bool = true;
+
+    fn may_repeat(&self) -> bool {
+        self.request_id.is_some()
+    }
 }
 
 impl Effect for GetRequest {

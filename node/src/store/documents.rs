@@ -36,17 +36,6 @@ pub struct ChangeEvent {
 pub const CHANGE_RETENTION: u64 = 100_000;
 const PRUNE_EVERY: u64 = 1024;
 
-/// Applies `cmd` at `revision`. A version mismatch rejects the whole batch and writes nothing.
-pub(crate) fn apply_batch(
-    txn: &WriteTransaction,
-    gid: GroupId,
-    revision: u64,
-    cmd: &DataCommand,
-) -> io::Result<Result<Vec<OpOutcome>, Rejection>> {
-    let mut outcomes = apply_many(txn, gid, revision, std::slice::from_ref(cmd))?;
-    Ok(outcomes.pop().unwrap_or(Ok(Vec::new())))
-}
-
 /// Documents changed so far in one entry: `None` for a deleted one.
 type Overlay<'a> = HashMap<(&'a str, &'a str), Option<StoredDoc>>;
 

@@ -12,8 +12,11 @@
 //! Kept apart, an fsync of the logs writes only the few pages the appends touched, not every
 //! page the applies since the last one dirtied across the documents of all groups.
 
+mod dedup;
 mod documents;
+pub mod faults;
 mod log_store;
+pub mod power_loss;
 mod state_machine;
 mod tables;
 mod writer;
@@ -104,6 +107,8 @@ pub struct Storage {
     writer_threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     node_id: NodeId,
     fresh: bool,
+    /// Faults injected by tests (see `faults`); none unless enabled.
+    test_faults: faults::TestFaults,
 }
 
 impl Drop for Storage {
@@ -124,6 +129,21 @@ impl Drop for Storage {
     }
 }
 
+/// Opens (or creates) the database file at `path`, through the power-loss backend when asked.
+fn create(builder: &redb::Builder, path: &Path, power_loss: bool) -> Result<Database, StoreError> {
+    if !power_loss {
+        return Ok(builder.create(path)?);
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let backend = power_loss::PowerLossBackend::new(file)?;
+    Ok(builder.create_with_backend(backend)?)
+}
+
 /// The log file (and, in data directories written before the split, every table).
 const LOG_FILE: &str = "flotilla.redb";
 const STATE_FILE: &str = "state.redb";
@@ -139,20 +159,31 @@ impl Storage {
     /// Opens (or creates) the database files in `dir`. A new log file gets a newly generated
     /// node id: a node that lost its data directory comes back as a new node.
     pub fn open(dir: &Path, commit_latency: Histogram) -> Result<Arc<Storage>, StoreError> {
+        Storage::open_with(dir, commit_latency, false)
+    }
+
+    /// [`Storage::open`]; with `power_loss` (tests only), both files keep what was not synced
+    /// in memory, so that killing the process loses it as a power cut would (see
+    /// [`power_loss`]).
+    pub fn open_with(
+        dir: &Path,
+        commit_latency: Histogram,
+        power_loss: bool,
+    ) -> Result<Arc<Storage>, StoreError> {
         std::fs::create_dir_all(dir)?;
         let log_path = dir.join(LOG_FILE);
         let fresh = !log_path.exists();
-        let log = Arc::new(
-            Database::builder()
-                .set_cache_size(LOG_CACHE_BYTES)
-                .create(&log_path)?,
-        );
+        let log = Arc::new(create(
+            Database::builder().set_cache_size(LOG_CACHE_BYTES),
+            &log_path,
+            power_loss,
+        )?);
         let node_id = tables::init_node_id(&log)?;
-        let state = Arc::new(
-            Database::builder()
-                .set_cache_size(STATE_CACHE_BYTES)
-                .create(dir.join(STATE_FILE))?,
-        );
+        let state = Arc::new(create(
+            Database::builder().set_cache_size(STATE_CACHE_BYTES),
+            &dir.join(STATE_FILE),
+            power_loss,
+        )?);
         tables::init_state(&state)?;
         let moved = tables::migrate_state(&log, &state)?;
         if moved > 0 {
@@ -178,6 +209,7 @@ impl Storage {
             writer_threads: std::sync::Mutex::new(vec![log_thread, state_thread]),
             node_id,
             fresh,
+            test_faults: faults::TestFaults::default(),
         }))
     }
 
@@ -198,6 +230,11 @@ impl Storage {
     /// The state file: state machines, change feeds and snapshots.
     pub fn state_db(&self) -> &Arc<Database> {
         &self.state
+    }
+
+    /// Faults injected by tests (`--test-storage-faults`).
+    pub fn test_faults(&self) -> &faults::TestFaults {
+        &self.test_faults
     }
 
     pub fn log_writer(&self) -> &Writer {

@@ -14,6 +14,7 @@ use redb::{ReadableDatabase, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::dedup::{self, Requests};
 use super::documents::{self, ChangeEvent, StoredDoc};
 use super::tables::{KEY_APPLIED, KEY_MEMBERSHIP, KEY_META, SM_STATE, SNAPSHOTS};
 use super::{Storage, StoreError, io_err};
@@ -88,6 +89,8 @@ impl GroupState {
 struct SnapshotBody {
     docs: Vec<(String, String, StoredDoc)>,
     meta: Option<MetaState>,
+    /// The request ids the group remembers (exactly-once writes).
+    requests: Requests,
 }
 
 /// Checks that `data` is a snapshot body of group `gid` (it decodes, and carries the meta state
@@ -212,14 +215,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 Some(v) => Some(decode(v.value())?),
                 None => None,
             };
-            let docs = if gid == META_GROUP {
-                vec![]
+            let (docs, requests) = if gid == META_GROUP {
+                (vec![], Requests::default())
             } else {
-                documents::all_docs(&txn, gid)?
+                (documents::all_docs(&txn, gid)?, dedup::export(&txn, gid)?)
             };
             let body = SnapshotBody {
                 docs,
                 meta: meta_state,
+                requests,
             };
             (
                 SnapshotMeta {
@@ -273,12 +277,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         let gid = self.gid;
         let state = self.state.clone();
-        let (mut applied, mut membership) = state
+        let (applied0, membership0) = state
             .applied
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let mut meta = state.meta.as_ref().map(|_| MetaState::clone(&state.meta()));
+        let meta0 = state.meta.as_ref().map(|_| state.meta());
         let written: usize = batch
             .iter()
             .map(|(entry, _)| match &entry.payload {
@@ -286,18 +290,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 _ => 0,
             })
             .sum();
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (batch, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        // The work may run again from the same start (see `writer`): it leaves its results here.
+        let out = Arc::new(Mutex::new(None));
+        let result = out.clone();
+        let fault = self.storage.test_faults().apply_trigger(gid);
         let work = move |txn: &WriteTransaction| -> io::Result<()> {
+            super::faults::check(fault.as_deref())?;
+            let (mut applied, mut membership) = (applied0, membership0.clone());
+            let mut meta = meta0.as_deref().cloned();
             let mut responses = Vec::with_capacity(batch.len());
-            for (entry, responder) in batch {
+            for entry in &batch {
                 let index = entry.log_id.index;
                 let response = match &entry.payload {
                     EntryPayload::Blank => Response::Empty,
                     EntryPayload::Normal(Command::Data(cmd)) => {
-                        Response::Data(documents::apply_batch(txn, gid, index, cmd)?)
+                        let cmds = std::slice::from_ref(cmd);
+                        dedup::apply_once(txn, gid, index, cmds, false, |cmds| {
+                            documents::apply_many(txn, gid, index, cmds)
+                        })?
                     }
                     EntryPayload::Normal(Command::DataMany(cmds)) => {
-                        Response::DataMany(documents::apply_many(txn, gid, index, cmds)?)
+                        dedup::apply_once(txn, gid, index, cmds, true, |cmds| {
+                            documents::apply_many(txn, gid, index, cmds)
+                        })?
                     }
                     EntryPayload::Normal(Command::Meta(cmd)) => match meta.as_mut() {
                         Some(m) => Response::Meta(m.apply(cmd)),
@@ -310,7 +326,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 };
                 applied = Some(entry.log_id);
-                responses.push((responder, response));
+                responses.push(response);
             }
             if let Some(a) = &applied {
                 put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
@@ -318,7 +334,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             if let Some(m) = &meta {
                 put_sm(txn, gid, KEY_META, &encode(m)?)?;
             }
-            let _ = tx.send((responses, applied, membership, meta));
+            *result.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((responses, applied, membership, meta));
             Ok(())
         };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -328,9 +345,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         done_rx
             .await
             .map_err(|_| io::Error::other("storage writer stopped"))??;
-        let (responses, applied, membership, meta) = rx
-            .await
-            .map_err(|_| io::Error::other("apply produced no result"))?;
+        let (responses, applied, membership, meta) = out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| io::Error::other("apply produced no result"))?;
         if let Some(m) = meta {
             self.state.set_meta(m);
         }
@@ -338,7 +357,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.state
             .written
             .fetch_add(written as u64, Ordering::Relaxed);
-        for (responder, response) in responses {
+        for (responder, response) in responders.into_iter().zip(responses) {
             if let Some(r) = responder {
                 r.send(response);
             }
@@ -370,6 +389,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .state_writer()
             .run(true, move |txn| {
                 documents::replace_all(txn, gid, &body.docs, floor)?;
+                dedup::replace(txn, gid, &body.requests)?;
                 if let Some(a) = &a {
                     put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
                 }

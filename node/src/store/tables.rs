@@ -79,6 +79,7 @@ pub(crate) fn init_state(db: &Database) -> Result<(), StoreError> {
     txn.open_table(DOCS)?;
     txn.open_table(CHANGES)?;
     txn.open_table(SNAPSHOTS)?;
+    super::dedup::init(&txn)?;
     txn.commit()?;
     Ok(())
 }
@@ -155,5 +156,6 @@ pub(crate) fn delete_group_state(txn: &WriteTransaction, gid: GroupId) -> io::Re
         .map_err(io_err)?;
     let mut snaps = txn.open_table(SNAPSHOTS).map_err(io_err)?;
     snaps.remove(gid).map_err(io_err)?;
-    Ok(())
+    drop((changes, docs, sm, snaps));
+    super::dedup::delete_group(txn, gid)
 }

@@ -52,7 +52,7 @@ fn put(id: &str, json: &str, if_version: Option<u64>) -> WriteOp {
 fn data_entry(index: u64, ops: Vec<WriteOp>) -> Entry {
     Entry::new_normal(
         log_id::<TypeConfig>(1, 1, index),
-        Command::Data(DataCommand { ops }),
+        Command::Data(DataCommand { ops, request: None }),
     )
 }
 
@@ -184,17 +184,21 @@ async fn batches_proposed_together_apply_in_order_each_on_its_own() {
     apply_one(&mut sm, data_entry(1, vec![put("x", "0", None)])).await;
     let batches = vec![
         DataCommand {
+            request: None,
             ops: vec![put("a", "1", Some(0))],
         },
         // Sees the batch before it: "a" is at version 1 now.
         DataCommand {
+            request: None,
             ops: vec![put("a", "2", Some(1)), put("b", "1", None)],
         },
         // Stale: rejected on its own, and its first op ("c") is not applied either.
         DataCommand {
+            request: None,
             ops: vec![put("c", "1", None), put("x", "9", Some(5))],
         },
         DataCommand {
+            request: None,
             ops: vec![WriteOp::Delete {
                 collection: "c".into(),
                 id: "x".into(),
@@ -243,9 +247,11 @@ async fn applied_bytes_are_counted_until_a_snapshot_is_taken() {
     apply_one(&mut sm, data_entry(1, vec![put("a", "1234", None)])).await;
     let many = Command::DataMany(vec![
         DataCommand {
+            request: None,
             ops: vec![put("b", "12", None)],
         },
         DataCommand {
+            request: None,
             ops: vec![put("c", "123", None)],
         },
     ]);

@@ -1,6 +1,13 @@
 //! The writer of one of the node's database files: every change of every Raft group to that file
 //! goes through it. Jobs that arrive while a commit is in flight are batched into the next write
 //! transaction, so many appends from many groups share one commit and one fsync (group commit).
+//!
+//! A job whose work fails fails alone: the transaction is abandoned, that job is answered with
+//! its error, and the other jobs of the batch run again in a fresh transaction (a job's work
+//! may therefore run more than once, each time from the same start, and must leave its results
+//! for `done` rather than hand them out itself). One group's bad record or refused write does
+//! not fail the work of the other groups batched with it. A failed commit fails every job in
+//! it: that is the file's failure, not one job's.
 
 use std::io;
 use std::sync::Arc;
@@ -12,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::io_err;
 
-type Work = Box<dyn FnOnce(&WriteTransaction) -> io::Result<()> + Send>;
+type Work = Box<dyn FnMut(&WriteTransaction) -> io::Result<()> + Send>;
 type Done = Box<dyn FnOnce(io::Result<()>) + Send>;
 
 struct Job {
@@ -65,11 +72,12 @@ impl Writer {
     }
 
     /// Queues `work`; `done` runs after the transaction holding it committed (durably when
-    /// `durable`), or failed.
+    /// `durable`), or failed. `work` runs again when the transaction it ran in was abandoned
+    /// for another job's failure (see the module notes).
     pub fn submit(
         &self,
         durable: bool,
-        work: impl FnOnce(&WriteTransaction) -> io::Result<()> + Send + 'static,
+        work: impl FnMut(&WriteTransaction) -> io::Result<()> + Send + 'static,
         done: impl FnOnce(io::Result<()>) + Send + 'static,
     ) {
         let job = Job {
@@ -86,7 +94,7 @@ impl Writer {
     pub async fn run(
         &self,
         durable: bool,
-        work: impl FnOnce(&WriteTransaction) -> io::Result<()> + Send + 'static,
+        work: impl FnMut(&WriteTransaction) -> io::Result<()> + Send + 'static,
     ) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
         self.submit(durable, work, move |r| {
@@ -133,12 +141,6 @@ fn writer_loop(
         };
         let durable = batch.iter().any(|j| j.durable);
         let mixed = durable && batch.iter().any(|j| !j.durable);
-        let mut works = Vec::with_capacity(batch.len());
-        let mut dones = Vec::with_capacity(batch.len());
-        for job in batch {
-            works.push(job.work);
-            dones.push((job.durable, job.done));
-        }
         let started = Instant::now();
         if mixed {
             // Jobs that asked for no fsync (state machine applies) need not wait for the fsync
@@ -146,12 +148,15 @@ fn writer_loop(
             // (visible at once, in submission order), answer those jobs, then make it durable
             // with an empty durable commit, which persists the non-durable one before it.
             // Durable jobs are answered only after that second commit, as before.
-            match commit_batch(&db, false, works) {
+            let (batch, result) = commit_isolating(&db, false, batch);
+            let dones: Vec<(bool, Done)> = batch.into_iter().map(|j| (j.durable, j.done)).collect();
+            match result {
                 Ok(()) => {
                     let (durable_dones, other_dones): (Vec<_>, Vec<_>) =
                         dones.into_iter().partition(|(d, _)| *d);
                     finish(other_dones, &Ok(()));
-                    let result = commit_batch(&db, true, Vec::new());
+                    let result =
+                        commit_batch(&db, true, std::iter::empty()).map_err(Failed::into_error);
                     observe(started);
                     (unsynced, last_sync) = synced(&result, unsynced, last_sync);
                     finish(durable_dones, &result);
@@ -159,7 +164,8 @@ fn writer_loop(
                 Err(e) => finish(dones, &Err(e)),
             }
         } else {
-            let result = commit_batch(&db, durable, works);
+            let (batch, result) = commit_isolating(&db, durable, batch);
+            let dones: Vec<(bool, Done)> = batch.into_iter().map(|j| (j.durable, j.done)).collect();
             if durable {
                 observe(started);
                 (unsynced, last_sync) = synced(&result, unsynced, last_sync);
@@ -170,7 +176,8 @@ fn writer_loop(
             // A periodic sync comes after the batch is answered: its jobs asked for no fsync,
             // so only the jobs that arrive meanwhile wait for it.
             if overdue && unsynced {
-                let result = commit_batch(&db, true, Vec::new());
+                let result =
+                    commit_batch(&db, true, std::iter::empty()).map_err(Failed::into_error);
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "periodic storage sync failed; retrying with the next batch");
                 }
@@ -181,7 +188,7 @@ fn writer_loop(
     // What was committed without fsync becomes durable before the file is let go.
     if unsynced
         && sync != Sync::OnRequest
-        && let Err(e) = commit_batch(&db, true, Vec::new())
+        && let Err(e) = commit_batch(&db, true, std::iter::empty()).map_err(Failed::into_error)
     {
         tracing::error!(error = %e, "final storage sync failed");
     }
@@ -213,16 +220,68 @@ fn finish(dones: Vec<(bool, Done)>, result: &io::Result<()>) {
     }
 }
 
-fn commit_batch(db: &Database, durable: bool, works: Vec<Work>) -> io::Result<()> {
-    let mut txn = db.begin_write().map_err(io_err)?;
+/// Why a transaction of jobs did not commit.
+enum Failed {
+    /// The work of the job at this position failed.
+    Job(usize, io::Error),
+    /// The transaction could not be begun or committed.
+    Commit(io::Error),
+}
+
+impl Failed {
+    fn into_error(self) -> io::Error {
+        match self {
+            Failed::Job(_, e) | Failed::Commit(e) => e,
+        }
+    }
+}
+
+/// Commits the work of `jobs` in one transaction. A job whose work fails is taken out and
+/// answered with its error, and the others run again in a fresh transaction. Returns the jobs
+/// still to answer and how their commit went.
+fn commit_isolating(
+    db: &Database,
+    durable: bool,
+    mut jobs: Vec<Job>,
+) -> (Vec<Job>, io::Result<()>) {
+    loop {
+        let result = commit_batch(db, durable, jobs.iter_mut().map(|j| &mut j.work));
+        match result {
+            Ok(()) => return (jobs, Ok(())),
+            Err(Failed::Commit(e)) => return (jobs, Err(e)),
+            Err(Failed::Job(i, e)) => {
+                let job = jobs.remove(i);
+                tracing::error!(error = %e, others = jobs.len(), "a storage job failed; the others of its batch run again without it");
+                (job.done)(Err(e));
+                if jobs.is_empty() {
+                    return (jobs, Ok(()));
+                }
+            }
+        }
+    }
+}
+
+fn commit_batch<'a>(
+    db: &Database,
+    durable: bool,
+    works: impl Iterator<Item = &'a mut Work>,
+) -> Result<(), Failed> {
+    let mut txn = db.begin_write().map_err(|e| Failed::Commit(io_err(e)))?;
     txn.set_durability(if durable {
         Durability::Immediate
     } else {
         Durability::None
     })
-    .map_err(|e| io::Error::other(e.to_string()))?;
-    for work in works {
-        work(&txn)?;
+    .map_err(|e| Failed::Commit(io::Error::other(e.to_string())))?;
+    for (i, work) in works.enumerate() {
+        if let Err(e) = work(&txn) {
+            // Dropping the transaction abandons it (redb rolls it back).
+            drop(txn);
+            return Err(Failed::Job(i, e));
+        }
     }
-    txn.commit().map_err(io_err)
+    txn.commit().map_err(|e| Failed::Commit(io_err(e)))
 }
+
+#[cfg(test)]
+mod tests;

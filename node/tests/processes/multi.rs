@@ -28,6 +28,7 @@ fn put(db: &str, id: &str, json: &str, if_version: Option<u64>) -> Call {
                     if_version,
                 })),
             }],
+            request_id: None,
         })),
     }
 }
@@ -94,6 +95,7 @@ async fn each_call_of_a_multi_is_answered_on_its_own() {
             call: Some(call::Call::Batch(BatchRequest {
                 database: "app".into(),
                 ops: vec![],
+                request_id: None,
             })),
         },
         Call { call: None },

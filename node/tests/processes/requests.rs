@@ -24,6 +24,7 @@ fn put(db: &str, coll: &str, id: &str, json: &str) -> PutRequest {
         id: id.into(),
         json: json.into(),
         if_version: None,
+        request_id: None,
     }
 }
 
@@ -97,6 +98,7 @@ async fn malformed_requests_get_clear_statuses_and_the_node_keeps_serving() {
         .batch(BatchRequest {
             database: "app".into(),
             ops: vec![],
+            request_id: None,
         })
         .await
         .expect_err("empty batch");

@@ -17,7 +17,7 @@ use flotilla_proto::v1::{
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::command::{Command, DataCommand, OpOutcome, Response as Applied, WriteOp};
+use crate::command::{Command, DataCommand, OpOutcome, WriteOp};
 use crate::error::{NodeError, NodeResult};
 use crate::host::{GroupHandle, Host, ReadConsistency};
 use crate::meta::DatabaseRecord;
@@ -32,6 +32,7 @@ pub const SHARD: &str = "x-flotilla-shard";
 /// Most calls one Multi request may carry.
 pub const MAX_MULTI_CALLS: usize = 1024;
 
+mod answer;
 mod multi;
 mod route;
 mod scan;
@@ -56,16 +57,6 @@ fn consistency(c: i32) -> ReadConsistency {
         Consistency::Lease => ReadConsistency::Lease,
         Consistency::Stale => ReadConsistency::Stale,
         Consistency::Linearizable | Consistency::Unspecified => ReadConsistency::Linearizable,
-    }
-}
-
-fn data_response(applied: Applied) -> NodeResult<Vec<OpOutcome>> {
-    match applied {
-        Applied::Data(Ok(outcomes)) => Ok(outcomes),
-        Applied::Data(Err(rejection)) => Err(NodeError::VersionMismatch(rejection.to_string())),
-        other => Err(NodeError::Internal(format!(
-            "unexpected response {other:?}"
-        ))),
     }
 }
 
@@ -132,6 +123,7 @@ impl DocumentsService {
         request: BatchRequest,
     ) -> Result<Response<BatchResponse>, Status> {
         let ops_for_pick = ops.clone();
+        let request_id = answer::request_id(request.request_id.as_ref());
         self.serve(
             request,
             hops,
@@ -140,13 +132,15 @@ impl DocumentsService {
             move |db| shard_of_batch(db, &ops_for_pick),
             move |host, group, route, _msg| {
                 Box::pin(async move {
-                    let (applied, revision) = host
-                        .write(&group, route.gid, Command::Data(DataCommand { ops }))
-                        .await?;
-                    let results = data_response(applied)?
-                        .into_iter()
-                        .map(batch_result)
-                        .collect();
+                    let cmd = DataCommand {
+                        ops,
+                        request: request_id,
+                    };
+                    let (applied, revision) =
+                        host.write(&group, route.gid, Command::Data(cmd)).await?;
+                    crate::crash_point::after_write(&host.config);
+                    let (outcomes, revision) = answer::single(applied, revision)?;
+                    let results = outcomes.into_iter().map(batch_result).collect();
                     Ok(BatchResponse {
                         results,
                         revision,
@@ -192,12 +186,14 @@ impl DocumentsService {
         &self,
         database: String,
         op: batch_op::Op,
+        request_id: Option<flotilla_proto::v1::RequestId>,
         hops: u32,
         shard: Option<usize>,
     ) -> Result<BatchResponse, Status> {
         let batch = BatchRequest {
             database: database.clone(),
             ops: vec![flotilla_proto::v1::BatchOp { op: Some(op) }],
+            request_id,
         };
         let ops = self.batch_ops(&batch)?;
         Ok(self
@@ -291,7 +287,9 @@ impl Documents for DocumentsService {
             json: msg.json,
             if_version: msg.if_version,
         });
-        let resp = self.write_one(msg.database, op, hops, shard).await?;
+        let resp = self
+            .write_one(msg.database, op, msg.request_id, hops, shard)
+            .await?;
         let version = resp.results.first().map(|r| r.version).unwrap_or(0);
         Ok(Response::new(PutResponse {
             version,
@@ -311,7 +309,9 @@ impl Documents for DocumentsService {
             id: msg.id,
             if_version: msg.if_version,
         });
-        let resp = self.write_one(msg.database, op, hops, shard).await?;
+        let resp = self
+            .write_one(msg.database, op, msg.request_id, hops, shard)
+            .await?;
         Ok(Response::new(DeleteResponse {
             deleted: resp.results.first().is_some_and(|r| r.deleted),
             revision: resp.revision,

@@ -19,8 +19,9 @@ use flotilla_proto::v1::{
 use prost::Message;
 use tonic::Status;
 
+use super::answer;
 use super::{BoxFut, DocumentsService, batch_result, consistency, read_document, shard_of_batch};
-use crate::command::{Command, DataCommand, Response as Applied, WriteOp};
+use crate::command::{Command, DataCommand, WriteOp};
 use crate::error::NodeError;
 use crate::grpc::status::call_error;
 use crate::host::GroupHandle;
@@ -249,7 +250,8 @@ impl DocumentsService {
                 _ => 0,
             })
             .sum();
-        Some((gid, shard, group, DataCommand { ops }, bytes))
+        let request = answer::request_id(batch.request_id.as_ref());
+        Some((gid, shard, group, DataCommand { ops, request }, bytes))
     }
 
     /// Splits writes into runs that each stay within the limits of one batch.
@@ -286,30 +288,27 @@ impl DocumentsService {
     ) -> Vec<(usize, CallResult)> {
         let cmds = writes.iter().map(|w| w.cmd.clone()).collect();
         let proposed = self.host.write(&group, gid, Command::DataMany(cmds)).await;
-        match proposed {
-            Ok((Applied::DataMany(outcomes), revision)) if outcomes.len() == writes.len() => writes
+        crate::crash_point::after_write(&self.host.config);
+        let answers =
+            proposed.and_then(|(applied, revision)| answer::many(applied, revision, writes.len()));
+        match answers {
+            Ok(answers) => writes
                 .iter()
-                .zip(outcomes)
-                .map(|(w, outcome)| {
-                    let result = match outcome {
-                        Ok(ops) => CallResult {
+                .zip(answers)
+                .map(|(w, answer)| {
+                    let result = match answer {
+                        Ok((ops, revision)) => CallResult {
                             result: Some(call_result::Result::Batch(BatchResponse {
                                 results: ops.into_iter().map(batch_result).collect(),
                                 revision,
                                 shard: shard as u32,
                             })),
                         },
-                        Err(rejection) => {
-                            error(&NodeError::VersionMismatch(rejection.to_string()).into())
-                        }
+                        Err(e) => error(&e.into()),
                     };
                     (w.index, result)
                 })
                 .collect(),
-            Ok((other, _)) => {
-                let status = Status::internal(format!("unexpected response {other:?}"));
-                writes.iter().map(|w| (w.index, error(&status))).collect()
-            }
             // Refused before it was proposed (the leadership moved): each write goes on its
             // own, to the new leader.
             Err(NodeError::NotLeader { .. }) => {
@@ -334,6 +333,7 @@ impl Write {
         let batch = BatchRequest {
             database: self.database,
             ops,
+            request_id: answer::request_id_proto(self.cmd.request),
         };
         (self.index, batch_call(batch))
     }

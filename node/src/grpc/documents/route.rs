@@ -147,6 +147,8 @@ impl DocumentsService {
             ));
         }
         let mut last = Status::unavailable("no leader known for this shard");
+        // A write lost on the way to an earlier target (it may have applied there).
+        let mut lost: Option<String> = None;
         for addr in targets {
             if addr == self.host.addr.peer_addr {
                 continue;
@@ -162,10 +164,16 @@ impl DocumentsService {
                 Ok(r) => return Ok(r),
                 Err(s) if is_unreachable(&s) => last = s,
                 Err(s) if is_lost_in_flight(&s) && T::WRITES => {
-                    return Err(Status::aborted(format!(
+                    let why = format!(
                         "outcome unknown: the connection to {addr} was lost: {}",
                         s.message()
-                    )));
+                    );
+                    // A write that names its request may go to the next target: a shard
+                    // that applied it already answers with the first outcome.
+                    if !msg.may_repeat() {
+                        return Err(Status::aborted(why));
+                    }
+                    lost = Some(why);
                 }
                 Err(s) if is_lost_in_flight(&s) => {
                     last = Status::unavailable(format!(
@@ -173,9 +181,17 @@ impl DocumentsService {
                         s.message()
                     ));
                 }
+                // A later target that cannot serve the write says nothing of the attempt
+                // lost before: its outcome stays unknown.
+                Err(s) if s.code() == tonic::Code::Unavailable && lost.is_some() => last = s,
                 Err(s) => return Err(s),
             }
         }
-        Err(last)
+        // Nobody answered after the write may have applied: its outcome is unknown (the
+        // client may repeat it, under the same request id).
+        match lost {
+            Some(why) => Err(Status::aborted(why)),
+            None => Err(last),
+        }
     }
 }

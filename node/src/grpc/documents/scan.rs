@@ -3,12 +3,13 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use flotilla_proto::v1::{Document, EventType, ListRequest, ListResponse, WatchEvent};
+use flotilla_proto::v1::{Document, ErrorReason, EventType, ListRequest, ListResponse, WatchEvent};
+use flotilla_proto::with_first_revision;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::{DocumentsService, consistency};
-use crate::error::{NodeError, NodeResult};
+use crate::error::{NodeError, NodeResult, Refusal};
 use crate::host::GroupHandle;
 use crate::validate;
 
@@ -79,7 +80,7 @@ impl DocumentsService {
         tokio::spawn(async move {
             let state = group.sm.state().clone();
             let mut applied = state.subscribe();
-            let mut next = if from_revision == 0 {
+            let mut next: u64 = if from_revision == 0 {
                 state.applied_index() + 1
             } else {
                 from_revision
@@ -92,15 +93,13 @@ impl DocumentsService {
                         return;
                     }
                 };
-                if next < floor && from_revision != 0 {
-                    let _ = tx
-                        .send(Err(Status::out_of_range(format!(
-                            "revision {next} of shard {shard} was compacted; the oldest kept is {floor}"
-                        ))))
-                        .await;
+                // Changes this watch has not delivered are gone (pruned, or replaced by a
+                // snapshot install): say so, never skip them silently. That holds for a watch
+                // from revision 0 too, once it started.
+                if next < floor {
+                    let _ = tx.send(Err(compacted(shard, next, floor))).await;
                     return;
                 }
-                next = next.max(floor);
                 let empty = batch.is_empty();
                 for (revision, events) in batch {
                     for ev in events {
@@ -139,6 +138,16 @@ impl DocumentsService {
         });
         ReceiverStream::new(rx)
     }
+}
+
+/// The answer to a watch that needs revision `next` of `shard`, older than the oldest kept.
+fn compacted(shard: usize, next: u64, floor: u64) -> Status {
+    let refused = NodeError::refused(
+        Refusal::OutOfRange,
+        ErrorReason::RevisionCompacted,
+        format!("revision {next} of shard {shard} was compacted; the oldest kept is {floor}"),
+    );
+    with_first_revision(Status::from(refused), floor)
 }
 
 fn decode_token(token: &str) -> NodeResult<String> {
