@@ -27,11 +27,12 @@ use flotilla_kubefake::FakeApiServer;
 use flotilla_operator::admin::grpc::GrpcAdmin;
 use flotilla_operator::controllers::{self, Context};
 use flotilla_operator::crd::{Cluster, DatabaseGroup};
+use flotilla_operator::desired::INITIAL_CLUSTER_STATE_KEY;
 use flotilla_operator::leader::Election;
 use flotilla_operator::metrics::Metrics;
 use flotilla_testkit::{progress, repo_root, wait};
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -669,6 +670,10 @@ async fn a_cluster_and_a_database_group_come_alive_heal_scale_and_go() {
         acknowledged.len()
     ));
 
+    drift_is_reverted(&harness).await;
+    a_lost_status_restarts_and_shrinks_nothing(&harness, &database, &mut acknowledged).await;
+    check_all_readable(&database, &acknowledged).await;
+
     progress("deleting the DatabaseGroup with deletionPolicy Delete");
     harness.apply_group("Delete").await;
     // Only a group whose database is dropped on deletion carries the finalizer; the operator
@@ -727,4 +732,103 @@ async fn a_cluster_and_a_database_group_come_alive_heal_scale_and_go() {
     if let Some(kubelet) = harness.kubelet.take() {
         kubelet.stop().await;
     }
+}
+
+/// A hand edit of a child (here the bootstrap setting in the ConfigMap, `kubectl edit`) is
+/// undone by the next pass, with an Event saying what was reverted.
+async fn drift_is_reverted(harness: &Harness) {
+    progress("editing the cluster's ConfigMap by hand (initial-cluster-state: new)");
+    let cluster = harness.clusters().get(CLUSTER).await.expect("the Cluster");
+    let name = cluster.configmap_name().expect("the ConfigMap's name");
+    let configmaps = Api::<ConfigMap>::namespaced(harness.client.clone(), NAMESPACE);
+    let edit = json!({"data": {INITIAL_CLUSTER_STATE_KEY: "new"}});
+    configmaps
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("ConfigMap edited");
+    wait::until_async(
+        "the operator to revert the hand edit, with an Event",
+        STEP_TIMEOUT,
+        POLL,
+        || async {
+            let live = configmaps.get(&name).await.map_err(|e| e.to_string())?;
+            let value = live
+                .data
+                .as_ref()
+                .and_then(|d| d.get(INITIAL_CLUSTER_STATE_KEY))
+                .cloned();
+            let events = harness.cluster_events().await;
+            let told = events
+                .iter()
+                .any(|e| e.contains(&format!("reverted hand edits of ConfigMap {name}")));
+            match (value.as_deref(), told) {
+                (Some("existing"), true) => Ok(Some(())),
+                _ => Err(format!(
+                    "{INITIAL_CLUSTER_STATE_KEY} is {value:?}; events {events:?}"
+                )),
+            }
+        },
+    )
+    .await
+    .expect("drift reverted");
+}
+
+/// The Cluster's status is lost (as after a restore without status): the operator finds the
+/// cluster bootstrapped from what it sees, restarts no pod, never shrinks the StatefulSet,
+/// and writes the same cluster id back.
+async fn a_lost_status_restarts_and_shrinks_nothing(
+    harness: &Harness,
+    database: &Client,
+    acknowledged: &mut BTreeMap<String, String>,
+) {
+    let before = harness.clusters().get(CLUSTER).await.expect("the Cluster");
+    let cluster_id = before.status.as_ref().and_then(|s| s.cluster_id.clone());
+    assert!(cluster_id.is_some(), "a running cluster has an id");
+    let pods = Api::<Pod>::namespaced(harness.client.clone(), NAMESPACE);
+    let uids = |list: Vec<Pod>| -> BTreeMap<String, String> {
+        list.into_iter()
+            .filter_map(|p| Some((p.name_any(), p.metadata.uid?)))
+            .collect()
+    };
+    let uids_before = uids(pods.list(&ListParams::default()).await.expect("pods").items);
+    progress("wiping the Cluster's status");
+    harness
+        .clusters()
+        .patch_status(
+            CLUSTER,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": null})),
+        )
+        .await
+        .expect("status wiped");
+    wait::until_async(
+        "the Cluster to be Ready again with its own cluster id",
+        START_TIMEOUT,
+        POLL,
+        || async {
+            // Never, at any moment, a smaller StatefulSet.
+            let replicas = harness.statefulset_replicas().await;
+            assert_eq!(
+                replicas, 3,
+                "the StatefulSet shrank after the status was lost"
+            );
+            let cluster = harness
+                .clusters()
+                .get(CLUSTER)
+                .await
+                .map_err(|e| e.to_string())?;
+            ready(&cluster)?;
+            let id = cluster.status.as_ref().and_then(|s| s.cluster_id.clone());
+            if id == cluster_id {
+                Ok(Some(()))
+            } else {
+                Err(format!("cluster id {id:?}, was {cluster_id:?}"))
+            }
+        },
+    )
+    .await
+    .expect("status restored");
+    let uids_after = uids(pods.list(&ListParams::default()).await.expect("pods").items);
+    assert_eq!(uids_before, uids_after, "no pod was restarted or replaced");
+    write(database, acknowledged, 80..90).await;
 }
