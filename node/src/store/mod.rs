@@ -13,7 +13,9 @@
 //! page the applies since the last one dirtied across the documents of all groups.
 
 mod documents;
+pub mod indexes;
 mod log_store;
+mod query;
 mod state_machine;
 mod tables;
 mod writer;
@@ -31,6 +33,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use documents::{ChangeEvent, StoredDoc};
 pub use log_store::LogStore;
+pub use query::ShardAnswer;
 pub use state_machine::{GroupState, StateMachine, check_snapshot};
 use writer::Sync;
 pub use writer::Writer;
@@ -104,6 +107,8 @@ pub struct Storage {
     writer_threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     node_id: NodeId,
     fresh: bool,
+    /// Background builds of secondary indexes.
+    index_builds: Arc<indexes::Builds>,
 }
 
 impl Drop for Storage {
@@ -178,6 +183,7 @@ impl Storage {
             writer_threads: std::sync::Mutex::new(vec![log_thread, state_thread]),
             node_id,
             fresh,
+            index_builds: Arc::default(),
         }))
     }
 
@@ -206,6 +212,11 @@ impl Storage {
 
     pub fn state_writer(&self) -> &Writer {
         &self.state_writer
+    }
+
+    /// Starts (or nudges) the background build of `gid`'s indexes still building.
+    pub(crate) fn kick_index_build(&self, gid: GroupId) {
+        self.index_builds.kick(&self.state_writer, gid);
     }
 
     /// Group ids that have any Raft state stored on this node.
@@ -241,3 +252,6 @@ impl Storage {
             .await
     }
 }
+
+#[cfg(test)]
+mod index_tests;

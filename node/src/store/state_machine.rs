@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::documents::{self, ChangeEvent, StoredDoc};
+use super::indexes::{self, SnapshotIndex};
 use super::tables::{KEY_APPLIED, KEY_MEMBERSHIP, KEY_META, SM_STATE, SNAPSHOTS};
 use super::{Storage, StoreError, io_err};
 use crate::codec::{decode, encode};
@@ -88,6 +89,8 @@ impl GroupState {
 struct SnapshotBody {
     docs: Vec<(String, String, StoredDoc)>,
     meta: Option<MetaState>,
+    /// Index definitions (their entries are built again from `docs` on install).
+    indexes: Vec<SnapshotIndex>,
 }
 
 /// Checks that `data` is a snapshot body of group `gid` (it decodes, and carries the meta state
@@ -138,6 +141,12 @@ impl StateMachine {
             None
         };
         let index = applied.as_ref().map(|l| l.index).unwrap_or(0);
+        drop(sm);
+        drop(txn);
+        if gid != META_GROUP {
+            // Resume the builds a restart interrupted.
+            storage.kick_index_build(gid);
+        }
         let (applied_tx, _) = watch::channel(index);
         let state = Arc::new(GroupState {
             gid,
@@ -155,6 +164,14 @@ impl StateMachine {
 
     pub fn state(&self) -> &Arc<GroupState> {
         &self.state
+    }
+
+    pub(crate) fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    pub(crate) fn gid(&self) -> GroupId {
+        self.gid
     }
 
     pub fn get(&self, collection: &str, id: &str) -> io::Result<Option<StoredDoc>> {
@@ -212,14 +229,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 Some(v) => Some(decode(v.value())?),
                 None => None,
             };
-            let docs = if gid == META_GROUP {
-                vec![]
+            let (docs, indexes) = if gid == META_GROUP {
+                (vec![], vec![])
             } else {
-                documents::all_docs(&txn, gid)?
+                (
+                    documents::all_docs(&txn, gid)?,
+                    indexes::snapshot_defs(&txn, gid)?,
+                )
             };
             let body = SnapshotBody {
                 docs,
                 meta: meta_state,
+                indexes,
             };
             (
                 SnapshotMeta {
@@ -286,6 +307,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 _ => 0,
             })
             .sum();
+        let index_changed = batch
+            .iter()
+            .any(|(e, _)| matches!(e.payload, EntryPayload::Normal(Command::Index(_))));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let work = move |txn: &WriteTransaction| -> io::Result<()> {
             let mut responses = Vec::with_capacity(batch.len());
@@ -298,6 +322,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Normal(Command::DataMany(cmds)) => {
                         Response::DataMany(documents::apply_many(txn, gid, index, cmds)?)
+                    }
+                    EntryPayload::Normal(Command::Index(cmd)) => {
+                        Response::Index(indexes::apply_command(txn, gid, index, cmd)?)
                     }
                     EntryPayload::Normal(Command::Meta(cmd)) => match meta.as_mut() {
                         Some(m) => Response::Meta(m.apply(cmd)),
@@ -333,6 +360,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .map_err(|_| io::Error::other("apply produced no result"))?;
         if let Some(m) = meta {
             self.state.set_meta(m);
+        }
+        if index_changed {
+            self.storage.kick_index_build(gid);
         }
         self.state.set_applied(applied, membership);
         self.state
@@ -370,6 +400,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .state_writer()
             .run(true, move |txn| {
                 documents::replace_all(txn, gid, &body.docs, floor)?;
+                indexes::replace_all(txn, gid, &body.indexes)?;
                 if let Some(a) = &a {
                     put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
                 }
@@ -384,6 +415,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await?;
         if let Some(ms) = meta_state {
             self.state.set_meta(ms);
+        }
+        if gid != META_GROUP {
+            self.storage.kick_index_build(gid);
         }
         self.state.set_applied(applied, membership);
         tracing::info!(group = gid, last = ?meta.last_log_id, "snapshot installed");
