@@ -46,6 +46,7 @@ use crate::types::{
 };
 
 mod admin;
+pub mod query;
 
 /// Largest response the client accepts (a page of documents can be large).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -209,6 +210,7 @@ impl Client {
             collection: collection.to_string(),
             id: id.to_string(),
             consistency: consistency.to_proto() as i32,
+            shard_key: String::new(),
         };
         let r = if self.inner.options.coalesce_calls {
             match self
@@ -254,6 +256,7 @@ impl Client {
             collection: collection.to_string(),
             id: id.to_string(),
             if_version,
+            shard_key: String::new(),
         };
         let r = self
             .call(Kind::Write, |ch, timeout| {

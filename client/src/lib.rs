@@ -26,8 +26,12 @@ pub mod error;
 pub mod options;
 pub mod types;
 
+pub use client::query::{
+    CollectionInfo, IndexInfo, QueryBuilder, QueryExplain, QueryPage, ShardExplain,
+};
 pub use client::{Client, DatabaseOptions, DatabaseUpdate, ListOptions, WatchStream};
 pub use error::{Error, Result};
+pub use flotilla_query::{Field, Predicate};
 pub use options::{ClientOptions, ClientTls};
 pub use types::{
     BatchOp, BatchOutcome, BatchResult, ChangeKind, ClusterEvent, ClusterStatus, Consistency,

@@ -7,6 +7,7 @@
 //!
 //! Every type an API carries is `serde`-serializable (a predicate as its selector form).
 
+pub mod builder;
 pub mod error;
 pub mod exec;
 pub mod order;
@@ -16,6 +17,7 @@ pub mod predicate;
 pub mod selector;
 pub mod text;
 
+pub use builder::Field;
 pub use error::{Position, QueryError, Reason};
 pub use exec::{
     Candidate, Cursor, Hit, Merged, OrderKey, PageLimits, Query, ShardPage, SortKey, merge,
