@@ -14,5 +14,6 @@ mod multi;
 mod node_processes;
 mod placement;
 mod protocol;
+mod queries;
 mod requests;
 mod security;
