@@ -8,7 +8,9 @@ use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
+        "proto/common.proto",
         "proto/documents.proto",
+        "proto/query.proto",
         "proto/errors.proto",
         "proto/admin.proto",
         "proto/peer.proto",

@@ -2,6 +2,7 @@
 //! client library. Output is an aligned table (`-o table`, the default) or one JSON object per
 //! result and line (`-o json`). Errors are one line on stderr and an exit code per kind.
 
+mod query;
 mod render;
 mod table;
 
@@ -101,6 +102,12 @@ enum Command {
     /// Documents.
     #[command(subcommand)]
     Doc(DocCommand),
+    /// Secondary indexes of collections.
+    #[command(subcommand)]
+    Index(query::IndexCommand),
+    /// Collections (shard keys).
+    #[command(subcommand)]
+    Collection(query::CollectionCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -285,6 +292,8 @@ enum DocCommand {
         #[arg(long, default_value = "linearizable")]
         consistency: Consistency,
     },
+    /// Query a collection: `--where '/total > 1000 and /status = "open"'`.
+    Query(query::QueryArgs),
     /// Stream the changes of a database until interrupted.
     Watch {
         /// The database.
@@ -384,6 +393,8 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Cluster(c) => cluster(&client, c, out).await,
         Command::Db(c) => db(&client, c, out).await,
         Command::Doc(c) => doc(&client, c, out).await,
+        Command::Index(c) => query::index(&client, c, out).await,
+        Command::Collection(c) => query::collection(&client, c, out).await,
     }
 }
 
@@ -668,6 +679,7 @@ async fn doc(client: &Client, command: DocCommand, out: Output) -> Result<()> {
             collection,
             from_revision,
         } => watch(client, &database, collection.as_deref(), from_revision, out).await,
+        DocCommand::Query(a) => query::query(client, a, out).await,
     }
 }
 

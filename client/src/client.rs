@@ -48,6 +48,7 @@ use crate::types::{
 };
 
 mod admin;
+pub mod query;
 
 /// Largest response the client accepts (a page of documents can be large).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -218,6 +219,7 @@ impl Client {
             collection: collection.to_string(),
             id: id.to_string(),
             consistency: consistency.to_proto() as i32,
+            shard_key: String::new(),
         };
         let r = if self.inner.options.coalesce_calls {
             match self
@@ -264,6 +266,7 @@ impl Client {
             id: id.to_string(),
             if_version,
             request_id: Some(self.inner.request_ids.next()),
+            shard_key: String::new(),
         };
         let r = self
             .call(Kind::Write, |ch, timeout| {

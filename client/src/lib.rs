@@ -27,8 +27,12 @@ pub mod options;
 mod request_id;
 pub mod types;
 
+pub use client::query::{
+    CollectionInfo, IndexInfo, QueryBuilder, QueryExplain, QueryPage, ShardExplain,
+};
 pub use client::{Client, DatabaseOptions, DatabaseUpdate, ListOptions, WatchStream};
 pub use error::{Error, Result};
+pub use flotilla_query::{Field, Predicate};
 pub use options::{ClientOptions, ClientTls};
 pub use types::{
     BatchOp, BatchOutcome, BatchResult, ChangeKind, ClusterEvent, ClusterStatus, Consistency,

@@ -194,6 +194,7 @@ impl BatchOp {
                 collection: collection.clone(),
                 id: id.clone(),
                 if_version: *if_version,
+                shard_key: String::new(),
             }),
         };
         pb::BatchOp { op: Some(op) }

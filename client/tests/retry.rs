@@ -153,12 +153,13 @@ async fn an_unavailable_node_is_left_for_the_next_endpoint() {
 }
 
 #[tokio::test]
-async fn a_write_that_times_out_is_reported_as_outcome_unknown_and_not_retried() {
+async fn without_uncertain_write_retries_a_write_that_times_out_is_outcome_unknown() {
     let slow = FakeNode::start(Fake::new()).await;
     slow.fake.script([Step::Delay(Duration::from_secs(2))]);
     let fast = FakeNode::start(Fake::new()).await;
     let options = ClientOptions {
         request_timeout: Duration::from_millis(200),
+        retry_uncertain_writes: false,
         ..fast_options()
     };
     let c = client(&[&slow.addr, &fast.addr], options);
@@ -169,9 +170,14 @@ async fn a_write_that_times_out_is_reported_as_outcome_unknown_and_not_retried()
 }
 
 #[tokio::test]
-async fn a_deadline_exceeded_write_is_outcome_unknown_but_a_read_is_retried() {
+async fn without_uncertain_write_retries_a_deadline_exceeded_write_is_outcome_unknown_but_a_read_is_retried()
+ {
     let node = FakeNode::start(Fake::new()).await;
-    let c = client(&[&node.addr], fast_options());
+    let options = ClientOptions {
+        retry_uncertain_writes: false,
+        ..fast_options()
+    };
+    let c = client(&[&node.addr], options);
     node.fake
         .script([Step::Fail(Code::DeadlineExceeded, "commit timed out")]);
     let err = c.delete("t", "users", "a", None).await.unwrap_err();
@@ -558,4 +564,20 @@ async fn callers_answered_together_call_again_together() {
         multis <= ROUNDS + 3,
         "{multis} multi requests for {CALLERS} callers of {ROUNDS} calls each"
     );
+}
+
+#[tokio::test]
+async fn by_default_a_write_that_times_out_is_sent_again_to_another_node() {
+    let slow = FakeNode::start(Fake::new()).await;
+    slow.fake.script([Step::Delay(Duration::from_secs(2))]);
+    let fast = FakeNode::start(Fake::new()).await;
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(200),
+        ..fast_options()
+    };
+    let c = client(&[&slow.addr, &fast.addr], options);
+    let put = c.put("t", "users", "a", "{}", None).await;
+    assert!(put.is_ok(), "retried on the other node: {put:?}");
+    assert_eq!(slow.fake.count("put"), 1);
+    assert_eq!(fast.fake.count("put"), 1);
 }

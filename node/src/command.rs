@@ -17,7 +17,11 @@ pub enum Command {
     /// on one shard): each applies or is rejected on its own, in order, and all that apply share
     /// the entry's revision.
     DataMany(Vec<DataCommand>),
+    /// A change to the shard's secondary indexes (see `store::indexes`).
+    Index(IndexCommand),
 }
+
+pub use crate::store::indexes::{IndexCommand, IndexOutcome};
 
 /// An atomic batch of document writes on one shard.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -70,7 +74,7 @@ impl Command {
     /// Bytes of document bodies the command writes.
     pub fn body_bytes(&self) -> usize {
         match self {
-            Command::Meta(_) => 0,
+            Command::Meta(_) | Command::Index(_) => 0,
             Command::Data(d) => d.body_bytes(),
             Command::DataMany(b) => b.iter().map(DataCommand::body_bytes).sum(),
         }
@@ -96,6 +100,7 @@ impl fmt::Display for Command {
             Command::Meta(m) => write!(f, "meta:{m:?}"),
             Command::Data(d) => write!(f, "data:{} ops", d.ops.len()),
             Command::DataMany(b) => write!(f, "data:{} batches", b.len()),
+            Command::Index(i) => write!(f, "index:{i:?}"),
         }
     }
 }
@@ -113,6 +118,7 @@ pub enum Response {
     /// per batch, in order, the revision it applied at (an earlier entry's for a repeat) and
     /// its outcome then.
     Repeated(Vec<(u64, Result<Vec<OpOutcome>, Rejection>)>),
+    Index(IndexOutcome),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

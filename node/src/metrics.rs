@@ -374,6 +374,7 @@ mod tests {
                 replace_after_ms: None,
                 placement: Default::default(),
                 auto_rebalance: false,
+                collections: Default::default(),
             },
         );
         let metrics = Metrics::new();

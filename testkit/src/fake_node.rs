@@ -180,6 +180,7 @@ impl Fake {
                         id: d.id,
                         if_version: d.if_version,
                         request_id: b.request_id,
+                        shard_key: d.shard_key,
                     }))
                     .await?
                     .into_inner();
@@ -381,6 +382,64 @@ impl Documents for Fake {
 
     /// Each call as the single call it stands for: a batch of one put is a put, of one delete
     /// a delete (that is how the client sends those).
+    // Queries, collections and indexes are not faked: the client's tests of them run against
+    // real nodes.
+    async fn query(
+        &self,
+        _: Request<pb::QueryRequest>,
+    ) -> Result<Response<pb::QueryResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no queries"))
+    }
+
+    async fn create_collection(
+        &self,
+        _: Request<pb::CreateCollectionRequest>,
+    ) -> Result<Response<pb::CreateCollectionResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no collections"))
+    }
+
+    async fn list_collections(
+        &self,
+        _: Request<pb::ListCollectionsRequest>,
+    ) -> Result<Response<pb::ListCollectionsResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no collections"))
+    }
+
+    async fn create_index(
+        &self,
+        _: Request<pb::CreateIndexRequest>,
+    ) -> Result<Response<pb::CreateIndexResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no indexes"))
+    }
+
+    async fn drop_index(
+        &self,
+        _: Request<pb::DropIndexRequest>,
+    ) -> Result<Response<pb::DropIndexResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no indexes"))
+    }
+
+    async fn list_indexes(
+        &self,
+        _: Request<pb::ListIndexesRequest>,
+    ) -> Result<Response<pb::ListIndexesResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no indexes"))
+    }
+
+    async fn query_shard(
+        &self,
+        _: Request<pb::QueryShardRequest>,
+    ) -> Result<Response<pb::QueryShardResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no queries"))
+    }
+
+    async fn shard_indexes(
+        &self,
+        _: Request<pb::ShardIndexesRequest>,
+    ) -> Result<Response<pb::ShardIndexesResponse>, Status> {
+        Err(Status::unimplemented("the fake node has no indexes"))
+    }
+
     async fn multi(
         &self,
         request: Request<pb::MultiRequest>,

@@ -47,6 +47,8 @@ fn meta(e: &MetaError) -> (Code, ErrorReason) {
         MetaError::DatabaseNotFound(_) => (Code::NotFound, ErrorReason::DatabaseNotFound),
         MetaError::GroupNotFound(_) => (Code::NotFound, ErrorReason::ShardNotFound),
         MetaError::NotMetaGroup => (Code::Internal, ErrorReason::Unspecified),
+        MetaError::ShardKeyFixed { .. } => (Code::FailedPrecondition, ErrorReason::ShardKeyFixed),
+        MetaError::InvalidIndex(_) => (Code::InvalidArgument, ErrorReason::InvalidIndex),
     }
 }
 

@@ -51,6 +51,24 @@ pub enum MetaCommand {
     RequestRebalance {
         requested: bool,
     },
+    /// Declares a collection (with a shard key, fixed once set).
+    CreateCollection {
+        database: String,
+        collection: String,
+        shard_key: Option<String>,
+    },
+    /// Records a secondary index of a collection (each shard then creates it).
+    CreateIndex {
+        database: String,
+        collection: String,
+        name: String,
+        paths: Vec<String>,
+    },
+    DropIndex {
+        database: String,
+        collection: String,
+        name: String,
+    },
     /// Adds a replica to a shard's record (as Promotable) or changes its state.
     SetReplicaState {
         group: GroupId,
@@ -75,5 +93,7 @@ pub enum MetaCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetaOutcome {
     Done,
+    /// The command asked for what was already so.
+    Unchanged,
     DatabaseCreated(DatabaseRecord),
 }

@@ -1,6 +1,7 @@
 //! The meta group's state: node registry and database records, and how meta commands change it.
 //! Applying is deterministic and does no I/O, so every replica computes the same state.
 
+pub mod collections;
 pub mod commands;
 pub mod placement;
 mod stored;
@@ -29,6 +30,11 @@ pub enum MetaError {
     DatabaseNotFound(String),
     #[error("raft group {0} belongs to no database")]
     GroupNotFound(GroupId),
+    /// A collection's shard key is fixed once declared.
+    #[error("collection {collection} is placed by {current} already; a shard key cannot change")]
+    ShardKeyFixed { collection: String, current: String },
+    #[error("invalid index: {0}")]
+    InvalidIndex(String),
     /// A meta command reached a data group (a bug of the sender).
     #[error("meta command sent to a data group")]
     NotMetaGroup,
@@ -49,6 +55,9 @@ pub struct DatabaseRecord {
     pub placement: BTreeMap<String, String>,
     /// Move replicas on their own so nodes hold replica counts within one of each other.
     pub auto_rebalance: bool,
+    /// Declared collections (shard key, indexes); a collection not listed is placed by id.
+    #[serde(default)]
+    pub collections: BTreeMap<String, collections::CollectionRecord>,
 }
 
 pub use flotilla_model::{ReplicaMove, ReplicaState};
@@ -216,6 +225,22 @@ impl MetaState {
                 }
                 Ok(MetaOutcome::Done)
             }
+            MetaCommand::CreateCollection {
+                database,
+                collection,
+                shard_key,
+            } => self.create_collection(database, collection, shard_key),
+            MetaCommand::CreateIndex {
+                database,
+                collection,
+                name,
+                paths,
+            } => self.create_index(database, collection, name, paths),
+            MetaCommand::DropIndex {
+                database,
+                collection,
+                name,
+            } => self.drop_index(database, collection, name),
             MetaCommand::AssignLabels { id, labels } => {
                 if !self.nodes.contains_key(id) {
                     return Err(MetaError::NodeNotMember(*id));

@@ -65,6 +65,7 @@ fn create_database_assigns_distinct_group_ids_and_refuses_duplicates() {
         replace_after_ms: None,
         placement: BTreeMap::new(),
         auto_rebalance: false,
+        collections: Default::default(),
     };
     let out = st
         .apply(&MetaCommand::CreateDatabase {
@@ -118,6 +119,7 @@ fn replica_transitions_are_recorded_as_events() {
         replace_after_ms: Some(1000),
         placement: BTreeMap::new(),
         auto_rebalance: false,
+        collections: Default::default(),
     };
     st.apply(&MetaCommand::CreateDatabase { record: rec })
         .unwrap();
@@ -170,6 +172,7 @@ fn shard_of_is_stable_and_in_range() {
         replace_after_ms: None,
         placement: BTreeMap::new(),
         auto_rebalance: false,
+        collections: Default::default(),
     };
     for i in 0..100 {
         let id = format!("doc-{i}");

@@ -132,6 +132,7 @@ mod tests {
                 replace_after_ms: None,
                 placement: BTreeMap::from([("zone".into(), "b".into())]),
                 auto_rebalance: true,
+                collections: Default::default(),
             },
         );
         st.rebalance_requested = true;

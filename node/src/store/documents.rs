@@ -70,16 +70,22 @@ pub(crate) fn apply_many(
             Err(rejection) => results.push(Err(rejection)),
         }
     }
+    let indexes = super::indexes::Maintainer::open(txn, gid)?;
     for ((collection, id), doc) in applied {
-        match doc {
-            Some(doc) => {
-                docs.insert((gid, collection, id), encode(&doc)?.as_slice())
-                    .map_err(io_err)?;
-            }
-            None => {
-                docs.remove((gid, collection, id)).map_err(io_err)?;
-            }
-        }
+        let old = match &doc {
+            Some(doc) => docs
+                .insert((gid, collection, id), encode(doc)?.as_slice())
+                .map_err(io_err)?,
+            None => docs.remove((gid, collection, id)).map_err(io_err)?,
+        };
+        indexes.on_write(
+            txn,
+            gid,
+            collection,
+            id,
+            old.as_ref().map(|v| v.value()),
+            doc.as_ref(),
+        )?;
     }
     if !events.is_empty() {
         let mut changes = txn.open_table(CHANGES).map_err(io_err)?;

@@ -15,8 +15,10 @@
 mod dedup;
 mod documents;
 pub mod faults;
+pub mod indexes;
 mod log_store;
 pub mod power_loss;
+mod query;
 mod state_machine;
 mod tables;
 mod writer;
@@ -34,6 +36,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use documents::{ChangeEvent, StoredDoc};
 pub use log_store::LogStore;
+pub use query::ShardAnswer;
 pub use state_machine::{GroupState, StateMachine, check_snapshot};
 use writer::Sync;
 pub use writer::Writer;
@@ -109,6 +112,8 @@ pub struct Storage {
     fresh: bool,
     /// Faults injected by tests (see `faults`); none unless enabled.
     test_faults: faults::TestFaults,
+    /// Background builds of secondary indexes.
+    index_builds: Arc<indexes::Builds>,
 }
 
 impl Drop for Storage {
@@ -210,6 +215,7 @@ impl Storage {
             node_id,
             fresh,
             test_faults: faults::TestFaults::default(),
+            index_builds: Arc::default(),
         }))
     }
 
@@ -245,6 +251,11 @@ impl Storage {
         &self.state_writer
     }
 
+    /// Starts (or nudges) the background build of `gid`'s indexes still building.
+    pub(crate) fn kick_index_build(&self, gid: GroupId) {
+        self.index_builds.kick(&self.state_writer, gid);
+    }
+
     /// Group ids that have any Raft state stored on this node.
     pub fn stored_groups(&self) -> Result<Vec<GroupId>, StoreError> {
         let txn = self.log.begin_read()?;
@@ -278,3 +289,6 @@ impl Storage {
             .await
     }
 }
+
+#[cfg(test)]
+mod index_tests;

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use super::dedup::{self, Requests};
 use super::documents::{self, ChangeEvent, StoredDoc};
+use super::indexes::{self, SnapshotIndex};
 use super::tables::{KEY_APPLIED, KEY_MEMBERSHIP, KEY_META, SM_STATE, SNAPSHOTS};
 use super::{Storage, StoreError, io_err};
 use crate::codec::{decode, encode};
@@ -91,6 +92,8 @@ struct SnapshotBody {
     meta: Option<MetaState>,
     /// The request ids the group remembers (exactly-once writes).
     requests: Requests,
+    /// Index definitions (their entries are built again from `docs` on install).
+    indexes: Vec<SnapshotIndex>,
 }
 
 /// Checks that `data` is a snapshot body of group `gid` (it decodes, and carries the meta state
@@ -141,6 +144,12 @@ impl StateMachine {
             None
         };
         let index = applied.as_ref().map(|l| l.index).unwrap_or(0);
+        drop(sm);
+        drop(txn);
+        if gid != META_GROUP {
+            // Resume the builds a restart interrupted.
+            storage.kick_index_build(gid);
+        }
         let (applied_tx, _) = watch::channel(index);
         let state = Arc::new(GroupState {
             gid,
@@ -158,6 +167,14 @@ impl StateMachine {
 
     pub fn state(&self) -> &Arc<GroupState> {
         &self.state
+    }
+
+    pub(crate) fn storage(&self) -> &Arc<Storage> {
+        &self.storage
+    }
+
+    pub(crate) fn gid(&self) -> GroupId {
+        self.gid
     }
 
     pub fn get(&self, collection: &str, id: &str) -> io::Result<Option<StoredDoc>> {
@@ -215,15 +232,20 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 Some(v) => Some(decode(v.value())?),
                 None => None,
             };
-            let (docs, requests) = if gid == META_GROUP {
-                (vec![], Requests::default())
+            let (docs, requests, indexes) = if gid == META_GROUP {
+                (vec![], Requests::default(), vec![])
             } else {
-                (documents::all_docs(&txn, gid)?, dedup::export(&txn, gid)?)
+                (
+                    documents::all_docs(&txn, gid)?,
+                    dedup::export(&txn, gid)?,
+                    indexes::snapshot_defs(&txn, gid)?,
+                )
             };
             let body = SnapshotBody {
                 docs,
                 meta: meta_state,
                 requests,
+                indexes,
             };
             (
                 SnapshotMeta {
@@ -290,6 +312,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 _ => 0,
             })
             .sum();
+        let index_changed = batch
+            .iter()
+            .any(|(e, _)| matches!(e.payload, EntryPayload::Normal(Command::Index(_))));
         let (batch, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         // The work may run again from the same start (see `writer`): it leaves its results here.
         let out = Arc::new(Mutex::new(None));
@@ -314,6 +339,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         dedup::apply_once(txn, gid, index, cmds, true, |cmds| {
                             documents::apply_many(txn, gid, index, cmds)
                         })?
+                    }
+                    EntryPayload::Normal(Command::Index(cmd)) => {
+                        Response::Index(indexes::apply_command(txn, gid, index, cmd)?)
                     }
                     EntryPayload::Normal(Command::Meta(cmd)) => match meta.as_mut() {
                         Some(m) => Response::Meta(m.apply(cmd)),
@@ -353,6 +381,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(m) = meta {
             self.state.set_meta(m);
         }
+        if index_changed {
+            self.storage.kick_index_build(gid);
+        }
         self.state.set_applied(applied, membership);
         self.state
             .written
@@ -390,6 +421,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .run(true, move |txn| {
                 documents::replace_all(txn, gid, &body.docs, floor)?;
                 dedup::replace(txn, gid, &body.requests)?;
+                indexes::replace_all(txn, gid, &body.indexes)?;
                 if let Some(a) = &a {
                     put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
                 }
@@ -404,6 +436,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .await?;
         if let Some(ms) = meta_state {
             self.state.set_meta(ms);
+        }
+        if gid != META_GROUP {
+            self.storage.kick_index_build(gid);
         }
         self.state.set_applied(applied, membership);
         tracing::info!(group = gid, last = ?meta.last_log_id, "snapshot installed");

@@ -25,6 +25,12 @@ pub(crate) const DOCS: TableDefinition<(u64, &str, &str), &[u8]> =
 pub(crate) const CHANGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("changes");
 /// group -> the group's current snapshot (meta and data).
 pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+/// (group, collection, index name) -> index definition and build progress (see `indexes`).
+pub(crate) const INDEX_DEFS: TableDefinition<(u64, &str, &str), &[u8]> =
+    TableDefinition::new("index_defs");
+/// (group, index id, key, document id) -> () : the entries of secondary indexes.
+pub(crate) const INDEX_ENTRIES: TableDefinition<(u64, u64, &[u8], &str), ()> =
+    TableDefinition::new("index_entries");
 /// Node-level facts (its id).
 pub(crate) const NODE: TableDefinition<&str, &[u8]> = TableDefinition::new("node");
 
@@ -80,6 +86,8 @@ pub(crate) fn init_state(db: &Database) -> Result<(), StoreError> {
     txn.open_table(CHANGES)?;
     txn.open_table(SNAPSHOTS)?;
     super::dedup::init(&txn)?;
+    txn.open_table(INDEX_DEFS)?;
+    txn.open_table(INDEX_ENTRIES)?;
     txn.commit()?;
     Ok(())
 }
@@ -157,5 +165,6 @@ pub(crate) fn delete_group_state(txn: &WriteTransaction, gid: GroupId) -> io::Re
     let mut snaps = txn.open_table(SNAPSHOTS).map_err(io_err)?;
     snaps.remove(gid).map_err(io_err)?;
     drop((changes, docs, sm, snaps));
-    super::dedup::delete_group(txn, gid)
+    super::dedup::delete_group(txn, gid)?;
+    super::indexes::delete_group(txn, gid)
 }

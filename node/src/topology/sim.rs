@@ -462,6 +462,7 @@ pub fn meta_state_of(topo: &Topology) -> MetaState {
                 replace_after_ms: None,
                 placement: Default::default(),
                 auto_rebalance: false,
+                collections: Default::default(),
             },
         );
     }

@@ -16,6 +16,7 @@ mod multi;
 mod node_processes;
 mod placement;
 mod protocol;
+mod queries;
 mod requests;
 mod security;
 mod watch_gaps;

@@ -40,6 +40,7 @@ fn get(db: &str, id: &str) -> Call {
             collection: "c".into(),
             id: id.into(),
             consistency: 0,
+            shard_key: String::new(),
         })),
     }
 }

@@ -111,6 +111,7 @@ async fn malformed_requests_get_clear_statuses_and_the_node_keeps_serving() {
             collection: "c".into(),
             id: "v".into(),
             consistency: 0,
+            shard_key: String::new(),
         })
         .await
         .expect("get")

@@ -185,6 +185,7 @@ impl Admin for AdminService {
             replace_after_ms,
             placement: required,
             auto_rebalance: msg.auto_rebalance,
+            collections: Default::default(),
         };
         let outcome = self
             .host

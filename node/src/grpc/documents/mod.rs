@@ -14,13 +14,18 @@ use flotilla_proto::v1::{
     GetRequest, GetResponse, ListRequest, ListResponse, MultiRequest, MultiResponse, PutRequest,
     PutResponse, WatchEvent, WatchRequest, batch_op,
 };
+use flotilla_proto::v1::{
+    CreateCollectionRequest, CreateCollectionResponse, CreateIndexRequest, CreateIndexResponse,
+    DropIndexRequest, DropIndexResponse, ListCollectionsRequest, ListCollectionsResponse,
+    ListIndexesRequest, ListIndexesResponse, QueryRequest, QueryResponse, QueryShardRequest,
+    QueryShardResponse, ShardIndexesRequest, ShardIndexesResponse,
+};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::command::{Command, DataCommand, OpOutcome, WriteOp};
 use crate::error::{NodeError, NodeResult};
 use crate::host::{GroupHandle, Host, ReadConsistency};
-use crate::meta::DatabaseRecord;
 use crate::network::forward::hops;
 use crate::types::GroupId;
 use crate::validate;
@@ -33,9 +38,14 @@ pub const SHARD: &str = "x-flotilla-shard";
 pub const MAX_MULTI_CALLS: usize = 1024;
 
 mod answer;
+mod collections;
 mod multi;
+mod placement;
+mod query;
 mod route;
 mod scan;
+
+use placement::shard_of_batch;
 
 pub struct DocumentsService {
     host: Arc<Host>,
@@ -58,17 +68,6 @@ fn consistency(c: i32) -> ReadConsistency {
         Consistency::Stale => ReadConsistency::Stale,
         Consistency::Linearizable | Consistency::Unspecified => ReadConsistency::Linearizable,
     }
-}
-
-/// The shard of an atomic batch, whose documents must all live on one.
-fn shard_of_batch(db: &DatabaseRecord, ops: &[WriteOp]) -> NodeResult<usize> {
-    let shard = ops.first().map_or(0, |o| db.shard_of(o.id()));
-    if ops.iter().any(|o| db.shard_of(o.id()) != shard) {
-        return Err(NodeError::InvalidArgument(
-            "all documents of an atomic batch must live on one shard".into(),
-        ));
-    }
-    Ok(shard)
 }
 
 /// Answers `msg` from this replica of `shard` (the caller has passed the read barrier).
@@ -122,7 +121,7 @@ impl DocumentsService {
         ops: Vec<WriteOp>,
         request: BatchRequest,
     ) -> Result<Response<BatchResponse>, Status> {
-        let ops_for_pick = ops.clone();
+        let ops_for_pick = request.ops.clone();
         let request_id = answer::request_id(request.request_id.as_ref());
         self.serve(
             request,
@@ -162,13 +161,30 @@ impl DocumentsService {
         validate::collection(&msg.collection)?;
         validate::document_id(&msg.id)?;
         let database = msg.database.clone();
-        let id = msg.id.clone();
+        let everywhere = match self.host.meta_state().databases.get(&database) {
+            Some(db) if shard.is_none() => {
+                placement::shard_of_named(db, &msg.collection, &msg.id, &msg.shard_key)?
+                    .is_none()
+                    .then_some(db.shards.len())
+            }
+            _ => None,
+        };
+        if let Some(shards) = everywhere {
+            return self.get_everywhere(msg, hops, shards).await;
+        }
+        let (collection, id, shard_key) = (
+            msg.collection.clone(),
+            msg.id.clone(),
+            msg.shard_key.clone(),
+        );
         self.serve(
             msg,
             hops,
             &database,
             shard,
-            move |db| Ok(db.shard_of(&id)),
+            move |db| {
+                placement::shard_of_named(db, &collection, &id, &shard_key).map(|s| s.unwrap_or(0))
+            },
             |host, group, route, msg: GetRequest| {
                 Box::pin(async move {
                     host.read_barrier(&group, consistency(msg.consistency))
@@ -179,6 +195,26 @@ impl DocumentsService {
             |mut c, r| Box::pin(async move { c.get(r).await }),
         )
         .await
+    }
+
+    /// A get in a collection with a shard key that does not name its value: a point lookup on
+    /// every shard (a document is on one of them).
+    fn get_everywhere(
+        &self,
+        msg: GetRequest,
+        hops: u32,
+        shards: usize,
+    ) -> BoxFut<'_, Result<Response<GetResponse>, Status>> {
+        Box::pin(async move {
+            let asks = (0..shards).map(|s| self.get_at(msg.clone(), hops, Some(s)));
+            let mut found = None;
+            for answer in futures::future::join_all(asks).await {
+                if let Some(d) = answer?.into_inner().document {
+                    found = Some(d);
+                }
+            }
+            Ok(Response::new(GetResponse { document: found }))
+        })
     }
 
     /// A write of one document, as a batch of one.
@@ -308,6 +344,7 @@ impl Documents for DocumentsService {
             collection: msg.collection,
             id: msg.id,
             if_version: msg.if_version,
+            shard_key: msg.shard_key,
         });
         let resp = self
             .write_one(msg.database, op, msg.request_id, hops, shard)
@@ -338,14 +375,28 @@ impl Documents for DocumentsService {
         .await;
         let mut documents = Vec::new();
         let mut more = false;
+        // A shard that has more (its page was cut by count or bytes) bounds the merged page at
+        // its last id: a document of it past that id is not in hand.
+        let mut bound: Option<String> = None;
         for part in parts {
             let part = part?;
-            more |= !part.next_page_token.is_empty();
+            if !part.next_page_token.is_empty() {
+                more = true;
+                if let Some(last) = part.documents.last()
+                    && bound.as_ref().is_none_or(|b| &last.id < b)
+                {
+                    bound = Some(last.id.clone());
+                }
+            }
             documents.extend(part.documents);
+        }
+        if let Some(b) = &bound {
+            documents.retain(|d| &d.id <= b);
         }
         documents.sort_by(|a, b| a.id.cmp(&b.id));
         more |= documents.len() > limit;
         documents.truncate(limit);
+        more |= scan::cut_to_bytes(&mut documents, |d| d.json.len());
         let next_page_token = match (more, documents.last()) {
             (true, Some(d)) => URL_SAFE_NO_PAD.encode(&d.id),
             _ => String::new(),
@@ -381,6 +432,86 @@ impl Documents for DocumentsService {
     }
 
     type WatchStream = WatchStream;
+
+    async fn query(
+        &self,
+        request: Request<QueryRequest>,
+    ) -> Result<Response<QueryResponse>, Status> {
+        let hops = hops(&request);
+        Ok(Response::new(
+            self.query_at(request.into_inner(), hops).await?,
+        ))
+    }
+
+    async fn create_collection(
+        &self,
+        request: Request<CreateCollectionRequest>,
+    ) -> Result<Response<CreateCollectionResponse>, Status> {
+        let hops = hops(&request);
+        self.create_collection_at(request.into_inner(), hops).await
+    }
+
+    async fn list_collections(
+        &self,
+        request: Request<ListCollectionsRequest>,
+    ) -> Result<Response<ListCollectionsResponse>, Status> {
+        let hops = hops(&request);
+        self.list_collections_at(request.into_inner(), hops).await
+    }
+
+    async fn create_index(
+        &self,
+        request: Request<CreateIndexRequest>,
+    ) -> Result<Response<CreateIndexResponse>, Status> {
+        let hops = hops(&request);
+        self.create_index_at(request.into_inner(), hops).await
+    }
+
+    async fn drop_index(
+        &self,
+        request: Request<DropIndexRequest>,
+    ) -> Result<Response<DropIndexResponse>, Status> {
+        let hops = hops(&request);
+        self.drop_index_at(request.into_inner(), hops).await
+    }
+
+    async fn list_indexes(
+        &self,
+        request: Request<ListIndexesRequest>,
+    ) -> Result<Response<ListIndexesResponse>, Status> {
+        let hops = hops(&request);
+        self.list_indexes_at(request.into_inner(), hops).await
+    }
+
+    async fn query_shard(
+        &self,
+        request: Request<QueryShardRequest>,
+    ) -> Result<Response<QueryShardResponse>, Status> {
+        if !self.for_peers {
+            return Err(Status::permission_denied(
+                "QueryShard is served on the peer port only",
+            ));
+        }
+        let hops = hops(&request);
+        Ok(Response::new(
+            self.query_shard_at(request.into_inner(), hops).await?,
+        ))
+    }
+
+    async fn shard_indexes(
+        &self,
+        request: Request<ShardIndexesRequest>,
+    ) -> Result<Response<ShardIndexesResponse>, Status> {
+        if !self.for_peers {
+            return Err(Status::permission_denied(
+                "ShardIndexes is served on the peer port only",
+            ));
+        }
+        let hops = hops(&request);
+        Ok(Response::new(
+            self.shard_indexes_at(request.into_inner(), hops).await?,
+        ))
+    }
 
     async fn watch(
         &self,

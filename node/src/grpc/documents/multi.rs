@@ -177,7 +177,8 @@ impl DocumentsService {
         validate::document_id(&get.id).ok()?;
         let meta = self.host.meta_state();
         let db = meta.databases.get(&get.database)?;
-        let shard = db.shard_of(&get.id);
+        let shard = super::placement::shard_of_named(db, &get.collection, &get.id, &get.shard_key)
+            .ok()??;
         let gid = db.shards.get(shard)?.group_id;
         let group = self.host.group(gid)?;
         group.is_leader().then_some((gid, shard, group))
@@ -236,7 +237,7 @@ impl DocumentsService {
         let ops = self.batch_ops(batch).ok()?;
         let meta = self.host.meta_state();
         let db = meta.databases.get(&batch.database)?;
-        let shard = shard_of_batch(db, &ops).ok()?;
+        let shard = shard_of_batch(db, &batch.ops).ok()?;
         let gid = db.shards.get(shard)?.group_id;
         let group = self.host.group(gid)?;
         if !group.is_leader() {
@@ -372,6 +373,9 @@ fn batch_op(op: WriteOp) -> BatchOp {
             collection,
             id,
             if_version,
+            // Not kept in the command: a delete in a collection with a shard key is sent again
+            // with its batch request, never rebuilt from the command.
+            shard_key: String::new(),
         }),
     };
     BatchOp { op: Some(op) }

@@ -40,6 +40,7 @@ impl DocumentsService {
                                 .list(&msg.collection, &msg.prefix, &after, limit + 1)?;
                         let more = rows.len() > limit;
                         rows.truncate(limit);
+                        let more = more | cut_to_bytes(&mut rows, |(_, d)| d.json.len());
                         let next_page_token = match (more, rows.last()) {
                             (true, Some((id, _))) => URL_SAFE_NO_PAD.encode(id),
                             _ => String::new(),
@@ -158,4 +159,20 @@ fn decode_token(token: &str) -> NodeResult<String> {
         .decode(token)
         .map_err(|_| NodeError::InvalidArgument("malformed page token".into()))?;
     String::from_utf8(bytes).map_err(|_| NodeError::InvalidArgument("malformed page token".into()))
+}
+
+/// Keeps the first rows whose bodies fit in a page's bytes (at least one row); true when some
+/// were cut.
+pub(super) fn cut_to_bytes<T>(rows: &mut Vec<T>, bytes: impl Fn(&T) -> usize) -> bool {
+    let mut total = 0;
+    let keep = rows
+        .iter()
+        .position(|r| {
+            total += bytes(r);
+            total > super::query::DEFAULT_PAGE_BYTES
+        })
+        .map_or(rows.len(), |i| i.max(1));
+    let cut = keep < rows.len();
+    rows.truncate(keep);
+    cut
 }

@@ -1,0 +1,242 @@
+//! Secondary indexes in the state machine: maintained by applies, built in the background over
+//! existing documents (also while writes go on), rebuilt after a snapshot install, resumed
+//! after a restart, and always equal to an index rebuilt from the documents.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_query::{Access, PageLimits, Path, Query, parse_text, plan};
+use futures::stream;
+use openraft::RaftSnapshotBuilder;
+use openraft::entry::RaftEntry;
+use openraft::storage::RaftStateMachine;
+use openraft::testing::log_id;
+use prometheus_client::metrics::histogram::Histogram;
+use rand::{Rng, SeedableRng};
+use tempfile::TempDir;
+
+use super::indexes::{IndexCommand, IndexStatus};
+use super::{StateMachine, Storage};
+use crate::command::{Command, DataCommand, WriteOp};
+use crate::consensus::{Entry, TypeConfig};
+
+const GID: u64 = 11;
+
+fn open(dir: &TempDir) -> Arc<Storage> {
+    Storage::open(dir.path(), Histogram::new([0.001, 0.01])).expect("open storage")
+}
+
+async fn apply(sm: &mut StateMachine, index: u64, cmd: Command) {
+    let entry = Entry::new_normal(log_id::<TypeConfig>(1, 1, index), cmd);
+    sm.apply(stream::iter(vec![Ok((entry, None))]))
+        .await
+        .expect("apply");
+}
+
+fn put(id: &str, json: String) -> Command {
+    Command::Data(DataCommand {
+        ops: vec![WriteOp::Put {
+            collection: "c".into(),
+            id: id.into(),
+            json,
+            if_version: None,
+        }],
+        request: None,
+    })
+}
+
+fn delete(id: &str) -> Command {
+    Command::Data(DataCommand {
+        ops: vec![WriteOp::Delete {
+            collection: "c".into(),
+            id: id.into(),
+            if_version: None,
+        }],
+        request: None,
+    })
+}
+
+fn create(name: &str, paths: &[&str]) -> Command {
+    Command::Index(IndexCommand::Create {
+        collection: "c".into(),
+        name: name.into(),
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+async fn wait_ready(sm: &StateMachine) -> Vec<IndexStatus> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = sm.index_status().expect("status");
+        if status.iter().all(|s| s.ready) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "index build did not finish: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Ids the query finds through the index, and through a scan: they must agree.
+fn through_index_and_scan(
+    sm: &StateMachine,
+    text: &str,
+    indexes: &[flotilla_query::IndexDef],
+) -> (BTreeSet<String>, BTreeSet<String>, Option<String>) {
+    let q = Query::new(parse_text(text).expect("predicate"));
+    let limits = PageLimits {
+        max_items: 100_000,
+        max_bytes: usize::MAX,
+    };
+    let p = plan(&q.filter, indexes, None, 1);
+    let via = sm
+        .query_page("c", &q, &p.access, 0, None, limits)
+        .expect("query");
+    let scan = sm
+        .query_page("c", &q, &Access::Scan, 0, None, limits)
+        .expect("scan");
+    let ids = |a: &super::ShardAnswer| a.page.hits.iter().map(|h| h.key.id.clone()).collect();
+    (ids(&via), ids(&scan), via.index)
+}
+
+fn status_def() -> Vec<flotilla_query::IndexDef> {
+    vec![flotilla_query::IndexDef {
+        name: "by_status".into(),
+        paths: vec![
+            Path::parse("/status").expect("path"),
+            Path::parse("/n").expect("path"),
+        ],
+    }]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_built_under_concurrent_writes_ends_exact() {
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = StateMachine::open(open(&dir), GID).expect("sm");
+    let mut index = 0;
+    let statuses = ["open", "closed", "held"];
+    for i in 0..2000 {
+        index += 1;
+        let json = format!(r#"{{"status":"{}","n":{}}}"#, statuses[i % 3], i % 50);
+        apply(&mut sm, index, put(&format!("d{i:05}"), json)).await;
+    }
+    index += 1;
+    apply(&mut sm, index, create("by_status", &["/status", "/n"])).await;
+    // Writes while the build runs: updates, deletes and new documents.
+    for _ in 0..1500 {
+        index += 1;
+        let id = format!("d{:05}", rng.random_range(0..2600));
+        if rng.random_bool(0.2) {
+            apply(&mut sm, index, delete(&id)).await;
+        } else {
+            let json = format!(
+                r#"{{"status":"{}","n":{}}}"#,
+                statuses[rng.random_range(0..3)],
+                rng.random_range(0..50)
+            );
+            apply(&mut sm, index, put(&id, json)).await;
+        }
+    }
+    let status = wait_ready(&sm).await;
+    assert_eq!(status.len(), 1);
+    for text in [
+        r#"/status = "open""#,
+        r#"/status = "held" and /n > 20"#,
+        r#"/status in ["open", "closed"] and /n <= 3"#,
+    ] {
+        let (via, scan, used) = through_index_and_scan(&sm, text, &status_def());
+        assert_eq!(used.as_deref(), Some("by_status"), "{text}");
+        assert_eq!(via, scan, "seed {seed}: {text}");
+        assert!(!scan.is_empty(), "{text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_survive_restart_and_are_rebuilt_on_snapshot_install() {
+    let (dir_a, dir_b) = (
+        TempDir::new().expect("tempdir"),
+        TempDir::new().expect("tempdir"),
+    );
+    let mut index = 0;
+    {
+        let mut a = StateMachine::open(open(&dir_a), GID).expect("sm");
+        index += 1;
+        apply(&mut a, index, create("by_status", &["/status", "/n"])).await;
+        for i in 0..300 {
+            index += 1;
+            let json = format!(
+                r#"{{"status":"{}","n":{}}}"#,
+                if i % 2 == 0 { "open" } else { "closed" },
+                i
+            );
+            apply(&mut a, index, put(&format!("d{i:04}"), json)).await;
+        }
+        wait_ready(&a).await;
+    }
+    // Restart: the index is there and exact.
+    let mut a = StateMachine::open(open(&dir_a), GID).expect("sm");
+    let (via, scan, used) =
+        through_index_and_scan(&a, r#"/status = "open" and /n >= 100"#, &status_def());
+    assert_eq!(used.as_deref(), Some("by_status"));
+    assert_eq!(via, scan);
+    assert_eq!(via.len(), 100);
+    index += 1;
+    apply(&mut a, index, delete("d0100")).await;
+    let snapshot = a.build_snapshot().await.expect("snapshot");
+
+    // Another replica installs the snapshot over a stale state of its own.
+    let mut b = StateMachine::open(open(&dir_b), GID).expect("sm");
+    apply(
+        &mut b,
+        1,
+        put("stale", r#"{"status":"open","n":500}"#.into()),
+    )
+    .await;
+    b.install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
+        .await
+        .expect("install");
+    let status = wait_ready(&b).await;
+    assert_eq!(status.len(), 1);
+    assert_eq!(status[0].done, 299);
+    let (via, scan, used) =
+        through_index_and_scan(&b, r#"/status = "open" and /n >= 100"#, &status_def());
+    assert_eq!(used.as_deref(), Some("by_status"));
+    assert_eq!(via, scan);
+    assert_eq!(via.len(), 99);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_index_removes_its_entries() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = StateMachine::open(open(&dir), GID).expect("sm");
+    apply(&mut sm, 1, create("by_status", &["/status"])).await;
+    for i in 0..50 {
+        apply(
+            &mut sm,
+            2 + i,
+            put(&format!("d{i}"), r#"{"status":"x"}"#.into()),
+        )
+        .await;
+    }
+    wait_ready(&sm).await;
+    apply(
+        &mut sm,
+        100,
+        Command::Index(IndexCommand::Drop {
+            collection: "c".into(),
+            name: "by_status".into(),
+        }),
+    )
+    .await;
+    assert!(sm.index_status().expect("status").is_empty());
+    let storage = sm.storage().clone();
+    let txn = redb::ReadableDatabase::begin_read(&**storage.state_db()).expect("read");
+    let entries = txn.open_table(super::tables::INDEX_ENTRIES).expect("table");
+    assert_eq!(redb::ReadableTableMetadata::len(&entries).expect("len"), 0);
+}
