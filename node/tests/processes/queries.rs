@@ -332,3 +332,91 @@ async fn indexes_survive_restart_and_catch_up_on_a_replica_that_was_down() {
     let got = query_ids(&client, "shop", text, &[], 50, Consistency::Linearizable).await;
     assert_eq!(got, want, "seed {seed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_index_built_under_concurrent_writes_ends_exact() {
+    let seed: u64 = rand::random();
+    println!("seed {seed}");
+    let cluster = Cluster::start(3, ClusterOptions::default().fast_elections()).await;
+    cluster.create_database("shop", Some(3), Some(2)).await;
+    let client = cluster.client();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut docs = BTreeMap::new();
+    let ops: Vec<(String, Option<Value>)> = (0..1500)
+        .map(|i| {
+            let id = format!("o{:04}", if i < 600 { i } else { rng.random_range(0..800) });
+            let doc = (i < 600 || rng.random_bool(0.8)).then(|| {
+                order(
+                    rng.random_range(0..5),
+                    rng.random_range(0..100),
+                    STATUSES[rng.random_range(0..3)],
+                )
+            });
+            (id, doc)
+        })
+        .collect();
+    let (before, during) = ops.split_at(600);
+    let apply = async |client: &Client, ops: &[(String, Option<Value>)]| {
+        for (id, doc) in ops {
+            match doc {
+                Some(d) => {
+                    client
+                        .put("shop", "orders", id, &d.to_string(), None)
+                        .await
+                        .expect("put");
+                }
+                None => {
+                    client
+                        .delete("shop", "orders", id, None)
+                        .await
+                        .expect("delete");
+                }
+            }
+        }
+    };
+    apply(&client, before).await;
+    // The index is created while a writer goes on, and built over what was there before.
+    let writer = {
+        let client = client.clone();
+        let during = during.to_vec();
+        tokio::spawn(async move { apply(&client, &during).await })
+    };
+    client
+        .create_index("shop", "orders", "by_status", &["/status", "/total"])
+        .await
+        .expect("index");
+    writer.await.expect("writer");
+    for (id, doc) in &ops {
+        match doc {
+            Some(d) => docs.insert(id.clone(), d.clone()),
+            None => docs.remove(id),
+        };
+    }
+    wait_index_ready(&client, "shop").await;
+    for text in [
+        r#"/status = "open""#,
+        r#"/status = "held" and /total >= 50"#,
+        r#"/status in ["open", "closed"] and /total < 10"#,
+    ] {
+        let want = brute_force(&docs, &parse_text(text).expect("predicate"), &[]);
+        let page = client
+            .query("shop", "orders")
+            .where_text(text)
+            .expect("predicate")
+            .page_size(10_000, 0)
+            .explain()
+            .page(None)
+            .await
+            .expect("query");
+        let explain = page.explain.expect("explain");
+        assert!(
+            explain
+                .shards
+                .iter()
+                .all(|s| s.index.as_deref() == Some("by_status")),
+            "{explain:?}"
+        );
+        let ids: Vec<String> = page.documents.into_iter().map(|d| d.id).collect();
+        assert_eq!(ids, want, "seed {seed}: {text}");
+    }
+}
