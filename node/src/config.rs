@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+mod security;
+pub use security::SecurityFlags;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InitialClusterState {
     /// Initialise a new cluster (only when this node has no data yet).
@@ -108,6 +111,8 @@ pub struct NodeConfig {
     pub log_format: LogFormat,
     #[command(flatten)]
     pub tls: TlsFlags,
+    #[command(flatten)]
+    pub security: SecurityFlags,
 }
 
 /// Certificates of the node's ports (PEM files, re-read when they change). Without them every
@@ -190,7 +195,7 @@ impl NodeConfig {
         if self.snapshot_log_bytes < 4096 {
             return Err("--snapshot-log-bytes must be at least 4096".into());
         }
-        Ok(())
+        self.security.validate()
     }
 
     pub fn raft_config(&self) -> Result<openraft::Config, String> {
