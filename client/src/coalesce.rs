@@ -23,11 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::auth::AuthChannel as Channel;
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::documents_client::DocumentsClient;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::error::REASON_KEY;

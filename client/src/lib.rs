@@ -19,6 +19,7 @@
 //!
 //! See [`client`] for what is retried and what a write that timed out means.
 
+mod auth;
 pub mod client;
 mod coalesce;
 mod endpoints;
@@ -26,6 +27,8 @@ pub mod error;
 pub mod options;
 pub mod types;
 
+pub use auth::Credentials;
+pub use client::users::{Permission, RoleInfo, UserInfo};
 pub use client::{Client, DatabaseOptions, DatabaseUpdate, ListOptions, WatchStream};
 pub use error::{Error, Result};
 pub use options::{ClientOptions, ClientTls};
