@@ -162,6 +162,21 @@ pub fn forwarded(
     }
 }
 
+/// Refuses a forwarded write that names shard `named` of `database` for documents that hash
+/// to shard `hashed` (it would land where no get finds it, and be listed twice).
+pub fn check_forwarded_shard(database: &str, named: usize, hashed: usize) -> Result<(), Status> {
+    if named != hashed {
+        return Err(refuse(
+            Code::FailedPrecondition,
+            ErrorReason::WrongShard,
+            format!(
+                "a write forwarded to shard {named} of database {database}, for documents of shard {hashed}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn malformed(message: String) -> Status {
     refuse(
         Code::InvalidArgument,
@@ -232,6 +247,17 @@ mod tests {
                 Some(ErrorReason::MalformedMessage)
             );
         }
+    }
+
+    #[test]
+    fn a_forwarded_write_must_name_the_shard_of_its_documents() {
+        assert!(check_forwarded_shard("t", 2, 2).is_ok());
+        let status = check_forwarded_shard("t", 1, 2).expect_err("refused");
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(
+            flotilla_proto::reason_of(&status),
+            Some(ErrorReason::WrongShard)
+        );
     }
 
     #[test]

@@ -638,3 +638,56 @@ async fn a_join_cannot_take_the_id_of_a_registered_node() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_for_a_shard_its_id_does_not_hash_to_is_refused() {
+    use flotilla_proto::v1::documents_client::DocumentsClient;
+    use flotilla_proto::v1::{BatchOp, BatchRequest, PutOp, batch_op};
+
+    let cluster = Cluster::start(1, ClusterOptions::default()).await;
+    let client = cluster.client();
+    client.create_database("t", None, Some(4)).await.unwrap();
+    client
+        .wait_for_database("t", Duration::from_secs(30), |_| {})
+        .await
+        .unwrap();
+    let home = client.put("t", "c", "a", "{}", None).await.unwrap().shard;
+    let status = client.cluster_status().await.unwrap();
+    let (id, ours) = (status.answered_by, status.cluster_id.clone());
+    let mut docs = DocumentsClient::connect(format!("http://{}", cluster.node(0).peer_addr))
+        .await
+        .unwrap();
+    let put = |shard: u32| {
+        let batch = BatchRequest {
+            database: "t".into(),
+            ops: vec![BatchOp {
+                op: Some(batch_op::Op::Put(PutOp {
+                    collection: "c".into(),
+                    id: "a".into(),
+                    json: r#"{"v":2}"#.into(),
+                    if_version: None,
+                })),
+            }],
+        };
+        let mut request = stamped(batch, id, Some(&ours));
+        let shard = shard.to_string().parse().unwrap();
+        request.metadata_mut().insert("x-flotilla-shard", shard);
+        request
+    };
+    let answer = docs.batch(put((home + 1) % 4)).await;
+    assert_refused(
+        answer,
+        tonic::Code::FailedPrecondition,
+        ErrorReason::WrongShard,
+        "a write for another shard",
+    );
+    let answer = docs.batch(put(home)).await.unwrap().into_inner();
+    assert_eq!(answer.shard, home);
+    // Nothing landed on the wrong shard: the document has the one write each that was taken.
+    let doc = client
+        .get("t", "c", "a", Consistency::Linearizable)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((doc.version, doc.shard), (2, home));
+}
