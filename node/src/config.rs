@@ -174,9 +174,7 @@ impl NodeConfig {
 
     /// Checks the values that clap cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if self.name.trim().is_empty() {
-            return Err("--name must not be empty".into());
-        }
+        security::check_node_name(&self.name)?;
         if !(1..=7).contains(&self.meta_voters) {
             return Err(format!(
                 "--meta-voters must be between 1 and 7 (3 or 5 recommended), got {}",

@@ -14,9 +14,9 @@ pub struct SecurityFlags {
     /// common name as the user, without a token.
     #[arg(long, env = "FLOTILLA_CLIENT_CERT_AUTH")]
     pub client_cert_auth: bool,
-    /// The cluster's join token: a node joining must present it (the first node records it;
-    /// set it on every node). Without it, any node that reaches the peer port may join (unless
-    /// mutual TLS restricts who does).
+    /// The cluster's join token: a node joining must present the same one to the member it
+    /// asks (set it on every node). Without it, any node that reaches the peer port may join
+    /// (unless mutual TLS restricts who does).
     #[arg(long, env = "FLOTILLA_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
     /// Largest gRPC message a port accepts or sends, in bytes.
@@ -37,6 +37,25 @@ pub struct SecurityFlags {
     pub max_answer_bytes: usize,
 }
 
+/// Longest node name (`--name`): a DNS label, as a pod name is.
+const MAX_NODE_NAME: usize = 63;
+
+/// A node name: 1 to 63 letters, digits, '-', '_' or '.'.
+pub fn check_node_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NODE_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "--name {name:?}: use 1-{MAX_NODE_NAME} letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
 impl SecurityFlags {
     /// Checks the values that clap cannot.
     pub fn validate(&self) -> Result<(), String> {
@@ -55,5 +74,20 @@ impl SecurityFlags {
             return Err("--join-token must not be empty".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_are_short_and_plain() {
+        for good in ["node-0", "flotilla-2.db", "n_1"] {
+            assert!(check_node_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "a b", "x/y", "ü", &"n".repeat(MAX_NODE_NAME + 1)] {
+            assert!(check_node_name(bad).is_err(), "{bad}");
+        }
     }
 }

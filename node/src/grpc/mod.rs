@@ -9,6 +9,7 @@ pub mod admin;
 pub mod auth;
 pub mod documents;
 pub mod guard;
+pub mod limits;
 pub mod peer;
 pub mod peer_checks;
 pub mod status;
@@ -75,9 +76,12 @@ pub async fn serve_client(
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let requests = host.metrics.requests.grpc("client");
     let incoming = accept(listener, host.tls.client_port.clone()).into_stream();
+    let security = host.config.security.clone();
     let health_task = tokio::spawn(report_health(host, reporter));
     let served = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(security.max_connection_requests))
         .layer(requests)
+        .layer(limits::NodeLimitLayer::new(security.max_node_requests))
         .add_service(docs)
         .add_service(admin)
         .add_service(users)

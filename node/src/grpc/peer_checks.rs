@@ -177,6 +177,30 @@ pub fn check_forwarded_shard(database: &str, named: usize, hashed: usize) -> Res
     Ok(())
 }
 
+/// Refuses a join without the cluster's join token (`ours`, when this node has one).
+pub fn check_join_token(ours: Option<&str>, given: &str) -> Result<(), Status> {
+    let Some(ours) = ours else {
+        return Ok(());
+    };
+    if given.is_empty() {
+        return Err(refuse(
+            Code::PermissionDenied,
+            ErrorReason::JoinTokenRequired,
+            "joining this cluster needs its join token (--join-token)".into(),
+        ));
+    }
+    // Digests of both, compared: the time taken says nothing about how much of it matched.
+    let digest = |t: &str| ring::digest::digest(&ring::digest::SHA256, t.as_bytes());
+    if digest(ours).as_ref() != digest(given).as_ref() {
+        return Err(refuse(
+            Code::PermissionDenied,
+            ErrorReason::JoinTokenInvalid,
+            "the join token given is not this cluster's".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn malformed(message: String) -> Status {
     refuse(
         Code::InvalidArgument,
@@ -246,6 +270,20 @@ mod tests {
                 flotilla_proto::reason_of(&status),
                 Some(ErrorReason::MalformedMessage)
             );
+        }
+    }
+
+    #[test]
+    fn a_join_needs_the_token_when_the_cluster_has_one() {
+        assert!(check_join_token(None, "").is_ok());
+        assert!(check_join_token(Some("s3cret"), "s3cret").is_ok());
+        for (given, reason) in [
+            ("", ErrorReason::JoinTokenRequired),
+            ("s3cre", ErrorReason::JoinTokenInvalid),
+        ] {
+            let status = check_join_token(Some("s3cret"), given).expect_err("refused");
+            assert_eq!(status.code(), Code::PermissionDenied);
+            assert_eq!(flotilla_proto::reason_of(&status), Some(reason));
         }
     }
 

@@ -11,6 +11,7 @@ mod faults;
 mod healing;
 mod hibernation;
 mod leadership;
+mod limits;
 mod multi;
 mod node_processes;
 mod placement;

@@ -593,6 +593,7 @@ async fn a_join_cannot_take_the_id_of_a_registered_node() {
             peer_addr: peer_addr.clone(),
         }),
         labels: Default::default(),
+        join_token: String::new(),
     };
     use tonic::Code::FailedPrecondition;
     // Node 1 still answers at its address: nobody else may be node 1.
@@ -690,4 +691,56 @@ async fn a_forwarded_write_for_a_shard_its_id_does_not_hash_to_is_refused() {
         .unwrap()
         .unwrap();
     assert_eq!((doc.version, doc.shard), (2, home));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_clusters_join_token_cannot_join() {
+    let options = ClusterOptions::default().arg("--join-token").arg("s3cret");
+    let mut cluster = Cluster::start(1, options).await;
+    let mut peer = PeerClient::connect(format!("http://{}", cluster.node(0).peer_addr))
+        .await
+        .unwrap();
+    let [client_addr, peer_addr, _] = free_addrs(1).remove(0);
+    let join = |token: &str| JoinClusterRequest {
+        node: Some(NodeInfo {
+            id: 4242,
+            name: "stranger".into(),
+            client_addr: client_addr.clone(),
+            peer_addr: peer_addr.clone(),
+        }),
+        labels: Default::default(),
+        join_token: token.into(),
+    };
+    use tonic::Code::PermissionDenied;
+    let answer = peer.join_cluster(join("")).await;
+    assert_refused(
+        answer,
+        PermissionDenied,
+        ErrorReason::JoinTokenRequired,
+        "no token",
+    );
+    let answer = peer.join_cluster(join("guess")).await;
+    assert_refused(
+        answer,
+        PermissionDenied,
+        ErrorReason::JoinTokenInvalid,
+        "a wrong token",
+    );
+    let status = cluster.client().cluster_status().await.unwrap();
+    assert_eq!(status.nodes.len(), 1, "{status:#?}");
+    // A node started with the token joins.
+    let i = cluster.add_node().await;
+    cluster.wait_ready(i).await;
+    let client = cluster.client();
+    wait_until(
+        Duration::from_secs(30),
+        "the new node is a member",
+        async || {
+            client
+                .cluster_status()
+                .await
+                .is_ok_and(|s| s.nodes.len() == 2)
+        },
+    )
+    .await;
 }

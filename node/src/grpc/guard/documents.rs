@@ -11,19 +11,37 @@ use flotilla_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
+use futures::StreamExt;
+use prost::Message;
+use tokio::sync::Semaphore;
+
 use super::Guard;
 use crate::grpc::documents::DocumentsService;
+use crate::grpc::limits::limit_exceeded;
 use crate::grpc::status::call_error;
 use crate::meta::auth::{Need, Permission};
 
 pub struct GuardedDocuments {
     inner: DocumentsService,
     guard: Guard,
+    /// One permit per watch open on the node (`--max-watches`).
+    watches: Arc<Semaphore>,
 }
 
 impl GuardedDocuments {
     pub fn new(inner: DocumentsService, guard: Guard) -> Self {
-        GuardedDocuments { inner, guard }
+        let max = guard.host().config.security.max_watches;
+        GuardedDocuments {
+            inner,
+            guard,
+            watches: Arc::new(Semaphore::new(max)),
+        }
+    }
+
+    fn max_answer_bytes(&self) -> usize {
+        self.guard.host().config.security.max_answer_bytes
     }
 }
 
@@ -57,7 +75,14 @@ impl Documents for GuardedDocuments {
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let need = on(&request.get_ref().database, Permission::Read);
         self.guard.check(&request, need)?;
-        self.inner.list(request).await
+        let answer = self.inner.list(request).await?;
+        let (bytes, max) = (answer.get_ref().encoded_len(), self.max_answer_bytes());
+        if bytes > max {
+            return Err(limit_exceeded(format!(
+                "the answer is {bytes} bytes, over the limit of {max} (--max-answer-bytes): ask for fewer documents per page"
+            )));
+        }
+        Ok(answer)
     }
 
     async fn batch(
@@ -77,7 +102,19 @@ impl Documents for GuardedDocuments {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let need = on(&request.get_ref().database, Permission::Read);
         self.guard.check(&request, need)?;
-        self.inner.watch(request).await
+        let Ok(permit) = self.watches.clone().try_acquire_owned() else {
+            let max = self.guard.host().config.security.max_watches;
+            return Err(limit_exceeded(format!(
+                "the node has {max} watches open, its limit (--max-watches)"
+            )));
+        };
+        let events = self.inner.watch(request).await?.into_inner();
+        // The permit goes when the watch does.
+        let events = events.map(move |event| {
+            let _held = &permit;
+            event
+        });
+        Ok(Response::new(Box::pin(events) as Self::WatchStream))
     }
 
     async fn multi(
