@@ -45,7 +45,7 @@ pub(crate) const SLOT_HOLD: Duration = Duration::from_millis(5);
 pub(crate) const MAX_CALLS: usize = 256;
 
 /// Most bytes of calls one Multi request carries (a call larger than this leaves alone). Nodes
-/// accept requests of up to 64 MiB.
+/// accept requests of up to 16 MiB by default (`--max-message-bytes`).
 pub(crate) const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 
 /// Largest response accepted (a Multi of gets can carry many documents).

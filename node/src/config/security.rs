@@ -19,7 +19,8 @@ pub struct SecurityFlags {
     /// (unless mutual TLS restricts who does).
     #[arg(long, env = "FLOTILLA_JOIN_TOKEN", hide_env_values = true)]
     pub join_token: Option<String>,
-    /// Largest gRPC message a port accepts or sends, in bytes.
+    /// Largest gRPC request the client port accepts, in bytes (a larger one is refused with
+    /// OUT_OF_RANGE before it is read).
     #[arg(long, env = "FLOTILLA_MAX_MESSAGE_BYTES", default_value_t = 16 << 20)]
     pub max_message_bytes: usize,
     /// Most requests served at once on one client connection (HTTP/2 streams).

@@ -43,7 +43,10 @@ pub async fn serve_client(
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Requests are bounded by --max-message-bytes; answers by the limits of what they carry
+    // (list and Multi answers in bytes), under the largest message a peer may send.
     let max = host.config.security.max_message_bytes;
+    let answers = crate::network::MAX_PEER_MESSAGE_BYTES;
     // Every call is checked for its caller first (see `guard`).
     let guard = guard::Guard::new(host.clone());
     let docs = DocumentsServer::new(guard::documents::GuardedDocuments::new(
@@ -51,16 +54,16 @@ pub async fn serve_client(
         guard.clone(),
     ))
     .max_decoding_message_size(max)
-    .max_encoding_message_size(max);
+    .max_encoding_message_size(answers);
     let admin = AdminServer::new(guard::admin::GuardedAdmin::new(
         admin::AdminService::new(host.clone()),
         guard,
     ))
     .max_decoding_message_size(max)
-    .max_encoding_message_size(max);
+    .max_encoding_message_size(answers);
     let users = AuthServer::new(auth::AuthService::for_clients(host.clone()))
         .max_decoding_message_size(max)
-        .max_encoding_message_size(max);
+        .max_encoding_message_size(answers);
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()

@@ -91,6 +91,16 @@ async fn watches_and_answers_beyond_the_limits_are_refused_and_the_node_keeps_se
         )
         .await;
     assert!(matches!(r, Err(Error::ResourceExhausted(_))), "{r:?}");
+    // A request over --max-message-bytes (16 MiB by default) is refused before it is read.
+    let huge = flotilla_proto::v1::PutRequest {
+        database: "t".into(),
+        collection: "c".into(),
+        id: "huge".into(),
+        json: format!(r#"{{"pad":"{}"}}"#, "x".repeat(17 << 20)),
+        if_version: None,
+    };
+    let refused = docs.put(huge).await.expect_err("too large a request");
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
     let one = Client::with_options(vec![addr.clone()], ClientOptions::default()).unwrap();
     assert!(
         one.get("t", "c", "k", Consistency::Linearizable)
