@@ -244,3 +244,32 @@ fn roots(pem: &[u8]) -> Result<RootCertStore, TlsError> {
     }
     Ok(roots)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(common_name: Option<&str>) -> CertificateDer<'static> {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("parameters");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = common_name {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
+        let key = rcgen::KeyPair::generate().expect("a key");
+        params
+            .self_signed(&key)
+            .expect("a certificate")
+            .der()
+            .clone()
+    }
+
+    #[test]
+    fn the_common_name_of_a_certificate_names_its_user() {
+        assert_eq!(common_name(&cert(Some("ann"))).as_deref(), Some("ann"));
+        assert_eq!(common_name(&cert(None)), None);
+        assert_eq!(common_name(&CertificateDer::from(vec![1, 2, 3])), None);
+    }
+}

@@ -102,6 +102,11 @@ impl TlsCluster {
     /// `n` nodes with TLS on the client and HTTP ports and mutual TLS on the peer port, all
     /// certificates from one CA.
     async fn start(n: usize) -> TlsCluster {
+        TlsCluster::start_with(n, &[]).await
+    }
+
+    /// Like [`TlsCluster::start`], every node also given `args`.
+    async fn start_with(n: usize, args: &[&str]) -> TlsCluster {
         let root = tempfile::Builder::new()
             .prefix("flotilla-tls-")
             .tempdir()
@@ -125,6 +130,9 @@ impl TlsCluster {
                 ("--peer-tls-ca", &ca_path),
             ] {
                 options = options.arg(flag).arg(path.display().to_string());
+            }
+            for arg in args {
+                options = options.arg(*arg);
             }
             let entry = match nodes.first() {
                 None => Entry::Bootstrap,
@@ -743,4 +751,62 @@ async fn a_node_without_the_clusters_join_token_cannot_join() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_names_its_user_when_certificates_authenticate() {
+    let cluster = TlsCluster::start_with(1, &["--client-cert-auth"]).await;
+    let setup = cluster.client();
+    setup.create_database("t", None, None).await.unwrap();
+    setup
+        .wait_for_database("t", Duration::from_secs(30), |_| {})
+        .await
+        .unwrap();
+    setup.user_add("root", "rootpw").await.unwrap();
+    setup.user_grant_role("root", "root").await.unwrap();
+    setup.role_add("t-read").await.unwrap();
+    setup
+        .role_grant_permission("t-read", "t", flotilla_client::Permission::Read)
+        .await
+        .unwrap();
+    // A user without a password: certificates only.
+    setup.user_add("reader", "").await.unwrap();
+    setup.user_grant_role("reader", "t-read").await.unwrap();
+    setup.auth_enable().await.unwrap();
+
+    let with_cert = |common_name: &str| {
+        let pair = cluster.ca.issue(common_name);
+        let mut options = tls_options(&cluster.ca);
+        if let Some(tls) = options.tls.as_mut() {
+            tls.identity = Some((pair.cert.into_bytes(), pair.key.into_bytes()));
+        }
+        Client::with_options(vec![cluster.nodes[0].endpoint()], options).unwrap()
+    };
+    let reader = with_cert("reader");
+    assert!(
+        reader
+            .get("t", "c", "k", Consistency::Linearizable)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        reader.put("t", "c", "k", "{}", None).await,
+        Err(flotilla_client::Error::PermissionDenied(_))
+    ));
+    let root = with_cert("root");
+    root.put("t", "c", "k", "{}", None).await.unwrap();
+    assert_eq!(
+        root.auth_status().await.unwrap(),
+        (true, "root".to_string())
+    );
+    // A certificate of the CA for a name that is no user, and no certificate at all.
+    assert!(matches!(
+        with_cert("eve").cluster_status().await,
+        Err(flotilla_client::Error::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        cluster.client().cluster_status().await,
+        Err(flotilla_client::Error::Unauthenticated(_))
+    ));
 }
