@@ -5,6 +5,7 @@
 mod query;
 mod render;
 mod table;
+mod users;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -14,8 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use flotilla_client::{
-    Client, ClientOptions, ClientTls, Consistency, DatabaseOptions, DatabaseUpdate, Error, Group,
-    ListOptions, RemoveNodeProgress,
+    Client, ClientOptions, ClientTls, Consistency, Credentials, DatabaseOptions, DatabaseUpdate,
+    Error, Group, ListOptions, RemoveNodeProgress,
 };
 use futures::StreamExt;
 
@@ -32,7 +33,9 @@ Exit codes:
   6  write outcome unknown (sent, but no answer came back)
   7  invalid argument (for example a body that is not JSON)
   8  already exists
-  9  over a limit of the cluster (document or batch too large)";
+  9  over a limit of the cluster (document or batch too large)
+ 10  unauthenticated (credentials needed, or refused)
+ 11  permission denied";
 
 /// Parses a placement label, `key=value`.
 fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
@@ -87,6 +90,14 @@ struct Cli {
     #[arg(long, global = true, env = "FLOTILLA_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
+    /// Authenticate as this user (on clusters with auth enabled).
+    #[arg(long, global = true, env = "FLOTILLA_USER", requires = "password")]
+    user: Option<String>,
+
+    /// The password of `--user`.
+    #[arg(long, global = true, env = "FLOTILLA_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -108,6 +119,15 @@ enum Command {
     /// Collections (shard keys).
     #[command(subcommand)]
     Collection(query::CollectionCommand),
+    /// Users and the roles they hold.
+    #[command(subcommand)]
+    User(users::UserCommand),
+    /// Roles and their permissions per database.
+    #[command(subcommand)]
+    Role(users::RoleCommand),
+    /// Turn auth on or off.
+    #[command(subcommand)]
+    Auth(users::AuthCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -361,6 +381,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::InvalidArgument(_) | Error::RevisionCompacted { .. }) => 7,
         Some(Error::AlreadyExists(_)) => 8,
         Some(Error::ResourceExhausted(_)) => 9,
+        Some(Error::Unauthenticated(_)) => 10,
+        Some(Error::PermissionDenied(_)) => 11,
         Some(Error::Server { .. } | Error::Protocol(_)) | None => 1,
     }
 }
@@ -385,6 +407,10 @@ async fn run(cli: Cli) -> Result<()> {
             }
             None => None,
         },
+        credentials: cli
+            .user
+            .as_ref()
+            .map(|u| Credentials::new(u, cli.password.clone().unwrap_or_default())),
         ..ClientOptions::default()
     };
     let client = Client::with_options(cli.endpoints.clone(), options)?;
@@ -395,6 +421,9 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Doc(c) => doc(&client, c, out).await,
         Command::Index(c) => query::index(&client, c, out).await,
         Command::Collection(c) => query::collection(&client, c, out).await,
+        Command::User(c) => users::user(&client, c, out).await,
+        Command::Role(c) => users::role(&client, c, out).await,
+        Command::Auth(c) => users::auth(&client, c, out).await,
     }
 }
 

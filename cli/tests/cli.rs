@@ -330,3 +330,46 @@ async fn watch_prints_events_and_says_where_to_resume() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_role_and_auth_commands_check_their_arguments() {
+    let a = &dead_addr();
+    let no_password = flotilla(a, &["--user", "ann", "cluster", "status"]).await;
+    assert_exit(&no_password, 2);
+    let bad_permission = flotilla(
+        a,
+        &[
+            "role",
+            "grant",
+            "r",
+            "--database",
+            "shop",
+            "--permission",
+            "everything",
+        ],
+    )
+    .await;
+    assert_exit(&bad_permission, 2);
+    assert!(stderr(&bad_permission).contains("read, write or admin"));
+    let help = flotilla(a, &["user", "--help"]).await;
+    assert_exit(&help, 0);
+    for sub in ["add", "delete", "list", "passwd", "grant", "revoke"] {
+        assert!(stdout(&help).contains(sub), "{sub}: {}", stdout(&help));
+    }
+    // Well-formed, they reach the cluster (here: none, so unavailable).
+    let unreachable = flotilla(
+        a,
+        &[
+            "--timeout",
+            "300ms",
+            "--user",
+            "ann",
+            "--password",
+            "x",
+            "auth",
+            "status",
+        ],
+    )
+    .await;
+    assert_exit(&unreachable, 5);
+}

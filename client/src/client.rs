@@ -31,12 +31,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::{AuthChannel as Channel, Authenticator};
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::admin_client::AdminClient;
 use flotilla_proto::v1::documents_client::DocumentsClient;
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
-use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use crate::endpoints::Endpoints;
@@ -49,6 +49,7 @@ use crate::types::{
 
 mod admin;
 pub mod query;
+pub mod users;
 
 /// Largest response the client accepts (a page of documents can be large).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -113,6 +114,7 @@ struct Inner {
     options: ClientOptions,
     /// Names every write, the same across its retries (exactly-once writes).
     request_ids: RequestIds,
+    auth: Authenticator,
 }
 
 /// Whether an operation may be repeated without changing its effect.
@@ -131,12 +133,14 @@ impl Client {
 
     /// A client with the given options.
     pub fn with_options(endpoints: Vec<String>, options: ClientOptions) -> Result<Client> {
-        let endpoints = Endpoints::new(endpoints, &options)?;
+        let auth = Authenticator::new(options.credentials.clone());
+        let endpoints = Endpoints::new(endpoints, &options, auth.slot.clone())?;
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoints,
                 options,
                 request_ids: RequestIds::new(),
+                auth,
             }),
         })
     }
@@ -459,6 +463,8 @@ impl Client {
         // A write that may have been applied by an earlier attempt.
         let mut maybe_applied = false;
         let mut last_error: Option<Error> = None;
+        // A token refused once is replaced once per operation.
+        let mut reauthenticated = false;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let previous = last_error.take();
@@ -470,11 +476,20 @@ impl Client {
             attempts += 1;
             let addr = endpoints.addr(index).to_string();
             let timeout = options.request_timeout.min(remaining);
-            let outcome = tokio::time::timeout(timeout, attempt(index, timeout)).await;
+            let authenticated = async {
+                let auth = &self.inner.auth;
+                auth.ready(endpoints.channel(index), timeout).await?;
+                attempt(index, timeout).await
+            };
+            let outcome = tokio::time::timeout(timeout, authenticated).await;
             let (error, failure) = match outcome {
                 Ok(Ok(response)) => {
                     endpoints.succeeded(index);
                     return Ok((response.into_inner(), addr));
+                }
+                Ok(Err(status)) if !reauthenticated && self.inner.auth.stale(&status).await => {
+                    reauthenticated = true;
+                    continue;
                 }
                 Ok(Err(status)) => classify(&status, &addr),
                 Err(_) => (

@@ -23,11 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::auth::AuthChannel as Channel;
 use flotilla_proto::v1 as pb;
 use flotilla_proto::v1::documents_client::DocumentsClient;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tonic::metadata::MetadataValue;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::error::REASON_KEY;
@@ -45,7 +45,7 @@ pub(crate) const SLOT_HOLD: Duration = Duration::from_millis(5);
 pub(crate) const MAX_CALLS: usize = 256;
 
 /// Most bytes of calls one Multi request carries (a call larger than this leaves alone). Nodes
-/// accept requests of up to 64 MiB.
+/// accept requests of up to 16 MiB by default (`--max-message-bytes`).
 pub(crate) const MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 
 /// Largest response accepted (a Multi of gets can carry many documents).

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tonic::transport::{Channel, Endpoint};
 
+use crate::auth::{AuthChannel, TokenSlot};
 use crate::coalesce::Coalescer;
 use crate::error::{Error, Result};
 use crate::options::ClientOptions;
@@ -17,7 +18,7 @@ struct Entry {
     /// The address as given (`host:port`).
     addr: String,
     endpoint: Endpoint,
-    channel: OnceLock<Channel>,
+    channel: OnceLock<AuthChannel>,
     coalescer: OnceLock<Coalescer>,
 }
 
@@ -30,12 +31,18 @@ pub(crate) struct Endpoints {
     preferred: AtomicUsize,
     /// How long a batch of calls to one node waits for more (`ClientOptions::coalesce_linger`).
     linger: std::time::Duration,
+    /// The token every call carries.
+    token: TokenSlot,
 }
 
 impl Endpoints {
     /// Parses the addresses (`host:port`, or a full `http://host:port` URI; `https` when the
     /// options ask for TLS). Nothing is connected here.
-    pub(crate) fn new(addrs: Vec<String>, options: &ClientOptions) -> Result<Self> {
+    pub(crate) fn new(
+        addrs: Vec<String>,
+        options: &ClientOptions,
+        token: TokenSlot,
+    ) -> Result<Self> {
         let mut entries = Vec::with_capacity(addrs.len());
         for addr in addrs {
             let addr = addr.trim().to_string();
@@ -78,6 +85,7 @@ impl Endpoints {
             entries,
             preferred: AtomicUsize::new(0),
             linger: options.coalesce_linger,
+            token,
         })
     }
 
@@ -116,11 +124,14 @@ impl Endpoints {
 
     /// The channel of endpoint `index`, created (not connected) on first use. Must be called
     /// from within a Tokio runtime.
-    pub(crate) fn channel(&self, index: usize) -> Channel {
+    pub(crate) fn channel(&self, index: usize) -> AuthChannel {
         let entry = &self.entries[index % self.entries.len()];
         entry
             .channel
-            .get_or_init(|| entry.endpoint.connect_lazy())
+            .get_or_init(|| {
+                let channel: Channel = entry.endpoint.connect_lazy();
+                AuthChannel::new(channel, self.token.clone())
+            })
             .clone()
     }
 
@@ -140,7 +151,7 @@ mod tests {
 
     fn endpoints(n: usize) -> Endpoints {
         let addrs = (0..n).map(|i| format!("127.0.0.1:{}", 7100 + i)).collect();
-        Endpoints::new(addrs, &ClientOptions::default()).unwrap()
+        Endpoints::new(addrs, &ClientOptions::default(), TokenSlot::default()).unwrap()
     }
 
     #[test]
@@ -177,12 +188,27 @@ mod tests {
 
     #[test]
     fn addresses_are_validated_and_blank_ones_skipped() {
-        assert!(Endpoints::new(vec![], &ClientOptions::default()).is_err());
-        assert!(Endpoints::new(vec![" ".into()], &ClientOptions::default()).is_err());
-        assert!(Endpoints::new(vec!["bad host:1".into()], &ClientOptions::default()).is_err());
+        assert!(Endpoints::new(vec![], &ClientOptions::default(), TokenSlot::default()).is_err());
+        assert!(
+            Endpoints::new(
+                vec![" ".into()],
+                &ClientOptions::default(),
+                TokenSlot::default()
+            )
+            .is_err()
+        );
+        assert!(
+            Endpoints::new(
+                vec!["bad host:1".into()],
+                &ClientOptions::default(),
+                TokenSlot::default()
+            )
+            .is_err()
+        );
         let e = Endpoints::new(
             vec!["http://127.0.0.1:1".into(), "".into(), "localhost:2".into()],
             &ClientOptions::default(),
+            TokenSlot::default(),
         )
         .unwrap();
         assert_eq!(e.addrs(), ["http://127.0.0.1:1", "localhost:2"]);

@@ -38,6 +38,13 @@ pub enum Error {
     /// The request is malformed (bad JSON, empty id, bad endpoint address, ...).
     #[error("{}", labelled("invalid argument", .0))]
     InvalidArgument(String),
+    /// The call needs credentials (the cluster has auth enabled), or the ones given were
+    /// refused (wrong password, a token that expired or was revoked and could not be renewed).
+    #[error("{}", labelled("unauthenticated", .0))]
+    Unauthenticated(String),
+    /// The user's roles do not grant what the call needs.
+    #[error("{}", labelled("permission denied", .0))]
+    PermissionDenied(String),
     /// The request is over a limit of the cluster (document size, batch size, ...).
     #[error("{}", labelled("resource exhausted", .0))]
     ResourceExhausted(String),
@@ -128,6 +135,8 @@ impl Error {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::VersionMismatch(_) | Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Unavailable(_) | Error::Transport { .. } | Error::OutcomeUnknown(_) => {
                 Code::Unavailable
@@ -184,6 +193,8 @@ pub(crate) fn classify(status: &Status, endpoint: &str) -> (Error, Failure) {
             (Error::InvalidArgument(message), Failure::Final)
         }
         Code::ResourceExhausted => (Error::ResourceExhausted(message), Failure::Final),
+        Code::Unauthenticated => (Error::Unauthenticated(message), Failure::Final),
+        Code::PermissionDenied => (Error::PermissionDenied(message), Failure::Final),
         Code::Unavailable => (Error::Unavailable(message), Failure::Unavailable),
         Code::DeadlineExceeded => (Error::DeadlineExceeded(message), Failure::Uncertain),
         // A node answers Aborted for a write whose fate it cannot know (its leadership changed,

@@ -19,6 +19,7 @@
 //!
 //! See [`client`] for what is retried and what a write that timed out means.
 
+mod auth;
 pub mod client;
 mod coalesce;
 mod endpoints;
@@ -27,9 +28,11 @@ pub mod options;
 mod request_id;
 pub mod types;
 
+pub use auth::Credentials;
 pub use client::query::{
     CollectionInfo, IndexInfo, QueryBuilder, QueryExplain, QueryPage, ShardExplain,
 };
+pub use client::users::{Permission, RoleInfo, UserInfo};
 pub use client::{Client, DatabaseOptions, DatabaseUpdate, ListOptions, WatchStream};
 pub use error::{Error, Result};
 pub use flotilla_query::{Field, Predicate};

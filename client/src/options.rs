@@ -37,6 +37,8 @@ pub struct ClientOptions {
     pub coalesce_linger: Duration,
     /// Connect over TLS (to nodes started with `--tls-cert`); plaintext when `None`.
     pub tls: Option<ClientTls>,
+    /// Authenticate as this user (on clusters with auth enabled); see [`crate::Credentials`].
+    pub credentials: Option<crate::Credentials>,
 }
 
 /// How a client connects over TLS: the CA that the nodes' certificates must chain to, and the
@@ -99,6 +101,7 @@ impl Default for ClientOptions {
             coalesce_calls: true,
             coalesce_linger: Duration::from_micros(100),
             tls: None,
+            credentials: None,
         }
     }
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+mod security;
+pub use security::SecurityFlags;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum InitialClusterState {
     /// Initialise a new cluster (only when this node has no data yet).
@@ -120,6 +123,8 @@ pub struct NodeConfig {
     /// killed, as in a power cut).
     #[arg(long, env = "FLOTILLA_TEST_POWER_LOSS", hide = true)]
     pub test_power_loss: bool,
+    #[command(flatten)]
+    pub security: SecurityFlags,
 }
 
 /// Certificates of the node's ports (PEM files, re-read when they change). Without them every
@@ -181,9 +186,7 @@ impl NodeConfig {
 
     /// Checks the values that clap cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if self.name.trim().is_empty() {
-            return Err("--name must not be empty".into());
-        }
+        security::check_node_name(&self.name)?;
         if !(1..=7).contains(&self.meta_voters) {
             return Err(format!(
                 "--meta-voters must be between 1 and 7 (3 or 5 recommended), got {}",
@@ -202,7 +205,7 @@ impl NodeConfig {
         if self.snapshot_log_bytes < 4096 {
             return Err("--snapshot-log-bytes must be at least 4096".into());
         }
-        Ok(())
+        self.security.validate()
     }
 
     pub fn raft_config(&self) -> Result<openraft::Config, String> {

@@ -2,6 +2,7 @@
 //! openraft instances over two shared redb files (Raft logs; state machines), serves the
 //! client, admin and peer gRPC APIs and HTTP metrics and health.
 
+pub mod auth;
 pub mod codec;
 pub mod command;
 pub mod compaction;

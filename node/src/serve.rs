@@ -49,6 +49,11 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
         peer = %host.addr.peer_addr,
         "serving"
     );
+    if !host.meta_state().auth.enabled {
+        tracing::warn!(
+            "AUTH IS DISABLED: whoever reaches the client port may read, write and administer everything; add a user root with the role root and run `flotilla auth enable`"
+        );
+    }
     shutdown_signal().await;
     tracing::info!("stop requested: handing over leadership");
     host.hand_over_leadership().await;

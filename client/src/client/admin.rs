@@ -76,10 +76,12 @@ impl Client {
             .ok_or_else(|| Error::Protocol("create database answered without the database".into()))
     }
 
-    /// Drops a database and all of its documents.
+    /// Drops a database and all of its documents (naming it is the confirmation the node
+    /// asks for).
     pub async fn drop_database(&self, name: &str) -> Result<()> {
         let req = pb::DropDatabaseRequest {
             name: name.to_string(),
+            confirm: name.to_string(),
         };
         self.call(Kind::Write, |ch, timeout| {
             let req = req.clone();

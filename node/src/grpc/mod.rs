@@ -6,7 +6,10 @@
 //! speaks TLS when configured (see [`crate::tls`]); the peer port then requires the cluster CA.
 
 pub mod admin;
+pub mod auth;
 pub mod documents;
+pub mod guard;
+pub mod limits;
 pub mod peer;
 pub mod peer_checks;
 pub mod status;
@@ -17,6 +20,7 @@ use std::time::Duration;
 
 use flotilla_proto::peer::peer_server::PeerServer;
 use flotilla_proto::v1::admin_server::AdminServer;
+use flotilla_proto::v1::auth_server::AuthServer;
 use flotilla_proto::v1::documents_server::DocumentsServer;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
@@ -26,11 +30,12 @@ use tonic_health::server::HealthReporter;
 use crate::host::Host;
 use crate::tls::accept::accept;
 
-/// Largest gRPC message accepted (documents are limited separately, with a clear error).
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
-
 /// Services the client port names in its health and reflection answers.
-const CLIENT_SERVICES: [&str; 2] = ["flotilla.v1.Documents", "flotilla.v1.Admin"];
+const CLIENT_SERVICES: [&str; 3] = [
+    "flotilla.v1.Documents",
+    "flotilla.v1.Admin",
+    "flotilla.v1.Auth",
+];
 
 /// Serves the client and admin API until `stop` resolves.
 pub async fn serve_client(
@@ -38,10 +43,27 @@ pub async fn serve_client(
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let docs = DocumentsServer::new(documents::DocumentsService::for_clients(host.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = AdminServer::new(admin::AdminService::new(host.clone()));
+    // Requests are bounded by --max-message-bytes; answers by the limits of what they carry
+    // (list and Multi answers in bytes), under the largest message a peer may send.
+    let max = host.config.security.max_message_bytes;
+    let answers = crate::network::MAX_PEER_MESSAGE_BYTES;
+    // Every call is checked for its caller first (see `guard`).
+    let guard = guard::Guard::new(host.clone());
+    let docs = DocumentsServer::new(guard::documents::GuardedDocuments::new(
+        documents::DocumentsService::for_clients(host.clone()),
+        guard.clone(),
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(answers);
+    let admin = AdminServer::new(guard::admin::GuardedAdmin::new(
+        admin::AdminService::new(host.clone()),
+        guard,
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(answers);
+    let users = AuthServer::new(auth::AuthService::for_clients(host.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(answers);
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -49,6 +71,7 @@ pub async fn serve_client(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name(CLIENT_SERVICES[0])
             .with_service_name(CLIENT_SERVICES[1])
+            .with_service_name(CLIENT_SERVICES[2])
             .with_service_name("grpc.health.v1.Health")
     };
     // grpcurl and other tools ask v1 first and fall back to v1alpha.
@@ -56,11 +79,15 @@ pub async fn serve_client(
     let reflection_v1alpha = reflection().build_v1alpha()?;
     let requests = host.metrics.requests.grpc("client");
     let incoming = accept(listener, host.tls.client_port.clone()).into_stream();
+    let security = host.config.security.clone();
     let health_task = tokio::spawn(report_health(host, reporter));
     let served = tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(security.max_connection_requests))
         .layer(requests)
+        .layer(limits::NodeLimitLayer::new(security.max_node_requests))
         .add_service(docs)
         .add_service(admin)
+        .add_service(users)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -83,7 +110,7 @@ async fn report_health(host: Arc<Host>, reporter: HealthReporter) {
             ServingStatus::NotServing
         };
         if last != Some(status) {
-            for service in ["", CLIENT_SERVICES[0], CLIENT_SERVICES[1]] {
+            for service in std::iter::once("").chain(CLIENT_SERVICES) {
                 reporter.set_service_status(service, status).await;
             }
             last = Some(status);
@@ -97,19 +124,25 @@ pub async fn serve_peer(
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    // Raft entries and snapshot chunks between nodes may be as large as the peers send.
+    let peer_max = crate::network::MAX_PEER_MESSAGE_BYTES;
     let peer = PeerServer::new(peer::PeerService::new(host.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(peer_max)
+        .max_encoding_message_size(peer_max);
     let requests = host.metrics.requests.grpc("peer");
     // Forwarded requests are checked for their cluster and sender, as the Peer calls are.
     let docs = InterceptedService::new(
         DocumentsServer::new(documents::DocumentsService::for_peers(host.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(peer_max)
+            .max_encoding_message_size(peer_max),
         peer_checks::forwarded(host.clone()),
     );
     let admin = InterceptedService::new(
         AdminServer::new(admin::AdminService::new(host.clone())),
+        peer_checks::forwarded(host.clone()),
+    );
+    let users = InterceptedService::new(
+        AuthServer::new(auth::AuthService::for_peers(host.clone())),
         peer_checks::forwarded(host.clone()),
     );
     let incoming = accept(listener, host.tls.peer_port.clone()).into_stream();
@@ -118,6 +151,7 @@ pub async fn serve_peer(
         .add_service(peer)
         .add_service(docs)
         .add_service(admin)
+        .add_service(users)
         .serve_with_incoming_shutdown(incoming, stop)
         .await?;
     Ok(())

@@ -219,6 +219,11 @@ impl Peer for PeerService {
         }
         let conn = request.extensions().get::<ConnInfo>().cloned();
         let msg = request.into_inner();
+        // The member asked first checks the token (the others trust its forward).
+        if hops == 0 {
+            let ours = self.host.config.security.join_token.as_deref();
+            super::peer_checks::check_join_token(ours, &msg.join_token)?;
+        }
         let node = msg
             .node
             .clone()

@@ -162,6 +162,45 @@ pub fn forwarded(
     }
 }
 
+/// Refuses a forwarded write that names shard `named` of `database` for documents that hash
+/// to shard `hashed` (it would land where no get finds it, and be listed twice).
+pub fn check_forwarded_shard(database: &str, named: usize, hashed: usize) -> Result<(), Status> {
+    if named != hashed {
+        return Err(refuse(
+            Code::FailedPrecondition,
+            ErrorReason::WrongShard,
+            format!(
+                "a write forwarded to shard {named} of database {database}, for documents of shard {hashed}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a join without the cluster's join token (`ours`, when this node has one).
+pub fn check_join_token(ours: Option<&str>, given: &str) -> Result<(), Status> {
+    let Some(ours) = ours else {
+        return Ok(());
+    };
+    if given.is_empty() {
+        return Err(refuse(
+            Code::PermissionDenied,
+            ErrorReason::JoinTokenRequired,
+            "joining this cluster needs its join token (--join-token)".into(),
+        ));
+    }
+    // Digests of both, compared: the time taken says nothing about how much of it matched.
+    let digest = |t: &str| ring::digest::digest(&ring::digest::SHA256, t.as_bytes());
+    if digest(ours).as_ref() != digest(given).as_ref() {
+        return Err(refuse(
+            Code::PermissionDenied,
+            ErrorReason::JoinTokenInvalid,
+            "the join token given is not this cluster's".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn malformed(message: String) -> Status {
     refuse(
         Code::InvalidArgument,
@@ -232,6 +271,31 @@ mod tests {
                 Some(ErrorReason::MalformedMessage)
             );
         }
+    }
+
+    #[test]
+    fn a_join_needs_the_token_when_the_cluster_has_one() {
+        assert!(check_join_token(None, "").is_ok());
+        assert!(check_join_token(Some("s3cret"), "s3cret").is_ok());
+        for (given, reason) in [
+            ("", ErrorReason::JoinTokenRequired),
+            ("s3cre", ErrorReason::JoinTokenInvalid),
+        ] {
+            let status = check_join_token(Some("s3cret"), given).expect_err("refused");
+            assert_eq!(status.code(), Code::PermissionDenied);
+            assert_eq!(flotilla_proto::reason_of(&status), Some(reason));
+        }
+    }
+
+    #[test]
+    fn a_forwarded_write_must_name_the_shard_of_its_documents() {
+        assert!(check_forwarded_shard("t", 2, 2).is_ok());
+        let status = check_forwarded_shard("t", 1, 2).expect_err("refused");
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(
+            flotilla_proto::reason_of(&status),
+            Some(ErrorReason::WrongShard)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use tonic::{Code, Status};
 
 use crate::error::{NodeError, Refusal};
 use crate::meta::MetaError;
+use crate::meta::auth::AuthError;
 
 pub fn to_status(e: NodeError) -> Status {
     let (code, reason) = match &e {
@@ -49,6 +50,22 @@ fn meta(e: &MetaError) -> (Code, ErrorReason) {
         MetaError::NotMetaGroup => (Code::Internal, ErrorReason::Unspecified),
         MetaError::ShardKeyFixed { .. } => (Code::FailedPrecondition, ErrorReason::ShardKeyFixed),
         MetaError::InvalidIndex(_) => (Code::InvalidArgument, ErrorReason::InvalidIndex),
+        MetaError::Auth(a) => auth(a),
+    }
+}
+
+/// The code and reason of a user or role change the meta state refused.
+fn auth(e: &AuthError) -> (Code, ErrorReason) {
+    match e {
+        AuthError::UserNotFound(_) => (Code::NotFound, ErrorReason::UserNotFound),
+        AuthError::UserExists(_) => (Code::AlreadyExists, ErrorReason::UserExists),
+        AuthError::RoleNotFound(_) | AuthError::GrantNotFound { .. } => {
+            (Code::NotFound, ErrorReason::RoleNotFound)
+        }
+        AuthError::RoleExists(_) => (Code::AlreadyExists, ErrorReason::RoleExists),
+        AuthError::RootRequired | AuthError::RootRoleBuiltIn => {
+            (Code::FailedPrecondition, ErrorReason::RootRequired)
+        }
     }
 }
 

@@ -99,6 +99,7 @@ async fn join_through(host: &Host, target: &str) -> Result<String, String> {
                 peer_addr: host.addr.peer_addr.clone(),
             }),
             labels: host.config.label_map().into_iter().collect(),
+            join_token: host.config.security.join_token.clone().unwrap_or_default(),
         };
         let mut request = tonic::Request::new(request);
         request.set_timeout(host.config.request_timeout);

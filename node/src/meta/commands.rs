@@ -87,6 +87,8 @@ pub enum MetaCommand {
         at_ms: u64,
         reason: String,
     },
+    /// Users, roles, and whether auth is enabled (see `meta::auth`).
+    Auth(super::auth::AuthCommand),
 }
 
 /// What applying a meta command answers.

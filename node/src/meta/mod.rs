@@ -1,6 +1,7 @@
 //! The meta group's state: node registry and database records, and how meta commands change it.
 //! Applying is deterministic and does no I/O, so every replica computes the same state.
 
+pub mod auth;
 pub mod collections;
 pub mod commands;
 pub mod placement;
@@ -38,6 +39,8 @@ pub enum MetaError {
     /// A meta command reached a data group (a bug of the sender).
     #[error("meta command sent to a data group")]
     NotMetaGroup,
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
 }
 
 /// Default time a replica may stay in Rehab before it is replaced.
@@ -149,6 +152,10 @@ pub struct MetaState {
     pub next_event: u64,
     /// A rebalance was asked for and is not finished yet.
     pub rebalance_requested: bool,
+    /// Users, roles and whether auth is enabled. Keep it the last field: a state stored
+    /// before it existed ends where it begins (see [`auth::deserialize_trailing`]).
+    #[serde(deserialize_with = "auth::deserialize_trailing")]
+    pub auth: auth::AuthState,
 }
 
 impl MetaState {
@@ -250,6 +257,10 @@ impl MetaState {
                 } else {
                     self.assigned_labels.insert(*id, labels.clone());
                 }
+                Ok(MetaOutcome::Done)
+            }
+            MetaCommand::Auth(cmd) => {
+                self.auth.apply(cmd)?;
                 Ok(MetaOutcome::Done)
             }
             MetaCommand::RequestRebalance { requested } => {

@@ -181,3 +181,29 @@ fn shard_of_is_stable_and_in_range() {
         assert_eq!(s, db.shard_of(&id));
     }
 }
+
+#[test]
+fn a_meta_state_stored_before_users_and_roles_existed_reads_back_with_auth_off() {
+    let mut state = MetaState {
+        cluster_id: Some("c".into()),
+        next_group_id: 9,
+        rebalance_requested: true,
+        ..MetaState::default()
+    };
+    state.nodes.insert(1, addr("a"));
+    let bytes = crate::codec::encode(&state).expect("encode");
+    let tail = crate::codec::encode(&auth::AuthState::default())
+        .expect("encode")
+        .len();
+    // What an earlier version stored: the same fields, without the trailing auth state.
+    let old = &bytes[..bytes.len() - tail];
+    let read: MetaState = crate::codec::decode(old).expect("decode");
+    assert_eq!(read, state);
+    assert!(!read.auth.enabled);
+    // And a state with auth reads back whole.
+    state.auth.enabled = true;
+    state.auth.secret = vec![1, 2, 3];
+    let read: MetaState =
+        crate::codec::decode(&crate::codec::encode(&state).expect("encode")).expect("decode");
+    assert_eq!(read, state);
+}

@@ -118,6 +118,17 @@ impl Peers {
         Ok(AdminClient::new(self.channel(addr)?))
     }
 
+    /// The `Auth` service of the node at peer address `addr` (for forwarded user and role
+    /// changes).
+    pub fn auth(
+        &self,
+        addr: &str,
+    ) -> Result<flotilla_proto::v1::auth_client::AuthClient<PeerChannel>, BadAddress> {
+        Ok(flotilla_proto::v1::auth_client::AuthClient::new(
+            self.channel(addr)?,
+        ))
+    }
+
     /// Sends this node's heartbeat to the peer at `addr`; the answer is the peer's own.
     pub async fn beat(
         &self,

@@ -200,6 +200,14 @@ pub fn names_host_of(cert: &CertificateDer<'_>, addr: &str) -> bool {
     cert.verify_is_valid_for_subject_name(&name).is_ok()
 }
 
+/// The subject common name of `cert` (a leaf certificate the handshake verified), if it has
+/// one that is UTF-8.
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = parsed.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
 fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
@@ -235,4 +243,33 @@ fn roots(pem: &[u8]) -> Result<RootCertStore, TlsError> {
         return Err(TlsError::NoCertificate { what: "CA" });
     }
     Ok(roots)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert(common_name: Option<&str>) -> CertificateDer<'static> {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("parameters");
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(cn) = common_name {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, cn);
+        }
+        let key = rcgen::KeyPair::generate().expect("a key");
+        params
+            .self_signed(&key)
+            .expect("a certificate")
+            .der()
+            .clone()
+    }
+
+    #[test]
+    fn the_common_name_of_a_certificate_names_its_user() {
+        assert_eq!(common_name(&cert(Some("ann"))).as_deref(), Some("ann"));
+        assert_eq!(common_name(&cert(None)), None);
+        assert_eq!(common_name(&CertificateDer::from(vec![1, 2, 3])), None);
+    }
 }

@@ -3,6 +3,7 @@
 //! `faults::leader_kill_under_load_keeps_the_history_linearizable`.
 
 mod admin;
+mod auth;
 mod cluster_smoke;
 mod dev_cluster;
 mod durability;
@@ -12,6 +13,7 @@ mod healing;
 mod hibernation;
 mod isolation;
 mod leadership;
+mod limits;
 mod multi;
 mod node_processes;
 mod placement;

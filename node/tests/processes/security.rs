@@ -102,6 +102,11 @@ impl TlsCluster {
     /// `n` nodes with TLS on the client and HTTP ports and mutual TLS on the peer port, all
     /// certificates from one CA.
     async fn start(n: usize) -> TlsCluster {
+        TlsCluster::start_with(n, &[]).await
+    }
+
+    /// Like [`TlsCluster::start`], every node also given `args`.
+    async fn start_with(n: usize, args: &[&str]) -> TlsCluster {
         let root = tempfile::Builder::new()
             .prefix("flotilla-tls-")
             .tempdir()
@@ -125,6 +130,9 @@ impl TlsCluster {
                 ("--peer-tls-ca", &ca_path),
             ] {
                 options = options.arg(flag).arg(path.display().to_string());
+            }
+            for arg in args {
+                options = options.arg(*arg);
             }
             let entry = match nodes.first() {
                 None => Entry::Bootstrap,
@@ -593,6 +601,7 @@ async fn a_join_cannot_take_the_id_of_a_registered_node() {
             peer_addr: peer_addr.clone(),
         }),
         labels: Default::default(),
+        join_token: String::new(),
     };
     use tonic::Code::FailedPrecondition;
     // Node 1 still answers at its address: nobody else may be node 1.
@@ -637,4 +646,168 @@ async fn a_join_cannot_take_the_id_of_a_registered_node() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_for_a_shard_its_id_does_not_hash_to_is_refused() {
+    use flotilla_proto::v1::documents_client::DocumentsClient;
+    use flotilla_proto::v1::{BatchOp, BatchRequest, PutOp, batch_op};
+
+    let cluster = Cluster::start(1, ClusterOptions::default()).await;
+    let client = cluster.client();
+    client.create_database("t", None, Some(4)).await.unwrap();
+    client
+        .wait_for_database("t", Duration::from_secs(30), |_| {})
+        .await
+        .unwrap();
+    let home = client.put("t", "c", "a", "{}", None).await.unwrap().shard;
+    let status = client.cluster_status().await.unwrap();
+    let (id, ours) = (status.answered_by, status.cluster_id.clone());
+    let mut docs = DocumentsClient::connect(format!("http://{}", cluster.node(0).peer_addr))
+        .await
+        .unwrap();
+    let put = |shard: u32| {
+        let batch = BatchRequest {
+            database: "t".into(),
+            ops: vec![BatchOp {
+                op: Some(batch_op::Op::Put(PutOp {
+                    collection: "c".into(),
+                    id: "a".into(),
+                    json: r#"{"v":2}"#.into(),
+                    if_version: None,
+                })),
+            }],
+            request_id: None,
+        };
+        let mut request = stamped(batch, id, Some(&ours));
+        let shard = shard.to_string().parse().unwrap();
+        request.metadata_mut().insert("x-flotilla-shard", shard);
+        request
+    };
+    let answer = docs.batch(put((home + 1) % 4)).await;
+    assert_refused(
+        answer,
+        tonic::Code::FailedPrecondition,
+        ErrorReason::WrongShard,
+        "a write for another shard",
+    );
+    let answer = docs.batch(put(home)).await.unwrap().into_inner();
+    assert_eq!(answer.shard, home);
+    // Nothing landed on the wrong shard: the document has the one write each that was taken.
+    let doc = client
+        .get("t", "c", "a", Consistency::Linearizable)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((doc.version, doc.shard), (2, home));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_the_clusters_join_token_cannot_join() {
+    let options = ClusterOptions::default().arg("--join-token").arg("s3cret");
+    let mut cluster = Cluster::start(1, options).await;
+    let mut peer = PeerClient::connect(format!("http://{}", cluster.node(0).peer_addr))
+        .await
+        .unwrap();
+    let [client_addr, peer_addr, _] = free_addrs(1).remove(0);
+    let join = |token: &str| JoinClusterRequest {
+        node: Some(NodeInfo {
+            id: 4242,
+            name: "stranger".into(),
+            client_addr: client_addr.clone(),
+            peer_addr: peer_addr.clone(),
+        }),
+        labels: Default::default(),
+        join_token: token.into(),
+    };
+    use tonic::Code::PermissionDenied;
+    let answer = peer.join_cluster(join("")).await;
+    assert_refused(
+        answer,
+        PermissionDenied,
+        ErrorReason::JoinTokenRequired,
+        "no token",
+    );
+    let answer = peer.join_cluster(join("guess")).await;
+    assert_refused(
+        answer,
+        PermissionDenied,
+        ErrorReason::JoinTokenInvalid,
+        "a wrong token",
+    );
+    let status = cluster.client().cluster_status().await.unwrap();
+    assert_eq!(status.nodes.len(), 1, "{status:#?}");
+    // A node started with the token joins.
+    let i = cluster.add_node().await;
+    cluster.wait_ready(i).await;
+    let client = cluster.client();
+    wait_until(
+        Duration::from_secs(30),
+        "the new node is a member",
+        async || {
+            client
+                .cluster_status()
+                .await
+                .is_ok_and(|s| s.nodes.len() == 2)
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_names_its_user_when_certificates_authenticate() {
+    let cluster = TlsCluster::start_with(1, &["--client-cert-auth"]).await;
+    let setup = cluster.client();
+    setup.create_database("t", None, None).await.unwrap();
+    setup
+        .wait_for_database("t", Duration::from_secs(30), |_| {})
+        .await
+        .unwrap();
+    setup.user_add("root", "rootpw").await.unwrap();
+    setup.user_grant_role("root", "root").await.unwrap();
+    setup.role_add("t-read").await.unwrap();
+    setup
+        .role_grant_permission("t-read", "t", flotilla_client::Permission::Read)
+        .await
+        .unwrap();
+    // A user without a password: certificates only.
+    setup.user_add("reader", "").await.unwrap();
+    setup.user_grant_role("reader", "t-read").await.unwrap();
+    setup.auth_enable().await.unwrap();
+
+    let with_cert = |common_name: &str| {
+        let pair = cluster.ca.issue(common_name);
+        let mut options = tls_options(&cluster.ca);
+        if let Some(tls) = options.tls.as_mut() {
+            tls.identity = Some((pair.cert.into_bytes(), pair.key.into_bytes()));
+        }
+        Client::with_options(vec![cluster.nodes[0].endpoint()], options).unwrap()
+    };
+    let reader = with_cert("reader");
+    assert!(
+        reader
+            .get("t", "c", "k", Consistency::Linearizable)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(matches!(
+        reader.put("t", "c", "k", "{}", None).await,
+        Err(flotilla_client::Error::PermissionDenied(_))
+    ));
+    let root = with_cert("root");
+    root.put("t", "c", "k", "{}", None).await.unwrap();
+    assert_eq!(
+        root.auth_status().await.unwrap(),
+        (true, "root".to_string())
+    );
+    // A certificate of the CA for a name that is no user, and no certificate at all.
+    assert!(matches!(
+        with_cert("eve").cluster_status().await,
+        Err(flotilla_client::Error::Unauthenticated(_))
+    ));
+    assert!(matches!(
+        cluster.client().cluster_status().await,
+        Err(flotilla_client::Error::Unauthenticated(_))
+    ));
 }

@@ -56,6 +56,11 @@ impl DocumentsService {
             return self.unknown_database(database, msg, hops, None, call).await;
         };
         let shard = match shard {
+            // A forwarded write must be for the shard its documents hash to.
+            Some(s) if s < db.shards.len() && T::WRITES => {
+                crate::grpc::peer_checks::check_forwarded_shard(database, s, pick(&db)?)?;
+                s
+            }
             Some(s) if s < db.shards.len() => s,
             Some(s) => {
                 return Err(Status::invalid_argument(format!(
