@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod txn;
+
 pub use crate::meta::MetaError;
 pub use crate::meta::commands::{MetaCommand, MetaOutcome};
 
@@ -17,6 +19,8 @@ pub enum Command {
     /// on one shard): each applies or is rejected on its own, in order, and all that apply share
     /// the entry's revision.
     DataMany(Vec<DataCommand>),
+    /// A step of a transaction on this shard (see [`txn`]).
+    Txn(txn::TxnCommand),
 }
 
 /// An atomic batch of document writes on one shard.
@@ -61,6 +65,7 @@ impl Command {
             Command::Meta(_) => 0,
             Command::Data(d) => d.body_bytes(),
             Command::DataMany(b) => b.iter().map(DataCommand::body_bytes).sum(),
+            Command::Txn(t) => t.body_bytes(),
         }
     }
 }
@@ -84,6 +89,7 @@ impl fmt::Display for Command {
             Command::Meta(m) => write!(f, "meta:{m:?}"),
             Command::Data(d) => write!(f, "data:{} ops", d.ops.len()),
             Command::DataMany(b) => write!(f, "data:{} batches", b.len()),
+            Command::Txn(t) => write!(f, "txn:{}", t.kind()),
         }
     }
 }
@@ -97,6 +103,7 @@ pub enum Response {
     Data(Result<Vec<OpOutcome>, Rejection>),
     /// One outcome per batch of a [`Command::DataMany`], in order.
     DataMany(Vec<Result<Vec<OpOutcome>, Rejection>>),
+    Txn(txn::TxnOutcome),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,5 +121,12 @@ pub enum Rejection {
         id: String,
         expected: u64,
         current: u64,
+    },
+    /// A transaction holds an intent on the document: the write waits for it to be resolved.
+    #[error("{collection}/{id} is locked by transaction {:032x}", holder.id)]
+    Intent {
+        collection: String,
+        id: String,
+        holder: txn::TxnMeta,
     },
 }

@@ -53,6 +53,8 @@ pub enum Refusal {
     NotFound,
     FailedPrecondition,
     InvalidArgument,
+    /// A transaction aborted (a conflict, its timeout): nothing of it applied.
+    Aborted,
 }
 
 impl NodeError {

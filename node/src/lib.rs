@@ -24,5 +24,6 @@ pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod topology;
+pub mod txn;
 pub mod types;
 pub mod validate;

@@ -10,6 +10,7 @@ pub mod documents;
 pub mod peer;
 pub mod peer_checks;
 pub mod status;
+pub mod transactions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use std::time::Duration;
 use flotilla_proto::peer::peer_server::PeerServer;
 use flotilla_proto::v1::admin_server::AdminServer;
 use flotilla_proto::v1::documents_server::DocumentsServer;
+use flotilla_proto::v1::transactions_server::TransactionsServer;
+use flotilla_proto::v1::txn_shards_server::TxnShardsServer;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
@@ -30,7 +33,11 @@ use crate::tls::accept::accept;
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Services the client port names in its health and reflection answers.
-const CLIENT_SERVICES: [&str; 2] = ["flotilla.v1.Documents", "flotilla.v1.Admin"];
+const CLIENT_SERVICES: [&str; 3] = [
+    "flotilla.v1.Documents",
+    "flotilla.v1.Admin",
+    "flotilla.v1.Transactions",
+];
 
 /// Serves the client and admin API until `stop` resolves.
 pub async fn serve_client(
@@ -42,6 +49,9 @@ pub async fn serve_client(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServer::new(admin::AdminService::new(host.clone()));
+    let txns = TransactionsServer::new(transactions::TransactionsService::new(host.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -49,6 +59,7 @@ pub async fn serve_client(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name(CLIENT_SERVICES[0])
             .with_service_name(CLIENT_SERVICES[1])
+            .with_service_name(CLIENT_SERVICES[2])
             .with_service_name("grpc.health.v1.Health")
     };
     // grpcurl and other tools ask v1 first and fall back to v1alpha.
@@ -61,6 +72,7 @@ pub async fn serve_client(
         .layer(requests)
         .add_service(docs)
         .add_service(admin)
+        .add_service(txns)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -83,7 +95,7 @@ async fn report_health(host: Arc<Host>, reporter: HealthReporter) {
             ServingStatus::NotServing
         };
         if last != Some(status) {
-            for service in ["", CLIENT_SERVICES[0], CLIENT_SERVICES[1]] {
+            for service in std::iter::once("").chain(CLIENT_SERVICES) {
                 reporter.set_service_status(service, status).await;
             }
             last = Some(status);
@@ -112,12 +124,26 @@ pub async fn serve_peer(
         AdminServer::new(admin::AdminService::new(host.clone())),
         peer_checks::forwarded(host.clone()),
     );
+    let txns = InterceptedService::new(
+        TransactionsServer::new(transactions::TransactionsService::new(host.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        peer_checks::forwarded(host.clone()),
+    );
+    let txn_shards = InterceptedService::new(
+        TxnShardsServer::new(transactions::TxnShardsService::new(host.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        peer_checks::forwarded(host.clone()),
+    );
     let incoming = accept(listener, host.tls.peer_port.clone()).into_stream();
     tonic::transport::Server::builder()
         .layer(requests)
         .add_service(peer)
         .add_service(docs)
         .add_service(admin)
+        .add_service(txns)
+        .add_service(txn_shards)
         .serve_with_incoming_shutdown(incoming, stop)
         .await?;
     Ok(())

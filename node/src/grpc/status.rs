@@ -29,6 +29,7 @@ pub fn to_status(e: NodeError) -> Status {
                 Refusal::NotFound => Code::NotFound,
                 Refusal::FailedPrecondition => Code::FailedPrecondition,
                 Refusal::InvalidArgument => Code::InvalidArgument,
+                Refusal::Aborted => Code::Aborted,
             },
             *reason,
         ),

@@ -16,10 +16,13 @@ mod documents;
 mod log_store;
 mod state_machine;
 mod tables;
+pub(crate) mod txn;
 mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;
 
 use std::io;
 use std::path::Path;

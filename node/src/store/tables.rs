@@ -79,6 +79,7 @@ pub(crate) fn init_state(db: &Database) -> Result<(), StoreError> {
     txn.open_table(DOCS)?;
     txn.open_table(CHANGES)?;
     txn.open_table(SNAPSHOTS)?;
+    super::txn::init(&txn)?;
     txn.commit()?;
     Ok(())
 }
@@ -155,5 +156,5 @@ pub(crate) fn delete_group_state(txn: &WriteTransaction, gid: GroupId) -> io::Re
         .map_err(io_err)?;
     let mut snaps = txn.open_table(SNAPSHOTS).map_err(io_err)?;
     snaps.remove(gid).map_err(io_err)?;
-    Ok(())
+    super::txn::delete_group(txn, gid)
 }

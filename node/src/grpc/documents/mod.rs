@@ -17,7 +17,7 @@ use flotilla_proto::v1::{
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::command::{Command, DataCommand, OpOutcome, Response as Applied, WriteOp};
+use crate::command::{DataCommand, OpOutcome, Response as Applied, WriteOp};
 use crate::error::{NodeError, NodeResult};
 use crate::host::{GroupHandle, Host, ReadConsistency};
 use crate::meta::DatabaseRecord;
@@ -80,9 +80,16 @@ fn shard_of_batch(db: &DatabaseRecord, ops: &[WriteOp]) -> NodeResult<usize> {
     Ok(shard)
 }
 
-/// Answers `msg` from this replica of `shard` (the caller has passed the read barrier).
-fn read_document(group: &GroupHandle, shard: usize, msg: GetRequest) -> NodeResult<GetResponse> {
-    let document = group.sm.get(&msg.collection, &msg.id)?.map(|d| Document {
+/// Answers `msg` from this replica of `shard` (the caller has passed the read barrier), never
+/// showing half a transaction (see `crate::txn::resolve`).
+async fn read_document(
+    host: &Arc<Host>,
+    group: &GroupHandle,
+    shard: usize,
+    msg: GetRequest,
+) -> NodeResult<GetResponse> {
+    let doc = crate::txn::resolve::visible(host, group, &msg.collection, &msg.id).await?;
+    let document = doc.map(|d| Document {
         collection: msg.collection,
         id: msg.id,
         json: d.json,
@@ -140,9 +147,10 @@ impl DocumentsService {
             move |db| shard_of_batch(db, &ops_for_pick),
             move |host, group, route, _msg| {
                 Box::pin(async move {
-                    let (applied, revision) = host
-                        .write(&group, route.gid, Command::Data(DataCommand { ops }))
-                        .await?;
+                    let cmd = DataCommand { ops };
+                    let (applied, revision) =
+                        crate::txn::resolve::write_through_intents(&host, &group, route.gid, cmd)
+                            .await?;
                     let results = data_response(applied)?
                         .into_iter()
                         .map(batch_result)
@@ -179,7 +187,7 @@ impl DocumentsService {
                 Box::pin(async move {
                     host.read_barrier(&group, consistency(msg.consistency))
                         .await?;
-                    read_document(&group, route.shard, msg)
+                    read_document(&host, &group, route.shard, msg).await
                 })
             },
             |mut c, r| Box::pin(async move { c.get(r).await }),
@@ -213,6 +221,16 @@ impl DocumentsService {
         shard: Option<usize>,
     ) -> Result<Response<BatchResponse>, Status> {
         let ops = self.batch_ops(&msg)?;
+        // A batch over several shards is a transaction underneath.
+        if shard.is_none()
+            && let Some(db) = self.host.meta_state().databases.get(&msg.database)
+            && shard_of_batch(db, &ops).is_err()
+        {
+            let txns = crate::txn::coordinator(&self.host);
+            return Ok(Response::new(
+                crate::txn::batch::run(&txns, &msg.database, ops).await?,
+            ));
+        }
         self.write(msg.database.clone(), hops, shard, ops, msg)
             .await
     }

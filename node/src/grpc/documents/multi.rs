@@ -20,7 +20,7 @@ use prost::Message;
 use tonic::Status;
 
 use super::{BoxFut, DocumentsService, batch_result, consistency, read_document, shard_of_batch};
-use crate::command::{Command, DataCommand, Response as Applied, WriteOp};
+use crate::command::{Command, DataCommand, Rejection, Response as Applied, WriteOp};
 use crate::error::NodeError;
 use crate::grpc::status::call_error;
 use crate::host::GroupHandle;
@@ -194,19 +194,19 @@ impl DocumentsService {
             .read_barrier(&reads.group, consistency(consistency_code))
             .await;
         match barrier {
-            Ok(()) => reads
-                .gets
-                .into_iter()
-                .map(|(i, get)| {
-                    let result = match read_document(&reads.group, reads.shard, get) {
+            Ok(()) => {
+                let group = &reads.group;
+                let answers = reads.gets.into_iter().map(|(i, get)| async move {
+                    let result = match read_document(&self.host, group, reads.shard, get).await {
                         Ok(r) => CallResult {
                             result: Some(call_result::Result::Get(r)),
                         },
                         Err(e) => error(&e.into()),
                     };
                     (i, result)
-                })
-                .collect(),
+                });
+                futures::future::join_all(answers).await
+            }
             // The leadership moved: each get goes on its own, to the new leader.
             Err(NodeError::NotLeader { .. }) => {
                 let calls = reads
@@ -287,10 +287,8 @@ impl DocumentsService {
         let cmds = writes.iter().map(|w| w.cmd.clone()).collect();
         let proposed = self.host.write(&group, gid, Command::DataMany(cmds)).await;
         match proposed {
-            Ok((Applied::DataMany(outcomes), revision)) if outcomes.len() == writes.len() => writes
-                .iter()
-                .zip(outcomes)
-                .map(|(w, outcome)| {
+            Ok((Applied::DataMany(outcomes), revision)) if outcomes.len() == writes.len() => {
+                let answers = writes.into_iter().zip(outcomes).map(|(w, outcome)| async move {
                     let result = match outcome {
                         Ok(ops) => CallResult {
                             result: Some(call_result::Result::Batch(BatchResponse {
@@ -299,13 +297,19 @@ impl DocumentsService {
                                 shard: shard as u32,
                             })),
                         },
+                        // Locked by a transaction: on its own, it waits for it.
+                        Err(Rejection::Intent { .. }) => {
+                            let (i, call) = w.into_call();
+                            return (i, self.one_call(call, hops).await);
+                        }
                         Err(rejection) => {
                             error(&NodeError::VersionMismatch(rejection.to_string()).into())
                         }
                     };
                     (w.index, result)
-                })
-                .collect(),
+                });
+                futures::future::join_all(answers).await
+            }
             Ok((other, _)) => {
                 let status = Status::internal(format!("unexpected response {other:?}"));
                 writes.iter().map(|w| (w.index, error(&status))).collect()

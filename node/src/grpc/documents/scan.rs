@@ -33,10 +33,15 @@ impl DocumentsService {
                             .await?;
                         let limit = validate::limit(msg.limit);
                         let after = decode_token(&msg.page_token)?;
-                        let mut rows =
-                            group
-                                .sm
-                                .list(&msg.collection, &msg.prefix, &after, limit + 1)?;
+                        let mut rows = crate::txn::resolve::list(
+                            &host,
+                            &group,
+                            &msg.collection,
+                            &msg.prefix,
+                            &after,
+                            limit + 1,
+                        )
+                        .await?;
                         let more = rows.len() > limit;
                         rows.truncate(limit);
                         let next_page_token = match (more, rows.last()) {
