@@ -4,6 +4,7 @@
 
 mod render;
 mod table;
+mod txn;
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -31,7 +32,8 @@ Exit codes:
   6  write outcome unknown (sent, but no answer came back)
   7  invalid argument (for example a body that is not JSON)
   8  already exists
-  9  over a limit of the cluster (document or batch too large)";
+  9  over a limit of the cluster (document or batch too large)
+ 10  transaction aborted (a conflict that kept recurring, or its timeout)";
 
 /// Parses a placement label, `key=value`.
 fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
@@ -101,6 +103,28 @@ enum Command {
     /// Documents.
     #[command(subcommand)]
     Doc(DocCommand),
+    /// Transactions: `txn DB --file ops.json` runs the operations of the file (a JSON array of
+    /// {"op": "get"|"put"|"delete", "collection", "id", "json", "if_version"}) as one
+    /// transaction; `txn list DB` shows open and recovering transactions.
+    Txn(TxnArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct TxnArgs {
+    #[command(subcommand)]
+    command: Option<TxnCommand>,
+    /// The database.
+    database: Option<String>,
+    /// The operations file (`-` for stdin).
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TxnCommand {
+    /// Open transactions and those being recovered (their coordinator is gone).
+    List { database: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,6 +376,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::InvalidArgument(_)) => 7,
         Some(Error::AlreadyExists(_)) => 8,
         Some(Error::ResourceExhausted(_)) => 9,
+        Some(Error::TxnConflict(_) | Error::TxnAborted(_)) => 10,
         Some(Error::Server { .. } | Error::Protocol(_)) | None => 1,
     }
 }
@@ -384,6 +409,25 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Cluster(c) => cluster(&client, c, out).await,
         Command::Db(c) => db(&client, c, out).await,
         Command::Doc(c) => doc(&client, c, out).await,
+        Command::Txn(t) => transaction(&client, t, out).await,
+    }
+}
+
+async fn transaction(client: &Client, args: TxnArgs, out: Output) -> Result<()> {
+    match (args.command, args.database, args.file) {
+        (Some(TxnCommand::List { database }), _, _) => {
+            let txns = client.list_transactions(&database).await?;
+            print(&txn::render_list(&txns, out))
+        }
+        (None, Some(database), Some(file)) => {
+            let ops = txn::parse(&txn::read_file(&file)?)?;
+            let (results, outcome) = txn::run(client, &database, &ops).await?;
+            print(&txn::render(&results, &outcome, out))
+        }
+        _ => Err(Error::InvalidArgument(
+            "usage: flotilla txn DB --file OPS.json, or flotilla txn list DB".into(),
+        )
+        .into()),
     }
 }
 

@@ -46,6 +46,9 @@ use crate::types::{
 };
 
 mod admin;
+mod txn;
+
+pub use txn::{CommitOutcome, CommittedWrite, Transaction, TransactionInfo};
 
 /// Largest response the client accepts (a page of documents can be large).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;

@@ -26,7 +26,10 @@ pub mod error;
 pub mod options;
 pub mod types;
 
-pub use client::{Client, DatabaseOptions, DatabaseUpdate, ListOptions, WatchStream};
+pub use client::{
+    Client, CommitOutcome, CommittedWrite, DatabaseOptions, DatabaseUpdate, ListOptions,
+    Transaction, TransactionInfo, WatchStream,
+};
 pub use error::{Error, Result};
 pub use options::{ClientOptions, ClientTls};
 pub use types::{

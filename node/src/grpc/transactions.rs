@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::command::txn::{TxnId, coordinator_of};
 use crate::error::NodeError;
 use crate::host::Host;
-use crate::network::forward::{hops, is_unreachable, onward};
+use crate::network::forward::{hops, is_lost_in_flight, is_unreachable, onward};
 use crate::txn::{Coordinator, coordinator, format_id, parse_id};
 
 pub struct TransactionsService {
@@ -69,6 +69,11 @@ macro_rules! forward {
                 crate::error::Refusal::NotFound,
                 flotilla_proto::v1::ErrorReason::TxnNotFound,
                 format!("the transaction's coordinator is unreachable: {}", s.message()),
+            ))),
+            // Sent, and then the connection broke: the call may have been served.
+            Err(s) if is_lost_in_flight(&s) => Err(Status::aborted(format!(
+                "outcome unknown: the connection to the transaction's coordinator was lost: {}",
+                s.message()
             ))),
             Err(s) => Err(s),
         }
