@@ -47,7 +47,9 @@ pub fn parse(text: &str) -> Result<Vec<Op>, Error> {
     let ops: Vec<Op> = serde_json::from_str(text)
         .map_err(|e| Error::InvalidArgument(format!("the operations file: {e}")))?;
     if ops.is_empty() {
-        return Err(Error::InvalidArgument("the operations file is empty".into()));
+        return Err(Error::InvalidArgument(
+            "the operations file is empty".into(),
+        ));
     }
     Ok(ops)
 }
@@ -86,8 +88,9 @@ async fn run_once(
                 id: id.clone(),
                 version: doc.as_ref().map(|d| d.version),
                 document: Some(match doc {
-                    Some(d) => serde_json::from_str(&d.json)
-                        .unwrap_or(serde_json::Value::String(d.json)),
+                    Some(d) => {
+                        serde_json::from_str(&d.json).unwrap_or(serde_json::Value::String(d.json))
+                    }
                     None => serde_json::Value::Null,
                 }),
             }),
@@ -160,7 +163,10 @@ pub fn render(results: &[OpResult], outcome: &CommitOutcome, output: Output) -> 
                     (None, _) if r.op == "delete" => "deleted".to_string(),
                     _ => String::new(),
                 };
-                out.push_str(&format!("{:<7}{}/{}  {}\n", r.op, r.collection, r.id, detail));
+                out.push_str(&format!(
+                    "{:<7}{}/{}  {}\n",
+                    r.op, r.collection, r.id, detail
+                ));
             }
         }
     }
@@ -241,7 +247,13 @@ mod tests {
                 if_version: Some(3),
             }
         );
-        assert!(matches!(&ops[2], Op::Delete { if_version: None, .. }));
+        assert!(matches!(
+            &ops[2],
+            Op::Delete {
+                if_version: None,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -252,7 +264,10 @@ mod tests {
             "[]",
             "{}",
         ] {
-            assert!(matches!(parse(bad), Err(Error::InvalidArgument(_))), "{bad}");
+            assert!(
+                matches!(parse(bad), Err(Error::InvalidArgument(_))),
+                "{bad}"
+            );
         }
     }
 }

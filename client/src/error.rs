@@ -279,8 +279,12 @@ mod tests {
         );
         let (error, _) = classify(&marked, "e");
         assert_eq!(error, Error::VersionMismatch("v2 != v1".into()));
-        let conflict = flotilla_proto::with_reason(Status::aborted("locked"), ErrorReason::TxnConflict);
-        assert_eq!(classify(&conflict, "e"), (Error::TxnConflict("locked".into()), Failure::Final));
+        let conflict =
+            flotilla_proto::with_reason(Status::aborted("locked"), ErrorReason::TxnConflict);
+        assert_eq!(
+            classify(&conflict, "e"),
+            (Error::TxnConflict("locked".into()), Failure::Final)
+        );
         let gone = flotilla_proto::with_reason(Status::not_found("gone"), ErrorReason::TxnNotFound);
         assert_eq!(classify(&gone, "e").0, Error::TxnAborted("gone".into()));
         // A node that cannot know a write's fate says so with Aborted.

@@ -19,9 +19,15 @@ use std::fmt;
 /// One operation inside a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MicroOp {
-    Append { key: String, value: u64 },
+    Append {
+        key: String,
+        value: u64,
+    },
     /// The list read (`None` while the transaction has not run).
-    Read { key: String, list: Option<Vec<u64>> },
+    Read {
+        key: String,
+        list: Option<Vec<u64>>,
+    },
 }
 
 /// How a transaction ended, as its client saw it.
@@ -141,7 +147,10 @@ pub fn check(history: &[Txn], seed: u64) -> Result<(), Failure> {
         };
         Failure {
             seed,
-            txns: involved.into_iter().map(|i| (i, history[i].clone())).collect(),
+            txns: involved
+                .into_iter()
+                .map(|i| (i, history[i].clone()))
+                .collect(),
             anomaly,
         }
     })

@@ -107,7 +107,11 @@ impl Client {
         F: FnMut(Transaction) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let budget = self.inner.options.total_timeout.max(Duration::from_secs(30));
+        let budget = self
+            .inner
+            .options
+            .total_timeout
+            .max(Duration::from_secs(30));
         let deadline = Instant::now() + budget;
         let mut retry = 0u32;
         loop {

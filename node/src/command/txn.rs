@@ -255,7 +255,12 @@ mod tests {
         k.if_version = true;
         assert!(matches!(
             check_key(Some(1), &k, state),
-            Err(Conflict::Version { expected: 3, current: 4, if_version: true, .. })
+            Err(Conflict::Version {
+                expected: 3,
+                current: 4,
+                if_version: true,
+                ..
+            })
         ));
         assert_eq!(check_key(Some(1), &key(None), state), Ok(()));
     }

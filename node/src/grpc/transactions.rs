@@ -57,7 +57,9 @@ impl TransactionsService {
 macro_rules! forward {
     ($self:ident, $request:ident, $addr:expr, $method:ident) => {{
         if hops(&$request) > 0 {
-            return Err(Status::unavailable("forwarded to a node that does not coordinate it"));
+            return Err(Status::unavailable(
+                "forwarded to a node that does not coordinate it",
+            ));
         }
         let mut client = $self.host.peers().transactions(&$addr)?;
         let req = onward($request.into_inner(), 0, $self.host.config.request_timeout);
@@ -68,7 +70,10 @@ macro_rules! forward {
             Err(s) if is_unreachable(&s) => Err(Status::from(NodeError::refused(
                 crate::error::Refusal::NotFound,
                 flotilla_proto::v1::ErrorReason::TxnNotFound,
-                format!("the transaction's coordinator is unreachable: {}", s.message()),
+                format!(
+                    "the transaction's coordinator is unreachable: {}",
+                    s.message()
+                ),
             ))),
             // Sent, and then the connection broke: the call may have been served.
             Err(s) if is_lost_in_flight(&s) => Err(Status::aborted(format!(
@@ -93,14 +98,22 @@ fn document(collection: String, id: String, shard: u32, d: crate::store::StoredD
 
 #[tonic::async_trait]
 impl Transactions for TransactionsService {
-    async fn begin(&self, request: Request<BeginRequest>) -> Result<Response<BeginResponse>, Status> {
+    async fn begin(
+        &self,
+        request: Request<BeginRequest>,
+    ) -> Result<Response<BeginResponse>, Status> {
         let msg = request.into_inner();
         let timeout = (msg.timeout_ms > 0).then(|| Duration::from_millis(msg.timeout_ms));
         let txn = self.txns.begin(&msg.database, timeout)?;
-        Ok(Response::new(BeginResponse { txn: format_id(txn) }))
+        Ok(Response::new(BeginResponse {
+            txn: format_id(txn),
+        }))
     }
 
-    async fn get(&self, request: Request<TxnGetRequest>) -> Result<Response<TxnGetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<TxnGetRequest>,
+    ) -> Result<Response<TxnGetResponse>, Status> {
         let (txn, remote) = self.route(&request.get_ref().txn)?;
         if let Some(addr) = remote {
             return forward!(self, request, addr, get);
@@ -112,14 +125,23 @@ impl Transactions for TransactionsService {
         }))
     }
 
-    async fn put(&self, request: Request<TxnPutRequest>) -> Result<Response<TxnWriteResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<TxnPutRequest>,
+    ) -> Result<Response<TxnWriteResponse>, Status> {
         let (txn, remote) = self.route(&request.get_ref().txn)?;
         if let Some(addr) = remote {
             return forward!(self, request, addr, put);
         }
         let msg = request.into_inner();
         self.txns
-            .write(txn, &msg.collection, &msg.id, Some(msg.json), msg.if_version)
+            .write(
+                txn,
+                &msg.collection,
+                &msg.id,
+                Some(msg.json),
+                msg.if_version,
+            )
             .await?;
         Ok(Response::new(TxnWriteResponse {}))
     }
@@ -139,7 +161,10 @@ impl Transactions for TransactionsService {
         Ok(Response::new(TxnWriteResponse {}))
     }
 
-    async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+    async fn commit(
+        &self,
+        request: Request<CommitRequest>,
+    ) -> Result<Response<CommitResponse>, Status> {
         let (txn, remote) = self.route(&request.get_ref().txn)?;
         if let Some(addr) = remote {
             return forward!(self, request, addr, commit);
@@ -197,7 +222,11 @@ impl Transactions for TransactionsService {
                 async move {
                     let mut client = host.peers().transactions(&addr).ok()?;
                     let req = onward(msg, 0, host.config.request_timeout);
-                    client.list(req).await.ok().map(|r| r.into_inner().transactions)
+                    client
+                        .list(req)
+                        .await
+                        .ok()
+                        .map(|r| r.into_inner().transactions)
                 }
             });
             for part in futures::future::join_all(asks).await.into_iter().flatten() {
@@ -212,7 +241,11 @@ impl Transactions for TransactionsService {
 
 /// This node's view: the transactions it coordinates (open) and the intents on the shards it
 /// leads (recovering, unless their coordinator lists them as open).
-fn local_view(host: &Arc<Host>, txns: &Coordinator, database: Option<&str>) -> Vec<TransactionInfo> {
+fn local_view(
+    host: &Arc<Host>,
+    txns: &Coordinator,
+    database: Option<&str>,
+) -> Vec<TransactionInfo> {
     let mut out: Vec<TransactionInfo> = txns
         .list(database)
         .into_iter()

@@ -79,6 +79,8 @@ impl TxnMetrics {
 
     pub fn recovered(&self, committed: bool) {
         let outcome = if committed { "committed" } else { "aborted" };
-        self.recoveries.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.recoveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 }

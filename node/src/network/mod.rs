@@ -130,10 +130,7 @@ impl Peers {
 
     /// The `Transactions` service of the node at peer address `addr` (calls forwarded to a
     /// transaction's coordinator).
-    pub fn transactions(
-        &self,
-        addr: &str,
-    ) -> Result<TransactionsClient<PeerChannel>, BadAddress> {
+    pub fn transactions(&self, addr: &str) -> Result<TransactionsClient<PeerChannel>, BadAddress> {
         Ok(TransactionsClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))

@@ -61,7 +61,10 @@ pub(crate) fn blocked(
         return Ok(None);
     }
     for op in &cmd.ops {
-        if let Some(v) = intents.get((gid, op.collection(), op.id())).map_err(io_err)? {
+        if let Some(v) = intents
+            .get((gid, op.collection(), op.id()))
+            .map_err(io_err)?
+        {
             let intent: Intent = decode(v.value())?;
             return Ok(Some(Rejection::Intent {
                 collection: op.collection().to_string(),
@@ -292,10 +295,7 @@ pub(crate) fn intents_with_prefix(
 ) -> io::Result<Vec<(String, Intent)>> {
     let intents = txn.open_table(INTENTS).map_err(io_err)?;
     let mut out = Vec::new();
-    for row in intents
-        .range((gid, collection, prefix)..)
-        .map_err(io_err)?
-    {
+    for row in intents.range((gid, collection, prefix)..).map_err(io_err)? {
         let (k, v) = row.map_err(io_err)?;
         let (g, c, i) = k.value();
         if g != gid || c != collection || !i.starts_with(prefix) {
@@ -403,6 +403,9 @@ pub(crate) fn doc_and_intent(
     ))
 }
 
+/// Documents of a page (id, document) and write intents on documents it may hold (id, intent).
+pub(crate) type PageAndIntents = (Vec<(String, StoredDoc)>, Vec<(String, Intent)>);
+
 /// A page of a listing (as `documents::list`) and the intents on documents it may hold, read
 /// at one moment.
 pub(crate) fn list_and_intents(
@@ -412,7 +415,7 @@ pub(crate) fn list_and_intents(
     prefix: &str,
     after: &str,
     limit: usize,
-) -> io::Result<(Vec<(String, StoredDoc)>, Vec<(String, Intent)>)> {
+) -> io::Result<PageAndIntents> {
     let rows = documents::list(txn, gid, collection, prefix, after, limit)?;
     let mut intents = intents_with_prefix(txn, gid, collection, prefix)?;
     intents.retain(|(id, i)| i.write.is_some() && id.as_str() > after);

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use futures::stream;
+use openraft::RaftSnapshotBuilder;
 use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::log_id;
-use openraft::RaftSnapshotBuilder;
 use prometheus_client::metrics::histogram::Histogram;
 use tempfile::TempDir;
 
@@ -87,18 +87,35 @@ async fn intents_hold_back_plain_writes_until_the_decision_applies_them_in_one_c
     apply(&mut sm, 2, put("b", "100")).await;
     let prepare = TxnCommand::Prepare {
         txn: meta(7),
-        keys: vec![key("a", Some(1), Some("90")), key("b", Some(1), Some("110"))],
+        keys: vec![
+            key("a", Some(1), Some("90")),
+            key("b", Some(1), Some("110")),
+        ],
     };
     apply(&mut sm, 3, txn(prepare)).await;
     assert_eq!(intent_of(&sm, "a"), Some(7));
     // A plain write meets the intent and is refused: nothing changes.
     apply(&mut sm, 4, put("a", "0")).await;
-    assert_eq!(sm.get("acct", "a").unwrap().map(|d| d.json), Some("100".into()));
-    apply(&mut sm, 5, txn(TxnCommand::Decide { txn: 7, commit: true })).await;
+    assert_eq!(
+        sm.get("acct", "a").unwrap().map(|d| d.json),
+        Some("100".into())
+    );
+    apply(
+        &mut sm,
+        5,
+        txn(TxnCommand::Decide {
+            txn: 7,
+            commit: true,
+        }),
+    )
+    .await;
     assert_eq!(record_of(&sm, 7), Some(Decision::Committed));
     assert_eq!(intent_of(&sm, "a"), None);
     assert_eq!(version(&sm, "a"), 2);
-    assert_eq!(sm.get("acct", "b").unwrap().map(|d| d.json), Some("110".into()));
+    assert_eq!(
+        sm.get("acct", "b").unwrap().map(|d| d.json),
+        Some("110".into())
+    );
     let (changes, _) = sm.changes(5, 10).unwrap();
     assert_eq!(changes.len(), 1, "one revision");
     assert_eq!(changes[0].1.len(), 2, "both documents in it");
@@ -130,7 +147,15 @@ async fn a_prepare_that_meets_an_intent_or_a_changed_version_places_nothing() {
     apply(&mut sm, 4, txn(stale)).await;
     assert_eq!(intent_of(&sm, "c"), None);
     // Read locks apply nothing when resolved, even on commit.
-    apply(&mut sm, 5, txn(TxnCommand::Resolve { txn: 1, commit: true })).await;
+    apply(
+        &mut sm,
+        5,
+        txn(TxnCommand::Resolve {
+            txn: 1,
+            commit: true,
+        }),
+    )
+    .await;
     assert_eq!(intent_of(&sm, "a"), None);
     assert_eq!(version(&sm, "a"), 1);
 }
@@ -145,8 +170,24 @@ async fn the_first_decision_wins_and_an_abort_drops_the_intents() {
     };
     apply(&mut sm, 1, txn(prepare)).await;
     // A recovery aborts first; the coordinator's late commit finds the abort.
-    apply(&mut sm, 2, txn(TxnCommand::Decide { txn: 5, commit: false })).await;
-    apply(&mut sm, 3, txn(TxnCommand::Decide { txn: 5, commit: true })).await;
+    apply(
+        &mut sm,
+        2,
+        txn(TxnCommand::Decide {
+            txn: 5,
+            commit: false,
+        }),
+    )
+    .await;
+    apply(
+        &mut sm,
+        3,
+        txn(TxnCommand::Decide {
+            txn: 5,
+            commit: true,
+        }),
+    )
+    .await;
     assert_eq!(record_of(&sm, 5), Some(Decision::Aborted));
     assert_eq!(intent_of(&sm, "a"), None);
     assert!(sm.get("acct", "a").unwrap().is_none());
@@ -180,7 +221,10 @@ async fn intents_and_records_move_with_a_snapshot() {
         keys: vec![key("a", Some(1), Some("2"))],
     };
     apply(&mut a, 2, txn(prepare)).await;
-    let other = TxnCommand::Decide { txn: 4, commit: true };
+    let other = TxnCommand::Decide {
+        txn: 4,
+        commit: true,
+    };
     apply(&mut a, 3, txn(other)).await;
     let snapshot = a.build_snapshot().await.unwrap();
     let mut b = StateMachine::open(open(&dir_b), G).unwrap();
@@ -196,6 +240,14 @@ async fn intents_and_records_move_with_a_snapshot() {
     assert_eq!(intent_of(&b, "z"), None, "install replaces old intents");
     assert_eq!(record_of(&b, 4), Some(Decision::Committed));
     // The intent still resolves on the new replica.
-    apply(&mut b, 4, txn(TxnCommand::Resolve { txn: 9, commit: true })).await;
+    apply(
+        &mut b,
+        4,
+        txn(TxnCommand::Resolve {
+            txn: 9,
+            commit: true,
+        }),
+    )
+    .await;
     assert_eq!(version(&b, "a"), 2);
 }

@@ -9,7 +9,11 @@ use crate::error::NodeResult;
 
 /// Runs `ops` on `database` as one transaction. The answer's revision is 0 (each shard
 /// applies it at a revision of its own) and its shard that of the first op.
-pub async fn run(txns: &Coordinator, database: &str, ops: Vec<WriteOp>) -> NodeResult<BatchResponse> {
+pub async fn run(
+    txns: &Coordinator,
+    database: &str,
+    ops: Vec<WriteOp>,
+) -> NodeResult<BatchResponse> {
     let txn = txns.begin(database, None)?;
     let shard = {
         let meta = txns.host().meta_state();
@@ -27,7 +31,8 @@ pub async fn run(txns: &Coordinator, database: &str, ops: Vec<WriteOp>) -> NodeR
                 json,
                 if_version,
             } => {
-                txns.write(txn, &collection, &id, Some(json), if_version).await?;
+                txns.write(txn, &collection, &id, Some(json), if_version)
+                    .await?;
                 (collection, id)
             }
             WriteOp::Delete {

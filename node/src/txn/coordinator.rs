@@ -22,16 +22,15 @@ use tokio::time::Instant;
 use super::plan::{PendingWrite, Plan, plan};
 use super::resolve::{self, conflict, now_ms};
 use super::shards::{ShardAnswer, ShardCall, call_shard};
+use crate::command::OpOutcome;
 use crate::command::txn::{
     Conflict, Decision, KeyAccess, TxnCommand, TxnId, TxnMeta, TxnOutcome, TxnWrite, new_txn_id,
 };
-use crate::command::OpOutcome;
+use crate::config::TxnFailpoint;
 use crate::error::{NodeError, NodeResult, Refusal};
 use crate::host::Host;
 use crate::store::StoredDoc;
 
-/// A transaction's timeout when `Begin` names none.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest timeout a transaction may ask for.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most documents one transaction may read and write.
@@ -88,7 +87,9 @@ fn not_found(txn: TxnId) -> NodeError {
     NodeError::refused(
         Refusal::NotFound,
         ErrorReason::TxnNotFound,
-        format!("transaction {txn:032x} is not open on this node (finished, expired, or its coordinator restarted)"),
+        format!(
+            "transaction {txn:032x} is not open on this node (finished, expired, or its coordinator restarted)"
+        ),
     )
 }
 
@@ -124,13 +125,15 @@ impl Coordinator {
             .remove(&txn);
     }
 
-    /// Starts a transaction on `database`; `timeout` None: [`DEFAULT_TIMEOUT`].
+    /// Starts a transaction on `database`; `timeout` None: the node's `--txn-timeout`.
     pub fn begin(&self, database: &str, timeout: Option<Duration>) -> NodeResult<TxnId> {
         crate::validate::database(database)?;
         if !self.host.meta_state().databases.contains_key(database) {
             return Err(NodeError::database_not_found(database));
         }
-        let timeout = timeout.unwrap_or(DEFAULT_TIMEOUT).min(MAX_TIMEOUT);
+        let timeout = timeout
+            .unwrap_or(self.host.config.txn_timeout)
+            .min(MAX_TIMEOUT);
         let txn = new_txn_id(self.host.id);
         let open = OpenTxn {
             database: database.to_string(),
@@ -400,9 +403,16 @@ impl Coordinator {
         }
     }
 
-    async fn commit_two_phase(&self, txn: TxnId, t: &OpenTxn, plan: &Plan) -> NodeResult<Committed> {
+    async fn commit_two_phase(
+        &self,
+        txn: TxnId,
+        t: &OpenTxn,
+        plan: &Plan,
+    ) -> NodeResult<Committed> {
         let Some(primary) = plan.primary else {
-            return Err(NodeError::Internal("a writing plan names its primary".into()));
+            return Err(NodeError::Internal(
+                "a writing plan names its primary".into(),
+            ));
         };
         let meta = TxnMeta {
             id: txn,
@@ -436,6 +446,9 @@ impl Coordinator {
         if failure.is_none() && t.started.elapsed() > t.timeout {
             failure = Some(timed_out(txn, t.timeout));
         }
+        if failure.is_none() {
+            self.failpoint(TxnFailpoint::AfterPrepare).await;
+        }
         if let Some(e) = failure {
             // Nothing was decided: drop whatever intents were placed (an intent whose
             // prepare answered nothing is left to whoever meets it, after the timeout).
@@ -454,6 +467,7 @@ impl Coordinator {
                 )));
             }
         };
+        self.failpoint(TxnFailpoint::AfterDecide).await;
         let others = plan.shards.keys().copied().filter(|s| *s != primary);
         if decision == Decision::Aborted {
             // Whoever met an intent after the timeout aborted it first.
@@ -492,11 +506,21 @@ impl Coordinator {
             .enumerate()
             .map(|(i, w)| ((w.collection.as_str(), w.id.as_str()), i))
             .collect();
-        writes.sort_by_key(|w: &CommittedWrite| order.get(&(w.collection.as_str(), w.id.as_str())).copied());
+        writes.sort_by_key(|w: &CommittedWrite| {
+            order.get(&(w.collection.as_str(), w.id.as_str())).copied()
+        });
         Ok(Committed {
             writes,
             shards: plan.shards.len() as u32,
         })
+    }
+
+    /// Stops here for a minute when the node was started with this failpoint (tests).
+    async fn failpoint(&self, at: TxnFailpoint) {
+        if self.host.config.txn_failpoint == Some(at) {
+            tracing::warn!(?at, "transaction failpoint reached: stopping here");
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
     }
 
     async fn prepare(
@@ -595,9 +619,7 @@ fn refusal(c: Conflict) -> NodeError {
         } => NodeError::VersionMismatch(format!(
             "version mismatch on {collection}/{id}: expected {expected}, current {current}"
         )),
-        Conflict::Version {
-            collection, id, ..
-        } => conflict(format!(
+        Conflict::Version { collection, id, .. } => conflict(format!(
             "{collection}/{id} changed after the transaction read it"
         )),
         Conflict::Intent {

@@ -87,11 +87,11 @@ async fn sweep(c: std::sync::Weak<Coordinator>) {
     }
 }
 
-/// Intents on the shards this node leads (of `database`, or all): (database, shard, intents).
-pub fn led_intents(
-    host: &Arc<Host>,
-    database: Option<&str>,
-) -> Vec<(String, u32, Vec<(String, String, Intent)>)> {
+/// The intents on one shard: (database, shard, (collection, id, intent) of each).
+pub type ShardIntents = (String, u32, Vec<(String, String, Intent)>);
+
+/// Intents on the shards this node leads (of `database`, or all).
+pub fn led_intents(host: &Arc<Host>, database: Option<&str>) -> Vec<ShardIntents> {
     let meta = host.meta_state();
     let mut out = Vec::new();
     for (name, db) in &meta.databases {

@@ -121,8 +121,7 @@ pub async fn call_shard(
             round += 1;
             // An election takes about an election timeout; look again a few times meanwhile.
             let pause = Duration::from_millis((20 * u64::from(round)).min(200));
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
-                .await;
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
     }
     if uncertain && !matches!(last, NodeError::OutcomeUnknown(_)) {
@@ -184,7 +183,9 @@ async fn call_peer(
     call: &ShardCall,
 ) -> NodeResult<ShardAnswer> {
     let Some(addr) = host.peer_addr_of(target) else {
-        return Err(NodeError::Unavailable(format!("node {target} has no address")));
+        return Err(NodeError::Unavailable(format!(
+            "node {target} has no address"
+        )));
     };
     let mut client = host
         .peers()

@@ -16,3 +16,4 @@ mod placement;
 mod protocol;
 mod requests;
 mod security;
+mod transactions;

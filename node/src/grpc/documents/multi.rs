@@ -288,26 +288,29 @@ impl DocumentsService {
         let proposed = self.host.write(&group, gid, Command::DataMany(cmds)).await;
         match proposed {
             Ok((Applied::DataMany(outcomes), revision)) if outcomes.len() == writes.len() => {
-                let answers = writes.into_iter().zip(outcomes).map(|(w, outcome)| async move {
-                    let result = match outcome {
-                        Ok(ops) => CallResult {
-                            result: Some(call_result::Result::Batch(BatchResponse {
-                                results: ops.into_iter().map(batch_result).collect(),
-                                revision,
-                                shard: shard as u32,
-                            })),
-                        },
-                        // Locked by a transaction: on its own, it waits for it.
-                        Err(Rejection::Intent { .. }) => {
-                            let (i, call) = w.into_call();
-                            return (i, self.one_call(call, hops).await);
-                        }
-                        Err(rejection) => {
-                            error(&NodeError::VersionMismatch(rejection.to_string()).into())
-                        }
-                    };
-                    (w.index, result)
-                });
+                let answers = writes
+                    .into_iter()
+                    .zip(outcomes)
+                    .map(|(w, outcome)| async move {
+                        let result = match outcome {
+                            Ok(ops) => CallResult {
+                                result: Some(call_result::Result::Batch(BatchResponse {
+                                    results: ops.into_iter().map(batch_result).collect(),
+                                    revision,
+                                    shard: shard as u32,
+                                })),
+                            },
+                            // Locked by a transaction: on its own, it waits for it.
+                            Err(Rejection::Intent { .. }) => {
+                                let (i, call) = w.into_call();
+                                return (i, self.one_call(call, hops).await);
+                            }
+                            Err(rejection) => {
+                                error(&NodeError::VersionMismatch(rejection.to_string()).into())
+                            }
+                        };
+                        (w.index, result)
+                    });
                 futures::future::join_all(answers).await
             }
             Ok((other, _)) => {
