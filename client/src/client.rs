@@ -316,7 +316,8 @@ impl Client {
         })
     }
 
-    /// Applies `ops` atomically: all or none. All documents must live on one shard.
+    /// Applies `ops` atomically: all or none. Documents on several shards are written by one
+    /// transaction underneath (the answer's revision is then 0).
     pub async fn batch(&self, database: &str, ops: Vec<BatchOp>) -> Result<BatchOutcome> {
         if self.inner.options.coalesce_calls {
             return Ok(self.write_coalesced(database, &ops).await?.into());
