@@ -496,23 +496,25 @@ async fn an_atomic_batch_across_shards_applies_all_or_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn list_append_histories_are_serializable() {
-    let seed = seed();
-    let cluster = Cluster::start(3, ClusterOptions::default()).await;
-    cluster.create_database("la", Some(3), Some(4)).await;
+/// Four clients of 25 list-append transactions each (two or three keys of six, each read and
+/// appended to half the time), spread over the nodes; `finished` counts transactions done.
+async fn list_append(
+    endpoints: Vec<String>,
+    seed: u64,
+    finished: Arc<AtomicU64>,
+) -> Vec<elle::Txn> {
     let history = Arc::new(Mutex::new(Vec::new()));
     let next_value = Arc::new(AtomicU64::new(1));
     let mut workers = Vec::new();
     for c in 0..4u64 {
-        let mut mine = cluster.endpoints();
-        mine.rotate_left(c as usize % 3);
+        let mut mine = endpoints.clone();
+        mine.rotate_left(c as usize % endpoints.len());
         let client = Client::with_options(mine, ClientOptions::default()).expect("a client");
-        let (history, next_value) = (history.clone(), next_value.clone());
+        let (history, next_value, finished) =
+            (history.clone(), next_value.clone(), finished.clone());
         workers.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed ^ (c + 1));
             for _ in 0..25 {
-                // Two or three keys of six, each read, and appended to half the time.
                 let mut plan = Vec::new();
                 for _ in 0..rng.random_range(2..4) {
                     let key = format!("k{}", rng.random_range(0..6));
@@ -526,6 +528,7 @@ async fn list_append_histories_are_serializable() {
                 }
                 let (ops, outcome) = run_list_append(&client, &plan).await;
                 history.lock().await.push(elle::Txn { ops, outcome });
+                finished.fetch_add(1, Ordering::Relaxed);
             }
         }));
     }
@@ -533,6 +536,10 @@ async fn list_append_histories_are_serializable() {
         w.await.expect("a list-append client");
     }
     let history = history.lock().await.clone();
+    history
+}
+
+fn check_history(history: &[elle::Txn], seed: u64) {
     let committed = history
         .iter()
         .filter(|t| t.outcome == Outcome::Committed)
@@ -542,9 +549,48 @@ async fn list_append_histories_are_serializable() {
         committed > history.len() / 3,
         "most transactions commit (seed {seed})"
     );
-    if let Err(failure) = elle::check(&history, seed) {
+    if let Err(failure) = elle::check(history, seed) {
         panic!("{failure}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_append_histories_are_serializable() {
+    let seed = seed();
+    let cluster = Cluster::start(3, ClusterOptions::default()).await;
+    cluster.create_database("la", Some(3), Some(4)).await;
+    let history = list_append(cluster.endpoints(), seed, Arc::default()).await;
+    check_history(&history, seed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_append_histories_stay_serializable_through_a_kill_9_and_restart() {
+    let seed = seed();
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await;
+    cluster.create_database("la", Some(3), Some(4)).await;
+    let victim = (seed % 3) as usize;
+    let finished = Arc::new(AtomicU64::new(0));
+    let progress = finished.clone();
+    let at = |n: u64| {
+        let progress = progress.clone();
+        async move {
+            wait_until(
+                Duration::from_secs(60),
+                "transactions to progress",
+                async || progress.load(Ordering::Relaxed) >= n,
+            )
+            .await
+        }
+    };
+    let endpoints = cluster.endpoints();
+    let faults = async {
+        at(20).await;
+        cluster.kill9(victim);
+        at(50).await;
+        cluster.restart(victim);
+    };
+    let (history, ()) = tokio::join!(list_append(endpoints, seed, finished), faults);
+    check_history(&history, seed);
 }
 
 /// One list-append transaction: per key, read the list (and append `Some(v)` to it).
