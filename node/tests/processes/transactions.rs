@@ -572,8 +572,7 @@ async fn list_append(
     for w in workers {
         w.await.expect("a list-append client");
     }
-    let history = history.lock().await.clone();
-    history
+    history.lock().await.clone()
 }
 
 fn check_history(history: &[elle::Txn], seed: u64) {
