@@ -391,16 +391,37 @@ async fn coordinator_killed_at(failpoint: &str) -> (Cluster, String, String) {
     txn.put("c", &a, "{\"v\":1}", None).await.expect("put a");
     txn.put("c", &b, "{\"v\":1}", None).await.expect("put b");
     let committing = tokio::spawn(async move { txn.commit().await });
-    // Both shards hold the transaction's intents: the coordinator now stops at its failpoint.
-    wait_until(
-        Duration::from_secs(10),
-        "intents on two shards",
-        async || {
-            let list = client.list_transactions("t").await.unwrap_or_default();
-            list.iter().any(|t| t.shards.len() == 2)
-        },
-    )
-    .await;
+    if failpoint == "after-prepare" {
+        // Both shards hold the transaction's intents: the coordinator now stops there.
+        wait_until(
+            Duration::from_secs(10),
+            "intents on two shards",
+            async || {
+                let list = client.list_transactions("t").await.unwrap_or_default();
+                list.iter().any(|t| t.shards.len() == 2)
+            },
+        )
+        .await;
+    } else {
+        // The decision is recorded (a read sees the writes from then on; the other shard's
+        // intent is left to whoever meets it): the coordinator now stops there.
+        wait_until(
+            Duration::from_secs(10),
+            "the decision recorded",
+            async || {
+                let mut applied = 0;
+                for id in [&a, &b] {
+                    let d = client.get("t", "c", id, Consistency::Linearizable).await;
+                    if d.ok().flatten().is_some_and(|d| d.version == 2) {
+                        applied += 1;
+                    }
+                }
+                let list = client.list_transactions("t").await.unwrap_or_default();
+                applied >= 1 && list.iter().any(|t| t.shards.len() == 1)
+            },
+        )
+        .await;
+    }
     cluster.kill9(doomed);
     let answer = within(Duration::from_secs(10), "the commit call", committing)
         .await
