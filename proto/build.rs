@@ -15,6 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/admin.proto",
         "proto/peer.proto",
         "proto/auth.proto",
+        "proto/transactions.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

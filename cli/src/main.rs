@@ -5,6 +5,7 @@
 mod query;
 mod render;
 mod table;
+mod txn;
 mod users;
 
 use std::io::{Read, Write};
@@ -35,7 +36,8 @@ Exit codes:
   8  already exists
   9  over a limit of the cluster (document or batch too large)
  10  unauthenticated (credentials needed, or refused)
- 11  permission denied";
+ 11  permission denied
+ 12  transaction aborted (a conflict that kept recurring, or its timeout)";
 
 /// Parses a placement label, `key=value`.
 fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
@@ -128,6 +130,28 @@ enum Command {
     /// Turn auth on or off.
     #[command(subcommand)]
     Auth(users::AuthCommand),
+    /// Transactions: `txn DB --file ops.json` runs the operations of the file (a JSON array of
+    /// {"op": "get"|"put"|"delete", "collection", "id", "json", "if_version"}) as one
+    /// transaction; `txn list DB` shows open and recovering transactions.
+    Txn(TxnArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct TxnArgs {
+    #[command(subcommand)]
+    command: Option<TxnCommand>,
+    /// The database.
+    database: Option<String>,
+    /// The operations file (`-` for stdin).
+    #[arg(long, short)]
+    file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TxnCommand {
+    /// Open transactions and those being recovered (their coordinator is gone).
+    List { database: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,6 +407,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::ResourceExhausted(_)) => 9,
         Some(Error::Unauthenticated(_)) => 10,
         Some(Error::PermissionDenied(_)) => 11,
+        Some(Error::TxnConflict(_) | Error::TxnAborted(_)) => 12,
         Some(Error::Server { .. } | Error::Protocol(_)) | None => 1,
     }
 }
@@ -424,6 +449,25 @@ async fn run(cli: Cli) -> Result<()> {
         Command::User(c) => users::user(&client, c, out).await,
         Command::Role(c) => users::role(&client, c, out).await,
         Command::Auth(c) => users::auth(&client, c, out).await,
+        Command::Txn(t) => transaction(&client, t, out).await,
+    }
+}
+
+async fn transaction(client: &Client, args: TxnArgs, out: Output) -> Result<()> {
+    match (args.command, args.database, args.file) {
+        (Some(TxnCommand::List { database }), _, _) => {
+            let txns = client.list_transactions(&database).await?;
+            print(&txn::render_list(&txns, out))
+        }
+        (None, Some(database), Some(file)) => {
+            let ops = txn::parse(&txn::read_file(&file)?)?;
+            let (results, outcome) = txn::run(client, &database, &ops).await?;
+            print(&txn::render(&results, &outcome, out))
+        }
+        _ => Err(Error::InvalidArgument(
+            "usage: flotilla txn DB --file OPS.json, or flotilla txn list DB".into(),
+        )
+        .into()),
     }
 }
 

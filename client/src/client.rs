@@ -49,7 +49,10 @@ use crate::types::{
 
 mod admin;
 pub mod query;
+mod txn;
 pub mod users;
+
+pub use txn::{CommitOutcome, CommittedWrite, Transaction, TransactionInfo};
 
 /// Largest response the client accepts (a page of documents can be large).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -121,7 +124,12 @@ struct Inner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Read,
+    /// A write that carries its request id: safe to send again when its outcome is uncertain
+    /// (see [`ClientOptions::retry_uncertain_writes`]).
     Write,
+    /// A write without a request id (a transaction's commit): never sent again once its
+    /// outcome is uncertain.
+    Once,
 }
 
 impl Client {
@@ -330,7 +338,8 @@ impl Client {
         })
     }
 
-    /// Applies `ops` atomically: all or none. All documents must live on one shard.
+    /// Applies `ops` atomically: all or none. Documents on several shards are written by one
+    /// transaction underneath (the answer's revision is then 0).
     pub async fn batch(&self, database: &str, ops: Vec<BatchOp>) -> Result<BatchOutcome> {
         if self.inner.options.coalesce_calls {
             return Ok(self.write_coalesced(database, &ops).await?.into());
@@ -504,7 +513,7 @@ impl Client {
                 && matches!(error, Error::DeadlineExceeded(_))
                 && let Some(previous) = previous
             {
-                if kind == Kind::Write {
+                if kind != Kind::Read {
                     maybe_applied = true;
                 }
                 return Err(give_up(previous, maybe_applied, attempts));
@@ -512,9 +521,11 @@ impl Client {
             let retry = match failure {
                 Failure::Final => false,
                 Failure::NotSent | Failure::Unavailable => true,
-                Failure::Uncertain => kind == Kind::Read || options.retry_uncertain_writes,
+                Failure::Uncertain => {
+                    kind == Kind::Read || (kind == Kind::Write && options.retry_uncertain_writes)
+                }
             };
-            if kind == Kind::Write && failure == Failure::Uncertain {
+            if kind != Kind::Read && failure == Failure::Uncertain {
                 maybe_applied = true;
             }
             if !retry {

@@ -86,6 +86,14 @@ pub enum Error {
         /// The status message.
         message: String,
     },
+    /// The transaction met another one and was aborted; nothing of it applied. Run it again
+    /// ([`crate::Client::transaction`] does).
+    #[error("{}", labelled("transaction conflict", .0))]
+    TxnConflict(String),
+    /// The transaction was aborted or lost before it committed: it outlived its timeout, or
+    /// its coordinating node is gone. Nothing of it applied; it may be run again.
+    #[error("{}", labelled("transaction aborted", .0))]
+    TxnAborted(String),
     /// The server's answer lacks a field the protocol promises.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -143,6 +151,7 @@ impl Error {
             }
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::RevisionCompacted { .. } => Code::OutOfRange,
+            Error::TxnConflict(_) | Error::TxnAborted(_) => Code::Aborted,
             Error::Server { code, .. } => *code,
             Error::Protocol(_) => Code::Internal,
         }
@@ -171,6 +180,16 @@ pub(crate) fn classify(status: &Status, endpoint: &str) -> (Error, Failure) {
             Failure::Uncertain
         };
         return (error, failure);
+    }
+    match (status.code(), flotilla_proto::reason_of(status)) {
+        (Code::Aborted, Some(ErrorReason::TxnConflict)) => {
+            return (Error::TxnConflict(message), Failure::Final);
+        }
+        (Code::Aborted, Some(ErrorReason::TxnTimeout))
+        | (Code::NotFound, Some(ErrorReason::TxnNotFound)) => {
+            return (Error::TxnAborted(message), Failure::Final);
+        }
+        _ => {}
     }
     match status.code() {
         Code::NotFound => (Error::NotFound(message), Failure::Final),
@@ -295,6 +314,14 @@ mod tests {
         );
         let (error, _) = classify(&marked, "e");
         assert_eq!(error, Error::VersionMismatch("v2 != v1".into()));
+        let conflict =
+            flotilla_proto::with_reason(Status::aborted("locked"), ErrorReason::TxnConflict);
+        assert_eq!(
+            classify(&conflict, "e"),
+            (Error::TxnConflict("locked".into()), Failure::Final)
+        );
+        let gone = flotilla_proto::with_reason(Status::not_found("gone"), ErrorReason::TxnNotFound);
+        assert_eq!(classify(&gone, "e").0, Error::TxnAborted("gone".into()));
         // A node that cannot know a write's fate says so with Aborted.
         let (error, failure) = classify(&Status::aborted("leadership changed"), "e");
         assert_eq!(error, Error::OutcomeUnknown("leadership changed".into()));

@@ -33,7 +33,10 @@ pub use client::query::{
     CollectionInfo, IndexInfo, QueryBuilder, QueryExplain, QueryPage, ShardExplain,
 };
 pub use client::users::{Permission, RoleInfo, UserInfo};
-pub use client::{Client, DatabaseOptions, DatabaseUpdate, ListOptions, WatchStream};
+pub use client::{
+    Client, CommitOutcome, CommittedWrite, DatabaseOptions, DatabaseUpdate, ListOptions,
+    Transaction, TransactionInfo, WatchStream,
+};
 pub use error::{Error, Result};
 pub use flotilla_query::{Field, Predicate};
 pub use options::{ClientOptions, ClientTls};

@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod txn;
+
 pub use crate::meta::MetaError;
 pub use crate::meta::commands::{MetaCommand, MetaOutcome};
 
@@ -19,6 +21,8 @@ pub enum Command {
     DataMany(Vec<DataCommand>),
     /// A change to the shard's secondary indexes (see `store::indexes`).
     Index(IndexCommand),
+    /// A step of a transaction on this shard (see [`txn`]).
+    Txn(txn::TxnCommand),
 }
 
 pub use crate::store::indexes::{IndexCommand, IndexOutcome};
@@ -77,6 +81,7 @@ impl Command {
             Command::Meta(_) | Command::Index(_) => 0,
             Command::Data(d) => d.body_bytes(),
             Command::DataMany(b) => b.iter().map(DataCommand::body_bytes).sum(),
+            Command::Txn(t) => t.body_bytes(),
         }
     }
 }
@@ -101,6 +106,7 @@ impl fmt::Display for Command {
             Command::Data(d) => write!(f, "data:{} ops", d.ops.len()),
             Command::DataMany(b) => write!(f, "data:{} batches", b.len()),
             Command::Index(i) => write!(f, "index:{i:?}"),
+            Command::Txn(t) => write!(f, "txn:{}", t.kind()),
         }
     }
 }
@@ -119,6 +125,7 @@ pub enum Response {
     /// its outcome then.
     Repeated(Vec<(u64, Result<Vec<OpOutcome>, Rejection>)>),
     Index(IndexOutcome),
+    Txn(txn::TxnOutcome),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,4 +150,11 @@ pub enum Rejection {
         "request {client:x}/{seq} is too old to tell whether it applied; it was not applied again"
     )]
     RequestExpired { client: u64, seq: u64 },
+    /// A transaction holds an intent on the document: the write waits for it to be resolved.
+    #[error("{collection}/{id} is locked by transaction {:032x}", holder.id)]
+    Intent {
+        collection: String,
+        id: String,
+        holder: txn::TxnMeta,
+    },
 }

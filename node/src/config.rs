@@ -17,6 +17,15 @@ pub enum InitialClusterState {
     Existing,
 }
 
+/// Where a transaction coordinator stops, for tests that kill it there (`--txn-failpoint`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TxnFailpoint {
+    /// Every shard prepared, no decision written yet.
+    AfterPrepare,
+    /// The decision is in the record; the other shards' intents are not resolved yet.
+    AfterDecide,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -86,6 +95,14 @@ pub struct NodeConfig {
     /// Deadline of one client request, e.g. `10s`.
     #[arg(long, env = "FLOTILLA_REQUEST_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub request_timeout: Duration,
+    /// Timeout of a transaction that names none, e.g. `10s`: an undecided transaction older
+    /// than its timeout is aborted by whoever meets its intents.
+    #[arg(long, env = "FLOTILLA_TXN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub txn_timeout: Duration,
+    /// Testing only: this node's transaction coordinator stops for a minute at this point of
+    /// every two-phase commit, so that a test can kill it there.
+    #[arg(long, env = "FLOTILLA_TXN_FAILPOINT", value_enum, hide = true)]
+    pub txn_failpoint: Option<TxnFailpoint>,
     /// How long a graceful stop may take handing leadership over, e.g. `10s`.
     #[arg(long, env = "FLOTILLA_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,

@@ -53,7 +53,8 @@ pub enum Refusal {
     NotFound,
     FailedPrecondition,
     InvalidArgument,
-    /// The request was not served and its earlier effect is unknown (a retry too late to tell).
+    /// Not served, and nothing of it applied now: a transaction that aborted (a conflict, its
+    /// timeout), or a retry too late to tell whether its first attempt applied.
     Aborted,
     /// Asked for what is no longer kept (a compacted revision).
     OutOfRange,

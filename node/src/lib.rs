@@ -26,5 +26,6 @@ pub mod serve;
 pub mod store;
 pub mod tls;
 pub mod topology;
+pub mod txn;
 pub mod types;
 pub mod validate;

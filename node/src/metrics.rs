@@ -6,8 +6,10 @@
 
 mod process;
 mod rpc;
+mod txn;
 
 pub use rpc::{RequestLayer, RequestMetrics};
+pub use txn::TxnMetrics;
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
@@ -53,6 +55,7 @@ pub struct Metrics {
     pub replication_factor: Family<Labels, Gauge>,
     pub shards_under_replicated: Family<Labels, Gauge>,
     pub shards_quorum_at_risk: Family<Labels, Gauge>,
+    pub txn: TxnMetrics,
 }
 
 pub(crate) fn latency_histogram() -> Histogram {
@@ -76,6 +79,7 @@ impl Metrics {
         let commit_seconds = latency_histogram();
         let proposals_pending = Family::<Labels, Gauge>::default();
         let requests = RequestMetrics::register(&mut registry);
+        let txn = TxnMetrics::register(&mut registry);
         let storage_file_bytes = Family::<Labels, Gauge>::default();
         let replicas = Family::<Labels, Gauge>::default();
         let replication_factor = Family::<Labels, Gauge>::default();
@@ -180,6 +184,7 @@ impl Metrics {
             replication_factor,
             shards_under_replicated,
             shards_quorum_at_risk,
+            txn,
         }
     }
 

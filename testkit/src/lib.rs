@@ -18,6 +18,7 @@
 
 pub mod cluster;
 pub mod command;
+pub mod elle;
 pub mod environment;
 pub mod error;
 pub mod fake_node;

@@ -13,6 +13,7 @@ pub mod limits;
 pub mod peer;
 pub mod peer_checks;
 pub mod status;
+pub mod transactions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use flotilla_proto::peer::peer_server::PeerServer;
 use flotilla_proto::v1::admin_server::AdminServer;
 use flotilla_proto::v1::auth_server::AuthServer;
 use flotilla_proto::v1::documents_server::DocumentsServer;
+use flotilla_proto::v1::transactions_server::TransactionsServer;
+use flotilla_proto::v1::txn_shards_server::TxnShardsServer;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
@@ -31,10 +34,11 @@ use crate::host::Host;
 use crate::tls::accept::accept;
 
 /// Services the client port names in its health and reflection answers.
-const CLIENT_SERVICES: [&str; 3] = [
+const CLIENT_SERVICES: [&str; 4] = [
     "flotilla.v1.Documents",
     "flotilla.v1.Admin",
     "flotilla.v1.Auth",
+    "flotilla.v1.Transactions",
 ];
 
 /// Serves the client and admin API until `stop` resolves.
@@ -57,13 +61,19 @@ pub async fn serve_client(
     .max_encoding_message_size(answers);
     let admin = AdminServer::new(guard::admin::GuardedAdmin::new(
         admin::AdminService::new(host.clone()),
-        guard,
+        guard.clone(),
     ))
     .max_decoding_message_size(max)
     .max_encoding_message_size(answers);
     let users = AuthServer::new(auth::AuthService::for_clients(host.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(answers);
+    let txns = TransactionsServer::new(guard::transactions::GuardedTransactions::new(
+        transactions::TransactionsService::new(host.clone()),
+        guard,
+    ))
+    .max_decoding_message_size(max)
+    .max_encoding_message_size(answers);
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -88,6 +98,7 @@ pub async fn serve_client(
         .add_service(docs)
         .add_service(admin)
         .add_service(users)
+        .add_service(txns)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -145,6 +156,18 @@ pub async fn serve_peer(
         AuthServer::new(auth::AuthService::for_peers(host.clone())),
         peer_checks::forwarded(host.clone()),
     );
+    let txns = InterceptedService::new(
+        TransactionsServer::new(transactions::TransactionsService::new(host.clone()))
+            .max_decoding_message_size(peer_max)
+            .max_encoding_message_size(peer_max),
+        peer_checks::forwarded(host.clone()),
+    );
+    let txn_shards = InterceptedService::new(
+        TxnShardsServer::new(transactions::TxnShardsService::new(host.clone()))
+            .max_decoding_message_size(peer_max)
+            .max_encoding_message_size(peer_max),
+        peer_checks::forwarded(host.clone()),
+    );
     let incoming = accept(listener, host.tls.peer_port.clone()).into_stream();
     tonic::transport::Server::builder()
         .layer(requests)
@@ -152,6 +175,8 @@ pub async fn serve_peer(
         .add_service(docs)
         .add_service(admin)
         .add_service(users)
+        .add_service(txns)
+        .add_service(txn_shards)
         .serve_with_incoming_shutdown(incoming, stop)
         .await?;
     Ok(())

@@ -17,6 +17,8 @@ use flotilla_proto::peer::peer_client::PeerClient;
 use flotilla_proto::peer::{HeartbeatRequest, HeartbeatResponse};
 use flotilla_proto::v1::admin_client::AdminClient;
 use flotilla_proto::v1::documents_client::DocumentsClient;
+use flotilla_proto::v1::transactions_client::TransactionsClient;
+use flotilla_proto::v1::txn_shards_client::TxnShardsClient;
 use rustls::ClientConfig;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -127,6 +129,22 @@ impl Peers {
         Ok(flotilla_proto::v1::auth_client::AuthClient::new(
             self.channel(addr)?,
         ))
+    }
+
+    /// The `TxnShards` service of the node at peer address `addr` (a transaction's calls on
+    /// one shard, see `crate::txn`).
+    pub fn txn_shards(&self, addr: &str) -> Result<TxnShardsClient<PeerChannel>, BadAddress> {
+        Ok(TxnShardsClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    /// The `Transactions` service of the node at peer address `addr` (calls forwarded to a
+    /// transaction's coordinator).
+    pub fn transactions(&self, addr: &str) -> Result<TransactionsClient<PeerChannel>, BadAddress> {
+        Ok(TransactionsClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
     }
 
     /// Sends this node's heartbeat to the peer at `addr`; the answer is the peer's own.

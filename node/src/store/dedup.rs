@@ -153,7 +153,12 @@ pub(crate) fn apply_once(
     }
     let mut answers: Vec<Option<Answer>> = vec![None; cmds.len()];
     for (&i, result) in fresh.iter().zip(results) {
-        if let Some(id) = cmds[i].request {
+        // A batch that met a transaction's intent applied nothing and is sent again once the
+        // intent is resolved: not its outcome to remember.
+        let locked = matches!(result, Err(Rejection::Intent { .. }));
+        if let Some(id) = cmds[i].request
+            && !locked
+        {
             remember(txn, gid, id, revision, &result)?;
         }
         answers[i] = Some((revision, result));

@@ -48,11 +48,17 @@ pub(crate) fn apply_many(
     revision: u64,
     cmds: &[DataCommand],
 ) -> io::Result<Vec<Result<Vec<OpOutcome>, Rejection>>> {
+    let intents = super::txn::open_intents(txn)?;
     let mut docs = txn.open_table(DOCS).map_err(io_err)?;
     let mut applied: Overlay = HashMap::new();
     let mut events = Vec::new();
     let mut results = Vec::with_capacity(cmds.len());
     for cmd in cmds {
+        // A document locked by a transaction waits for it (see `super::txn`).
+        if let Some(rejection) = super::txn::blocked(&intents, gid, cmd)? {
+            results.push(Err(rejection));
+            continue;
+        }
         let mut staged: Overlay = HashMap::new();
         match stage(
             &docs,

@@ -21,10 +21,13 @@ pub mod power_loss;
 mod query;
 mod state_machine;
 mod tables;
+pub(crate) mod txn;
 mod writer;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;
 
 use std::io;
 use std::path::Path;

@@ -177,6 +177,11 @@ impl StateMachine {
         self.gid
     }
 
+    /// A read transaction on the state file (for the readers in `super::txn`).
+    pub(crate) fn begin_read(&self) -> io::Result<redb::ReadTransaction> {
+        self.storage.state_db().begin_read().map_err(io_err)
+    }
+
     pub fn get(&self, collection: &str, id: &str) -> io::Result<Option<StoredDoc>> {
         let txn = self.storage.state_db().begin_read().map_err(io_err)?;
         documents::get(&txn, self.gid, collection, id)
@@ -247,12 +252,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 requests,
                 indexes,
             };
+            let mut data = encode(&body)?;
+            // A data group's intents and records follow the body, so they move with the shard.
+            if gid != META_GROUP {
+                data.extend(encode(&super::txn::snapshot(&txn, gid)?)?);
+            }
             (
                 SnapshotMeta {
                     last_log_id,
                     last_membership,
                 },
-                encode(&body)?,
+                data,
             )
         };
         let stored = encode(&StoredSnapshot {
@@ -343,6 +353,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(Command::Index(cmd)) => {
                         Response::Index(indexes::apply_command(txn, gid, index, cmd)?)
                     }
+                    EntryPayload::Normal(Command::Txn(cmd)) => {
+                        Response::Txn(super::txn::apply(txn, gid, index, cmd)?)
+                    }
                     EntryPayload::Normal(Command::Meta(cmd)) => match meta.as_mut() {
                         Some(m) => Response::Meta(m.apply(cmd)),
                         None => Response::Meta(Err(crate::meta::MetaError::NotMetaGroup)),
@@ -406,6 +419,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
         let body: SnapshotBody = decode(&snapshot)?;
+        let txns = super::txn::snapshot_tail::<SnapshotBody>(&snapshot)?;
         let gid = self.gid;
         let stored = encode(&StoredSnapshot {
             meta: meta.clone(),
@@ -422,6 +436,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 documents::replace_all(txn, gid, &body.docs, floor)?;
                 dedup::replace(txn, gid, &body.requests)?;
                 indexes::replace_all(txn, gid, &body.indexes)?;
+                super::txn::install(txn, gid, &txns)?;
                 if let Some(a) = &a {
                     put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
                 }

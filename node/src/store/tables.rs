@@ -88,6 +88,7 @@ pub(crate) fn init_state(db: &Database) -> Result<(), StoreError> {
     super::dedup::init(&txn)?;
     txn.open_table(INDEX_DEFS)?;
     txn.open_table(INDEX_ENTRIES)?;
+    super::txn::init(&txn)?;
     txn.commit()?;
     Ok(())
 }
@@ -166,5 +167,6 @@ pub(crate) fn delete_group_state(txn: &WriteTransaction, gid: GroupId) -> io::Re
     snaps.remove(gid).map_err(io_err)?;
     drop((changes, docs, sm, snaps));
     super::dedup::delete_group(txn, gid)?;
-    super::indexes::delete_group(txn, gid)
+    super::indexes::delete_group(txn, gid)?;
+    super::txn::delete_group(txn, gid)
 }

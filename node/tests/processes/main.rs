@@ -21,4 +21,5 @@ mod protocol;
 mod queries;
 mod requests;
 mod security;
+mod transactions;
 mod watch_gaps;

@@ -11,6 +11,9 @@ use crate::error::{NodeError, NodeResult, Refusal};
 /// The outcome of one batch and the revision it applied at.
 pub(super) type Answer = NodeResult<(Vec<OpOutcome>, u64)>;
 
+/// The revision a batch applied at and its outcome, a rejection as the state machine gave it.
+pub(super) type Outcome = (u64, Result<Vec<OpOutcome>, Rejection>);
+
 /// The error a caller gets for a batch that was not applied.
 pub(super) fn rejected(rejection: Rejection) -> NodeError {
     match rejection {
@@ -18,6 +21,12 @@ pub(super) fn rejected(rejection: Rejection) -> NodeError {
         Rejection::RequestExpired { .. } => NodeError::refused(
             Refusal::Aborted,
             ErrorReason::RequestExpired,
+            rejection.to_string(),
+        ),
+        // A write meets a transaction's intent only where it does not wait for it.
+        Rejection::Intent { .. } => NodeError::refused(
+            Refusal::Aborted,
+            ErrorReason::TxnConflict,
             rejection.to_string(),
         ),
     }
@@ -39,15 +48,14 @@ pub(super) fn single(applied: Applied, revision: u64) -> Answer {
     }
 }
 
-/// The answers of the `n` batches of an entry proposed at `revision`, in order.
-pub(super) fn many(applied: Applied, revision: u64, n: usize) -> NodeResult<Vec<Answer>> {
+/// The outcomes of the `n` batches of an entry proposed at `revision`, in order, each with
+/// the revision it applied at, rejections as the state machine gave them.
+pub(super) fn many_raw(applied: Applied, revision: u64, n: usize) -> NodeResult<Vec<Outcome>> {
     match applied {
         Applied::DataMany(results) if results.len() == n => {
-            Ok(results.into_iter().map(|r| answer(revision, r)).collect())
+            Ok(results.into_iter().map(|r| (revision, r)).collect())
         }
-        Applied::Repeated(answers) if answers.len() == n => {
-            Ok(answers.into_iter().map(|(r, a)| answer(r, a)).collect())
-        }
+        Applied::Repeated(answers) if answers.len() == n => Ok(answers),
         other => Err(unexpected(&other)),
     }
 }
@@ -109,10 +117,13 @@ mod tests {
                 }),
             ),
         ]);
-        let answers = many(applied, 9, 2).unwrap_or_default();
+        let answers = many_raw(applied, 9, 2).unwrap_or_default();
         assert_eq!(answers.len(), 2);
-        assert!(matches!(answers[0], Ok((_, 3))));
-        assert!(matches!(answers[1], Err(NodeError::VersionMismatch(_))));
-        assert!(many(Applied::DataMany(vec![]), 9, 2).is_err());
+        assert!(matches!(answers[0], (3, Ok(_))));
+        assert!(matches!(
+            answers[1],
+            (9, Err(Rejection::VersionMismatch { .. }))
+        ));
+        assert!(many_raw(Applied::DataMany(vec![]), 9, 2).is_err());
     }
 }

@@ -23,7 +23,7 @@ use flotilla_proto::v1::{
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::command::{Command, DataCommand, OpOutcome, WriteOp};
+use crate::command::{DataCommand, OpOutcome, WriteOp};
 use crate::error::{NodeError, NodeResult};
 use crate::host::{GroupHandle, Host, ReadConsistency};
 use crate::network::forward::hops;
@@ -70,9 +70,16 @@ fn consistency(c: i32) -> ReadConsistency {
     }
 }
 
-/// Answers `msg` from this replica of `shard` (the caller has passed the read barrier).
-fn read_document(group: &GroupHandle, shard: usize, msg: GetRequest) -> NodeResult<GetResponse> {
-    let document = group.sm.get(&msg.collection, &msg.id)?.map(|d| Document {
+/// Answers `msg` from this replica of `shard` (the caller has passed the read barrier), never
+/// showing half a transaction (see `crate::txn::resolve`).
+async fn read_document(
+    host: &Arc<Host>,
+    group: &GroupHandle,
+    shard: usize,
+    msg: GetRequest,
+) -> NodeResult<GetResponse> {
+    let doc = crate::txn::resolve::visible(host, group, &msg.collection, &msg.id).await?;
+    let document = doc.map(|d| Document {
         collection: msg.collection,
         id: msg.id,
         json: d.json,
@@ -136,7 +143,8 @@ impl DocumentsService {
                         request: request_id,
                     };
                     let (applied, revision) =
-                        host.write(&group, route.gid, Command::Data(cmd)).await?;
+                        crate::txn::resolve::write_through_intents(&host, &group, route.gid, cmd)
+                            .await?;
                     crate::crash_point::after_write(&host.config);
                     let (outcomes, revision) = answer::single(applied, revision)?;
                     let results = outcomes.into_iter().map(batch_result).collect();
@@ -189,7 +197,7 @@ impl DocumentsService {
                 Box::pin(async move {
                     host.read_barrier(&group, consistency(msg.consistency))
                         .await?;
-                    read_document(&group, route.shard, msg)
+                    read_document(&host, &group, route.shard, msg).await
                 })
             },
             |mut c, r| Box::pin(async move { c.get(r).await }),
@@ -245,6 +253,16 @@ impl DocumentsService {
         shard: Option<usize>,
     ) -> Result<Response<BatchResponse>, Status> {
         let ops = self.batch_ops(&msg)?;
+        // A batch over several shards is a transaction underneath.
+        if shard.is_none()
+            && let Some(db) = self.host.meta_state().databases.get(&msg.database)
+            && placement::shards_of_batch(db, &msg.ops)?.len() > 1
+        {
+            let txns = crate::txn::coordinator(&self.host);
+            return Ok(Response::new(
+                crate::txn::batch::run(&txns, &msg.database, ops).await?,
+            ));
+        }
         self.write(msg.database.clone(), hops, shard, ops, msg)
             .await
     }

@@ -21,7 +21,7 @@ use tonic::Status;
 
 use super::answer;
 use super::{BoxFut, DocumentsService, batch_result, consistency, read_document, shard_of_batch};
-use crate::command::{Command, DataCommand, WriteOp};
+use crate::command::{Command, DataCommand, Rejection, WriteOp};
 use crate::error::NodeError;
 use crate::grpc::status::call_error;
 use crate::host::GroupHandle;
@@ -196,19 +196,19 @@ impl DocumentsService {
             .read_barrier(&reads.group, consistency(consistency_code))
             .await;
         match barrier {
-            Ok(()) => reads
-                .gets
-                .into_iter()
-                .map(|(i, get)| {
-                    let result = match read_document(&reads.group, reads.shard, get) {
+            Ok(()) => {
+                let group = &reads.group;
+                let answers = reads.gets.into_iter().map(|(i, get)| async move {
+                    let result = match read_document(&self.host, group, reads.shard, get).await {
                         Ok(r) => CallResult {
                             result: Some(call_result::Result::Get(r)),
                         },
                         Err(e) => error(&e.into()),
                     };
                     (i, result)
-                })
-                .collect(),
+                });
+                futures::future::join_all(answers).await
+            }
             // The leadership moved: each get goes on its own, to the new leader.
             Err(NodeError::NotLeader { .. }) => {
                 let calls = reads
@@ -290,26 +290,34 @@ impl DocumentsService {
         let cmds = writes.iter().map(|w| w.cmd.clone()).collect();
         let proposed = self.host.write(&group, gid, Command::DataMany(cmds)).await;
         crate::crash_point::after_write(&self.host.config);
-        let answers =
-            proposed.and_then(|(applied, revision)| answer::many(applied, revision, writes.len()));
-        match answers {
-            Ok(answers) => writes
-                .iter()
-                .zip(answers)
-                .map(|(w, answer)| {
-                    let result = match answer {
-                        Ok((ops, revision)) => CallResult {
-                            result: Some(call_result::Result::Batch(BatchResponse {
-                                results: ops.into_iter().map(batch_result).collect(),
-                                revision,
-                                shard: shard as u32,
-                            })),
-                        },
-                        Err(e) => error(&e.into()),
-                    };
-                    (w.index, result)
-                })
-                .collect(),
+        let outcomes = proposed
+            .and_then(|(applied, revision)| answer::many_raw(applied, revision, writes.len()));
+        match outcomes {
+            Ok(outcomes) => {
+                let answers =
+                    writes
+                        .into_iter()
+                        .zip(outcomes)
+                        .map(|(w, (revision, outcome))| async move {
+                            let result = match outcome {
+                                Ok(ops) => CallResult {
+                                    result: Some(call_result::Result::Batch(BatchResponse {
+                                        results: ops.into_iter().map(batch_result).collect(),
+                                        revision,
+                                        shard: shard as u32,
+                                    })),
+                                },
+                                // Locked by a transaction: on its own, it waits for it.
+                                Err(Rejection::Intent { .. }) => {
+                                    let (i, call) = w.into_call();
+                                    return (i, self.one_call(call, hops).await);
+                                }
+                                Err(rejection) => error(&answer::rejected(rejection).into()),
+                            };
+                            (w.index, result)
+                        });
+                futures::future::join_all(answers).await
+            }
             // Refused before it was proposed (the leadership moved): each write goes on its
             // own, to the new leader.
             Err(NodeError::NotLeader { .. }) => {

@@ -77,7 +77,21 @@ pub(super) fn shard_of_batch(
     db: &DatabaseRecord,
     ops: &[flotilla_proto::v1::BatchOp],
 ) -> NodeResult<usize> {
-    let mut shard = None;
+    let shards = shards_of_batch(db, ops)?;
+    if shards.len() > 1 {
+        return Err(NodeError::InvalidArgument(
+            "all documents of an atomic batch must live on one shard".into(),
+        ));
+    }
+    Ok(shards.first().copied().unwrap_or(0))
+}
+
+/// The shards the documents of a batch live on (a document lacking its shard key is refused).
+pub(super) fn shards_of_batch(
+    db: &DatabaseRecord,
+    ops: &[flotilla_proto::v1::BatchOp],
+) -> NodeResult<std::collections::BTreeSet<usize>> {
+    let mut shards = std::collections::BTreeSet::new();
     for op in ops {
         let s = match &op.op {
             Some(batch_op::Op::Put(p)) => shard_of_put(db, &p.collection, &p.id, &p.json)?,
@@ -90,12 +104,7 @@ pub(super) fn shard_of_batch(
                 })?,
             None => continue,
         };
-        if shard.is_some_and(|x| x != s) {
-            return Err(NodeError::InvalidArgument(
-                "all documents of an atomic batch must live on one shard".into(),
-            ));
-        }
-        shard = Some(s);
+        shards.insert(s);
     }
-    Ok(shard.unwrap_or(0))
+    Ok(shards)
 }

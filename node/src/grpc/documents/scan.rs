@@ -34,10 +34,15 @@ impl DocumentsService {
                             .await?;
                         let limit = validate::limit(msg.limit);
                         let after = decode_token(&msg.page_token)?;
-                        let mut rows =
-                            group
-                                .sm
-                                .list(&msg.collection, &msg.prefix, &after, limit + 1)?;
+                        let mut rows = crate::txn::resolve::list(
+                            &host,
+                            &group,
+                            &msg.collection,
+                            &msg.prefix,
+                            &after,
+                            limit + 1,
+                        )
+                        .await?;
                         let more = rows.len() > limit;
                         rows.truncate(limit);
                         let more = more | cut_to_bytes(&mut rows, |(_, d)| d.json.len());

@@ -4,12 +4,13 @@
 //! `--client-cert-auth`, by the common name of the verified client certificate; the call then
 //! needs what [`Need`] names of that user's roles (`meta::auth`).
 //!
-//! The services of the client port are wrapped ([`documents`], [`admin`]) so that no rpc
+//! The services of the client port are wrapped ([`documents`], [`admin`], [`transactions`]) so that no rpc
 //! reaches its handler unchecked: a new rpc does not compile until it says what it needs.
 //! Requests forwarded between nodes (peer port) were checked where they entered the cluster.
 
 pub mod admin;
 pub mod documents;
+pub mod transactions;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -1,0 +1,72 @@
+//! An atomic batch whose documents live on several shards runs as a transaction of blind
+//! writes (each op's `if_version` checked at commit).
+
+use flotilla_proto::v1::{BatchResponse, BatchResult};
+
+use super::Coordinator;
+use crate::command::WriteOp;
+use crate::error::NodeResult;
+
+/// Runs `ops` on `database` as one transaction. The answer's revision is 0 (each shard
+/// applies it at a revision of its own) and its shard that of the first op.
+pub async fn run(
+    txns: &Coordinator,
+    database: &str,
+    ops: Vec<WriteOp>,
+) -> NodeResult<BatchResponse> {
+    let txn = txns.begin(database, None)?;
+    let shard = {
+        let meta = txns.host().meta_state();
+        meta.databases
+            .get(database)
+            .zip(ops.first())
+            .map_or(0, |(db, op)| db.shard_of(op.id()) as u32)
+    };
+    let mut order = Vec::with_capacity(ops.len());
+    for op in ops {
+        let written = match op {
+            WriteOp::Put {
+                collection,
+                id,
+                json,
+                if_version,
+            } => {
+                txns.write(txn, &collection, &id, Some(json), if_version)
+                    .await?;
+                (collection, id)
+            }
+            WriteOp::Delete {
+                collection,
+                id,
+                if_version,
+            } => {
+                txns.write(txn, &collection, &id, None, if_version).await?;
+                (collection, id)
+            }
+        };
+        order.push(written);
+    }
+    let committed = match txns.commit(txn).await {
+        Ok(c) => c,
+        Err(e) => return Err(e),
+    };
+    // One result per op, in order (an op on a document written twice sees the last write).
+    let results = order
+        .iter()
+        .map(|(c, i)| {
+            let w = committed
+                .writes
+                .iter()
+                .find(|w| &w.collection == c && &w.id == i);
+            BatchResult {
+                version: w.map_or(0, |w| w.version),
+                deleted: w.is_some_and(|w| w.deleted),
+            }
+        })
+        .collect();
+    Ok(BatchResponse {
+        results,
+        revision: 0,
+        shard,
+    })
+}

@@ -1,0 +1,642 @@
+//! The coordinator: the node that answered `Begin` runs the transaction. It keeps the
+//! transaction's reads (with the versions seen) and buffers its writes; at commit it asks each
+//! shard to lock and check what the transaction touched (prepare: intents through the
+//! shard's Raft log), writes the decision to the record on the primary shard, and resolves the
+//! intents. A transaction on one shard commits in one Raft entry; one that only reads checks
+//! that nothing it read has changed.
+//!
+//! Serializable: a writing transaction holds intents on everything it read or writes, each
+//! checked at the version it read, at the moment of its decision (two-phase locking at commit
+//! time, with no waiting: a transaction that meets another's intent aborts with `TxnConflict`,
+//! so no deadlock can form). A read-only transaction's reads all happened before its
+//! validation, and each document kept the value read from its read to its validation, so all
+//! held together at one moment between the last read and the first validation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_proto::v1::ErrorReason;
+use tokio::time::Instant;
+
+use super::plan::{PendingWrite, Plan, plan};
+use super::resolve::{self, conflict, now_ms};
+use super::shards::{ShardAnswer, ShardCall, call_shard};
+use crate::command::OpOutcome;
+use crate::command::txn::{
+    Conflict, Decision, KeyAccess, TxnCommand, TxnId, TxnMeta, TxnOutcome, TxnWrite, new_txn_id,
+};
+use crate::config::TxnFailpoint;
+use crate::error::{NodeError, NodeResult, Refusal};
+use crate::host::Host;
+use crate::store::StoredDoc;
+
+/// The longest timeout a transaction may ask for.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Most documents one transaction may read and write.
+pub const MAX_KEYS: usize = 10_000;
+
+/// A transaction in progress on this node.
+#[derive(Debug)]
+pub struct OpenTxn {
+    pub database: String,
+    started: Instant,
+    started_ms: u64,
+    timeout: Duration,
+    /// Documents read, as read.
+    reads: BTreeMap<(String, String), Option<StoredDoc>>,
+    writes: Vec<PendingWrite>,
+}
+
+/// A written document's outcome in a commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedWrite {
+    pub collection: String,
+    pub id: String,
+    /// The new version (0 after a delete).
+    pub version: u64,
+    pub deleted: bool,
+}
+
+/// What a commit answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub writes: Vec<CommittedWrite>,
+    pub shards: u32,
+}
+
+/// One open transaction, as listed.
+#[derive(Debug, Clone)]
+pub struct OpenInfo {
+    pub txn: TxnId,
+    pub database: String,
+    pub age: Duration,
+    pub reads: usize,
+    pub writes: usize,
+}
+
+type Slot = Arc<tokio::sync::Mutex<OpenTxn>>;
+
+/// The transactions this node coordinates.
+pub struct Coordinator {
+    host: Arc<Host>,
+    open: Mutex<HashMap<TxnId, Slot>>,
+}
+
+fn not_found(txn: TxnId) -> NodeError {
+    NodeError::refused(
+        Refusal::NotFound,
+        ErrorReason::TxnNotFound,
+        format!(
+            "transaction {txn:032x} is not open on this node (finished, expired, or its coordinator restarted)"
+        ),
+    )
+}
+
+fn timed_out(txn: TxnId, timeout: Duration) -> NodeError {
+    NodeError::refused(
+        Refusal::Aborted,
+        ErrorReason::TxnTimeout,
+        format!("transaction {txn:032x} outlived its timeout of {timeout:?} and was aborted"),
+    )
+}
+
+impl Coordinator {
+    pub fn new(host: Arc<Host>) -> Coordinator {
+        Coordinator {
+            host,
+            open: Mutex::default(),
+        }
+    }
+
+    pub fn host(&self) -> &Arc<Host> {
+        &self.host
+    }
+
+    fn slot(&self, txn: TxnId) -> NodeResult<Slot> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&txn).cloned().ok_or_else(|| not_found(txn))
+    }
+
+    fn close(&self, txn: TxnId) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&txn);
+    }
+
+    /// Starts a transaction on `database`; `timeout` None: the node's `--txn-timeout`.
+    pub fn begin(&self, database: &str, timeout: Option<Duration>) -> NodeResult<TxnId> {
+        crate::validate::database(database)?;
+        if !self.host.meta_state().databases.contains_key(database) {
+            return Err(NodeError::database_not_found(database));
+        }
+        let timeout = timeout
+            .unwrap_or(self.host.config.txn_timeout)
+            .min(MAX_TIMEOUT);
+        let txn = new_txn_id(self.host.id);
+        let open = OpenTxn {
+            database: database.to_string(),
+            started: Instant::now(),
+            started_ms: now_ms(),
+            timeout,
+            reads: BTreeMap::new(),
+            writes: Vec::new(),
+        };
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(txn, Arc::new(tokio::sync::Mutex::new(open)));
+        Ok(txn)
+    }
+
+    /// Locks the open transaction for one call; aborts it when past its timeout.
+    async fn enter(&self, txn: TxnId) -> NodeResult<tokio::sync::OwnedMutexGuard<OpenTxn>> {
+        let guard = self.slot(txn)?.lock_owned().await;
+        if guard.started.elapsed() > guard.timeout {
+            self.close(txn);
+            self.host.metrics.txn.aborted("timeout");
+            return Err(timed_out(txn, guard.timeout));
+        }
+        Ok(guard)
+    }
+
+    /// A document as the transaction sees it (its own writes included).
+    pub async fn get(
+        &self,
+        txn: TxnId,
+        collection: &str,
+        id: &str,
+    ) -> NodeResult<(Option<StoredDoc>, u32)> {
+        crate::validate::collection(collection)?;
+        crate::validate::document_id(id)?;
+        let mut t = self.enter(txn).await?;
+        let shard = self.shard_of(&t.database, collection, id)?;
+        let key = (collection.to_string(), id.to_string());
+        if let Some(w) = t
+            .writes
+            .iter()
+            .find(|w| w.collection == collection && w.id == id)
+        {
+            let base = t.reads.get(&key).cloned().flatten();
+            return Ok((
+                match &w.write {
+                    TxnWrite::Put { json } => Some(StoredDoc {
+                        version: base.as_ref().map_or(0, |d| d.version) + 1,
+                        revision: 0,
+                        json: json.clone(),
+                    }),
+                    TxnWrite::Delete => None,
+                },
+                shard,
+            ));
+        }
+        if let Some(doc) = t.reads.get(&key) {
+            return Ok((doc.clone(), shard));
+        }
+        self.check_size(&t)?;
+        let read = ShardCall::Read {
+            collection: collection.to_string(),
+            id: id.to_string(),
+        };
+        let doc = match call_shard(&self.host, &t.database, shard, read).await? {
+            ShardAnswer::Doc(doc) => doc,
+            other => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
+        };
+        t.reads.insert(key, doc.clone());
+        Ok((doc, shard))
+    }
+
+    /// The shard of a document. Documents of a collection with a shard key are placed by
+    /// that key's value, which transactions do not place by yet: they are refused.
+    fn shard_of(&self, database: &str, collection: &str, id: &str) -> NodeResult<u32> {
+        let meta = self.host.meta_state();
+        let db = meta
+            .databases
+            .get(database)
+            .ok_or_else(|| NodeError::database_not_found(database))?;
+        if db.shard_key(collection).is_some() {
+            return Err(NodeError::InvalidArgument(format!(
+                "collection {collection} has a shard key: transactions over such collections \
+                 are not supported yet"
+            )));
+        }
+        Ok(db.shard_of(id) as u32)
+    }
+
+    fn check_size(&self, t: &OpenTxn) -> NodeResult<()> {
+        if t.reads.len() + t.writes.len() >= MAX_KEYS {
+            return Err(NodeError::ResourceExhausted(format!(
+                "a transaction touches at most {MAX_KEYS} documents"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Buffers a write (a put with `Some(json)`, else a delete).
+    pub async fn write(
+        &self,
+        txn: TxnId,
+        collection: &str,
+        id: &str,
+        json: Option<String>,
+        if_version: Option<u64>,
+    ) -> NodeResult<()> {
+        crate::validate::collection(collection)?;
+        crate::validate::document_id(id)?;
+        if let Some(json) = &json {
+            crate::validate::body(json, &self.host.config)?;
+        }
+        let mut t = self.enter(txn).await?;
+        self.shard_of(&t.database, collection, id)?;
+        let key = (collection.to_string(), id.to_string());
+        // Against what the transaction read, the condition can be checked at once.
+        if let (Some(expected), Some(read)) = (if_version, t.reads.get(&key)) {
+            let current = read.as_ref().map_or(0, |d| d.version);
+            if expected != current {
+                return Err(NodeError::VersionMismatch(format!(
+                    "version mismatch on {collection}/{id}: expected {expected}, current {current}"
+                )));
+            }
+        }
+        let write = match json {
+            Some(json) => TxnWrite::Put { json },
+            None => TxnWrite::Delete,
+        };
+        match t
+            .writes
+            .iter_mut()
+            .find(|w| w.collection == collection && w.id == id)
+        {
+            Some(w) => {
+                w.write = write;
+                w.if_version = if_version.or(w.if_version);
+            }
+            None => {
+                self.check_size(&t)?;
+                t.writes.push(PendingWrite {
+                    collection: collection.to_string(),
+                    id: id.to_string(),
+                    write,
+                    if_version,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the transaction without applying anything (nothing was written to any shard).
+    pub async fn rollback(&self, txn: TxnId) -> NodeResult<()> {
+        let _t = self.slot(txn)?.lock_owned().await;
+        self.close(txn);
+        self.host.metrics.txn.aborted("rollback");
+        Ok(())
+    }
+
+    /// Commits the transaction, or aborts it and says why.
+    pub async fn commit(&self, txn: TxnId) -> NodeResult<Committed> {
+        let t = self.enter(txn).await?;
+        self.close(txn);
+        let started = Instant::now();
+        let meta = self.host.meta_state();
+        let db = meta
+            .databases
+            .get(&t.database)
+            .ok_or_else(|| NodeError::database_not_found(&t.database))?;
+        let reads: BTreeMap<(String, String), u64> = t
+            .reads
+            .iter()
+            .map(|(k, d)| (k.clone(), d.as_ref().map_or(0, |d| d.version)))
+            .collect();
+        let plan = plan(&reads, &t.writes, |id| db.shard_of(id) as u32);
+        let (path, result) = if plan.read_only() {
+            ("read_only", self.validate_reads(&t, &plan).await)
+        } else if plan.shards.len() == 1 {
+            ("one_shard", self.commit_one(&t, &plan).await)
+        } else {
+            ("two_phase", self.commit_two_phase(txn, &t, &plan).await)
+        };
+        let m = &self.host.metrics.txn;
+        match &result {
+            Ok(_) => m.committed(path, started.elapsed().as_secs_f64()),
+            Err(NodeError::Refused { reason, .. }) if *reason == ErrorReason::TxnConflict => {
+                m.aborted("conflict")
+            }
+            Err(NodeError::Refused { reason, .. }) if *reason == ErrorReason::TxnTimeout => {
+                m.aborted("timeout")
+            }
+            Err(NodeError::VersionMismatch(_)) => m.aborted("version_mismatch"),
+            Err(_) => m.aborted("error"),
+        }
+        result
+    }
+
+    async fn validate_reads(&self, t: &OpenTxn, plan: &Plan) -> NodeResult<Committed> {
+        // One document read alone was a linearizable read: nothing to check.
+        if t.reads.len() > 1 {
+            let checks = plan.shards.iter().map(|(shard, keys)| {
+                let keys = keys
+                    .iter()
+                    .map(|k| (k.collection.clone(), k.id.clone(), k.expect.unwrap_or(0)))
+                    .collect();
+                call_shard(
+                    &self.host,
+                    &t.database,
+                    *shard,
+                    ShardCall::Validate { keys },
+                )
+            });
+            for answer in futures::future::join_all(checks).await {
+                match answer? {
+                    ShardAnswer::Valid(true) => {}
+                    ShardAnswer::Valid(false) => {
+                        return Err(conflict(
+                            "a document the transaction read changed before it committed",
+                        ));
+                    }
+                    other => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
+                }
+            }
+        }
+        Ok(Committed {
+            writes: Vec::new(),
+            shards: 0,
+        })
+    }
+
+    async fn commit_one(&self, t: &OpenTxn, plan: &Plan) -> NodeResult<Committed> {
+        let Some((shard, keys)) = plan.shards.iter().next() else {
+            return Ok(Committed {
+                writes: Vec::new(),
+                shards: 0,
+            });
+        };
+        let call = ShardCall::Propose(TxnCommand::CommitOne { keys: keys.clone() });
+        for attempt in 0..2 {
+            match call_shard(&self.host, &t.database, *shard, call.clone()).await? {
+                ShardAnswer::Applied(TxnOutcome::Committed(outcomes)) => {
+                    let written = keys.iter().filter(|k| k.write.is_some());
+                    let writes = written
+                        .zip(outcomes)
+                        .map(|(k, o)| committed_write(k, o))
+                        .collect();
+                    return Ok(Committed { writes, shards: 1 });
+                }
+                ShardAnswer::Applied(TxnOutcome::Refused(c)) => {
+                    // An intent left by a transaction whose coordinator is gone is resolved
+                    // (once), then the commit is tried again.
+                    if attempt == 0 && self.recover_blocker(&t.database, *shard, &c).await? {
+                        continue;
+                    }
+                    return Err(refusal(c));
+                }
+                other => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
+            }
+        }
+        Err(conflict("the transaction met another one"))
+    }
+
+    /// When `c` is an intent of a decided or expired transaction, resolves it on `shard` and
+    /// answers true.
+    async fn recover_blocker(&self, database: &str, shard: u32, c: &Conflict) -> NodeResult<bool> {
+        let Conflict::Intent { holder, .. } = c else {
+            return Ok(false);
+        };
+        match resolve::decision_of(&self.host, database, *holder).await? {
+            Some(d) => {
+                resolve::resolve(&self.host, database, shard, *holder, d).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn commit_two_phase(
+        &self,
+        txn: TxnId,
+        t: &OpenTxn,
+        plan: &Plan,
+    ) -> NodeResult<Committed> {
+        let Some(primary) = plan.primary else {
+            return Err(NodeError::Internal(
+                "a writing plan names its primary".into(),
+            ));
+        };
+        let meta = TxnMeta {
+            id: txn,
+            primary_shard: primary,
+            started_ms: t.started_ms,
+            timeout_ms: t.timeout.as_millis() as u64,
+        };
+        let db = t.database.as_str();
+        // Prepare: every shard locks and checks its documents, at once.
+        let prepares = plan.shards.iter().map(|(shard, keys)| async move {
+            let mut result = self.prepare(db, *shard, meta, keys).await;
+            if let Ok(Err(c)) = &result
+                && self.recover_blocker(db, *shard, c).await.unwrap_or(false)
+            {
+                result = self.prepare(db, *shard, meta, keys).await;
+            }
+            (*shard, result)
+        });
+        let prepared = futures::future::join_all(prepares).await;
+        let mut versions: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        let mut failure: Option<NodeError> = None;
+        for (shard, result) in prepared {
+            match result {
+                Ok(Ok(v)) => {
+                    versions.insert(shard, v);
+                }
+                Ok(Err(c)) => failure = failure.or(Some(refusal(c))),
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        if failure.is_none() && t.started.elapsed() > t.timeout {
+            failure = Some(timed_out(txn, t.timeout));
+        }
+        if failure.is_none() {
+            self.failpoint(TxnFailpoint::AfterPrepare).await;
+        }
+        if let Some(e) = failure {
+            // Nothing was decided: drop whatever intents were placed (an intent whose
+            // prepare answered nothing is left to whoever meets it, after the timeout).
+            self.release(db, meta, plan.shards.keys().copied(), Decision::Aborted)
+                .await;
+            return Err(e);
+        }
+        // The decision, in the record on the primary shard (which resolves its intents too).
+        let decide = ShardCall::Propose(TxnCommand::Decide { txn, commit: true });
+        let decision = match call_shard(&self.host, db, primary, decide).await {
+            Ok(ShardAnswer::Applied(TxnOutcome::Decided(d))) => d,
+            Ok(other) => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
+            Err(e) => {
+                return Err(NodeError::OutcomeUnknown(format!(
+                    "the commit decision of transaction {txn:032x} may or may not be recorded: {e}"
+                )));
+            }
+        };
+        self.failpoint(TxnFailpoint::AfterDecide).await;
+        let others = plan.shards.keys().copied().filter(|s| *s != primary);
+        if decision == Decision::Aborted {
+            // Whoever met an intent after the timeout aborted it first.
+            self.release(db, meta, others, Decision::Aborted).await;
+            return Err(timed_out(txn, t.timeout));
+        }
+        let resolved = self.release(db, meta, others, Decision::Committed).await;
+        if resolved {
+            let host = self.host.clone();
+            let database = db.to_string();
+            tokio::spawn(async move {
+                let forget = ShardCall::Propose(TxnCommand::Forget { txn });
+                let _ = call_shard(&host, &database, primary, forget).await;
+            });
+        }
+        let mut writes = Vec::new();
+        for (shard, keys) in &plan.shards {
+            let v = versions.get(shard).cloned().unwrap_or_default();
+            for (k, current) in keys.iter().zip(v) {
+                let outcome = match &k.write {
+                    Some(TxnWrite::Put { .. }) => OpOutcome::Put {
+                        version: current + 1,
+                    },
+                    Some(TxnWrite::Delete) => OpOutcome::Delete {
+                        existed: current > 0,
+                    },
+                    None => continue,
+                };
+                writes.push(committed_write(k, outcome));
+            }
+        }
+        // In the order the transaction first wrote them.
+        let order: HashMap<(&str, &str), usize> = t
+            .writes
+            .iter()
+            .enumerate()
+            .map(|(i, w)| ((w.collection.as_str(), w.id.as_str()), i))
+            .collect();
+        writes.sort_by_key(|w: &CommittedWrite| {
+            order.get(&(w.collection.as_str(), w.id.as_str())).copied()
+        });
+        Ok(Committed {
+            writes,
+            shards: plan.shards.len() as u32,
+        })
+    }
+
+    /// Stops here for a minute when the node was started with this failpoint (tests).
+    async fn failpoint(&self, at: TxnFailpoint) {
+        if self.host.config.txn_failpoint == Some(at) {
+            tracing::warn!(?at, "transaction failpoint reached: stopping here");
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+    }
+
+    async fn prepare(
+        &self,
+        database: &str,
+        shard: u32,
+        meta: TxnMeta,
+        keys: &[KeyAccess],
+    ) -> NodeResult<Result<Vec<u64>, Conflict>> {
+        let call = ShardCall::Propose(TxnCommand::Prepare {
+            txn: meta,
+            keys: keys.to_vec(),
+        });
+        match call_shard(&self.host, database, shard, call).await? {
+            ShardAnswer::Applied(TxnOutcome::Prepared(v)) => Ok(Ok(v)),
+            ShardAnswer::Applied(TxnOutcome::Refused(c)) => Ok(Err(c)),
+            other => Err(NodeError::Internal(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Resolves the intents on `shards` by `decision`, at once; true when every one answered.
+    async fn release(
+        &self,
+        database: &str,
+        meta: TxnMeta,
+        shards: impl Iterator<Item = u32>,
+        decision: Decision,
+    ) -> bool {
+        let calls = shards.map(|s| resolve::resolve(&self.host, database, s, meta, decision));
+        let results = futures::future::join_all(calls).await;
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        if failed > 0 {
+            tracing::warn!(txn = %format!("{:032x}", meta.id), failed, "intents left to be resolved by whoever meets them");
+        }
+        failed == 0
+    }
+
+    /// The transactions open here (of `database`, or all).
+    pub fn list(&self, database: Option<&str>) -> Vec<OpenInfo> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (txn, slot) in open.iter() {
+            // A transaction busy with a call is listed from the next listing on.
+            let Ok(t) = slot.try_lock() else { continue };
+            if database.is_some_and(|d| d != t.database) {
+                continue;
+            }
+            out.push(OpenInfo {
+                txn: *txn,
+                database: t.database.clone(),
+                age: t.started.elapsed(),
+                reads: t.reads.len(),
+                writes: t.writes.len(),
+            });
+        }
+        out.sort_by_key(|i| i.txn);
+        out
+    }
+
+    /// Drops open transactions past their timeout (their clients went away).
+    pub fn sweep(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let before = open.len();
+        open.retain(|_, slot| match slot.try_lock() {
+            Ok(t) => t.started.elapsed() <= t.timeout,
+            Err(_) => true,
+        });
+        for _ in open.len()..before {
+            self.host.metrics.txn.aborted("timeout");
+        }
+    }
+}
+
+fn committed_write(k: &KeyAccess, outcome: OpOutcome) -> CommittedWrite {
+    let (version, deleted) = match outcome {
+        OpOutcome::Put { version } => (version, false),
+        OpOutcome::Delete { existed } => (0, existed),
+    };
+    CommittedWrite {
+        collection: k.collection.clone(),
+        id: k.id.clone(),
+        version,
+        deleted,
+    }
+}
+
+/// The error a refused prepare or commit ends the transaction with.
+fn refusal(c: Conflict) -> NodeError {
+    match c {
+        Conflict::Version {
+            collection,
+            id,
+            expected,
+            current,
+            if_version: true,
+        } => NodeError::VersionMismatch(format!(
+            "version mismatch on {collection}/{id}: expected {expected}, current {current}"
+        )),
+        Conflict::Version { collection, id, .. } => conflict(format!(
+            "{collection}/{id} changed after the transaction read it"
+        )),
+        Conflict::Intent {
+            collection,
+            id,
+            holder,
+        } => conflict(format!(
+            "{collection}/{id} is locked by transaction {:032x}",
+            holder.id
+        )),
+    }
+}
