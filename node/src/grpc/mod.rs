@@ -19,51 +19,93 @@ use flotilla_proto::peer::peer_server::PeerServer;
 use flotilla_proto::v1::admin_server::AdminServer;
 use flotilla_proto::v1::documents_server::DocumentsServer;
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
+use tower::util::BoxCloneSyncService;
 
 use crate::host::Host;
+use crate::metrics::RequestLayer;
 use crate::tls::accept::accept;
 
 /// Largest gRPC message accepted (documents are limited separately, with a clear error).
-const MAX_MESSAGE_BYTES: usize = 64 << 20;
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Services the client port names in its health and reflection answers.
 const CLIENT_SERVICES: [&str; 2] = ["flotilla.v1.Documents", "flotilla.v1.Admin"];
 
+/// The client port's services behind the layers every client call passes, built once: the
+/// client port serves it, and the HTTP gateway ([`crate::http::api`]) calls it in process, so
+/// that an HTTP request is counted, checked and limited exactly as the gRPC call it becomes.
+/// A layer for every client call (authentication, limits) goes into [`ClientLayers`].
+pub struct ClientPort {
+    routes: Routes,
+    layers: ClientLayers,
+    reporter: HealthReporter,
+}
+
+/// The layers of the client port, outermost first.
+pub type ClientLayers = ServiceBuilder<Stack<RequestLayer, Identity>>;
+
+/// The client port's whole stack as one service, for in-process callers. Its error type is
+/// concrete (a boxed error in its place trips the compiler on every async caller).
+pub type ClientService = BoxCloneSyncService<
+    axum::http::Request<tonic::body::Body>,
+    axum::http::Response<tonic::body::Body>,
+    std::convert::Infallible,
+>;
+
+impl ClientPort {
+    pub fn new(host: &Arc<Host>) -> Result<ClientPort, ServeError> {
+        let docs = DocumentsServer::new(documents::DocumentsService::for_clients(host.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let admin = AdminServer::new(admin::AdminService::new(host.clone()));
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(flotilla_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name(CLIENT_SERVICES[0])
+                .with_service_name(CLIENT_SERVICES[1])
+                .with_service_name("grpc.health.v1.Health")
+        };
+        // grpcurl and other tools ask v1 first and fall back to v1alpha.
+        let routes = Routes::new(docs)
+            .add_service(admin)
+            .add_service(health)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
+        let layers = ServiceBuilder::new().layer(host.metrics.requests.grpc("client"));
+        Ok(ClientPort {
+            routes,
+            layers,
+            reporter,
+        })
+    }
+
+    /// The stack as one service: what the client port serves, callable in process.
+    pub fn service(&self) -> ClientService {
+        // A layer answers a refused call with its gRPC status, never with a transport error.
+        BoxCloneSyncService::new(self.layers.service(self.routes.clone()))
+    }
+}
+
 /// Serves the client and admin API until `stop` resolves.
 pub async fn serve_client(
     host: Arc<Host>,
+    port: ClientPort,
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let docs = DocumentsServer::new(documents::DocumentsService::for_clients(host.clone()))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let admin = AdminServer::new(admin::AdminService::new(host.clone()));
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(flotilla_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(CLIENT_SERVICES[0])
-            .with_service_name(CLIENT_SERVICES[1])
-            .with_service_name("grpc.health.v1.Health")
-    };
-    // grpcurl and other tools ask v1 first and fall back to v1alpha.
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-    let requests = host.metrics.requests.grpc("client");
     let incoming = accept(listener, host.tls.client_port.clone()).into_stream();
-    let health_task = tokio::spawn(report_health(host, reporter));
+    let health_task = tokio::spawn(report_health(host, port.reporter));
     let served = tonic::transport::Server::builder()
-        .layer(requests)
-        .add_service(docs)
-        .add_service(admin)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .layer(port.layers)
+        .add_routes(port.routes)
         .serve_with_incoming_shutdown(incoming, stop)
         .await;
     health_task.abort();

@@ -9,6 +9,7 @@ mod durability;
 mod faults;
 mod healing;
 mod hibernation;
+mod http_api;
 mod leadership;
 mod multi;
 mod node_processes;
