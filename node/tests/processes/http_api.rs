@@ -530,6 +530,20 @@ async fn every_endpoint_answers_as_its_openapi_document_says() {
     let body: Value = missing.json().await.unwrap_or(Value::Null);
     assert_eq!(body["code"], "NOT_FOUND", "{body}");
 
+    // The HTTP requests count under their route templates, and the gRPC calls they became
+    // passed the client port's request layer (in process, on the node that took them).
+    let (code, metrics) = flotilla_testkit::http::get(&cluster.node(1).http_addr, "/metrics")
+        .await
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    assert_eq!(code, 200);
+    for expected in [
+        "flotilla_http_requests_total{path=\"/v1/databases/{db}/collections/{coll}/documents/{id}\",code=\"412\"}",
+        "flotilla_grpc_server_handled_total{server=\"client\",grpc_service=\"flotilla.v1.Documents\",grpc_method=\"Put\",grpc_code=\"FailedPrecondition\"}",
+        "flotilla_grpc_server_handled_total{server=\"client\",grpc_service=\"flotilla.v1.Admin\",grpc_method=\"CreateDatabase\",grpc_code=\"OK\"}",
+    ] {
+        assert!(metrics.contains(expected), "no {expected} in\n{metrics}");
+    }
+
     // Dropping the database.
     let dropped = api
         .call(Method::DELETE, "/v1/databases/{db}", &["web"], |r| r)

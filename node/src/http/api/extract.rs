@@ -15,17 +15,17 @@ macro_rules! rejected {
     }};
 }
 
-/// A JSON body.
+/// A JSON body, whatever its `Content-Type` says (`curl -d` sends a form's).
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(request, state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
-            Err(e) => Err(rejected!(e)),
-        }
+        let Body(bytes) = Body::from_request(request, state).await?;
+        serde_json::from_slice(&bytes).map(Json).map_err(|e| {
+            ApiError::invalid(format!("the request body is not the JSON expected: {e}"))
+        })
     }
 }
 

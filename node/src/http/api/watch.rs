@@ -58,11 +58,10 @@ pub async fn watch(
     };
     let cursor = if resumed != Cursor::default() {
         resumed
-    } else if let Some(from) = query.from_revision.filter(|r| *r > 0) {
-        Cursor::from_revision(from)
     } else {
-        // Only new changes: from each shard's commit index now, so that the events' ids
-        // hold a position for every shard (a resumed watch then misses none of any shard).
+        // A position for every shard from the start (the revision before `from_revision`,
+        // else each shard's commit index now: only new changes), so that a resumed watch
+        // reads again only from where its slowest shard stood.
         let status = api
             .gateway
             .admin()
@@ -72,7 +71,11 @@ pub async fn watch(
             ))
             .await?
             .into_inner();
-        Cursor::after(status.shards.iter().map(|s| (s.shard, s.commit_index)))
+        let from = query.from_revision.filter(|r| *r > 0);
+        Cursor::after(status.shards.iter().map(|s| {
+            let behind = from.map_or(s.commit_index, |from| from - 1);
+            (s.shard, behind)
+        }))
     };
     let msg = v1::WatchRequest {
         database: db,
