@@ -623,3 +623,51 @@ async fn first_event(http: &reqwest::Client, url: &str) -> Value {
         other => panic!("watch ended: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_over_several_shards_resumes_from_its_last_event_id_exactly() {
+    let cluster = Cluster::start(3, ClusterOptions::default()).await;
+    cluster.create_database("many", Some(3), Some(4)).await;
+    let api = Api::connect(&cluster.node(0).http_addr).await;
+    let ids: Vec<String> = (0..8).map(|i| format!("doc-{i}")).collect();
+    for id in &ids {
+        let answer = api
+            .http
+            .put(format!(
+                "{}/v1/databases/many/collections/c/documents/{id}",
+                api.base
+            ))
+            .json(&json!({"id": id}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT {id}: {e}"));
+        assert_eq!(answer.status(), StatusCode::CREATED, "{id}");
+    }
+    let url = format!("{}/v1/databases/many/watch", api.base);
+    let all = watch_events(&api, &url, &[("from_revision", "1")], None, ids.len()).await;
+    let names = |events: &[(String, String, Value)]| -> BTreeSet<String> {
+        events
+            .iter()
+            .map(|(_, _, data)| data["document"]["id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(names(&all), ids.iter().cloned().collect(), "{all:?}");
+    let shards: BTreeSet<u64> = all
+        .iter()
+        .filter_map(|(_, _, data)| data["document"]["shard"].as_u64())
+        .collect();
+    assert!(
+        shards.len() > 1,
+        "the documents landed on one shard: {all:?}"
+    );
+    for cut in [0, 3, ids.len() - 2] {
+        let rest = watch_events(&api, &url, &[], Some(&all[cut].1), ids.len()).await;
+        let expected: BTreeSet<String> = names(&all[cut + 1..]);
+        assert_eq!(
+            names(&rest),
+            expected,
+            "resumed after event {cut}: {rest:?}"
+        );
+        assert_eq!(rest.len(), expected.len(), "an event came twice: {rest:?}");
+    }
+}
