@@ -56,6 +56,10 @@ export FLOTILLA_NOT_RUN_LOG="$not_run_log"
 echo "==> Rust tests"
 cargo nextest run --workspace --no-fail-fast || status=1
 
+# The HTTP API fuzzed from its OpenAPI document (installs schemathesis into a venv).
+echo "==> HTTP API: schemathesis"
+scripts/schemathesis.sh || status=1
+
 echo "==> packaging checks (Helm chart, manifests)"
 venv=target/packaging-venv
 if [ ! -x "$venv/bin/python" ]; then

@@ -37,12 +37,21 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tokio::spawn(crate::hibernation::run(host.clone()));
     tokio::spawn(crate::compaction::run(host.clone()));
     let peer_task = tokio::spawn(grpc::serve_peer(host.clone(), peer, stop(stop_rx.clone())));
+    // One client stack, served on the client port and called in process by the HTTP API.
+    let client_port = grpc::ClientPort::new(&host).context("building the client services")?;
+    let gateway = client_port.service();
     let client_task = tokio::spawn(grpc::serve_client(
         host.clone(),
+        client_port,
         client,
         stop(stop_rx.clone()),
     ));
-    let http_task = tokio::spawn(http::serve(host.clone(), web, stop(stop_rx.clone())));
+    let http_task = tokio::spawn(http::serve(
+        host.clone(),
+        gateway,
+        web,
+        stop(stop_rx.clone()),
+    ));
     tracing::info!(
         node_id = host.id,
         client = %host.addr.client_addr,

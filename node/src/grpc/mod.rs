@@ -26,11 +26,16 @@ use flotilla_proto::v1::documents_server::DocumentsServer;
 use flotilla_proto::v1::transactions_server::TransactionsServer;
 use flotilla_proto::v1::txn_shards_server::TxnShardsServer;
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower::ServiceBuilder;
+use tower::layer::util::{Identity, Stack};
+use tower::util::BoxCloneSyncService;
 
 use crate::host::Host;
+use crate::metrics::RequestLayer;
 use crate::tls::accept::accept;
 
 /// Services the client port names in its health and reflection answers.
@@ -41,67 +46,113 @@ const CLIENT_SERVICES: [&str; 4] = [
     "flotilla.v1.Transactions",
 ];
 
+/// The client port's services behind the layers every client call passes, built once: the
+/// client port serves it, and the HTTP gateway ([`crate::http::api`]) calls it in process, so
+/// that an HTTP request is counted, checked and limited exactly as the gRPC call it becomes.
+/// A layer for every client call (authentication, limits) goes into [`ClientLayers`].
+pub struct ClientPort {
+    routes: Routes,
+    layers: ClientLayers,
+    reporter: HealthReporter,
+}
+
+/// The layers of the client port, outermost first: request metrics, then the node's limit on
+/// requests served at once.
+pub type ClientLayers =
+    ServiceBuilder<Stack<limits::NodeLimitLayer, Stack<RequestLayer, Identity>>>;
+
+/// The client port's whole stack as one service, for in-process callers. Its error type is
+/// concrete (a boxed error in its place trips the compiler on every async caller).
+pub type ClientService = BoxCloneSyncService<
+    axum::http::Request<tonic::body::Body>,
+    axum::http::Response<tonic::body::Body>,
+    std::convert::Infallible,
+>;
+
+impl ClientPort {
+    pub fn new(host: &Arc<Host>) -> Result<ClientPort, ServeError> {
+        // Requests are bounded by --max-message-bytes; answers by the limits of what they
+        // carry (list and Multi answers in bytes), under the largest message a peer may send.
+        let max = host.config.security.max_message_bytes;
+        let answers = crate::network::MAX_PEER_MESSAGE_BYTES;
+        // Every call is checked for its caller first (see `guard`).
+        let guard = guard::Guard::new(host.clone());
+        let docs = DocumentsServer::new(guard::documents::GuardedDocuments::new(
+            documents::DocumentsService::for_clients(host.clone()),
+            guard.clone(),
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(answers);
+        let admin = AdminServer::new(guard::admin::GuardedAdmin::new(
+            admin::AdminService::new(host.clone()),
+            guard.clone(),
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(answers);
+        let users = AuthServer::new(auth::AuthService::for_clients(host.clone()))
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(answers);
+        let txns = TransactionsServer::new(guard::transactions::GuardedTransactions::new(
+            transactions::TransactionsService::new(host.clone()),
+            guard,
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(answers);
+        let (reporter, health) = tonic_health::server::health_reporter();
+        let reflection = || {
+            CLIENT_SERVICES
+                .iter()
+                .fold(
+                    tonic_reflection::server::Builder::configure()
+                        .register_encoded_file_descriptor_set(flotilla_proto::FILE_DESCRIPTOR_SET)
+                        .register_encoded_file_descriptor_set(
+                            tonic_health::pb::FILE_DESCRIPTOR_SET,
+                        ),
+                    |builder, name| builder.with_service_name(*name),
+                )
+                .with_service_name("grpc.health.v1.Health")
+        };
+        // grpcurl and other tools ask v1 first and fall back to v1alpha.
+        let routes = Routes::new(docs)
+            .add_service(admin)
+            .add_service(users)
+            .add_service(txns)
+            .add_service(health)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
+        let layers = ServiceBuilder::new()
+            .layer(host.metrics.requests.grpc("client"))
+            .layer(limits::NodeLimitLayer::new(
+                host.config.security.max_node_requests,
+            ));
+        Ok(ClientPort {
+            routes,
+            layers,
+            reporter,
+        })
+    }
+
+    /// The stack as one service: what the client port serves, callable in process.
+    pub fn service(&self) -> ClientService {
+        // A layer answers a refused call with its gRPC status, never with a transport error.
+        BoxCloneSyncService::new(self.layers.service(self.routes.clone()))
+    }
+}
+
 /// Serves the client and admin API until `stop` resolves.
 pub async fn serve_client(
     host: Arc<Host>,
+    port: ClientPort,
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    // Requests are bounded by --max-message-bytes; answers by the limits of what they carry
-    // (list and Multi answers in bytes), under the largest message a peer may send.
-    let max = host.config.security.max_message_bytes;
-    let answers = crate::network::MAX_PEER_MESSAGE_BYTES;
-    // Every call is checked for its caller first (see `guard`).
-    let guard = guard::Guard::new(host.clone());
-    let docs = DocumentsServer::new(guard::documents::GuardedDocuments::new(
-        documents::DocumentsService::for_clients(host.clone()),
-        guard.clone(),
-    ))
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(answers);
-    let admin = AdminServer::new(guard::admin::GuardedAdmin::new(
-        admin::AdminService::new(host.clone()),
-        guard.clone(),
-    ))
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(answers);
-    let users = AuthServer::new(auth::AuthService::for_clients(host.clone()))
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(answers);
-    let txns = TransactionsServer::new(guard::transactions::GuardedTransactions::new(
-        transactions::TransactionsService::new(host.clone()),
-        guard,
-    ))
-    .max_decoding_message_size(max)
-    .max_encoding_message_size(answers);
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(flotilla_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(CLIENT_SERVICES[0])
-            .with_service_name(CLIENT_SERVICES[1])
-            .with_service_name(CLIENT_SERVICES[2])
-            .with_service_name("grpc.health.v1.Health")
-    };
-    // grpcurl and other tools ask v1 first and fall back to v1alpha.
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-    let requests = host.metrics.requests.grpc("client");
     let incoming = accept(listener, host.tls.client_port.clone()).into_stream();
-    let security = host.config.security.clone();
-    let health_task = tokio::spawn(report_health(host, reporter));
+    let max_streams = host.config.security.max_connection_requests;
+    let health_task = tokio::spawn(report_health(host, port.reporter));
     let served = tonic::transport::Server::builder()
-        .max_concurrent_streams(Some(security.max_connection_requests))
-        .layer(requests)
-        .layer(limits::NodeLimitLayer::new(security.max_node_requests))
-        .add_service(docs)
-        .add_service(admin)
-        .add_service(users)
-        .add_service(txns)
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .max_concurrent_streams(Some(max_streams))
+        .layer(port.layers)
+        .add_routes(port.routes)
         .serve_with_incoming_shutdown(incoming, stop)
         .await;
     health_task.abort();

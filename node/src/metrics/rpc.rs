@@ -150,6 +150,11 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let started = Instant::now();
         let path = request.uri().path().to_owned();
+        // An HTTP route with parameters counts under its template (`/v1/databases/{db}`).
+        let matched = request
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(|m| m.as_str().to_owned());
         let call = self.inner.call(request);
         let (metrics, protocol) = (self.metrics.clone(), self.protocol);
         Box::pin(async move {
@@ -185,7 +190,7 @@ where
                     let labels = HttpLabels {
                         path: routes
                             .iter()
-                            .find(|r| **r == path)
+                            .find(|r| **r == path || matched.as_deref() == Some(**r))
                             .copied()
                             .unwrap_or("other"),
                         code: result.as_ref().map_or(500, |r| r.status().as_u16()),

@@ -11,6 +11,7 @@ mod exactly_once;
 mod faults;
 mod healing;
 mod hibernation;
+mod http_api;
 mod isolation;
 mod leadership;
 mod limits;

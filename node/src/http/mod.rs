@@ -1,6 +1,9 @@
-//! HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (process alive and every Raft group
-//! running: a group stopped by a storage failure is named, with why), `/readyz` (member of the
-//! meta group and caught up). Over TLS when the client port has it.
+//! The node's HTTP port: `/metrics` (Prometheus text), `/healthz` (process alive and every
+//! Raft group running: a group stopped by a storage failure is named, with why), `/readyz`
+//! (member of the meta group and caught up), and the HTTP/JSON API under `/v1` with its
+//! OpenAPI document at `/openapi.json` ([`api`]). Over TLS when the client port has it.
+
+pub mod api;
 
 use std::sync::Arc;
 
@@ -11,19 +14,38 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio::net::TcpListener;
 
+use crate::grpc::ClientService;
 use crate::host::Host;
 
-/// The routes, as the request metrics name them.
-const ROUTES: &[&str] = &["/metrics", "/healthz", "/readyz"];
+/// The routes, as the request metrics name them (an API route by its template).
+pub const ROUTES: &[&str] = &[
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    api::OPENAPI_PATH,
+    "/v1/databases",
+    "/v1/databases/{db}",
+    "/v1/databases/{db}/batch",
+    "/v1/databases/{db}/watch",
+    "/v1/databases/{db}/collections/{coll}/documents",
+    "/v1/databases/{db}/collections/{coll}/documents/{id}",
+    "/v1/cluster",
+    "/v1/cluster/members",
+];
 
-pub fn router(host: Arc<Host>) -> Router {
+/// Every route of the HTTP port; `client` is the client port's service stack, which the API
+/// calls in process.
+pub fn router(host: Arc<Host>, client: ClientService) -> Router {
     let requests = host.metrics.requests.http(ROUTES);
-    Router::new()
+    let limits = api::Limits::of(&host.config);
+    let probes = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .with_state(host);
+    probes
+        .merge(api::router(api::Gateway::new(client), limits))
         .layer(requests)
-        .with_state(host)
 }
 
 /// OpenMetrics to a scraper that asks for it (Prometheus does), else Prometheus' text format.
@@ -73,11 +95,12 @@ async fn readyz(State(host): State<Arc<Host>>) -> impl IntoResponse {
 
 pub async fn serve(
     host: Arc<Host>,
+    client: ClientService,
     listener: TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = crate::tls::accept::accept(listener, host.tls.http_port.clone());
-    axum::serve(listener, router(host))
+    axum::serve(listener, router(host, client))
         .with_graceful_shutdown(stop)
         .await
 }
@@ -158,7 +181,16 @@ mod tests {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-        let server = tokio::spawn(serve(host.clone(), listener, std::future::pending()));
+        let client = match crate::grpc::ClientPort::new(&host) {
+            Ok(port) => port.service(),
+            Err(e) => panic!("client services: {e}"),
+        };
+        let server = tokio::spawn(serve(
+            host.clone(),
+            client,
+            listener,
+            std::future::pending(),
+        ));
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.0 200"));
         let answer = get(addr, "/metrics").await;
         server.abort();

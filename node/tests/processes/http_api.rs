@@ -1,0 +1,684 @@
+//! The HTTP/JSON API against a real three-node cluster, through a real HTTP client (reqwest):
+//! every endpoint of the OpenAPI document the node serves is called, every JSON answer (errors
+//! included) is validated against the schema the document gives for its path, method and
+//! status, and the calls cover every operation the document lists.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::wait::wait_until;
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// The served OpenAPI document, and the operations called so far.
+struct Api {
+    http: reqwest::Client,
+    base: String,
+    document: Value,
+    called: BTreeSet<(String, String)>,
+}
+
+/// One answer: its status, headers and JSON body (`Null` when it has none).
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn etag(&self) -> Option<&str> {
+        self.headers.get("etag").and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an error answer: its status, code and reason.
+    fn expect_error(&self, status: u16, code: &str, reason: Option<&str>) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.body);
+        assert_eq!(self.body["code"], code, "{}", self.body);
+        assert_eq!(self.body["reason"].as_str(), reason, "{}", self.body);
+        assert!(self.body["message"].is_string(), "{}", self.body);
+    }
+}
+
+impl Api {
+    async fn connect(addr: &str) -> Api {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap_or_else(|e| panic!("HTTP client: {e}"));
+        let base = format!("http://{addr}");
+        let response = http
+            .get(format!("{base}/openapi.json"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET /openapi.json: {e}"));
+        assert_eq!(response.status(), StatusCode::OK);
+        let text = response.text().await.unwrap_or_default();
+        if let Err(e) = oas3::from_json(&text) {
+            panic!("/openapi.json is not an OpenAPI 3.1 document: {e}\n{text}");
+        }
+        let document: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("/openapi.json: {e}"));
+        Api {
+            http,
+            base,
+            document,
+            called: BTreeSet::new(),
+        }
+    }
+
+    /// Every (path template, method) the document lists.
+    fn operations(&self) -> BTreeSet<(String, String)> {
+        let mut all = BTreeSet::new();
+        for (path, item) in self.document["paths"].as_object().into_iter().flatten() {
+            for method in item.as_object().into_iter().flatten().map(|(m, _)| m) {
+                all.insert((path.clone(), method.clone()));
+            }
+        }
+        all
+    }
+
+    /// Calls `method template` with the path parameters filled in from `args`, checks the
+    /// answer against the document, and returns it.
+    async fn call(
+        &mut self,
+        method: Method,
+        template: &str,
+        args: &[&str],
+        build: impl FnOnce(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    ) -> Answer {
+        let mut path = String::new();
+        let mut args = args.iter();
+        for segment in template.split('/').skip(1) {
+            path.push('/');
+            if segment.starts_with('{') {
+                let arg = args
+                    .next()
+                    .unwrap_or_else(|| panic!("{template}: too few args"));
+                path.push_str(&percent(arg));
+            } else {
+                path.push_str(segment);
+            }
+        }
+        let request = build(
+            self.http
+                .request(method.clone(), format!("{}{path}", self.base)),
+        );
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap_or_default();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| {
+                panic!("{method} {path} answered {status} with no JSON ({e}): {text}")
+            })
+        };
+        let operation = (template.to_owned(), method.as_str().to_lowercase());
+        self.check(&operation, status, &body);
+        self.called.insert(operation);
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// The answer's status is documented for the operation, and its body is valid against
+    /// the schema documented for that status.
+    fn check(&self, (path, method): &(String, String), status: StatusCode, body: &Value) {
+        let responses = &self.document["paths"][path][method]["responses"];
+        let documented = &responses[status.as_str()];
+        assert!(
+            documented.is_object(),
+            "{method} {path} answered {status}, which the document does not list: {body}"
+        );
+        let schema = &documented["content"]["application/json"]["schema"];
+        if schema.is_null() {
+            assert!(
+                body.is_null(),
+                "{method} {path} {status}: undocumented body {body}"
+            );
+            return;
+        }
+        self.validate(schema, body, &format!("{method} {path} {status}"));
+    }
+
+    fn validate(&self, schema: &Value, instance: &Value, what: &str) {
+        let mut root = json!({ "allOf": [schema] });
+        root["components"] = self.document["components"].clone();
+        let validator = jsonschema::validator_for(&root)
+            .unwrap_or_else(|e| panic!("{what}: the documented schema does not compile: {e}"));
+        let errors: Vec<String> = validator
+            .iter_errors(instance)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{what}: the answer does not match its schema:\n{}\n{instance:#}",
+            errors.join("\n")
+        );
+    }
+
+    fn schema(&self, name: &str) -> Value {
+        json!({ "$ref": format!("#/components/schemas/{name}") })
+    }
+}
+
+/// `text` as one path segment.
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+const DOC: &str = "/v1/databases/{db}/collections/{coll}/documents/{id}";
+const DOCS: &str = "/v1/databases/{db}/collections/{coll}/documents";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_answers_as_its_openapi_document_says() {
+    let mut cluster = Cluster::start(3, ClusterOptions::default()).await;
+    cluster.wait_all_ready().await;
+    // Through a node that is not necessarily the leader of anything: the API forwards as
+    // gRPC does.
+    let mut api = Api::connect(&cluster.node(1).http_addr).await;
+
+    // Databases.
+    let created = api
+        .call(Method::POST, "/v1/databases", &[], |r| {
+            r.json(&json!({"name": "web", "shards": 1, "replication_factor": 3}))
+        })
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["name"], "web");
+    assert_eq!(created.body["replication_factor"], 3);
+    api.call(Method::POST, "/v1/databases", &[], |r| {
+        r.json(&json!({"name": "web"}))
+    })
+    .await
+    .expect_error(409, "ALREADY_EXISTS", Some("ERROR_REASON_DATABASE_EXISTS"));
+    api.call(Method::POST, "/v1/databases", &[], |r| {
+        r.json(&json!({"name": "Bad Name"}))
+    })
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", None);
+    api.call(Method::POST, "/v1/databases", &[], |r| {
+        r.header("content-type", "application/json")
+            .body("{not json")
+    })
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", None);
+    let listed = api.call(Method::GET, "/v1/databases", &[], |r| r).await;
+    assert!(
+        listed.body["databases"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|d| d["name"] == "web")),
+        "{}",
+        listed.body
+    );
+    let client = cluster.client();
+    client
+        .wait_for_database("web", Duration::from_secs(30), |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("database web not ready: {e}"));
+    let status = api
+        .call(Method::GET, "/v1/databases/{db}", &["web"], |r| r)
+        .await;
+    assert_eq!(status.status, StatusCode::OK, "{}", status.body);
+    assert_eq!(status.body["shards"].as_array().map(Vec::len), Some(1));
+    api.call(Method::GET, "/v1/databases/{db}", &["nope"], |r| r)
+        .await
+        .expect_error(404, "NOT_FOUND", Some("ERROR_REASON_DATABASE_NOT_FOUND"));
+    let updated = api
+        .call(Method::PATCH, "/v1/databases/{db}", &["web"], |r| {
+            r.json(&json!({"replace_after": "30m"}))
+        })
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    assert_eq!(updated.body["replace_after"], "30m");
+
+    // One document, its versions and conditions.
+    let args = ["web", "users", "alice"];
+    let put = api
+        .call(Method::PUT, DOC, &args, |r| {
+            r.json(&json!({"name": "Alice", "n": 1}))
+        })
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{}", put.body);
+    assert_eq!(put.etag(), Some("\"1\""));
+    let got = api.call(Method::GET, DOC, &args, |r| r).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.etag(), Some("\"1\""));
+    assert_eq!(got.body["body"], json!({"name": "Alice", "n": 1}));
+    assert_eq!(got.body["version"], 1);
+    let stale = api
+        .call(Method::GET, DOC, &args, |r| {
+            r.query(&[("consistency", "stale")])
+                .header("if-none-match", "\"1\"")
+        })
+        .await;
+    assert_eq!(stale.status, StatusCode::NOT_MODIFIED);
+    let replaced = api
+        .call(Method::PUT, DOC, &args, |r| {
+            r.header("if-match", "\"1\"")
+                .json(&json!({"name": "Alice", "n": 2}))
+        })
+        .await;
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.body);
+    assert_eq!(replaced.etag(), Some("\"2\""));
+    api.call(Method::PUT, DOC, &args, |r| {
+        r.header("if-match", "\"1\"").json(&json!({"lost": true}))
+    })
+    .await
+    .expect_error(
+        412,
+        "FAILED_PRECONDITION",
+        Some("ERROR_REASON_VERSION_MISMATCH"),
+    );
+    api.call(Method::PUT, DOC, &args, |r| {
+        r.header("if-none-match", "*").json(&json!({"lost": true}))
+    })
+    .await
+    .expect_error(
+        412,
+        "FAILED_PRECONDITION",
+        Some("ERROR_REASON_VERSION_MISMATCH"),
+    );
+    api.call(Method::PUT, DOC, &args, |r| {
+        r.header("if-match", "*").json(&json!({}))
+    })
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", None);
+    api.call(Method::PUT, DOC, &args, |r| {
+        r.header("content-type", "application/json")
+            .body("{\"unterminated\": ")
+    })
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", None);
+    let bob = api
+        .call(Method::PUT, DOC, &["web", "users", "bob"], |r| {
+            r.header("if-none-match", "*").json(&json!({"name": "Bob"}))
+        })
+        .await;
+    assert_eq!(bob.status, StatusCode::CREATED, "{}", bob.body);
+    api.call(Method::GET, DOC, &["web", "users", "nobody"], |r| r)
+        .await
+        .expect_error(404, "NOT_FOUND", Some("ERROR_REASON_DOCUMENT_NOT_FOUND"));
+    api.call(Method::GET, DOC, &["nope", "users", "alice"], |r| r)
+        .await
+        .expect_error(404, "NOT_FOUND", Some("ERROR_REASON_DATABASE_NOT_FOUND"));
+
+    // Listing in pages, by prefix.
+    let first = api
+        .call(Method::GET, DOCS, &["web", "users"], |r| {
+            r.query(&[("limit", "1")])
+        })
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    assert_eq!(first.body["documents"][0]["id"], "alice");
+    let token = first.body["next_page_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no page token: {}", first.body))
+        .to_owned();
+    let second = api
+        .call(Method::GET, DOCS, &["web", "users"], |r| {
+            r.query(&[("limit", "1"), ("page_token", token.as_str())])
+        })
+        .await;
+    assert_eq!(second.body["documents"][0]["id"], "bob");
+    assert!(
+        second.body.get("next_page_token").is_none(),
+        "{}",
+        second.body
+    );
+    let prefixed = api
+        .call(Method::GET, DOCS, &["web", "users"], |r| {
+            r.query(&[("prefix", "b"), ("consistency", "lease")])
+        })
+        .await;
+    assert_eq!(prefixed.body["documents"].as_array().map(Vec::len), Some(1));
+    api.call(Method::GET, DOCS, &["web", "users"], |r| {
+        r.query(&[("page_token", "!!not-a-token")])
+    })
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", None);
+    api.call(Method::GET, DOCS, &["web", "users"], |r| {
+        r.query(&[("limit", "many")])
+    })
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", None);
+
+    // Atomic batches.
+    let batch = api
+        .call(Method::POST, "/v1/databases/{db}/batch", &["web"], |r| {
+            r.json(&json!({"ops": [
+                {"op": "put", "collection": "users", "id": "carol", "body": {"name": "Carol"}},
+                {"op": "delete", "collection": "users", "id": "bob", "if_version": 1},
+            ]}))
+        })
+        .await;
+    assert_eq!(batch.status, StatusCode::OK, "{}", batch.body);
+    assert_eq!(batch.body["results"][0]["version"], 1);
+    assert_eq!(batch.body["results"][1]["deleted"], true);
+    api.call(Method::POST, "/v1/databases/{db}/batch", &["web"], |r| {
+        r.json(&json!({"ops": [
+            {"op": "put", "collection": "users", "id": "dave", "body": {}},
+            {"op": "put", "collection": "users", "id": "carol", "body": {}, "if_version": 7},
+        ]}))
+    })
+    .await
+    .expect_error(
+        412,
+        "FAILED_PRECONDITION",
+        Some("ERROR_REASON_VERSION_MISMATCH"),
+    );
+    api.call(Method::GET, DOC, &["web", "users", "dave"], |r| r)
+        .await
+        .expect_error(404, "NOT_FOUND", Some("ERROR_REASON_DOCUMENT_NOT_FOUND"));
+    api.call(Method::POST, "/v1/databases/{db}/batch", &["web"], |r| {
+        r.json(&json!({"ops": [{"op": "rename"}]}))
+    })
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", None);
+
+    // Deletes with a condition.
+    api.call(Method::DELETE, DOC, &args, |r| {
+        r.header("if-match", "\"1\"")
+    })
+    .await
+    .expect_error(
+        412,
+        "FAILED_PRECONDITION",
+        Some("ERROR_REASON_VERSION_MISMATCH"),
+    );
+    let deleted = api
+        .call(Method::DELETE, DOC, &args, |r| {
+            r.header("if-match", "\"2\"")
+        })
+        .await;
+    assert_eq!(deleted.body["deleted"], true, "{}", deleted.body);
+    let again = api.call(Method::DELETE, DOC, &args, |r| r).await;
+    assert_eq!(again.body["deleted"], false, "{}", again.body);
+
+    // The change feed from the start, then resumed after its second event.
+    let watch_path = format!("{}/v1/databases/web/watch", api.base);
+    let events = watch_events(
+        &api,
+        &watch_path,
+        &[("collection", "users"), ("from_revision", "1")],
+        None,
+        6,
+    )
+    .await;
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|(name, _, data)| {
+            (
+                name.clone(),
+                data["document"]["id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("put", "alice"),
+        ("put", "alice"),
+        ("put", "bob"),
+        ("put", "carol"),
+        ("delete", "bob"),
+        ("delete", "alice"),
+    ]
+    .iter()
+    .map(|(n, id)| (n.to_string(), id.to_string()))
+    .collect();
+    assert_eq!(seen[..expected.len()], expected[..], "{events:?}");
+    for (_, _, data) in &events {
+        api.validate(&api.schema("WatchEvent"), data, "a watch event");
+    }
+    let resumed = watch_events(
+        &api,
+        &watch_path,
+        &[("collection", "users")],
+        Some(&events[1].1),
+        4,
+    )
+    .await;
+    let resumed: Vec<(String, String)> = resumed
+        .iter()
+        .map(|(name, _, data)| {
+            (
+                name.clone(),
+                data["document"]["id"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        resumed[..],
+        expected[2..6],
+        "resumed after the second event"
+    );
+    // Only new changes: the next write and nothing before it.
+    let http = api.http.clone();
+    let new_only = {
+        let path = watch_path.clone();
+        let http = http.clone();
+        tokio::spawn(async move { first_event(&http, &path).await })
+    };
+    wait_until(
+        Duration::from_secs(20),
+        "a write seen by a new watch",
+        async || {
+            let _ = http
+                .put(format!(
+                    "{}/v1/databases/web/collections/users/documents/erin",
+                    api.base
+                ))
+                .json(&json!({"name": "Erin"}))
+                .send()
+                .await;
+            new_only.is_finished()
+        },
+    )
+    .await;
+    let first = new_only.await.unwrap_or_else(|e| panic!("watch task: {e}"));
+    assert_eq!(first["document"]["id"], "erin", "{first}");
+    api.called
+        .insert(("/v1/databases/{db}/watch".into(), "get".into()));
+    api.call(Method::GET, "/v1/databases/{db}/watch", &["nope"], |r| r)
+        .await
+        .expect_error(404, "NOT_FOUND", Some("ERROR_REASON_DATABASE_NOT_FOUND"));
+    api.call(Method::GET, "/v1/databases/{db}/watch", &["web"], |r| {
+        r.header("last-event-id", "garbage")
+    })
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", None);
+
+    // The cluster.
+    let cluster_status = api.call(Method::GET, "/v1/cluster", &[], |r| r).await;
+    assert_eq!(
+        cluster_status.body["members"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert!(
+        cluster_status.body["meta_leader_id"].is_u64(),
+        "{}",
+        cluster_status.body
+    );
+    let members = api
+        .call(Method::GET, "/v1/cluster/members", &[], |r| r)
+        .await;
+    assert_eq!(members.body["members"].as_array().map(Vec::len), Some(3));
+
+    // A path the API does not have answers a JSON error too.
+    let missing = api
+        .http
+        .get(format!("{}/v1/nothing/here", api.base))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET /v1/nothing/here: {e}"));
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let body: Value = missing.json().await.unwrap_or(Value::Null);
+    assert_eq!(body["code"], "NOT_FOUND", "{body}");
+
+    // The HTTP requests count under their route templates, and the gRPC calls they became
+    // passed the client port's request layer (in process, on the node that took them).
+    let (code, metrics) = flotilla_testkit::http::get(&cluster.node(1).http_addr, "/metrics")
+        .await
+        .unwrap_or_else(|e| panic!("GET /metrics: {e}"));
+    assert_eq!(code, 200);
+    for expected in [
+        "flotilla_http_requests_total{path=\"/v1/databases/{db}/collections/{coll}/documents/{id}\",code=\"412\"}",
+        "flotilla_grpc_server_handled_total{server=\"client\",grpc_service=\"flotilla.v1.Documents\",grpc_method=\"Put\",grpc_code=\"FailedPrecondition\"}",
+        "flotilla_grpc_server_handled_total{server=\"client\",grpc_service=\"flotilla.v1.Admin\",grpc_method=\"CreateDatabase\",grpc_code=\"OK\"}",
+    ] {
+        assert!(metrics.contains(expected), "no {expected} in\n{metrics}");
+    }
+
+    // Dropping the database: only when it is named twice.
+    api.call(Method::DELETE, "/v1/databases/{db}", &["web"], |r| r)
+        .await
+        .expect_error(
+            412,
+            "FAILED_PRECONDITION",
+            Some("ERROR_REASON_CONFIRMATION_REQUIRED"),
+        );
+    let dropped = api
+        .call(Method::DELETE, "/v1/databases/{db}", &["web"], |r| {
+            r.query(&[("confirm", "web")])
+        })
+        .await;
+    assert_eq!(dropped.status, StatusCode::NO_CONTENT);
+    api.call(Method::DELETE, "/v1/databases/{db}", &["web"], |r| {
+        r.query(&[("confirm", "web")])
+    })
+    .await
+    .expect_error(404, "NOT_FOUND", Some("ERROR_REASON_DATABASE_NOT_FOUND"));
+
+    let missed: Vec<_> = api.operations().difference(&api.called).cloned().collect();
+    assert!(missed.is_empty(), "operations never called: {missed:?}");
+    let undocumented: Vec<_> = api.called.difference(&api.operations()).cloned().collect();
+    assert!(
+        undocumented.is_empty(),
+        "called but not documented: {undocumented:?}"
+    );
+}
+
+/// The first `count` events of a watch (name, id, data), within a deadline.
+async fn watch_events(
+    api: &Api,
+    url: &str,
+    query: &[(&str, &str)],
+    last_event_id: Option<&str>,
+    count: usize,
+) -> Vec<(String, String, Value)> {
+    let mut request = api
+        .http
+        .get(url)
+        .query(query)
+        .timeout(Duration::from_secs(30));
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("text/event-stream")
+    );
+    let mut stream = response.bytes_stream().eventsource();
+    let mut events = Vec::new();
+    let collect = async {
+        while events.len() < count {
+            match stream.next().await {
+                Some(Ok(event)) => {
+                    let data: Value = serde_json::from_str(&event.data)
+                        .unwrap_or_else(|e| panic!("event data {:?}: {e}", event.data));
+                    events.push((event.event, event.id, data));
+                }
+                Some(Err(e)) => panic!("watch stream: {e}"),
+                None => break,
+            }
+        }
+    };
+    // Fewer events than asked for is fine once the feed has gone quiet.
+    let _ = tokio::time::timeout(Duration::from_secs(5), collect).await;
+    events
+}
+
+/// The data of the first event of a new watch.
+async fn first_event(http: &reqwest::Client, url: &str) -> Value {
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let mut stream = response.bytes_stream().eventsource();
+    match stream.next().await {
+        Some(Ok(event)) => serde_json::from_str(&event.data).unwrap_or(Value::Null),
+        other => panic!("watch ended: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_over_several_shards_resumes_from_its_last_event_id_exactly() {
+    let cluster = Cluster::start(3, ClusterOptions::default()).await;
+    cluster.create_database("many", Some(3), Some(4)).await;
+    let api = Api::connect(&cluster.node(0).http_addr).await;
+    let ids: Vec<String> = (0..8).map(|i| format!("doc-{i}")).collect();
+    for id in &ids {
+        let answer = api
+            .http
+            .put(format!(
+                "{}/v1/databases/many/collections/c/documents/{id}",
+                api.base
+            ))
+            .json(&json!({"id": id}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("PUT {id}: {e}"));
+        assert_eq!(answer.status(), StatusCode::CREATED, "{id}");
+    }
+    let url = format!("{}/v1/databases/many/watch", api.base);
+    let all = watch_events(&api, &url, &[("from_revision", "1")], None, ids.len()).await;
+    let names = |events: &[(String, String, Value)]| -> BTreeSet<String> {
+        events
+            .iter()
+            .map(|(_, _, data)| data["document"]["id"].as_str().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(names(&all), ids.iter().cloned().collect(), "{all:?}");
+    let shards: BTreeSet<u64> = all
+        .iter()
+        .filter_map(|(_, _, data)| data["document"]["shard"].as_u64())
+        .collect();
+    assert!(
+        shards.len() > 1,
+        "the documents landed on one shard: {all:?}"
+    );
+    for cut in [0, 3, ids.len() - 2] {
+        let rest = watch_events(&api, &url, &[], Some(&all[cut].1), ids.len()).await;
+        let expected: BTreeSet<String> = names(&all[cut + 1..]);
+        assert_eq!(
+            names(&rest),
+            expected,
+            "resumed after event {cut}: {rest:?}"
+        );
+        assert_eq!(rest.len(), expected.len(), "an event came twice: {rest:?}");
+    }
+}
