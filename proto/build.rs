@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/errors.proto",
         "proto/admin.proto",
         "proto/peer.proto",
+        "proto/backup.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

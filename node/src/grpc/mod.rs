@@ -6,6 +6,7 @@
 //! speaks TLS when configured (see [`crate::tls`]); the peer port then requires the cluster CA.
 
 pub mod admin;
+pub mod backup;
 pub mod documents;
 pub mod peer;
 pub mod peer_checks;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use flotilla_proto::peer::peer_server::PeerServer;
 use flotilla_proto::v1::admin_server::AdminServer;
+use flotilla_proto::v1::backup_server::BackupServer;
 use flotilla_proto::v1::documents_server::DocumentsServer;
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
@@ -30,7 +32,11 @@ use crate::tls::accept::accept;
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 /// Services the client port names in its health and reflection answers.
-const CLIENT_SERVICES: [&str; 2] = ["flotilla.v1.Documents", "flotilla.v1.Admin"];
+const CLIENT_SERVICES: [&str; 3] = [
+    "flotilla.v1.Documents",
+    "flotilla.v1.Admin",
+    "flotilla.v1.Backup",
+];
 
 /// Serves the client and admin API until `stop` resolves.
 pub async fn serve_client(
@@ -42,6 +48,7 @@ pub async fn serve_client(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let admin = AdminServer::new(admin::AdminService::new(host.clone()));
+    let backup = BackupServer::new(backup::BackupService::for_clients(host.clone()));
     let (reporter, health) = tonic_health::server::health_reporter();
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -49,6 +56,7 @@ pub async fn serve_client(
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .with_service_name(CLIENT_SERVICES[0])
             .with_service_name(CLIENT_SERVICES[1])
+            .with_service_name(CLIENT_SERVICES[2])
             .with_service_name("grpc.health.v1.Health")
     };
     // grpcurl and other tools ask v1 first and fall back to v1alpha.
@@ -61,6 +69,7 @@ pub async fn serve_client(
         .layer(requests)
         .add_service(docs)
         .add_service(admin)
+        .add_service(backup)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -83,7 +92,7 @@ async fn report_health(host: Arc<Host>, reporter: HealthReporter) {
             ServingStatus::NotServing
         };
         if last != Some(status) {
-            for service in ["", CLIENT_SERVICES[0], CLIENT_SERVICES[1]] {
+            for service in ["", CLIENT_SERVICES[0], CLIENT_SERVICES[1], CLIENT_SERVICES[2]] {
                 reporter.set_service_status(service, status).await;
             }
             last = Some(status);
@@ -112,12 +121,17 @@ pub async fn serve_peer(
         AdminServer::new(admin::AdminService::new(host.clone())),
         peer_checks::forwarded(host.clone()),
     );
+    let backup = InterceptedService::new(
+        BackupServer::new(backup::BackupService::for_peers(host.clone())),
+        peer_checks::forwarded(host.clone()),
+    );
     let incoming = accept(listener, host.tls.peer_port.clone()).into_stream();
     tonic::transport::Server::builder()
         .layer(requests)
         .add_service(peer)
         .add_service(docs)
         .add_service(admin)
+        .add_service(backup)
         .serve_with_incoming_shutdown(incoming, stop)
         .await?;
     Ok(())

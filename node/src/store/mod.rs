@@ -14,6 +14,7 @@
 
 mod dedup;
 mod documents;
+pub mod export;
 pub mod faults;
 mod log_store;
 pub mod power_loss;
