@@ -2,6 +2,7 @@
 //! client library. Output is an aligned table (`-o table`, the default) or one JSON object per
 //! result and line (`-o json`). Errors are one line on stderr and an exit code per kind.
 
+mod backup;
 mod render;
 mod table;
 
@@ -101,6 +102,9 @@ enum Command {
     /// Documents.
     #[command(subcommand)]
     Doc(DocCommand),
+    /// Backups of a database: create, list, verify, restore.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -384,6 +388,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Cluster(c) => cluster(&client, c, out).await,
         Command::Db(c) => db(&client, c, out).await,
         Command::Doc(c) => doc(&client, c, out).await,
+        Command::Backup(c) => backup::run(&client, c, cli.tls_ca.is_some()).await,
     }
 }
 

@@ -169,7 +169,9 @@ impl Backup for BackupService {
                 let _ = tx.blocking_send(Err(Status::internal(format!("reading the shard: {e}"))));
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as ShardStream))
+        Ok(Response::new(
+            Box::pin(ReceiverStream::new(rx)) as ShardStream
+        ))
     }
 
     async fn read_index(

@@ -92,7 +92,12 @@ async fn report_health(host: Arc<Host>, reporter: HealthReporter) {
             ServingStatus::NotServing
         };
         if last != Some(status) {
-            for service in ["", CLIENT_SERVICES[0], CLIENT_SERVICES[1], CLIENT_SERVICES[2]] {
+            for service in [
+                "",
+                CLIENT_SERVICES[0],
+                CLIENT_SERVICES[1],
+                CLIENT_SERVICES[2],
+            ] {
                 reporter.set_service_status(service, status).await;
             }
             last = Some(status);

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_proto::peer::peer_client::PeerClient;
-use flotilla_proto::v1::backup_client::BackupClient;
 use flotilla_proto::peer::{HeartbeatRequest, HeartbeatResponse};
 use flotilla_proto::v1::admin_client::AdminClient;
+use flotilla_proto::v1::backup_client::BackupClient;
 use flotilla_proto::v1::documents_client::DocumentsClient;
 use rustls::ClientConfig;
 use tonic::service::interceptor::InterceptedService;
