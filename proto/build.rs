@@ -16,6 +16,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/peer.proto",
         "proto/auth.proto",
         "proto/transactions.proto",
+        "proto/backup.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -53,6 +53,14 @@ not_run_log="$(mktemp -t flotilla-not-run.XXXXXX)"
 trap 'rm -f "$not_run_log"' EXIT
 export FLOTILLA_NOT_RUN_LOG="$not_run_log"
 
+echo "==> moto's S3-compatible server for the backup tests"
+s3venv=target/s3-venv
+if [ ! -x "$s3venv/bin/moto_server" ]; then
+    python3 -m venv "$s3venv" || exit 1
+    "$s3venv/bin/python" -m pip install --quiet --disable-pip-version-check 'moto[server]' || exit 1
+fi
+export FLOTILLA_MOTO_SERVER="$PWD/$s3venv/bin/moto_server"
+
 echo "==> Rust tests"
 cargo nextest run --workspace --no-fail-fast || status=1
 

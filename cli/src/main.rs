@@ -2,6 +2,7 @@
 //! client library. Output is an aligned table (`-o table`, the default) or one JSON object per
 //! result and line (`-o json`). Errors are one line on stderr and an exit code per kind.
 
+mod backup;
 mod query;
 mod render;
 mod table;
@@ -130,6 +131,9 @@ enum Command {
     /// Turn auth on or off.
     #[command(subcommand)]
     Auth(users::AuthCommand),
+    /// Backups of a database: create, list, verify, restore.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Transactions: `txn DB --file ops.json` runs the operations of the file (a JSON array of
     /// {"op": "get"|"put"|"delete", "collection", "id", "json", "if_version"}) as one
     /// transaction; `txn list DB` shows open and recovering transactions.
@@ -450,6 +454,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Role(c) => users::role(&client, c, out).await,
         Command::Auth(c) => users::auth(&client, c, out).await,
         Command::Txn(t) => transaction(&client, t, out).await,
+        Command::Backup(c) => backup::run(&client, c, cli.tls_ca.is_some()).await,
     }
 }
 

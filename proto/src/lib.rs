@@ -1,7 +1,7 @@
 //! Flotilla's gRPC API, generated from the files in `proto/`.
 //!
 //! - [`v1`]: what users call on the client port: documents (`Documents`) and administration
-//!   (`Admin`), and the [`v1::ErrorReason`] a failed call names.
+//!   (`Admin`), backups (`Backup`), and the [`v1::ErrorReason`] a failed call names.
 //! - [`peer`]: what nodes call on each other's peer port (`Peer`): Raft messages of every group
 //!   over one connection per peer, node heartbeats, joining, shard status, membership changes
 //!   and mentoring.

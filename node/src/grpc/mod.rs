@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod backup;
 pub mod documents;
 pub mod guard;
 pub mod limits;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use flotilla_proto::peer::peer_server::PeerServer;
 use flotilla_proto::v1::admin_server::AdminServer;
 use flotilla_proto::v1::auth_server::AuthServer;
+use flotilla_proto::v1::backup_server::BackupServer;
 use flotilla_proto::v1::documents_server::DocumentsServer;
 use flotilla_proto::v1::transactions_server::TransactionsServer;
 use flotilla_proto::v1::txn_shards_server::TxnShardsServer;
@@ -39,11 +41,12 @@ use crate::metrics::RequestLayer;
 use crate::tls::accept::accept;
 
 /// Services the client port names in its health and reflection answers.
-const CLIENT_SERVICES: [&str; 4] = [
+const CLIENT_SERVICES: [&str; 5] = [
     "flotilla.v1.Documents",
     "flotilla.v1.Admin",
     "flotilla.v1.Auth",
     "flotilla.v1.Transactions",
+    "flotilla.v1.Backup",
 ];
 
 /// The client port's services behind the layers every client call passes, built once: the
@@ -94,6 +97,12 @@ impl ClientPort {
             .max_encoding_message_size(answers);
         let txns = TransactionsServer::new(guard::transactions::GuardedTransactions::new(
             transactions::TransactionsService::new(host.clone()),
+            guard.clone(),
+        ))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(answers);
+        let backup = BackupServer::new(guard::backup::GuardedBackup::new(
+            backup::BackupService::for_clients(host.clone()),
             guard,
         ))
         .max_decoding_message_size(max)
@@ -117,6 +126,7 @@ impl ClientPort {
             .add_service(admin)
             .add_service(users)
             .add_service(txns)
+            .add_service(backup)
             .add_service(health)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?);
@@ -219,6 +229,10 @@ pub async fn serve_peer(
             .max_encoding_message_size(peer_max),
         peer_checks::forwarded(host.clone()),
     );
+    let backup = InterceptedService::new(
+        BackupServer::new(backup::BackupService::for_peers(host.clone())),
+        peer_checks::forwarded(host.clone()),
+    );
     let incoming = accept(listener, host.tls.peer_port.clone()).into_stream();
     tonic::transport::Server::builder()
         .layer(requests)
@@ -228,6 +242,7 @@ pub async fn serve_peer(
         .add_service(users)
         .add_service(txns)
         .add_service(txn_shards)
+        .add_service(backup)
         .serve_with_incoming_shutdown(incoming, stop)
         .await?;
     Ok(())

@@ -16,6 +16,7 @@ use std::time::Duration;
 use flotilla_proto::peer::peer_client::PeerClient;
 use flotilla_proto::peer::{HeartbeatRequest, HeartbeatResponse};
 use flotilla_proto::v1::admin_client::AdminClient;
+use flotilla_proto::v1::backup_client::BackupClient;
 use flotilla_proto::v1::documents_client::DocumentsClient;
 use flotilla_proto::v1::transactions_client::TransactionsClient;
 use flotilla_proto::v1::txn_shards_client::TxnShardsClient;
@@ -113,6 +114,11 @@ impl Peers {
         Ok(DocumentsClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+
+    /// The `Backup` service of the node at peer address `addr` (a shard leader's read index).
+    pub fn backup(&self, addr: &str) -> Result<BackupClient<PeerChannel>, BadAddress> {
+        Ok(BackupClient::new(self.channel(addr)?))
     }
 
     /// The `Admin` service of the node at peer address `addr` (for forwarded requests).

@@ -14,6 +14,7 @@
 
 mod dedup;
 mod documents;
+pub mod export;
 pub mod faults;
 pub mod indexes;
 mod log_store;

@@ -9,6 +9,7 @@
 //! Requests forwarded between nodes (peer port) were checked where they entered the cluster.
 
 pub mod admin;
+pub mod backup;
 pub mod documents;
 pub mod transactions;
 

@@ -1,0 +1,198 @@
+//! The `Backup` service: one shard's documents at one consistent point, streamed, read on the
+//! replica the call reaches. On the client port it serves `ReadShard`; on the peer port
+//! `ReadIndex`, which a follower serving `ReadShard` asks its leader for.
+//!
+//! The consistent point of a shard: the replica obtains a read index (the leader's commit index,
+//! confirmed by a quorum; the leader itself, or a follower asking it), waits until it has
+//! applied that index, then opens one redb read transaction: the documents and the applied
+//! revision it reads are those of one log position, at or after every write acknowledged before
+//! the call. Writes applied meanwhile are not in it. A follower serves the documents, so the
+//! leader only confirms the index.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use flotilla_proto::v1::backup_server::Backup;
+use flotilla_proto::v1::{
+    BackupDocument, ReadIndexRequest, ReadIndexResponse, ReadShardRequest, ShardChunk,
+};
+use futures::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::error::{NodeError, NodeResult};
+use crate::host::{GroupHandle, Host};
+use crate::store::export::export_group;
+use crate::types::GroupId;
+use crate::validate;
+
+/// Documents per streamed chunk.
+const CHUNK_DOCS: usize = 256;
+/// Chunks read ahead of the receiver (back pressure beyond that).
+const CHUNKS_AHEAD: usize = 4;
+
+pub type ShardStream = Pin<Box<dyn Stream<Item = Result<ShardChunk, Status>> + Send>>;
+
+pub struct BackupService {
+    host: Arc<Host>,
+    for_peers: bool,
+}
+
+impl BackupService {
+    pub fn for_clients(host: Arc<Host>) -> Self {
+        BackupService {
+            host,
+            for_peers: false,
+        }
+    }
+
+    pub fn for_peers(host: Arc<Host>) -> Self {
+        BackupService {
+            host,
+            for_peers: true,
+        }
+    }
+
+    /// The read index of `group`: confirmed here when this replica leads, asked of the leader
+    /// otherwise.
+    async fn read_index(&self, group: &GroupHandle, gid: GroupId) -> NodeResult<u64> {
+        if let Some(index) = self.leader_read_index(group).await? {
+            return Ok(index);
+        }
+        let (leader, _) = self
+            .host
+            .leader_of(group)
+            .ok_or_else(|| NodeError::Unavailable("the shard has no leader".into()))?;
+        let addr = self
+            .host
+            .peer_addr_of(leader)
+            .ok_or_else(|| NodeError::Unavailable(format!("no address for node {leader}")))?;
+        let mut client = self
+            .host
+            .peers()
+            .backup(&addr)
+            .map_err(|e| NodeError::Unavailable(e.to_string()))?;
+        let mut request = Request::new(ReadIndexRequest { group_id: gid });
+        request.set_timeout(self.host.config.request_timeout);
+        let answer = client
+            .read_index(request)
+            .await
+            .map_err(|s| NodeError::Unavailable(format!("read index from the leader: {s}")))?;
+        Ok(answer.into_inner().index)
+    }
+
+    /// The read index when this replica leads (`None` when it does not).
+    async fn leader_read_index(&self, group: &GroupHandle) -> NodeResult<Option<u64>> {
+        use openraft::ReadPolicy;
+        use openraft::error::{LinearizableReadError, RaftError};
+        let fut = group.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+        match tokio::time::timeout(self.host.config.request_timeout, fut).await {
+            Err(_) => Err(NodeError::DeadlineExceeded(
+                "read index not confirmed in time".into(),
+            )),
+            Ok(Ok(read)) => Ok(Some(read.index())),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_)))) => Ok(None),
+            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)))) => {
+                Err(NodeError::Unavailable(format!("no quorum: {q}")))
+            }
+            Ok(Err(RaftError::Fatal(f))) => {
+                Err(NodeError::Unavailable(format!("raft group stopped: {f}")))
+            }
+        }
+    }
+
+    /// Waits until this replica of `group` has applied `index`.
+    async fn caught_up(&self, group: &GroupHandle, index: u64) -> NodeResult<()> {
+        let state = group.sm.state();
+        if state.applied_index() >= index {
+            return Ok(());
+        }
+        let mut rx = state.subscribe();
+        let wait = rx.wait_for(|applied| *applied >= index);
+        tokio::time::timeout(self.host.config.request_timeout, wait)
+            .await
+            .map_err(|_| NodeError::DeadlineExceeded("replica did not catch up in time".into()))?
+            .map_err(|_| NodeError::Unavailable("raft group stopped".into()))?;
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl Backup for BackupService {
+    type ReadShardStream = ShardStream;
+
+    async fn read_shard(
+        &self,
+        request: Request<ReadShardRequest>,
+    ) -> Result<Response<ShardStream>, Status> {
+        let msg = request.into_inner();
+        validate::database(&msg.database)?;
+        let Some(db) = self.host.meta_state().databases.get(&msg.database).cloned() else {
+            return Err(NodeError::NotFound(format!("database {} not found", msg.database)).into());
+        };
+        let Some(record) = db.shards.get(msg.shard as usize) else {
+            return Err(Status::invalid_argument(format!(
+                "database {} has no shard {}",
+                msg.database, msg.shard
+            )));
+        };
+        let gid = record.group_id;
+        let Some(group) = self.host.group(gid) else {
+            return Err(NodeError::FailedPrecondition(format!(
+                "this node holds no replica of shard {} of {}",
+                msg.shard, msg.database
+            ))
+            .into());
+        };
+        let index = self.read_index(&group, gid).await?;
+        self.caught_up(&group, index).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
+        let storage = self.host.storage.clone();
+        tokio::task::spawn_blocking(move || {
+            let sent = export_group(&storage, gid, CHUNK_DOCS, |revision, docs| {
+                let chunk = ShardChunk {
+                    revision,
+                    documents: docs
+                        .into_iter()
+                        .map(|(collection, id, doc)| BackupDocument {
+                            collection,
+                            id,
+                            json: doc.json,
+                            version: doc.version,
+                            revision: doc.revision,
+                        })
+                        .collect(),
+                };
+                tx.blocking_send(Ok(chunk)).is_ok()
+            });
+            if let Err(e) = sent {
+                let _ = tx.blocking_send(Err(Status::internal(format!("reading the shard: {e}"))));
+            }
+        });
+        Ok(Response::new(
+            Box::pin(ReceiverStream::new(rx)) as ShardStream
+        ))
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        if !self.for_peers {
+            return Err(Status::permission_denied(
+                "ReadIndex is served on the peer port only",
+            ));
+        }
+        let gid = request.into_inner().group_id;
+        let Some(group) = self.host.group(gid) else {
+            return Err(NodeError::NotLeader { leader: None }.into());
+        };
+        match self.leader_read_index(&group).await? {
+            Some(index) => Ok(Response::new(ReadIndexResponse { index })),
+            None => Err(NodeError::NotLeader {
+                leader: self.host.leader_of(&group),
+            }
+            .into()),
+        }
+    }
+}
