@@ -50,6 +50,7 @@ async fn client_or_reason() -> Result<kube::Client, NoCluster> {
 }
 
 async fn usable_client() -> Result<kube::Client, String> {
+    flotilla_operator::use_ring_crypto();
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot load KUBECONFIG: {e}"))?;

@@ -115,6 +115,7 @@ impl Harness {
         let binary = node_binary();
         assert!(binary.is_file(), "{} is missing", binary.display());
         let dir = tempfile::tempdir().expect("temporary directory");
+        flotilla_operator::use_ring_crypto();
         let api = FakeApiServer::start()
             .await
             .expect("fake API server starts");

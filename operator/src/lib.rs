@@ -20,3 +20,12 @@ pub mod plan;
 pub mod plugin;
 pub mod render;
 pub mod status_report;
+
+/// Selects ring as the process's TLS crypto provider. kube's client takes the process default,
+/// and a build that links more than one provider (the workspace's S3 client brings aws-lc-rs)
+/// has none until one is chosen. Call it before the first client is built; later calls do
+/// nothing.
+pub fn use_ring_crypto() {
+    // An error only says a provider was installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

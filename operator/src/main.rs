@@ -151,6 +151,7 @@ async fn run(
     log_format: LogFormat,
 ) -> anyhow::Result<()> {
     init_logging(log_format);
+    flotilla_operator::use_ring_crypto();
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;

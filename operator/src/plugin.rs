@@ -68,6 +68,7 @@ pub async fn client(
     context: Option<&str>,
     namespace: Option<&str>,
 ) -> Result<(Client, String)> {
+    crate::use_ring_crypto();
     let options = KubeConfigOptions {
         context: context.map(str::to_owned),
         ..KubeConfigOptions::default()
