@@ -9,7 +9,13 @@ use serde::de::DeserializeOwned;
 pub fn to_yaml_stream<T: Serialize>(objects: &[T]) -> Result<String> {
     let mut out = String::new();
     for object in objects {
-        let document = serde_saphyr::to_string(object).map_err(|e| Error::Serialize {
+        let value = serde_json::to_value(object).map_err(|e| Error::Serialize {
+            what: "object".to_owned(),
+            message: e.to_string(),
+        })?;
+        // Keys in one order whatever serde_json's features in the build (another crate may turn
+        // on `preserve_order`), so that the output is the same in every build.
+        let document = serde_saphyr::to_string(&sorted(value)).map_err(|e| Error::Serialize {
             what: "object".to_owned(),
             message: e.to_string(),
         })?;
@@ -20,6 +26,21 @@ pub fn to_yaml_stream<T: Serialize>(objects: &[T]) -> Result<String> {
         }
     }
     Ok(out)
+}
+
+/// `value` with the keys of every object in sorted order.
+fn sorted(value: serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.into_iter().map(sorted).collect())
+        }
+        other => other,
+    }
 }
 
 /// Every CRD of the operator as one YAML stream: what `flotilla-operator crds` prints
