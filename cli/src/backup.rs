@@ -18,8 +18,6 @@ use flotilla_backup::{
     BackupDoc, BackupWriter, DatabaseSpec, FORMAT_VERSION, Manifest, ShardBackup, ShardSpec, Target,
 };
 use flotilla_client::{BatchOp, Client, DatabaseOptions, ReplicaState, ShardStatus};
-use flotilla_proto::v1::ReadShardRequest;
-use flotilla_proto::v1::backup_client::BackupClient;
 use futures::StreamExt;
 
 /// Documents written per batch by a restore.
@@ -34,6 +32,11 @@ pub enum BackupCommand {
         /// Where: the backup goes in a new directory under it.
         #[arg(long)]
         to: String,
+        /// Name of that directory (the backup's id): letters, digits, '.', '-' and '_';
+        /// `<database>-<unix milliseconds>` when unset. A backup of that id under the target
+        /// is never overwritten.
+        #[arg(long, value_parser = parse_id)]
+        id: Option<String>,
     },
     /// The complete backups under a target.
     List { url: String },
@@ -52,13 +55,10 @@ pub enum BackupCommand {
     },
 }
 
-pub async fn run(client: &Client, command: BackupCommand, tls: bool) -> Result<()> {
+pub async fn run(client: &Client, command: BackupCommand) -> Result<()> {
     match command {
-        BackupCommand::Create { database, to } => {
-            if tls {
-                bail!("backup create does not speak TLS yet");
-            }
-            create(client, &database, &to).await
+        BackupCommand::Create { database, to, id } => {
+            create(client, &database, &to, id.as_deref()).await
         }
         BackupCommand::List { url } => {
             let root = Target::open(&url)?;
@@ -119,11 +119,29 @@ fn replica_order(shard: &ShardStatus) -> Vec<String> {
         .collect()
 }
 
-async fn create(client: &Client, database: &str, to: &str) -> Result<()> {
+/// A backup id given on the command line.
+fn parse_id(text: &str) -> std::result::Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 200
+        && !text.starts_with('.')
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err("1-200 letters, digits, '.', '-' or '_', not starting with '.'".to_owned())
+    }
+}
+
+async fn create(client: &Client, database: &str, to: &str, id: Option<&str>) -> Result<()> {
     let started = SystemTime::now().duration_since(UNIX_EPOCH)?;
     let cluster = client.cluster_status().await?;
     let status = client.database_status(database).await?;
-    let id = format!("{database}-{}", started.as_millis());
+    let id = match id {
+        Some(id) => id.to_owned(),
+        None => format!("{database}-{}", started.as_millis()),
+    };
     let writer = BackupWriter::start(Target::open(to)?, &id).await?;
     let count = status.shards.len();
     let mut shards = Vec::with_capacity(count);
@@ -132,7 +150,7 @@ async fn create(client: &Client, database: &str, to: &str) -> Result<()> {
         let mut last_error = None;
         let mut done = None;
         for addr in replica_order(shard) {
-            match backup_shard(&writer, &addr, database, shard.shard).await {
+            match backup_shard(client, &writer, &addr, database, shard.shard).await {
                 Ok(s) => {
                     done = Some(s);
                     break;
@@ -181,22 +199,13 @@ async fn create(client: &Client, database: &str, to: &str) -> Result<()> {
 
 /// Streams shard `shard` from the node at client address `addr` into its file.
 async fn backup_shard(
+    client: &Client,
     writer: &BackupWriter,
     addr: &str,
     database: &str,
     shard: u32,
 ) -> Result<ShardBackup> {
-    let mut node = BackupClient::connect(format!("http://{addr}"))
-        .await
-        .context("connecting")?
-        .max_decoding_message_size(64 << 20);
-    let mut stream = node
-        .read_shard(ReadShardRequest {
-            database: database.to_string(),
-            shard,
-        })
-        .await?
-        .into_inner();
+    let mut stream = client.read_shard(addr, database, shard).await?;
     let mut file = writer.shard(shard);
     let mut revision = None;
     loop {

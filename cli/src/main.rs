@@ -454,7 +454,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Role(c) => users::role(&client, c, out).await,
         Command::Auth(c) => users::auth(&client, c, out).await,
         Command::Txn(t) => transaction(&client, t, out).await,
-        Command::Backup(c) => backup::run(&client, c, cli.tls_ca.is_some()).await,
+        Command::Backup(c) => backup::run(&client, c).await,
     }
 }
 

@@ -135,6 +135,65 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
         &flotilla(&endpoints, &["backup", "verify", &url]).await,
         seed,
     );
+    // A backup named by its caller goes under that name, once: a second one of the same id
+    // is refused and leaves the first as it was.
+    let named_dir = tempfile::tempdir().unwrap();
+    let named_root = named_dir.path().to_str().unwrap().to_string();
+    let named = flotilla(
+        &endpoints,
+        &[
+            "backup",
+            "create",
+            SOURCE,
+            "--to",
+            &named_root,
+            "--id",
+            "nightly.1",
+        ],
+    )
+    .await;
+    let named_url = assert_ok(&named, seed).trim().to_string();
+    assert!(named_url.ends_with("/nightly.1"), "{named_url}");
+    let again = flotilla(
+        &endpoints,
+        &[
+            "backup",
+            "create",
+            SOURCE,
+            "--to",
+            &named_root,
+            "--id",
+            "nightly.1",
+        ],
+    )
+    .await;
+    assert!(
+        !again.status.success(),
+        "seed {seed}: a second backup of one id"
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("nightly.1"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_ok(
+        &flotilla(&endpoints, &["backup", "verify", &named_url]).await,
+        seed,
+    );
+    let bad = flotilla(
+        &endpoints,
+        &[
+            "backup",
+            "create",
+            SOURCE,
+            "--to",
+            &named_root,
+            "--id",
+            "../x",
+        ],
+    )
+    .await;
+    assert!(!bad.status.success(), "an id with a slash is refused");
 
     // What the backup read: each shard's documents at its revision.
     let (backup, manifest) = flotilla_backup::open_verified(&url).await.unwrap();

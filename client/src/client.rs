@@ -48,6 +48,7 @@ use crate::types::{
 };
 
 mod admin;
+mod backup;
 pub mod query;
 mod txn;
 pub mod users;

@@ -22,6 +22,34 @@ struct Entry {
     coalescer: OnceLock<Coalescer>,
 }
 
+/// The endpoint of a node address (`host:port`, or a full URI; `https` when the options ask
+/// for TLS), with the client's connection settings.
+fn endpoint(addr: &str, options: &ClientOptions) -> Result<Endpoint> {
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let uri = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("{scheme}://{addr}")
+    };
+    let mut endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| Error::InvalidArgument(format!("bad endpoint {addr:?}: {e}")))?
+        .connect_timeout(options.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+        .keep_alive_timeout(std::time::Duration::from_secs(5))
+        .keep_alive_while_idle(true);
+    if let Some(tls) = &options.tls {
+        endpoint = endpoint
+            .tls_config(tls.config())
+            .map_err(|e| Error::InvalidArgument(format!("TLS settings for {addr:?}: {e}")))?;
+    }
+    Ok(endpoint)
+}
+
 /// The endpoints of a client, with failover order.
 #[derive(Debug)]
 pub(crate) struct Endpoints {
@@ -49,31 +77,9 @@ impl Endpoints {
             if addr.is_empty() {
                 continue;
             }
-            let scheme = if options.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            let uri = if addr.contains("://") {
-                addr.clone()
-            } else {
-                format!("{scheme}://{addr}")
-            };
-            let mut endpoint = Endpoint::from_shared(uri)
-                .map_err(|e| Error::InvalidArgument(format!("bad endpoint {addr:?}: {e}")))?
-                .connect_timeout(options.connect_timeout)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(std::time::Duration::from_secs(10))
-                .keep_alive_timeout(std::time::Duration::from_secs(5))
-                .keep_alive_while_idle(true);
-            if let Some(tls) = &options.tls {
-                endpoint = endpoint.tls_config(tls.config()).map_err(|e| {
-                    Error::InvalidArgument(format!("TLS settings for {addr:?}: {e}"))
-                })?;
-            }
             entries.push(Entry {
+                endpoint: endpoint(&addr, options)?,
                 addr,
-                endpoint,
                 channel: OnceLock::new(),
                 coalescer: OnceLock::new(),
             });
@@ -87,6 +93,13 @@ impl Endpoints {
             linger: options.coalesce_linger,
             token,
         })
+    }
+
+    /// A channel to `addr` (any node, not necessarily one of the endpoints) with the same
+    /// settings and token as the endpoints' channels.
+    pub(crate) fn channel_to(&self, addr: &str, options: &ClientOptions) -> Result<AuthChannel> {
+        let channel = endpoint(addr, options)?.connect_lazy();
+        Ok(AuthChannel::new(channel, self.token.clone()))
     }
 
     pub(crate) fn len(&self) -> usize {

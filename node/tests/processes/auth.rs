@@ -146,6 +146,22 @@ async fn users_and_roles_decide_every_call_once_auth_is_enabled() {
         "reader of another database",
     );
     denied(ann.user_list().await, "reader lists users");
+    // A backup read of a shard carries the client's token, to the one node it names.
+    let addr = cluster.node(2).client_addr.clone();
+    let mut chunks = ann.read_shard(&addr, "shop", 0).await.unwrap();
+    let mut read = 0;
+    while let Some(chunk) = chunks.message().await.unwrap() {
+        read += chunk.documents.len();
+    }
+    assert_eq!(read, 1, "the shard's one document");
+    unauthenticated(
+        anonymous.read_shard(&addr, "shop", 0).await.map(drop),
+        "an anonymous backup read",
+    );
+    denied(
+        ann.read_shard(&addr, "hr", 0).await.map(drop),
+        "a backup read of another database",
+    );
     // A writer writes its database, and administers nothing.
     let bob = as_user(&cluster, "bob", "bobpw");
     bob.put("shop", "c", "k2", "{}", None).await.unwrap();

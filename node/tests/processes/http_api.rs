@@ -503,6 +503,8 @@ async fn every_endpoint_answers_as_its_openapi_document_says() {
     .await
     .expect_error(400, "INVALID_ARGUMENT", None);
 
+    queries_indexes_and_transactions(&mut api, &client).await;
+
     // The cluster.
     let cluster_status = api.call(Method::GET, "/v1/cluster", &[], |r| r).await;
     assert_eq!(
@@ -571,6 +573,355 @@ async fn every_endpoint_answers_as_its_openapi_document_says() {
         undocumented.is_empty(),
         "called but not documented: {undocumented:?}"
     );
+}
+
+/// Collections with a shard key, secondary indexes, queries (both predicate forms, pages,
+/// count, explain, errors) and a transaction across shards, on a database of two shards.
+async fn queries_indexes_and_transactions(api: &mut Api, client: &flotilla_client::Client) {
+    let created = api
+        .call(Method::POST, "/v1/databases", &[], |r| {
+            r.json(&json!({"name": "shop", "shards": 2, "replication_factor": 3}))
+        })
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    client
+        .wait_for_database("shop", Duration::from_secs(30), |_| {})
+        .await
+        .unwrap_or_else(|e| panic!("database shop not ready: {e}"));
+    const COLLECTIONS: &str = "/v1/databases/{db}/collections";
+    let declared = api
+        .call(Method::POST, COLLECTIONS, &["shop"], |r| {
+            r.json(&json!({"name": "orders", "shard_key": "/customer"}))
+        })
+        .await;
+    assert_eq!(declared.status, StatusCode::CREATED, "{}", declared.body);
+    let again = api
+        .call(Method::POST, COLLECTIONS, &["shop"], |r| {
+            r.json(&json!({"name": "orders", "shard_key": "/customer"}))
+        })
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    api.call(Method::POST, COLLECTIONS, &["shop"], |r| {
+        r.json(&json!({"name": "orders", "shard_key": "/other"}))
+    })
+    .await
+    .expect_error(
+        412,
+        "FAILED_PRECONDITION",
+        Some("ERROR_REASON_SHARD_KEY_FIXED"),
+    );
+
+    // Twenty orders of four customers, placed by customer.
+    for n in 0..20u64 {
+        let status = if n % 3 == 0 { "open" } else { "closed" };
+        let order = json!({"customer": format!("c{}", n % 4), "total": n * 10, "status": status});
+        let put = api
+            .call(
+                Method::PUT,
+                DOC,
+                &["shop", "orders", &format!("o{n:02}")],
+                |r| r.json(&order),
+            )
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED, "{}", put.body);
+    }
+    api.call(Method::PUT, DOC, &["shop", "orders", "nokey"], |r| {
+        r.json(&json!({"total": 1}))
+    })
+    .await
+    .expect_error(
+        400,
+        "INVALID_ARGUMENT",
+        Some("ERROR_REASON_SHARD_KEY_MISSING"),
+    );
+    let one = api
+        .call(Method::GET, DOC, &["shop", "orders", "o05"], |r| {
+            r.query(&[("shard_key", "c1")])
+        })
+        .await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.body);
+    assert_eq!(one.body["body"]["total"], 50);
+
+    // An index, built in the background, then used.
+    const INDEXES: &str = "/v1/databases/{db}/collections/{coll}/indexes";
+    let index = api
+        .call(Method::POST, INDEXES, &["shop", "orders"], |r| {
+            r.json(&json!({"name": "by_status", "paths": ["/status"]}))
+        })
+        .await;
+    assert_eq!(index.status, StatusCode::ACCEPTED, "{}", index.body);
+    api.call(Method::POST, INDEXES, &["shop", "orders"], |r| {
+        r.json(&json!({"name": "bad", "paths": ["no-slash"]}))
+    })
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", Some("ERROR_REASON_INVALID_INDEX"));
+    let indexes_url = format!("{}/v1/databases/shop/indexes?collection=orders", api.base);
+    let http = api.http.clone();
+    wait_until(
+        Duration::from_secs(30),
+        "index by_status ready",
+        async || {
+            let Ok(response) = http.get(&indexes_url).send().await else {
+                return false;
+            };
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            body["indexes"][0]["ready"] == true
+        },
+    )
+    .await;
+    let listed = api
+        .call(Method::GET, "/v1/databases/{db}/indexes", &["shop"], |r| {
+            r.query(&[("collection", "orders")])
+        })
+        .await;
+    let shards = &listed.body["indexes"][0]["shards"];
+    let indexed: u64 = shards
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["documents"].as_u64())
+        .sum();
+    assert_eq!(indexed, 20, "{}", listed.body);
+    let collections = api.call(Method::GET, COLLECTIONS, &["shop"], |r| r).await;
+    assert_eq!(
+        collections.body["collections"][0],
+        json!({"name": "orders", "shard_key": "/customer", "indexes": ["by_status"]})
+    );
+
+    // Queries: the text form, ordered, in pages, across both shards, served by the index.
+    const QUERY: &str = "/v1/databases/{db}/collections/{coll}/query";
+    let mut ids = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut body = json!({
+            "where": "/status = \"open\" and /total >= 30",
+            "order_by": [{"path": "/total", "descending": true}],
+            "page_size": 2,
+            "explain": true,
+            "projection": ["/total"],
+        });
+        if let Some(token) = &token {
+            body["page_token"] = json!(token);
+        }
+        let page = api
+            .call(Method::POST, QUERY, &["shop", "orders"], |r| r.json(&body))
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert_eq!(page.body["explain"]["index"], "by_status", "{}", page.body);
+        assert_eq!(page.body["shards"].as_array().map(Vec::len), Some(2));
+        for d in page.body["documents"].as_array().into_iter().flatten() {
+            assert_eq!(d["body"], json!({"total": d["body"]["total"]}), "projected");
+            ids.push(d["id"].as_str().unwrap_or_default().to_owned());
+        }
+        match page.body["next_page_token"].as_str() {
+            Some(next) => token = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(ids, ["o18", "o15", "o12", "o09", "o06", "o03"]);
+    // The selector form, pinned to one shard by the shard key, and a count.
+    let pinned = api
+        .call(Method::POST, QUERY, &["shop", "orders"], |r| {
+            r.json(
+                &json!({"selector": {"/customer": "c2", "/total": {"$lt": 100}}, "explain": true}),
+            )
+        })
+        .await;
+    assert_eq!(pinned.body["explain"]["pinned"], true, "{}", pinned.body);
+    let pinned_ids: Vec<&str> = pinned.body["documents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(pinned_ids, ["o02", "o06"]);
+    let counted = api
+        .call(Method::POST, QUERY, &["shop", "orders"], |r| {
+            r.json(&json!({"selector": {"/status": {"$in": ["open"]}}, "count": true}))
+        })
+        .await;
+    assert_eq!(counted.body["count"], 7, "{}", counted.body);
+    api.call(Method::POST, QUERY, &["shop", "orders"], |r| {
+        r.json(&json!({"where": "/total >> 3"}))
+    })
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", Some("ERROR_REASON_INVALID_QUERY"));
+    api.call(Method::POST, QUERY, &["shop", "orders"], |r| {
+        r.json(&json!({"selector": {"/total": {"$near": 3}}}))
+    })
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", Some("ERROR_REASON_INVALID_QUERY"));
+    let dropped = api
+        .call(
+            Method::DELETE,
+            "/v1/databases/{db}/collections/{coll}/indexes/{name}",
+            &["shop", "orders", "by_status"],
+            |r| r,
+        )
+        .await;
+    assert_eq!(dropped.body["dropped"], true, "{}", dropped.body);
+    let scanned = api
+        .call(Method::POST, QUERY, &["shop", "orders"], |r| {
+            r.json(&json!({"selector": {"/status": "open"}, "explain": true, "count": true}))
+        })
+        .await;
+    assert!(
+        scanned.body["explain"]["index"].is_null(),
+        "{}",
+        scanned.body
+    );
+    assert_eq!(scanned.body["count"], 7, "{}", scanned.body);
+    let deleted = api
+        .call(Method::DELETE, DOC, &["shop", "orders", "o05"], |r| {
+            r.query(&[("shard_key", "c1")])
+        })
+        .await;
+    assert_eq!(deleted.body["deleted"], true, "{}", deleted.body);
+
+    // A transaction moving a balance between two documents (on either shard), committed; one
+    // rolled back; one that conflicts with a write made under it.
+    for (id, balance) in [("a0", 100), ("a1", 100), ("a2", 100), ("a3", 100)] {
+        let put = api
+            .call(Method::PUT, DOC, &["shop", "acct", id], |r| {
+                r.json(&json!({"balance": balance}))
+            })
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED, "{}", put.body);
+    }
+    const TXNS: &str = "/v1/databases/{db}/transactions";
+    const TXN_DOC: &str = "/v1/transactions/{txn}/collections/{coll}/documents/{id}";
+    let begun = api
+        .call(Method::POST, TXNS, &["shop"], |r| r.json(&json!({})))
+        .await;
+    assert_eq!(begun.status, StatusCode::CREATED, "{}", begun.body);
+    let txn = begun.body["txn"].as_str().unwrap_or_default().to_owned();
+    let open = api.call(Method::GET, TXNS, &["shop"], |r| r).await;
+    assert!(
+        open.body["transactions"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["txn"] == txn.as_str())),
+        "{}",
+        open.body
+    );
+    let mut moved = 0;
+    for (id, delta) in [("a0", -30), ("a3", 30)] {
+        let read = api
+            .call(Method::GET, TXN_DOC, &[&txn, "acct", id], |r| r)
+            .await;
+        assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+        let balance = read.body["body"]["balance"].as_i64().unwrap_or_default() + delta;
+        let version = read.body["version"].as_u64().unwrap_or_default();
+        let wrote = api
+            .call(Method::PUT, TXN_DOC, &[&txn, "acct", id], |r| {
+                r.json(&json!({"body": {"balance": balance}, "if_version": version}))
+            })
+            .await;
+        assert_eq!(wrote.status, StatusCode::NO_CONTENT, "{}", wrote.body);
+        moved += delta;
+    }
+    assert_eq!(moved, 0);
+    let own = api
+        .call(Method::GET, TXN_DOC, &[&txn, "acct", "a0"], |r| r)
+        .await;
+    assert_eq!(
+        own.body["body"]["balance"], 70,
+        "reads see the transaction's writes"
+    );
+    api.call(Method::GET, TXN_DOC, &[&txn, "acct", "zz"], |r| r)
+        .await
+        .expect_error(404, "NOT_FOUND", Some("ERROR_REASON_DOCUMENT_NOT_FOUND"));
+    let gone = api
+        .call(Method::DELETE, TXN_DOC, &[&txn, "acct", "a2"], |r| r)
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT, "{}", gone.body);
+    let committed = api
+        .call(
+            Method::POST,
+            "/v1/transactions/{txn}/commit",
+            &[&txn],
+            |r| r,
+        )
+        .await;
+    assert_eq!(committed.status, StatusCode::OK, "{}", committed.body);
+    assert_eq!(committed.body["writes"].as_array().map(Vec::len), Some(3));
+    let a3 = api
+        .call(Method::GET, DOC, &["shop", "acct", "a3"], |r| r)
+        .await;
+    assert_eq!(a3.body["body"]["balance"], 130, "{}", a3.body);
+    api.call(Method::GET, DOC, &["shop", "acct", "a2"], |r| r)
+        .await
+        .expect_error(404, "NOT_FOUND", Some("ERROR_REASON_DOCUMENT_NOT_FOUND"));
+    api.call(
+        Method::POST,
+        "/v1/transactions/{txn}/commit",
+        &[&txn],
+        |r| r,
+    )
+    .await
+    .expect_error(404, "NOT_FOUND", Some("ERROR_REASON_TXN_NOT_FOUND"));
+
+    let begun = api
+        .call(Method::POST, TXNS, &["shop"], |r| {
+            r.json(&json!({"timeout_ms": 30000}))
+        })
+        .await;
+    let txn = begun.body["txn"].as_str().unwrap_or_default().to_owned();
+    api.call(Method::PUT, TXN_DOC, &[&txn, "acct", "a1"], |r| {
+        r.json(&json!({"body": {"balance": 0}}))
+    })
+    .await;
+    let rolled = api
+        .call(
+            Method::POST,
+            "/v1/transactions/{txn}/rollback",
+            &[&txn],
+            |r| r,
+        )
+        .await;
+    assert_eq!(rolled.status, StatusCode::NO_CONTENT, "{}", rolled.body);
+    let a1 = api
+        .call(Method::GET, DOC, &["shop", "acct", "a1"], |r| r)
+        .await;
+    assert_eq!(a1.body["body"]["balance"], 100, "rolled back: {}", a1.body);
+
+    let begun = api
+        .call(Method::POST, TXNS, &["shop"], |r| r.json(&json!({})))
+        .await;
+    let txn = begun.body["txn"].as_str().unwrap_or_default().to_owned();
+    let read = api
+        .call(Method::GET, TXN_DOC, &[&txn, "acct", "a1"], |r| r)
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let outside = api
+        .call(Method::PUT, DOC, &["shop", "acct", "a1"], |r| {
+            r.json(&json!({"balance": 1}))
+        })
+        .await;
+    assert_eq!(outside.status, StatusCode::OK, "{}", outside.body);
+    api.call(Method::PUT, TXN_DOC, &[&txn, "acct", "a1"], |r| {
+        r.json(&json!({"body": {"balance": 2}}))
+    })
+    .await;
+    let conflicted = api
+        .call(
+            Method::POST,
+            "/v1/transactions/{txn}/commit",
+            &[&txn],
+            |r| r,
+        )
+        .await;
+    conflicted.expect_error(409, "ABORTED", Some("ERROR_REASON_TXN_CONFLICT"));
+    api.call(
+        Method::POST,
+        "/v1/transactions/{txn}/rollback",
+        &["not-a-txn"],
+        |r| r,
+    )
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", None);
+    api.call(Method::POST, TXNS, &["nope"], |r| r.json(&json!({})))
+        .await
+        .expect_error(404, "NOT_FOUND", Some("ERROR_REASON_DATABASE_NOT_FOUND"));
 }
 
 /// The first `count` events of a watch (name, id, data), within a deadline.

@@ -316,6 +316,16 @@ async fn a_cluster_with_mutual_tls_serves_clients_over_tls_and_refuses_the_rest(
     }
     let status = client.cluster_status().await.unwrap();
     assert_eq!(status.nodes.len(), 3, "{status:#?}");
+    // A backup read of the shard from one named node goes over TLS too.
+    let mut chunks = client
+        .read_shard(&cluster.nodes[2].endpoint(), "t", 0)
+        .await
+        .unwrap();
+    let mut read = 0;
+    while let Some(chunk) = chunks.message().await.unwrap() {
+        read += chunk.documents.len();
+    }
+    assert_eq!(read, 1, "the shard's one document");
 
     let node = &cluster.nodes[1];
     // A plaintext client is refused on the TLS client port.

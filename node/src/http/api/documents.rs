@@ -13,8 +13,8 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{Body, Json, Params, QueryParams};
 use super::gateway::request;
 use super::types::{
-    BatchRequest, BatchResponse, DeleteResult, Document, DocumentPage, ListQuery, PutResult,
-    ReadQuery,
+    BatchRequest, BatchResponse, DeleteQuery, DeleteResult, Document, DocumentPage, ListQuery,
+    PutResult, ReadQuery, shard_key_json,
 };
 use super::{Api, TAG_DOCUMENTS};
 
@@ -81,7 +81,7 @@ pub async fn get_document(
         collection: coll,
         id: id.clone(),
         consistency: v1::Consistency::from(query.consistency.unwrap_or_default()) as i32,
-        shard_key: String::new(),
+        shard_key: shard_key_json(query.shard_key),
     };
     let answer = api
         .gateway
@@ -178,6 +178,7 @@ pub async fn put_document(
         ("db" = String, Path, description = "Database"),
         ("coll" = String, Path, description = "Collection"),
         ("id" = String, Path, description = "Document id"),
+        DeleteQuery,
         ("If-Match" = Option<String>, Header, description = "Delete only this version: \"<version>\""),
     ),
     responses(
@@ -191,6 +192,7 @@ pub async fn put_document(
 pub async fn delete_document(
     State(api): State<Api>,
     Params((db, coll, id)): Params<DocPath>,
+    QueryParams(query): QueryParams<DeleteQuery>,
     headers: HeaderMap,
 ) -> Result<axum::Json<DeleteResult>, ApiError> {
     let msg = v1::DeleteRequest {
@@ -199,7 +201,7 @@ pub async fn delete_document(
         id,
         if_version: condition(&headers)?,
         request_id: None,
-        shard_key: String::new(),
+        shard_key: shard_key_json(query.shard_key),
     };
     let answer = api
         .gateway

@@ -6,6 +6,7 @@
 use axum::http::{HeaderMap, header};
 use flotilla_proto::v1::admin_client::AdminClient;
 use flotilla_proto::v1::documents_client::DocumentsClient;
+use flotilla_proto::v1::transactions_client::TransactionsClient;
 use tonic::metadata::MetadataMap;
 
 use crate::grpc::ClientService;
@@ -26,6 +27,12 @@ impl Gateway {
 
     pub fn documents(&self) -> DocumentsClient<ClientService> {
         DocumentsClient::new(self.client.clone())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    pub fn transactions(&self) -> TransactionsClient<ClientService> {
+        TransactionsClient::new(self.client.clone())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }

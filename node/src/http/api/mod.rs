@@ -14,12 +14,15 @@
 //! its tests and the schemathesis run pick it up by themselves.
 
 pub mod admin;
+pub mod collections;
 pub mod conditions;
 pub mod cursor;
 pub mod documents;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod query;
+pub mod transactions;
 pub mod types;
 pub mod watch;
 
@@ -41,6 +44,7 @@ pub const OPENAPI_PATH: &str = "/openapi.json";
 pub const TAG_DOCUMENTS: &str = "documents";
 pub const TAG_DATABASES: &str = "databases";
 pub const TAG_CLUSTER: &str = "cluster";
+pub const TAG_TRANSACTIONS: &str = "transactions";
 
 /// What every handler holds.
 #[derive(Clone)]
@@ -75,7 +79,23 @@ pub fn api_routes() -> OpenApiRouter<Api> {
         ))
         .routes(routes!(documents::list_documents))
         .routes(routes!(documents::batch))
+        .routes(routes!(query::query))
         .routes(routes!(watch::watch))
+        .routes(routes!(
+            collections::list_collections,
+            collections::create_collection
+        ))
+        .routes(routes!(collections::list_indexes))
+        .routes(routes!(collections::create_index))
+        .routes(routes!(collections::drop_index))
+        .routes(routes!(transactions::begin, transactions::list))
+        .routes(routes!(
+            transactions::get,
+            transactions::put,
+            transactions::delete
+        ))
+        .routes(routes!(transactions::commit))
+        .routes(routes!(transactions::rollback))
         .routes(routes!(admin::list_databases, admin::create_database))
         .routes(routes!(
             admin::get_database,

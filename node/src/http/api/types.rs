@@ -47,6 +47,31 @@ pub struct DropQuery {
 pub struct ReadQuery {
     /// How the read is served (default `linearizable`).
     pub consistency: Option<Consistency>,
+    /// In a collection with a shard key: the document's value of it, as JSON (`"c42"`, `42`;
+    /// text that is not JSON is taken as a string), so that one shard is asked (else every
+    /// shard is, one point lookup each).
+    pub shard_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteQuery {
+    /// In a collection with a shard key (required there): the document's value of it, as
+    /// JSON (`"c42"`, `42`; text that is not JSON is taken as a string).
+    pub shard_key: Option<String>,
+}
+
+/// A shard key value of a query parameter as the JSON text gRPC carries: JSON as it is,
+/// anything else as a JSON string.
+pub fn shard_key_json(value: Option<String>) -> String {
+    match value {
+        None => String::new(),
+        Some(text) => match serde_json::from_str::<serde_json::Value>(&text) {
+            Ok(json) => json.to_string(),
+            Err(_) => serde_json::Value::String(text).to_string(),
+        },
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
@@ -157,6 +182,9 @@ pub enum BatchOp {
         id: String,
         #[serde(default)]
         if_version: Option<u64>,
+        /// In a collection with a shard key (required there): the document's value of it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard_key: Option<serde_json::Value>,
     },
 }
 
@@ -190,11 +218,12 @@ impl BatchRequest {
                         collection,
                         id,
                         if_version,
+                        shard_key,
                     } => v1::batch_op::Op::Delete(v1::DeleteOp {
                         collection,
                         id,
                         if_version,
-                        shard_key: String::new(),
+                        shard_key: shard_key.map(|k| k.to_string()).unwrap_or_default(),
                     }),
                 }),
             })

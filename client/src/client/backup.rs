@@ -1,0 +1,40 @@
+//! Reading a shard for a backup, from one node, with the client's TLS settings and
+//! credentials.
+
+use flotilla_proto::v1 as pb;
+use flotilla_proto::v1::backup_client::BackupClient;
+
+use super::Client;
+use crate::error::{Result, classify};
+
+/// Largest chunk of a shard's stream accepted.
+const MAX_CHUNK_BYTES: usize = 64 << 20;
+
+impl Client {
+    /// Streams every document of shard `shard` of `database` from the node at `addr` (a
+    /// client address of a node holding a replica of the shard), as its Backup service reads
+    /// it: one revision of the shard, read after a read index its leader confirmed. The call
+    /// goes to that node alone (no failover: the caller chose it), over TLS when the client
+    /// uses it, carrying the client's token.
+    pub async fn read_shard(
+        &self,
+        addr: &str,
+        database: &str,
+        shard: u32,
+    ) -> Result<tonic::Streaming<pb::ShardChunk>> {
+        let options = &self.inner.options;
+        let channel = self.inner.endpoints.channel_to(addr, options)?;
+        let failed = |status: tonic::Status| classify(&status, addr).0;
+        self.inner
+            .auth
+            .ready(channel.clone(), options.request_timeout)
+            .await
+            .map_err(failed)?;
+        let mut node = BackupClient::new(channel).max_decoding_message_size(MAX_CHUNK_BYTES);
+        let request = pb::ReadShardRequest {
+            database: database.to_string(),
+            shard,
+        };
+        Ok(node.read_shard(request).await.map_err(failed)?.into_inner())
+    }
+}
