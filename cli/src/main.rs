@@ -342,7 +342,9 @@ enum DocCommand {
     },
     /// Query a collection: `--where '/total > 1000 and /status = "open"'`.
     Query(query::QueryArgs),
-    /// Stream the changes of a database until interrupted.
+    /// Stream the changes of a database until interrupted; with --where, a live query: the
+    /// documents of the collection that match, then every change that makes one enter,
+    /// change within or leave the result.
     Watch {
         /// The database.
         database: String,
@@ -350,8 +352,11 @@ enum DocCommand {
         #[arg(long)]
         collection: Option<String>,
         /// Start at this revision of each shard (default: only new changes).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, conflicts_with = "filter")]
         from_revision: u64,
+        /// A live query of --collection: `--where '/status = "open"'`.
+        #[arg(long = "where", requires = "collection")]
+        filter: Option<String>,
     },
 }
 
@@ -755,7 +760,17 @@ async fn doc(client: &Client, command: DocCommand, out: Output) -> Result<()> {
         DocCommand::Watch {
             database,
             collection,
+            filter: Some(filter),
+            ..
+        } => {
+            let collection = collection.unwrap_or_default();
+            live(client, &database, &collection, &filter, out).await
+        }
+        DocCommand::Watch {
+            database,
+            collection,
             from_revision,
+            filter: None,
         } => watch(client, &database, collection.as_deref(), from_revision, out).await,
         DocCommand::Query(a) => query::query(client, a, out).await,
     }
@@ -815,6 +830,33 @@ async fn list(
         print(&render::documents(&all, out))?;
     }
     Ok(())
+}
+
+/// A live query, printed until interrupted.
+async fn live(
+    client: &Client,
+    database: &str,
+    collection: &str,
+    filter: &str,
+    out: Output,
+) -> Result<()> {
+    let predicate = flotilla_client::parse_text(filter)
+        .map_err(|e| Error::InvalidArgument(format!("--where: {e}")))?;
+    let mut events = client
+        .live_query(
+            database,
+            collection,
+            Some(&predicate),
+            Consistency::Linearizable,
+            &[],
+        )
+        .await?;
+    print(&render::watch_header(out))?;
+    while let Some(event) = events.next().await {
+        let event = event.context("live query interrupted")?;
+        print(&render::live_event(&event, out))?;
+    }
+    Err(Error::Unavailable("the node ended the live query".to_string()).into())
 }
 
 async fn watch(

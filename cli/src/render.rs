@@ -411,6 +411,75 @@ pub fn watch_event(e: &WatchEvent, output: Output) -> String {
     }
 }
 
+/// One event of a live query, in the columns of a watch: `initial`, `enter`, `change` and
+/// `leave` rows name their document; the `current` row gives each shard's revision.
+pub fn live_event(e: &flotilla_client::LiveEvent, output: Output) -> String {
+    use flotilla_client::LiveEvent;
+    let kind = match e {
+        LiveEvent::Initial(_) => "initial",
+        LiveEvent::Current { .. } => "current",
+        LiveEvent::Enter(_) => "enter",
+        LiveEvent::Change(_) => "change",
+        LiveEvent::Leave(_) => "leave",
+    };
+    let d = match e {
+        LiveEvent::Current { shards } => {
+            return match output {
+                Output::Json => line(&json!({
+                    "type": kind,
+                    "shards": shards
+                        .iter()
+                        .map(|(shard, revision)| json!({"shard": shard, "revision": revision}))
+                        .collect::<Vec<_>>(),
+                })),
+                Output::Table => {
+                    let at: Vec<String> = shards.iter().map(|(s, r)| format!("{s}:{r}")).collect();
+                    fixed_row(&[
+                        "-".to_string(),
+                        kind.to_string(),
+                        "-".to_string(),
+                        String::new(),
+                        String::new(),
+                        String::new(),
+                        at.join(","),
+                    ])
+                }
+            };
+        }
+        LiveEvent::Initial(d)
+        | LiveEvent::Enter(d)
+        | LiveEvent::Change(d)
+        | LiveEvent::Leave(d) => d,
+    };
+    let gone = d.json.is_empty();
+    match output {
+        Output::Json => {
+            let mut value = document_json(d);
+            value["type"] = json!(kind);
+            if gone {
+                value["value"] = Value::Null;
+            }
+            line(&value)
+        }
+        Output::Table => {
+            let (version, value) = if gone {
+                ("-".to_string(), String::new())
+            } else {
+                (d.version.to_string(), compact(&d.json))
+            };
+            fixed_row(&[
+                d.revision.to_string(),
+                kind.to_string(),
+                d.shard.to_string(),
+                d.collection.clone(),
+                d.id.clone(),
+                version,
+                value,
+            ])
+        }
+    }
+}
+
 pub fn node_removed(node_id: u64, steps: &[String], output: Output) -> String {
     match output {
         Output::Json => line(&json!({"node_id": node_id, "removed": true, "steps": steps})),

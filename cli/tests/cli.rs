@@ -309,6 +309,7 @@ async fn watch_prints_events_and_says_where_to_resume() {
             revision: rev,
             shard: 0,
         }),
+        prev: None,
     };
     node.fake.watch_events(vec![
         event(pb::EventType::Put, "a", 3),

@@ -49,6 +49,7 @@ use crate::types::{
 
 mod admin;
 mod backup;
+pub mod live;
 pub mod query;
 mod txn;
 pub mod users;
@@ -373,6 +374,7 @@ impl Client {
             database: database.to_string(),
             collection: collection.unwrap_or_default().to_string(),
             from_revision,
+            ..pb::WatchRequest::default()
         };
         let (stream, addr) = self
             .call_at(Kind::Read, |ch, _timeout| {
@@ -381,18 +383,7 @@ impl Client {
                 async move { documents(ch).watch(Request::new(req)).await }
             })
             .await?;
-        let mut failed = false;
-        let events = stream
-            .map(move |item| match item {
-                Ok(event) => WatchEvent::try_from(event),
-                Err(status) => Err(classify(&status, &addr).0),
-            })
-            .take_while(move |item| {
-                let go = !failed;
-                failed |= item.is_err();
-                std::future::ready(go)
-            });
-        Ok(Box::pin(events))
+        Ok(Box::pin(until_error(stream, addr, WatchEvent::try_from)))
     }
 
     // ---- the retry loop ----
@@ -581,6 +572,30 @@ fn unexpected(call: &str, result: &pb::call_result::Result) -> Error {
         code: tonic::Code::Internal,
         message: format!("the node answered a {call} call with a {kind} result"),
     }
+}
+
+/// The items of a server stream from the node at `addr`, each converted, ending after the
+/// first error (a watch or a live query resumes with a new call).
+pub(crate) fn until_error<M, T>(
+    stream: tonic::Streaming<M>,
+    addr: String,
+    convert: impl Fn(M) -> Result<T> + Send + 'static,
+) -> impl Stream<Item = Result<T>> + Send + 'static
+where
+    M: Send + 'static,
+    T: Send + 'static,
+{
+    let mut failed = false;
+    stream
+        .map(move |item| match item {
+            Ok(message) => convert(message),
+            Err(status) => Err(classify(&status, &addr).0),
+        })
+        .take_while(move |item| {
+            let go = !failed;
+            failed |= item.is_err();
+            std::future::ready(go)
+        })
 }
 
 fn documents(channel: Channel) -> DocumentsClient<Channel> {

@@ -29,6 +29,7 @@ mod request_id;
 pub mod types;
 
 pub use auth::Credentials;
+pub use client::live::{LiveEvent, LiveStream};
 pub use client::query::{
     CollectionInfo, IndexInfo, QueryBuilder, QueryExplain, QueryPage, ShardExplain,
 };
@@ -38,7 +39,7 @@ pub use client::{
     Transaction, TransactionInfo, WatchStream,
 };
 pub use error::{Error, Result};
-pub use flotilla_query::{Field, Predicate};
+pub use flotilla_query::{Field, Predicate, parse_text};
 pub use options::{ClientOptions, ClientTls};
 pub use types::{
     BatchOp, BatchOutcome, BatchResult, ChangeKind, ClusterEvent, ClusterStatus, Consistency,

@@ -371,6 +371,7 @@ async fn watch_streams_events_in_order() {
             revision: rev,
             shard: 0,
         }),
+        prev: None,
     };
     node.fake.watch_events(vec![
         event(pb::EventType::Put, "a", 5),

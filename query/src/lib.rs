@@ -10,6 +10,7 @@
 pub mod builder;
 pub mod error;
 pub mod exec;
+pub mod live;
 pub mod order;
 pub mod path;
 pub mod plan;
@@ -23,6 +24,7 @@ pub use exec::{
     Candidate, Cursor, Hit, Merged, OrderKey, PageLimits, Query, ShardPage, SortKey, merge,
     project, shard_page,
 };
+pub use live::{LiveChange, classify};
 pub use order::{compare, compare_opt, index_key};
 pub use path::{Path, PathError};
 pub use plan::{Access, IndexDef, KeyRange, Plan, is_shard_key_value, plan, shard_of_value};

@@ -20,31 +20,41 @@ pub fn in_ci() -> bool {
 /// elsewhere it reports that the test did NOT run, and the caller returns.
 #[track_caller]
 pub fn not_run(test: &str, missing: impl std::fmt::Display) {
-    not_run_where(in_ci(), test, missing);
+    not_run_where(in_ci(), log(), test, missing);
+}
+
+/// The list of tests that did not run, when `scripts/test.sh` keeps one.
+fn log() -> Option<std::ffi::OsString> {
+    std::env::var_os(NOT_RUN_LOG)
 }
 
 #[track_caller]
-fn not_run_where(ci: bool, test: &str, missing: impl std::fmt::Display) {
+fn not_run_where(
+    ci: bool,
+    log: Option<std::ffi::OsString>,
+    test: &str,
+    missing: impl std::fmt::Display,
+) {
     if ci {
         panic!("{test} cannot run: {missing} (CI=true: every test must run)");
     }
-    report(test, missing);
+    report(log, test, missing);
 }
 
 /// Test `test` is opt-in and was not asked for (`reason`: e.g. no Kubernetes cluster given): it
 /// reports that it did NOT run, in CI as anywhere, and the caller returns.
 pub fn not_configured(test: &str, reason: impl std::fmt::Display) {
-    report(test, reason);
+    report(log(), test, reason);
 }
 
-fn report(test: &str, why: impl std::fmt::Display) {
+fn report(log: Option<std::ffi::OsString>, test: &str, why: impl std::fmt::Display) {
     let line = format!("NOT RUN: {test}: {why}");
     // Straight to the process's standard error, past the test harness's capture of `eprintln!`.
     let _ = writeln!(
         std::io::stderr(),
         "{line} (the test passes without testing anything; CI=true makes this a failure)"
     );
-    if let Some(path) = std::env::var_os(NOT_RUN_LOG) {
+    if let Some(path) = log {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -71,12 +81,21 @@ mod tests {
     #[test]
     #[should_panic(expected = "cannot run: no docker engine (CI=true: every test must run)")]
     fn a_test_that_cannot_run_fails_in_ci() {
-        not_run_where(true, "some test", "no docker engine");
+        not_run_where(true, None, "some test", "no docker engine");
     }
 
     #[test]
-    fn a_test_that_cannot_run_elsewhere_returns() {
-        not_run_where(false, "some test", "no docker engine");
+    fn a_test_that_cannot_run_elsewhere_returns_and_is_listed() {
+        let list = std::env::temp_dir().join(format!("flotilla-not-run-{}", std::process::id()));
+        not_run_where(
+            false,
+            Some(list.clone().into()),
+            "some test",
+            "no docker engine",
+        );
+        let listed = std::fs::read_to_string(&list).unwrap_or_default();
+        let _ = std::fs::remove_file(&list);
+        assert_eq!(listed, "NOT RUN: some test: no docker engine\n");
     }
 
     #[test]

@@ -391,6 +391,16 @@ impl Documents for Fake {
         Err(Status::unimplemented("the fake node has no queries"))
     }
 
+    type LiveQueryStream =
+        tokio_stream::Iter<std::vec::IntoIter<Result<pb::LiveQueryEvent, Status>>>;
+
+    async fn live_query(
+        &self,
+        _: Request<pb::LiveQueryRequest>,
+    ) -> Result<Response<Self::LiveQueryStream>, Status> {
+        Err(Status::unimplemented("the fake node has no live queries"))
+    }
+
     async fn create_collection(
         &self,
         _: Request<pb::CreateCollectionRequest>,

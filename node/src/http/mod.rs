@@ -30,6 +30,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/databases/{db}/collections/{coll}/documents",
     "/v1/databases/{db}/collections/{coll}/documents/{id}",
     "/v1/databases/{db}/collections/{coll}/query",
+    "/v1/databases/{db}/collections/{coll}/live",
     "/v1/databases/{db}/collections",
     "/v1/databases/{db}/indexes",
     "/v1/databases/{db}/collections/{coll}/indexes",

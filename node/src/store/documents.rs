@@ -22,7 +22,9 @@ pub struct StoredDoc {
     pub json: String,
 }
 
-/// One change in the feed: a put (with the new body) or a delete.
+/// One change in the feed: a put (with the new body) or a delete, with the body it replaced
+/// (so that a watcher can tell whether the document left a query's result without keeping
+/// the result itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChangeEvent {
     pub collection: String,
@@ -30,6 +32,8 @@ pub struct ChangeEvent {
     pub version: u64,
     /// `None` for a delete.
     pub json: Option<String>,
+    /// The body before the change; `None` when the document did not exist.
+    pub prev: Option<String>,
 }
 
 /// How many revisions of changes a group keeps for watchers.
@@ -165,18 +169,20 @@ fn stage<'a>(
                     id: key.1.to_string(),
                     version,
                     json: Some(json.clone()),
+                    prev: current.map(|d| d.json),
                 });
             }
             WriteOp::Delete { .. } => {
                 let existed = current.is_some();
                 staged.insert(key, None);
                 outcomes.push(OpOutcome::Delete { existed });
-                if existed {
+                if let Some(current) = current {
                     events.push(ChangeEvent {
                         collection: key.0.to_string(),
                         id: key.1.to_string(),
                         version: 0,
                         json: None,
+                        prev: Some(current.json),
                     });
                 }
             }

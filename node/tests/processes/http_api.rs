@@ -751,6 +751,65 @@ async fn queries_indexes_and_transactions(api: &mut Api, client: &flotilla_clien
     })
     .await
     .expect_error(400, "INVALID_ARGUMENT", Some("ERROR_REASON_INVALID_QUERY"));
+    // A live query: the open orders, then resumed after them: a new open order enters and
+    // an open one leaves.
+    let live_url = format!("{}/v1/databases/shop/collections/orders/live", api.base);
+    let first = watch_events(api, &live_url, &[("where", "/status = \"open\"")], None, 8).await;
+    let names: Vec<&str> = first.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(names[..7], ["initial"; 7], "{first:?}");
+    assert_eq!(names[7], "current", "{first:?}");
+    for (_, _, data) in &first[..7] {
+        api.validate(&api.schema("Document"), data, "an initial event");
+        assert_eq!(data["body"]["status"], "open", "{data}");
+    }
+    let current = first[7].1.clone();
+    api.call(Method::PUT, DOC, &["shop", "orders", "o30"], |r| {
+        r.json(&json!({"customer": "c0", "total": 5, "status": "open"}))
+    })
+    .await;
+    api.call(Method::PUT, DOC, &["shop", "orders", "o03"], |r| {
+        r.json(&json!({"customer": "c3", "total": 30, "status": "closed"}))
+    })
+    .await;
+    let resumed = watch_events(
+        api,
+        &live_url,
+        &[("where", "/status = \"open\"")],
+        Some(&current),
+        2,
+    )
+    .await;
+    let seen: Vec<(String, String)> = resumed
+        .iter()
+        .map(|(name, _, data)| {
+            api.validate(&api.schema("LiveEvent"), data, "a live event");
+            let id = data["document"]["id"].as_str().unwrap_or_default();
+            (name.clone(), id.to_owned())
+        })
+        .collect();
+    let mut seen_sorted = seen.clone();
+    seen_sorted.sort();
+    assert_eq!(
+        seen_sorted,
+        [
+            ("enter".to_owned(), "o30".to_owned()),
+            ("leave".to_owned(), "o03".to_owned())
+        ],
+        "{resumed:?}"
+    );
+    api.called.insert((
+        "/v1/databases/{db}/collections/{coll}/live".into(),
+        "get".into(),
+    ));
+    api.call(
+        Method::GET,
+        "/v1/databases/{db}/collections/{coll}/live",
+        &["shop", "orders"],
+        |r| r.query(&[("where", "/status >> 1")]),
+    )
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", Some("ERROR_REASON_INVALID_QUERY"));
+
     let dropped = api
         .call(
             Method::DELETE,

@@ -17,8 +17,8 @@ use flotilla_proto::v1::{
 use flotilla_proto::v1::{
     CreateCollectionRequest, CreateCollectionResponse, CreateIndexRequest, CreateIndexResponse,
     DropIndexRequest, DropIndexResponse, ListCollectionsRequest, ListCollectionsResponse,
-    ListIndexesRequest, ListIndexesResponse, QueryRequest, QueryResponse, QueryShardRequest,
-    QueryShardResponse, ShardIndexesRequest, ShardIndexesResponse,
+    ListIndexesRequest, ListIndexesResponse, LiveQueryRequest, QueryRequest, QueryResponse,
+    QueryShardRequest, QueryShardResponse, ShardIndexesRequest, ShardIndexesResponse,
 };
 use futures::Stream;
 use tonic::{Request, Response, Status};
@@ -39,6 +39,7 @@ pub const MAX_MULTI_CALLS: usize = 1024;
 
 mod answer;
 mod collections;
+mod live;
 mod multi;
 mod placement;
 mod query;
@@ -61,6 +62,15 @@ struct Route {
 }
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The revision a watch of shard `shard` starts at: after the one `msg.after` names for it,
+/// else `msg.from_revision` (0: only new changes).
+fn watch_start(msg: &WatchRequest, shard: usize) -> u64 {
+    msg.after
+        .iter()
+        .find(|a| a.shard as usize == shard)
+        .map_or(msg.from_revision, |a| a.revision.saturating_add(1))
+}
 
 fn consistency(c: i32) -> ReadConsistency {
     match Consistency::try_from(c).unwrap_or(Consistency::Unspecified) {
@@ -501,6 +511,18 @@ impl Documents for DocumentsService {
         self.list_indexes_at(request.into_inner(), hops).await
     }
 
+    type LiveQueryStream = live::LiveStream;
+
+    async fn live_query(
+        &self,
+        request: Request<LiveQueryRequest>,
+    ) -> Result<Response<Self::LiveQueryStream>, Status> {
+        let hops = hops(&request);
+        Ok(Response::new(
+            self.live_query_at(request.into_inner(), hops).await?,
+        ))
+    }
+
     async fn query_shard(
         &self,
         request: Request<QueryShardRequest>,
@@ -568,7 +590,8 @@ impl Documents for DocumentsService {
                     group,
                     s,
                     msg.collection.clone(),
-                    msg.from_revision,
+                    watch_start(&msg, s),
+                    msg.with_prev,
                 )));
                 continue;
             }

@@ -73,13 +73,16 @@ impl DocumentsService {
         Ok(resp.into_inner())
     }
 
-    /// The change feed of one shard served from this node's replica.
+    /// The change feed of one shard served from this node's replica, from revision
+    /// `from_revision` (0: only new changes); with `with_prev`, each event carries the body it
+    /// replaced.
     pub(super) fn local_watch(
         &self,
         group: GroupHandle,
         shard: usize,
         collection: String,
         from_revision: u64,
+        with_prev: bool,
     ) -> ReceiverStream<Result<WatchEvent, Status>> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let mut stopping = self.host.stopping();
@@ -112,6 +115,13 @@ impl DocumentsService {
                         if !collection.is_empty() && ev.collection != collection {
                             continue;
                         }
+                        let prev = ev.prev.filter(|_| with_prev).map(|json| Document {
+                            collection: ev.collection.clone(),
+                            id: ev.id.clone(),
+                            json,
+                            shard: shard as u32,
+                            ..Document::default()
+                        });
                         let event = WatchEvent {
                             r#type: if ev.json.is_some() {
                                 EventType::Put as i32
@@ -126,6 +136,7 @@ impl DocumentsService {
                                 revision,
                                 shard: shard as u32,
                             }),
+                            prev,
                         };
                         if tx.send(Ok(event)).await.is_err() {
                             return;

@@ -8,9 +8,10 @@ use flotilla_proto::v1::{
     BatchRequest, BatchResponse, CallResult, CreateCollectionRequest, CreateCollectionResponse,
     CreateIndexRequest, CreateIndexResponse, DeleteRequest, DeleteResponse, DropIndexRequest,
     DropIndexResponse, GetRequest, GetResponse, ListCollectionsRequest, ListCollectionsResponse,
-    ListIndexesRequest, ListIndexesResponse, ListRequest, ListResponse, MultiRequest,
-    MultiResponse, PutRequest, PutResponse, QueryRequest, QueryResponse, QueryShardRequest,
-    QueryShardResponse, ShardIndexesRequest, ShardIndexesResponse, WatchRequest, call, call_result,
+    ListIndexesRequest, ListIndexesResponse, ListRequest, ListResponse, LiveQueryRequest,
+    MultiRequest, MultiResponse, PutRequest, PutResponse, QueryRequest, QueryResponse,
+    QueryShardRequest, QueryShardResponse, ShardIndexesRequest, ShardIndexesResponse, WatchRequest,
+    call, call_result,
 };
 use tonic::{Request, Response, Status};
 
@@ -45,6 +46,16 @@ impl GuardedDocuments {
 
     fn max_answer_bytes(&self) -> usize {
         self.guard.host().config.security.max_answer_bytes
+    }
+
+    /// A place among the node's open watches (and live queries), held as long as the stream.
+    fn watch_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.watches.clone().try_acquire_owned().map_err(|_| {
+            let max = self.guard.host().config.security.max_watches;
+            limit_exceeded(format!(
+                "the node has {max} watches open, its limit (--max-watches)"
+            ))
+        })
     }
 }
 
@@ -175,6 +186,25 @@ impl Documents for GuardedDocuments {
         self.inner.shard_indexes(request).await
     }
 
+    type LiveQueryStream = <DocumentsService as Documents>::LiveQueryStream;
+
+    /// Reads the database, and counts as a watch against `--max-watches`.
+    async fn live_query(
+        &self,
+        request: Request<LiveQueryRequest>,
+    ) -> Result<Response<Self::LiveQueryStream>, Status> {
+        let need = on(&request.get_ref().database, Permission::Read);
+        self.guard.check(&request, need)?;
+        let permit = self.watch_permit()?;
+        let events = self.inner.live_query(request).await?.into_inner();
+        // The permit goes when the live query does.
+        let events = events.map(move |event| {
+            let _held = &permit;
+            event
+        });
+        Ok(Response::new(Box::pin(events) as Self::LiveQueryStream))
+    }
+
     type WatchStream = <DocumentsService as Documents>::WatchStream;
 
     async fn watch(
@@ -183,12 +213,7 @@ impl Documents for GuardedDocuments {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let need = on(&request.get_ref().database, Permission::Read);
         self.guard.check(&request, need)?;
-        let Ok(permit) = self.watches.clone().try_acquire_owned() else {
-            let max = self.guard.host().config.security.max_watches;
-            return Err(limit_exceeded(format!(
-                "the node has {max} watches open, its limit (--max-watches)"
-            )));
-        };
+        let permit = self.watch_permit()?;
         let events = self.inner.watch(request).await?.into_inner();
         // The permit goes when the watch does.
         let events = events.map(move |event| {

@@ -5,10 +5,10 @@
 //! that the shard's revisions up to one are all behind (`*`); and, for shards it has no
 //! position of, the revision their events start at. Pure.
 //!
-//! Resuming asks the node for every change from the lowest revision any shard still needs and
-//! drops those at or before each shard's position: exact, at the cost of re-reading what
-//! other shards had already sent (and of failing, as a watch does, if that revision was
-//! compacted on some shard).
+//! Resuming asks the node for each shard's changes after the revision it stood at
+//! ([`Cursor::resume_after`]) and drops those at or before each shard's position within that
+//! revision: exact, and failing (as a watch does) only if a revision a shard still needs was
+//! compacted.
 
 use std::collections::BTreeMap;
 
@@ -90,6 +90,21 @@ impl Cursor {
             _ => *revision,
         });
         needed.chain(self.unseen_from).min().unwrap_or(0)
+    }
+
+    /// Where a watch resuming at this cursor starts: per shard with a position, the revision
+    /// whose changes after it are asked for (the node reads each shard from where it stood);
+    /// for the others, the `from_revision` (0: only new changes).
+    pub fn resume_after(&self) -> (Vec<(u32, u64)>, u64) {
+        let after = self
+            .shards
+            .iter()
+            .map(|(shard, (revision, index))| match *index {
+                WHOLE => (*shard, *revision),
+                _ => (*shard, revision.saturating_sub(1)),
+            })
+            .collect();
+        (after, self.unseen_from.unwrap_or(0))
     }
 
     /// Takes an event of `shard` at `revision`, counting its index among that revision's

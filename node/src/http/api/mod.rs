@@ -21,6 +21,7 @@ pub mod documents;
 pub mod error;
 pub mod extract;
 pub mod gateway;
+pub mod live;
 pub mod query;
 pub mod transactions;
 pub mod types;
@@ -80,6 +81,7 @@ pub fn api_routes() -> OpenApiRouter<Api> {
         .routes(routes!(documents::list_documents))
         .routes(routes!(documents::batch))
         .routes(routes!(query::query))
+        .routes(routes!(live::live))
         .routes(routes!(watch::watch))
         .routes(routes!(
             collections::list_collections,

@@ -77,10 +77,16 @@ pub async fn watch(
             (s.shard, behind)
         }))
     };
+    let (after, from_revision) = cursor.resume_after();
     let msg = v1::WatchRequest {
         database: db,
         collection: query.collection.unwrap_or_default(),
-        from_revision: cursor.resume_from(),
+        from_revision,
+        with_prev: false,
+        after: after
+            .into_iter()
+            .map(|(shard, revision)| v1::ShardRevision { shard, revision })
+            .collect(),
     };
     let changes = api
         .gateway
@@ -99,26 +105,41 @@ fn events(
     changes: impl Stream<Item = Result<v1::WatchEvent, tonic::Status>> + Send + 'static,
     cursor: Cursor,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    sse_events(changes, cursor, event)
+}
+
+/// Server-sent events of a stream of gRPC messages, each made by `event` (which may drop one
+/// the cursor had seen) with the cursor and what the stream received so far; after an error,
+/// one `error` event and the end.
+pub(super) fn sse_events<M, F>(
+    messages: impl Stream<Item = Result<M, tonic::Status>> + Send + 'static,
+    cursor: Cursor,
+    event: F,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static
+where
+    M: Send + 'static,
+    F: Fn(M, &mut Cursor, &mut Received) -> Result<Option<Event>, ApiError> + Send + 'static,
+{
     let state = (cursor, Received::new(), false);
-    changes
-        .scan(state, |(cursor, received, failed), change| {
-            let event = if *failed {
+    messages
+        .scan(state, move |(cursor, received, failed), message| {
+            let out = if *failed {
                 None
             } else {
-                match change
+                match message
                     .map_err(ApiError::from)
-                    .and_then(|c| event(c, cursor, received))
+                    .and_then(|m| event(m, cursor, received))
                 {
-                    Ok(event) => Some(event),
+                    Ok(out) => Some(out),
                     Err(e) => {
                         *failed = true;
                         Some(Some(error_event(&e.body)))
                     }
                 }
             };
-            futures::future::ready(event)
+            futures::future::ready(out)
         })
-        .filter_map(|event| futures::future::ready(event.map(Ok)))
+        .filter_map(|out| futures::future::ready(out.map(Ok)))
 }
 
 /// The event of one change, or none when the cursor had seen it.

@@ -1,0 +1,106 @@
+//! Live queries through [`Client`]: the documents of a collection matching a predicate, then
+//! every change that makes one enter, change within or leave that result.
+
+use flotilla_proto::v1 as pb;
+use flotilla_query::Predicate;
+use futures::Stream;
+use tonic::Request;
+
+use super::{Client, Kind, documents, until_error};
+use crate::error::{Error, Result};
+use crate::types::{Consistency, Document};
+
+/// One event of a live query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveEvent {
+    /// A document of the initial result.
+    Initial(Document),
+    /// The initial result is complete: the revision each shard's part was read at (what a
+    /// resumed live query starts after, with the revisions of the events received since).
+    Current { shards: Vec<(u32, u64)> },
+    /// A document entered the result.
+    Enter(Document),
+    /// A document of the result changed and still matches.
+    Change(Document),
+    /// A document left the result (it no longer matches, or was deleted: then only its
+    /// collection, id, revision and shard are set).
+    Leave(Document),
+}
+
+impl LiveEvent {
+    /// The document of the event (none for [`LiveEvent::Current`]).
+    pub fn document(&self) -> Option<&Document> {
+        match self {
+            LiveEvent::Initial(d) | LiveEvent::Enter(d) | LiveEvent::Change(d) => Some(d),
+            LiveEvent::Leave(d) => Some(d),
+            LiveEvent::Current { .. } => None,
+        }
+    }
+
+    fn from_proto(e: pb::LiveQueryEvent) -> Result<LiveEvent> {
+        let document = || -> Result<Document> {
+            e.document
+                .clone()
+                .map(Document::from)
+                .ok_or_else(|| Error::Protocol("live query event without a document".into()))
+        };
+        Ok(match pb::LiveEventType::try_from(e.r#type) {
+            Ok(pb::LiveEventType::Initial) => LiveEvent::Initial(document()?),
+            Ok(pb::LiveEventType::Current) => LiveEvent::Current {
+                shards: e.shards.iter().map(|s| (s.shard, s.revision)).collect(),
+            },
+            Ok(pb::LiveEventType::Enter) => LiveEvent::Enter(document()?),
+            Ok(pb::LiveEventType::Change) => LiveEvent::Change(document()?),
+            Ok(pb::LiveEventType::Leave) => LiveEvent::Leave(document()?),
+            _ => {
+                return Err(Error::Protocol(format!(
+                    "live query event of unknown type {}",
+                    e.r#type
+                )));
+            }
+        })
+    }
+}
+
+/// The events of a live query; the stream ends after its first error.
+pub type LiveStream = std::pin::Pin<Box<dyn Stream<Item = Result<LiveEvent>> + Send>>;
+
+impl Client {
+    /// A live query of `collection`: the documents matching `predicate` (every document when
+    /// `None`), read at `consistency`, then their changes. With `after` (one revision per
+    /// shard: a `Current` event's, moved on by the events received since), only the changes
+    /// after those revisions, without the initial result; a revision the node no longer keeps
+    /// fails with [`Error::RevisionCompacted`]. Opening is retried like a read.
+    pub async fn live_query(
+        &self,
+        database: &str,
+        collection: &str,
+        predicate: Option<&Predicate>,
+        consistency: Consistency,
+        after: &[(u32, u64)],
+    ) -> Result<LiveStream> {
+        let req = pb::LiveQueryRequest {
+            database: database.to_string(),
+            collection: collection.to_string(),
+            selector: predicate
+                .map(|p| p.to_selector().to_string())
+                .unwrap_or_default(),
+            after: after
+                .iter()
+                .map(|(shard, revision)| pb::ShardRevision {
+                    shard: *shard,
+                    revision: *revision,
+                })
+                .collect(),
+            consistency: consistency.to_proto() as i32,
+        };
+        let (stream, addr) = self
+            .call_at(Kind::Read, |ch, _timeout| {
+                let req = req.clone();
+                // No gRPC deadline: it would end the stream.
+                async move { documents(ch).live_query(Request::new(req)).await }
+            })
+            .await?;
+        Ok(Box::pin(until_error(stream, addr, LiveEvent::from_proto)))
+    }
+}
