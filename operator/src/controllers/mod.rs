@@ -120,6 +120,13 @@ where
     }
 }
 
+/// Whether a Cluster's status records its cluster id, as a predicate: a status lost (wiped by
+/// hand, or by a restore of the object without it) is written again at once, not at the next
+/// periodic pass, while the operator's own status writes trigger no reconcile.
+fn recorded_cluster_id(cluster: &Cluster) -> Option<u64> {
+    Some(u64::from(cluster.recorded_cluster_id().is_some()))
+}
+
 /// Fails with a hint when the CRDs are not installed.
 pub async fn check_crds_installed(client: &Client, namespace: Option<&str>) -> Result<()> {
     let probe = ListParams::default().limit(1);
@@ -158,7 +165,10 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) -> 
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(
+            predicates::generation.combine(recorded_cluster_id),
+            Default::default(),
+        );
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=flotilla-operator");
     let pods = scoped::<Pod>(&client, namespace);
     let cluster_controller = Controller::for_stream(cluster_stream, reader)

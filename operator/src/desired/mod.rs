@@ -14,7 +14,7 @@ mod statefulset;
 pub use configmap::{INITIAL_CLUSTER_STATE_KEY, configmap};
 pub use pdb::pod_disruption_budget;
 pub use services::{client_service, headless_service};
-pub use statefulset::{NODE_UID, statefulset};
+pub use statefulset::{NODE_UID, restricted_container, statefulset};
 
 use crate::crd::Cluster;
 use crate::crd::cluster_funcs::CLUSTER_ID_ANNOTATION;
