@@ -61,6 +61,14 @@ if [ ! -x "$s3venv/bin/moto_server" ]; then
 fi
 export FLOTILLA_MOTO_SERVER="$PWD/$s3venv/bin/moto_server"
 
+# The container tests run the node's image; building it (a cargo build of its own, see
+# deploy/build-image.sh) is done here, before the tests and their timeouts start.
+if docker info >/dev/null 2>&1; then
+    echo "==> container image flotilla:e2e for the container tests"
+    FLOTILLA_BASE_PULL="${FLOTILLA_BASE_PULL:-0}" deploy/build-image.sh --profile debug --tag flotilla:e2e ||
+        status=1
+fi
+
 echo "==> Rust tests"
 cargo nextest run --workspace --no-fail-fast || status=1
 

@@ -87,6 +87,7 @@ impl Default for Registry {
                 t("", "namespaces", "Namespace", false, true),
                 t("", "nodes", "Node", false, true),
                 t("apps", "statefulsets", "StatefulSet", true, true),
+                t("batch", "jobs", "Job", true, true),
                 t(
                     "policy",
                     "poddisruptionbudgets",

@@ -4,6 +4,8 @@
 //! talks with (`--kubeconfig`, `--context`, `-n`).
 
 use crate::crd::cluster_funcs::{CLUSTER_LABEL, HAND_OVER_ANNOTATION, UNRECOVERABLE_ANNOTATION};
+use crate::crd::database_group::ClusterRef;
+use crate::crd::{Backup, BackupSpec, SecretRef};
 use crate::error::{Error, Result};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
@@ -38,6 +40,43 @@ pub fn hand_over_patch(at: Timestamp) -> Value {
 /// its replicas copied from the others.
 pub fn destroy_patch() -> Value {
     json!({"metadata": {"annotations": {UNRECOVERABLE_ANNOTATION: "true"}}})
+}
+
+/// What `kubectl flotilla backup` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupRequest {
+    pub cluster: String,
+    pub database: String,
+    pub destination: String,
+    pub env_from_secret: Option<String>,
+    pub volume_claim: Option<String>,
+    /// The Backup's name; `<cluster>-<database>-<UTC time>` when unset.
+    pub name: Option<String>,
+}
+
+/// The Backup object of a request made at `at`.
+pub fn backup_object(request: &BackupRequest, namespace: &str, at: Timestamp) -> Backup {
+    let name = request.name.clone().unwrap_or_else(|| {
+        let stamp = at.strftime("%Y%m%d%H%M%S");
+        format!("{}-{}-{stamp}", request.cluster, request.database).replace('_', "-")
+    });
+    let mut backup = Backup::new(
+        &name,
+        BackupSpec {
+            cluster_ref: ClusterRef {
+                name: request.cluster.clone(),
+            },
+            database: request.database.clone(),
+            destination: request.destination.clone(),
+            env_from_secret: request
+                .env_from_secret
+                .clone()
+                .map(|name| SecretRef { name }),
+            volume_claim: request.volume_claim.clone(),
+        },
+    );
+    backup.metadata.namespace = Some(namespace.to_owned());
+    backup
 }
 
 /// Merge-patches a pod of the Cluster `cluster`; refuses a pod that is not one of its nodes.

@@ -76,6 +76,25 @@ const USED: &[(&str, &str, &[&str], &str)] = &[
         &["list", "patch", "delete"],
         "cluster id annotation; volumes of removed nodes",
     ),
+    ("flotilla.dev", "backups", &["list", "watch"], "watched"),
+    (
+        "flotilla.dev",
+        "backups/status",
+        &["patch"],
+        "status by server-side apply",
+    ),
+    (
+        "flotilla.dev",
+        "backups/finalizers",
+        &["update"],
+        "blockOwnerDeletion on the Job of a Backup",
+    ),
+    (
+        "batch",
+        "jobs",
+        &["get", "list", "watch", "create", "patch"],
+        "the Job of a Backup, applied once then read",
+    ),
     (
         "events.k8s.io",
         "events",
@@ -100,6 +119,8 @@ const USED: &[(&str, &str, &[&str], &str)] = &[
 const KINDS: &[(&str, &str, &str)] = &[
     ("Cluster", "flotilla.dev", "clusters"),
     ("DatabaseGroup", "flotilla.dev", "databasegroups"),
+    ("Backup", "flotilla.dev", "backups"),
+    ("Job", "batch", "jobs"),
     ("StatefulSet", "apps", "statefulsets"),
     ("Service", "", "services"),
     ("ConfigMap", "", "configmaps"),

@@ -38,7 +38,21 @@ manifests in deploy/base carry the same rules, and a test compares them.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["list", "patch", "delete"]
-# Events on Clusters and DatabaseGroups.
+# Watch Backups and write their status; owner references on their Jobs.
+- apiGroups: ["flotilla.dev"]
+  resources: ["backups"]
+  verbs: ["list", "watch"]
+- apiGroups: ["flotilla.dev"]
+  resources: ["backups/status"]
+  verbs: ["patch"]
+- apiGroups: ["flotilla.dev"]
+  resources: ["backups/finalizers"]
+  verbs: ["update"]
+# The Job taking a Backup, created once by server-side apply and then read.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+# Events on Clusters, DatabaseGroups and Backups.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -3,17 +3,20 @@
 //!
 //! `kubectl flotilla [--kubeconfig FILE] [--context NAME] [-n NAMESPACE] COMMAND`:
 //! `status CLUSTER [-o text|json|yaml]`, `restart CLUSTER`, `pause CLUSTER`,
-//! `resume CLUSTER` (the last three accept `-o json` to print the updated Cluster).
+//! `resume CLUSTER` (the last three accept `-o json` to print the updated Cluster),
+//! `transfer-leadership CLUSTER POD`, `destroy CLUSTER POD --yes`,
+//! `backup CLUSTER --database DB --to URL [--wait]`.
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use flotilla_operator::crd::{Cluster, DatabaseGroup};
+use flotilla_operator::crd::{Backup, BackupPhase, Cluster, DatabaseGroup};
 use flotilla_operator::plugin::{
-    client, destroy_patch, hand_over_patch, patch_node_pod, pause_patch, restart_patch,
+    BackupRequest, backup_object, client, destroy_patch, hand_over_patch, patch_node_pod,
+    pause_patch, restart_patch,
 };
 use flotilla_operator::status_report::{render_text, report};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use std::io::Write;
 use std::path::PathBuf;
@@ -67,6 +70,37 @@ enum Command {
         /// Confirms that the node's data may be thrown away.
         #[arg(long)]
         yes: bool,
+    },
+    /// Back up a database of the cluster (through the operator: a Backup object, run by a
+    /// Job); prints the Backup's name, or with --wait its URL once complete.
+    Backup {
+        /// Name of the Cluster.
+        cluster: String,
+        /// The database to back up.
+        #[arg(long)]
+        database: String,
+        /// Where: s3://bucket/prefix, or file:///backup/... with --volume-claim.
+        #[arg(long)]
+        to: String,
+        /// A Secret whose keys become the Job's environment (AWS_* credentials;
+        /// FLOTILLA_USER and FLOTILLA_PASSWORD on a cluster with auth).
+        #[arg(long)]
+        secret: Option<String>,
+        /// A PersistentVolumeClaim mounted at /backup in the Job's pod.
+        #[arg(long)]
+        volume_claim: Option<String>,
+        /// Name of the Backup object (`<cluster>-<database>-<UTC time>` when unset).
+        #[arg(long)]
+        name: Option<String>,
+        /// Wait until the backup is Completed (exit 0) or Failed (exit 1).
+        #[arg(long)]
+        wait: bool,
+        /// Longest wait with --wait, e.g. 30m.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Output format: a sentence, or the Backup object.
+        #[arg(short, long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
 }
 
@@ -131,6 +165,34 @@ async fn main() -> anyhow::Result<()> {
             let done = "marked unrecoverable: the operator removes its node, deletes its \
                         volume and recreates it with a fresh node";
             return apply_to_node(client, &namespace, node, &destroy_patch(), done).await;
+        }
+        Command::Backup {
+            cluster,
+            database,
+            to,
+            secret,
+            volume_claim,
+            name,
+            wait,
+            timeout,
+            output,
+        } => {
+            let request = BackupRequest {
+                cluster,
+                database,
+                destination: to,
+                env_from_secret: secret,
+                volume_claim,
+                name,
+            };
+            return backup(
+                client,
+                &namespace,
+                &request,
+                wait.then_some(timeout),
+                output,
+            )
+            .await;
         }
     };
 
@@ -220,5 +282,74 @@ async fn apply(
         Output::Yaml => serde_saphyr::to_string(&updated)?,
     };
     std::io::stdout().lock().write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// Creates the Backup object and, when asked, waits for its end.
+async fn backup(
+    client: Client,
+    namespace: &str,
+    request: &BackupRequest,
+    wait: Option<std::time::Duration>,
+    output: Output,
+) -> anyhow::Result<()> {
+    // The Cluster must exist: a typo would otherwise leave a Backup pending for ever.
+    Api::<Cluster>::namespaced(client.clone(), namespace)
+        .get(&request.cluster)
+        .await
+        .with_context(|| format!("reading Cluster {namespace}/{}", request.cluster))?;
+    let backups: Api<Backup> = Api::namespaced(client, namespace);
+    let object = backup_object(request, namespace, k8s_openapi::jiff::Timestamp::now());
+    let mut backup = backups
+        .create(&PostParams::default(), &object)
+        .await
+        .context("creating the Backup")?;
+    let name = backup.metadata.name.clone().unwrap_or_default();
+    if let Some(timeout) = wait {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let phase = backup.status.as_ref().and_then(|s| s.phase);
+            if phase.is_some_and(|p| p.is_final()) {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "backup {namespace}/{name} is not done after {}: `kubectl get fbk {name}` shows where it is",
+                    humantime::format_duration(timeout)
+                );
+            }
+            eprintln!(
+                "backup {name}: {}",
+                phase.map_or("Pending".to_owned(), |p| format!("{p:?}"))
+            );
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            backup = backups
+                .get(&name)
+                .await
+                .with_context(|| format!("reading Backup {namespace}/{name}"))?;
+        }
+    }
+    let status = backup.status.clone().unwrap_or_default();
+    let text = match output {
+        Output::Json => serde_json::to_string_pretty(&backup)? + "\n",
+        Output::Yaml => serde_saphyr::to_string(&backup)?,
+        Output::Text => match status.phase {
+            Some(BackupPhase::Completed) => format!(
+                "backup {namespace}/{name} completed: {}\n",
+                status.url.unwrap_or_default()
+            ),
+            Some(BackupPhase::Failed) => format!(
+                "backup {namespace}/{name} failed: {}\n",
+                status.message.unwrap_or_default()
+            ),
+            _ => format!(
+                "backup {namespace}/{name} created: the operator runs it (`kubectl get fbk {name}`)\n"
+            ),
+        },
+    };
+    std::io::stdout().lock().write_all(text.as_bytes())?;
+    if status.phase == Some(BackupPhase::Failed) {
+        std::process::exit(1);
+    }
     Ok(())
 }

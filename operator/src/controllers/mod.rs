@@ -7,6 +7,7 @@
 
 pub mod apply;
 mod backoff;
+pub mod backup;
 pub mod cluster;
 pub mod database_group;
 mod observe;
@@ -14,11 +15,12 @@ mod observe;
 mod tests;
 
 use crate::admin::ClusterAdmin;
-use crate::crd::{Cluster, DatabaseGroup};
+use crate::crd::{Backup, Cluster, DatabaseGroup};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
@@ -118,6 +120,13 @@ where
     }
 }
 
+/// Whether a Cluster's status records its cluster id, as a predicate: a status lost (wiped by
+/// hand, or by a restore of the object without it) is written again at once, not at the next
+/// periodic pass, while the operator's own status writes trigger no reconcile.
+fn recorded_cluster_id(cluster: &Cluster) -> Option<u64> {
+    Some(u64::from(cluster.recorded_cluster_id().is_some()))
+}
+
 /// Fails with a hint when the CRDs are not installed.
 pub async fn check_crds_installed(client: &Client, namespace: Option<&str>) -> Result<()> {
     let probe = ListParams::default().limit(1);
@@ -127,6 +136,10 @@ pub async fn check_crds_installed(client: &Client, namespace: Option<&str>) -> R
             .await
             .map(drop),
         scoped::<DatabaseGroup>(client, namespace)
+            .list(&probe)
+            .await
+            .map(drop),
+        scoped::<Backup>(client, namespace)
             .list(&probe)
             .await
             .map(drop),
@@ -141,8 +154,8 @@ pub async fn check_crds_installed(client: &Client, namespace: Option<&str>) -> R
     Ok(())
 }
 
-/// Runs both controllers until a termination signal arrives, over every namespace or
-/// over `namespace` only.
+/// Runs the controllers (Clusters, DatabaseGroups, Backups) until a termination signal
+/// arrives, over every namespace or over `namespace` only.
 pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) -> Result<()> {
     check_crds_installed(&client, namespace).await?;
     let clusters = scoped::<Cluster>(&client, namespace);
@@ -152,7 +165,10 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) -> 
         .default_backoff()
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
+        .predicate_filter(
+            predicates::generation.combine(recorded_cluster_id),
+            Default::default(),
+        );
     let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=flotilla-operator");
     let pods = scoped::<Pod>(&client, namespace);
     let cluster_controller = Controller::for_stream(cluster_stream, reader)
@@ -215,13 +231,35 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) -> 
         .run(
             |group, ctx| with_backoff_reset(group, ctx, database_group::reconcile),
             error_policy::<DatabaseGroup>(database_group::CONTROLLER),
-            ctx,
+            ctx.clone(),
         )
         .for_each(|result| async move {
             if let Err(error) = result {
                 tracing::debug!(%error, "database group controller");
             }
         });
-    futures::join!(cluster_controller, group_controller);
+    let backups = scoped::<Backup>(&client, namespace);
+    let (reader, writer) = kube::runtime::reflector::store();
+    let backup_stream = watcher(backups, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    let backup_controller = Controller::for_stream(backup_stream, reader)
+        .owns(
+            scoped::<Job>(&client, namespace),
+            watcher::Config::default().labels("app.kubernetes.io/component=backup"),
+        )
+        .shutdown_on_signal()
+        .run(
+            |backup, ctx| with_backoff_reset(backup, ctx, backup::reconcile),
+            error_policy::<Backup>(backup::CONTROLLER),
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "backup controller");
+            }
+        });
+    futures::join!(cluster_controller, group_controller, backup_controller);
     Ok(())
 }

@@ -706,6 +706,7 @@ async fn a_pod_marked_unrecoverable_gets_a_fresh_node() {
     );
 }
 
+mod backups;
 mod database_groups;
 mod drift;
 mod placement;

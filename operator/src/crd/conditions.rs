@@ -113,6 +113,14 @@ pub enum Reason {
     VolumeGrowth,
     /// The nodes report a cluster id other than the one recorded.
     ClusterIdMismatch,
+    /// A backup waits for its Cluster or its Job's pod.
+    BackupPending,
+    /// A backup's Job is reading the shards.
+    BackupRunning,
+    /// A backup is complete.
+    BackupCompleted,
+    /// A backup's Job failed.
+    BackupFailed,
 }
 
 impl Reason {
@@ -143,6 +151,10 @@ impl Reason {
             Self::VolumeSizeRefused => "VolumeSizeRefused",
             Self::VolumeGrowth => "VolumeGrowth",
             Self::ClusterIdMismatch => "ClusterIdMismatch",
+            Self::BackupPending => "BackupPending",
+            Self::BackupRunning => "BackupRunning",
+            Self::BackupCompleted => "BackupCompleted",
+            Self::BackupFailed => "BackupFailed",
         }
     }
 }

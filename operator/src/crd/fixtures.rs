@@ -119,6 +119,7 @@ pub(crate) fn fake_api() -> flotilla_kubefake::FakeApi {
     let api = flotilla_kubefake::FakeApi::default();
     api.put(&Cluster::crd());
     api.put(&DatabaseGroup::crd());
+    api.put(&super::Backup::crd());
     for name in ["db", "ops"] {
         api.put(&Namespace {
             metadata: ObjectMeta {

@@ -3,6 +3,7 @@
 //! Accessors and naming helpers live beside each type (`*_funcs.rs`), typed
 //! condition types and reasons in [`conditions`].
 
+pub mod backup;
 pub mod cluster;
 pub mod cluster_funcs;
 pub mod conditions;
@@ -14,6 +15,7 @@ pub(crate) mod fixtures;
 mod tests;
 pub mod validation;
 
+pub use backup::{Backup, BackupPhase, BackupSpec, BackupStatus, SecretRef};
 pub use cluster::{
     Cluster, ClusterSpec, ClusterStatus, ImagePullPolicy, NodeRole, NodeState, NodeStatus,
     PodOverrides, ScaleDownIntent, ScaleDownPhase, ServicePorts, ServiceSpec, ServiceType,
@@ -35,5 +37,5 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Every CustomResourceDefinition the operator serves, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![Cluster::crd(), DatabaseGroup::crd()]
+    vec![Cluster::crd(), DatabaseGroup::crd(), Backup::crd()]
 }

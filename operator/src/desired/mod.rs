@@ -5,6 +5,7 @@
 //! the cluster id), so a second reconcile of an unchanged cluster builds identical
 //! objects and server-side apply changes nothing.
 
+pub mod backup_job;
 mod configmap;
 mod pdb;
 mod services;
@@ -13,7 +14,7 @@ mod statefulset;
 pub use configmap::{INITIAL_CLUSTER_STATE_KEY, configmap};
 pub use pdb::pod_disruption_budget;
 pub use services::{client_service, headless_service};
-pub use statefulset::statefulset;
+pub use statefulset::{NODE_UID, restricted_container, statefulset};
 
 use crate::crd::Cluster;
 use crate::crd::cluster_funcs::CLUSTER_ID_ANNOTATION;

@@ -199,18 +199,24 @@ fn node_container(cluster: &Cluster) -> Result<Container> {
                 ..VolumeMount::default()
             },
         ]),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(restricted_container()),
         ..Container::default()
     })
+}
+
+/// The security context of every container the operator runs (the restricted Pod Security
+/// profile): non-root, no privilege escalation, read-only root filesystem, no capabilities.
+pub fn restricted_container() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
 }
 
 /// Command-line arguments of `flotilla-node`. `$(VAR)` is expanded by the kubelet from the

@@ -8,6 +8,7 @@
 //! (what the `Cluster` reports). [`placement`] decides, beside the steps, which nodes
 //! get the placement labels of the Kubernetes Nodes they run on.
 
+pub mod backup;
 pub mod bootstrap;
 mod checks;
 pub mod database_group;

@@ -1,0 +1,277 @@
+//! The Job that takes a [`Backup`]: one pod running `flotilla backup create` against the
+//! cluster's client Service, with the backup's id fixed so that its URL is known before it
+//! runs, and no retry (a failed attempt leaves a partial directory that a retry under the same
+//! id would refuse; a failed Backup is replaced by a new one).
+
+use crate::crd::Cluster;
+use crate::crd::backup::Backup;
+use crate::desired::{NODE_UID, restricted_container};
+use crate::error::{Error, Result};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvFromSource, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
+    PodTemplateSpec, SeccompProfile, SecretEnvSource, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+use std::collections::BTreeMap;
+
+/// Label naming the Backup a Job (and its pod) belongs to.
+pub const BACKUP_LABEL: &str = "flotilla.dev/backup";
+/// Where `spec.volumeClaim` is mounted in the Job's pod.
+pub const BACKUP_MOUNT: &str = "/backup";
+/// Longest time a backup Job may run.
+pub const BACKUP_DEADLINE_SECONDS: i64 = 6 * 3600;
+
+/// The id of the backup (its directory under the destination): the namespace and the
+/// Backup's name, so that Backups of different namespaces sharing a bucket never collide.
+pub fn backup_id(backup: &Backup) -> Result<String> {
+    let name = backup
+        .metadata
+        .name
+        .as_deref()
+        .ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let namespace = backup.namespace().unwrap_or_else(|| "default".to_owned());
+    Ok(format!("{namespace}-{name}"))
+}
+
+/// The URL the backup will have: its id under the destination.
+pub fn backup_url(backup: &Backup) -> Result<String> {
+    Ok(format!(
+        "{}/{}",
+        backup.spec.destination.trim_end_matches('/'),
+        backup_id(backup)?
+    ))
+}
+
+/// Labels of the Job and its pod: the Backup's and the Cluster's names, never the labels
+/// that select the cluster's node pods.
+fn labels(backup: &Backup, cluster: &Cluster) -> Result<BTreeMap<String, String>> {
+    Ok(BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "flotilla".to_owned()),
+        (
+            "app.kubernetes.io/instance".to_owned(),
+            cluster.name()?.to_owned(),
+        ),
+        (
+            "app.kubernetes.io/component".to_owned(),
+            "backup".to_owned(),
+        ),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "flotilla-operator".to_owned(),
+        ),
+        (BACKUP_LABEL.to_owned(), backup.name_any()),
+    ]))
+}
+
+/// The Job taking `backup` of a database of `cluster`, owned by the Backup.
+pub fn backup_job(backup: &Backup, cluster: &Cluster) -> Result<Job> {
+    let name = backup
+        .metadata
+        .name
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let labels = labels(backup, cluster)?;
+    let endpoint = format!(
+        "{}.{}.svc:{}",
+        cluster.client_service_name()?,
+        cluster.namespace_or_default(),
+        cluster.spec.service.ports.client
+    );
+    let args = vec![
+        "--endpoints".to_owned(),
+        endpoint,
+        "--timeout".to_owned(),
+        "60s".to_owned(),
+        "backup".to_owned(),
+        "create".to_owned(),
+        backup.spec.database.clone(),
+        "--to".to_owned(),
+        backup.spec.destination.clone(),
+        "--id".to_owned(),
+        backup_id(backup)?,
+    ];
+    let mut volumes = Vec::new();
+    let mut mounts = Vec::new();
+    if let Some(claim) = &backup.spec.volume_claim {
+        volumes.push(Volume {
+            name: "backup".to_owned(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "backup".to_owned(),
+            mount_path: BACKUP_MOUNT.to_owned(),
+            ..VolumeMount::default()
+        });
+    }
+    let container = Container {
+        name: "backup".to_owned(),
+        image: Some(cluster.spec.image.clone()),
+        image_pull_policy: Some(cluster.image_pull_policy().to_owned()),
+        command: Some(vec!["flotilla".to_owned()]),
+        args: Some(args),
+        env_from: backup.spec.env_from_secret.as_ref().map(|secret| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: secret.name.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvFromSource::default()
+            }]
+        }),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        security_context: Some(restricted_container()),
+        ..Container::default()
+    };
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(cluster.namespace_or_default().to_owned()),
+            labels: Some(labels.clone()),
+            owner_references: backup.controller_owner_ref(&()).map(|r| vec![r]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            active_deadline_seconds: Some(BACKUP_DEADLINE_SECONDS),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".to_owned()),
+                    containers: vec![container],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
+                    // Service links would inject FLOTILLA_* variables, which the CLI reads.
+                    enable_service_links: Some(false),
+                    automount_service_account_token: Some(false),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(NODE_UID),
+                        run_as_group: Some(NODE_UID),
+                        fs_group: Some(NODE_UID),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::backup::{BackupSpec, SecretRef};
+    use crate::crd::database_group::ClusterRef;
+
+    fn backup() -> Backup {
+        let mut backup = Backup::new(
+            "nightly",
+            BackupSpec {
+                cluster_ref: ClusterRef {
+                    name: "flotilla".to_owned(),
+                },
+                database: "orders".to_owned(),
+                destination: "s3://bucket/flotilla/".to_owned(),
+                env_from_secret: Some(SecretRef {
+                    name: "s3-credentials".to_owned(),
+                }),
+                volume_claim: None,
+            },
+        );
+        backup.metadata.namespace = Some("db".to_owned());
+        backup.metadata.uid = Some("b-uid".to_owned());
+        backup
+    }
+
+    #[test]
+    fn the_job_runs_backup_create_against_the_client_service_with_a_fixed_id() {
+        let job = backup_job(&backup(), &Cluster::test()).unwrap();
+        let spec = job.spec.unwrap();
+        assert_eq!(
+            spec.backoff_limit,
+            Some(0),
+            "never retried under the same id"
+        );
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("flotilla/flotilla-node:0.1.0")
+        );
+        assert_eq!(container.command, Some(vec!["flotilla".to_owned()]));
+        let args = container.args.clone().unwrap_or_default().join(" ");
+        assert_eq!(
+            args,
+            "--endpoints flotilla.db.svc:7100 --timeout 60s backup create orders \
+             --to s3://bucket/flotilla/ --id db-nightly"
+        );
+        let secret = container
+            .env_from
+            .as_ref()
+            .and_then(|e| e[0].secret_ref.clone());
+        assert_eq!(secret.map(|s| s.name), "s3-credentials".to_owned().into());
+        assert_eq!(
+            backup_url(&backup()).unwrap(),
+            "s3://bucket/flotilla/db-nightly"
+        );
+    }
+
+    #[test]
+    fn the_job_is_owned_by_its_backup_and_its_pod_is_not_selected_as_a_node() {
+        let cluster = Cluster::test();
+        let job = backup_job(&backup(), &cluster).unwrap();
+        let owner = &job.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("Backup", "nightly")
+        );
+        let pod_labels = job.spec.unwrap().template.metadata.unwrap().labels.unwrap();
+        let selects_nodes = cluster
+            .selector_labels()
+            .unwrap()
+            .iter()
+            .all(|(k, v)| pod_labels.get(k) == Some(v));
+        assert!(!selects_nodes, "{pod_labels:?}");
+        assert!(!pod_labels.contains_key(crate::crd::cluster_funcs::CLUSTER_LABEL));
+        assert_eq!(
+            pod_labels.get(BACKUP_LABEL).map(String::as_str),
+            Some("nightly")
+        );
+    }
+
+    #[test]
+    fn a_volume_claim_is_mounted_for_a_file_destination() {
+        let mut backup = backup();
+        backup.spec.destination = "file:///backup/flotilla".to_owned();
+        backup.spec.volume_claim = Some("backups".to_owned());
+        let pod = backup_job(&backup, &Cluster::test())
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let claim = pod.volumes.unwrap()[0]
+            .persistent_volume_claim
+            .clone()
+            .map(|c| c.claim_name);
+        assert_eq!(claim.as_deref(), Some("backups"));
+        let mount = &pod.containers[0].volume_mounts.clone().unwrap()[0];
+        assert_eq!(mount.mount_path, BACKUP_MOUNT);
+    }
+}
