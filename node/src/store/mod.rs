@@ -22,6 +22,7 @@ pub mod power_loss;
 mod query;
 mod state_machine;
 mod tables;
+pub use tables::DATA_FORMAT;
 pub(crate) mod txn;
 mod writer;
 
@@ -56,6 +57,15 @@ pub enum StoreError {
     Io(#[from] io::Error),
     #[error(transparent)]
     Codec(#[from] crate::codec::CodecError),
+    /// The data directory was written in another format than this build reads (see
+    /// [`DATA_FORMAT`]); nothing in it was changed.
+    #[error(
+        "the data directory holds data of format {found}, and this Flotilla reads format \
+         {expected} only; it was left as it was. Start the node on an empty data directory (it \
+         joins the cluster and copies its replicas from the other nodes), or restore a backup \
+         into a new cluster"
+    )]
+    Format { found: u32, expected: u32 },
 }
 
 impl From<redb::DatabaseError> for StoreError {

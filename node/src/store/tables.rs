@@ -42,7 +42,14 @@ pub(crate) const KEY_MEMBERSHIP: &str = "membership";
 pub(crate) const KEY_META: &str = "meta";
 pub(crate) const KEY_CHANGES_FLOOR: &str = "changes_floor";
 
-/// Reads the node id from the log file, generating and storing one on first open.
+/// The format of the data files this build reads and writes. It changes with any change of
+/// how something stored is encoded; a node refuses a data directory of another format rather
+/// than misread it. Format 1: directories written before the format was recorded.
+pub const DATA_FORMAT: u32 = 2;
+const KEY_FORMAT: &str = "format";
+
+/// Reads the node id from the log file, generating and storing one (with the data format) on
+/// first open; refuses a data directory of another format, changing nothing in it.
 pub(crate) fn init_node_id(db: &Database) -> Result<NodeId, StoreError> {
     let txn = db.begin_write()?;
     let id = {
@@ -50,6 +57,22 @@ pub(crate) fn init_node_id(db: &Database) -> Result<NodeId, StoreError> {
         let existing = table
             .get("node_id")?
             .map(|v| v.value().try_into().map(u64::from_le_bytes));
+        let format = table
+            .get(KEY_FORMAT)?
+            .map(|v| v.value().try_into().map(u32::from_le_bytes));
+        if existing.is_some() {
+            let found = match format {
+                None => 1,
+                Some(Ok(found)) => found,
+                Some(Err(_)) => 0,
+            };
+            if found != DATA_FORMAT {
+                return Err(StoreError::Format {
+                    found,
+                    expected: DATA_FORMAT,
+                });
+            }
+        }
         match existing {
             Some(Ok(id)) => id,
             Some(Err(_)) => {
@@ -67,6 +90,7 @@ pub(crate) fn init_node_id(db: &Database) -> Result<NodeId, StoreError> {
                     }
                 };
                 table.insert("node_id", id.to_le_bytes().as_slice())?;
+                table.insert(KEY_FORMAT, DATA_FORMAT.to_le_bytes().as_slice())?;
                 id
             }
         }

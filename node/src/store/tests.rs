@@ -353,6 +353,57 @@ async fn applied_documents_survive_a_clean_reopen() {
     assert_eq!(sm.list("c", "d", "", 100).unwrap().len(), 20);
 }
 
+#[test]
+fn a_data_directory_of_another_format_is_refused_and_left_as_it_was() {
+    use redb::{Database, ReadableDatabase};
+
+    use super::StoreError;
+    use super::tables::{DATA_FORMAT, NODE};
+
+    let dir = TempDir::new().unwrap();
+    let id = open(&dir).node_id();
+    assert_eq!(open(&dir).node_id(), id, "the same format opens as it was");
+    let log_file = dir.path().join("flotilla.redb");
+    let set_format = |format: Option<u32>| {
+        let db = Database::create(&log_file).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut node = txn.open_table(NODE).unwrap();
+            match format {
+                Some(f) => {
+                    node.insert("format", f.to_le_bytes().as_slice()).unwrap();
+                }
+                None => {
+                    node.remove("format").unwrap();
+                }
+            }
+        }
+        txn.commit().unwrap();
+    };
+    // What the node table holds: the node id and the format.
+    let stored = || {
+        let db = Database::create(&log_file).unwrap();
+        let txn = db.begin_read().unwrap();
+        let node = txn.open_table(NODE).unwrap();
+        let get = |key: &str| node.get(key).unwrap().map(|v| v.value().to_vec());
+        (get("node_id"), get("format"))
+    };
+    for (format, found) in [(None, 1), (Some(DATA_FORMAT + 1), DATA_FORMAT + 1)] {
+        set_format(format);
+        let before = stored();
+        match Storage::open(dir.path(), Histogram::new([0.001, 0.01])) {
+            Err(StoreError::Format { found: f, expected }) => {
+                assert_eq!((f, expected), (found, DATA_FORMAT));
+            }
+            Err(other) => panic!("format {format:?}: {other}"),
+            Ok(_) => panic!("format {format:?} was opened"),
+        }
+        assert_eq!(stored(), before, "nothing was written");
+    }
+    set_format(Some(DATA_FORMAT));
+    assert_eq!(open(&dir).node_id(), id, "the node keeps its id");
+}
+
 #[tokio::test]
 async fn a_data_directory_with_one_file_for_everything_keeps_its_documents() {
     use redb::{Database, ReadableDatabase};

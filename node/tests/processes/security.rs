@@ -381,7 +381,8 @@ async fn a_cluster_with_mutual_tls_serves_clients_over_tls_and_refuses_the_rest(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_certificate_replaced_on_disk_is_presented_to_new_connections() {
+async fn a_certificate_replaced_on_disk_under_load_is_presented_to_new_connections_and_loses_no_request()
+ {
     let cluster = TlsCluster::start(1).await;
     let node = &cluster.nodes[0];
     let certs = cluster._root.path().join("certs-0");
@@ -392,9 +393,40 @@ async fn a_certificate_replaced_on_disk_is_presented_to_new_connections() {
         .unwrap();
     assert_eq!(seen, first);
 
-    // A client connected before the swap.
+    // A client connected before the swap, and writers that keep writing through it, and
+    // through new clients (new connections), all along the rotation.
     let client = cluster.client();
     client.create_database("t", None, None).await.unwrap();
+    client
+        .wait_for_database("t", Duration::from_secs(30), |_| {})
+        .await
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = |client: Client, name: &'static str, fresh: Option<ClientOptions>| {
+        let stop = stop.clone();
+        let endpoint = node.endpoint();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("{name}-{i}");
+                let client = match &fresh {
+                    Some(options) => Client::with_options(vec![endpoint.clone()], options.clone())
+                        .map_err(|e| format!("{id}: client: {e}"))?,
+                    None => client.clone(),
+                };
+                client
+                    .put("t", "c", &id, "{}", None)
+                    .await
+                    .map_err(|e| format!("{id}: {e}"))?;
+                acked.push(id);
+                i += 1;
+            }
+            Ok::<_, String>(acked)
+        })
+    };
+    let steady = writer(client.clone(), "steady", None);
+    let fresh = writer(client.clone(), "fresh", Some(tls_options(&cluster.ca)));
 
     let second = cluster.ca.issue("node-0 renewed");
     // Key first, then certificate: the node may see the pair half replaced in between and
@@ -416,19 +448,28 @@ async fn a_certificate_replaced_on_disk_is_presented_to_new_connections() {
         })
         .await;
     }
-    // The connection opened before the swap still serves.
-    client
-        .wait_for_database("t", Duration::from_secs(30), |_| {})
-        .await
-        .unwrap();
-    client.put("t", "c", "k", "{}", None).await.unwrap();
-    assert!(
-        client
-            .get("t", "c", "k", Consistency::Linearizable)
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for (what, task) in [("steady", steady), ("fresh", fresh)] {
+        match task.await.unwrap() {
+            Ok(ids) => {
+                assert!(
+                    !ids.is_empty(),
+                    "the {what} writer wrote during the rotation"
+                );
+                acked.extend(ids);
+            }
+            Err(e) => panic!("a write failed during the rotation: {e}"),
+        }
+    }
+    // Every acknowledged write is there, read through the connection opened before the swap.
+    for id in &acked {
+        let doc = client
+            .get("t", "c", id, Consistency::Linearizable)
             .await
-            .unwrap()
-            .is_some()
-    );
+            .unwrap();
+        assert!(doc.is_some(), "{id} was acknowledged and is lost");
+    }
 }
 
 /// A Peer call to `addr` stamped as `from` of `cluster` (as a node's own calls are).
