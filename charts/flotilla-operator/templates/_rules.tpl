@@ -37,7 +37,7 @@ manifests in deploy/base carry the same rules, and a test compares them.
 # Keep the cluster id on every volume (patch); delete the volumes of removed nodes.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["list", "patch", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 # Events on Clusters and DatabaseGroups.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
@@ -59,5 +59,5 @@ onto the Flotilla node. It only gets Nodes by name; it neither lists nor watches
 {{- define "flotilla-operator.leaderElectionRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "create", "update"]
 {{- end }}
