@@ -10,8 +10,12 @@
 //! documents are written through the client Service; a deleted pod shows its replicas in
 //! Rehab while it is away and as Members once it is back; scaling to 5 adds nodes; scaling
 //! back to 3 drains and removes nodes before the StatefulSet shrinks and loses no
-//! acknowledged write; deleting the DatabaseGroup with `deletionPolicy: Delete` drops the
-//! database.
+//! acknowledged write; a larger `storage.size` grows every volume and re-creates the
+//! StatefulSet around its pods without restarting one; a node whose machine is lost and
+//! whose pod stays Terminating there is replaced (while the cluster has 5 nodes, so that its
+//! replicas have somewhere to go) once `forceDeleteAfter` has passed (the pod deleted with
+//! no grace period, with a Warning Event), losing no acknowledged write;
+//! deleting the DatabaseGroup with `deletionPolicy: Delete` drops the database.
 //!
 //! The node binary is `FLOTILLA_NODE_BIN`, or `flotilla-node` built with cargo next to this
 //! test's executable.
@@ -26,6 +30,7 @@ use flotilla_e2e::kubelet::{Kubelet, KubeletOptions, Machine};
 use flotilla_kubefake::FakeApiServer;
 use flotilla_operator::admin::grpc::GrpcAdmin;
 use flotilla_operator::controllers::{self, Context};
+use flotilla_operator::crd::cluster_funcs::UNRECOVERABLE_ANNOTATION;
 use flotilla_operator::crd::{Cluster, DatabaseGroup};
 use flotilla_operator::desired::INITIAL_CLUSTER_STATE_KEY;
 use flotilla_operator::leader::Election;
@@ -54,6 +59,11 @@ const USER: &str = "kubectl";
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(250);
+/// The volumes' size at first, and after they grow.
+const FIRST_SIZE: &str = "10Gi";
+const GROWN_SIZE: &str = "20Gi";
+/// `spec.forceDeleteAfter`: the shortest the CRD accepts, to keep the scenario short.
+const FORCE_DELETE_AFTER: Duration = Duration::from_secs(30);
 
 /// The `flotilla-node` binary: `FLOTILLA_NODE_BIN`, or built with cargo into the target
 /// directory of this test.
@@ -107,6 +117,8 @@ struct Harness {
     kubelet: Option<Kubelet>,
     client: kube::Client,
     operator: tokio::task::JoinHandle<()>,
+    /// The `storage.size` the Cluster is applied with.
+    storage_size: std::sync::Mutex<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -130,11 +142,13 @@ impl Harness {
                 probe_period: Duration::from_millis(500),
                 max_grace: Duration::from_secs(15),
                 root: dir.path().to_path_buf(),
-                // Pod i runs on machine i mod 3: pods 0, 2 and 3 in zone a, 1 and 4 in zone b.
+                // Pod i runs on machine i mod 4: pods 0, 2 and 4 in zone a, 1 and 3 in zone b
+                // (pod 3 alone on its machine, which the scenario loses).
                 machines: vec![
                     Machine::new("machine-a1", &[(ZONE_LABEL, ZONE_A)]),
                     Machine::new("machine-b1", &[(ZONE_LABEL, ZONE_B)]),
                     Machine::new("machine-a2", &[(ZONE_LABEL, ZONE_A)]),
+                    Machine::new("machine-b2", &[(ZONE_LABEL, ZONE_B)]),
                 ],
             },
         )
@@ -186,6 +200,7 @@ impl Harness {
             kubelet: Some(kubelet),
             client,
             operator,
+            storage_size: std::sync::Mutex::new(FIRST_SIZE.to_owned()),
             _dir: dir,
         }
     }
@@ -210,6 +225,12 @@ impl Harness {
         cluster["spec"]["replicas"] = json!(replicas);
         cluster["spec"]["heartbeatInterval"] = json!("100ms");
         cluster["spec"]["electionTimeout"] = json!("1s");
+        cluster["spec"]["forceDeleteAfter"] = json!(format!("{}s", FORCE_DELETE_AFTER.as_secs()));
+        let size = self
+            .storage_size
+            .lock()
+            .map_or_else(|p| p.into_inner().clone(), |s| s.clone());
+        cluster["spec"]["storage"]["size"] = json!(size);
         self.clusters()
             .patch(
                 CLUSTER,
@@ -340,6 +361,18 @@ impl Harness {
             .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Cluster"))
             .filter_map(|e| e.note)
             .collect()
+    }
+
+    /// The Cluster's conditions, as `type=status reason: message`.
+    async fn conditions(&self) -> String {
+        let cluster = self.clusters().get(CLUSTER).await.ok();
+        let status = cluster.and_then(|c| c.status).unwrap_or_default();
+        status
+            .conditions
+            .iter()
+            .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// Prints the nodes' logs (on failure).
@@ -620,10 +653,13 @@ async fn a_cluster_and_a_database_group_come_alive_heal_scale_and_go() {
         .wait_cluster(
             "the new nodes to carry the zone of their machines",
             STEP_TIMEOUT,
-            zones_assigned(&[("flotilla-3", ZONE_A), ("flotilla-4", ZONE_B)]),
+            zones_assigned(&[("flotilla-3", ZONE_B), ("flotilla-4", ZONE_A)]),
         )
         .await;
     write(&database, &mut acknowledged, 60..80).await;
+    // With 5 nodes the replicas of a lost node have somewhere to go; flotilla-3 holds no
+    // replica of the zoned database (RF 2), which could not lose one.
+    a_pod_stuck_on_a_lost_machine_is_replaced(&harness, &database, &mut acknowledged).await;
 
     progress("scaling the Cluster back to 3 nodes");
     harness.apply_cluster(3).await;
@@ -673,6 +709,8 @@ async fn a_cluster_and_a_database_group_come_alive_heal_scale_and_go() {
 
     drift_is_reverted(&harness).await;
     a_lost_status_restarts_and_shrinks_nothing(&harness, &database, &mut acknowledged).await;
+    check_all_readable(&database, &acknowledged).await;
+    volumes_grow_under_running_pods(&harness, &database, &mut acknowledged).await;
     check_all_readable(&database, &acknowledged).await;
 
     progress("deleting the DatabaseGroup with deletionPolicy Delete");
@@ -832,4 +870,259 @@ async fn a_lost_status_restarts_and_shrinks_nothing(
     let uids_after = uids(pods.list(&ListParams::default()).await.expect("pods").items);
     assert_eq!(uids_before, uids_after, "no pod was restarted or replaced");
     write(database, acknowledged, 80..90).await;
+}
+
+/// Every pod's uid and container restart count: the same pod with the same count has run
+/// the same process all along.
+async fn pod_runs(harness: &Harness) -> BTreeMap<String, (String, i32)> {
+    Api::<Pod>::namespaced(harness.client.clone(), NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .expect("pods")
+        .items
+        .into_iter()
+        .filter_map(|p| {
+            let restarts = p
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .first()?
+                .restart_count;
+            Some((p.name_any(), (p.metadata.uid?, restarts)))
+        })
+        .collect()
+}
+
+/// The storage request of the StatefulSet's claim template and every claim's capacity.
+async fn volume_sizes(harness: &Harness) -> (Option<String>, BTreeMap<String, Option<String>>) {
+    let template = Api::<StatefulSet>::namespaced(harness.client.clone(), NAMESPACE)
+        .get_opt(CLUSTER)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| s.spec?.volume_claim_templates?.into_iter().next())
+        .and_then(|t| t.spec?.resources?.requests?.remove("storage"))
+        .map(|q| q.0);
+    let capacities = Api::<PersistentVolumeClaim>::namespaced(harness.client.clone(), NAMESPACE)
+        .list(&ListParams::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| {
+            let capacity = c
+                .status
+                .clone()
+                .and_then(|s| s.capacity)
+                .and_then(|mut c| c.remove("storage"))
+                .map(|q| q.0);
+            (c.name_any(), capacity)
+        })
+        .collect();
+    (template, capacities)
+}
+
+/// A larger `storage.size`: the operator grows every volume (the stand-in's StorageClass
+/// allows it and its driver completes each resize), waits for the new capacity, then
+/// re-creates the StatefulSet with the larger claim template around the running pods. The
+/// status shows the growth while it goes on; no node restarts; every write stays readable.
+async fn volumes_grow_under_running_pods(
+    harness: &Harness,
+    database: &Client,
+    acknowledged: &mut BTreeMap<String, String>,
+) {
+    let runs_before = pod_runs(harness).await;
+    assert_eq!(runs_before.len(), 3, "{runs_before:?}");
+    progress(format!(
+        "raising storage.size from {FIRST_SIZE} to {GROWN_SIZE}"
+    ));
+    *harness
+        .storage_size
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = GROWN_SIZE.to_owned();
+    harness.apply_cluster(3).await;
+    harness
+        .wait_cluster(
+            "the status to show the volumes growing",
+            STEP_TIMEOUT,
+            |cluster| {
+                let progressing = cluster
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Progressing"))
+                    .map(|c| format!("{} {}: {}", c.status, c.reason, c.message));
+                match progressing {
+                    Some(p) if p.starts_with("True VolumeGrowth") => Ok(()),
+                    other => Err(format!("Progressing is {other:?}")),
+                }
+            },
+        )
+        .await;
+    write(database, acknowledged, 100..110).await;
+    let grown = wait::until_async(
+        "every volume and the claim template to have the new size",
+        START_TIMEOUT,
+        POLL,
+        || async {
+            let (template, capacities) = volume_sizes(harness).await;
+            let done = template.as_deref() == Some(GROWN_SIZE)
+                && capacities.len() == 3
+                && capacities
+                    .values()
+                    .all(|c| c.as_deref() == Some(GROWN_SIZE));
+            if done {
+                Ok(Some(capacities))
+            } else {
+                Err(format!(
+                    "claim template {template:?}, volumes {capacities:?}"
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    progress(format!("volumes grown: {grown:?}"));
+    harness
+        .wait_cluster(
+            "the Cluster to be Ready after growing its volumes",
+            STEP_TIMEOUT,
+            |c| {
+                ready(c)?;
+                let reason = c
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Progressing"))
+                    .map(|c| c.reason.clone());
+                if reason.as_deref() == Some("VolumeGrowth") {
+                    Err("still growing volumes".to_owned())
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+    assert_eq!(
+        pod_runs(harness).await,
+        runs_before,
+        "no pod was re-created and no node process restarted"
+    );
+    let events = harness.cluster_events().await;
+    let position = |needle: &str| events.iter().position(|e| e.contains(needle));
+    let recreated = position("re-creating the StatefulSet")
+        .unwrap_or_else(|| panic!("an Event for re-creating the StatefulSet: {events:#?}"));
+    for ordinal in 0..3 {
+        let grown = position(&format!(
+            "growing volume data-{CLUSTER}-{ordinal} to {GROWN_SIZE}"
+        ))
+        .unwrap_or_else(|| panic!("volume {ordinal} grown: {events:#?}"));
+        assert!(grown < recreated, "{events:#?}");
+    }
+    check_all_readable(database, acknowledged).await;
+}
+
+/// The machine of a pod is lost (its process dies, its Node turns NotReady) and the node is
+/// declared unrecoverable, as `kubectl flotilla destroy` does. The operator removes the node
+/// from the cluster and deletes its volume and pod; the pod stays Terminating on the lost
+/// machine, whose kubelet will never finish the deletion, so once `forceDeleteAfter` has
+/// passed the operator deletes it with no grace period and says so in a Warning Event. A
+/// fresh node then starts on another machine and the cluster is whole again.
+async fn a_pod_stuck_on_a_lost_machine_is_replaced(
+    harness: &Harness,
+    database: &Client,
+    acknowledged: &mut BTreeMap<String, String>,
+) {
+    let (victim, machine) = ("flotilla-3", "machine-b2");
+    let pods = Api::<Pod>::namespaced(harness.client.clone(), NAMESPACE);
+    let lost = pods.get(victim).await.expect("the pod");
+    assert_eq!(
+        lost.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(machine)
+    );
+    progress(format!(
+        "losing {machine}, where {victim} runs, and marking {victim} unrecoverable"
+    ));
+    harness.kubelet().lose_machine(machine);
+    let mark = json!({"metadata": {"annotations": {UNRECOVERABLE_ANNOTATION: "true"}}});
+    pods.patch(victim, &PatchParams::default(), &Patch::Merge(&mark))
+        .await
+        .expect("pod annotated");
+    let stuck = wait::until_async(
+        &format!("{victim} to be Terminating on the lost machine"),
+        STEP_TIMEOUT,
+        POLL,
+        || async {
+            let pod = pods.get(victim).await.map_err(|e| e.to_string())?;
+            if pod.metadata.uid == lost.metadata.uid && pod.metadata.deletion_timestamp.is_some() {
+                Ok(Some(std::time::Instant::now()))
+            } else {
+                Err(format!(
+                    "deletionTimestamp {:?}; {}",
+                    pod.metadata.deletion_timestamp,
+                    harness.conditions().await
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The cluster keeps a majority meanwhile.
+    write(database, acknowledged, 110..120).await;
+    let fresh = wait::until_async(
+        &format!("a fresh {victim} on another machine"),
+        FORCE_DELETE_AFTER + STEP_TIMEOUT,
+        POLL,
+        || async {
+            let pod = pods.get_opt(victim).await.map_err(|e| e.to_string())?;
+            match pod {
+                Some(pod) if pod.metadata.uid != lost.metadata.uid => Ok(Some(pod)),
+                Some(pod) => Err(format!(
+                    "still the lost pod, deleting since {:?}; {}",
+                    pod.metadata.deletion_timestamp,
+                    harness.conditions().await
+                )),
+                None => Err("no pod".to_owned()),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let waited = stuck.elapsed();
+    assert!(
+        waited + Duration::from_secs(2) >= FORCE_DELETE_AFTER,
+        "the pod was deleted by force after {waited:?}, before forceDeleteAfter"
+    );
+    let placed = fresh.spec.as_ref().and_then(|s| s.node_name.clone());
+    assert!(
+        placed.as_deref().is_some_and(|m| m != machine),
+        "the fresh pod runs on {placed:?}"
+    );
+    let events = harness.cluster_events().await;
+    assert!(
+        events.iter().any(|e| e.contains(&format!(
+            "{victim} was stuck terminating on Kubernetes node {machine}"
+        ))),
+        "an Event tells of the forced deletion: {events:#?}"
+    );
+    harness
+        .wait_cluster(
+            "the Cluster to be Ready with a fresh node",
+            START_TIMEOUT,
+            ready,
+        )
+        .await;
+    harness
+        .wait_group(
+            "every shard of the database to have 3 members again",
+            settled_on(&[
+                "flotilla-0",
+                "flotilla-1",
+                "flotilla-2",
+                "flotilla-3",
+                "flotilla-4",
+            ]),
+        )
+        .await;
+    write(database, acknowledged, 120..130).await;
+    check_all_readable(database, acknowledged).await;
 }

@@ -98,6 +98,13 @@ impl Default for Registry {
                 t("events.k8s.io", "events", "Event", true, false),
                 t("coordination.k8s.io", "leases", "Lease", true, false),
                 t(
+                    "storage.k8s.io",
+                    "storageclasses",
+                    "StorageClass",
+                    false,
+                    false,
+                ),
+                t(
                     "apiextensions.k8s.io",
                     "customresourcedefinitions",
                     "CustomResourceDefinition",

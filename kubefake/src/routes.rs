@@ -233,8 +233,13 @@ fn answer(
             let grace = options["gracePeriodSeconds"]
                 .as_i64()
                 .or_else(|| query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+            let policy = options["propagationPolicy"]
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| query.get("propagationPolicy").cloned());
             let options = DeleteOptions {
                 grace_period_seconds: grace,
+                orphan: policy.as_deref() == Some("Orphan"),
             };
             ok(store.delete(&target.rt, ns, &name, options)?)
         }

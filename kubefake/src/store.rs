@@ -85,6 +85,8 @@ pub enum PatchKind {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
+    /// `propagationPolicy: Orphan`: the dependents lose their owner reference and stay.
+    pub orphan: bool,
 }
 
 /// The start of a watch: the changes to send first, and the live feed after them.
@@ -374,6 +376,7 @@ impl Store {
             map.remove("resourceVersion");
             map.remove("generateName");
         }
+        let body = volumes::admit_new_claim(&state, rt, body);
         let body = state.admit(rt, &name, body, None)?;
         if rt.is_crd() {
             let types = Registry::from_crd(&body);
@@ -483,6 +486,9 @@ impl Store {
                  fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', \
                  'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
             ));
+        }
+        if !status {
+            volumes::admit_claim_resize(state, rt, old, &new)?;
         }
         if status {
             let mut only_status = old.clone();
@@ -605,3 +611,4 @@ mod delete;
 mod direct;
 #[cfg(test)]
 mod tests;
+mod volumes;

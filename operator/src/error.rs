@@ -53,9 +53,13 @@ pub enum Error {
     #[error("leadership lost to another operator process")]
     LeadershipLost,
 
-    /// The leader lease could not be read, taken, renewed or released.
-    #[error("leader lease: {0}")]
-    Lease(#[from] kube_lease_manager::LeaseManagerError),
+    /// The leader lease could not be renewed in time: its holder steps down.
+    #[error("the leader lease was not renewed within {within:?}")]
+    LeaseNotRenewed {
+        within: std::time::Duration,
+        #[source]
+        last_error: Option<Box<kube::Error>>,
+    },
 
     /// The operator's CRDs are missing from the Kubernetes API.
     #[error(

@@ -73,8 +73,8 @@ const USED: &[(&str, &str, &[&str], &str)] = &[
     (
         "",
         "persistentvolumeclaims",
-        &["list", "patch", "delete"],
-        "cluster id annotation; volumes of removed nodes",
+        &["list", "watch", "patch", "delete"],
+        "watched (volume growth); cluster id annotation; volumes of removed nodes",
     ),
     ("flotilla.dev", "backups", &["list", "watch"], "watched"),
     (
@@ -110,8 +110,8 @@ const USED: &[(&str, &str, &[&str], &str)] = &[
     (
         "coordination.k8s.io",
         "leases",
-        &["get", "create", "patch"],
-        "leader election (kube-lease-manager)",
+        &["get", "create", "update"],
+        "leader election: read, take and renew by resourceVersion",
     ),
 ];
 

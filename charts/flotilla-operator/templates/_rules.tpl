@@ -37,7 +37,7 @@ manifests in deploy/base carry the same rules, and a test compares them.
 # Keep the cluster id on every volume (patch); delete the volumes of removed nodes.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["list", "patch", "delete"]
+  verbs: ["list", "watch", "patch", "delete"]
 # Watch Backups and write their status; owner references on their Jobs.
 - apiGroups: ["flotilla.dev"]
   resources: ["backups"]
@@ -73,5 +73,5 @@ onto the Flotilla node. It only gets Nodes by name; it neither lists nor watches
 {{- define "flotilla-operator.leaderElectionRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "create", "update"]
 {{- end }}

@@ -4,14 +4,22 @@
 //! Scheduling is deterministic so that a test knows where every pod runs: pod `i` of a
 //! StatefulSet goes to machine `i mod n` of the `n` machines whose labels match the pod's
 //! `nodeSelector` (of every machine when none does: the stand-in has no Pending pods).
-//! Affinity, taints and resources are not looked at.
+//! Affinity, taints and resources are not looked at. A lost machine gets no new pods.
+//!
+//! Registering the machines also registers the one StorageClass of the stand-in,
+//! [`STORAGE_CLASS`], the default, which allows volume expansion.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus, PodSpec};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
+use serde_json::json;
+
+/// The default StorageClass of the stand-in's volumes ([`super::volumes`] plays its driver).
+pub const STORAGE_CLASS: &str = "standard";
 
 /// A machine pods run on: a Kubernetes Node.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,7 +63,8 @@ impl Machine {
     }
 }
 
-/// Creates the Node object of every machine (one that exists already is left alone).
+/// Creates the Node object of every machine and the StorageClass (one that exists already
+/// is left alone).
 pub async fn register(client: &Client, machines: &[Machine]) -> Result<(), kube::Error> {
     let api = Api::<Node>::all(client.clone());
     for machine in machines {
@@ -64,6 +73,57 @@ pub async fn register(client: &Client, machines: &[Machine]) -> Result<(), kube:
             Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(error) => return Err(error),
         }
+    }
+    let class = StorageClass {
+        metadata: ObjectMeta {
+            name: Some(STORAGE_CLASS.to_owned()),
+            annotations: Some(BTreeMap::from([(
+                "storageclass.kubernetes.io/is-default-class".to_owned(),
+                "true".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        provisioner: "flotilla.dev/e2e-volumes".to_owned(),
+        allow_volume_expansion: Some(true),
+        volume_binding_mode: Some("Immediate".to_owned()),
+        ..StorageClass::default()
+    };
+    match Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Marks the Nodes of lost machines NotReady (`Ready: Unknown`, as the node controller
+/// does once a kubelet stops reporting).
+pub async fn mark_lost(client: &Client, lost: &[&Machine]) -> Result<(), kube::Error> {
+    let api = Api::<Node>::all(client.clone());
+    for machine in lost {
+        let node = api.get(&machine.name).await?;
+        let ready = node
+            .status
+            .and_then(|s| s.conditions)
+            .and_then(|c| c.into_iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status);
+        if ready.as_deref() == Some("Unknown") {
+            continue;
+        }
+        let status = json!({"status": {"conditions": [{
+            "type": "Ready",
+            "status": "Unknown",
+            "reason": "NodeStatusUnknown",
+            "message": "Kubelet stopped posting node status.",
+        }]}});
+        api.patch_status(
+            &machine.name,
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?;
     }
     Ok(())
 }

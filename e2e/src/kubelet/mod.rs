@@ -2,8 +2,9 @@
 //! `flotilla_kubefake::FakeApiServer` (or any API server): the StatefulSet controller
 //! ([`statefulset`]), a kubelet that runs each pod's container as a local process
 //! ([`pods`], [`container`]), cluster DNS and pod addresses on loopback ([`network`]),
-//! kube-proxy for Services with a cluster IP ([`proxy`]), and the machines pods are
-//! scheduled on, as Node objects with labels such as their zone ([`machines`]).
+//! kube-proxy for Services with a cluster IP ([`proxy`]), the machines pods are
+//! scheduled on, as Node objects with labels such as their zone ([`machines`]), which a
+//! test may lose, and a storage driver that provisions and expands volumes ([`volumes`]).
 //!
 //! Everything runs in one background task that goes over the API objects a few times a
 //! second. Dropping the [`Kubelet`] stops that task and kills every process it started.
@@ -14,6 +15,7 @@ pub mod network;
 pub mod pods;
 pub mod proxy;
 pub mod statefulset;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -51,6 +53,9 @@ pub struct KubeletOptions {
 pub struct Shared {
     pub network: Network,
     held: Mutex<HashSet<(String, String)>>,
+    /// Machines that are gone: their pods' processes are killed and nothing on them is
+    /// looked after any more.
+    lost: Mutex<HashSet<String>>,
     root: PathBuf,
 }
 
@@ -65,6 +70,11 @@ impl Shared {
     /// Whether the pod may not start now.
     pub fn is_held(&self, namespace: &str, pod: &str) -> bool {
         locked(&self.held).contains(&(namespace.to_owned(), pod.to_owned()))
+    }
+
+    /// Whether the machine (Kubernetes Node) is lost.
+    pub fn is_lost(&self, machine: &str) -> bool {
+        locked(&self.lost).contains(machine)
     }
 
     /// Where the output of the pod's container goes.
@@ -91,6 +101,7 @@ impl Kubelet {
         let shared = Arc::new(Shared {
             network: Network::new(),
             held: Mutex::default(),
+            lost: Mutex::default(),
             root: options.root.clone(),
         });
         let proxies = Arc::new(proxy::Proxies::default());
@@ -125,6 +136,15 @@ impl Kubelet {
     /// Lets a held pod start.
     pub fn release(&self, namespace: &str, pod: &str) {
         locked(&self.shared.held).remove(&(namespace.to_owned(), pod.to_owned()));
+    }
+
+    /// Loses a machine for good, as when a Kubernetes Node's host dies: the processes of
+    /// its pods are killed, its Node turns NotReady (`Ready: Unknown`, as the node
+    /// controller marks a Node whose kubelet stopped reporting), and its pods are never
+    /// looked after again: a pod deleted there stays Terminating until it is deleted with
+    /// no grace period. No new pod is scheduled on it.
+    pub fn lose_machine(&self, machine: &str) {
+        locked(&self.shared.lost).insert(machine.to_owned());
     }
 
     /// The last `lines` lines of the pod's container output (every run of it).
@@ -190,8 +210,19 @@ async fn run(
                 machines::register(&client, &machines).await?;
                 registered = true;
             }
-            statefulset::sync(&client, &machines).await?;
+            let available: Vec<Machine> = machines
+                .iter()
+                .filter(|m| !shared.is_lost(&m.name))
+                .cloned()
+                .collect();
+            let lost: Vec<&Machine> = machines
+                .iter()
+                .filter(|m| shared.is_lost(&m.name))
+                .collect();
+            machines::mark_lost(&client, &lost).await?;
+            statefulset::sync(&client, &available).await?;
             runtime.sync(&client, &options, &shared).await?;
+            volumes::sync(&client).await?;
             proxies.sync(&client, &shared.network).await
         };
         match pass.await {

@@ -2,6 +2,7 @@
 //! (`restartPolicy: Always`), probes its readiness over HTTP, reports status (phase, pod IP,
 //! Ready), stops it gracefully when the pod is deleted (SIGTERM, then SIGKILL after the grace
 //! period) and then finishes the pod's deletion, and releases claims no pod uses any more.
+//! Pods on a lost machine are left alone, their processes killed, as a dead host leaves them.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::OpenOptions;
@@ -263,6 +264,13 @@ impl Runtime {
         let (Some(uid), Some(namespace)) = (pod.uid(), pod.namespace()) else {
             return Ok(());
         };
+        let machine = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        if machine.is_some_and(|m| shared.is_lost(m)) {
+            // The host is gone and its processes with it; nobody reports or finishes
+            // anything for this pod any more.
+            self.pods.remove(&uid);
+            return Ok(());
+        }
         let name = pod.name_any();
         let api = Api::<Pod>::namespaced(client.clone(), &namespace);
         let container_name = pod

@@ -8,6 +8,7 @@
 //! a machine at creation ([`super::machines::schedule`]). With
 //! `updateStrategy: OnDelete` nothing else happens to a running pod when the template
 //! changes; with `RollingUpdate` pods at an older revision are deleted one at a time.
+//! Pods a deleted StatefulSet orphaned are adopted by the next one of the same name.
 
 use std::collections::BTreeMap;
 
@@ -107,6 +108,28 @@ async fn sync_one(
         controller: Some(true),
         block_owner_deletion: Some(true),
     };
+    // Pods orphaned by an earlier StatefulSet of this name (deleted with
+    // `propagationPolicy: Orphan`) are adopted, as the StatefulSet controller adopts the
+    // orphans its selector matches; they keep running.
+    let selector = spec.selector.match_labels.clone().unwrap_or_default();
+    let orphans = pods.iter().filter(in_namespace).filter(|p| {
+        ordinal(&name, &p.name_any()).is_some()
+            && !p
+                .owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true))
+            && selector.iter().all(|(k, v)| p.labels().get(k) == Some(v))
+    });
+    for orphan in orphans {
+        let adopt = json!({"metadata": {"ownerReferences": [owner.clone()]}});
+        pod_api
+            .patch(
+                &orphan.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&adopt),
+            )
+            .await?;
+    }
     let rolling = spec
         .update_strategy
         .as_ref()

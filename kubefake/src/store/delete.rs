@@ -35,6 +35,9 @@ impl Store {
         options: DeleteOptions,
     ) -> Option<Value> {
         let mut object = state.objects.get(&key).cloned()?;
+        if options.orphan {
+            self.orphan_dependents(state, &object);
+        }
         let graceful = pod && options.grace_period_seconds != Some(0);
         if finalizers_empty(&object) && !graceful {
             return Some(self.remove(state, key));
@@ -71,6 +74,36 @@ impl Store {
         let removed = self.commit(state, key, object, "DELETED");
         self.collect_garbage(state);
         removed
+    }
+
+    /// Drops the owner references to `owner` from every object (what the garbage
+    /// collector does for `propagationPolicy: Orphan` before the owner goes).
+    fn orphan_dependents(&self, state: &mut State, owner: &Value) {
+        let Some(uid) = text(owner, "/metadata/uid").map(str::to_owned) else {
+            return;
+        };
+        let owned_by = |object: &Value| {
+            object["metadata"]["ownerReferences"]
+                .as_array()
+                .is_some_and(|refs| refs.iter().any(|r| r["uid"].as_str() == Some(&uid)))
+        };
+        let dependents: Vec<(ObjectKey, Value)> = state
+            .objects
+            .iter()
+            .filter(|(_, object)| owned_by(object))
+            .map(|(key, object)| (key.clone(), object.clone()))
+            .collect();
+        for (key, mut object) in dependents {
+            if let Some(refs) = object["metadata"]["ownerReferences"].as_array_mut() {
+                refs.retain(|r| r["uid"].as_str() != Some(&uid));
+                if refs.is_empty()
+                    && let Some(metadata) = object["metadata"].as_object_mut()
+                {
+                    metadata.remove("ownerReferences");
+                }
+            }
+            self.commit(state, key, object, "MODIFIED");
+        }
     }
 
     /// Deletes every object all of whose owners are gone (background propagation).

@@ -121,6 +121,7 @@ fn pods_are_deleted_gracefully_then_for_good() {
     );
     let now = DeleteOptions {
         grace_period_seconds: Some(0),
+        ..DeleteOptions::default()
     };
     assert!(store.delete(&pods, Some("ns"), "p", now).is_ok());
     assert_eq!(

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::ListParams;
 use kube::runtime::controller::{Action, Controller};
@@ -187,6 +187,18 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) -> 
             let namespace = pod.meta().namespace.clone()?;
             Some(ObjectRef::<Cluster>::new(&cluster).within(&namespace))
         })
+        // A volume that grew (its capacity reported) moves a volume growth on at once.
+        // Claims carry the claim template's labels: the selector labels of their Cluster.
+        .watches(
+            scoped::<PersistentVolumeClaim>(&client, namespace),
+            watcher::Config::default()
+                .labels("app.kubernetes.io/name=flotilla,app.kubernetes.io/component=node"),
+            |pvc: PersistentVolumeClaim| {
+                let cluster = pvc.labels().get("app.kubernetes.io/instance")?.clone();
+                let namespace = pvc.meta().namespace.clone()?;
+                Some(ObjectRef::<Cluster>::new(&cluster).within(&namespace))
+            },
+        )
         .shutdown_on_signal()
         .run(
             |cluster, ctx| with_backoff_reset(cluster, ctx, cluster::reconcile),
