@@ -365,7 +365,7 @@ async fn a_revoked_or_expired_token_is_refused_by_every_node_and_the_users_other
         assert_exit(&get_on(node, second).await, 0, "the other token of ann");
     }
     let out = flotilla(&["-o", "json", "token", "list"], &ann).await;
-    assert_eq!(listed(&out), [second_id.clone()]);
+    assert_eq!(listed(&out), std::slice::from_ref(second_id));
     // Root sees every user's tokens.
     let root = with(
         &everywhere,
@@ -373,5 +373,5 @@ async fn a_revoked_or_expired_token_is_refused_by_every_node_and_the_users_other
     );
     let out = flotilla(&["-o", "json", "token", "list"], &root).await;
     assert_exit(&out, 0, "root lists tokens");
-    assert_eq!(listed(&out), [second_id.clone()]);
+    assert_eq!(listed(&out), std::slice::from_ref(second_id));
 }
