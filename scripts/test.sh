@@ -72,6 +72,10 @@ fi
 echo "==> Rust tests"
 cargo nextest run --workspace --no-fail-fast || status=1
 
+# Each fuzz target for a few seconds (the corpus is replayed on stable by the Rust tests above).
+echo "==> fuzzing"
+scripts/fuzz.sh "${FLOTILLA_FUZZ_SECONDS:-10}" || status=1
+
 # The HTTP API fuzzed from its OpenAPI document (installs schemathesis into a venv).
 echo "==> HTTP API: schemathesis"
 scripts/schemathesis.sh || status=1

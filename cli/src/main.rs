@@ -101,6 +101,16 @@ struct Cli {
     #[arg(long, global = true, env = "FLOTILLA_PASSWORD", hide_env_values = true)]
     password: Option<String>,
 
+    /// Authenticate with a token made by `token create` (instead of --user).
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "user"
+    )]
+    token: Option<String>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -131,6 +141,9 @@ enum Command {
     /// Turn auth on or off.
     #[command(subcommand)]
     Auth(users::AuthCommand),
+    /// Tokens for scripts and services: create, list, revoke one by one.
+    #[command(subcommand)]
+    Token(users::TokenCommand),
     /// Backups of a database: create, list, verify, restore.
     #[command(subcommand)]
     Backup(backup::BackupCommand),
@@ -445,6 +458,7 @@ async fn run(cli: Cli) -> Result<()> {
             .user
             .as_ref()
             .map(|u| Credentials::new(u, cli.password.clone().unwrap_or_default())),
+        token: cli.token.clone(),
         ..ClientOptions::default()
     };
     let client = Client::with_options(cli.endpoints.clone(), options)?;
@@ -458,6 +472,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::User(c) => users::user(&client, c, out).await,
         Command::Role(c) => users::role(&client, c, out).await,
         Command::Auth(c) => users::auth(&client, c, out).await,
+        Command::Token(c) => users::token(&client, c, out).await,
         Command::Txn(t) => transaction(&client, t, out).await,
         Command::Backup(c) => backup::run(&client, c).await,
     }

@@ -1,5 +1,8 @@
-//! `flotilla user`, `flotilla role` and `flotilla auth`: users, roles and their permissions per
-//! database, and turning auth on and off (as etcd's `etcdctl user|role|auth`).
+//! `flotilla user`, `flotilla role`, `flotilla auth` and `flotilla token`: users, roles and
+//! their permissions per database, turning auth on and off (as etcd's `etcdctl
+//! user|role|auth`), and tokens for scripts and services, revoked one by one.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -72,6 +75,26 @@ pub enum AuthCommand {
     Disable,
     /// Whether auth is enabled, and who this command line calls as.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token (printed once, with its id); use it with --token or FLOTILLA_TOKEN.
+    Create {
+        /// How long it stays valid, e.g. `90d`, `12h` (at most 366 days).
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// What the token is for (shown by `token list`).
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Make it for this user (needs the role root); default: the user calling.
+        #[arg(long = "for")]
+        for_user: Option<String>,
+    },
+    /// Your tokens that have not expired (every user's, for the role root).
+    List,
+    /// Revoke one token by its id: every node refuses it from then on.
+    Revoke { id: String },
 }
 
 /// The password of `user add` / `user passwd`.
@@ -243,6 +266,88 @@ pub async fn auth(client: &Client, command: AuthCommand, out: Output) -> Result<
                 Output::Table => "auth disabled: every client may do anything\n".into(),
             };
             print(&text)
+        }
+    }
+}
+
+/// A Unix time in milliseconds, as RFC 3339 (UTC, to the second).
+fn time(unix_ms: u64) -> String {
+    let at = UNIX_EPOCH + Duration::from_millis(unix_ms);
+    humantime::format_rfc3339_seconds(at.max(UNIX_EPOCH)).to_string()
+}
+
+pub async fn token(client: &Client, command: TokenCommand, out: Output) -> Result<()> {
+    match command {
+        TokenCommand::Create {
+            ttl,
+            description,
+            for_user,
+        } => {
+            let t = client
+                .token_create(for_user.as_deref(), Some(ttl), &description)
+                .await?;
+            let text = match out {
+                Output::Json => format!(
+                    "{}\n",
+                    json!({"id": t.id, "token": t.token, "expires_at": time(t.expires_at_unix_ms)})
+                ),
+                Output::Table => format!(
+                    "token {} made, valid until {} (shown only now):\n{}\n",
+                    t.id,
+                    time(t.expires_at_unix_ms),
+                    t.token
+                ),
+            };
+            print(&text)
+        }
+        TokenCommand::List => {
+            let tokens = client.token_list().await?;
+            let now = SystemTime::now();
+            let text = match out {
+                Output::Json => tokens
+                    .iter()
+                    .map(|t| {
+                        let v = json!({
+                            "id": t.id,
+                            "user": t.user,
+                            "created_at": time(t.created_at_unix_ms),
+                            "expires_at": time(t.expires_at_unix_ms),
+                            "description": t.description,
+                        });
+                        format!("{v}\n")
+                    })
+                    .collect(),
+                Output::Table => {
+                    let mut table = Table::new(["ID", "USER", "CREATED", "EXPIRES", "DESCRIPTION"]);
+                    for t in &tokens {
+                        let left = (UNIX_EPOCH + Duration::from_millis(t.expires_at_unix_ms))
+                            .duration_since(now)
+                            .map(|d| Duration::from_secs(d.as_secs()))
+                            .unwrap_or_default();
+                        table.row([
+                            t.id.clone(),
+                            t.user.clone(),
+                            time(t.created_at_unix_ms),
+                            format!(
+                                "{} (in {})",
+                                time(t.expires_at_unix_ms),
+                                humantime::format_duration(left)
+                            ),
+                            if t.description.is_empty() {
+                                "-".into()
+                            } else {
+                                t.description.clone()
+                            },
+                        ]);
+                    }
+                    table.render()
+                }
+            };
+            print(&text)
+        }
+        TokenCommand::Revoke { id } => {
+            client.token_revoke(&id).await?;
+            done(format!("token {id} revoked"), out)
         }
     }
 }

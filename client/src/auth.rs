@@ -90,6 +90,15 @@ impl Authenticator {
         }
     }
 
+    /// Sends `token` with every call (a token made by `token create`).
+    pub(crate) fn use_token(&self, token: &str) -> crate::Result<()> {
+        let value = format!("Bearer {}", token.trim())
+            .parse()
+            .map_err(|_| crate::Error::InvalidArgument("a token is printable ASCII text".into()))?;
+        self.slot.set(Some(value));
+        Ok(())
+    }
+
     /// Makes sure the slot holds a usable token (authenticating through `channel` if not).
     pub(crate) async fn ready(
         &self,

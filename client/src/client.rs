@@ -144,6 +144,9 @@ impl Client {
     /// A client with the given options.
     pub fn with_options(endpoints: Vec<String>, options: ClientOptions) -> Result<Client> {
         let auth = Authenticator::new(options.credentials.clone());
+        if let Some(token) = &options.token {
+            auth.use_token(token)?;
+        }
         let endpoints = Endpoints::new(endpoints, &options, auth.slot.clone())?;
         Ok(Client {
             inner: Arc::new(Inner {

@@ -33,7 +33,7 @@ pub use client::live::{LiveEvent, LiveStream};
 pub use client::query::{
     CollectionInfo, IndexInfo, QueryBuilder, QueryExplain, QueryPage, ShardExplain,
 };
-pub use client::users::{Permission, RoleInfo, UserInfo};
+pub use client::users::{NewToken, Permission, RoleInfo, TokenInfo, UserInfo};
 pub use client::{
     Client, CommitOutcome, CommittedWrite, DatabaseOptions, DatabaseUpdate, ListOptions,
     Transaction, TransactionInfo, WatchStream,

@@ -39,6 +39,9 @@ pub struct ClientOptions {
     pub tls: Option<ClientTls>,
     /// Authenticate as this user (on clusters with auth enabled); see [`crate::Credentials`].
     pub credentials: Option<crate::Credentials>,
+    /// A token made by `token create` (for scripts and services), sent with every call. It is
+    /// never renewed: when it expires or is revoked, calls fail as unauthenticated.
+    pub token: Option<String>,
 }
 
 /// How a client connects over TLS: the CA that the nodes' certificates must chain to, and the
@@ -102,6 +105,7 @@ impl Default for ClientOptions {
             coalesce_linger: Duration::from_micros(100),
             tls: None,
             credentials: None,
+            token: None,
         }
     }
 }

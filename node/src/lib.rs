@@ -12,6 +12,7 @@ pub mod crash_point;
 pub mod dev;
 pub mod error;
 pub mod failover;
+pub mod fuzzing;
 pub mod grpc;
 pub mod hibernation;
 pub mod host;

@@ -72,6 +72,26 @@ pub struct UserInfo {
     pub has_password: bool,
 }
 
+/// A token just made by `token_create`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    /// Names the token in `token_list` and `token_revoke`.
+    pub id: String,
+    /// The token itself (see [`ClientOptions::token`](crate::ClientOptions::token)).
+    pub token: String,
+    pub expires_at_unix_ms: u64,
+}
+
+/// A recorded token, as `token_list` shows it (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub user: String,
+    pub created_at_unix_ms: u64,
+    pub expires_at_unix_ms: u64,
+    pub description: String,
+}
+
 /// A role and what it grants, per database (`*`: every database).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleInfo {
@@ -172,6 +192,51 @@ impl Client {
                 has_password: u.has_password,
             })
             .collect())
+    }
+
+    /// Makes a token for `user` (`None`: the caller; another user's needs the role `root`)
+    /// valid for `ttl` (`None`: 30 days), recorded so that it can be revoked on its own.
+    pub async fn token_create(
+        &self,
+        user: Option<&str>,
+        ttl: Option<std::time::Duration>,
+        description: &str,
+    ) -> Result<NewToken> {
+        let req = pb::TokenCreateRequest {
+            ttl_ms: ttl.map_or(0, |t| t.as_millis() as u64),
+            description: description.into(),
+            user: user.unwrap_or_default().into(),
+        };
+        let r = auth_call!(self, Kind::Write, token_create, req)?;
+        Ok(NewToken {
+            id: r.token_id,
+            token: r.token,
+            expires_at_unix_ms: r.expires_at_unix_ms,
+        })
+    }
+
+    /// The caller's tokens (every user's for the role `root`) that have not expired.
+    pub async fn token_list(&self) -> Result<Vec<TokenInfo>> {
+        let r = auth_call!(self, Kind::Read, token_list, pb::TokenListRequest {})?;
+        Ok(r.tokens
+            .into_iter()
+            .map(|t| TokenInfo {
+                id: t.token_id,
+                user: t.user,
+                created_at_unix_ms: t.created_at_unix_ms,
+                expires_at_unix_ms: t.expires_at_unix_ms,
+                description: t.description,
+            })
+            .collect())
+    }
+
+    /// Revokes one token: every node refuses it once it applies the revocation.
+    pub async fn token_revoke(&self, id: &str) -> Result<()> {
+        let req = pb::TokenRevokeRequest {
+            token_id: id.into(),
+        };
+        auth_call!(self, Kind::Write, token_revoke, req)?;
+        Ok(())
     }
 
     pub async fn role_add(&self, name: &str) -> Result<()> {

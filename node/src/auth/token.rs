@@ -2,7 +2,9 @@
 //! token generation and the expiry, and the mac is their HMAC-SHA256 under the cluster's
 //! secret (kept in the meta state, so that every node verifies what any node issued). A
 //! token says who the caller is, not what they may do: permissions are read from the meta
-//! state on every call, so a revoked grant takes effect at once.
+//! state on every call, so a revoked grant takes effect at once. A token made by `token
+//! create` also carries its id, and is accepted only while the meta state records that id
+//! (`meta::auth::TokenRecord`).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +21,9 @@ pub struct Claims {
     pub generation: u64,
     /// Unix milliseconds.
     pub expires_ms: u64,
+    /// The id of a recorded token (`token create`); `None` for the token of a password.
+    #[serde(default, deserialize_with = "crate::codec::trailing")]
+    pub id: Option<String>,
 }
 
 /// Why a token was not accepted.
@@ -69,6 +74,7 @@ mod tests {
             user: "ann".into(),
             generation: 3,
             expires_ms,
+            id: Some("t1".into()),
         }
     }
 

@@ -66,6 +66,8 @@ fn auth(e: &AuthError) -> (Code, ErrorReason) {
         AuthError::RootRequired | AuthError::RootRoleBuiltIn => {
             (Code::FailedPrecondition, ErrorReason::RootRequired)
         }
+        AuthError::TokenNotFound(_) => (Code::NotFound, ErrorReason::TokenNotFound),
+        AuthError::TooManyTokens(_) => (Code::ResourceExhausted, ErrorReason::LimitExceeded),
     }
 }
 

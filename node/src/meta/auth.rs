@@ -5,6 +5,10 @@
 //!   deterministic) or none (client certificates only), roles, and a token generation: a
 //!   token names the generation it was issued under, so that deleting the user or changing
 //!   the password revokes every token issued before.
+//! - A token made with `token create` (for scripts and services, longer lived than the tokens
+//!   of a password) is recorded here by id ([`TokenRecord`]): it is accepted only while its
+//!   record is, so revoking it (by id) refuses it on every node as soon as that node applies
+//!   the revocation. Records are dropped once their token expired.
 //! - A role grants a [`Permission`] per database (`*` names every database). The built-in role
 //!   [`ROOT`] administers the cluster and every database.
 //! - Auth is enabled only while a user [`ROOT`] holds the role [`ROOT`] (so that someone can
@@ -14,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
 /// The built-in cluster administrator role, and the user that must hold it to enable auth.
 pub const ROOT: &str = "root";
@@ -65,7 +69,23 @@ pub struct AuthState {
     /// Tokens name this with their user's generation: a user deleted and added again does not
     /// get back the tokens of the first one.
     pub next_generation: u64,
+    /// The recorded tokens by id (see the module doc). Keep it the last field: a state stored
+    /// before it existed ends where it begins.
+    #[serde(deserialize_with = "crate::codec::trailing")]
+    pub tokens: BTreeMap<String, TokenRecord>,
 }
+
+/// A token made by `token create`, accepted while this record exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub user: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub description: String,
+}
+
+/// Most recorded tokens one user may hold at once.
+pub const MAX_TOKENS_PER_USER: usize = 100;
 
 /// A change to users, roles or whether auth is enabled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +129,20 @@ pub enum AuthCommand {
         role: String,
         database: String,
     },
+    /// Records token `id` of `user` (chosen by the proposer). Also drops the records of tokens
+    /// expired at `now_ms`.
+    AddToken {
+        id: String,
+        user: String,
+        now_ms: u64,
+        expires_ms: u64,
+        description: String,
+    },
+    /// Revokes token `id`; also drops the records of tokens expired at `now_ms`.
+    RevokeToken {
+        id: String,
+        now_ms: u64,
+    },
 }
 
 /// Why an auth command was refused (part of the replicated outcome, like every meta refusal).
@@ -128,6 +162,10 @@ pub enum AuthError {
     RootRequired,
     #[error("the role `root` is built in")]
     RootRoleBuiltIn,
+    #[error("token {0} does not exist (revoked, expired or never made)")]
+    TokenNotFound(String),
+    #[error("user {0} holds {MAX_TOKENS_PER_USER} tokens already: revoke some first")]
+    TooManyTokens(String),
 }
 
 /// What a call needs of its caller.
@@ -186,6 +224,7 @@ impl AuthState {
                 self.users
                     .remove(name)
                     .ok_or_else(|| AuthError::UserNotFound(name.clone()))?;
+                self.tokens.retain(|_, t| t.user != *name);
             }
             AuthCommand::SetPassword {
                 name,
@@ -196,6 +235,8 @@ impl AuthState {
                 let user = self.user_mut(name)?;
                 user.password_hash = password_hash.clone();
                 user.generation = generation;
+                // Its tokens name the old generation: they are refused from now on.
+                self.tokens.retain(|_, t| t.user != *name);
             }
             AuthCommand::GrantRole { user, role } => {
                 if role != ROOT && !self.roles.contains_key(role) {
@@ -248,8 +289,45 @@ impl AuthState {
                     });
                 }
             }
+            AuthCommand::AddToken {
+                id,
+                user,
+                now_ms,
+                expires_ms,
+                description,
+            } => {
+                self.drop_expired_tokens(*now_ms);
+                if !self.users.contains_key(user) {
+                    return Err(AuthError::UserNotFound(user.clone()));
+                }
+                if self.tokens.values().filter(|t| t.user == *user).count() >= MAX_TOKENS_PER_USER {
+                    return Err(AuthError::TooManyTokens(user.clone()));
+                }
+                let record = TokenRecord {
+                    user: user.clone(),
+                    created_ms: *now_ms,
+                    expires_ms: *expires_ms,
+                    description: description.clone(),
+                };
+                self.tokens.insert(id.clone(), record);
+            }
+            AuthCommand::RevokeToken { id, now_ms } => {
+                self.drop_expired_tokens(*now_ms);
+                self.tokens
+                    .remove(id)
+                    .ok_or_else(|| AuthError::TokenNotFound(id.clone()))?;
+            }
         }
         Ok(())
+    }
+
+    fn drop_expired_tokens(&mut self, now_ms: u64) {
+        self.tokens.retain(|_, t| t.expires_ms > now_ms);
+    }
+
+    /// Whether token `id` of `user` is still recorded (not revoked).
+    pub fn token_live(&self, id: &str, user: &str) -> bool {
+        self.tokens.get(id).is_some_and(|t| t.user == user)
     }
 
     fn user_mut(&mut self, name: &str) -> Result<&mut User, AuthError> {
@@ -292,15 +370,6 @@ impl AuthState {
                 .any(|granted| granted >= wanted),
         }
     }
-}
-
-/// Reads the auth part of a meta state, which ends the stored form: a state stored before
-/// users and roles existed ends just before it, and reads back with auth disabled (what it
-/// was). The stored form is postcard, which has no field names to tell a missing field by.
-pub fn deserialize_trailing<'de, D: Deserializer<'de>>(d: D) -> Result<AuthState, D::Error> {
-    // Only the end of the input can fail here in a state an earlier version wrote; a damaged
-    // file fails elsewhere (redb checksums its pages).
-    Ok(AuthState::deserialize(d).unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -424,6 +493,91 @@ mod tests {
         })
         .unwrap();
         assert!(a.users["ann"].generation > ann);
+    }
+
+    fn add_token(a: &mut AuthState, id: &str, user: &str, now_ms: u64) -> Result<(), AuthError> {
+        a.apply(&AuthCommand::AddToken {
+            id: id.into(),
+            user: user.into(),
+            now_ms,
+            expires_ms: now_ms + 1_000,
+            description: String::new(),
+        })
+    }
+
+    #[test]
+    fn tokens_are_revoked_one_by_one_and_forgotten_once_expired() {
+        let mut a = with_root();
+        reader_of(&mut a, "ann", "shop", Permission::Read);
+        add_token(&mut a, "t1", "ann", 0).unwrap();
+        add_token(&mut a, "t2", "ann", 500).unwrap();
+        assert_eq!(
+            add_token(&mut a, "t3", "nobody", 0),
+            Err(AuthError::UserNotFound("nobody".into()))
+        );
+        a.apply(&AuthCommand::RevokeToken {
+            id: "t1".into(),
+            now_ms: 600,
+        })
+        .unwrap();
+        assert!(!a.token_live("t1", "ann"));
+        assert!(a.token_live("t2", "ann"));
+        assert!(!a.token_live("t2", "root"));
+        let again = AuthCommand::RevokeToken {
+            id: "t1".into(),
+            now_ms: 600,
+        };
+        assert_eq!(a.apply(&again), Err(AuthError::TokenNotFound("t1".into())));
+        // t2 expired at 1500: the next token command drops its record.
+        add_token(&mut a, "t4", "root", 1_500).unwrap();
+        assert_eq!(a.tokens.keys().collect::<Vec<_>>(), ["t4"]);
+    }
+
+    #[test]
+    fn a_new_password_or_deleting_the_user_drops_their_tokens_and_their_number_is_bounded() {
+        let mut a = with_root();
+        reader_of(&mut a, "ann", "shop", Permission::Read);
+        for i in 0..MAX_TOKENS_PER_USER {
+            add_token(&mut a, &format!("t{i}"), "ann", 0).unwrap();
+        }
+        assert_eq!(
+            add_token(&mut a, "one-more", "ann", 0),
+            Err(AuthError::TooManyTokens("ann".into()))
+        );
+        add_token(&mut a, "r", "root", 0).unwrap();
+        a.apply(&AuthCommand::SetPassword {
+            name: "ann".into(),
+            password_hash: None,
+        })
+        .unwrap();
+        assert_eq!(a.tokens.keys().collect::<Vec<_>>(), ["r"]);
+        add_token(&mut a, "t", "ann", 0).unwrap();
+        a.apply(&AuthCommand::DeleteUser { name: "ann".into() })
+            .unwrap();
+        assert_eq!(a.tokens.keys().collect::<Vec<_>>(), ["r"]);
+    }
+
+    #[test]
+    fn an_auth_state_stored_before_tokens_existed_reads_back_without_any() {
+        #[derive(Serialize)]
+        struct Before {
+            enabled: bool,
+            secret: Vec<u8>,
+            users: BTreeMap<String, User>,
+            roles: BTreeMap<String, Role>,
+            next_generation: u64,
+        }
+        let a = with_root();
+        let before = Before {
+            enabled: a.enabled,
+            secret: a.secret.clone(),
+            users: a.users.clone(),
+            roles: a.roles.clone(),
+            next_generation: a.next_generation,
+        };
+        let bytes = postcard::to_stdvec(&before).unwrap();
+        let read: AuthState = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(read, a);
     }
 
     #[test]

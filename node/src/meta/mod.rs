@@ -153,8 +153,8 @@ pub struct MetaState {
     /// A rebalance was asked for and is not finished yet.
     pub rebalance_requested: bool,
     /// Users, roles and whether auth is enabled. Keep it the last field: a state stored
-    /// before it existed ends where it begins (see [`auth::deserialize_trailing`]).
-    #[serde(deserialize_with = "auth::deserialize_trailing")]
+    /// before it existed ends where it begins (see [`crate::codec::trailing`]).
+    #[serde(deserialize_with = "crate::codec::trailing")]
     pub auth: auth::AuthState,
 }
 

@@ -64,7 +64,7 @@ pub enum IndexOutcome {
 
 /// A stored index definition, with this replica's build progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct IndexRecord {
+pub(super) struct IndexRecord {
     id: u64,
     paths: Vec<String>,
     /// `None` once built.

@@ -87,7 +87,7 @@ impl GroupState {
 
 /// Snapshot payload: every document (data group) or the meta state (meta group).
 #[derive(Serialize, Deserialize)]
-struct SnapshotBody {
+pub(super) struct SnapshotBody {
     docs: Vec<(String, String, StoredDoc)>,
     meta: Option<MetaState>,
     /// The request ids the group remembers (exactly-once writes).
@@ -109,7 +109,7 @@ pub fn check_snapshot(gid: GroupId, data: &[u8]) -> Result<(), String> {
 
 /// A stored snapshot: its Raft metadata and body.
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
+pub(super) struct StoredSnapshot {
     meta: SnapshotMeta,
     data: Vec<u8>,
 }

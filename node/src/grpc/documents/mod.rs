@@ -249,7 +249,7 @@ impl DocumentsService {
             ops: vec![flotilla_proto::v1::BatchOp { op: Some(op) }],
             request_id,
         };
-        let ops = self.batch_ops(&batch)?;
+        let ops = batch_ops(&batch, &self.host.config)?;
         Ok(self
             .write(database, hops, shard, ops, batch)
             .await?
@@ -262,7 +262,7 @@ impl DocumentsService {
         hops: u32,
         shard: Option<usize>,
     ) -> Result<Response<BatchResponse>, Status> {
-        let ops = self.batch_ops(&msg)?;
+        let ops = batch_ops(&msg, &self.host.config)?;
         // A batch over several shards is a transaction underneath.
         if shard.is_none()
             && let Some(db) = self.host.meta_state().databases.get(&msg.database)
@@ -276,61 +276,77 @@ impl DocumentsService {
         self.write(msg.database.clone(), hops, shard, ops, msg)
             .await
     }
+}
 
-    fn batch_ops(&self, request: &BatchRequest) -> NodeResult<Vec<WriteOp>> {
-        let cfg = &self.host.config;
-        if request.ops.is_empty() {
-            return Err(NodeError::InvalidArgument(
-                "a batch needs at least one operation".into(),
-            ));
-        }
-        if request.ops.len() > cfg.max_batch_ops {
-            return Err(NodeError::ResourceExhausted(format!(
-                "batch has {} operations, over the limit of {}",
-                request.ops.len(),
-                cfg.max_batch_ops
-            )));
-        }
-        let mut bytes = 0usize;
-        let mut ops = Vec::with_capacity(request.ops.len());
-        for op in &request.ops {
-            match &op.op {
-                Some(batch_op::Op::Put(p)) => {
-                    validate::collection(&p.collection)?;
-                    validate::document_id(&p.id)?;
-                    validate::body(&p.json, cfg)?;
-                    bytes += p.json.len();
-                    ops.push(WriteOp::Put {
-                        collection: p.collection.clone(),
-                        id: p.id.clone(),
-                        json: p.json.clone(),
-                        if_version: p.if_version,
-                    });
-                }
-                Some(batch_op::Op::Delete(d)) => {
-                    validate::collection(&d.collection)?;
-                    validate::document_id(&d.id)?;
-                    ops.push(WriteOp::Delete {
-                        collection: d.collection.clone(),
-                        id: d.id.clone(),
-                        if_version: d.if_version,
-                    });
-                }
-                None => {
-                    return Err(NodeError::InvalidArgument(
-                        "batch operation without a put or delete".into(),
-                    ));
-                }
+/// The writes of a batch, checked: names, bodies and the node's limits.
+pub(crate) fn batch_ops(
+    request: &BatchRequest,
+    cfg: &crate::config::NodeConfig,
+) -> NodeResult<Vec<WriteOp>> {
+    if request.ops.is_empty() {
+        return Err(NodeError::InvalidArgument(
+            "a batch needs at least one operation".into(),
+        ));
+    }
+    if request.ops.len() > cfg.max_batch_ops {
+        return Err(NodeError::ResourceExhausted(format!(
+            "batch has {} operations, over the limit of {}",
+            request.ops.len(),
+            cfg.max_batch_ops
+        )));
+    }
+    let mut bytes = 0usize;
+    let mut ops = Vec::with_capacity(request.ops.len());
+    for op in &request.ops {
+        match &op.op {
+            Some(batch_op::Op::Put(p)) => {
+                validate::collection(&p.collection)?;
+                validate::document_id(&p.id)?;
+                validate::body(&p.json, cfg)?;
+                bytes += p.json.len();
+                ops.push(WriteOp::Put {
+                    collection: p.collection.clone(),
+                    id: p.id.clone(),
+                    json: p.json.clone(),
+                    if_version: p.if_version,
+                });
+            }
+            Some(batch_op::Op::Delete(d)) => {
+                validate::collection(&d.collection)?;
+                validate::document_id(&d.id)?;
+                ops.push(WriteOp::Delete {
+                    collection: d.collection.clone(),
+                    id: d.id.clone(),
+                    if_version: d.if_version,
+                });
+            }
+            None => {
+                return Err(NodeError::InvalidArgument(
+                    "batch operation without a put or delete".into(),
+                ));
             }
         }
-        if bytes > cfg.max_batch_bytes {
-            return Err(NodeError::ResourceExhausted(format!(
-                "batch carries {bytes} bytes of documents, over the limit of {}",
-                cfg.max_batch_bytes
-            )));
-        }
-        Ok(ops)
     }
+    if bytes > cfg.max_batch_bytes {
+        return Err(NodeError::ResourceExhausted(format!(
+            "batch carries {bytes} bytes of documents, over the limit of {}",
+            cfg.max_batch_bytes
+        )));
+    }
+    Ok(ops)
+}
+
+/// The query a client's request asks for, checked as a node checks it on arrival (for
+/// `crate::fuzzing`).
+pub(crate) fn check_query(msg: &QueryRequest) -> NodeResult<()> {
+    validate::database(&msg.database)?;
+    validate::collection(&msg.collection)?;
+    let parsed = query::parse_query(msg)?;
+    if !msg.page_token.is_empty() {
+        flotilla_query::Cursor::from_token(&msg.page_token, &parsed)
+            .map_err(|e| NodeError::InvalidArgument(e.to_string()))?;
+    }
+    Ok(())
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;

@@ -234,7 +234,7 @@ impl DocumentsService {
         &self,
         batch: &BatchRequest,
     ) -> Option<(GroupId, usize, GroupHandle, DataCommand, usize)> {
-        let ops = self.batch_ops(batch).ok()?;
+        let ops = super::batch_ops(batch, &self.host.config).ok()?;
         let meta = self.host.meta_state();
         let db = meta.databases.get(&batch.database)?;
         let shard = shard_of_batch(db, &batch.ops).ok()?;

@@ -60,9 +60,16 @@ pub fn resolve(auth: &AuthState, credentials: &Credentials, now_ms: u64) -> Resu
             };
             with_reason(Status::unauthenticated(e.to_string()), reason)
         })?;
-        // A token of a deleted user, or issued before the password changed, is revoked.
+        // A token of a deleted user, or issued before the password changed, is revoked; so
+        // is a recorded token whose record is gone.
         return match auth.users.get(&claims.user) {
-            Some(u) if u.generation == claims.generation => Ok(Caller::User(claims.user)),
+            Some(u) if u.generation == claims.generation => match &claims.id {
+                Some(id) if !auth.token_live(id, &claims.user) => Err(with_reason(
+                    Status::unauthenticated(format!("token {id} was revoked")),
+                    ErrorReason::TokenRevoked,
+                )),
+                _ => Ok(Caller::User(claims.user)),
+            },
             _ => Err(with_reason(
                 Status::unauthenticated(format!(
                     "the token of user {} was revoked (user deleted or password changed)",
@@ -225,6 +232,7 @@ mod tests {
                     user: user.into(),
                     generation,
                     expires_ms,
+                    id: None,
                 },
             )),
             certificate_user: None,
@@ -270,6 +278,47 @@ mod tests {
         assert_eq!(
             refused(resolve(&a, &ann, 10)),
             (Code::Unauthenticated, Some(ErrorReason::TokenInvalid))
+        );
+    }
+
+    #[test]
+    fn a_recorded_token_is_refused_once_revoked_and_the_others_of_its_user_stay() {
+        let mut a = state();
+        let recorded = |a: &mut AuthState, id: &str| {
+            a.apply(&AuthCommand::AddToken {
+                id: id.into(),
+                user: "ann".into(),
+                now_ms: 0,
+                expires_ms: 1_000,
+                description: String::new(),
+            })
+            .unwrap();
+            let generation = a.users["ann"].generation;
+            let claims = Claims {
+                user: "ann".into(),
+                generation,
+                expires_ms: 1_000,
+                id: Some(id.into()),
+            };
+            Credentials {
+                token: Some(token::sign(&a.secret, &claims)),
+                certificate_user: None,
+            }
+        };
+        let first = recorded(&mut a, "t1");
+        let second = recorded(&mut a, "t2");
+        a.apply(&AuthCommand::RevokeToken {
+            id: "t1".into(),
+            now_ms: 10,
+        })
+        .unwrap();
+        assert_eq!(
+            refused(resolve(&a, &first, 10)),
+            (Code::Unauthenticated, Some(ErrorReason::TokenRevoked))
+        );
+        assert_eq!(
+            resolve(&a, &second, 10).unwrap(),
+            Caller::User("ann".into())
         );
     }
 

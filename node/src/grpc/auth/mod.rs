@@ -2,7 +2,8 @@
 //! state (see `meta::auth`). Any node issues tokens from its copy of the meta state; changes
 //! are made by the meta group leader, and other nodes forward them there over the peer port.
 //! On the client port a change needs the role `root` once auth is enabled (a user may also
-//! change their own password); forwarded requests were checked where they entered.
+//! change their own password); forwarded requests were checked where they entered. Recorded
+//! tokens (made, listed and revoked one by one) are in [`tokens`].
 
 use std::sync::Arc;
 
@@ -137,6 +138,8 @@ macro_rules! at_meta_leader {
     };
 }
 
+mod tokens;
+
 /// A user or role name: 1 to 64 letters, digits, '-', '_', '.' or '@'.
 fn check_name(kind: &str, name: &str) -> Result<(), Status> {
     let ok = !name.is_empty()
@@ -213,6 +216,7 @@ impl Auth for AuthService {
             user: msg.user,
             generation,
             expires_ms,
+            id: None,
         };
         Ok(Response::new(pb::AuthenticateResponse {
             token: token::sign(&auth.secret, &claims),
@@ -463,6 +467,27 @@ impl Auth for AuthService {
             }))
             .collect();
         Ok(Response::new(pb::RoleListResponse { roles }))
+    }
+
+    async fn token_create(
+        &self,
+        request: Request<pb::TokenCreateRequest>,
+    ) -> Result<Response<pb::TokenCreateResponse>, Status> {
+        self.create_token(request).await
+    }
+
+    async fn token_list(
+        &self,
+        request: Request<pb::TokenListRequest>,
+    ) -> Result<Response<pb::TokenListResponse>, Status> {
+        self.list_tokens(request).await
+    }
+
+    async fn token_revoke(
+        &self,
+        request: Request<pb::TokenRevokeRequest>,
+    ) -> Result<Response<pb::TokenRevokeResponse>, Status> {
+        self.revoke_token(request).await
     }
 }
 

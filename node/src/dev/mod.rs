@@ -1,16 +1,26 @@
 //! `flotilla-node dev`: a local cluster of real node processes on 127.0.0.1 for trying Flotilla
 //! out. Node i listens on client port base+10*i (peer +1, HTTP +2); node 0 bootstraps, the others
-//! join it. A database `default` is created. Ctrl-C / SIGTERM stops every process.
+//! join it. A database `default` is created. Ctrl-C / SIGTERM stops every process. With `--tls`
+//! every port speaks TLS (mutual TLS between the nodes), with certificates made for the run
+//! ([`certs`]).
+
+pub mod certs;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Args;
 use flotilla_proto::v1::admin_client::AdminClient;
 use flotilla_proto::v1::{CreateDatabaseRequest, DatabaseStatusRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+use self::certs::DevCerts;
+use crate::tls::reload::Reloading;
 
 #[derive(Debug, Clone, Args)]
 pub struct DevArgs {
@@ -23,6 +33,10 @@ pub struct DevArgs {
     /// Client port of node 0; node i uses base + 10*i (peer +1, HTTP +2).
     #[arg(long, default_value_t = 7100)]
     pub base_port: u16,
+    /// Serve every port over TLS (mutual TLS between the nodes), with a CA and certificates
+    /// made for this run under DATA_DIR/tls/.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -34,6 +48,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let port = |i: usize, off: u16| args.base_port + 10 * i as u16 + off;
     let first_client = format!("127.0.0.1:{}", port(0, 0));
+    let certs = match args.tls {
+        true => Some(certs::write(&args.data_dir.join("tls"), args.nodes)?),
+        false => None,
+    };
     let mut children: Vec<Child> = Vec::new();
     for i in 0..args.nodes {
         let dir = args.data_dir.join(format!("node-{i}"));
@@ -51,6 +69,19 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
+        if let Some(certs) = &certs {
+            let own = &certs.nodes[i];
+            for (flag, path) in [
+                ("--tls-cert", &own.cert),
+                ("--tls-key", &own.key),
+                ("--tls-ca", &certs.ca),
+                ("--peer-tls-cert", &own.cert),
+                ("--peer-tls-key", &own.key),
+                ("--peer-tls-ca", &certs.ca),
+            ] {
+                cmd.arg(flag).arg(path);
+            }
+        }
         if i == 0 && fresh {
             cmd.args(["--initial-cluster-state", "new"]);
         } else {
@@ -59,7 +90,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         children.push(cmd.spawn().with_context(|| format!("starting node-{i}"))?);
     }
     let result = tokio::select! {
-        r = bring_up(&args, &first_client) => r,
+        r = bring_up(&args, &first_client, certs.as_ref()) => r,
         e = first_exit(&mut children, &args.data_dir) => Err(e),
         _ = stop_signal() => Err(anyhow::anyhow!("interrupted")),
     };
@@ -70,7 +101,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             args.data_dir.display()
         );
     } else {
-        print_banner(&args);
+        print_banner(&args, certs.as_ref());
         stop_signal().await;
         eprintln!("stopping {} nodes...", children.len());
     }
@@ -108,22 +139,23 @@ fn last_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-async fn bring_up(args: &DevArgs, first_client: &str) -> anyhow::Result<()> {
+async fn bring_up(
+    args: &DevArgs,
+    first_client: &str,
+    certs: Option<&DevCerts>,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
+    let https = certs.map(https_config).transpose()?;
     for i in 0..args.nodes {
         let url = format!("127.0.0.1:{}", args.base_port + 10 * i as u16 + 2);
-        wait_ready(&url, deadline)
-            .await
-            .with_context(|| format!("node-{i} did not become ready"))?;
+        let ready = match &https {
+            None => wait_ready(&url, deadline).await,
+            Some(tls) => wait_https_ready(&url, tls, deadline).await,
+        };
+        ready.with_context(|| format!("node-{i} did not become ready"))?;
         eprintln!("node-{i} ready");
     }
-    let mut admin = loop {
-        match AdminClient::connect(format!("http://{first_client}")).await {
-            Ok(c) => break c,
-            Err(e) if Instant::now() > deadline => return Err(e.into()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
+    let mut admin = AdminClient::new(admin_channel(first_client, certs)?);
     loop {
         let req = CreateDatabaseRequest {
             name: "default".into(),
@@ -159,6 +191,72 @@ async fn bring_up(args: &DevArgs, first_client: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A channel to the client port at `addr`, over TLS with the client certificate when `certs`
+/// are given (connected on first use).
+fn admin_channel(addr: &str, certs: Option<&DevCerts>) -> anyhow::Result<Channel> {
+    let endpoint = crate::tls::connect::endpoint(addr)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.addr, e.reason))?;
+    let tls = match certs {
+        None => None,
+        Some(c) => {
+            let files = vec![c.ca.clone(), c.client.cert.clone(), c.client.key.clone()];
+            let config = Reloading::new("dev client", files, |f| {
+                crate::tls::client_config(&f[0], Some((&f[1], &f[2])))
+            })?;
+            Some(Arc::new(config))
+        }
+    };
+    Ok(crate::tls::connect::channel(endpoint, tls))
+}
+
+/// The TLS configuration of the readiness probe: the dev CA trusted, HTTP/1.1.
+fn https_config(certs: &DevCerts) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let ca = std::fs::read(&certs.ca).with_context(|| format!("reading {}", certs.ca.display()))?;
+    let mut config = crate::tls::client_config(&ca, None)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Polls `GET /readyz` over HTTPS on `addr` until it answers 200.
+async fn wait_https_ready(
+    addr: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    deadline: Instant,
+) -> anyhow::Result<()> {
+    loop {
+        let answer = tokio::time::timeout(Duration::from_secs(2), https_get(addr, "/readyz", tls));
+        if let Ok(Ok(text)) = answer.await
+            && text.starts_with("HTTP/1.1 200")
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("https://{addr}/readyz not ready in time");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `GET path` over HTTPS on `addr` (a 127.0.0.1 address): the whole answer as text.
+async fn https_get(
+    addr: &str,
+    path: &str,
+    tls: &Arc<rustls::ClientConfig>,
+) -> std::io::Result<String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1")
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let mut stream = tokio_rustls::TlsConnector::from(tls.clone())
+        .connect(name, tcp)
+        .await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut answer = Vec::new();
+    // A server closing without close_notify still gave its whole answer.
+    let _ = stream.read_to_end(&mut answer).await;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
 /// Polls `GET /readyz` on `addr` until it answers 200.
 pub async fn wait_ready(addr: &str, deadline: Instant) -> anyhow::Result<()> {
     loop {
@@ -187,7 +285,8 @@ async fn http_get_status(addr: &str, path: &str) -> Option<u16> {
     Some(answer.status().as_u16())
 }
 
-fn print_banner(args: &DevArgs) {
+fn print_banner(args: &DevArgs, certs: Option<&DevCerts>) {
+    let scheme = if certs.is_some() { "https" } else { "http" };
     let endpoints: Vec<String> = (0..args.nodes)
         .map(|i| format!("127.0.0.1:{}", args.base_port + 10 * i as u16))
         .collect();
@@ -198,24 +297,30 @@ fn print_banner(args: &DevArgs) {
     );
     for (i, e) in endpoints.iter().enumerate() {
         println!(
-            "  node-{i}: client {e}  metrics http://127.0.0.1:{}/metrics",
+            "  node-{i}: client {e}  metrics {scheme}://127.0.0.1:{}/metrics",
             args.base_port + 10 * i as u16 + 2
         );
     }
     println!();
     println!("Try it (in another terminal):");
     println!("  export FLOTILLA_ENDPOINTS={list}");
+    if let Some(c) = certs {
+        println!("  export FLOTILLA_TLS_CA={}", absolute(&c.ca));
+        println!("  export FLOTILLA_TLS_CERT={}", absolute(&c.client.cert));
+        println!("  export FLOTILLA_TLS_KEY={}", absolute(&c.client.key));
+        println!("  (or pass --tls-ca, --tls-cert and --tls-key; curl: --cacert, --cert, --key)");
+    }
     println!("  cargo run -p flotilla-cli -- doc put default users alice '{{\"name\":\"Alice\"}}'");
     println!("  cargo run -p flotilla-cli -- doc get default users alice");
     println!("  cargo run -p flotilla-cli -- cluster status");
     println!();
     println!(
         "Data: {}   Press Ctrl-C to stop every node.",
-        data_dir_display(&args.data_dir)
+        absolute(&args.data_dir)
     );
 }
 
-fn data_dir_display(p: &Path) -> String {
+fn absolute(p: &Path) -> String {
     std::fs::canonicalize(p)
         .unwrap_or_else(|_| p.to_path_buf())
         .display()
