@@ -667,21 +667,34 @@ async fn a_cluster_and_a_database_group_come_alive_heal_scale_and_go() {
         .wait_cluster("the scale-down to 3 nodes to finish", START_TIMEOUT, ready)
         .await;
     assert_eq!(harness.statefulset_replicas().await, 3);
-    let claims: Vec<String> =
-        Api::<PersistentVolumeClaim>::namespaced(harness.client.clone(), NAMESPACE)
-            .list(&ListParams::default())
-            .await
-            .expect("claims")
-            .items
-            .iter()
-            .map(ResourceExt::name_any)
-            .collect();
-    assert!(
-        !claims
-            .iter()
-            .any(|c| c.ends_with("-3") || c.ends_with("-4")),
-        "the volumes of removed nodes are deleted: {claims:?}"
-    );
+    // The volumes of the removed nodes go once their pods are gone (a claim in use is only
+    // marked for deletion until then, as the API server's pvc-protection does).
+    wait::until_async(
+        "the volumes of removed nodes to be deleted",
+        STEP_TIMEOUT,
+        POLL,
+        || async {
+            let claims: Vec<String> =
+                Api::<PersistentVolumeClaim>::namespaced(harness.client.clone(), NAMESPACE)
+                    .list(&ListParams::default())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .items
+                    .iter()
+                    .map(ResourceExt::name_any)
+                    .collect();
+            if claims
+                .iter()
+                .any(|c| c.ends_with("-3") || c.ends_with("-4"))
+            {
+                Err(format!("claims {claims:?}"))
+            } else {
+                Ok(Some(()))
+            }
+        },
+    )
+    .await
+    .expect("the volumes of removed nodes are deleted");
     // The Events tell the order: every leaving node drained and removed, then the shrink.
     let events = harness.cluster_events().await;
     let position = |needle: &str| events.iter().position(|e| e.contains(needle));
