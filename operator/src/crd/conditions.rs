@@ -113,6 +113,13 @@ pub enum Reason {
     VolumeGrowth,
     /// The nodes report a cluster id other than the one recorded.
     ClusterIdMismatch,
+    /// A database of the group's name exists that the operator did not create, and the
+    /// group does not say `adopt: true`.
+    DatabaseExists,
+    /// The operator issued a certificate (or a new cluster CA) into a Secret.
+    CertificateIssued,
+    /// The cluster's certificates cannot be issued or read; the message says why.
+    CertificatesNotReady,
 }
 
 impl Reason {
@@ -143,6 +150,9 @@ impl Reason {
             Self::VolumeSizeRefused => "VolumeSizeRefused",
             Self::VolumeGrowth => "VolumeGrowth",
             Self::ClusterIdMismatch => "ClusterIdMismatch",
+            Self::DatabaseExists => "DatabaseExists",
+            Self::CertificateIssued => "CertificateIssued",
+            Self::CertificatesNotReady => "CertificatesNotReady",
         }
     }
 }

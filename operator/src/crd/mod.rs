@@ -15,8 +15,8 @@ mod tests;
 pub mod validation;
 
 pub use cluster::{
-    Cluster, ClusterSpec, ClusterStatus, ImagePullPolicy, NodeRole, NodeState, NodeStatus,
-    PodOverrides, ScaleDownIntent, ScaleDownPhase, ServicePorts, ServiceSpec, ServiceType,
+    Cluster, ClusterSpec, ClusterStatus, ImagePullPolicy, IssuerRef, NetworkPolicySpec, NodeRole,
+    NodeState, NodeStatus, PodOverrides, TlsSpec, ScaleDownIntent, ScaleDownPhase, ServicePorts, ServiceSpec, ServiceType,
     StorageSpec,
 };
 pub use conditions::{ConditionStatus, ConditionType, Reason};

@@ -9,6 +9,7 @@
 //! get the placement labels of the Kubernetes Nodes they run on.
 
 pub mod bootstrap;
+pub mod certificates;
 mod checks;
 pub mod database_group;
 pub mod drift;
