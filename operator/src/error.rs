@@ -46,7 +46,9 @@ pub enum Error {
     AdminRefused(String),
 
     /// A database of this name exists that the operator was not asked to adopt.
-    #[error("database {0} exists already and was not created by this DatabaseGroup; set adopt: true to take it over")]
+    #[error(
+        "database {0} exists already and was not created by this DatabaseGroup; set adopt: true to take it over"
+    )]
     DatabaseExists(String),
 
     /// A certificate or key could not be made or read.

@@ -69,7 +69,8 @@ fn validity(now: SystemTime, lifetime: Duration) -> Validity {
 
 fn set_validity(params: &mut CertificateParams, validity: Validity) -> Result<()> {
     let at = |secs: u64| {
-        let secs = i64::try_from(secs).map_err(|_| Error::Certificate("time out of range".into()))?;
+        let secs =
+            i64::try_from(secs).map_err(|_| Error::Certificate("time out of range".into()))?;
         time::OffsetDateTime::from_unix_timestamp(secs)
             .map_err(|e| Error::Certificate(format!("time out of range: {e}")))
     };
@@ -82,7 +83,9 @@ fn set_validity(params: &mut CertificateParams, validity: Validity) -> Result<()
 pub fn new_ca(common_name: &str, now: SystemTime, lifetime: Duration) -> Result<Issued> {
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(failed("CA"))?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.distinguished_name.push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,

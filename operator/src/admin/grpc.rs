@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::plan::{Labels, Membership};
 use flotilla_client::RemoveNodeProgress;
 use flotilla_client::{
-    Client, ClientOptions, ClientTls, DatabaseInfo, DatabaseOptions, DatabaseStatus, DatabaseUpdate, Group,
+    Client, ClientOptions, ClientTls, DatabaseInfo, DatabaseOptions, DatabaseStatus,
+    DatabaseUpdate, Group,
 };
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -69,7 +70,11 @@ fn endpoints(cluster: &Cluster) -> Result<Vec<String>> {
 
 /// The key of a cluster in the caches: `namespace/name`.
 fn cluster_key(cluster: &Cluster) -> Result<String> {
-    Ok(format!("{}/{}", cluster.namespace_or_default(), cluster.name()?))
+    Ok(format!(
+        "{}/{}",
+        cluster.namespace_or_default(),
+        cluster.name()?
+    ))
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -141,9 +141,21 @@ mod tests {
     #[test]
     fn the_hash_follows_the_content() {
         let cluster = Cluster::test();
-        let three = built(desired_objects(&cluster, &Shape::running(3), &OperatorPods::default()));
-        let again = built(desired_objects(&cluster, &Shape::running(3), &OperatorPods::default()));
-        let five = built(desired_objects(&cluster, &Shape::running(5), &OperatorPods::default()));
+        let three = built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        ));
+        let again = built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        ));
+        let five = built(desired_objects(
+            &cluster,
+            &Shape::running(5),
+            &OperatorPods::default(),
+        ));
         let hashes = |objects: &[DesiredObject]| -> Vec<String> {
             objects.iter().map(|o| built(content_hash(o))).collect()
         };

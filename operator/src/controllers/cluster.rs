@@ -305,7 +305,10 @@ async fn remove_certificates(cluster: &Cluster, ctx: &Context, namespace: &str) 
     let resource = crate::desired::certificate_resource();
     let certificates =
         Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &resource);
-    for name in [cluster.tls_secret_name()?, cluster.operator_tls_secret_name()?] {
+    for name in [
+        cluster.tls_secret_name()?,
+        cluster.operator_tls_secret_name()?,
+    ] {
         match certificates.delete(&name, &DeleteParams::default()).await {
             Ok(_) => tracing::info!(certificate = name, "deleted a Certificate no longer wanted"),
             // Gone already, or cert-manager's CRDs are not installed.

@@ -97,9 +97,7 @@ struct Ca {
 impl Ca {
     /// The CAs a certificate's holder trusts: the current one, then the previous one.
     fn bundle(&self) -> String {
-        pki::bundle(
-            std::iter::once(self.pem.cert.as_str()).chain(self.previous.as_deref()),
-        )
+        pki::bundle(std::iter::once(self.pem.cert.as_str()).chain(self.previous.as_deref()))
     }
 }
 
@@ -260,15 +258,17 @@ async fn record(ctx: &Context, cluster: &Cluster, note: String) {
 }
 
 /// Makes, renews or rotates what the operator issues itself for `cluster`, as of `now`.
-pub async fn issue(cluster: &Cluster, ctx: &Context, namespace: &str, now: SystemTime) -> Result<()> {
+pub async fn issue(
+    cluster: &Cluster,
+    ctx: &Context,
+    namespace: &str,
+    now: SystemTime,
+) -> Result<()> {
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
     let now_s = seconds(now);
     let name = cluster.name()?;
-    let mut ca = secrets
-        .get_opt(&cluster.ca_secret_name()?)
-        .await?
-        .as_ref()
-        .and_then(read_ca);
+    let ca_name = cluster.ca_secret_name()?;
+    let mut ca = secrets.get_opt(&ca_name).await?.as_ref().and_then(read_ca);
     if let Some(step) = ca_step(ca.as_ref().map(|c| &c.record), now_s) {
         let next = match (step, ca.take()) {
             (CaStep::DropPrevious, Some(mut current)) => {
@@ -300,23 +300,26 @@ pub async fn issue(cluster: &Cluster, ctx: &Context, namespace: &str, now: Syste
         write(&secrets, ca_secret(cluster, &next)?).await?;
         let note = match step {
             CaStep::Create => "made the cluster CA".to_owned(),
-            CaStep::Rotate => "renewed the cluster CA; the previous one stays trusted until it expires".to_owned(),
-            CaStep::DropPrevious => "the previous cluster CA expired and is no longer trusted".to_owned(),
+            CaStep::Rotate => {
+                "renewed the cluster CA; the previous one stays trusted until it expires".to_owned()
+            }
+            CaStep::DropPrevious => {
+                "the previous cluster CA expired and is no longer trusted".to_owned()
+            }
         };
         record(ctx, cluster, note).await;
         ca = Some(next);
     }
     let Some(ca) = ca else {
-        return Err(Error::Certificate("the cluster CA could not be made".to_owned()));
+        return Err(Error::Certificate(
+            "the cluster CA could not be made".to_owned(),
+        ));
     };
     let bundle = ca.bundle();
     for leaf in [Leaf::Node, Leaf::Operator] {
         let secret_name = leaf.secret_name(cluster)?;
-        let found = secrets
-            .get_opt(&secret_name)
-            .await?
-            .as_ref()
-            .and_then(|s| read_leaf(s, &bundle));
+        let live = secrets.get_opt(&secret_name).await?;
+        let found = live.as_ref().and_then(|s| read_leaf(s, &bundle));
         match leaf_step(found.as_ref().map(|(r, _)| r), &ca.record, now_s) {
             Some(LeafStep::Issue(reason)) => {
                 let made = pki::issue(&ca.pem, &leaf.request(cluster)?, now)?;
@@ -355,9 +358,16 @@ pub async fn issue(cluster: &Cluster, ctx: &Context, namespace: &str, now: Syste
 
 /// The operator's TLS settings for calls to `cluster`, read from `<cluster>-operator-tls`;
 /// `None` while the Secret is not issued yet.
-pub async fn client_tls(cluster: &Cluster, ctx: &Context, namespace: &str) -> Result<Option<ClientTls>> {
+pub async fn client_tls(
+    cluster: &Cluster,
+    ctx: &Context,
+    namespace: &str,
+) -> Result<Option<ClientTls>> {
     let secrets = Api::<Secret>::namespaced(ctx.client.clone(), namespace);
-    let Some(secret) = secrets.get_opt(&cluster.operator_tls_secret_name()?).await? else {
+    let Some(secret) = secrets
+        .get_opt(&cluster.operator_tls_secret_name()?)
+        .await?
+    else {
         return Ok(None);
     };
     let bytes = |key: &str| {

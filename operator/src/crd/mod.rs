@@ -16,8 +16,8 @@ pub mod validation;
 
 pub use cluster::{
     Cluster, ClusterSpec, ClusterStatus, ImagePullPolicy, IssuerRef, NetworkPolicySpec, NodeRole,
-    NodeState, NodeStatus, PodOverrides, TlsSpec, ScaleDownIntent, ScaleDownPhase, ServicePorts, ServiceSpec, ServiceType,
-    StorageSpec,
+    NodeState, NodeStatus, PodOverrides, ScaleDownIntent, ScaleDownPhase, ServicePorts,
+    ServiceSpec, ServiceType, StorageSpec, TlsSpec,
 };
 pub use conditions::{ConditionStatus, ConditionType, Reason};
 pub use database_group::{

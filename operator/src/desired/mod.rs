@@ -17,7 +17,7 @@ pub use configmap::{INITIAL_CLUSTER_STATE_KEY, configmap};
 pub use network_policy::{OperatorPods, network_policy};
 pub use pdb::pod_disruption_budget;
 pub use services::{client_service, headless_service};
-pub use statefulset::statefulset;
+pub use statefulset::{node_args, statefulset};
 
 use crate::crd::Cluster;
 use crate::crd::cluster_funcs::CLUSTER_ID_ANNOTATION;
@@ -252,7 +252,11 @@ mod tests {
     #[test]
     fn a_cluster_gets_a_configmap_two_services_a_statefulset_and_a_pdb() {
         let cluster = Cluster::test().with_cluster_id("c-1");
-        let objects = built(desired_objects(&cluster, &Shape::running(3), &OperatorPods::default()));
+        let objects = built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        ));
         let kinds: Vec<_> = objects.iter().map(|o| (o.kind(), o.name())).collect();
         assert_eq!(
             kinds,
@@ -269,7 +273,11 @@ mod tests {
     #[test]
     fn every_child_is_owned_by_its_cluster_as_controller() {
         let cluster = Cluster::test();
-        for object in built(desired_objects(&cluster, &Shape::running(3), &OperatorPods::default())) {
+        for object in built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        )) {
             let owners = object
                 .metadata()
                 .owner_references
@@ -288,7 +296,11 @@ mod tests {
     fn a_cluster_without_uid_gets_children_without_owner_references() {
         let mut cluster = Cluster::test();
         cluster.metadata.uid = None;
-        for object in built(desired_objects(&cluster, &Shape::running(3), &OperatorPods::default())) {
+        for object in built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        )) {
             assert_eq!(object.metadata().owner_references, None);
         }
     }
@@ -341,8 +353,16 @@ mod tests {
     #[test]
     fn building_twice_gives_identical_objects() {
         let cluster = Cluster::test().with_cluster_id("c-1");
-        let first = built(desired_objects(&cluster, &Shape::running(3), &OperatorPods::default()));
-        let second = built(desired_objects(&cluster, &Shape::running(3), &OperatorPods::default()));
+        let first = built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        ));
+        let second = built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        ));
         assert!(!first.is_empty());
         assert_eq!(first, second);
     }

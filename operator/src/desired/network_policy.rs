@@ -159,9 +159,15 @@ mod tests {
     #[test]
     fn no_policy_unless_enabled() {
         let mut cluster = Cluster::test();
-        assert_eq!(built(network_policy(&cluster, &OperatorPods::default())), None);
+        assert_eq!(
+            built(network_policy(&cluster, &OperatorPods::default())),
+            None
+        );
         cluster.spec.network_policy = Some(PolicySpec::default());
-        assert_eq!(built(network_policy(&cluster, &OperatorPods::default())), None);
+        assert_eq!(
+            built(network_policy(&cluster, &OperatorPods::default())),
+            None
+        );
     }
 
     #[test]
@@ -177,7 +183,10 @@ mod tests {
         assert_eq!(from.len(), 1);
         assert_eq!(from[0].namespace_selector, None);
         assert_eq!(
-            from[0].pod_selector.as_ref().and_then(|s| s.match_labels.clone()),
+            from[0]
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
             Some(built(cluster.selector_labels()))
         );
     }
@@ -205,7 +214,10 @@ mod tests {
             )]))
         );
         assert_eq!(
-            from[0].pod_selector.as_ref().and_then(|s| s.match_labels.clone()),
+            from[0]
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
             Some(operator.labels.clone())
         );
     }
@@ -215,11 +227,17 @@ mod tests {
         let rules_default = rules(&enabled(None), &OperatorPods::default());
         assert_eq!(rules_default.len(), 3);
         let from = rules_default[2].from.clone().unwrap_or_default();
-        assert_eq!(from, vec![NetworkPolicyPeer {
-            pod_selector: Some(LabelSelector::default()),
-            ..NetworkPolicyPeer::default()
-        }]);
-        assert_eq!(port_numbers(&rules_default[2]), vec![CLIENT_PORT, HTTP_PORT]);
+        assert_eq!(
+            from,
+            vec![NetworkPolicyPeer {
+                pod_selector: Some(LabelSelector::default()),
+                ..NetworkPolicyPeer::default()
+            }]
+        );
+        assert_eq!(
+            port_numbers(&rules_default[2]),
+            vec![CLIENT_PORT, HTTP_PORT]
+        );
 
         let app = NetworkPolicyPeer {
             namespace_selector: Some(LabelSelector {

@@ -20,8 +20,7 @@ use k8s_openapi::api::core::v1::{
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
     PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -741,7 +740,11 @@ mod tests {
             ("--peer-tls-key", "tls.key"),
             ("--peer-tls-ca", "ca.crt"),
         ] {
-            assert_eq!(flag(&args, name), Some(format!("{TLS_DIR}/{file}").as_str()), "{name}");
+            assert_eq!(
+                flag(&args, name),
+                Some(format!("{TLS_DIR}/{file}").as_str()),
+                "{name}"
+            );
         }
         assert!(args.iter().any(|a| a == "--client-cert-auth"));
 
@@ -768,9 +771,13 @@ mod tests {
 
     #[test]
     fn with_tls_the_probes_speak_https() {
-        let probe = container(&with_tls()).readiness_probe.and_then(|p| p.http_get);
+        let probe = container(&with_tls())
+            .readiness_probe
+            .and_then(|p| p.http_get);
         assert_eq!(probe.and_then(|g| g.scheme), Some("HTTPS".to_owned()));
-        let plain = container(&Cluster::test()).readiness_probe.and_then(|p| p.http_get);
+        let plain = container(&Cluster::test())
+            .readiness_probe
+            .and_then(|p| p.http_get);
         assert_eq!(plain.and_then(|g| g.scheme), None);
     }
 
@@ -778,7 +785,11 @@ mod tests {
     fn without_tls_the_node_gets_no_tls_flag_or_volume() {
         let cluster = Cluster::test();
         let args = container(&cluster).args.unwrap_or_default();
-        assert!(!args.iter().any(|a| a.contains("tls") || a == "--client-cert-auth"));
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.contains("tls") || a == "--client-cert-auth")
+        );
         assert!(
             !pod(&cluster)
                 .volumes

@@ -61,7 +61,10 @@ impl Validity {
     /// The annotations recording this validity.
     pub fn annotations(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
-            (NOT_BEFORE_ANNOTATION.to_owned(), self.not_before.to_string()),
+            (
+                NOT_BEFORE_ANNOTATION.to_owned(),
+                self.not_before.to_string(),
+            ),
             (NOT_AFTER_ANNOTATION.to_owned(), self.not_after.to_string()),
         ])
     }

@@ -184,7 +184,10 @@ async fn a_database_the_operator_created_is_recorded_as_such() {
     h.api.put(&Cluster::test().with_cluster_id("c-1"));
     h.api.put(&DatabaseGroup::test());
     ok(h.reconcile_group().await);
-    assert_eq!(h.group().status.unwrap_or_default().created_by_operator, Some(true));
+    assert_eq!(
+        h.group().status.unwrap_or_default().created_by_operator,
+        Some(true)
+    );
     // Later passes find it and keep the record.
     ok(h.reconcile_group().await);
     let status = h.group().status.unwrap_or_default();

@@ -3,7 +3,9 @@
 //! NetworkPolicy.
 
 use super::*;
-use crate::controllers::tls::{self as certs, CA_CERT_KEY, CERT_KEY, KEY_KEY, PREVIOUS_CA_CERT_KEY};
+use crate::controllers::tls::{
+    self as certs, CA_CERT_KEY, CERT_KEY, KEY_KEY, PREVIOUS_CA_CERT_KEY,
+};
 use crate::crd::{IssuerRef, NetworkPolicySpec, TlsSpec};
 use crate::plan::certificates::{ISSUER_ANNOTATION, TRUST_PROPAGATION};
 use k8s_openapi::api::core::v1::Secret;
@@ -65,7 +67,10 @@ async fn a_tls_cluster_gets_a_ca_a_node_certificate_and_the_operators_client_cer
 
     let ca = h.secret_text("flotilla-ca", CA_CERT_KEY);
     assert_eq!(certificates_in(&ca), 1);
-    assert!(h.secret_text("flotilla-ca", "ca.key").contains("PRIVATE KEY"));
+    assert!(
+        h.secret_text("flotilla-ca", "ca.key")
+            .contains("PRIVATE KEY")
+    );
     for name in ["flotilla-tls", "flotilla-operator-tls"] {
         let secret = h.secret(name);
         assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
@@ -80,11 +85,17 @@ async fn a_tls_cluster_gets_a_ca_a_node_certificate_and_the_operators_client_cer
     let tls = h.admin_tls().flatten();
     assert_eq!(
         tls.as_ref().map(|t| t.ca_pem.clone()),
-        Some(h.secret_text("flotilla-operator-tls", CA_CERT_KEY).into_bytes())
+        Some(
+            h.secret_text("flotilla-operator-tls", CA_CERT_KEY)
+                .into_bytes()
+        )
     );
     assert_eq!(
         tls.and_then(|t| t.identity).map(|(cert, _)| cert),
-        Some(h.secret_text("flotilla-operator-tls", CERT_KEY).into_bytes())
+        Some(
+            h.secret_text("flotilla-operator-tls", CERT_KEY)
+                .into_bytes()
+        )
     );
     // The pods mount the node certificate.
     let volumes = h
@@ -96,7 +107,8 @@ async fn a_tls_cluster_gets_a_ca_a_node_certificate_and_the_operators_client_cer
     assert!(
         volumes
             .iter()
-            .any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("flotilla-tls"))
+            .any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref())
+                == Some("flotilla-tls"))
     );
 }
 
@@ -153,8 +165,11 @@ async fn a_ca_rotation_trusts_both_cas_before_any_certificate_of_the_new_one_is_
     // Certificates renewed along the way, still under the first CA.
     h.issue_at(start + 2400 * DAY).await;
     let leaf = h.secret_text("flotilla-tls", CERT_KEY);
-    let old_issuer = h.secret("flotilla-tls").metadata.annotations.unwrap_or_default()
-        [ISSUER_ANNOTATION]
+    let old_issuer = h
+        .secret("flotilla-tls")
+        .metadata
+        .annotations
+        .unwrap_or_default()[ISSUER_ANNOTATION]
         .clone();
 
     // Two thirds of the CA's ten years: a new CA; the old one stays trusted.
@@ -172,17 +187,29 @@ async fn a_ca_rotation_trusts_both_cas_before_any_certificate_of_the_new_one_is_
 
     h.issue_at(rotation + TRUST_PROPAGATION).await;
     assert_ne!(h.secret_text("flotilla-tls", CERT_KEY), leaf);
-    let issuer = h.secret("flotilla-tls").metadata.annotations.unwrap_or_default()
-        [ISSUER_ANNOTATION]
+    let issuer = h
+        .secret("flotilla-tls")
+        .metadata
+        .annotations
+        .unwrap_or_default()[ISSUER_ANNOTATION]
         .clone();
     assert_ne!(issuer, old_issuer);
-    assert_eq!(certificates_in(&h.secret_text("flotilla-tls", CA_CERT_KEY)), 2);
+    assert_eq!(
+        certificates_in(&h.secret_text("flotilla-tls", CA_CERT_KEY)),
+        2
+    );
 
     // Once the old CA expires it is trusted no more.
     h.issue_at(start + 3651 * DAY).await;
     assert_eq!(h.secret_text("flotilla-ca", PREVIOUS_CA_CERT_KEY), "");
-    assert_eq!(certificates_in(&h.secret_text("flotilla-tls", CA_CERT_KEY)), 1);
-    assert_eq!(certificates_in(&h.secret_text("flotilla-operator-tls", CA_CERT_KEY)), 1);
+    assert_eq!(
+        certificates_in(&h.secret_text("flotilla-tls", CA_CERT_KEY)),
+        1
+    );
+    assert_eq!(
+        certificates_in(&h.secret_text("flotilla-operator-tls", CA_CERT_KEY)),
+        1
+    );
 }
 
 /// The CRD of cert-manager's Certificates, enough for the fake API to serve them.
@@ -222,13 +249,14 @@ async fn with_an_issuer_cert_manager_issues_and_the_operator_makes_no_ca() {
     let _ = h.reconcile_cluster().await;
     assert!(h.api.get::<Secret>(NS, "flotilla-ca").is_none());
     let resource = crate::desired::certificate_resource();
-    let certificates = kube::Api::<kube::api::DynamicObject>::namespaced_with(
-        h.ctx.client.clone(),
-        NS,
-        &resource,
-    );
+    let certificates =
+        kube::Api::<kube::api::DynamicObject>::namespaced_with(h.ctx.client.clone(), NS, &resource);
     let names: Vec<String> = match certificates.list(&Default::default()).await {
-        Ok(list) => list.items.into_iter().filter_map(|c| c.metadata.name).collect(),
+        Ok(list) => list
+            .items
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect(),
         Err(error) => panic!("listing Certificates: {error}"),
     };
     assert_eq!(names.len(), 2, "{names:?}");
