@@ -25,7 +25,7 @@ pub fn certificate_resource() -> ApiResource {
 /// `duration` as cert-manager spells it (whole hours or seconds).
 fn go_duration(duration: std::time::Duration) -> String {
     let secs = duration.as_secs();
-    if secs % 3600 == 0 {
+    if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
     } else {
         format!("{secs}s")
