@@ -82,15 +82,27 @@ struct Cli {
     timeout: Duration,
 
     /// Connect over TLS, trusting the nodes' certificates signed by this CA (PEM file).
-    #[arg(long, global = true, env = "FLOTILLA_TLS_CA")]
+    #[arg(long, global = true, env = "FLOTILLA_TLS_CA", visible_alias = "cacert")]
     tls_ca: Option<PathBuf>,
 
     /// Client certificate (PEM) to present over TLS.
-    #[arg(long, global = true, env = "FLOTILLA_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_TLS_CERT",
+        visible_alias = "cert",
+        requires_all = ["tls_key", "tls_ca"]
+    )]
     tls_cert: Option<PathBuf>,
 
     /// Private key (PEM) of `--tls-cert`.
-    #[arg(long, global = true, env = "FLOTILLA_TLS_KEY", requires = "tls_cert")]
+    #[arg(
+        long,
+        global = true,
+        env = "FLOTILLA_TLS_KEY",
+        visible_alias = "key",
+        requires = "tls_cert"
+    )]
     tls_key: Option<PathBuf>,
 
     /// Authenticate as this user (on clusters with auth enabled).

@@ -181,6 +181,16 @@ async fn a_tls_dev_cluster_serves_the_command_line_as_its_banner_says_and_refuse
         .await;
         assert_exit(&out, 0, &format!("a get from node-{i}"));
     }
+    // The same files as flags, spelled as curl spells them.
+    let out = flotilla(
+        &[
+            "--cacert", &env[1].1, "--cert", &env[2].1, "--key", &env[3].1, "doc", "get",
+            "default", "users", "alice",
+        ],
+        &env[..1],
+    )
+    .await;
+    assert_exit(&out, 0, "a get with --cacert, --cert and --key");
 
     // Without the CA: plaintext to a TLS port, then TLS trusting a certificate that did not
     // sign the nodes' (the client's own). Both fail as "unavailable" with one line on stderr,

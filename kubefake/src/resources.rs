@@ -95,6 +95,13 @@ impl Default for Registry {
                     true,
                     true,
                 ),
+                t(
+                    "networking.k8s.io",
+                    "networkpolicies",
+                    "NetworkPolicy",
+                    true,
+                    false,
+                ),
                 t("events.k8s.io", "events", "Event", true, false),
                 t("coordination.k8s.io", "leases", "Lease", true, false),
                 t(

@@ -45,6 +45,16 @@ pub enum Error {
     #[error("cluster admin API refused: {0}")]
     AdminRefused(String),
 
+    /// A database of this name exists that the operator was not asked to adopt.
+    #[error(
+        "database {0} exists already and was not created by this DatabaseGroup; set adopt: true to take it over"
+    )]
+    DatabaseExists(String),
+
+    /// A certificate or key could not be made or read.
+    #[error("certificates: {0}")]
+    Certificate(String),
+
     /// A finalizer could not be added or removed, or its cleanup failed.
     #[error("finalizer: {0}")]
     Finalizer(String),

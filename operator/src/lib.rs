@@ -16,6 +16,7 @@ pub mod http;
 pub mod leader;
 pub mod manifests;
 pub mod metrics;
+pub mod pki;
 pub mod plan;
 pub mod plugin;
 pub mod render;

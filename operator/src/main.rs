@@ -5,6 +5,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use flotilla_operator::admin::grpc::GrpcAdmin;
 use flotilla_operator::controllers::{self, Context};
+use flotilla_operator::desired::OperatorPods;
 use flotilla_operator::leader::Election;
 use flotilla_operator::metrics::Metrics;
 use flotilla_operator::render::{Mode, parse_status};
@@ -48,6 +49,16 @@ enum Command {
         /// Log format.
         #[arg(long, env = "FLOTILLA_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
         log_format: LogFormat,
+        /// Labels of the operator's own pods (`k=v,k=v`): a Cluster's NetworkPolicy lets
+        /// these pods, in the operator's namespace (POD_NAMESPACE), reach the nodes.
+        #[arg(
+            long,
+            env = "FLOTILLA_OPERATOR_POD_LABELS",
+            value_delimiter = ',',
+            value_parser = parse_label,
+            default_value = "app.kubernetes.io/name=flotilla-operator"
+        )]
+        operator_pod_labels: Vec<(String, String)>,
     },
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
@@ -86,7 +97,20 @@ fn main() -> anyhow::Result<()> {
             watch_namespace,
             leader_election,
             log_format,
-        } => return run(metrics_addr, watch_namespace, leader_election, log_format),
+            operator_pod_labels,
+        } => {
+            let operator_pods = OperatorPods {
+                namespace: std::env::var("POD_NAMESPACE").ok(),
+                labels: operator_pod_labels.into_iter().collect(),
+            };
+            return run(
+                metrics_addr,
+                watch_namespace,
+                leader_election,
+                log_format,
+                operator_pods,
+            );
+        }
         Command::Crds => flotilla_operator::manifests::crds_yaml()?,
         Command::Render {
             files,
@@ -109,6 +133,14 @@ fn main() -> anyhow::Result<()> {
         // A closed pipe (`... | head`) is the reader's choice, not an error.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         result => result.context("writing to standard output"),
+    }
+}
+
+/// A label `key=value`.
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("{text:?}: expected key=value")),
     }
 }
 
@@ -149,6 +181,7 @@ async fn run(
     watch_namespace: Option<String>,
     leader_election: bool,
     log_format: LogFormat,
+    operator_pods: OperatorPods,
 ) -> anyhow::Result<()> {
     init_logging(log_format);
     flotilla_operator::use_ring_crypto();
@@ -168,11 +201,10 @@ async fn run(
             let _ = stopped.await;
         },
     ));
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        Arc::new(GrpcAdmin::default()),
-        metrics,
-    ));
+    let ctx = Arc::new(
+        Context::new(client.clone(), Arc::new(GrpcAdmin::default()), metrics)
+            .with_operator_pods(operator_pods),
+    );
     let controllers = controllers::run(client.clone(), ctx, watch_namespace.as_deref());
     let result = if leader_election {
         let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".to_owned());

@@ -7,7 +7,7 @@
 //! [`Mode::FirstApply`], and the next step of a live cluster with [`Mode::Status`].
 
 use crate::crd::{Cluster, ClusterStatus, GROUP};
-use crate::desired::{Shape, desired_objects};
+use crate::desired::{OperatorPods, Shape, desired_objects};
 use crate::error::{Error, Result};
 use crate::manifests::{from_yaml_stream, to_yaml_stream};
 use crate::plan::{self, Observed};
@@ -81,7 +81,7 @@ pub fn render(
                 plan::shape(&cluster, &Observed::default())
             }
         };
-        objects.extend(desired_objects(&cluster, &shape)?);
+        objects.extend(desired_objects(&cluster, &shape, &OperatorPods::default())?);
     }
     to_yaml_stream(&objects)
 }

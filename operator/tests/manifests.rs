@@ -217,11 +217,14 @@ fn the_kustomize_base_carries_the_charts_default_values() {
                 "--log-format={}",
                 values["logFormat"].as_str().unwrap_or_default()
             ),
+            // Namespaced by default: the operator watches only its own namespace.
+            "--watch-namespace=$(POD_NAMESPACE)".to_owned(),
+            "--operator-pod-labels=app.kubernetes.io/name=flotilla-operator,app.kubernetes.io/instance=flotilla-operator".to_owned(),
         ]
     );
-    assert_eq!(values["rbac"]["scope"], "cluster");
-    // Unset: Nodes are read in the cluster scope (deploy/base has the node-reader role).
-    assert_eq!(values["rbac"]["readNodes"], Value::Null);
+    assert_eq!(values["rbac"]["scope"], "namespace");
+    // Nodes are read, by name, through the one cluster-wide role (deploy/base has it).
+    assert_eq!(values["rbac"]["readNodes"], Value::Bool(true));
     let service = only(
         documents(&root().join("deploy/base/service.yaml")),
         "Service",
@@ -241,10 +244,13 @@ fn named(documents: &[Value], kind: &str, name: &str) -> Value {
 #[test]
 fn the_kustomize_base_has_the_charts_rbac_rules() {
     let manifests = documents(&root().join("deploy/base/rbac.yaml"));
-    let cluster_role = named(&manifests, "ClusterRole", "flotilla-operator");
+    // Scoped to the operator's namespace.
+    let role = named(&manifests, "Role", "flotilla-operator");
     let rules = chart_rules("flotilla-operator.rules");
     assert!(rules.as_array().is_some_and(|r| r.len() >= 5), "{rules}");
-    assert_eq!(cluster_role["rules"], rules);
+    assert_eq!(role["rules"], rules);
+    let binding = named(&manifests, "RoleBinding", "flotilla-operator");
+    assert_eq!(binding["roleRef"]["kind"], "Role");
     // Nodes are read only, by name, through a ClusterRole of their own.
     let node_reader = named(&manifests, "ClusterRole", "flotilla-operator-node-reader");
     let rules = chart_rules("flotilla-operator.nodeRules");
@@ -260,7 +266,7 @@ fn the_kustomize_base_has_the_charts_rbac_rules() {
     );
     assert_eq!(binding["roleRef"]["name"], "flotilla-operator-node-reader");
     assert_eq!(binding["subjects"][0]["name"], "flotilla-operator");
-    let leases = only(manifests, "Role");
+    let leases = named(&manifests, "Role", "flotilla-operator-leader-election");
     let rules = chart_rules("flotilla-operator.leaderElectionRules");
     assert!(rules.as_array().is_some_and(|r| r.len() == 1), "{rules}");
     assert_eq!(leases["rules"], rules);

@@ -66,6 +66,24 @@ const USED: &[(&str, &str, &[&str], &str)] = &[
     ),
     (
         "",
+        "secrets",
+        &["get", "create", "patch"],
+        "the cluster CA and the certificates the operator issues; its client certificate",
+    ),
+    (
+        "networking.k8s.io",
+        "networkpolicies",
+        &["get", "create", "patch", "delete"],
+        "applied child; removed when disabled",
+    ),
+    (
+        "cert-manager.io",
+        "certificates",
+        &["get", "create", "patch", "delete"],
+        "applied child with spec.tls.issuerRef; removed without",
+    ),
+    (
+        "",
         "pods",
         &["list", "watch", "patch", "delete"],
         "watched; rolling restarts, replacements; hand-over requests cleared",
@@ -129,6 +147,10 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("PersistentVolumeClaim", "", "persistentvolumeclaims"),
     ("Node", "", "nodes"),
     ("Lease", "coordination.k8s.io", "leases"),
+    ("Secret", "", "secrets"),
+    ("NetworkPolicy", "networking.k8s.io", "networkpolicies"),
+    // The only objects the operator handles as dynamic ones: cert-manager's Certificates.
+    ("DynamicObject", "cert-manager.io", "certificates"),
 ];
 
 /// Client calls and the verbs they need; a watch needs `list` and `watch`.
@@ -271,6 +293,8 @@ fn calls_in(text: &str) -> Vec<(String, String)> {
                     let scope = after
                         .find(&format!("let {name} "))
                         .map_or(after, |i| &after[..i]);
+                    // Without whitespace: `secrets\n    .get_opt(` is a call of `secrets`.
+                    let scope: String = scope.split_whitespace().collect();
                     CALLS
                         .iter()
                         .filter(|(call, _)| {
@@ -325,6 +349,9 @@ fn every_kubernetes_api_call_of_the_operator_is_in_the_verb_table() {
         ("flotilla.dev", "databasegroups", "patch"),
         ("apps", "statefulsets", "watch"),
         ("", "nodes", "get"),
+        ("", "secrets", "get"),
+        ("networking.k8s.io", "networkpolicies", "delete"),
+        ("cert-manager.io", "certificates", "delete"),
     ] {
         let expected = (expected.0.into(), expected.1.into(), expected.2.into());
         assert!(

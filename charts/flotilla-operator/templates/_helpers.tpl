@@ -48,6 +48,6 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "flotilla-operator.readNodes" -}}
 {{- if kindIs "bool" .Values.rbac.readNodes }}
 {{- if .Values.rbac.readNodes }}true{{ end }}
-{{- else if eq .Values.rbac.scope "cluster" }}true
+{{- else }}true
 {{- end }}
 {{- end }}

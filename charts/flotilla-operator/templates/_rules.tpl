@@ -30,6 +30,19 @@ manifests in deploy/base carry the same rules, and a test compares them.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Certificates of Clusters with spec.tls: the cluster CA, the node and the operator's
+# client certificates it issues (server-side apply), read back to call the nodes.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get", "create", "patch"]
+# The NetworkPolicy of a Cluster's nodes (spec.networkPolicy); deleted when disabled.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch", "delete"]
+# cert-manager Certificates of Clusters with spec.tls.issuerRef.
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["get", "create", "patch", "delete"]
 # Restart pods one at a time; clear a pod's leadership hand-over request once done.
 - apiGroups: [""]
   resources: ["pods"]

@@ -6,14 +6,15 @@
 //! replication factor or placement) fails with an error that says so.
 
 use super::mapping::{membership, topology};
-use super::{ClusterAdmin, DatabaseRequest, ShardTopology};
+use super::{ClusterAdmin, DatabaseRequest, EnsuredDatabase};
 use crate::crd::Cluster;
 use crate::crd::cluster_funcs::CLIENT_PORT;
 use crate::error::{Error, Result};
 use crate::plan::{Labels, Membership};
 use flotilla_client::RemoveNodeProgress;
 use flotilla_client::{
-    Client, ClientOptions, DatabaseInfo, DatabaseOptions, DatabaseStatus, DatabaseUpdate, Group,
+    Client, ClientOptions, ClientTls, DatabaseInfo, DatabaseOptions, DatabaseStatus,
+    DatabaseUpdate, Group,
 };
 use futures::future::BoxFuture;
 use std::collections::HashMap;
@@ -27,10 +28,15 @@ pub type AddressMap = Arc<dyn Fn(&str) -> String + Send + Sync>;
 #[derive(Default)]
 pub struct GrpcAdmin {
     /// Clients by cluster (`namespace/name`), with the endpoints they were made for.
-    clients: Mutex<HashMap<String, (Vec<String>, Client)>>,
+    clients: Mutex<HashMap<String, (ClientKey, Client)>>,
     /// How pod addresses are reached when the operator is outside the pod network.
     address_map: Option<AddressMap>,
+    /// TLS settings by cluster (`namespace/name`), for clusters that serve TLS.
+    tls: Mutex<HashMap<String, ClientTls>>,
 }
+
+/// The cache entry of a cluster's client: what it was made for.
+type ClientKey = (Vec<String>, Option<ClientTls>);
 
 fn admin_error(error: flotilla_client::Error) -> Error {
     use flotilla_client::Error as E;
@@ -60,6 +66,22 @@ fn endpoints(cluster: &Cluster) -> Result<Vec<String>> {
             Ok(format!("{}:{CLIENT_PORT}", cluster.pod_dns_name(ordinal)?))
         })
         .collect()
+}
+
+/// The key of a cluster in the caches: `namespace/name`.
+fn cluster_key(cluster: &Cluster) -> Result<String> {
+    Ok(format!(
+        "{}/{}",
+        cluster.namespace_or_default(),
+        cluster.name()?
+    ))
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
 }
 
 /// A replacement delay as the cluster's API takes it.
@@ -96,8 +118,9 @@ fn database_update(database: &DatabaseInfo, request: &DatabaseRequest) -> Option
     (update != DatabaseUpdate::default()).then_some(update)
 }
 
-fn options() -> ClientOptions {
+fn options(tls: Option<ClientTls>) -> ClientOptions {
     ClientOptions {
+        tls,
         total_timeout: Duration::from_secs(10),
         request_timeout: Duration::from_secs(3),
         connect_timeout: Duration::from_secs(2),
@@ -118,22 +141,36 @@ impl GrpcAdmin {
     }
 
     fn client(&self, cluster: &Cluster) -> Result<Client> {
-        let key = format!("{}/{}", cluster.namespace_or_default(), cluster.name()?);
+        let key = cluster_key(cluster)?;
         let mut endpoints = endpoints(cluster)?;
         if let Some(map) = &self.address_map {
             endpoints = endpoints.iter().map(|e| map(e)).collect();
         }
-        let mut clients = match self.clients.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
+        let tls = if cluster.tls_enabled() {
+            match locked(&self.tls).get(&key) {
+                Some(tls) => Some(tls.clone()),
+                None => {
+                    return Err(Error::Certificate(format!(
+                        "the operator's client certificate for this cluster (Secret {}) is not issued yet",
+                        cluster.operator_tls_secret_name()?
+                    )));
+                }
+            }
+        } else {
+            None
         };
+        let wanted: ClientKey = (endpoints, tls);
+        let mut clients = locked(&self.clients);
         if let Some((known, client)) = clients.get(&key)
-            && *known == endpoints
+            && *known == wanted
         {
             return Ok(client.clone());
         }
-        let client = Client::with_options(endpoints.clone(), options()).map_err(admin_error)?;
-        clients.insert(key, (endpoints, client.clone()));
+        // A renewed certificate makes a new client: connections are made with the settings
+        // of the moment.
+        let client = Client::with_options(wanted.0.clone(), options(wanted.1.clone()))
+            .map_err(admin_error)?;
+        clients.insert(key, (wanted, client.clone()));
         Ok(client)
     }
 
@@ -159,6 +196,17 @@ impl GrpcAdmin {
 }
 
 impl ClusterAdmin for GrpcAdmin {
+    fn use_client_tls(&self, cluster: &Cluster, tls: Option<ClientTls>) {
+        let Ok(key) = cluster_key(cluster) else {
+            return;
+        };
+        let mut settings = locked(&self.tls);
+        match tls {
+            Some(tls) => settings.insert(key, tls),
+            None => settings.remove(&key),
+        };
+    }
+
     fn membership<'a>(&'a self, cluster: &'a Cluster) -> BoxFuture<'a, Result<Membership>> {
         Box::pin(self.membership_of(cluster))
     }
@@ -258,7 +306,7 @@ impl ClusterAdmin for GrpcAdmin {
         &'a self,
         cluster: &'a Cluster,
         request: &'a DatabaseRequest,
-    ) -> BoxFuture<'a, Result<Vec<ShardTopology>>> {
+    ) -> BoxFuture<'a, Result<EnsuredDatabase>> {
         Box::pin(async move {
             let client = self.client(cluster)?;
             let existing = client
@@ -267,12 +315,24 @@ impl ClusterAdmin for GrpcAdmin {
                 .map_err(admin_error)?
                 .into_iter()
                 .find(|d| d.name == request.name);
+            let mut created = false;
             match existing {
                 None => {
-                    client
+                    match client
                         .create_database_with(&request.name, &database_options(request))
                         .await
-                        .map_err(admin_error)?;
+                    {
+                        Ok(_) => created = true,
+                        // Made by someone else since it was listed.
+                        Err(flotilla_client::Error::AlreadyExists(_)) if !request.may_exist => {
+                            return Err(Error::DatabaseExists(request.name.clone()));
+                        }
+                        Err(flotilla_client::Error::AlreadyExists(_)) => {}
+                        Err(error) => return Err(admin_error(error)),
+                    }
+                }
+                Some(_) if !request.may_exist => {
+                    return Err(Error::DatabaseExists(request.name.clone()));
                 }
                 Some(database) => {
                     // The cluster adds, moves or removes replicas to match, one safe step at
@@ -290,7 +350,10 @@ impl ClusterAdmin for GrpcAdmin {
                 .database_status(&request.name)
                 .await
                 .map_err(admin_error)?;
-            Ok(topology(&status, &database))
+            Ok(EnsuredDatabase {
+                created,
+                shards: topology(&status, &database),
+            })
         })
     }
 
@@ -332,6 +395,7 @@ mod tests {
             pods: Vec::new(),
             node_labels: [("zone".to_owned(), "a".to_owned())].into(),
             replace_after: Some(Duration::from_secs(30)),
+            may_exist: true,
         }
     }
 

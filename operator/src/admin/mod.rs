@@ -26,6 +26,18 @@ pub struct DatabaseRequest {
     /// How long a replica may stay in Rehab before it is replaced; the cluster's default
     /// when unset.
     pub replace_after: Option<std::time::Duration>,
+    /// Whether a database of this name that exists already may be taken as it is (and
+    /// updated to the request); when not, finding one fails with [`Error::DatabaseExists`].
+    pub may_exist: bool,
+}
+
+/// What [`ClusterAdmin::ensure_database`] found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EnsuredDatabase {
+    /// The database did not exist and was created by this call.
+    pub created: bool,
+    /// Its live topology.
+    pub shards: Vec<ShardTopology>,
 }
 
 /// Live topology of one shard, with replicas named by pod.
@@ -40,6 +52,13 @@ pub struct ShardTopology {
 
 /// Admin operations on a running cluster. Every operation is idempotent.
 pub trait ClusterAdmin: Send + Sync + 'static {
+    /// How to reach `cluster` from now on: over TLS with these settings (the operator's
+    /// client certificate and the cluster's CAs), or in plaintext (`None`) when the cluster
+    /// serves no TLS. A cluster with `spec.tls.enabled` and no settings yet is not called.
+    fn use_client_tls(&self, cluster: &Cluster, tls: Option<flotilla_client::ClientTls>) {
+        let _ = (cluster, tls);
+    }
+
     /// Raft membership of the cluster, asked of any node that answers.
     fn membership<'a>(&'a self, cluster: &'a Cluster) -> BoxFuture<'a, Result<Membership>>;
 
@@ -73,13 +92,13 @@ pub trait ClusterAdmin: Send + Sync + 'static {
         labels: &'a Labels,
     ) -> BoxFuture<'a, Result<Labels>>;
 
-    /// Creates the database, or updates its replication factor and placement, and
-    /// returns its live topology.
+    /// Creates the database, or updates its replication factor and placement (when
+    /// `request.may_exist`), and returns its live topology and whether it was created.
     fn ensure_database<'a>(
         &'a self,
         cluster: &'a Cluster,
         request: &'a DatabaseRequest,
-    ) -> BoxFuture<'a, Result<Vec<ShardTopology>>>;
+    ) -> BoxFuture<'a, Result<EnsuredDatabase>>;
 
     /// Deletes the database and its data; succeeds when it does not exist.
     fn delete_database<'a>(
@@ -128,7 +147,7 @@ impl ClusterAdmin for NoAdmin {
         &'a self,
         _: &'a Cluster,
         _: &'a DatabaseRequest,
-    ) -> BoxFuture<'a, Result<Vec<ShardTopology>>> {
+    ) -> BoxFuture<'a, Result<EnsuredDatabase>> {
         unavailable()
     }
 

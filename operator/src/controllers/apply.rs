@@ -56,10 +56,16 @@ pub async fn apply(client: &Client, namespace: &str, object: DesiredObject) -> R
         DesiredObject::Service(o) => apply_typed(client, namespace, o).await,
         DesiredObject::StatefulSet(o) => apply_typed(client, namespace, o).await,
         DesiredObject::PodDisruptionBudget(o) => apply_typed(client, namespace, o).await,
+        DesiredObject::NetworkPolicy(o) => apply_typed(client, namespace, o).await,
+        DesiredObject::Certificate(o) => {
+            let resource = crate::desired::certificate_resource();
+            let api = Api::namespaced_with(client.clone(), namespace, &resource);
+            apply_with(api, resource.kind.clone(), o).await
+        }
     }
 }
 
-async fn apply_typed<K>(client: &Client, namespace: &str, mut object: K) -> Result<Applied>
+async fn apply_typed<K>(client: &Client, namespace: &str, object: K) -> Result<Applied>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Serialize
@@ -67,18 +73,27 @@ where
         + Clone
         + Debug,
 {
+    let api = Api::namespaced(client.clone(), namespace);
+    apply_with(api, K::kind(&()).into_owned(), object).await
+}
+
+/// [`apply`] through `api`, of an object of `kind`.
+async fn apply_with<K>(api: Api<K>, kind: String, mut object: K) -> Result<Applied>
+where
+    K: Resource + Serialize + DeserializeOwned + Clone + Debug,
+{
     let hash = content_hash(&object)?;
     let name = object
         .meta()
         .name
         .clone()
         .ok_or(Error::MissingObjectKey("metadata.name"))?;
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let context = |action| {
         let name = name.clone();
+        let kind = kind.clone();
         move |source| Error::Child {
             action,
-            kind: K::kind(&()).into_owned(),
+            kind,
             name,
             source: Box::new(source),
         }
@@ -121,14 +136,26 @@ fn to_value<T: Serialize>(object: &T) -> Result<serde_json::Value> {
 mod tests {
     use super::*;
     use crate::crd::Cluster;
-    use crate::desired::{Shape, built, desired_objects};
+    use crate::desired::{OperatorPods, Shape, built, desired_objects};
 
     #[test]
     fn the_hash_follows_the_content() {
         let cluster = Cluster::test();
-        let three = built(desired_objects(&cluster, &Shape::running(3)));
-        let again = built(desired_objects(&cluster, &Shape::running(3)));
-        let five = built(desired_objects(&cluster, &Shape::running(5)));
+        let three = built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        ));
+        let again = built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        ));
+        let five = built(desired_objects(
+            &cluster,
+            &Shape::running(5),
+            &OperatorPods::default(),
+        ));
         let hashes = |objects: &[DesiredObject]| -> Vec<String> {
             objects.iter().map(|o| built(content_hash(o))).collect()
         };

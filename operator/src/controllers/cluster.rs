@@ -13,10 +13,11 @@ use crate::plan::{
 };
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
@@ -46,7 +47,13 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    let observed = match observe(&cluster, &ctx, &namespace).await {
+    // The certificates come first: the admin calls of the observation use them.
+    let observed = match async {
+        super::tls::reconcile(&cluster, &ctx, &namespace).await?;
+        observe(&cluster, &ctx, &namespace).await
+    }
+    .await
+    {
         Ok(observed) => observed,
         Err(error) => {
             // Nothing is planned without an observation, but the status still says why.
@@ -236,10 +243,11 @@ async fn apply_children(
     namespace: &str,
     shape: &Shape,
 ) -> Result<()> {
-    let objects = desired_objects(cluster, shape)?;
-    let wants_budget = objects
-        .iter()
-        .any(|o| matches!(o, crate::desired::DesiredObject::PodDisruptionBudget(_)));
+    let objects = desired_objects(cluster, shape, &ctx.operator_pods)?;
+    let wants = |kind: &str| objects.iter().any(|o| o.kind() == kind);
+    let wants_budget = wants("PodDisruptionBudget");
+    let wants_policy = wants("NetworkPolicy");
+    let wants_certificates = wants("Certificate");
     for object in objects {
         let (kind, api_version, name) = (object.kind(), object.api_version(), object.name());
         let name = name.to_owned();
@@ -274,6 +282,38 @@ async fn apply_children(
         let name = cluster.pdb_name()?;
         if budgets.get_opt(&name).await?.is_some() {
             budgets.delete(&name, &DeleteParams::default()).await?;
+        }
+    }
+    if !wants_policy {
+        let policies = Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace);
+        let name = cluster.network_policy_name()?;
+        if policies.get_opt(&name).await?.is_some() {
+            policies.delete(&name, &DeleteParams::default()).await?;
+        }
+    }
+    // Certificates of an issuer the spec no longer names: cert-manager would keep writing
+    // into Secrets the operator now fills (or that TLS no longer uses).
+    if cluster.spec.tls.is_some() && !wants_certificates {
+        remove_certificates(cluster, ctx, namespace).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the cert-manager Certificates of `cluster`, if any (and if cert-manager is
+/// installed at all).
+async fn remove_certificates(cluster: &Cluster, ctx: &Context, namespace: &str) -> Result<()> {
+    let resource = crate::desired::certificate_resource();
+    let certificates =
+        Api::<DynamicObject>::namespaced_with(ctx.client.clone(), namespace, &resource);
+    for name in [
+        cluster.tls_secret_name()?,
+        cluster.operator_tls_secret_name()?,
+    ] {
+        match certificates.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(certificate = name, "deleted a Certificate no longer wanted"),
+            // Gone already, or cert-manager's CRDs are not installed.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
         }
     }
     Ok(())

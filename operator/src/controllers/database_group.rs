@@ -6,11 +6,12 @@
 use super::{Context, FIELD_MANAGER};
 use crate::admin::DatabaseRequest;
 use crate::crd::conditions::find_condition;
-use crate::crd::{Cluster, DatabaseGroup, DatabaseGroupStatus, DeletionPolicy};
+use crate::crd::{Cluster, DatabaseGroup, DatabaseGroupStatus};
 use crate::crd::{ConditionStatus, ConditionType};
 use crate::error::{Error, Result};
 use crate::plan::database_group::{
-    DatabaseObservation, database_group_status, recheck_after, replica_transitions,
+    DatabaseObservation, database_group_status, drops_database_on_delete, may_use_existing,
+    recheck_after, record_origin, replica_transitions,
 };
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -101,10 +102,12 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
             .and_then(|s| find_condition(&s.conditions, ConditionType::Ready))
             .is_some_and(|c| c.status == ConditionStatus::True.as_str())
     });
+    let mut created = None;
     let observation = match cluster {
         None => DatabaseObservation::ClusterNotFound,
         Some(cluster) if cluster.spec.paused => DatabaseObservation::ClusterPaused,
         Some(cluster) => {
+            super::tls::prepare_admin(&cluster, ctx, namespace).await?;
             let request = DatabaseRequest {
                 name: group.database_name()?.to_owned(),
                 replication_factor: u32::try_from(group.spec.replication_factor).unwrap_or(1),
@@ -122,9 +125,14 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
                     .map(|p| p.node_labels.clone())
                     .unwrap_or_default(),
                 replace_after: group.spec.replace_after.map(std::time::Duration::from),
+                may_exist: may_use_existing(group),
             };
             match ctx.admin.ensure_database(&cluster, &request).await {
-                Ok(topology) => DatabaseObservation::Topology(topology),
+                Ok(ensured) => {
+                    created = Some(ensured.created);
+                    DatabaseObservation::Topology(ensured.shards)
+                }
+                Err(Error::DatabaseExists(name)) => DatabaseObservation::Exists(name),
                 Err(error) if error.is_unreachable() => {
                     DatabaseObservation::Unreachable(error.chain())
                 }
@@ -132,7 +140,10 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
             }
         }
     };
-    let status = database_group_status(group, &observation, &Time(Timestamp::now()));
+    let mut status = database_group_status(group, &observation, &Time(Timestamp::now()));
+    if let Some(created) = created {
+        record_origin(&mut status, created);
+    }
     let old_shards = group
         .status
         .as_ref()
@@ -169,12 +180,13 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
     Ok(Action::requeue(recheck))
 }
 
-/// Deletes the database when the policy says so and its cluster still exists; a
-/// cluster that is gone (or going) releases the finalizer at once.
+/// Deletes the database when the policy says so, the operator created it and its cluster
+/// still exists; a cluster that is gone (or going) releases the finalizer at once.
 async fn cleanup(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<Action> {
-    if group.spec.deletion_policy == DeletionPolicy::Delete
+    if drops_database_on_delete(group)
         && let Some(cluster) = live_cluster(group, ctx, namespace).await?
     {
+        super::tls::prepare_admin(&cluster, ctx, namespace).await?;
         ctx.admin
             .delete_database(&cluster, group.database_name()?)
             .await?;

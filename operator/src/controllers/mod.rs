@@ -13,6 +13,7 @@ pub mod database_group;
 mod observe;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use crate::admin::ClusterAdmin;
 use crate::crd::{Backup, Cluster, DatabaseGroup};
@@ -41,6 +42,8 @@ pub struct Context {
     pub admin: Arc<dyn ClusterAdmin>,
     pub metrics: Metrics,
     pub recorder: Recorder,
+    /// The operator's own pods, which a cluster's NetworkPolicy lets reach the nodes.
+    pub operator_pods: crate::desired::OperatorPods,
     backoff: backoff::Backoff,
     /// Reading Kubernetes Nodes was forbidden the last time it was tried (so that it is
     /// logged once, not on every reconcile).
@@ -61,9 +64,18 @@ impl Context {
             admin,
             metrics,
             recorder,
+            operator_pods: crate::desired::OperatorPods::default(),
             backoff: backoff::Backoff::default(),
             nodes_forbidden: AtomicBool::new(false),
         }
+    }
+}
+
+impl Context {
+    /// The same context, with the operator's pods as the NetworkPolicies name them.
+    pub fn with_operator_pods(mut self, operator_pods: crate::desired::OperatorPods) -> Self {
+        self.operator_pods = operator_pods;
+        self
     }
 }
 

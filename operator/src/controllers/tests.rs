@@ -2,7 +2,7 @@
 //! the cluster's admin API.
 
 use super::{Context, cluster, database_group};
-use crate::admin::{ClusterAdmin, DatabaseRequest, ShardTopology};
+use crate::admin::{ClusterAdmin, DatabaseRequest, EnsuredDatabase, ShardTopology};
 use crate::crd::{
     Cluster, DatabaseGroup, DeletionPolicy, NodeRole, NodeState, ScaleDownIntent, ScaleDownPhase,
 };
@@ -31,6 +31,8 @@ struct AdminState {
     drain_fails: bool,
     calls: Vec<String>,
     databases: BTreeMap<String, DatabaseRequest>,
+    /// The TLS settings the controllers last gave, by cluster name.
+    client_tls: BTreeMap<String, Option<flotilla_client::ClientTls>>,
 }
 
 /// Stands in for a running cluster's admin API and records every call.
@@ -71,6 +73,11 @@ fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, Result<T>> {
 }
 
 impl ClusterAdmin for FakeAdmin {
+    fn use_client_tls(&self, cluster: &Cluster, tls: Option<flotilla_client::ClientTls>) {
+        let name = cluster.metadata.name.clone().unwrap_or_default();
+        self.lock().client_tls.insert(name, tls);
+    }
+
     fn membership<'a>(&'a self, _: &'a Cluster) -> BoxFuture<'a, Result<Membership>> {
         let membership = self.lock().membership.clone();
         Box::pin(async move { membership.ok_or(Error::AdminUnavailable) })
@@ -123,16 +130,22 @@ impl ClusterAdmin for FakeAdmin {
         &'a self,
         _: &'a Cluster,
         request: &'a DatabaseRequest,
-    ) -> BoxFuture<'a, Result<Vec<ShardTopology>>> {
+    ) -> BoxFuture<'a, Result<EnsuredDatabase>> {
         self.record(format!("ensure {}", request.name));
+        let exists = self.lock().databases.contains_key(&request.name);
+        if exists && !request.may_exist {
+            let name = request.name.clone();
+            return Box::pin(async move { Err(Error::DatabaseExists(name)) });
+        }
         self.lock()
             .databases
             .insert(request.name.clone(), request.clone());
         let pods: Vec<String> = (0..request.replication_factor)
             .map(|i| format!("flotilla-{i}"))
             .collect();
-        ready(
-            (0..request.shards)
+        ready(EnsuredDatabase {
+            created: !exists,
+            shards: (0..request.shards)
                 .map(|shard| ShardTopology {
                     shard,
                     leader: pods.first().cloned(),
@@ -141,7 +154,7 @@ impl ClusterAdmin for FakeAdmin {
                     rehab: Vec::new(),
                 })
                 .collect(),
-        )
+        })
     }
 
     fn delete_database<'a>(&'a self, _: &'a Cluster, name: &'a str) -> BoxFuture<'a, Result<()>> {
@@ -711,6 +724,7 @@ mod database_groups;
 mod drift;
 mod placement;
 mod stuck_pods;
+mod tls;
 mod volumes;
 
 #[tokio::test]

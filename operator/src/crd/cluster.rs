@@ -3,6 +3,7 @@
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicyPeer;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::Duration;
@@ -182,6 +183,84 @@ pub struct ClusterSpec {
         "placementLabels must be label keys of letters, digits, '.', '_', '-' or '/'"
     ))]
     pub placement_labels: Vec<String>,
+
+    /// Transport security of the nodes: TLS on the client and HTTP ports, mutual TLS on the
+    /// peer port, all from one cluster CA. Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// The NetworkPolicy the operator keeps for the nodes. None when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<NetworkPolicySpec>,
+}
+
+/// Transport security of a cluster's nodes.
+///
+/// The operator makes a cluster CA (kept in the Secret `<cluster>-ca`), one node certificate
+/// valid for every pod's stable DNS name and the client Service (`<cluster>-tls`, mounted
+/// into every pod) and its own client certificate (`<cluster>-operator-tls`, common name
+/// `root`), and renews each at two thirds of its lifetime. The nodes read their files again
+/// when they change, so a renewal restarts nothing. With `issuerRef`, cert-manager issues
+/// both certificates into the same Secrets instead.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Serve every port over TLS. Turning it on or off restarts the nodes (their flags
+    /// change); the client and HTTP ports then speak only TLS.
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// A cert-manager issuer that issues the certificates instead of the operator's own CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_ref: Option<IssuerRef>,
+
+    /// Lifetime of the node and operator certificates the operator issues (a duration such
+    /// as `2160h`, at most a year); 90 days when unset. They are renewed at two thirds of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1h') && duration(self) <= duration('8760h')").message("certificateLifetime must be between 1h and 8760h (a year)"))]
+    pub certificate_lifetime: Option<Duration>,
+}
+
+/// A cert-manager issuer.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IssuerRef {
+    /// Name of the issuer.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// `Issuer` (in the cluster's namespace) or `ClusterIssuer`; `Issuer` when unset.
+    #[serde(default = "default_issuer_kind")]
+    pub kind: String,
+    /// API group of the issuer; `cert-manager.io` when unset.
+    #[serde(default = "default_issuer_group")]
+    pub group: String,
+}
+
+fn default_issuer_kind() -> String {
+    "Issuer".to_owned()
+}
+
+fn default_issuer_group() -> String {
+    "cert-manager.io".to_owned()
+}
+
+/// The NetworkPolicy of a cluster's nodes.
+///
+/// When enabled, the peer port admits only the cluster's own pods, and the client and HTTP
+/// ports admit the cluster's pods, the operator's pods and the clients listed here.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NetworkPolicySpec {
+    /// Keep a NetworkPolicy for the nodes (it takes effect only where the network plugin
+    /// enforces NetworkPolicies).
+    #[serde(default)]
+    pub enabled: bool,
+
+    /// Who else may reach the client and HTTP ports: pods and namespaces, as a
+    /// NetworkPolicy's `from` names them. Every pod of the cluster's namespace when unset;
+    /// an empty list admits no one else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Vec<NetworkPolicyPeer>>,
 }
 
 fn default_meta_voters() -> i32 {

@@ -1,7 +1,7 @@
 //! Accessors and naming helpers of [`Cluster`]: names of its children, pod DNS names,
 //! labels, and the values derived from its spec and status.
 
-use super::cluster::{Cluster, ImagePullPolicy, ScaleDownIntent};
+use super::cluster::{Cluster, ImagePullPolicy, IssuerRef, ScaleDownIntent};
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -13,6 +13,17 @@ pub const DATA_DIR: &str = "/var/lib/flotilla";
 pub const NODE_CONTAINER: &str = "node";
 /// Name of the volume (and PVC template) holding a node's data.
 pub const DATA_VOLUME: &str = "data";
+
+/// Where the node's certificates (the `<cluster>-tls` Secret) are mounted.
+pub const TLS_DIR: &str = "/etc/flotilla/tls";
+/// Name of the volume holding the node's certificates.
+pub const TLS_VOLUME: &str = "tls";
+/// Default of `spec.tls.certificateLifetime`: 90 days.
+pub const DEFAULT_CERTIFICATE_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(90 * 24 * 3600);
+/// Common name of the operator's client certificate: the user the nodes authenticate it
+/// as (`--client-cert-auth`), the built-in administrator.
+pub const OPERATOR_USER: &str = "root";
 
 /// Default of `spec.forceDeleteAfter`.
 pub const DEFAULT_FORCE_DELETE_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
@@ -64,6 +75,81 @@ impl Cluster {
     /// Name of the PodDisruptionBudget.
     pub fn pdb_name(&self) -> Result<String> {
         self.name().map(str::to_owned)
+    }
+
+    /// Name of the Secret holding the cluster CA's certificate and key (operator-issued
+    /// certificates only; never mounted into a pod).
+    pub fn ca_secret_name(&self) -> Result<String> {
+        Ok(format!("{}-ca", self.name()?))
+    }
+
+    /// Name of the Secret holding the nodes' certificate, key and trusted CAs.
+    pub fn tls_secret_name(&self) -> Result<String> {
+        Ok(format!("{}-tls", self.name()?))
+    }
+
+    /// Name of the Secret holding the operator's client certificate for this cluster.
+    pub fn operator_tls_secret_name(&self) -> Result<String> {
+        Ok(format!("{}-operator-tls", self.name()?))
+    }
+
+    /// Name of the NetworkPolicy of the nodes.
+    pub fn network_policy_name(&self) -> Result<String> {
+        self.name().map(str::to_owned)
+    }
+
+    /// Whether the nodes serve TLS (`spec.tls.enabled`).
+    pub fn tls_enabled(&self) -> bool {
+        self.spec.tls.as_ref().is_some_and(|t| t.enabled)
+    }
+
+    /// The cert-manager issuer of the certificates, when TLS is on and one is named.
+    pub fn tls_issuer(&self) -> Option<&IssuerRef> {
+        self.spec
+            .tls
+            .as_ref()
+            .filter(|t| t.enabled)
+            .and_then(|t| t.issuer_ref.as_ref())
+    }
+
+    /// Lifetime of the node and operator certificates.
+    pub fn certificate_lifetime(&self) -> std::time::Duration {
+        self.spec
+            .tls
+            .as_ref()
+            .and_then(|t| t.certificate_lifetime)
+            .map_or(DEFAULT_CERTIFICATE_LIFETIME, std::time::Duration::from)
+    }
+
+    /// DNS name of the client Service, which every node certificate names and the operator
+    /// checks the nodes' certificates for.
+    pub fn client_service_dns_name(&self) -> Result<String> {
+        Ok(format!(
+            "{}.{}.svc",
+            self.client_service_name()?,
+            self.namespace_or_default()
+        ))
+    }
+
+    /// The names the node certificate is valid for: every pod's stable name (a wildcard
+    /// under the headless Service) and the client Service, short and fully qualified, and
+    /// `localhost`.
+    pub fn node_certificate_names(&self) -> Result<Vec<String>> {
+        let namespace = self.namespace_or_default();
+        let peers = self.headless_service_name()?;
+        let client = self.client_service_name()?;
+        let mut names = Vec::new();
+        for service in [&peers, &client] {
+            let prefix = if *service == peers { "*." } else { "" };
+            names.extend([
+                format!("{prefix}{service}"),
+                format!("{prefix}{service}.{namespace}"),
+                format!("{prefix}{service}.{namespace}.svc"),
+                format!("{prefix}{service}.{namespace}.svc.cluster.local"),
+            ]);
+        }
+        names.push("localhost".to_owned());
+        Ok(names)
     }
 
     /// Name of the pod with the given ordinal.

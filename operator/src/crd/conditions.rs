@@ -121,6 +121,13 @@ pub enum Reason {
     BackupCompleted,
     /// A backup's Job failed.
     BackupFailed,
+    /// A database of the group's name exists that the operator did not create, and the
+    /// group does not say `adopt: true`.
+    DatabaseExists,
+    /// The operator issued a certificate (or a new cluster CA) into a Secret.
+    CertificateIssued,
+    /// The cluster's certificates cannot be issued or read; the message says why.
+    CertificatesNotReady,
 }
 
 impl Reason {
@@ -155,6 +162,9 @@ impl Reason {
             Self::BackupRunning => "BackupRunning",
             Self::BackupCompleted => "BackupCompleted",
             Self::BackupFailed => "BackupFailed",
+            Self::DatabaseExists => "DatabaseExists",
+            Self::CertificateIssued => "CertificateIssued",
+            Self::CertificatesNotReady => "CertificatesNotReady",
         }
     }
 }

@@ -102,6 +102,13 @@ pub struct DatabaseGroupSpec {
     #[serde(default)]
     #[x_kube(validation = Rule::new("self in ['Retain', 'Delete']").message("deletionPolicy must be Retain or Delete"))]
     pub deletion_policy: DeletionPolicy,
+
+    /// Take over a database of the same name that exists already (created by hand or by an
+    /// earlier object). Without it such a database is left alone and the group reports
+    /// `DatabaseExists`. An adopted database is never dropped by this group, whatever
+    /// `deletionPolicy` says: only a database the operator created is.
+    #[serde(default)]
+    pub adopt: bool,
 }
 
 fn default_replication_factor() -> i32 {
@@ -164,6 +171,12 @@ pub struct DatabaseGroupStatus {
     /// `members/wanted` replicas over all shards, for display.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_summary: Option<String>,
+
+    /// Whether the operator created the database (`true`) or adopted one that existed
+    /// (`false`); unset until either happened. `deletionPolicy: Delete` drops only a
+    /// database the operator created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by_operator: Option<bool>,
 
     /// Live topology of every shard.
     #[serde(default)]

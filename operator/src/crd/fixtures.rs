@@ -28,6 +28,8 @@ impl Cluster {
                 service: Default::default(),
                 paused: false,
                 placement_labels: super::cluster::default_placement_labels(),
+                tls: None,
+                network_policy: None,
             },
         );
         cluster.metadata.namespace = Some("db".to_owned());
@@ -91,6 +93,7 @@ impl DatabaseGroup {
                 placement: None,
                 replace_after: None,
                 deletion_policy: DeletionPolicy::Retain,
+                adopt: false,
             },
         );
         group.metadata.namespace = Some("db".to_owned());

@@ -17,9 +17,9 @@ pub mod validation;
 
 pub use backup::{Backup, BackupPhase, BackupSpec, BackupStatus, SecretRef};
 pub use cluster::{
-    Cluster, ClusterSpec, ClusterStatus, ImagePullPolicy, NodeRole, NodeState, NodeStatus,
-    PodOverrides, ScaleDownIntent, ScaleDownPhase, ServicePorts, ServiceSpec, ServiceType,
-    StorageSpec,
+    Cluster, ClusterSpec, ClusterStatus, ImagePullPolicy, IssuerRef, NetworkPolicySpec, NodeRole,
+    NodeState, NodeStatus, PodOverrides, ScaleDownIntent, ScaleDownPhase, ServicePorts,
+    ServiceSpec, ServiceType, StorageSpec, TlsSpec,
 };
 pub use conditions::{ConditionStatus, ConditionType, Reason};
 pub use database_group::{

@@ -5,12 +5,14 @@
 
 use crate::crd::Cluster;
 use crate::crd::backup::Backup;
+use crate::crd::cluster_funcs::{TLS_DIR, TLS_VOLUME};
 use crate::desired::{NODE_UID, restricted_container};
 use crate::error::{Error, Result};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec,
-    PodTemplateSpec, SeccompProfile, SecretEnvSource, Volume, VolumeMount,
+    Container, EnvFromSource, EnvVar, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+    PodSpec, PodTemplateSpec, SeccompProfile, SecretEnvSource, SecretVolumeSource, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::{Resource, ResourceExt};
@@ -44,9 +46,9 @@ pub fn backup_url(backup: &Backup) -> Result<String> {
     ))
 }
 
-/// Labels of the Job and its pod: the Backup's and the Cluster's names, never the labels
-/// that select the cluster's node pods.
-fn labels(backup: &Backup, cluster: &Cluster) -> Result<BTreeMap<String, String>> {
+/// Labels every backup pod of `cluster` carries (what its NetworkPolicy admits to the client
+/// port), never the labels that select the cluster's node pods.
+pub fn backup_pod_selector(cluster: &Cluster) -> Result<BTreeMap<String, String>> {
     Ok(BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "flotilla".to_owned()),
         (
@@ -57,12 +59,18 @@ fn labels(backup: &Backup, cluster: &Cluster) -> Result<BTreeMap<String, String>
             "app.kubernetes.io/component".to_owned(),
             "backup".to_owned(),
         ),
-        (
-            "app.kubernetes.io/managed-by".to_owned(),
-            "flotilla-operator".to_owned(),
-        ),
-        (BACKUP_LABEL.to_owned(), backup.name_any()),
     ]))
+}
+
+/// Labels of the Job and its pod: the Backup's and the Cluster's names.
+fn labels(backup: &Backup, cluster: &Cluster) -> Result<BTreeMap<String, String>> {
+    let mut labels = backup_pod_selector(cluster)?;
+    labels.insert(
+        "app.kubernetes.io/managed-by".to_owned(),
+        "flotilla-operator".to_owned(),
+    );
+    labels.insert(BACKUP_LABEL.to_owned(), backup.name_any());
+    Ok(labels)
 }
 
 /// The Job taking `backup` of a database of `cluster`, owned by the Backup.
@@ -94,6 +102,36 @@ pub fn backup_job(backup: &Backup, cluster: &Cluster) -> Result<Job> {
     ];
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
+    let mut env = Vec::new();
+    if cluster.tls_enabled() {
+        // The operator's client certificate (the cluster's `root`) and the trust bundle: what a
+        // cluster with TLS and client certificate authentication asks of every client.
+        volumes.push(Volume {
+            name: TLS_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(cluster.operator_tls_secret_name()?),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: TLS_VOLUME.to_owned(),
+            mount_path: TLS_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        for (name, file) in [
+            ("FLOTILLA_TLS_CA", "ca.crt"),
+            ("FLOTILLA_TLS_CERT", "tls.crt"),
+            ("FLOTILLA_TLS_KEY", "tls.key"),
+        ] {
+            env.push(EnvVar {
+                name: name.to_owned(),
+                value: Some(format!("{TLS_DIR}/{file}")),
+                ..EnvVar::default()
+            });
+        }
+    }
     if let Some(claim) = &backup.spec.volume_claim {
         volumes.push(Volume {
             name: "backup".to_owned(),
@@ -124,6 +162,7 @@ pub fn backup_job(backup: &Backup, cluster: &Cluster) -> Result<Job> {
                 ..EnvFromSource::default()
             }]
         }),
+        env: (!env.is_empty()).then_some(env),
         volume_mounts: (!mounts.is_empty()).then_some(mounts),
         security_context: Some(restricted_container()),
         ..Container::default()
@@ -252,6 +291,39 @@ mod tests {
             pod_labels.get(BACKUP_LABEL).map(String::as_str),
             Some("nightly")
         );
+    }
+
+    #[test]
+    fn on_a_tls_cluster_the_job_speaks_tls_with_the_operators_certificate() {
+        let mut cluster = Cluster::test();
+        cluster.spec.tls = Some(crate::crd::TlsSpec {
+            enabled: true,
+            ..crate::crd::TlsSpec::default()
+        });
+        let pod = backup_job(&backup(), &cluster)
+            .unwrap()
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let secret = pod.volumes.unwrap()[0]
+            .secret
+            .clone()
+            .and_then(|s| s.secret_name);
+        assert_eq!(secret, cluster.operator_tls_secret_name().ok());
+        let env: Vec<(String, String)> = pod.containers[0]
+            .env
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.name, e.value.unwrap_or_default()))
+            .collect();
+        assert!(
+            env.contains(&("FLOTILLA_TLS_CA".to_owned(), format!("{TLS_DIR}/ca.crt"))),
+            "{env:?}"
+        );
+        assert_eq!(env.len(), 3, "{env:?}");
     }
 
     #[test]

@@ -6,25 +6,31 @@
 //! objects and server-side apply changes nothing.
 
 pub mod backup_job;
+mod certificates;
 mod configmap;
+mod network_policy;
 mod pdb;
 mod services;
 mod statefulset;
 
+pub use certificates::{CERT_MANAGER_GROUP, certificate_resource, certificates};
 pub use configmap::{INITIAL_CLUSTER_STATE_KEY, configmap};
+pub use network_policy::{OperatorPods, network_policy};
 pub use pdb::pod_disruption_budget;
 pub use services::{client_service, headless_service};
-pub use statefulset::{NODE_UID, restricted_container, statefulset};
+pub use statefulset::{NODE_UID, node_args, restricted_container, statefulset};
 
 use crate::crd::Cluster;
 use crate::crd::cluster_funcs::CLUSTER_ID_ANNOTATION;
 use crate::error::{Error, Result};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
+use kube::api::DynamicObject;
 use serde::Serialize;
 
 /// One object the operator applies for a cluster.
@@ -36,6 +42,9 @@ pub enum DesiredObject {
     Service(Service),
     StatefulSet(StatefulSet),
     PodDisruptionBudget(PodDisruptionBudget),
+    NetworkPolicy(NetworkPolicy),
+    /// A cert-manager `Certificate`.
+    Certificate(DynamicObject),
 }
 
 impl DesiredObject {
@@ -46,6 +55,8 @@ impl DesiredObject {
             Self::Service(_) => "Service",
             Self::StatefulSet(_) => "StatefulSet",
             Self::PodDisruptionBudget(_) => "PodDisruptionBudget",
+            Self::NetworkPolicy(_) => "NetworkPolicy",
+            Self::Certificate(_) => "Certificate",
         }
     }
 
@@ -55,6 +66,8 @@ impl DesiredObject {
             Self::ConfigMap(_) | Self::Service(_) => "v1",
             Self::StatefulSet(_) => "apps/v1",
             Self::PodDisruptionBudget(_) => "policy/v1",
+            Self::NetworkPolicy(_) => "networking.k8s.io/v1",
+            Self::Certificate(_) => "cert-manager.io/v1",
         }
     }
 
@@ -65,6 +78,8 @@ impl DesiredObject {
             Self::Service(o) => &o.metadata,
             Self::StatefulSet(o) => &o.metadata,
             Self::PodDisruptionBudget(o) => &o.metadata,
+            Self::NetworkPolicy(o) => &o.metadata,
+            Self::Certificate(o) => &o.metadata,
         }
     }
 
@@ -81,6 +96,8 @@ impl Serialize for DesiredObject {
             Self::Service(o) => o.serialize(serializer),
             Self::StatefulSet(o) => o.serialize(serializer),
             Self::PodDisruptionBudget(o) => o.serialize(serializer),
+            Self::NetworkPolicy(o) => o.serialize(serializer),
+            Self::Certificate(o) => o.serialize(serializer),
         }
     }
 }
@@ -151,8 +168,15 @@ impl Shape {
 }
 
 /// Every object `cluster` should have, in the order they are applied: the ConfigMap the
-/// nodes read at start comes before the StatefulSet that starts them.
-pub fn desired_objects(cluster: &Cluster, shape: &Shape) -> Result<Vec<DesiredObject>> {
+/// nodes read at start comes before the StatefulSet that starts them, and the
+/// certificates (with an issuer) before the pods that mount them. The Secrets the operator
+/// issues itself are not among them: their content is not a function of the spec (see
+/// [`crate::plan::certificates`]).
+pub fn desired_objects(
+    cluster: &Cluster,
+    shape: &Shape,
+    operator: &OperatorPods,
+) -> Result<Vec<DesiredObject>> {
     let mut statefulset = statefulset(cluster, shape.replicas)?;
     if let Some(size) = &shape.volume_size {
         for template in statefulset
@@ -177,12 +201,19 @@ pub fn desired_objects(cluster: &Cluster, shape: &Shape) -> Result<Vec<DesiredOb
             .get_or_insert_with(Default::default)
             .insert(CLUSTER_ID_ANNOTATION.to_owned(), id.clone());
     }
-    let mut objects = vec![
+    let mut objects: Vec<DesiredObject> = certificates(cluster)?
+        .into_iter()
+        .map(DesiredObject::Certificate)
+        .collect();
+    objects.extend([
         DesiredObject::ConfigMap(configmap(cluster, shape)?),
         DesiredObject::Service(headless_service(cluster)?),
         DesiredObject::Service(client_service(cluster)?),
         DesiredObject::StatefulSet(statefulset),
-    ];
+    ]);
+    if let Some(policy) = network_policy(cluster, operator)? {
+        objects.push(DesiredObject::NetworkPolicy(policy));
+    }
     if let Some(pdb) = pod_disruption_budget(cluster, shape.replicas)? {
         objects.push(DesiredObject::PodDisruptionBudget(pdb));
     }
@@ -222,7 +253,11 @@ mod tests {
     #[test]
     fn a_cluster_gets_a_configmap_two_services_a_statefulset_and_a_pdb() {
         let cluster = Cluster::test().with_cluster_id("c-1");
-        let objects = built(desired_objects(&cluster, &Shape::running(3)));
+        let objects = built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        ));
         let kinds: Vec<_> = objects.iter().map(|o| (o.kind(), o.name())).collect();
         assert_eq!(
             kinds,
@@ -239,7 +274,11 @@ mod tests {
     #[test]
     fn every_child_is_owned_by_its_cluster_as_controller() {
         let cluster = Cluster::test();
-        for object in built(desired_objects(&cluster, &Shape::running(3))) {
+        for object in built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        )) {
             let owners = object
                 .metadata()
                 .owner_references
@@ -258,7 +297,11 @@ mod tests {
     fn a_cluster_without_uid_gets_children_without_owner_references() {
         let mut cluster = Cluster::test();
         cluster.metadata.uid = None;
-        for object in built(desired_objects(&cluster, &Shape::running(3))) {
+        for object in built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        )) {
             assert_eq!(object.metadata().owner_references, None);
         }
     }
@@ -267,7 +310,7 @@ mod tests {
     fn the_cluster_id_is_kept_on_the_statefulset_once_known() {
         let cluster = Cluster::test();
         let annotation = |shape: &Shape| {
-            let objects = match desired_objects(&cluster, shape) {
+            let objects = match desired_objects(&cluster, shape, &OperatorPods::default()) {
                 Ok(objects) => objects,
                 Err(error) => panic!("desired objects: {error}"),
             };
@@ -294,7 +337,7 @@ mod tests {
             ..Shape::running(3)
         };
         let size = |shape: &Shape| {
-            built(desired_objects(&cluster, shape))
+            built(desired_objects(&cluster, shape, &OperatorPods::default()))
                 .into_iter()
                 .find_map(|o| match o {
                     DesiredObject::StatefulSet(sts) => sts.spec,
@@ -311,8 +354,16 @@ mod tests {
     #[test]
     fn building_twice_gives_identical_objects() {
         let cluster = Cluster::test().with_cluster_id("c-1");
-        let first = built(desired_objects(&cluster, &Shape::running(3)));
-        let second = built(desired_objects(&cluster, &Shape::running(3)));
+        let first = built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        ));
+        let second = built(desired_objects(
+            &cluster,
+            &Shape::running(3),
+            &OperatorPods::default(),
+        ));
         assert!(!first.is_empty());
         assert_eq!(first, second);
     }
@@ -322,7 +373,7 @@ mod tests {
         let mut cluster = Cluster::test();
         cluster.metadata.name = None;
         assert!(matches!(
-            desired_objects(&cluster, &Shape::running(3)),
+            desired_objects(&cluster, &Shape::running(3), &OperatorPods::default()),
             Err(Error::MissingObjectKey(_))
         ));
     }

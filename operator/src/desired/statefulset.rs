@@ -8,7 +8,7 @@ use super::child_metadata;
 use super::configmap::{INITIAL_CLUSTER_STATE_KEY, JOIN_KEY};
 use crate::crd::Cluster;
 use crate::crd::cluster_funcs::{
-    CLIENT_PORT, DATA_DIR, DATA_VOLUME, HTTP_PORT, NODE_CONTAINER, PEER_PORT,
+    CLIENT_PORT, DATA_DIR, DATA_VOLUME, HTTP_PORT, NODE_CONTAINER, PEER_PORT, TLS_DIR, TLS_VOLUME,
 };
 use crate::error::Result;
 use k8s_openapi::api::apps::v1::{
@@ -19,8 +19,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, ConfigMapKeySelector, Container, ContainerPort, EmptyDirVolumeSource,
     EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
     PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecurityContext, Volume, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -104,11 +104,7 @@ fn pod_template(cluster: &Cluster) -> Result<PodTemplateSpec> {
         }),
         spec: Some(PodSpec {
             containers: vec![node_container(cluster)?],
-            volumes: Some(vec![Volume {
-                name: "tmp".to_owned(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            }]),
+            volumes: Some(volumes(cluster)?),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
                 run_as_user: Some(NODE_UID),
@@ -134,6 +130,30 @@ fn pod_template(cluster: &Cluster) -> Result<PodTemplateSpec> {
             ..PodSpec::default()
         }),
     })
+}
+
+/// Scratch space, and with TLS the Secret of the node certificate. The kubelet refreshes
+/// the files of a mounted Secret (never mounted by `subPath`) when it changes, and the node
+/// reads them again, so a renewed certificate needs no restart.
+fn volumes(cluster: &Cluster) -> Result<Vec<Volume>> {
+    let mut volumes = vec![Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    if cluster.tls_enabled() {
+        volumes.push(Volume {
+            name: TLS_VOLUME.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(cluster.tls_secret_name()?),
+                // Readable by the node's group (fsGroup) only.
+                default_mode: Some(0o440),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+    }
+    Ok(volumes)
 }
 
 /// Prefer one node per Kubernetes node, unless the spec sets its own affinity.
@@ -182,23 +202,12 @@ fn node_container(cluster: &Cluster) -> Result<Container> {
             container_port("peer", PEER_PORT),
             container_port("http", HTTP_PORT),
         ]),
-        readiness_probe: Some(http_probe("/readyz", 5, 3)),
-        liveness_probe: Some(http_probe("/healthz", 10, 6)),
+        readiness_probe: Some(http_probe(cluster, "/readyz", 5, 3)),
+        liveness_probe: Some(http_probe(cluster, "/healthz", 10, 6)),
         // Opening a large data file may take a while; liveness starts only after this.
-        startup_probe: Some(http_probe("/healthz", 5, 120)),
+        startup_probe: Some(http_probe(cluster, "/healthz", 5, 120)),
         resources: cluster.spec.resources.clone(),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: DATA_VOLUME.to_owned(),
-                mount_path: DATA_DIR.to_owned(),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".to_owned(),
-                mount_path: "/tmp".to_owned(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(volume_mounts(cluster)),
         security_context: Some(restricted_container()),
         ..Container::default()
     })
@@ -217,6 +226,55 @@ pub fn restricted_container() -> SecurityContext {
         }),
         ..SecurityContext::default()
     }
+}
+
+fn volume_mounts(cluster: &Cluster) -> Vec<VolumeMount> {
+    let mut mounts = vec![
+        VolumeMount {
+            name: DATA_VOLUME.to_owned(),
+            mount_path: DATA_DIR.to_owned(),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".to_owned(),
+            mount_path: "/tmp".to_owned(),
+            ..VolumeMount::default()
+        },
+    ];
+    if cluster.tls_enabled() {
+        mounts.push(VolumeMount {
+            name: TLS_VOLUME.to_owned(),
+            mount_path: TLS_DIR.to_owned(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    mounts
+}
+
+/// The node's TLS flags: the one certificate of the `<cluster>-tls` Secret on every port,
+/// its trust bundle as the CA of both client certificates and peers (mutual TLS on the peer
+/// port), and client certificates of that CA authenticating their common name as the user
+/// (so that the operator's certificate, named `root`, is the administrator when users are
+/// enabled).
+fn tls_args() -> Vec<String> {
+    let cert = format!("{TLS_DIR}/tls.crt");
+    let key = format!("{TLS_DIR}/tls.key");
+    let ca = format!("{TLS_DIR}/ca.crt");
+    let mut args = Vec::new();
+    for (flag, path) in [
+        ("--tls-cert", &cert),
+        ("--tls-key", &key),
+        ("--tls-ca", &ca),
+        ("--peer-tls-cert", &cert),
+        ("--peer-tls-key", &key),
+        ("--peer-tls-ca", &ca),
+    ] {
+        args.push(flag.to_owned());
+        args.push(path.clone());
+    }
+    args.push("--client-cert-auth".to_owned());
+    args
 }
 
 /// Command-line arguments of `flotilla-node`. `$(VAR)` is expanded by the kubelet from the
@@ -271,6 +329,9 @@ pub fn node_args(cluster: &Cluster) -> Result<Vec<String>> {
         args.push("--rehab-after".to_owned());
         args.push(format!("{}ms", millis(after)));
     }
+    if cluster.tls_enabled() {
+        args.extend(tls_args());
+    }
     Ok(args)
 }
 
@@ -316,11 +377,14 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
-fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+/// A probe of the HTTP port; over TLS when the port serves it (the kubelet does not verify
+/// the certificate).
+fn http_probe(cluster: &Cluster, path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
             port: IntOrString::String("http".to_owned()),
+            scheme: cluster.tls_enabled().then(|| "HTTPS".to_owned()),
             ..HTTPGetAction::default()
         }),
         period_seconds: Some(period_seconds),
@@ -659,5 +723,85 @@ mod tests {
         assert_eq!(container.image_pull_policy.as_deref(), Some("Always"));
         assert_eq!(container.resources, cluster.spec.resources);
         assert_eq!(container.command, Some(vec!["flotilla-node".to_owned()]));
+    }
+
+    fn with_tls() -> Cluster {
+        let mut cluster = Cluster::test();
+        cluster.spec.tls = Some(crate::crd::TlsSpec {
+            enabled: true,
+            ..crate::crd::TlsSpec::default()
+        });
+        cluster
+    }
+
+    #[test]
+    fn with_tls_every_port_uses_the_mounted_certificate_and_the_peer_port_is_mutual() {
+        let cluster = with_tls();
+        let args = container(&cluster).args.unwrap_or_default();
+        for (name, file) in [
+            ("--tls-cert", "tls.crt"),
+            ("--tls-key", "tls.key"),
+            ("--tls-ca", "ca.crt"),
+            ("--peer-tls-cert", "tls.crt"),
+            ("--peer-tls-key", "tls.key"),
+            ("--peer-tls-ca", "ca.crt"),
+        ] {
+            assert_eq!(
+                flag(&args, name),
+                Some(format!("{TLS_DIR}/{file}").as_str()),
+                "{name}"
+            );
+        }
+        assert!(args.iter().any(|a| a == "--client-cert-auth"));
+
+        let volume = pod(&cluster)
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .find(|v| v.name == TLS_VOLUME);
+        assert_eq!(
+            volume.and_then(|v| v.secret).and_then(|s| s.secret_name),
+            Some("flotilla-tls".to_owned())
+        );
+        let mount = container(&cluster)
+            .volume_mounts
+            .unwrap_or_default()
+            .into_iter()
+            .find(|m| m.name == TLS_VOLUME);
+        // Mounted whole (not by subPath), so that the kubelet refreshes renewed files.
+        assert_eq!(
+            mount.map(|m| (m.mount_path, m.sub_path, m.read_only)),
+            Some((TLS_DIR.to_owned(), None, Some(true)))
+        );
+    }
+
+    #[test]
+    fn with_tls_the_probes_speak_https() {
+        let probe = container(&with_tls())
+            .readiness_probe
+            .and_then(|p| p.http_get);
+        assert_eq!(probe.and_then(|g| g.scheme), Some("HTTPS".to_owned()));
+        let plain = container(&Cluster::test())
+            .readiness_probe
+            .and_then(|p| p.http_get);
+        assert_eq!(plain.and_then(|g| g.scheme), None);
+    }
+
+    #[test]
+    fn without_tls_the_node_gets_no_tls_flag_or_volume() {
+        let cluster = Cluster::test();
+        let args = container(&cluster).args.unwrap_or_default();
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.contains("tls") || a == "--client-cert-auth")
+        );
+        assert!(
+            !pod(&cluster)
+                .volumes
+                .unwrap_or_default()
+                .iter()
+                .any(|v| v.name == TLS_VOLUME)
+        );
     }
 }

@@ -4,7 +4,8 @@
 use crate::admin::ShardTopology;
 use crate::crd::conditions::{NewCondition, set_condition};
 use crate::crd::{
-    ConditionStatus, ConditionType, DatabaseGroup, DatabaseGroupStatus, Reason, ShardStatus,
+    ConditionStatus, ConditionType, DatabaseGroup, DatabaseGroupStatus, DeletionPolicy, Reason,
+    ShardStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::time::Duration;
@@ -22,6 +23,37 @@ pub enum DatabaseObservation {
     Unreachable(String),
     /// The cluster refused or cannot do what the spec asks; the message says why.
     Refused(String),
+    /// A database of this name exists that the operator did not create, and the group does
+    /// not adopt it; nothing was changed.
+    Exists(String),
+}
+
+/// Whether the group may take a database of its name that exists already: it says
+/// `adopt: true`, or the database is the group's own (its status records where it came
+/// from, or already shows its topology, as the status of a group from before that record
+/// does).
+pub fn may_use_existing(group: &DatabaseGroup) -> bool {
+    group.spec.adopt
+        || group
+            .status
+            .as_ref()
+            .is_some_and(|s| s.created_by_operator.is_some() || !s.shards.is_empty())
+}
+
+/// Records, once, whether the operator created the database or took one that existed.
+pub fn record_origin(status: &mut DatabaseGroupStatus, created: bool) {
+    status.created_by_operator.get_or_insert(created);
+}
+
+/// Whether deleting the group drops its database: only with `deletionPolicy: Delete` and
+/// only a database the operator created (never one it adopted or found).
+pub fn drops_database_on_delete(group: &DatabaseGroup) -> bool {
+    group.spec.deletion_policy == DeletionPolicy::Delete
+        && group
+            .status
+            .as_ref()
+            .and_then(|s| s.created_by_operator)
+            .unwrap_or(false)
 }
 
 /// The status `group` should report after `observation`, at `now`.
@@ -92,6 +124,31 @@ pub fn database_group_status(
                     ConditionType::Degraded,
                     ConditionStatus::False,
                     Reason::Paused,
+                    message,
+                ),
+            ]
+        }
+        DatabaseObservation::Exists(name) => {
+            let message = format!(
+                "database {name} exists already and this group did not create it; set adopt: true to take it over"
+            );
+            [
+                NewCondition::new(
+                    ConditionType::Ready,
+                    ConditionStatus::False,
+                    Reason::DatabaseExists,
+                    message.clone(),
+                ),
+                NewCondition::new(
+                    ConditionType::Progressing,
+                    ConditionStatus::False,
+                    Reason::DatabaseExists,
+                    message.clone(),
+                ),
+                NewCondition::new(
+                    ConditionType::Degraded,
+                    ConditionStatus::True,
+                    Reason::DatabaseExists,
                     message,
                 ),
             ]

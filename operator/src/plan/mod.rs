@@ -10,6 +10,7 @@
 
 pub mod backup;
 pub mod bootstrap;
+pub mod certificates;
 mod checks;
 pub mod database_group;
 pub mod drift;

@@ -44,6 +44,30 @@ status:
 """
 
 
+# A Cluster with TLS from the operator's own CA and a NetworkPolicy admitting one namespace.
+SECURE_CLUSTER = """\
+apiVersion: flotilla.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: vault
+  namespace: shop
+spec:
+  replicas: 3
+  image: flotilla/flotilla-node:0.1.0
+  tls:
+    enabled: true
+    certificateLifetime: 720h
+  networkPolicy:
+    enabled: true
+    clients:
+      - namespaceSelector:
+          matchLabels:
+            kubernetes.io/metadata.name: storefront
+status:
+  clusterId: c-1
+"""
+
+
 def documents(text):
     return [d for d in yaml.safe_load_all(text) if d]
 
@@ -90,8 +114,8 @@ def test_the_chart_lints_clean_with_helm():
     assert not result.get("Errors"), result
 
 
-def test_the_chart_lints_clean_in_namespaced_mode(tmp_path):
-    chart = chart_copy(tmp_path, lambda v: v.replace("scope: cluster", "scope: namespace"))
+def test_the_chart_lints_clean_in_cluster_mode(tmp_path):
+    chart = chart_copy(tmp_path, lambda v: v.replace("scope: namespace", "scope: cluster"))
     problems, result = lint(chart)
     assert not problems, problems
     assert not result.get("Errors"), result
@@ -144,6 +168,19 @@ def test_rendered_bootstrapped_cluster_is_valid(tmp_path):
     statefulset = docs[3]
     assert statefulset["spec"]["replicas"] == 5
     validate_all(docs)
+
+
+def test_rendered_secure_cluster_is_valid(tmp_path):
+    path = tmp_path / "secure.yaml"
+    path.write_text(SECURE_CLUSTER)
+    docs = render(path)
+    validate_all(docs)
+    kinds = [d["kind"] for d in docs]
+    assert "NetworkPolicy" in kinds, kinds
+    statefulset = next(d for d in docs if d["kind"] == "StatefulSet")
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    assert "--peer-tls-ca" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
 
 
 def test_kustomize_output_is_valid():

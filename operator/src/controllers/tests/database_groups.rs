@@ -118,3 +118,80 @@ async fn a_group_on_a_missing_cluster_says_so_in_its_status() {
     assert_eq!(ready.map(|c| c.reason.as_str()), Some("ClusterNotFound"));
     assert_eq!(h.admin.calls(), Vec::<String>::new());
 }
+
+/// A database of the group's name that was made by hand before the group.
+fn harness_with_existing_database() -> Harness {
+    let h = Harness::new();
+    h.api.put(&Cluster::test().with_cluster_id("c-1"));
+    let existing = DatabaseRequest {
+        name: "orders".to_owned(),
+        replication_factor: 1,
+        shards: 1,
+        pods: Vec::new(),
+        node_labels: BTreeMap::new(),
+        replace_after: None,
+        may_exist: true,
+    };
+    h.admin
+        .lock()
+        .databases
+        .insert("orders".to_owned(), existing);
+    h
+}
+
+#[tokio::test]
+async fn an_existing_database_is_left_alone_without_adopt() {
+    let h = harness_with_existing_database();
+    h.api.put(&DatabaseGroup::test());
+    ok(h.reconcile_group().await);
+    let status = h.group().status.unwrap_or_default();
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    assert_eq!(ready.map(|c| c.reason.as_str()), Some("DatabaseExists"));
+    assert_eq!(status.created_by_operator, None);
+    // Unchanged: still the hand-made settings.
+    assert_eq!(
+        h.admin.lock().databases.get("orders").map(|d| d.shards),
+        Some(1)
+    );
+}
+
+#[tokio::test]
+async fn an_adopted_database_is_kept_when_its_group_with_policy_delete_goes() {
+    let h = harness_with_existing_database();
+    let mut group = DatabaseGroup::test();
+    group.spec.adopt = true;
+    group.spec.deletion_policy = DeletionPolicy::Delete;
+    h.api.put(&group);
+    ok(h.reconcile_group().await); // adds the finalizer
+    ok(h.reconcile_group().await); // adopts the database
+    let status = h.group().status.unwrap_or_default();
+    assert_eq!(status.created_by_operator, Some(false));
+    assert!(status.replication_factor_met);
+
+    let groups = kube::Api::<DatabaseGroup>::namespaced(h.ctx.client.clone(), NS);
+    if let Err(e) = groups.delete("orders", &Default::default()).await {
+        panic!("delete: {e}");
+    }
+    ok(h.reconcile_group().await);
+    assert!(h.api.get::<DatabaseGroup>(NS, "orders").is_none());
+    assert!(!h.admin.calls().iter().any(|c| c.starts_with("delete")));
+    assert!(h.admin.lock().databases.contains_key("orders"));
+}
+
+#[tokio::test]
+async fn a_database_the_operator_created_is_recorded_as_such() {
+    let h = Harness::new();
+    h.api.put(&Cluster::test().with_cluster_id("c-1"));
+    h.api.put(&DatabaseGroup::test());
+    ok(h.reconcile_group().await);
+    assert_eq!(
+        h.group().status.unwrap_or_default().created_by_operator,
+        Some(true)
+    );
+    // Later passes find it and keep the record.
+    ok(h.reconcile_group().await);
+    let status = h.group().status.unwrap_or_default();
+    assert_eq!(status.created_by_operator, Some(true));
+    let ready = status.conditions.iter().find(|c| c.type_ == "Ready");
+    assert_eq!(ready.map(|c| c.reason.as_str()), Some("AllMembersReady"));
+}
