@@ -41,6 +41,8 @@ pub(crate) const KEY_APPLIED: &str = "applied";
 pub(crate) const KEY_MEMBERSHIP: &str = "membership";
 pub(crate) const KEY_META: &str = "meta";
 pub(crate) const KEY_CHANGES_FLOOR: &str = "changes_floor";
+/// How many documents the group holds, kept in the transaction of every write to them.
+pub(crate) const KEY_DOCUMENTS: &str = "documents";
 
 /// Reads the node id from the log file, generating and storing one on first open.
 pub(crate) fn init_node_id(db: &Database) -> Result<NodeId, StoreError> {

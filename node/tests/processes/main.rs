@@ -15,6 +15,7 @@ mod http_api;
 mod isolation;
 mod leadership;
 mod limits;
+mod metrics;
 mod multi;
 mod node_processes;
 mod placement;
