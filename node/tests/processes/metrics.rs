@@ -41,11 +41,13 @@ async fn scrape(cluster: &Cluster, node: usize) -> String {
     }
 }
 
-/// `name{labels}` summed over every node.
+/// `name{labels}` summed over every node that answers (one may be down).
 async fn cluster_sample(cluster: &Cluster, name: &str, labels: &[&str]) -> f64 {
     let mut sum = 0.0;
     for node in 0..cluster.len() {
-        sum += sample(&scrape(cluster, node).await, name, labels).unwrap_or(0.0);
+        if let Ok((200, text)) = cluster.node(node).http_get("/metrics").await {
+            sum += sample(&text, name, labels).unwrap_or(0.0);
+        }
     }
     sum
 }
