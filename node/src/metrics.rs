@@ -1,21 +1,24 @@
 //! Prometheus metrics of the node, in the manner of etcd's: per-group Raft state (indexes,
-//! pending proposals, leader changes), proposal and storage commit latency, requests per
-//! RPC with their codes and latency (`rpc`, a tower layer on the servers), storage file
-//! sizes and replica states per database (read from the node at each scrape), and the
-//! standard `process_*` metrics (`process`).
+//! proposals committed, applied, pending and failed, leader changes), proposal latency,
+//! requests per RPC with their final codes and latency (`rpc`, tower layers on the servers),
+//! storage timings (fsync, snapshots, compaction) and the documents per shard (`storage`),
+//! storage file sizes and replica states per database (read from the node at each scrape),
+//! and the standard `process_*` metrics (`process`).
 
 mod process;
 mod rpc;
+mod storage;
 mod txn;
 
-pub use rpc::{RequestLayer, RequestMetrics};
+pub use rpc::{GrpcLayer, RequestLayer, RequestMetrics};
+pub use storage::StorageFamilies;
 pub use txn::TxnMetrics;
 
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use std::path::Path;
@@ -49,6 +52,10 @@ pub struct Metrics {
     pub proposal_seconds: Family<Labels, Histogram>,
     pub commit_seconds: Histogram,
     pub proposals_pending: Family<Labels, Gauge>,
+    pub proposals_committed: Family<Labels, Counter>,
+    pub proposals_applied: Family<Labels, Counter>,
+    pub proposals_failed: Family<Labels, Counter>,
+    pub storage: StorageFamilies,
     pub requests: RequestMetrics,
     pub storage_file_bytes: Family<Labels, Gauge>,
     pub replicas: Family<Labels, Gauge>,
@@ -58,8 +65,33 @@ pub struct Metrics {
     pub txn: TxnMetrics,
 }
 
-pub(crate) fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+pub(crate) use crate::store::measure::latency_histogram;
+
+/// Why a proposal failed, the `reason` of `raft_proposals_failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProposalFailure {
+    /// The leader had not heard from a quorum lately, so it did not propose.
+    NoQuorum,
+    /// Not committed within the request timeout.
+    Timeout,
+    /// The leadership moved while the proposal was in flight.
+    LeaderChanged,
+    /// The group stopped (a storage error turned it fatal) or refused the proposal.
+    GroupStopped,
+    /// A membership change the group refused.
+    Rejected,
+}
+
+impl ProposalFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProposalFailure::NoQuorum => "no_quorum",
+            ProposalFailure::Timeout => "timeout",
+            ProposalFailure::LeaderChanged => "leader_changed",
+            ProposalFailure::GroupStopped => "group_stopped",
+            ProposalFailure::Rejected => "rejected",
+        }
+    }
 }
 
 impl Metrics {
@@ -78,6 +110,10 @@ impl Metrics {
         );
         let commit_seconds = latency_histogram();
         let proposals_pending = Family::<Labels, Gauge>::default();
+        let proposals_committed = Family::<Labels, Counter>::default();
+        let proposals_applied = Family::<Labels, Counter>::default();
+        let proposals_failed = Family::<Labels, Counter>::default();
+        let storage = StorageFamilies::register(&mut registry, commit_seconds.clone());
         let requests = RequestMetrics::register(&mut registry);
         let txn = TxnMetrics::register(&mut registry);
         let storage_file_bytes = Family::<Labels, Gauge>::default();
@@ -128,13 +164,30 @@ impl Metrics {
         );
         registry.register(
             "storage_commit_duration_seconds",
-            "Durable (fsync) commit time of one write batch",
+            "Time to commit one batch of Raft log appends durably, from the start of its \
+             transaction to the end of its fsync (storage_fsync_duration_seconds: the fsync alone)",
             commit_seconds.clone(),
         );
         registry.register(
             "raft_proposals_pending",
             "Log entries the group's leader holds that are not applied yet (0 on followers)",
             proposals_pending.clone(),
+        );
+        registry.register(
+            "raft_proposals_committed",
+            "Log entries this node saw committed in the group",
+            proposals_committed.clone(),
+        );
+        registry.register(
+            "raft_proposals_applied",
+            "Log entries this node applied to the group's state machine",
+            proposals_applied.clone(),
+        );
+        registry.register(
+            "raft_proposals_failed",
+            "Writes this node, leading the group, failed to commit, by reason (no_quorum, \
+             timeout, leader_changed, group_stopped, rejected)",
+            proposals_failed.clone(),
         );
         registry.register_with_unit(
             "storage_file_size",
@@ -178,6 +231,10 @@ impl Metrics {
             proposal_seconds,
             commit_seconds,
             proposals_pending,
+            proposals_committed,
+            proposals_applied,
+            proposals_failed,
+            storage,
             requests,
             storage_file_bytes,
             replicas,
@@ -207,9 +264,17 @@ impl Metrics {
         to_text_format(&self.render())
     }
 
-    /// Reads what is measured at scrape time: the sizes of the storage files in `data_dir`
-    /// and the replica states of every database in the meta state.
-    pub fn observe(&self, data_dir: &Path, meta_state: &MetaState) {
+    /// Counts a write to group `gid` that failed for `why`.
+    pub fn proposal_failed(&self, gid: GroupId, why: ProposalFailure) {
+        let mut labels = group_labels(gid);
+        labels.push(("reason".to_owned(), why.as_str().to_owned()));
+        self.proposals_failed.get_or_create(&labels).inc();
+    }
+
+    /// Reads what is measured at scrape time: the sizes of the storage files in `data_dir`,
+    /// the replica states of every database in the meta state and the documents of each
+    /// shard here (`documents`: group and count).
+    pub fn observe(&self, data_dir: &Path, meta_state: &MetaState, documents: &[(GroupId, u64)]) {
         for file in ["flotilla.redb", "state.redb"] {
             if let Ok(meta) = std::fs::metadata(data_dir.join(file)) {
                 let labels = vec![("file".to_owned(), file.to_owned())];
@@ -218,6 +283,7 @@ impl Metrics {
             }
         }
         self.observe_databases(meta_state);
+        self.storage.observe_documents(meta_state, documents);
     }
 
     fn observe_databases(&self, meta: &MetaState) {
@@ -303,6 +369,23 @@ fn to_text_format(openmetrics: &str) -> String {
 /// metrics on every write, and Prometheus scrapes far less often.
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// A group's committed and applied indexes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    committed: u64,
+    applied: u64,
+}
+
+impl Progress {
+    /// Entries committed and applied since `before` (none for an index that went back).
+    fn since(self, before: Progress) -> (u64, u64) {
+        (
+            self.committed.saturating_sub(before.committed),
+            self.applied.saturating_sub(before.applied),
+        )
+    }
+}
+
 /// Mirrors a group's Raft metrics into Prometheus.
 pub async fn report_metrics(
     metrics: Arc<Metrics>,
@@ -311,6 +394,9 @@ pub async fn report_metrics(
 ) {
     let labels = group_labels(gid);
     let mut leader: Option<NodeId> = None;
+    // Indexes at the last report; the first report only sets them, so that a restarted node
+    // does not count the entries it committed before.
+    let mut progress: Option<Progress> = None;
     loop {
         {
             let m = rx.borrow_watched();
@@ -331,6 +417,14 @@ pub async fn report_metrics(
             let leading = m.state == ServerState::Leader;
             g.is_leader.get_or_create(&labels).set(i64::from(leading));
             let applied = m.last_applied.as_ref().map_or(0, |l| l.index);
+            let committed = m.local_committed.as_ref().map_or(0, |l| l.index);
+            let now = Progress { committed, applied };
+            if let Some(before) = progress {
+                let (c, a) = now.since(before);
+                g.proposals_committed.get_or_create(&labels).inc_by(c);
+                g.proposals_applied.get_or_create(&labels).inc_by(a);
+            }
+            progress = Some(now);
             let pending = m.last_log_index.unwrap_or(0).saturating_sub(applied);
             g.proposals_pending.get_or_create(&labels).set(if leading {
                 pending as i64
@@ -398,6 +492,61 @@ mod tests {
         // A dropped database leaves no series behind.
         metrics.observe_databases(&MetaState::default());
         assert!(!metrics.render_text().contains("orders"));
+    }
+
+    #[test]
+    fn committed_and_applied_entries_count_what_the_indexes_moved() {
+        let at = |committed, applied| Progress { committed, applied };
+        assert_eq!(at(10, 7).since(at(4, 4)), (6, 3));
+        assert_eq!(at(10, 10).since(at(10, 10)), (0, 0));
+        // An index never goes back; if it did, nothing would be counted.
+        assert_eq!(at(3, 3).since(at(10, 10)), (0, 0));
+    }
+
+    #[test]
+    fn failed_proposals_are_counted_by_group_and_reason() {
+        let metrics = Metrics::new();
+        metrics.proposal_failed(7, ProposalFailure::GroupStopped);
+        metrics.proposal_failed(7, ProposalFailure::GroupStopped);
+        metrics.proposal_failed(7, ProposalFailure::Timeout);
+        let text = metrics.render_text();
+        for expected in [
+            r#"flotilla_raft_proposals_failed_total{group="7",reason="group_stopped"} 2"#,
+            r#"flotilla_raft_proposals_failed_total{group="7",reason="timeout"} 1"#,
+        ] {
+            assert!(text.contains(expected), "no {expected} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn documents_are_reported_per_database_shard_held_here() {
+        let mut meta = MetaState::default();
+        meta.databases.insert(
+            "orders".to_owned(),
+            DatabaseRecord {
+                name: "orders".to_owned(),
+                replication_factor: 1,
+                shards: vec![shard(11, &[]), shard(12, &[]), shard(13, &[])],
+                replace_after_ms: None,
+                placement: Default::default(),
+                auto_rebalance: false,
+                collections: Default::default(),
+            },
+        );
+        let metrics = Metrics::new();
+        let dir = std::env::temp_dir();
+        // Shard 1 is not held here; group 99 is no shard of any database.
+        metrics.observe(&dir, &meta, &[(11, 5), (13, 0), (99, 3)]);
+        let text = metrics.render_text();
+        for expected in [
+            r#"flotilla_shard_documents{database="orders",shard="0"} 5"#,
+            r#"flotilla_shard_documents{database="orders",shard="2"} 0"#,
+        ] {
+            assert!(text.contains(expected), "no {expected} in\n{text}");
+        }
+        assert!(!text.contains(r#"shard="1""#), "{text}");
+        metrics.observe(&dir, &MetaState::default(), &[(11, 5)]);
+        assert!(!metrics.render_text().contains("flotilla_shard_documents{"));
     }
 
     #[test]

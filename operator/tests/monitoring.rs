@@ -69,6 +69,9 @@ fn every_alert_has_a_unit_test() {
             "FlotillaLeaderFlapping",
             "FlotillaDiskNearlyFull",
             "FlotillaFsyncSlow",
+            "FlotillaProposalsFailing",
+            "FlotillaGrpcErrors",
+            "FlotillaOperatorReconcileFailing",
         ]
     );
     let tested = values_of(&read(RULE_TESTS), "alertname");

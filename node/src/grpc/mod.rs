@@ -37,7 +37,7 @@ use tower::layer::util::{Identity, Stack};
 use tower::util::BoxCloneSyncService;
 
 use crate::host::Host;
-use crate::metrics::RequestLayer;
+use crate::metrics::GrpcLayer;
 use crate::tls::accept::accept;
 
 /// Services the client port names in its health and reflection answers.
@@ -61,8 +61,7 @@ pub struct ClientPort {
 
 /// The layers of the client port, outermost first: request metrics, then the node's limit on
 /// requests served at once.
-pub type ClientLayers =
-    ServiceBuilder<Stack<limits::NodeLimitLayer, Stack<RequestLayer, Identity>>>;
+pub type ClientLayers = ServiceBuilder<Stack<limits::NodeLimitLayer, Stack<GrpcLayer, Identity>>>;
 
 /// The client port's whole stack as one service, for in-process callers. Its error type is
 /// concrete (a boxed error in its place trips the compiler on every async caller).

@@ -86,7 +86,7 @@ impl Host {
         let tls = crate::tls::NodeTls::from_flags(&config.tls)?;
         let storage = Storage::open_with(
             &config.data_dir,
-            metrics.commit_seconds.clone(),
+            metrics.storage.store.clone(),
             config.test_power_loss,
         )?;
         let peers = Arc::new(Peers::new(storage.node_id(), tls.to_peers.clone()));

@@ -10,7 +10,7 @@ use super::{ElectionTimeout, GroupHandle, Host, heartbeat_until};
 use crate::command::{Command, MetaCommand, MetaOutcome, Response};
 use crate::consensus::RaftMetrics;
 use crate::error::{NodeError, NodeResult};
-use crate::metrics::group_labels;
+use crate::metrics::{ProposalFailure, group_labels};
 use crate::types::{GroupId, META_GROUP};
 
 impl Host {
@@ -57,12 +57,21 @@ impl Host {
             });
         }
         // Only a write that was never proposed may be sent elsewhere: decide before proposing.
-        self.check_leading(group).await?;
+        // (Refused because another node leads, it is forwarded there: that is no failure.)
+        if let Err(e) = self.check_leading(group).await {
+            if !matches!(e, NodeError::NotLeader { .. }) {
+                self.metrics.proposal_failed(gid, ProposalFailure::NoQuorum);
+            }
+            return Err(e);
+        }
         let started = std::time::Instant::now();
         let fut = group.raft.client_write(cmd);
-        let result = tokio::time::timeout(self.config.request_timeout, fut)
-            .await
-            .map_err(|_| NodeError::DeadlineExceeded("write not committed in time".into()))?;
+        let Ok(result) = tokio::time::timeout(self.config.request_timeout, fut).await else {
+            self.metrics.proposal_failed(gid, ProposalFailure::Timeout);
+            return Err(NodeError::DeadlineExceeded(
+                "write not committed in time".into(),
+            ));
+        };
         match result {
             Ok(resp) => {
                 self.metrics
@@ -71,16 +80,32 @@ impl Host {
                     .observe(started.elapsed().as_secs_f64());
                 Ok((resp.data, resp.log_id.index))
             }
-            // Proposed while leading, then the leadership moved: the entry may still commit.
-            Err(e) => match self.map_write_error(e) {
-                NodeError::NotLeader { .. } => Err(NodeError::OutcomeUnknown(
-                    "leadership changed while the write was in flight".into(),
-                )),
-                // The group stopped (turned Fatal) after the write was handed to it: it may
-                // have been appended, and committed by the next leader.
-                NodeError::Unavailable(why) => Err(NodeError::OutcomeUnknown(why)),
-                other => Err(other),
-            },
+            Err(e) => {
+                let fatal = matches!(e, openraft::error::RaftError::Fatal(_));
+                let (why, error) = match self.map_write_error(e) {
+                    // Proposed while leading, then the leadership moved: the entry may still
+                    // commit.
+                    NodeError::NotLeader { .. } => (
+                        ProposalFailure::LeaderChanged,
+                        NodeError::OutcomeUnknown(
+                            "leadership changed while the write was in flight".into(),
+                        ),
+                    ),
+                    // The group stopped (turned Fatal) after the write was handed to it: it may
+                    // have been appended, and committed by the next leader.
+                    NodeError::Unavailable(why) => (
+                        if fatal {
+                            ProposalFailure::GroupStopped
+                        } else {
+                            ProposalFailure::Rejected
+                        },
+                        NodeError::OutcomeUnknown(why),
+                    ),
+                    other => (ProposalFailure::Rejected, other),
+                };
+                self.metrics.proposal_failed(gid, why);
+                Err(error)
+            }
         }
     }
 

@@ -60,8 +60,19 @@ pub fn router(host: Arc<Host>, client: ClientService) -> Router {
 
 /// OpenMetrics to a scraper that asks for it (Prometheus does), else Prometheus' text format.
 async fn metrics(State(host): State<Arc<Host>>, headers: HeaderMap) -> impl IntoResponse {
+    let groups: Vec<_> = host
+        .groups()
+        .into_iter()
+        .map(|(gid, _)| gid)
+        .filter(|gid| *gid != crate::types::META_GROUP)
+        .collect();
+    // One lookup per shard here; a scrape that cannot read them reports none.
+    let documents = host.storage.document_counts(&groups).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "reading the document counts for /metrics");
+        Vec::new()
+    });
     host.metrics
-        .observe(&host.config.data_dir, &host.meta_state());
+        .observe(&host.config.data_dir, &host.meta_state(), &documents);
     let openmetrics = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -152,7 +163,7 @@ mod tests {
     async fn call(host: &Host, path: &str, grpc_status: &'static str) {
         let layer = host.metrics.requests.grpc("client");
         let inner = tower::service_fn(move |_: Request<()>| async move {
-            let mut response = Response::new(());
+            let mut response = Response::new(tonic::body::Body::empty());
             response
                 .headers_mut()
                 .insert("grpc-status", HeaderValue::from_static(grpc_status));
@@ -211,6 +222,12 @@ mod tests {
             "flotilla_http_requests_total{path=\"/healthz\",code=\"200\"} 1",
             "flotilla_storage_file_size_bytes{file=\"flotilla.redb\"}",
             "flotilla_raft_proposals_pending",
+            "flotilla_grpc_server_started_total{server=\"client\",grpc_service=\"flotilla.v1.Documents\",grpc_method=\"Get\"} 2",
+            "flotilla_storage_fsync_duration_seconds_count{file=\"flotilla.redb\"}",
+            "flotilla_storage_fsync_duration_seconds_count{file=\"state.redb\"}",
+            "flotilla_snapshot_build_duration_seconds_count ",
+            "flotilla_snapshot_install_duration_seconds_count ",
+            "flotilla_storage_compaction_duration_seconds_count ",
             "process_cpu_seconds_total ",
             "process_resident_memory_bytes ",
             "process_start_time_seconds ",

@@ -8,7 +8,7 @@ use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::io_err;
-use super::tables::{CHANGES, DOCS, KEY_CHANGES_FLOOR, SM_STATE};
+use super::tables::{CHANGES, DOCS, KEY_CHANGES_FLOOR, KEY_DOCUMENTS, SM_STATE};
 use crate::codec::{decode, encode};
 use crate::command::{DataCommand, OpOutcome, Rejection, WriteOp};
 use crate::types::GroupId;
@@ -81,6 +81,7 @@ pub(crate) fn apply_many(
         }
     }
     let indexes = super::indexes::Maintainer::open(txn, gid)?;
+    let (wrote, mut added) = (!applied.is_empty(), 0_i64);
     for ((collection, id), doc) in applied {
         let old = match &doc {
             Some(doc) => docs
@@ -88,6 +89,7 @@ pub(crate) fn apply_many(
                 .map_err(io_err)?,
             None => docs.remove((gid, collection, id)).map_err(io_err)?,
         };
+        added += i64::from(doc.is_some()) - i64::from(old.is_some());
         indexes.on_write(
             txn,
             gid,
@@ -96,6 +98,9 @@ pub(crate) fn apply_many(
             old.as_ref().map(|v| v.value()),
             doc.as_ref(),
         )?;
+    }
+    if wrote {
+        add_to_count(txn, gid, &docs, added)?;
     }
     if !events.is_empty() {
         let mut changes = txn.open_table(CHANGES).map_err(io_err)?;
@@ -219,11 +224,54 @@ pub(crate) fn replace_all(
         )
         .map_err(io_err)?;
     }
+    set_count(txn, gid, docs_in.len() as u64)?;
     let mut changes = txn.open_table(CHANGES).map_err(io_err)?;
     changes
         .retain_in((gid, 0)..=(gid, u64::MAX), |_, _| false)
         .map_err(io_err)?;
     set_changes_floor(txn, gid, floor)
+}
+
+/// How many documents group `gid` holds: kept by every write, so reading it costs one lookup.
+/// `None` for a group not written since it was stored by a version that kept no count.
+pub(crate) fn count(txn: &ReadTransaction, gid: GroupId) -> io::Result<Option<u64>> {
+    let sm = txn.open_table(SM_STATE).map_err(io_err)?;
+    Ok(sm
+        .get((gid, KEY_DOCUMENTS))
+        .map_err(io_err)?
+        .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes)))
+}
+
+/// Adds `added` (negative for deletes) to the group's count, in the transaction that wrote
+/// the documents. A group without a count yet (stored before counts were kept) is counted
+/// once, after the writes of `docs` it already holds.
+fn add_to_count(
+    txn: &WriteTransaction,
+    gid: GroupId,
+    docs: &redb::Table<'_, (u64, &'static str, &'static str), &'static [u8]>,
+    added: i64,
+) -> io::Result<()> {
+    let stored = {
+        let sm = txn.open_table(SM_STATE).map_err(io_err)?;
+        sm.get((gid, KEY_DOCUMENTS))
+            .map_err(io_err)?
+            .and_then(|v| v.value().try_into().ok().map(u64::from_le_bytes))
+    };
+    let count = match stored {
+        Some(n) => n.saturating_add_signed(added),
+        None => docs
+            .range((gid, "", "")..(gid + 1, "", ""))
+            .map_err(io_err)?
+            .count() as u64,
+    };
+    set_count(txn, gid, count)
+}
+
+fn set_count(txn: &WriteTransaction, gid: GroupId, count: u64) -> io::Result<()> {
+    let mut sm = txn.open_table(SM_STATE).map_err(io_err)?;
+    sm.insert((gid, KEY_DOCUMENTS), count.to_le_bytes().as_slice())
+        .map_err(io_err)?;
+    Ok(())
 }
 
 /// Every document of the group (for a snapshot).

@@ -12,7 +12,6 @@ use openraft::RaftSnapshotBuilder;
 use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::log_id;
-use prometheus_client::metrics::histogram::Histogram;
 use rand::{Rng, SeedableRng};
 use tempfile::TempDir;
 
@@ -24,7 +23,7 @@ use crate::consensus::{Entry, TypeConfig};
 const GID: u64 = 11;
 
 fn open(dir: &TempDir) -> Arc<Storage> {
-    Storage::open(dir.path(), Histogram::new([0.001, 0.01])).expect("open storage")
+    Storage::open(dir.path(), crate::store::StorageMetrics::unregistered()).expect("open storage")
 }
 
 async fn apply(sm: &mut StateMachine, index: u64, cmd: Command) {

@@ -255,6 +255,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        let storage = self.storage.clone();
+        let _timer = super::measure::Timer::start(&storage.metrics().log_compaction);
         let upto = log_id.index;
         {
             let mut mem = self.mem();

@@ -18,6 +18,7 @@ pub mod export;
 pub mod faults;
 pub mod indexes;
 mod log_store;
+pub mod measure;
 pub mod power_loss;
 mod query;
 mod state_machine;
@@ -36,11 +37,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::metrics::histogram::Histogram;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use documents::{ChangeEvent, StoredDoc};
 pub use log_store::LogStore;
+pub use measure::StorageMetrics;
 pub use query::ShardAnswer;
 pub use state_machine::{GroupState, StateMachine, check_snapshot};
 use writer::Sync;
@@ -169,6 +170,7 @@ pub struct Storage {
     test_faults: faults::TestFaults,
     /// Background builds of secondary indexes.
     index_builds: Arc<indexes::Builds>,
+    metrics: StorageMetrics,
 }
 
 impl Drop for Storage {
@@ -218,8 +220,8 @@ const STATE_CACHE_BYTES: usize = 128 * 1024 * 1024;
 impl Storage {
     /// Opens (or creates) the database files in `dir`. A new log file gets a newly generated
     /// node id: a node that lost its data directory comes back as a new node.
-    pub fn open(dir: &Path, commit_latency: Histogram) -> Result<Arc<Storage>, StoreError> {
-        Storage::open_with(dir, commit_latency, false)
+    pub fn open(dir: &Path, metrics: StorageMetrics) -> Result<Arc<Storage>, StoreError> {
+        Storage::open_with(dir, metrics, false)
     }
 
     /// [`Storage::open`]; with `power_loss` (tests only), both files keep what was not synced
@@ -227,7 +229,7 @@ impl Storage {
     /// [`power_loss`]).
     pub fn open_with(
         dir: &Path,
-        commit_latency: Histogram,
+        metrics: StorageMetrics,
         power_loss: bool,
     ) -> Result<Arc<Storage>, StoreError> {
         std::fs::create_dir_all(dir)?;
@@ -253,13 +255,15 @@ impl Storage {
             "flotilla-log-writer",
             log.clone(),
             Sync::OnRequest,
-            Some(commit_latency),
+            Some(metrics.log_commit.clone()),
+            Some(metrics.log_fsync.clone()),
         )?;
         let (state_writer, state_thread) = Writer::start(
             "flotilla-state-writer",
             state.clone(),
             Sync::AtLeastEvery(STATE_SYNC_EVERY),
             None,
+            Some(metrics.state_fsync.clone()),
         )?;
         Ok(Arc::new(Storage {
             log,
@@ -271,6 +275,7 @@ impl Storage {
             fresh,
             test_faults: faults::TestFaults::default(),
             index_builds: Arc::default(),
+            metrics,
         }))
     }
 
@@ -304,6 +309,24 @@ impl Storage {
 
     pub fn state_writer(&self) -> &Writer {
         &self.state_writer
+    }
+
+    /// How many documents each of `groups` holds (one lookup per group; a group missing from
+    /// the answer has not been written since it was stored without a count).
+    pub fn document_counts(&self, groups: &[GroupId]) -> io::Result<Vec<(GroupId, u64)>> {
+        let txn = self.state.begin_read().map_err(io_err)?;
+        let mut counts = Vec::with_capacity(groups.len());
+        for gid in groups {
+            if let Some(n) = documents::count(&txn, *gid)? {
+                counts.push((*gid, n));
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The histograms storage work is timed into.
+    pub fn metrics(&self) -> &StorageMetrics {
+        &self.metrics
     }
 
     /// Starts (or nudges) the background build of `gid`'s indexes still building.

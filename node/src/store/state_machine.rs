@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use super::dedup::{self, Requests};
 use super::documents::{self, ChangeEvent, StoredDoc};
 use super::indexes::{self, SnapshotIndex};
+use super::measure::Timer;
 use super::tables::{KEY_APPLIED, KEY_MEMBERSHIP, KEY_META, SM_STATE, SNAPSHOTS};
 use super::{Storage, StoreError, io_err};
 use crate::codec::{decode, encode};
@@ -219,6 +220,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let storage = self.storage.clone();
+        let _timer = Timer::start(&storage.metrics().snapshot_build);
         let gid = self.gid;
         self.state.written.store(0, Ordering::Relaxed);
         let (meta, data) = {
@@ -418,6 +421,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta,
         snapshot: Vec<u8>,
     ) -> Result<(), io::Error> {
+        let storage = self.storage.clone();
+        let _timer = Timer::start(&storage.metrics().snapshot_install);
         let body: SnapshotBody = decode(&snapshot)?;
         let txns = super::txn::snapshot_tail::<SnapshotBody>(&snapshot)?;
         let gid = self.gid;

@@ -41,6 +41,8 @@ pub(crate) const KEY_APPLIED: &str = "applied";
 pub(crate) const KEY_MEMBERSHIP: &str = "membership";
 pub(crate) const KEY_META: &str = "meta";
 pub(crate) const KEY_CHANGES_FLOOR: &str = "changes_floor";
+/// How many documents the group holds, kept in the transaction of every write to them.
+pub(crate) const KEY_DOCUMENTS: &str = "documents";
 
 /// The format of the data files this build reads and writes. It changes with any change of
 /// how something stored is encoded; a node refuses a data directory of another format rather

@@ -10,7 +10,6 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::testing::{blank_ent, log_id};
 use openraft::type_config::TypeConfigExt;
 use openraft::{RaftLogReader, RaftSnapshotBuilder, StorageError};
-use prometheus_client::metrics::histogram::Histogram;
 use tempfile::TempDir;
 
 use super::{LogStore, StateMachine, Storage};
@@ -19,7 +18,7 @@ use crate::consensus::{Entry, TypeConfig};
 use crate::types::GroupId;
 
 fn open(dir: &TempDir) -> Arc<Storage> {
-    Storage::open(dir.path(), Histogram::new([0.001, 0.01])).expect("open storage")
+    Storage::open(dir.path(), crate::store::StorageMetrics::unregistered()).expect("open storage")
 }
 
 struct Builder;
@@ -391,7 +390,7 @@ fn a_data_directory_of_another_format_is_refused_and_left_as_it_was() {
     for (format, found) in [(None, 1), (Some(DATA_FORMAT + 1), DATA_FORMAT + 1)] {
         set_format(format);
         let before = stored();
-        match Storage::open(dir.path(), Histogram::new([0.001, 0.01])) {
+        match Storage::open(dir.path(), crate::store::StorageMetrics::unregistered()) {
             Err(StoreError::Format { found: f, expected }) => {
                 assert_eq!((f, expected), (found, DATA_FORMAT));
             }
@@ -441,4 +440,76 @@ async fn a_data_directory_with_one_file_for_everything_keeps_its_documents() {
     assert!(txn.open_table(DOCS).is_err());
     assert!(txn.open_table(SM_STATE).is_err());
     assert!(txn.open_table(LOGS).is_ok());
+}
+
+#[tokio::test]
+async fn each_group_keeps_its_document_count_through_writes_deletes_and_snapshots() {
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let storage = open(&dir_a);
+    let mut a = StateMachine::open(storage.clone(), 9).unwrap();
+    let mut other = StateMachine::open(storage.clone(), 10).unwrap();
+    let delete = |id: &str| WriteOp::Delete {
+        collection: "c".into(),
+        id: id.into(),
+        if_version: None,
+    };
+    apply_one(
+        &mut a,
+        data_entry(1, vec![put("x", "1", None), put("y", "1", None)]),
+    )
+    .await;
+    apply_one(&mut other, data_entry(1, vec![put("z", "1", None)])).await;
+    // An update, a delete of a missing document, and a batch its version check rejects.
+    apply_one(
+        &mut a,
+        data_entry(2, vec![put("x", "2", None), delete("none")]),
+    )
+    .await;
+    apply_one(&mut a, data_entry(3, vec![put("w", "1", Some(7))])).await;
+    assert_eq!(
+        storage.document_counts(&[9, 10, 11]).unwrap(),
+        [(9, 2), (10, 1)],
+        "group 11 holds nothing and has no count"
+    );
+    apply_one(
+        &mut a,
+        data_entry(4, vec![delete("y"), put("v", "1", None)]),
+    )
+    .await;
+    apply_one(&mut a, data_entry(5, vec![delete("v")])).await;
+    assert_eq!(storage.document_counts(&[9]).unwrap(), [(9, 1)]);
+
+    // A group stored by a version that kept no count is counted at its next write.
+    storage
+        .state_writer()
+        .run(false, |txn| {
+            let mut sm = txn
+                .open_table(super::tables::SM_STATE)
+                .map_err(super::io_err)?;
+            sm.remove((9, super::tables::KEY_DOCUMENTS))
+                .map_err(super::io_err)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(storage.document_counts(&[9]).unwrap(), []);
+    apply_one(
+        &mut a,
+        data_entry(6, vec![put("x", "3", None), put("u", "1", None)]),
+    )
+    .await;
+    assert_eq!(storage.document_counts(&[9]).unwrap(), [(9, 2)]);
+
+    let snapshot = a.build_snapshot().await.unwrap();
+    let installed = open(&dir_b);
+    let mut b = StateMachine::open(installed.clone(), 9).unwrap();
+    apply_one(
+        &mut b,
+        data_entry(1, vec![put("stale", "0", None), put("old", "0", None)]),
+    )
+    .await;
+    b.install_snapshot(&snapshot.meta, snapshot.snapshot.clone())
+        .await
+        .unwrap();
+    assert_eq!(installed.document_counts(&[9]).unwrap(), [(9, 2)]);
 }

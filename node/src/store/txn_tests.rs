@@ -8,7 +8,6 @@ use openraft::RaftSnapshotBuilder;
 use openraft::entry::RaftEntry;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::log_id;
-use prometheus_client::metrics::histogram::Histogram;
 use tempfile::TempDir;
 
 use super::{StateMachine, Storage};
@@ -19,7 +18,7 @@ use crate::consensus::{Entry, TypeConfig};
 const G: u64 = 11;
 
 fn open(dir: &TempDir) -> Arc<Storage> {
-    Storage::open(dir.path(), Histogram::new([0.001, 0.01])).expect("open storage")
+    Storage::open(dir.path(), crate::store::StorageMetrics::unregistered()).expect("open storage")
 }
 
 async fn apply(sm: &mut StateMachine, index: u64, cmd: Command) {

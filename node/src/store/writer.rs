@@ -58,11 +58,12 @@ impl Writer {
         db: Arc<Database>,
         sync: Sync,
         commit_latency: Option<Histogram>,
+        fsync_latency: Option<Histogram>,
     ) -> io::Result<(Writer, std::thread::JoinHandle<()>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = std::thread::Builder::new()
             .name(name.into())
-            .spawn(move || writer_loop(db, rx, sync, commit_latency))?;
+            .spawn(move || writer_loop(db, rx, sync, commit_latency, fsync_latency))?;
         Ok((Writer { tx }, handle))
     }
 
@@ -110,7 +111,9 @@ fn writer_loop(
     mut rx: mpsc::UnboundedReceiver<Msg>,
     sync: Sync,
     commit_latency: Option<Histogram>,
+    fsync_latency: Option<Histogram>,
 ) {
+    let fsync = fsync_latency.as_ref();
     let observe = |started: Instant| {
         if let Some(h) = &commit_latency {
             h.observe(started.elapsed().as_secs_f64());
@@ -148,15 +151,15 @@ fn writer_loop(
             // (visible at once, in submission order), answer those jobs, then make it durable
             // with an empty durable commit, which persists the non-durable one before it.
             // Durable jobs are answered only after that second commit, as before.
-            let (batch, result) = commit_isolating(&db, false, batch);
+            let (batch, result) = commit_isolating(&db, false, batch, fsync);
             let dones: Vec<(bool, Done)> = batch.into_iter().map(|j| (j.durable, j.done)).collect();
             match result {
                 Ok(()) => {
                     let (durable_dones, other_dones): (Vec<_>, Vec<_>) =
                         dones.into_iter().partition(|(d, _)| *d);
                     finish(other_dones, &Ok(()));
-                    let result =
-                        commit_batch(&db, true, std::iter::empty()).map_err(Failed::into_error);
+                    let result = commit_batch(&db, true, std::iter::empty(), fsync)
+                        .map_err(Failed::into_error);
                     observe(started);
                     (unsynced, last_sync) = synced(&result, unsynced, last_sync);
                     finish(durable_dones, &result);
@@ -164,7 +167,7 @@ fn writer_loop(
                 Err(e) => finish(dones, &Err(e)),
             }
         } else {
-            let (batch, result) = commit_isolating(&db, durable, batch);
+            let (batch, result) = commit_isolating(&db, durable, batch, fsync);
             let dones: Vec<(bool, Done)> = batch.into_iter().map(|j| (j.durable, j.done)).collect();
             if durable {
                 observe(started);
@@ -177,7 +180,7 @@ fn writer_loop(
             // so only the jobs that arrive meanwhile wait for it.
             if overdue && unsynced {
                 let result =
-                    commit_batch(&db, true, std::iter::empty()).map_err(Failed::into_error);
+                    commit_batch(&db, true, std::iter::empty(), fsync).map_err(Failed::into_error);
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "periodic storage sync failed; retrying with the next batch");
                 }
@@ -188,7 +191,8 @@ fn writer_loop(
     // What was committed without fsync becomes durable before the file is let go.
     if unsynced
         && sync != Sync::OnRequest
-        && let Err(e) = commit_batch(&db, true, std::iter::empty()).map_err(Failed::into_error)
+        && let Err(e) =
+            commit_batch(&db, true, std::iter::empty(), fsync).map_err(Failed::into_error)
     {
         tracing::error!(error = %e, "final storage sync failed");
     }
@@ -243,9 +247,10 @@ fn commit_isolating(
     db: &Database,
     durable: bool,
     mut jobs: Vec<Job>,
+    fsync: Option<&Histogram>,
 ) -> (Vec<Job>, io::Result<()>) {
     loop {
-        let result = commit_batch(db, durable, jobs.iter_mut().map(|j| &mut j.work));
+        let result = commit_batch(db, durable, jobs.iter_mut().map(|j| &mut j.work), fsync);
         match result {
             Ok(()) => return (jobs, Ok(())),
             Err(Failed::Commit(e)) => return (jobs, Err(e)),
@@ -265,6 +270,7 @@ fn commit_batch<'a>(
     db: &Database,
     durable: bool,
     works: impl Iterator<Item = &'a mut Work>,
+    fsync: Option<&Histogram>,
 ) -> Result<(), Failed> {
     let mut txn = db.begin_write().map_err(|e| Failed::Commit(io_err(e)))?;
     txn.set_durability(if durable {
@@ -280,7 +286,16 @@ fn commit_batch<'a>(
             return Err(Failed::Job(i, e));
         }
     }
-    txn.commit().map_err(|e| Failed::Commit(io_err(e)))
+    // A durable commit is where the file is fsynced: timed alone, apart from the work.
+    let started = Instant::now();
+    let committed = txn.commit().map_err(|e| Failed::Commit(io_err(e)));
+    if durable
+        && committed.is_ok()
+        && let Some(h) = fsync
+    {
+        h.observe(started.elapsed().as_secs_f64());
+    }
+    committed
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod isolation;
 mod leadership;
 mod limits;
 mod live_queries;
+mod metrics;
 mod multi;
 mod node_processes;
 mod placement;

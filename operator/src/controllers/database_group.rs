@@ -9,6 +9,7 @@ use crate::crd::conditions::find_condition;
 use crate::crd::{Cluster, DatabaseGroup, DatabaseGroupStatus};
 use crate::crd::{ConditionStatus, ConditionType};
 use crate::error::{Error, Result};
+use crate::metrics::GroupRef;
 use crate::plan::database_group::{
     DatabaseObservation, database_group_status, drops_database_on_delete, may_use_existing,
     recheck_after, record_origin, replica_transitions,
@@ -42,6 +43,7 @@ pub async fn reconcile(group: Arc<DatabaseGroup>, ctx: Arc<Context>) -> Result<A
             return Ok(Action::await_change());
         }
         if group.meta().deletion_timestamp.is_some() {
+            forget(&group, &ctx, &namespace);
             return Ok(Action::await_change());
         }
         return apply(&group, &ctx, &namespace).await;
@@ -183,6 +185,7 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
 /// Deletes the database when the policy says so, the operator created it and its cluster
 /// still exists; a cluster that is gone (or going) releases the finalizer at once.
 async fn cleanup(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<Action> {
+    forget(group, ctx, namespace);
     if drops_database_on_delete(group)
         && let Some(cluster) = live_cluster(group, ctx, namespace).await?
     {
@@ -194,12 +197,30 @@ async fn cleanup(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Resul
     Ok(Action::await_change())
 }
 
+/// Drops a deleted group's health metrics.
+fn forget(group: &DatabaseGroup, ctx: &Context, namespace: &str) {
+    ctx.metrics.forget_database_group(&GroupRef {
+        namespace,
+        cluster: group.cluster_name(),
+        name: &group.name_any(),
+    });
+}
+
 async fn write_status(
     group: &DatabaseGroup,
     ctx: &Context,
     namespace: &str,
     status: DatabaseGroupStatus,
 ) -> Result<()> {
+    ctx.metrics.database_group_health(
+        &GroupRef {
+            namespace,
+            cluster: group.cluster_name(),
+            name: group.name()?,
+        },
+        group.spec.replication_factor,
+        &status,
+    );
     if group.status.as_ref() == Some(&status) {
         return Ok(());
     }

@@ -1,7 +1,7 @@
 //! Accessors and naming helpers of [`Cluster`]: names of its children, pod DNS names,
 //! labels, and the values derived from its spec and status.
 
-use super::cluster::{Cluster, ImagePullPolicy, IssuerRef, ScaleDownIntent};
+use super::cluster::{Cluster, ImagePullPolicy, IssuerRef, NodeState, ScaleDownIntent};
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -278,5 +278,27 @@ mod tests {
         assert_eq!(cluster.ordinal_of("dbx-1"), None);
         assert_eq!(cluster.ordinal_of("db-01"), None);
         assert_eq!(cluster.ordinal_of("db-+1"), None);
+    }
+}
+
+impl NodeState {
+    /// Every state, in the order metrics list them.
+    pub const ALL: [NodeState; 5] = [
+        NodeState::Member,
+        NodeState::Promotable,
+        NodeState::Rehab,
+        NodeState::Draining,
+        NodeState::Unknown,
+    ];
+
+    /// The state as status writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Member => "Member",
+            NodeState::Promotable => "Promotable",
+            NodeState::Rehab => "Rehab",
+            NodeState::Draining => "Draining",
+            NodeState::Unknown => "Unknown",
+        }
     }
 }

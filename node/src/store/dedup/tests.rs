@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use prometheus_client::metrics::histogram::Histogram;
 use redb::ReadableDatabase;
 use tempfile::TempDir;
 
@@ -14,7 +13,7 @@ use crate::store::{Storage, documents};
 const GID: GroupId = 4;
 
 fn storage(dir: &TempDir) -> Arc<Storage> {
-    Storage::open(dir.path(), Histogram::new([0.001])).expect("open storage")
+    Storage::open(dir.path(), crate::store::StorageMetrics::unregistered()).expect("open storage")
 }
 
 fn put(id: &str, request: Option<RequestId>) -> DataCommand {

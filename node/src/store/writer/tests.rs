@@ -1,4 +1,4 @@
-//! The writer's failure isolation: a job whose work fails fails alone.
+//! The writer's failure isolation (a job whose work fails fails alone) and what it measures.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -33,7 +33,8 @@ fn read(db: &Database, key: &str) -> Option<u64> {
 async fn a_failing_job_fails_alone_and_the_others_of_its_batch_commit() {
     let dir = TempDir::new().expect("tempdir");
     let db = Arc::new(Database::create(dir.path().join("w.redb")).expect("db"));
-    let (writer, handle) = Writer::start("w", db.clone(), Sync::OnRequest, None).expect("writer");
+    let (writer, handle) =
+        Writer::start("w", db.clone(), Sync::OnRequest, None, None).expect("writer");
 
     // A first job holds the writer while the next three queue up: they share one transaction.
     let (release, hold) = std::sync::mpsc::channel::<()>();
@@ -98,4 +99,55 @@ async fn a_failing_job_fails_alone_and_the_others_of_its_batch_commit() {
     );
     writer.stop();
     let _ = handle.join();
+}
+
+#[tokio::test]
+async fn every_durable_commit_is_timed_as_an_fsync_and_no_other() {
+    let dir = TempDir::new().expect("tempdir");
+    let db = Arc::new(Database::create(dir.path().join("w.redb")).expect("db"));
+    let (commits, fsyncs) = (
+        crate::store::measure::latency_histogram(),
+        crate::store::measure::latency_histogram(),
+    );
+    let (writer, handle) = Writer::start(
+        "w",
+        db,
+        Sync::OnRequest,
+        Some(commits.clone()),
+        Some(fsyncs.clone()),
+    )
+    .expect("writer");
+    let put = |key: &'static str| {
+        move |txn: &WriteTransaction| -> io::Result<()> {
+            txn.open_table(T)
+                .map_err(io_err)?
+                .insert(key, 1)
+                .map_err(io_err)?;
+            Ok(())
+        }
+    };
+    // One at a time, so that each is a batch of its own.
+    for (key, durable) in [("a", false), ("b", true), ("c", false), ("d", true)] {
+        submit(&writer, durable, put(key))
+            .await
+            .expect("answer")
+            .expect("commit");
+    }
+    let count = |h: &Histogram| {
+        let mut text = String::new();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register("h", "h", h.clone());
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        text.lines()
+            .find_map(|l| l.strip_prefix("h_count "))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        count(&fsyncs).as_deref(),
+        Some("2"),
+        "one per durable commit"
+    );
+    assert_eq!(count(&commits).as_deref(), Some("2"));
+    writer.stop();
+    handle.join().expect("writer thread");
 }
