@@ -255,6 +255,28 @@ impl Cluster {
     }
 }
 
+impl NodeState {
+    /// Every state, in the order metrics list them.
+    pub const ALL: [NodeState; 5] = [
+        NodeState::Member,
+        NodeState::Promotable,
+        NodeState::Rehab,
+        NodeState::Draining,
+        NodeState::Unknown,
+    ];
+
+    /// The state as status writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Member => "Member",
+            NodeState::Promotable => "Promotable",
+            NodeState::Rehab => "Rehab",
+            NodeState::Draining => "Draining",
+            NodeState::Unknown => "Unknown",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::crd::Cluster;
@@ -278,27 +300,5 @@ mod tests {
         assert_eq!(cluster.ordinal_of("dbx-1"), None);
         assert_eq!(cluster.ordinal_of("db-01"), None);
         assert_eq!(cluster.ordinal_of("db-+1"), None);
-    }
-}
-
-impl NodeState {
-    /// Every state, in the order metrics list them.
-    pub const ALL: [NodeState; 5] = [
-        NodeState::Member,
-        NodeState::Promotable,
-        NodeState::Rehab,
-        NodeState::Draining,
-        NodeState::Unknown,
-    ];
-
-    /// The state as status writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeState::Member => "Member",
-            NodeState::Promotable => "Promotable",
-            NodeState::Rehab => "Rehab",
-            NodeState::Draining => "Draining",
-            NodeState::Unknown => "Unknown",
-        }
     }
 }
