@@ -89,6 +89,10 @@ fn progress(r: &flotilla_client::ReplicaStatus) -> String {
     }
 }
 
+/// What `cluster status` says of a cluster without auth.
+pub const AUTH_DISABLED: &str = "WARNING: auth is disabled: whoever reaches a node may read, write \
+     and administer everything (add a user with the role root, then `flotilla auth enable`)";
+
 pub fn cluster_status(status: &ClusterStatus, output: Output) -> String {
     match output {
         Output::Json => {
@@ -106,7 +110,7 @@ pub fn cluster_status(status: &ClusterStatus, output: Output) -> String {
                 (None, None) => "none".to_string(),
             };
             let mut out = format!(
-                "cluster {}   meta leader: {}   term: {}{}\n\n",
+                "cluster {}   meta leader: {}   term: {}{}\n",
                 status.cluster_id,
                 leader,
                 status.meta_term,
@@ -116,6 +120,11 @@ pub fn cluster_status(status: &ClusterStatus, output: Output) -> String {
                     ""
                 }
             );
+            if !status.auth_enabled {
+                out.push_str(AUTH_DISABLED);
+                out.push('\n');
+            }
+            out.push('\n');
             let mut t = Table::new([
                 "ID",
                 "NAME",
@@ -592,6 +601,7 @@ mod tests {
             ],
             answered_by: 1,
             rebalancing: false,
+            auth_enabled: true,
         }
     }
 
@@ -683,6 +693,17 @@ mod tests {
              2    node-2   127.0.0.1:7120   leader      healthy                  0     2          -\n\
              3    node-3   127.0.0.1:7130   learner     unreachable (draining)   120   3          zone=b\n"
         );
+    }
+
+    #[test]
+    fn a_cluster_without_auth_says_so_on_top_and_in_json() {
+        let mut c = cluster();
+        assert!(!cluster_status(&c, Output::Table).contains("auth is disabled"));
+        c.auth_enabled = false;
+        let table = cluster_status(&c, Output::Table);
+        assert_eq!(table.lines().nth(1), Some(AUTH_DISABLED), "{table}");
+        let v: Value = serde_json::from_str(&cluster_status(&c, Output::Json)).unwrap();
+        assert_eq!(v["auth_enabled"], false);
     }
 
     #[test]

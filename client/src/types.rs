@@ -365,6 +365,9 @@ pub struct ClusterStatus {
     pub answered_by: u64,
     /// A requested rebalance is still moving replicas.
     pub rebalancing: bool,
+    /// False while auth is off: whoever reaches a node may read, write and administer
+    /// everything.
+    pub auth_enabled: bool,
 }
 
 impl ClusterStatus {
@@ -407,6 +410,7 @@ impl From<pb::ClusterStatusResponse> for ClusterStatus {
                 .collect(),
             answered_by: r.answered_by,
             rebalancing: r.rebalancing,
+            auth_enabled: r.auth_enabled,
         }
     }
 }
@@ -625,6 +629,7 @@ mod tests {
             }],
             answered_by: 7,
             rebalancing: true,
+            auth_enabled: true,
         });
         assert_eq!(status.nodes[0].labels["zone"], "a");
         assert!(status.nodes[0].draining && status.rebalancing);

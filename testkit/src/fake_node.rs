@@ -543,6 +543,7 @@ pub fn cluster_status() -> pb::ClusterStatusResponse {
         ],
         answered_by: 2,
         rebalancing: false,
+        auth_enabled: false,
     }
 }
 

@@ -85,6 +85,11 @@ async fn users_and_roles_decide_every_call_once_auth_is_enabled() {
             .await
             .unwrap();
     }
+    let status = setup.cluster_status().await.unwrap();
+    assert!(
+        !status.auth_enabled,
+        "a new cluster runs without auth and says so"
+    );
     let enable = setup.auth_enable().await;
     assert!(
         matches!(enable, Err(Error::FailedPrecondition(_))),
@@ -132,6 +137,7 @@ async fn users_and_roles_decide_every_call_once_auth_is_enabled() {
         .unwrap();
     root.put("hr", "c", "k", r#"{"v":1}"#, None).await.unwrap();
     assert!(root.auth_status().await.unwrap() == (true, "root".to_string()));
+    assert!(root.cluster_status().await.unwrap().auth_enabled);
 
     // A reader reads its database only, and writes nothing.
     let ann = as_user(&cluster, "ann", "annpw");

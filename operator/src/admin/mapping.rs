@@ -164,6 +164,7 @@ mod tests {
             ],
             answered_by: 100,
             rebalancing: false,
+            auth_enabled: true,
         }
     }
 

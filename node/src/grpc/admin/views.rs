@@ -97,6 +97,7 @@ pub(super) fn cluster_status(host: &Host) -> ClusterStatusResponse {
         nodes,
         answered_by: host.id,
         rebalancing: state.rebalance_requested,
+        auth_enabled: state.auth.enabled,
     }
 }
 

@@ -524,6 +524,9 @@ pub struct ClusterStatus {
     pub answered_by: u64,
     /// A rebalance is moving replicas.
     pub rebalancing: bool,
+    /// False while auth is off: whoever reaches a node may read, write and administer
+    /// everything.
+    pub auth_enabled: bool,
     pub members: Vec<Member>,
 }
 
@@ -540,6 +543,7 @@ impl From<v1::ClusterStatusResponse> for ClusterStatus {
             meta_term: r.meta_term,
             answered_by: r.answered_by,
             rebalancing: r.rebalancing,
+            auth_enabled: r.auth_enabled,
             members: r.nodes.into_iter().map(member).collect(),
         }
     }
