@@ -26,15 +26,21 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked || not_run "cargo-fuzz could not be installed"
 fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/fuzz}
+# A bounded run spends most of its time compiling: unoptimised builds (--dev) unless
+# FLOTILLA_FUZZ_RELEASE=1 asks for the optimised ones a long run wants.
+profile=(--dev)
+if [ "${FLOTILLA_FUZZ_RELEASE:-0}" = 1 ]; then
+    profile=()
+fi
 cd fuzz
 start=$(date +%s)
-cargo +nightly fuzz build -s none || exit 1
+cargo +nightly fuzz build "${profile[@]}" -s none || exit 1
 echo "fuzz targets built in $(($(date +%s) - start))s"
 status=0
 for target in $(cargo +nightly fuzz list); do
     scratch=$(mktemp -d -t "flotilla-fuzz-$target.XXXXXX")
     echo "==> fuzzing $target for ${seconds}s"
-    if ! cargo +nightly fuzz run -s none "$target" "$scratch" "corpus/$target" -- \
+    if ! cargo +nightly fuzz run "${profile[@]}" -s none "$target" "$scratch" "corpus/$target" -- \
         -max_total_time="$seconds" -print_final_stats=1; then
         echo "fuzz target $target failed: see fuzz/artifacts/$target/" >&2
         status=1
