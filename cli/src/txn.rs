@@ -1,6 +1,7 @@
 //! `flotilla txn DB --file ops.json`: a JSON array of operations run as one transaction
 //! (retried from the start when it conflicts with another), each result printed and then the
-//! outcome; `flotilla txn list DB`: open and recovering transactions.
+//! outcome; `flotilla txn list DB`: open and recovering transactions, and the decided ones
+//! whose record is still kept.
 
 use anyhow::{Context, Result};
 use flotilla_client::{Client, CommitOutcome, Error, TransactionInfo};
@@ -15,6 +16,15 @@ pub enum Op {
     Get {
         collection: String,
         id: String,
+        /// In a collection with a shard key: the document's value there.
+        shard_key: Option<serde_json::Value>,
+    },
+    /// Every document of the collection a predicate matches (its text form in `where`;
+    /// every document when absent).
+    Query {
+        collection: String,
+        #[serde(rename = "where")]
+        where_text: Option<String>,
     },
     Put {
         collection: String,
@@ -26,7 +36,21 @@ pub enum Op {
         collection: String,
         id: String,
         if_version: Option<u64>,
+        shard_key: Option<serde_json::Value>,
     },
+}
+
+/// The JSON text of a shard key value (empty when none is given).
+fn key_text(shard_key: &Option<serde_json::Value>) -> String {
+    shard_key
+        .as_ref()
+        .map(|v| v.to_string())
+        .unwrap_or_default()
+}
+
+/// A document body as JSON (its text as a string if it is not JSON).
+fn body(json: String) -> serde_json::Value {
+    serde_json::from_str(&json).unwrap_or(serde_json::Value::String(json))
 }
 
 /// What one operation answered inside the transaction.
@@ -38,6 +62,9 @@ pub struct OpResult {
     /// For a get: the document (null when absent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub document: Option<serde_json::Value>,
+    /// For a query: the matching documents, each with its id and version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub documents: Option<Vec<serde_json::Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
 }
@@ -82,18 +109,44 @@ async fn run_once(
     let mut results = Vec::with_capacity(ops.len());
     for op in ops {
         let done = match op {
-            Op::Get { collection, id } => txn.get(collection, id).await.map(|doc| OpResult {
-                op: "get",
-                collection: collection.clone(),
-                id: id.clone(),
-                version: doc.as_ref().map(|d| d.version),
-                document: Some(match doc {
-                    Some(d) => {
-                        serde_json::from_str(&d.json).unwrap_or(serde_json::Value::String(d.json))
-                    }
-                    None => serde_json::Value::Null,
+            Op::Get {
+                collection,
+                id,
+                shard_key,
+            } => txn
+                .get_keyed(collection, id, &key_text(shard_key))
+                .await
+                .map(|doc| OpResult {
+                    op: "get",
+                    collection: collection.clone(),
+                    id: id.clone(),
+                    version: doc.as_ref().map(|d| d.version),
+                    document: Some(doc.map_or(serde_json::Value::Null, |d| body(d.json))),
+                    documents: None,
                 }),
-            }),
+            Op::Query {
+                collection,
+                where_text,
+            } => {
+                let predicate = match where_text {
+                    Some(text) => flotilla_client::parse_text(text)?,
+                    None => flotilla_client::Predicate::All,
+                };
+                txn.query(collection, &predicate).await.map(|docs| OpResult {
+                    op: "query",
+                    collection: collection.clone(),
+                    id: String::new(),
+                    version: None,
+                    document: None,
+                    documents: Some(
+                        docs.into_iter()
+                            .map(|d| {
+                                serde_json::json!({"id": d.id, "version": d.version, "json": body(d.json)})
+                            })
+                            .collect(),
+                    ),
+                })
+            }
             Op::Put {
                 collection,
                 id,
@@ -107,20 +160,23 @@ async fn run_once(
                     collection: collection.clone(),
                     id: id.clone(),
                     document: None,
+                    documents: None,
                     version: None,
                 }),
             Op::Delete {
                 collection,
                 id,
                 if_version,
+                shard_key,
             } => txn
-                .delete(collection, id, *if_version)
+                .delete_keyed(collection, id, &key_text(shard_key), *if_version)
                 .await
                 .map(|()| OpResult {
                     op: "delete",
                     collection: collection.clone(),
                     id: id.clone(),
                     document: None,
+                    documents: None,
                     version: None,
                 }),
         };
@@ -138,7 +194,7 @@ async fn run_once(
             .writes
             .iter()
             .find(|w| w.collection == r.collection && w.id == r.id)
-            && r.op != "get"
+            && (r.op == "put" || r.op == "delete")
         {
             r.version = Some(w.version);
         }
@@ -156,6 +212,24 @@ pub fn render(results: &[OpResult], outcome: &CommitOutcome, output: Output) -> 
                 out.push('\n');
             }
             Output::Table => {
+                if let Some(docs) = &r.documents {
+                    out.push_str(&format!(
+                        "{:<7}{}  {} document{}\n",
+                        r.op,
+                        r.collection,
+                        docs.len(),
+                        if docs.len() == 1 { "" } else { "s" }
+                    ));
+                    for d in docs {
+                        out.push_str(&format!(
+                            "         {}  v{}  {}\n",
+                            d["id"].as_str().unwrap_or_default(),
+                            d["version"],
+                            d["json"]
+                        ));
+                    }
+                    continue;
+                }
                 let detail = match (&r.document, r.version) {
                     (Some(serde_json::Value::Null), _) => "absent".to_string(),
                     (Some(d), Some(v)) => format!("v{v} {d}"),
@@ -195,13 +269,14 @@ pub fn render_list(txns: &[TransactionInfo], output: Output) -> String {
             }
         }
         Output::Table => {
-            out.push_str("TXN                               STATE       COORDINATOR  AGE      READS  WRITES  SHARDS\n");
+            out.push_str("TXN                               STATE       DECISION   COORDINATOR  AGE      READS  WRITES  SHARDS\n");
             for t in txns {
                 let shards: Vec<String> = t.shards.iter().map(u32::to_string).collect();
                 out.push_str(&format!(
-                    "{:<34}{:<12}{:<13}{:<9}{:<7}{:<8}{}\n",
+                    "{:<34}{:<12}{:<11}{:<13}{:<9}{:<7}{:<8}{}\n",
                     t.txn,
                     t.state,
+                    t.decision.as_deref().unwrap_or("-"),
                     t.coordinator,
                     format!("{}ms", t.age_ms),
                     t.reads,
@@ -234,10 +309,11 @@ mod tests {
         let ops = parse(
             r#"[{"op":"get","collection":"acct","id":"a0"},
                 {"op":"put","collection":"acct","id":"a0","json":{"balance":90},"if_version":3},
-                {"op":"delete","collection":"acct","id":"a1"}]"#,
+                {"op":"delete","collection":"acct","id":"a1","shard_key":"c42"},
+                {"op":"query","collection":"acct","where":"/balance < 0"}]"#,
         )
         .unwrap();
-        assert_eq!(ops.len(), 3);
+        assert_eq!(ops.len(), 4);
         assert_eq!(
             ops[1],
             Op::Put {
@@ -251,9 +327,11 @@ mod tests {
             &ops[2],
             Op::Delete {
                 if_version: None,
+                shard_key: Some(k),
                 ..
-            }
+            } if key_text(&Some(k.clone())) == "\"c42\""
         ));
+        assert!(matches!(&ops[3], Op::Query { where_text: Some(w), .. } if w == "/balance < 0"));
     }
 
     #[test]

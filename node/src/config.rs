@@ -99,6 +99,11 @@ pub struct NodeConfig {
     /// than its timeout is aborted by whoever meets its intents.
     #[arg(long, env = "FLOTILLA_TXN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub txn_timeout: Duration,
+    /// How long a transaction record (its decision) is kept at least, e.g. `60s`; after that
+    /// the primary shard's leader forgets it once no shard holds an intent of it. Longer than
+    /// any commit decision may be in flight (the request timeout) plus the clock skew.
+    #[arg(long, env = "FLOTILLA_TXN_RECORD_RETENTION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub txn_record_retention: Duration,
     /// Testing only: this node's transaction coordinator stops for a minute at this point of
     /// every two-phase commit, so that a test can kill it there.
     #[arg(long, env = "FLOTILLA_TXN_FAILPOINT", value_enum, hide = true)]

@@ -58,6 +58,8 @@ pub enum Refusal {
     Aborted,
     /// Asked for what is no longer kept (a compacted revision).
     OutOfRange,
+    /// Asked for more than a request may carry (a result over its limit).
+    ResourceExhausted,
 }
 
 impl NodeError {

@@ -22,6 +22,7 @@ pub mod meta;
 pub mod metrics;
 pub mod network;
 pub mod observer;
+pub mod placement;
 pub mod replication;
 pub mod serve;
 pub mod store;

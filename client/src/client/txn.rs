@@ -20,6 +20,9 @@
 //! A transaction is coordinated by the node that answered `begin`; the other nodes forward
 //! its calls there. A commit whose answer is lost is [`Error::OutcomeUnknown`] and is not run
 //! again by the closure form (it may have committed).
+//!
+//! In a collection with a shard key, a put finds the value in its body; a get or delete names
+//! it ([`Transaction::get_keyed`], [`Transaction::delete_keyed`]), as the plain calls do.
 
 use std::future::Future;
 use std::time::Duration;
@@ -68,13 +71,16 @@ pub struct CommitOutcome {
 pub struct TransactionInfo {
     pub txn: String,
     pub database: String,
-    /// `open` or `recovering` (intents whose coordinator is gone).
+    /// `open`, `recovering` (intents whose coordinator is gone) or `decided` (only its
+    /// record is left).
     pub state: String,
     pub coordinator: u64,
     pub age_ms: u64,
     pub reads: u32,
     pub writes: u32,
     pub shards: Vec<u32>,
+    /// `committed` or `aborted` while its record is kept (until no intent can need it).
+    pub decision: Option<String>,
 }
 
 impl Client {
@@ -161,6 +167,7 @@ impl Client {
                 reads: t.reads,
                 writes: t.writes,
                 shards: t.shards,
+                decision: (!t.decision.is_empty()).then_some(t.decision),
             })
             .collect())
     }
@@ -174,10 +181,22 @@ impl Transaction {
 
     /// A document as this transaction sees it (its own writes included); `None` when absent.
     pub async fn get(&self, collection: &str, id: &str) -> Result<Option<Document>> {
+        self.get_keyed(collection, id, "").await
+    }
+
+    /// [`Transaction::get`] in a collection with a shard key: `shard_key` is the document's
+    /// value there, as JSON text (`"\"c42\""`, `17`).
+    pub async fn get_keyed(
+        &self,
+        collection: &str,
+        id: &str,
+        shard_key: &str,
+    ) -> Result<Option<Document>> {
         let req = pb::TxnGetRequest {
             txn: self.id.clone(),
             collection: collection.to_string(),
             id: id.to_string(),
+            shard_key: shard_key.to_string(),
         };
         let r = self
             .client
@@ -217,11 +236,24 @@ impl Transaction {
 
     /// Deletes a document when the transaction commits.
     pub async fn delete(&self, collection: &str, id: &str, if_version: Option<u64>) -> Result<()> {
+        self.delete_keyed(collection, id, "", if_version).await
+    }
+
+    /// [`Transaction::delete`] in a collection with a shard key, naming the document's value
+    /// there (JSON text).
+    pub async fn delete_keyed(
+        &self,
+        collection: &str,
+        id: &str,
+        shard_key: &str,
+        if_version: Option<u64>,
+    ) -> Result<()> {
         let req = pb::TxnDeleteRequest {
             txn: self.id.clone(),
             collection: collection.to_string(),
             id: id.to_string(),
             if_version,
+            shard_key: shard_key.to_string(),
         };
         self.client
             .call(Kind::Read, |ch, timeout| {
@@ -230,6 +262,30 @@ impl Transaction {
             })
             .await
             .map(|_| ())
+    }
+
+    /// Every document of `collection` that `predicate` matches, as this transaction sees it
+    /// (its own writes included), ordered by id; at most 1,000. Serializable: when another
+    /// transaction changes what it matches before this one commits (a new matching document
+    /// included), the commit fails with [`Error::TxnConflict`].
+    pub async fn query(
+        &self,
+        collection: &str,
+        predicate: &flotilla_query::Predicate,
+    ) -> Result<Vec<Document>> {
+        let req = pb::TxnQueryRequest {
+            txn: self.id.clone(),
+            collection: collection.to_string(),
+            selector: predicate.to_selector().to_string(),
+        };
+        let r = self
+            .client
+            .call(Kind::Read, |ch, timeout| {
+                let req = req.clone();
+                async move { transactions(ch).query(request(req, timeout)).await }
+            })
+            .await?;
+        Ok(r.documents.into_iter().map(Document::from).collect())
     }
 
     /// Commits: all of the transaction's writes apply, or none does.

@@ -32,6 +32,7 @@ pub fn to_status(e: NodeError) -> Status {
                 Refusal::InvalidArgument => Code::InvalidArgument,
                 Refusal::Aborted => Code::Aborted,
                 Refusal::OutOfRange => Code::OutOfRange,
+                Refusal::ResourceExhausted => Code::ResourceExhausted,
             },
             *reason,
         ),

@@ -12,11 +12,11 @@ use flotilla_proto::v1::{
     BeginRequest, BeginResponse, CommitRequest, CommitResponse, CommittedWrite, Document,
     ListTransactionsRequest, ListTransactionsResponse, RollbackRequest, RollbackResponse,
     ShardCallRequest, ShardCallResponse, TransactionInfo, TxnDeleteRequest, TxnGetRequest,
-    TxnGetResponse, TxnPutRequest, TxnWriteResponse,
+    TxnGetResponse, TxnPutRequest, TxnQueryRequest, TxnQueryResponse, TxnWriteResponse,
 };
 use tonic::{Request, Response, Status};
 
-use crate::command::txn::{TxnId, coordinator_of};
+use crate::command::txn::{Decision, TxnId, coordinator_of};
 use crate::error::NodeError;
 use crate::host::Host;
 use crate::network::forward::{hops, is_lost_in_flight, is_unreachable, onward};
@@ -119,9 +119,30 @@ impl Transactions for TransactionsService {
             return forward!(self, request, addr, get);
         }
         let msg = request.into_inner();
-        let (doc, shard) = self.txns.get(txn, &msg.collection, &msg.id).await?;
+        let (doc, shard) = self
+            .txns
+            .get(txn, &msg.collection, &msg.id, &msg.shard_key)
+            .await?;
         Ok(Response::new(TxnGetResponse {
             document: doc.map(|d| document(msg.collection, msg.id, shard, d)),
+        }))
+    }
+
+    async fn query(
+        &self,
+        request: Request<TxnQueryRequest>,
+    ) -> Result<Response<TxnQueryResponse>, Status> {
+        let (txn, remote) = self.route(&request.get_ref().txn)?;
+        if let Some(addr) = remote {
+            return forward!(self, request, addr, query);
+        }
+        let msg = request.into_inner();
+        let found = self.txns.query(txn, &msg.collection, &msg.selector).await?;
+        Ok(Response::new(TxnQueryResponse {
+            documents: found
+                .into_iter()
+                .map(|(id, shard, d)| document(msg.collection.clone(), id, shard, d))
+                .collect(),
         }))
     }
 
@@ -140,6 +161,7 @@ impl Transactions for TransactionsService {
                 &msg.collection,
                 &msg.id,
                 Some(msg.json),
+                "",
                 msg.if_version,
             )
             .await?;
@@ -156,7 +178,14 @@ impl Transactions for TransactionsService {
         }
         let msg = request.into_inner();
         self.txns
-            .write(txn, &msg.collection, &msg.id, None, msg.if_version)
+            .write(
+                txn,
+                &msg.collection,
+                &msg.id,
+                None,
+                &msg.shard_key,
+                msg.if_version,
+            )
             .await?;
         Ok(Response::new(TxnWriteResponse {}))
     }
@@ -258,6 +287,7 @@ fn local_view(
             reads: o.reads as u32,
             writes: o.writes as u32,
             shards: Vec::new(),
+            decision: String::new(),
         })
         .collect();
     let now = crate::txn::resolve::now_ms();
@@ -272,10 +302,36 @@ fn local_view(
                 reads: u32::from(intent.write.is_none()),
                 writes: u32::from(intent.write.is_some()),
                 shards: vec![shard],
+                decision: String::new(),
             });
         }
     }
+    for (db, _, txn, decision) in crate::txn::led_records(host, database) {
+        out.push(TransactionInfo {
+            txn: format_id(txn),
+            database: db,
+            state: "decided".into(),
+            coordinator: coordinator_of(txn),
+            age_ms: 0,
+            reads: 0,
+            writes: 0,
+            shards: Vec::new(),
+            decision: match decision {
+                Decision::Committed => "committed".into(),
+                Decision::Aborted => "aborted".into(),
+            },
+        });
+    }
     out
+}
+
+/// Which of two states a merged row shows: open, then recovering, then decided.
+fn rank(state: &str) -> u8 {
+    match state {
+        "open" => 0,
+        "recovering" => 1,
+        _ => 2,
+    }
 }
 
 /// One row per transaction: open wherever its coordinator says so, with the shards and
@@ -288,13 +344,18 @@ fn merge(rows: Vec<TransactionInfo>) -> Vec<TransactionInfo> {
                 by_id.insert(row.txn.clone(), row);
             }
             Some(t) => {
+                if !row.decision.is_empty() {
+                    t.decision = row.decision.clone();
+                }
                 if row.state == "open" {
-                    t.state = row.state;
                     t.reads = row.reads;
                     t.writes = row.writes;
                 } else if t.state != "open" {
                     t.reads += row.reads;
                     t.writes += row.writes;
+                }
+                if rank(&row.state) < rank(&t.state) {
+                    t.state = row.state;
                 }
                 for s in row.shards {
                     if !t.shards.contains(&s) {
@@ -344,6 +405,7 @@ mod tests {
             reads: 0,
             writes: 1,
             shards: vec![shard],
+            decision: String::new(),
         }
     }
 
@@ -361,5 +423,24 @@ mod tests {
         assert_eq!(merged[1].state, "recovering");
         assert_eq!(merged[1].shards, vec![2, 3]);
         assert_eq!(merged[1].writes, 2);
+    }
+
+    #[test]
+    fn a_kept_record_adds_its_decision_and_a_record_alone_is_decided() {
+        let mut record = row("a", "decided", 0);
+        record.shards.clear();
+        record.writes = 0;
+        record.decision = "committed".into();
+        let mut alone = record.clone();
+        alone.txn = "c".into();
+        let merged = merge(vec![record, row("a", "recovering", 2), alone]);
+        assert_eq!(merged[0].state, "recovering");
+        assert_eq!(merged[0].decision, "committed");
+        assert_eq!(merged[0].shards, vec![2]);
+        assert_eq!(merged[0].writes, 1);
+        assert_eq!(
+            (merged[1].state.as_str(), merged[1].decision.as_str()),
+            ("decided", "committed")
+        );
     }
 }

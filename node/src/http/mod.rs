@@ -37,6 +37,7 @@ pub const ROUTES: &[&str] = &[
     "/v1/databases/{db}/collections/{coll}/indexes/{name}",
     "/v1/databases/{db}/transactions",
     "/v1/transactions/{txn}/collections/{coll}/documents/{id}",
+    "/v1/transactions/{txn}/collections/{coll}/query",
     "/v1/transactions/{txn}/commit",
     "/v1/transactions/{txn}/rollback",
     "/v1/cluster",

@@ -1,5 +1,6 @@
 //! Transaction metrics: commits (by path: one shard in one entry, or two-phase), aborts by
-//! reason, recoveries of transactions whose coordinator was gone, and commit latency.
+//! reason, recoveries of transactions whose coordinator was gone, commit latency, and the
+//! records forgotten by the sweep.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -33,6 +34,7 @@ pub struct TxnMetrics {
     pub aborts: Family<ReasonLabels, Counter>,
     pub recoveries: Family<OutcomeLabels, Counter>,
     pub commit_seconds: Family<PathLabels, Histogram>,
+    pub records_forgotten: Counter,
 }
 
 impl TxnMetrics {
@@ -42,6 +44,7 @@ impl TxnMetrics {
             aborts: Family::default(),
             recoveries: Family::default(),
             commit_seconds: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            records_forgotten: Counter::default(),
         };
         registry.register(
             "txn_commits",
@@ -63,6 +66,11 @@ impl TxnMetrics {
             "Time from a commit request to the decision",
             metrics.commit_seconds.clone(),
         );
+        registry.register(
+            "txn_records_forgotten",
+            "Transaction records forgotten by the sweep once no intent could need them",
+            metrics.records_forgotten.clone(),
+        );
         metrics
     }
 
@@ -82,5 +90,9 @@ impl TxnMetrics {
         self.recoveries
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    pub fn forgot(&self) {
+        self.records_forgotten.inc();
     }
 }

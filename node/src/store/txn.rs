@@ -334,11 +334,7 @@ pub(crate) fn snapshot(txn: &ReadTransaction, gid: GroupId) -> io::Result<TxnSna
         out.intents
             .push((c.to_string(), i.to_string(), decode(v.value())?));
     }
-    let records = txn.open_table(RECORDS).map_err(io_err)?;
-    for row in records.range((gid, 0)..=(gid, u128::MAX)).map_err(io_err)? {
-        let (k, v) = row.map_err(io_err)?;
-        out.records.push((k.value().1, decode(v.value())?));
-    }
+    out.records = records(txn, gid)?;
     Ok(out)
 }
 
@@ -422,4 +418,66 @@ pub(crate) fn list_and_intents(
     let mut intents = intents_with_prefix(txn, gid, collection, prefix)?;
     intents.retain(|(id, i)| i.write.is_some() && id.as_str() > after);
     Ok((rows, intents))
+}
+
+/// What a transaction's query reads of one shard: the documents of a collection a predicate
+/// matches (id, document), and every write intent on the collection's documents.
+pub(crate) type MatchesAndIntents = (Vec<(String, StoredDoc)>, Vec<(String, Intent)>);
+
+/// The documents of `collection` that `filter` matches (scanning the collection) and the
+/// write intents on its documents, read at one moment; `None` when more than `max` match.
+pub(crate) fn matching_and_intents(
+    txn: &ReadTransaction,
+    gid: GroupId,
+    collection: &str,
+    filter: &flotilla_query::Predicate,
+    max: usize,
+) -> io::Result<Option<MatchesAndIntents>> {
+    let docs = txn.open_table(DOCS).map_err(io_err)?;
+    let mut found = Vec::new();
+    for row in docs.range((gid, collection, "")..).map_err(io_err)? {
+        let (k, v) = row.map_err(io_err)?;
+        let (g, c, id) = k.value();
+        if g != gid || c != collection {
+            break;
+        }
+        let doc: StoredDoc = decode(v.value())?;
+        let Ok(body) = serde_json::from_str::<serde_json::Value>(&doc.json) else {
+            continue;
+        };
+        if filter.matches(&body) {
+            if found.len() == max {
+                return Ok(None);
+            }
+            found.push((id.to_string(), doc));
+        }
+    }
+    let mut intents = intents_with_prefix(txn, gid, collection, "")?;
+    intents.retain(|(_, i)| i.write.is_some());
+    Ok(Some((found, intents)))
+}
+
+/// True when this group holds an intent of transaction `id`.
+pub(crate) fn holds_intents(txn: &ReadTransaction, gid: GroupId, id: TxnId) -> io::Result<bool> {
+    let by_txn = txn.open_table(INTENT_KEYS).map_err(io_err)?;
+    let mut rows = by_txn.range((gid, id, "", "")..).map_err(io_err)?;
+    match rows.next() {
+        Some(row) => {
+            let (k, _) = row.map_err(io_err)?;
+            let (g, t, _, _) = k.value();
+            Ok(g == gid && t == id)
+        }
+        None => Ok(false),
+    }
+}
+
+/// The records of the group: each transaction decided here, with its decision.
+pub(crate) fn records(txn: &ReadTransaction, gid: GroupId) -> io::Result<Vec<(TxnId, Decision)>> {
+    let records = txn.open_table(RECORDS).map_err(io_err)?;
+    let mut out = Vec::new();
+    for row in records.range((gid, 0)..=(gid, u128::MAX)).map_err(io_err)? {
+        let (k, v) = row.map_err(io_err)?;
+        out.push((k.value().1, decode(v.value())?));
+    }
+    Ok(out)
 }

@@ -7,23 +7,18 @@ use super::Coordinator;
 use crate::command::WriteOp;
 use crate::error::NodeResult;
 
-/// Runs `ops` on `database` as one transaction. The answer's revision is 0 (each shard
-/// applies it at a revision of its own) and its shard that of the first op.
+/// Runs `ops` on `database` as one transaction; `shard_keys` holds, op by op, the shard key
+/// value a delete names (empty for a put, placed by its body). The answer's revision is 0
+/// (each shard applies it at a revision of its own) and its shard that of the first op.
 pub async fn run(
     txns: &Coordinator,
     database: &str,
     ops: Vec<WriteOp>,
+    shard_keys: Vec<String>,
 ) -> NodeResult<BatchResponse> {
     let txn = txns.begin(database, None)?;
-    let shard = {
-        let meta = txns.host().meta_state();
-        meta.databases
-            .get(database)
-            .zip(ops.first())
-            .map_or(0, |(db, op)| db.shard_of(op.id()) as u32)
-    };
     let mut order = Vec::with_capacity(ops.len());
-    for op in ops {
+    for (op, shard_key) in ops.into_iter().zip(shard_keys) {
         let written = match op {
             WriteOp::Put {
                 collection,
@@ -31,7 +26,7 @@ pub async fn run(
                 json,
                 if_version,
             } => {
-                txns.write(txn, &collection, &id, Some(json), if_version)
+                txns.write(txn, &collection, &id, Some(json), "", if_version)
                     .await?;
                 (collection, id)
             }
@@ -40,16 +35,14 @@ pub async fn run(
                 id,
                 if_version,
             } => {
-                txns.write(txn, &collection, &id, None, if_version).await?;
+                txns.write(txn, &collection, &id, None, &shard_key, if_version)
+                    .await?;
                 (collection, id)
             }
         };
         order.push(written);
     }
-    let committed = match txns.commit(txn).await {
-        Ok(c) => c,
-        Err(e) => return Err(e),
-    };
+    let committed = txns.commit(txn).await?;
     // One result per op, in order (an op on a document written twice sees the last write).
     let results = order
         .iter()
@@ -67,6 +60,6 @@ pub async fn run(
     Ok(BatchResponse {
         results,
         revision: 0,
-        shard,
+        shard: committed.writes.first().map_or(0, |w| w.shard),
     })
 }

@@ -19,7 +19,8 @@ use std::time::Duration;
 use flotilla_proto::v1::ErrorReason;
 use tokio::time::Instant;
 
-use super::plan::{PendingWrite, Plan, plan};
+use super::plan::{DocKey, PendingWrite, Plan, plan};
+use super::query::QueryRead;
 use super::resolve::{self, conflict, now_ms};
 use super::shards::{ShardAnswer, ShardCall, call_shard};
 use crate::command::OpOutcome;
@@ -44,8 +45,10 @@ pub struct OpenTxn {
     started_ms: u64,
     timeout: Duration,
     /// Documents read, as read.
-    reads: BTreeMap<(String, String), Option<StoredDoc>>,
-    writes: Vec<PendingWrite>,
+    pub(super) reads: BTreeMap<DocKey, Option<StoredDoc>>,
+    pub(super) writes: Vec<PendingWrite>,
+    /// Queries run, with what each shard answered (validated at commit).
+    pub(super) queries: Vec<QueryRead>,
 }
 
 /// A written document's outcome in a commit.
@@ -53,6 +56,7 @@ pub struct OpenTxn {
 pub struct CommittedWrite {
     pub collection: String,
     pub id: String,
+    pub shard: u32,
     /// The new version (0 after a delete).
     pub version: u64,
     pub deleted: bool,
@@ -76,6 +80,14 @@ pub struct OpenInfo {
 }
 
 type Slot = Arc<tokio::sync::Mutex<OpenTxn>>;
+
+/// Where a document of a transaction lives: found in a put's body, or named by the shard key
+/// value a get or delete gives (JSON text; ignored in a collection without a shard key).
+#[derive(Debug, Clone, Copy)]
+pub enum Place<'a> {
+    Body(&'a str),
+    Named(&'a str),
+}
 
 /// The transactions this node coordinates.
 pub struct Coordinator {
@@ -113,7 +125,7 @@ impl Coordinator {
         &self.host
     }
 
-    fn slot(&self, txn: TxnId) -> NodeResult<Slot> {
+    pub(super) fn slot(&self, txn: TxnId) -> NodeResult<Slot> {
         let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.get(&txn).cloned().ok_or_else(|| not_found(txn))
     }
@@ -142,6 +154,7 @@ impl Coordinator {
             timeout,
             reads: BTreeMap::new(),
             writes: Vec::new(),
+            queries: Vec::new(),
         };
         self.open
             .lock()
@@ -151,7 +164,10 @@ impl Coordinator {
     }
 
     /// Locks the open transaction for one call; aborts it when past its timeout.
-    async fn enter(&self, txn: TxnId) -> NodeResult<tokio::sync::OwnedMutexGuard<OpenTxn>> {
+    pub(super) async fn enter(
+        &self,
+        txn: TxnId,
+    ) -> NodeResult<tokio::sync::OwnedMutexGuard<OpenTxn>> {
         let guard = self.slot(txn)?.lock_owned().await;
         if guard.started.elapsed() > guard.timeout {
             self.close(txn);
@@ -161,23 +177,27 @@ impl Coordinator {
         Ok(guard)
     }
 
-    /// A document as the transaction sees it (its own writes included).
+    /// A document as the transaction sees it (its own writes included). In a collection with
+    /// a shard key, `shard_key` names the document's value (JSON text), as a plain get does.
     pub async fn get(
         &self,
         txn: TxnId,
         collection: &str,
         id: &str,
+        shard_key: &str,
     ) -> NodeResult<(Option<StoredDoc>, u32)> {
         crate::validate::collection(collection)?;
         crate::validate::document_id(id)?;
         let mut t = self.enter(txn).await?;
-        let shard = self.shard_of(&t.database, collection, id)?;
-        let key = (collection.to_string(), id.to_string());
-        if let Some(w) = t
-            .writes
-            .iter()
-            .find(|w| w.collection == collection && w.id == id)
-        {
+        let shard = self.place(
+            &t.database,
+            collection,
+            id,
+            Place::Named(shard_key),
+            "reading",
+        )?;
+        let key = (collection.to_string(), id.to_string(), shard);
+        if let Some(w) = t.writes.iter().find(|w| w.is(collection, id, shard)) {
             let base = t.reads.get(&key).cloned().flatten();
             return Ok((
                 match &w.write {
@@ -207,24 +227,32 @@ impl Coordinator {
         Ok((doc, shard))
     }
 
-    /// The shard of a document. Documents of a collection with a shard key are placed by
-    /// that key's value, which transactions do not place by yet: they are refused.
-    fn shard_of(&self, database: &str, collection: &str, id: &str) -> NodeResult<u32> {
+    /// The shard of a document, placed as plain calls place it (`crate::placement`): by id,
+    /// or in a collection with a shard key by its value, which a get or delete must name
+    /// (`what` says which, in the refusal).
+    fn place(
+        &self,
+        database: &str,
+        collection: &str,
+        id: &str,
+        at: Place<'_>,
+        what: &str,
+    ) -> NodeResult<u32> {
         let meta = self.host.meta_state();
         let db = meta
             .databases
             .get(database)
             .ok_or_else(|| NodeError::database_not_found(database))?;
-        if db.shard_key(collection).is_some() {
-            return Err(NodeError::InvalidArgument(format!(
-                "collection {collection} has a shard key: transactions over such collections \
-                 are not supported yet"
-            )));
-        }
-        Ok(db.shard_of(id) as u32)
+        let shard = match at {
+            Place::Body(json) => crate::placement::shard_of_put(db, collection, id, json)?,
+            Place::Named(key) => {
+                crate::placement::shard_of_named_required(db, collection, id, key, what)?
+            }
+        };
+        Ok(shard as u32)
     }
 
-    fn check_size(&self, t: &OpenTxn) -> NodeResult<()> {
+    pub(super) fn check_size(&self, t: &OpenTxn) -> NodeResult<()> {
         if t.reads.len() + t.writes.len() >= MAX_KEYS {
             return Err(NodeError::ResourceExhausted(format!(
                 "a transaction touches at most {MAX_KEYS} documents"
@@ -233,13 +261,15 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Buffers a write (a put with `Some(json)`, else a delete).
+    /// Buffers a write (a put with `Some(json)`, else a delete). A put is placed by its body;
+    /// a delete in a collection with a shard key names its value in `shard_key`.
     pub async fn write(
         &self,
         txn: TxnId,
         collection: &str,
         id: &str,
         json: Option<String>,
+        shard_key: &str,
         if_version: Option<u64>,
     ) -> NodeResult<()> {
         crate::validate::collection(collection)?;
@@ -248,8 +278,12 @@ impl Coordinator {
             crate::validate::body(json, &self.host.config)?;
         }
         let mut t = self.enter(txn).await?;
-        self.shard_of(&t.database, collection, id)?;
-        let key = (collection.to_string(), id.to_string());
+        let at = match &json {
+            Some(json) => Place::Body(json),
+            None => Place::Named(shard_key),
+        };
+        let shard = self.place(&t.database, collection, id, at, "deleting")?;
+        let key = (collection.to_string(), id.to_string(), shard);
         // Against what the transaction read, the condition can be checked at once.
         if let (Some(expected), Some(read)) = (if_version, t.reads.get(&key)) {
             let current = read.as_ref().map_or(0, |d| d.version);
@@ -263,11 +297,7 @@ impl Coordinator {
             Some(json) => TxnWrite::Put { json },
             None => TxnWrite::Delete,
         };
-        match t
-            .writes
-            .iter_mut()
-            .find(|w| w.collection == collection && w.id == id)
-        {
+        match t.writes.iter_mut().find(|w| w.is(collection, id, shard)) {
             Some(w) => {
                 w.write = write;
                 w.if_version = if_version.or(w.if_version);
@@ -277,6 +307,7 @@ impl Coordinator {
                 t.writes.push(PendingWrite {
                     collection: collection.to_string(),
                     id: id.to_string(),
+                    shard,
                     write,
                     if_version,
                 });
@@ -298,20 +329,15 @@ impl Coordinator {
         let t = self.enter(txn).await?;
         self.close(txn);
         let started = Instant::now();
-        let meta = self.host.meta_state();
-        let db = meta
-            .databases
-            .get(&t.database)
-            .ok_or_else(|| NodeError::database_not_found(&t.database))?;
-        let reads: BTreeMap<(String, String), u64> = t
+        let reads: BTreeMap<DocKey, u64> = t
             .reads
             .iter()
             .map(|(k, d)| (k.clone(), d.as_ref().map_or(0, |d| d.version)))
             .collect();
-        let plan = plan(&reads, &t.writes, |id| db.shard_of(id) as u32);
+        let plan = plan(&reads, &t.writes);
         let (path, result) = if plan.read_only() {
             ("read_only", self.validate_reads(&t, &plan).await)
-        } else if plan.shards.len() == 1 {
+        } else if plan.shards.len() == 1 && t.queries.is_empty() {
             ("one_shard", self.commit_one(&t, &plan).await)
         } else {
             ("two_phase", self.commit_two_phase(txn, &t, &plan).await)
@@ -333,7 +359,7 @@ impl Coordinator {
 
     async fn validate_reads(&self, t: &OpenTxn, plan: &Plan) -> NodeResult<Committed> {
         // One document read alone was a linearizable read: nothing to check.
-        if t.reads.len() > 1 {
+        if t.reads.len() > 1 || !t.queries.is_empty() {
             let checks = plan.shards.iter().map(|(shard, keys)| {
                 let keys = keys
                     .iter()
@@ -357,6 +383,9 @@ impl Coordinator {
                     other => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
                 }
             }
+            // Each query's answer must still be what it was (a read-only transaction is
+            // ordered before any transaction still undecided).
+            self.validate_queries(t, None).await?;
         }
         Ok(Committed {
             writes: Vec::new(),
@@ -378,7 +407,7 @@ impl Coordinator {
                     let written = keys.iter().filter(|k| k.write.is_some());
                     let writes = written
                         .zip(outcomes)
-                        .map(|(k, o)| committed_write(k, o))
+                        .map(|(k, o)| committed_write(k, *shard, o))
                         .collect();
                     return Ok(Committed { writes, shards: 1 });
                 }
@@ -451,6 +480,14 @@ impl Coordinator {
                 Err(e) => failure = failure.or(Some(e)),
             }
         }
+        // With every write locked, no query may have a phantom: each shard answers what it
+        // answered, and no other transaction holds a write that would change that.
+        if failure.is_none()
+            && !t.queries.is_empty()
+            && let Err(e) = self.validate_queries(t, Some(txn)).await
+        {
+            failure = Some(e);
+        }
         if failure.is_none() && t.started.elapsed() > t.timeout {
             failure = Some(timed_out(txn, t.timeout));
         }
@@ -504,18 +541,20 @@ impl Coordinator {
                     },
                     None => continue,
                 };
-                writes.push(committed_write(k, outcome));
+                writes.push(committed_write(k, *shard, outcome));
             }
         }
         // In the order the transaction first wrote them.
-        let order: HashMap<(&str, &str), usize> = t
+        let order: HashMap<(&str, &str, u32), usize> = t
             .writes
             .iter()
             .enumerate()
-            .map(|(i, w)| ((w.collection.as_str(), w.id.as_str()), i))
+            .map(|(i, w)| ((w.collection.as_str(), w.id.as_str(), w.shard), i))
             .collect();
         writes.sort_by_key(|w: &CommittedWrite| {
-            order.get(&(w.collection.as_str(), w.id.as_str())).copied()
+            order
+                .get(&(w.collection.as_str(), w.id.as_str(), w.shard))
+                .copied()
         });
         Ok(Committed {
             writes,
@@ -602,7 +641,7 @@ impl Coordinator {
     }
 }
 
-fn committed_write(k: &KeyAccess, outcome: OpOutcome) -> CommittedWrite {
+fn committed_write(k: &KeyAccess, shard: u32, outcome: OpOutcome) -> CommittedWrite {
     let (version, deleted) = match outcome {
         OpOutcome::Put { version } => (version, false),
         OpOutcome::Delete { existed } => (0, existed),
@@ -610,6 +649,7 @@ fn committed_write(k: &KeyAccess, outcome: OpOutcome) -> CommittedWrite {
     CommittedWrite {
         collection: k.collection.clone(),
         id: k.id.clone(),
+        shard,
         version,
         deleted,
     }

@@ -5,19 +5,21 @@
 //!   buffered writes, then prepare / decide / resolve, or one entry on one shard);
 //! - [`plan`]: what the commit asks of each shard (pure);
 //! - [`shards`]: a call on one shard, served by its leader wherever it is;
+//! - [`query`]: queries inside a transaction, validated at commit (no phantom);
 //! - [`resolve`]: meeting an intent (reads see never half a transaction; plain writes wait;
 //!   an expired transaction is aborted in its record, then its intents dropped);
+//! - [`records`]: forgetting the records no intent can still need (a bounded sweep);
 //! - the replicated part (intents, records, applying commands) is `crate::store::txn` and
 //!   `crate::command::txn`.
 //!
 //! This module sits between the serving layer (`grpc`) and the host: it proposes through the
-//! host and calls peers through the network. Queries inside transactions are not here yet: a
-//! query would read like [`coordinator::Coordinator::get`] does (recording what it read, and
-//! the range, for validation at commit).
+//! host and calls peers through the network.
 
 pub mod batch;
 pub mod coordinator;
 pub mod plan;
+pub mod query;
+pub mod records;
 pub mod resolve;
 pub mod shards;
 
@@ -27,7 +29,7 @@ use std::time::Duration;
 
 pub use coordinator::Coordinator;
 
-use crate::command::txn::{Intent, TxnId};
+use crate::command::txn::{Decision, Intent, TxnId};
 use crate::host::Host;
 use crate::types::NodeId;
 
@@ -54,11 +56,12 @@ pub fn coordinator(host: &Arc<Host>) -> Arc<Coordinator> {
     c
 }
 
-/// Every second: drops open transactions past their timeout, and resolves the expired
-/// intents on shards this node leads (so that a transaction whose coordinator died is
-/// resolved even when nobody reads or writes its documents).
+/// Every second: drops open transactions past their timeout, resolves the expired intents
+/// on shards this node leads (so that a transaction whose coordinator died is resolved even
+/// when nobody reads or writes its documents), and forgets the records no intent needs.
 async fn sweep(c: std::sync::Weak<Coordinator>) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
+    let mut record_ages = records::RecordAges::default();
     loop {
         tick.tick().await;
         let Some(c) = c.upgrade() else { return };
@@ -84,14 +87,19 @@ async fn sweep(c: std::sync::Weak<Coordinator>) {
                 }
             }
         }
+        records::sweep(&host, &mut record_ages).await;
     }
 }
 
 /// The intents on one shard: (database, shard, (collection, id, intent) of each).
 pub type ShardIntents = (String, u32, Vec<(String, String, Intent)>);
 
-/// Intents on the shards this node leads (of `database`, or all).
-pub fn led_intents(host: &Arc<Host>, database: Option<&str>) -> Vec<ShardIntents> {
+/// The shards of `database` (or all) this node leads, each with a read of its state:
+/// (database, shard, group, read).
+fn led_shards(
+    host: &Arc<Host>,
+    database: Option<&str>,
+) -> Vec<(String, u32, crate::types::GroupId, redb::ReadTransaction)> {
     let meta = host.meta_state();
     let mut out = Vec::new();
     for (name, db) in &meta.databases {
@@ -105,14 +113,41 @@ pub fn led_intents(host: &Arc<Host>, database: Option<&str>) -> Vec<ShardIntents
             if !group.is_leader() {
                 continue;
             }
-            let Ok(read) = group.sm.begin_read() else {
-                continue;
-            };
-            if let Ok(snap) = crate::store::txn::snapshot(&read, record.group_id)
-                && !snap.intents.is_empty()
-            {
-                out.push((name.clone(), shard as u32, snap.intents));
+            if let Ok(read) = group.sm.begin_read() {
+                out.push((name.clone(), shard as u32, record.group_id, read));
             }
+        }
+    }
+    out
+}
+
+/// Intents on the shards this node leads (of `database`, or all).
+pub fn led_intents(host: &Arc<Host>, database: Option<&str>) -> Vec<ShardIntents> {
+    let mut out = Vec::new();
+    for (name, shard, gid, read) in led_shards(host, database) {
+        if let Ok(snap) = crate::store::txn::snapshot(&read, gid)
+            && !snap.intents.is_empty()
+        {
+            out.push((name, shard, snap.intents));
+        }
+    }
+    out
+}
+
+/// The records on the shards this node leads (of `database`, or all): (database, shard,
+/// transaction, decision) of each.
+pub fn led_records(
+    host: &Arc<Host>,
+    database: Option<&str>,
+) -> Vec<(String, u32, TxnId, Decision)> {
+    let mut out = Vec::new();
+    for (name, shard, gid, read) in led_shards(host, database) {
+        if let Ok(records) = crate::store::txn::records(&read, gid) {
+            out.extend(
+                records
+                    .into_iter()
+                    .map(|(txn, d)| (name.clone(), shard, txn, d)),
+            );
         }
     }
     out

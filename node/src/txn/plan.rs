@@ -1,17 +1,22 @@
 //! What a transaction asks of each shard when it commits, worked out from what it read and
 //! what it writes (pure, unit-tested): every document read or written, with the version it
 //! must still have, grouped by shard; and the shard holding its record (that of the first
-//! document it wrote).
+//! document it wrote). A document is named by collection, id and shard: in a collection with
+//! a shard key, the same id may name a document on each shard.
 
 use std::collections::BTreeMap;
 
 use crate::command::txn::{KeyAccess, TxnWrite};
+
+/// A document as a transaction names it: (collection, id, shard).
+pub type DocKey = (String, String, u32);
 
 /// A write buffered by an open transaction (one per document, in the order first written).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingWrite {
     pub collection: String,
     pub id: String,
+    pub shard: u32,
     pub write: TxnWrite,
     /// The caller's condition: the version the document must have when the transaction
     /// commits (0 = absent).
@@ -32,17 +37,24 @@ impl Plan {
     }
 }
 
+impl PendingWrite {
+    pub fn key(&self) -> DocKey {
+        (self.collection.clone(), self.id.clone(), self.shard)
+    }
+
+    /// True when this write is to the document `collection`/`id` on `shard`.
+    pub fn is(&self, collection: &str, id: &str, shard: u32) -> bool {
+        self.collection == collection && self.id == id && self.shard == shard
+    }
+}
+
 /// The plan of a transaction that read `reads` (document -> version seen, 0 = absent) and
-/// writes `writes`; `shard_of` places a document id.
-pub fn plan(
-    reads: &BTreeMap<(String, String), u64>,
-    writes: &[PendingWrite],
-    shard_of: impl Fn(&str) -> u32,
-) -> Plan {
+/// writes `writes`.
+pub fn plan(reads: &BTreeMap<DocKey, u64>, writes: &[PendingWrite]) -> Plan {
     let mut shards: BTreeMap<u32, Vec<KeyAccess>> = BTreeMap::new();
     for w in writes {
-        let read = reads.get(&(w.collection.clone(), w.id.clone())).copied();
-        shards.entry(shard_of(&w.id)).or_default().push(KeyAccess {
+        let read = reads.get(&w.key()).copied();
+        shards.entry(w.shard).or_default().push(KeyAccess {
             collection: w.collection.clone(),
             id: w.id.clone(),
             // A document read must not have changed since; the caller's if_version was
@@ -52,14 +64,11 @@ pub fn plan(
             write: Some(w.write.clone()),
         });
     }
-    for ((collection, id), version) in reads {
-        if writes
-            .iter()
-            .any(|w| &w.collection == collection && &w.id == id)
-        {
+    for ((collection, id, shard), version) in reads {
+        if writes.iter().any(|w| w.is(collection, id, *shard)) {
             continue;
         }
-        shards.entry(shard_of(id)).or_default().push(KeyAccess {
+        shards.entry(*shard).or_default().push(KeyAccess {
             collection: collection.clone(),
             id: id.clone(),
             expect: Some(*version),
@@ -69,7 +78,7 @@ pub fn plan(
     }
     Plan {
         shards,
-        primary: writes.first().map(|w| shard_of(&w.id)),
+        primary: writes.first().map(|w| w.shard),
     }
 }
 
@@ -85,14 +94,15 @@ mod tests {
         PendingWrite {
             collection: "acct".into(),
             id: id.into(),
+            shard: shard(id),
             write: TxnWrite::Put { json: "{}".into() },
             if_version,
         }
     }
 
-    fn reads(of: &[(&str, u64)]) -> BTreeMap<(String, String), u64> {
+    fn reads(of: &[(&str, u64)]) -> BTreeMap<DocKey, u64> {
         of.iter()
-            .map(|(id, v)| (("acct".to_string(), id.to_string()), *v))
+            .map(|(id, v)| (("acct".to_string(), id.to_string(), shard(id)), *v))
             .collect()
     }
 
@@ -101,7 +111,6 @@ mod tests {
         let p = plan(
             &reads(&[("a1", 3), ("b2", 5)]),
             &[put("b2", None), put("a1", None)],
-            shard,
         );
         assert_eq!(p.primary, Some(2));
         assert_eq!(p.shards.len(), 2);
@@ -112,7 +121,7 @@ mod tests {
 
     #[test]
     fn a_document_only_read_is_locked_without_a_write_and_one_shard_is_one_entry() {
-        let p = plan(&reads(&[("a1", 3), ("c1", 0)]), &[put("a1", None)], shard);
+        let p = plan(&reads(&[("a1", 3), ("c1", 0)]), &[put("a1", None)]);
         assert_eq!(p.shards.len(), 1);
         let keys = &p.shards[&1];
         assert_eq!(keys.len(), 2);
@@ -123,7 +132,7 @@ mod tests {
 
     #[test]
     fn a_blind_write_carries_the_callers_condition_as_its_own() {
-        let p = plan(&reads(&[]), &[put("a1", Some(4)), put("a2", None)], shard);
+        let p = plan(&reads(&[]), &[put("a1", Some(4)), put("a2", None)]);
         let keys: Vec<_> = p.shards.values().flatten().collect();
         assert_eq!(keys[0].expect, Some(4));
         assert!(keys[0].if_version);
@@ -132,8 +141,21 @@ mod tests {
 
     #[test]
     fn reads_alone_make_a_read_only_plan() {
-        let p = plan(&reads(&[("a1", 1)]), &[], shard);
+        let p = plan(&reads(&[("a1", 1)]), &[]);
         assert!(p.read_only());
+        assert_eq!(p.shards[&1][0].write, None);
+    }
+
+    #[test]
+    fn one_id_on_two_shards_is_two_documents_each_checked_on_its_own_shard() {
+        // In a collection with a shard key, "a1" read on shard 1 and "a1" put on shard 3
+        // (another shard key value) are different documents.
+        let mut w = put("a1", None);
+        w.shard = 3;
+        let p = plan(&reads(&[("a1", 2)]), &[w]);
+        assert_eq!(p.primary, Some(3));
+        assert_eq!(p.shards[&3][0].expect, None);
+        assert_eq!(p.shards[&1][0].expect, Some(2));
         assert_eq!(p.shards[&1][0].write, None);
     }
 }

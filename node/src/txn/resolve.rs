@@ -130,24 +130,34 @@ async fn seen(
     doc: Option<StoredDoc>,
     intent: Option<Intent>,
 ) -> NodeResult<Option<StoredDoc>> {
+    seen_decided(host, gid, doc, intent).await.map(|(d, _)| d)
+}
+
+/// [`seen`], and the decision of the intent's transaction (`None`: no intent, or undecided).
+pub(super) async fn seen_decided(
+    host: &Arc<Host>,
+    gid: GroupId,
+    doc: Option<StoredDoc>,
+    intent: Option<Intent>,
+) -> NodeResult<(Option<StoredDoc>, Option<Decision>)> {
     let Some(Intent {
         txn: holder,
         write: Some(write),
     }) = intent
     else {
-        return Ok(doc);
+        return Ok((doc, None));
     };
     let (database, shard) = locate(host, gid)?;
     match decision_of(host, &database, holder).await? {
         Some(Decision::Committed) => {
             resolve_later(host, database, shard, holder, Decision::Committed);
-            Ok(written(doc, &write))
+            Ok((written(doc, &write), Some(Decision::Committed)))
         }
         Some(Decision::Aborted) => {
             resolve_later(host, database, shard, holder, Decision::Aborted);
-            Ok(doc)
+            Ok((doc, Some(Decision::Aborted)))
         }
-        None => Ok(doc),
+        None => Ok((doc, None)),
     }
 }
 

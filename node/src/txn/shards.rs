@@ -1,5 +1,6 @@
 //! A transaction's calls on one shard (propose a [`TxnCommand`], read a document as
-//! transactions see it, read a record, validate reads), served by the shard's leader: here
+//! transactions see it, read a record, validate reads, scan for a query, look for intents),
+//! served by the shard's leader: here
 //! when this node leads it, otherwise over the peer port (`TxnShards`) to the leader, found
 //! from this node's view of the group and the shard's replicas, retried across an election
 //! until the request timeout.
@@ -32,6 +33,16 @@ pub enum ShardCall {
     Record { txn: TxnId },
     /// True when every document still has the version given (as read: 0 = absent).
     Validate { keys: Vec<(String, String, u64)> },
+    /// The documents of a collection a selector matches, as reads see them, and the
+    /// undecided writes of transactions other than `me` that would change that
+    /// (linearizable).
+    Scan {
+        collection: String,
+        selector: String,
+        me: Option<TxnId>,
+    },
+    /// True when the shard holds an intent of the transaction (linearizable).
+    Holds { txn: TxnId },
 }
 
 impl ShardCall {
@@ -49,6 +60,8 @@ pub enum ShardAnswer {
     Doc(Option<StoredDoc>),
     Record(Option<Decision>),
     Valid(bool),
+    Scan(super::query::ScanAnswer),
+    Holds(bool),
 }
 
 /// Calls `call` on shard `shard` of `database` at its leader, wherever that is.
@@ -170,6 +183,23 @@ pub async fn serve_here(
                 }
             }
             Ok(ShardAnswer::Valid(true))
+        }
+        ShardCall::Scan {
+            collection,
+            selector,
+            me,
+        } => {
+            host.read_barrier(&group, ReadConsistency::Linearizable)
+                .await?;
+            let answer = super::query::scan(host, &group, &collection, &selector, me).await?;
+            Ok(ShardAnswer::Scan(answer))
+        }
+        ShardCall::Holds { txn } => {
+            host.read_barrier(&group, ReadConsistency::Linearizable)
+                .await?;
+            let read = group.sm.begin_read()?;
+            let holds = crate::store::txn::holds_intents(&read, gid, txn)?;
+            Ok(ShardAnswer::Holds(holds))
         }
     }
 }

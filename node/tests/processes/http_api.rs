@@ -889,6 +889,23 @@ async fn queries_indexes_and_transactions(api: &mut Api, client: &flotilla_clien
     api.call(Method::GET, TXN_DOC, &[&txn, "acct", "zz"], |r| r)
         .await
         .expect_error(404, "NOT_FOUND", Some("ERROR_REASON_DOCUMENT_NOT_FOUND"));
+    const TXN_QUERY: &str = "/v1/transactions/{txn}/collections/{coll}/query";
+    let found = api
+        .call(Method::POST, TXN_QUERY, &[&txn, "acct"], |r| {
+            r.json(&json!({"where": "/balance = 70"}))
+        })
+        .await;
+    assert_eq!(found.status, StatusCode::OK, "{}", found.body);
+    assert_eq!(
+        found.body["documents"][0]["id"], "a0",
+        "a query sees the transaction's writes: {}",
+        found.body
+    );
+    api.call(Method::POST, TXN_QUERY, &[&txn, "acct"], |r| {
+        r.json(&json!({"where": "/balance >> 1"}))
+    })
+    .await
+    .expect_error(400, "INVALID_ARGUMENT", Some("ERROR_REASON_INVALID_QUERY"));
     let gone = api
         .call(Method::DELETE, TXN_DOC, &[&txn, "acct", "a2"], |r| r)
         .await;

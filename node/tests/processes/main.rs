@@ -25,4 +25,6 @@ mod queries;
 mod requests;
 mod security;
 mod transactions;
+mod txn_keyed;
+mod txn_queries;
 mod watch_gaps;

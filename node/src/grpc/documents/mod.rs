@@ -27,6 +27,7 @@ use crate::command::{DataCommand, OpOutcome, WriteOp};
 use crate::error::{NodeError, NodeResult};
 use crate::host::{GroupHandle, Host, ReadConsistency};
 use crate::network::forward::hops;
+use crate::placement;
 use crate::types::GroupId;
 use crate::validate;
 
@@ -41,7 +42,6 @@ mod answer;
 mod collections;
 mod live;
 mod multi;
-mod placement;
 mod query;
 mod route;
 mod scan;
@@ -269,8 +269,16 @@ impl DocumentsService {
             && placement::shards_of_batch(db, &msg.ops)?.len() > 1
         {
             let txns = crate::txn::coordinator(&self.host);
+            let shard_keys = msg
+                .ops
+                .iter()
+                .map(|o| match &o.op {
+                    Some(batch_op::Op::Delete(d)) => d.shard_key.clone(),
+                    _ => String::new(),
+                })
+                .collect();
             return Ok(Response::new(
-                crate::txn::batch::run(&txns, &msg.database, ops).await?,
+                crate::txn::batch::run(&txns, &msg.database, ops, shard_keys).await?,
             ));
         }
         self.write(msg.database.clone(), hops, shard, ops, msg)

@@ -8,7 +8,7 @@ use flotilla_proto::v1::transactions_server::Transactions;
 use flotilla_proto::v1::{
     BeginRequest, BeginResponse, CommitRequest, CommitResponse, ListTransactionsRequest,
     ListTransactionsResponse, RollbackRequest, RollbackResponse, TxnDeleteRequest, TxnGetRequest,
-    TxnGetResponse, TxnPutRequest, TxnWriteResponse,
+    TxnGetResponse, TxnPutRequest, TxnQueryRequest, TxnQueryResponse, TxnWriteResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -44,6 +44,14 @@ impl Transactions for GuardedTransactions {
     ) -> Result<Response<TxnGetResponse>, Status> {
         self.guard.check(&request, Need::User)?;
         self.inner.get(request).await
+    }
+
+    async fn query(
+        &self,
+        request: Request<TxnQueryRequest>,
+    ) -> Result<Response<TxnQueryResponse>, Status> {
+        self.guard.check(&request, Need::User)?;
+        self.inner.query(request).await
     }
 
     async fn put(

@@ -94,17 +94,7 @@ pub async fn live(
     QueryParams(params): QueryParams<LiveQueryParams>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let selector = match (params.selector, params.where_text) {
-        (Some(_), Some(_)) => {
-            return Err(query_error("give either selector or where, not both"));
-        }
-        (Some(selector), None) => selector,
-        (None, Some(text)) => flotilla_query::parse_text(&text)
-            .map_err(|e| query_error(format!("where: {e}")))?
-            .to_selector()
-            .to_string(),
-        (None, None) => String::new(),
-    };
+    let selector = super::query::selector_text(params.selector, params.where_text)?;
     let resumed = match headers.get("last-event-id") {
         Some(value) => {
             let text = value
@@ -140,10 +130,6 @@ pub async fn live(
     Ok(Sse::new(events(changes, resumed.unwrap_or_default()))
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response())
-}
-
-fn query_error(message: impl Into<String>) -> ApiError {
-    ApiError::new(Code::InvalidArgument, ErrorReason::InvalidQuery, message)
 }
 
 /// The events of a live query: each with its cursor as id once the result is current; after

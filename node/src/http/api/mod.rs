@@ -96,6 +96,7 @@ pub fn api_routes() -> OpenApiRouter<Api> {
             transactions::put,
             transactions::delete
         ))
+        .routes(routes!(transactions::query))
         .routes(routes!(transactions::commit))
         .routes(routes!(transactions::rollback))
         .routes(routes!(admin::list_databases, admin::create_database))

@@ -80,17 +80,7 @@ impl QueryBody {
         database: String,
         collection: String,
     ) -> Result<v1::QueryRequest, ApiError> {
-        let selector = match (self.selector, self.where_text) {
-            (Some(_), Some(_)) => {
-                return Err(query_error("give either selector or where, not both"));
-            }
-            (Some(selector), None) => selector.to_string(),
-            (None, Some(text)) => flotilla_query::parse_text(&text)
-                .map_err(|e| query_error(format!("where: {e}")))?
-                .to_selector()
-                .to_string(),
-            (None, None) => String::new(),
-        };
+        let selector = selector_text(self.selector.map(|s| s.to_string()), self.where_text)?;
         Ok(v1::QueryRequest {
             database,
             collection,
@@ -118,6 +108,24 @@ impl QueryBody {
 
 fn query_error(message: impl Into<String>) -> ApiError {
     ApiError::new(Code::InvalidArgument, ErrorReason::InvalidQuery, message)
+}
+
+/// The selector (JSON text) of a predicate given as a selector or in the text form (`where`;
+/// parsed here, so that a malformed one is refused before any shard is asked); empty for
+/// every document.
+pub fn selector_text(
+    selector: Option<String>,
+    where_text: Option<String>,
+) -> Result<String, ApiError> {
+    match (selector, where_text) {
+        (Some(_), Some(_)) => Err(query_error("give either selector or where, not both")),
+        (Some(selector), None) => Ok(selector),
+        (None, Some(text)) => Ok(flotilla_query::parse_text(&text)
+            .map_err(|e| query_error(format!("where: {e}")))?
+            .to_selector()
+            .to_string()),
+        (None, None) => Ok(String::new()),
+    }
 }
 
 /// The revision (applied log position) a shard answered at.

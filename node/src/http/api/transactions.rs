@@ -1,5 +1,5 @@
 //! Serializable transactions over HTTP, call by call as in gRPC: begin one on a database, read,
-//! write and delete documents in it (reads see its own writes), then commit (every write
+//! query, write and delete documents in it (reads see its own writes), then commit (every write
 //! applies on every shard, or none does) or roll back. Any node takes any call: a call for a
 //! transaction another node coordinates goes on to that node. Each handler makes one call of
 //! the `Transactions` service.
@@ -12,9 +12,9 @@ use tonic::Code;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{Body, Json, Params};
+use super::extract::{Body, Json, Params, QueryParams};
 use super::gateway::request;
-use super::types::Document;
+use super::types::{DeleteQuery, Document, shard_key_json};
 use super::{Api, TAG_TRANSACTIONS};
 
 /// A transaction to begin.
@@ -53,6 +53,25 @@ pub struct TxnDelete {
     pub if_version: Option<u64>,
 }
 
+/// A query inside a transaction: every document of the collection the predicate matches.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TxnQuery {
+    /// The predicate in the JSON selector form, as for a plain query (every document when
+    /// neither this nor `where` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<serde_json::Value>,
+    /// The predicate in the short text form instead: `/balance < 0`.
+    #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+    pub where_text: Option<String>,
+}
+
+/// What a query inside a transaction found, ordered by id (at most 1,000 documents).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TxnQueryResult {
+    pub documents: Vec<Document>,
+}
+
 /// One write a commit made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CommittedWrite {
@@ -76,7 +95,8 @@ pub struct Committed {
 pub struct TransactionInfo {
     pub txn: String,
     pub database: String,
-    /// `open`, `committing`, `aborting`, ...
+    /// `open`, `recovering` (intents whose coordinator is gone) or `decided` (only its
+    /// record is left).
     pub state: String,
     /// Node that coordinates it.
     pub coordinator: u64,
@@ -84,6 +104,9 @@ pub struct TransactionInfo {
     pub reads: u32,
     pub writes: u32,
     pub shards: Vec<u32>,
+    /// `committed` or `aborted` while its record is kept (until no intent can need it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -171,6 +194,7 @@ pub async fn list(
                 reads: t.reads,
                 writes: t.writes,
                 shards: t.shards,
+                decision: (!t.decision.is_empty()).then_some(t.decision),
             })
             .collect(),
     }))
@@ -185,6 +209,7 @@ pub async fn list(
         ("txn" = String, Path, description = "Transaction"),
         ("coll" = String, Path, description = "Collection"),
         ("id" = String, Path, description = "Document id"),
+        DeleteQuery,
     ),
     responses(
         (status = 200, description = "The document as the transaction sees it", body = Document),
@@ -197,12 +222,14 @@ pub async fn list(
 pub async fn get(
     State(api): State<Api>,
     Params((txn, coll, id)): Params<TxnDocPath>,
+    QueryParams(query): QueryParams<DeleteQuery>,
     headers: HeaderMap,
 ) -> Result<axum::Json<Document>, ApiError> {
     let msg = v1::TxnGetRequest {
         txn,
         collection: coll,
         id: id.clone(),
+        shard_key: shard_key_json(query.shard_key),
     };
     let answer = api
         .gateway
@@ -270,6 +297,7 @@ pub async fn put(
         ("txn" = String, Path, description = "Transaction"),
         ("coll" = String, Path, description = "Collection"),
         ("id" = String, Path, description = "Document id"),
+        DeleteQuery,
     ),
     request_body(content = Option<TxnDelete>, description = "An optional condition", content_type = "application/json"),
     responses(
@@ -284,6 +312,7 @@ pub async fn put(
 pub async fn delete(
     State(api): State<Api>,
     Params((txn, coll, id)): Params<TxnDocPath>,
+    QueryParams(query): QueryParams<DeleteQuery>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<StatusCode, ApiError> {
@@ -299,12 +328,62 @@ pub async fn delete(
         collection: coll,
         id,
         if_version: condition.if_version,
+        shard_key: shard_key_json(query.shard_key),
     };
     api.gateway
         .transactions()
         .delete(request(msg, &headers))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Queries a collection inside a transaction: the documents as it sees them (its own writes
+/// included). Serializable: the commit aborts (409, ERROR_REASON_TXN_CONFLICT) when another
+/// transaction changed what the predicate matches before it, a new match included.
+#[utoipa::path(
+    post,
+    path = "/v1/transactions/{txn}/collections/{coll}/query",
+    tag = TAG_TRANSACTIONS,
+    params(
+        ("txn" = String, Path, description = "Transaction"),
+        ("coll" = String, Path, description = "Collection"),
+    ),
+    request_body = TxnQuery,
+    responses(
+        (status = 200, description = "The matching documents, by id", body = TxnQueryResult),
+        (status = 400, description = "Malformed request or predicate (reason ERROR_REASON_INVALID_QUERY)", body = ErrorBody),
+        (status = 404, description = "No such transaction (reason ERROR_REASON_TXN_NOT_FOUND)", body = ErrorBody),
+        (status = 409, description = "The transaction conflicted and was aborted", body = ErrorBody),
+        (status = 429, description = "More than 1,000 matches (reason ERROR_REASON_LIMIT_EXCEEDED)", body = ErrorBody),
+        (status = 503, description = "A shard cannot serve now", body = ErrorBody),
+    )
+)]
+pub async fn query(
+    State(api): State<Api>,
+    Params((txn, coll)): Params<(String, String)>,
+    headers: HeaderMap,
+    Json(query): Json<TxnQuery>,
+) -> Result<axum::Json<TxnQueryResult>, ApiError> {
+    let selector =
+        super::query::selector_text(query.selector.map(|s| s.to_string()), query.where_text)?;
+    let msg = v1::TxnQueryRequest {
+        txn,
+        collection: coll,
+        selector,
+    };
+    let answer = api
+        .gateway
+        .transactions()
+        .query(request(msg, &headers))
+        .await?
+        .into_inner();
+    Ok(axum::Json(TxnQueryResult {
+        documents: answer
+            .documents
+            .into_iter()
+            .map(Document::from_proto)
+            .collect::<Result<_, _>>()?,
+    }))
 }
 
 /// Commits a transaction: every write applies on every shard, or none does.

@@ -31,7 +31,7 @@ fn shard_of_key_value(db: &DatabaseRecord, collection: &str, v: &Value) -> NodeR
 }
 
 /// The shard of a document put with body `json`.
-pub(super) fn shard_of_put(
+pub fn shard_of_put(
     db: &DatabaseRecord,
     collection: &str,
     id: &str,
@@ -52,7 +52,7 @@ pub(super) fn shard_of_put(
 
 /// The shard of a document named by id and, in a collection with a shard key, the JSON text
 /// of its value; `Ok(None)` when the collection has a shard key and `shard_key` is empty.
-pub(super) fn shard_of_named(
+pub fn shard_of_named(
     db: &DatabaseRecord,
     collection: &str,
     id: &str,
@@ -72,8 +72,25 @@ pub(super) fn shard_of_named(
     shard_of_key_value(db, collection, &v).map(Some)
 }
 
+/// [`shard_of_named`] where the shard key value cannot be left out (a delete; a get in a
+/// transaction): refused with `SHARD_KEY_MISSING` when the collection has a shard key and
+/// `shard_key` is empty. `what` names the operation in the refusal.
+pub fn shard_of_named_required(
+    db: &DatabaseRecord,
+    collection: &str,
+    id: &str,
+    shard_key: &str,
+    what: &str,
+) -> NodeResult<usize> {
+    shard_of_named(db, collection, id, shard_key)?.ok_or_else(|| {
+        missing(format!(
+            "{what} {id} in collection {collection}, which has a shard key, needs its shard_key value"
+        ))
+    })
+}
+
 /// The shard of an atomic batch, whose documents must all live on one.
-pub(super) fn shard_of_batch(
+pub fn shard_of_batch(
     db: &DatabaseRecord,
     ops: &[flotilla_proto::v1::BatchOp],
 ) -> NodeResult<usize> {
@@ -87,7 +104,7 @@ pub(super) fn shard_of_batch(
 }
 
 /// The shards the documents of a batch live on (a document lacking its shard key is refused).
-pub(super) fn shards_of_batch(
+pub fn shards_of_batch(
     db: &DatabaseRecord,
     ops: &[flotilla_proto::v1::BatchOp],
 ) -> NodeResult<std::collections::BTreeSet<usize>> {
@@ -95,13 +112,9 @@ pub(super) fn shards_of_batch(
     for op in ops {
         let s = match &op.op {
             Some(batch_op::Op::Put(p)) => shard_of_put(db, &p.collection, &p.id, &p.json)?,
-            Some(batch_op::Op::Delete(d)) => shard_of_named(db, &d.collection, &d.id, &d.shard_key)?
-                .ok_or_else(|| {
-                    missing(format!(
-                        "deleting {} from collection {}, which has a shard key, needs its shard_key value",
-                        d.id, d.collection
-                    ))
-                })?,
+            Some(batch_op::Op::Delete(d)) => {
+                shard_of_named_required(db, &d.collection, &d.id, &d.shard_key, "deleting")?
+            }
             None => continue,
         };
         shards.insert(s);
