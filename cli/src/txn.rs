@@ -129,10 +129,14 @@ async fn run_once(
                 where_text,
             } => {
                 let predicate = match where_text {
-                    Some(text) => flotilla_client::parse_text(text)?,
-                    None => flotilla_client::Predicate::All,
+                    Some(text) => flotilla_client::parse_text(text).map_err(Error::from),
+                    None => Ok(flotilla_client::Predicate::All),
                 };
-                txn.query(collection, &predicate).await.map(|docs| OpResult {
+                let found = match predicate {
+                    Ok(p) => txn.query(collection, &p).await,
+                    Err(e) => Err(e),
+                };
+                found.map(|docs| OpResult {
                     op: "query",
                     collection: collection.clone(),
                     id: String::new(),
