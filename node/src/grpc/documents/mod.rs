@@ -41,7 +41,7 @@ mod answer;
 mod collections;
 mod live;
 mod multi;
-mod placement;
+pub(crate) mod placement;
 mod query;
 mod route;
 mod scan;

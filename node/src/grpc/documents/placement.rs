@@ -31,7 +31,7 @@ fn shard_of_key_value(db: &DatabaseRecord, collection: &str, v: &Value) -> NodeR
 }
 
 /// The shard of a document put with body `json`.
-pub(super) fn shard_of_put(
+pub(crate) fn shard_of_put(
     db: &DatabaseRecord,
     collection: &str,
     id: &str,
