@@ -6,9 +6,9 @@
 //! by the shard leader after the backup started, so every write acknowledged before
 //! `backup create` started is in it. Shards are read one after the other, each at its own
 //! revision: writes to different shards while a backup runs may be in it for one shard and not
-//! for another (no cross-shard point yet). Once cross-shard transactions exist, a backup copies
-//! committed documents only, never a transaction's intents; a restore decides a transaction
-//! left pending by its transaction record.
+//! for another (no cross-shard point yet). A backup copies committed documents only, never a
+//! transaction's intents. A shard whose replica fails mid-stream is read again from the start
+//! on another replica. Restore: see [`restore`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -150,12 +150,19 @@ async fn create(client: &Client, database: &str, to: &str, id: Option<&str>) -> 
         let mut last_error = None;
         let mut done = None;
         for addr in replica_order(shard) {
+            eprintln!("shard {}/{count}: reading from {addr}", shard.shard + 1);
             match backup_shard(client, &writer, &addr, database, shard.shard).await {
                 Ok(s) => {
                     done = Some(s);
                     break;
                 }
-                Err(e) => last_error = Some(e.context(format!("reading from {addr}"))),
+                Err(e) => {
+                    eprintln!(
+                        "shard {}/{count}: {addr} failed ({e:#}); trying another replica",
+                        shard.shard + 1
+                    );
+                    last_error = Some(e.context(format!("reading from {addr}")));
+                }
             }
         }
         let Some(s) = done else {

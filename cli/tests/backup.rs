@@ -427,7 +427,9 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
     let mut flipped = original.clone();
     let at = rng.random_range(0..flipped.len());
     flipped[at] ^= 0x01;
-    let cases: [Damage; 3] = [
+    let manifest_file = backup_dir.join("manifest.json");
+    let manifest_aside = dir.path().join("manifest.aside");
+    let cases: [Damage; 4] = [
         (
             "flipped",
             Box::new(|| std::fs::write(&shard_file, &flipped).unwrap()),
@@ -437,6 +439,11 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
             "missing",
             Box::new(|| std::fs::remove_file(&shard_file).unwrap()),
             Box::new(|| std::fs::write(&shard_file, &original).unwrap()),
+        ),
+        (
+            "no-manifest",
+            Box::new(|| std::fs::rename(&manifest_file, &manifest_aside).unwrap()),
+            Box::new(|| std::fs::rename(&manifest_aside, &manifest_file).unwrap()),
         ),
         (
             "incomplete",
@@ -466,4 +473,130 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
         .await
         .unwrap();
     assert!(listed.is_empty(), "an incomplete backup is not listed");
+}
+
+/// Starts `flotilla backup create DB --to ROOT` and returns it once its progress shows shard
+/// 2 being read, with the address it reads from.
+async fn create_until_second_shard(
+    endpoints: &str,
+    db: &str,
+    root: &str,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(["backup", "create", db, "--to", root])
+        .env_remove("FLOTILLA_ENDPOINTS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("shard 2/3: reading from ") {
+                return addr.to_string();
+            }
+        }
+        panic!("backup create ended before reading shard 2");
+    })
+    .await
+    .expect("backup create reaches shard 2");
+    // Keep draining its progress so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// Checks that nothing under `root` is a complete backup: `list` shows none, and verify and
+/// restore of each backup directory there refuse it (the restore creating nothing).
+async fn nothing_complete(client: &Client, endpoints: &str, root: &std::path::Path, db: &str) {
+    let listed = flotilla(endpoints, &["backup", "list", root.to_str().unwrap()]).await;
+    assert!(listed.status.success());
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "", "listed");
+    for entry in std::fs::read_dir(root).unwrap() {
+        let url = entry.unwrap().path().to_str().unwrap().to_string();
+        let verify = flotilla(endpoints, &["backup", "verify", &url]).await;
+        assert!(!verify.status.success());
+        assert!(
+            String::from_utf8_lossy(&verify.stderr).contains("incomplete"),
+            "{}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        let restore = flotilla(endpoints, &["backup", "restore", &url, "--database", db]).await;
+        assert!(!restore.status.success());
+        let dbs = client.list_databases().await.unwrap();
+        assert!(dbs.iter().all(|d| d.name != db), "{db} created");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_backup_is_never_listed_nor_restored() {
+    let mut cluster = Cluster::start(3, ClusterOptions::default().fast_elections()).await;
+    cluster.create_database(SOURCE, Some(3), Some(3)).await;
+    let client = cluster.client();
+    let endpoints = cluster.endpoints().join(",");
+    let pad = "p".repeat(1000);
+    let writers = (0..8).map(|w| {
+        let (client, pad) = (client.clone(), pad.clone());
+        tokio::spawn(async move {
+            for i in 0..400 {
+                let json = format!(r#"{{"k":{i},"pad":"{pad}"}}"#);
+                let id = format!("d-{w}-{i}");
+                client.put(SOURCE, "users", &id, &json, None).await.unwrap();
+            }
+        })
+    });
+    for w in futures::future::join_all(writers).await {
+        w.unwrap();
+    }
+    let source = all_docs(&client, SOURCE).await;
+    assert_eq!(source.len(), 3200);
+
+    // The backup process killed half way: nothing complete is left.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let (mut child, _) = create_until_second_shard(&endpoints, SOURCE, root).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "a partial backup"
+    );
+    nothing_complete(&client, &endpoints, dir.path(), "from-killed").await;
+
+    // The node being read killed half way: the backup reads that shard again from another
+    // replica and completes, or fails and leaves nothing complete.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let (child, addr) = create_until_second_shard(&endpoints, SOURCE, root).await;
+    let node = (0..cluster.len())
+        .find(|i| cluster.endpoint(*i) == addr)
+        .unwrap_or_else(|| panic!("no node at {addr}"));
+    cluster.kill9(node);
+    let out = child.wait_with_output().await.unwrap();
+    // Back up, so that the restore can place three replicas of each shard.
+    cluster.restart(node);
+    cluster.wait_ready(node).await;
+    let client = cluster.client();
+    if out.status.success() {
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        eprintln!("the backup completed from another replica: {url}");
+        let restore = flotilla(
+            &endpoints,
+            &["backup", "restore", &url, "--database", "after-kill"],
+        )
+        .await;
+        assert_ok(&restore, 0);
+        assert_eq!(all_docs(&client, "after-kill").await, source);
+    } else {
+        eprintln!(
+            "the backup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        nothing_complete(&client, &endpoints, dir.path(), "after-kill").await;
+    }
 }
