@@ -23,8 +23,8 @@ pub mod write;
 
 pub use error::{BackupError, Result};
 pub use manifest::{
-    BackupDoc, CompleteMarker, DatabaseSpec, FORMAT_VERSION, FileEntry, Manifest, ShardBackup,
-    ShardSpec,
+    BackupDoc, CollectionSpec, CompleteMarker, DatabaseSpec, FORMAT_VERSION, FileEntry, IndexSpec,
+    Manifest, ShardBackup, ShardSpec,
 };
 pub use read::{BackupSummary, list, open_verified, read_shard, verify};
 pub use target::Target;

@@ -8,8 +8,11 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{BackupError, Result};
 
-/// The version of the format this build writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version of the format this build writes. Version 2 added the collections; this build
+/// reads versions 1 and 2.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads.
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// The manifest's file name in a backup.
 pub const MANIFEST: &str = "manifest.json";
 /// The completion marker's file name, written after everything else.
@@ -22,6 +25,26 @@ pub struct DatabaseSpec {
     pub name: String,
     pub replication_factor: u32,
     pub shards: Vec<ShardSpec>,
+    /// The declared collections: shard keys (placement) and secondary indexes. Empty in a
+    /// backup of format 1, which did not keep them.
+    #[serde(default)]
+    pub collections: Vec<CollectionSpec>,
+}
+
+/// A declared collection: its shard key (a JSON path; `None` places documents by id) and
+/// indexes, created again by a restore before any document is loaded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionSpec {
+    pub name: String,
+    pub shard_key: Option<String>,
+    pub indexes: Vec<IndexSpec>,
+}
+
+/// A secondary index: its name and the JSON paths of its key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexSpec {
+    pub name: String,
+    pub paths: Vec<String>,
 }
 
 /// One shard of the database record.
@@ -156,7 +179,7 @@ impl Manifest {
     /// The format version is known, every shard of the database is backed up exactly once,
     /// and no two shards share a file.
     pub fn check(&self) -> Result<()> {
-        if self.format_version != FORMAT_VERSION {
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&self.format_version) {
             return Err(BackupError::UnsupportedVersion(
                 self.format_version,
                 FORMAT_VERSION,
@@ -233,6 +256,7 @@ mod tests {
             started_unix: 1,
             database: DatabaseSpec {
                 name: "shop".into(),
+                collections: vec![],
                 replication_factor: 3,
                 shards: (0..shards)
                     .map(|s| ShardSpec {

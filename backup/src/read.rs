@@ -180,6 +180,7 @@ mod tests {
             started_unix: 5,
             database: DatabaseSpec {
                 name: "db".into(),
+                collections: vec![],
                 replication_factor: 1,
                 shards: (0..2)
                     .map(|s| ShardSpec {

@@ -112,6 +112,7 @@ async fn a_backup_round_trips_through_an_s3_compatible_server() {
         started_unix: 1,
         database: DatabaseSpec {
             name: "db".into(),
+            collections: vec![],
             replication_factor: 1,
             shards: vec![ShardSpec {
                 shard: 0,

@@ -6,22 +6,21 @@
 //! by the shard leader after the backup started, so every write acknowledged before
 //! `backup create` started is in it. Shards are read one after the other, each at its own
 //! revision: writes to different shards while a backup runs may be in it for one shard and not
-//! for another (no cross-shard point yet). Once cross-shard transactions exist, a backup copies
-//! committed documents only, never a transaction's intents; a restore decides a transaction
-//! left pending by its transaction record.
+//! for another (no cross-shard point yet). A backup copies committed documents only, never a
+//! transaction's intents. A shard whose replica fails mid-stream is read again from the start
+//! on another replica. Restore: see [`restore`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Subcommand;
 use flotilla_backup::{
-    BackupDoc, BackupWriter, DatabaseSpec, FORMAT_VERSION, Manifest, ShardBackup, ShardSpec, Target,
+    BackupDoc, BackupWriter, CollectionSpec, DatabaseSpec, FORMAT_VERSION, IndexSpec, Manifest,
+    ShardBackup, ShardSpec, Target,
 };
-use flotilla_client::{BatchOp, Client, DatabaseOptions, ReplicaState, ShardStatus};
-use futures::StreamExt;
+use flotilla_client::{Client, ReplicaState, ShardStatus};
 
-/// Documents written per batch by a restore.
-const RESTORE_BATCH: usize = 100;
+mod restore;
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
@@ -43,7 +42,7 @@ pub enum BackupCommand {
     /// Re-check every file of a backup against its manifest's checksums.
     Verify { url: String },
     /// Restore a backup into a new database (verified first; nothing is created when it is
-    /// corrupt or incomplete). Documents start again at version 1.
+    /// corrupt or incomplete), with its collections, indexes and every document's version.
     Restore {
         url: String,
         /// The database to create.
@@ -95,7 +94,7 @@ pub async fn run(client: &Client, command: BackupCommand) -> Result<()> {
             url,
             database,
             wait_timeout,
-        } => restore(client, &url, &database, wait_timeout).await,
+        } => restore::restore(client, &url, &database, wait_timeout).await,
     }
 }
 
@@ -142,6 +141,7 @@ async fn create(client: &Client, database: &str, to: &str, id: Option<&str>) -> 
         Some(id) => id.to_owned(),
         None => format!("{database}-{}", started.as_millis()),
     };
+    let collections = collections_of(client, database).await?;
     let writer = BackupWriter::start(Target::open(to)?, &id).await?;
     let count = status.shards.len();
     let mut shards = Vec::with_capacity(count);
@@ -150,12 +150,19 @@ async fn create(client: &Client, database: &str, to: &str, id: Option<&str>) -> 
         let mut last_error = None;
         let mut done = None;
         for addr in replica_order(shard) {
+            eprintln!("shard {}/{count}: reading from {addr}", shard.shard + 1);
             match backup_shard(client, &writer, &addr, database, shard.shard).await {
                 Ok(s) => {
                     done = Some(s);
                     break;
                 }
-                Err(e) => last_error = Some(e.context(format!("reading from {addr}"))),
+                Err(e) => {
+                    eprintln!(
+                        "shard {}/{count}: {addr} failed ({e:#}); trying another replica",
+                        shard.shard + 1
+                    );
+                    last_error = Some(e.context(format!("reading from {addr}")));
+                }
             }
         }
         let Some(s) = done else {
@@ -188,6 +195,7 @@ async fn create(client: &Client, database: &str, to: &str, id: Option<&str>) -> 
                     group_id: s.group_id,
                 })
                 .collect(),
+            collections,
         },
         shards,
     };
@@ -245,55 +253,24 @@ async fn backup_shard(
     })
 }
 
-async fn restore(client: &Client, url: &str, database: &str, wait: Duration) -> Result<()> {
-    let backup = Target::open(url)?;
-    let manifest = flotilla_backup::verify(&backup, |done, all| {
-        eprintln!("verified {done}/{all} files");
-    })
-    .await
-    .context("refusing to restore")?;
-    let options = DatabaseOptions {
-        replication_factor: Some(manifest.database.replication_factor),
-        shards: Some(manifest.database.shards.len() as u32),
-        ..DatabaseOptions::default()
-    };
-    client.create_database_with(database, &options).await?;
-    client.wait_for_database(database, wait, |_| {}).await?;
-    let count = manifest.shards.len();
-    let mut total = 0u64;
-    for shard in &manifest.shards {
-        let docs = flotilla_backup::read_shard(&backup, &shard.file.name).await?;
-        let mut batches = std::pin::pin!(docs.chunks(RESTORE_BATCH));
-        while let Some(batch) = batches.next().await {
-            let batch = batch.into_iter().collect::<Result<Vec<BackupDoc>, _>>()?;
-            let n = batch.len() as u64;
-            let ops = batch
-                .into_iter()
-                .map(|d| BatchOp::Put {
-                    collection: d.collection,
-                    id: d.id,
-                    json: d.json,
-                    if_version: Some(0),
-                })
-                .collect();
-            let outcome = client.batch(database, ops).await?;
-            if outcome.shard != shard.shard {
-                bail!(
-                    "documents of shard {} went to shard {}: the backup's shards do not match",
-                    shard.shard,
-                    outcome.shard
-                );
-            }
-            total += n;
-        }
-        eprintln!(
-            "shard {}/{count} restored ({total} documents in all)",
-            shard.shard + 1
-        );
+/// The declared collections of `database`, with their shard keys and indexes.
+async fn collections_of(client: &Client, database: &str) -> Result<Vec<CollectionSpec>> {
+    let indexes = client.list_indexes(database, None).await?;
+    let mut out = Vec::new();
+    for c in client.list_collections(database).await? {
+        let indexes = indexes
+            .iter()
+            .filter(|ix| ix.collection == c.name)
+            .map(|ix| IndexSpec {
+                name: ix.name.clone(),
+                paths: ix.paths.clone(),
+            })
+            .collect();
+        out.push(CollectionSpec {
+            name: c.name,
+            shard_key: c.shard_key,
+            indexes,
+        });
     }
-    println!(
-        "restored {} documents of backup {} into database {database}",
-        total, manifest.backup_id
-    );
-    Ok(())
+    Ok(out)
 }

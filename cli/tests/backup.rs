@@ -1,8 +1,11 @@
 //! `flotilla backup` end to end: real node processes, the real `flotilla` binary. Random
-//! documents, a backup taken while writes continue, a restore into a new database that then
-//! holds exactly what the backup read (and every document acknowledged before the backup
-//! started, with its content); a flipped byte, a missing file or a missing `complete` marker
-//! makes restore refuse and create nothing. (Here rather than in the node's process tests: the
+//! documents (overwritten, deleted, written by transactions across shards) in a collection
+//! placed by id and one with a shard key, each with an index; a backup taken while writes and
+//! transactions continue; a restore into a new database that then holds exactly what the
+//! backup read: every document with its body and version, the collections, the indexes and
+//! their entries (queries served by each index find what the backup holds); every document
+//! acknowledged before the backup started is in it; a flipped byte, a missing file or a
+//! missing `complete` marker makes restore refuse and create nothing. (Here rather than in the node's process tests: the
 //! test runs the CLI binary, which only its own package's tests can name.)
 
 use std::collections::BTreeMap;
@@ -47,15 +50,15 @@ fn assert_ok(out: &Output, seed: u64) -> String {
     stdout
 }
 
-/// Every document of `db`: (collection, id) -> json.
-async fn all_docs(client: &Client, db: &str) -> BTreeMap<(String, String), String> {
+/// Every document of `db`: (collection, id) -> (version, json).
+async fn all_docs(client: &Client, db: &str) -> BTreeMap<(String, String), (u64, String)> {
     let mut docs = BTreeMap::new();
     for c in COLLECTIONS {
         let mut token = None;
         loop {
             let page = client.list(db, c, "", 500, token.as_deref()).await.unwrap();
             for d in page.documents {
-                docs.insert((d.collection, d.id), d.json);
+                docs.insert((d.collection, d.id), (d.version, d.json));
             }
             match page.next_page_token {
                 Some(t) => token = Some(t),
@@ -64,6 +67,58 @@ async fn all_docs(client: &Client, db: &str) -> BTreeMap<(String, String), Strin
         }
     }
     docs
+}
+
+/// A random document body: an indexed number, a shard key value (one per id: a document of
+/// a keyed collection is named by its id and key), some padding.
+fn body(rng: &mut impl Rng, id: &str) -> String {
+    let cust = id.bytes().map(u32::from).sum::<u32>() % 20;
+    format!(
+        r#"{{"k":{},"cust":"c{cust}","id":"{id}","s":"{}"}}"#,
+        rng.random_range(0..1000),
+        "x".repeat(rng.random_range(0..200))
+    )
+}
+
+/// Waits until every index of `db` is ready, then checks that a query served by each finds
+/// exactly the documents of its collection in `expected` (every one has a number at `/k`).
+async fn check_indexes(
+    client: &Client,
+    db: &str,
+    expected: &BTreeMap<(String, String), (u64, String)>,
+    seed: u64,
+) {
+    flotilla_testkit::wait::wait_until(
+        std::time::Duration::from_secs(30),
+        "the indexes are ready",
+        async || {
+            let indexes = client.list_indexes(db, None).await.unwrap_or_default();
+            indexes.len() == COLLECTIONS.len() && indexes.iter().all(|i| i.ready())
+        },
+    )
+    .await;
+    for c in COLLECTIONS {
+        let query = client.query(db, c).where_text("/k >= 0").unwrap();
+        let plan = query.clone().explain().page(None).await.unwrap();
+        assert_eq!(
+            plan.explain.and_then(|e| e.index).as_deref(),
+            Some("by_k"),
+            "seed {seed}: {c} queried through its index"
+        );
+        let found: BTreeMap<_, _> = query
+            .all()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| ((d.collection, d.id), (d.version, d.json)))
+            .collect();
+        let want: BTreeMap<_, _> = expected
+            .iter()
+            .filter(|((col, _), _)| col == c)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(found, want, "seed {seed}: index by_k of {c}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,37 +131,94 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
     let client = cluster.client();
     let endpoints = cluster.endpoints().join(",");
 
-    // Documents acknowledged before the backup starts.
-    let mut acked = BTreeMap::new();
+    // The schema: a collection placed by id and one by a shard key, each with an index.
+    client
+        .create_collection(SOURCE, "orders", Some("/cust"))
+        .await
+        .unwrap();
+    for c in COLLECTIONS {
+        client
+            .create_index(SOURCE, c, "by_k", &["/k"])
+            .await
+            .unwrap();
+    }
+
+    // Documents acknowledged before the backup starts: (collection, id) -> (version, json).
+    let mut acked: BTreeMap<(String, String), (u64, String)> = BTreeMap::new();
+    let mut ids = Vec::new();
     for i in 0..300 {
         let c = COLLECTIONS[rng.random_range(0..COLLECTIONS.len())];
         let id = format!("doc-{i}-{}", rng.random::<u32>());
-        let json = format!(
-            r#"{{"n":{},"s":"{}"}}"#,
-            rng.random::<u64>(),
-            "x".repeat(rng.random_range(0..200))
-        );
-        client.put(SOURCE, c, &id, &json, None).await.unwrap();
-        acked.insert((c.to_string(), id), json);
+        ids.push((c.to_string(), id));
+    }
+    for _ in 0..450 {
+        let (c, id) = ids[rng.random_range(0..ids.len())].clone();
+        let json = body(&mut rng, &id);
+        let put = client.put(SOURCE, &c, &id, &json, None).await.unwrap();
+        let version = acked.get(&(c.clone(), id.clone())).map_or(0, |d| d.0) + 1;
+        assert_eq!(put.version, version, "seed {seed}");
+        acked.insert((c, id), (version, json));
+    }
+    // Some deleted (placed by id: a delete in a keyed collection names its key).
+    for _ in 0..20 {
+        let (c, id) = ids[rng.random_range(0..ids.len())].clone();
+        if c == "users" {
+            client.delete(SOURCE, &c, &id, None).await.unwrap();
+            acked.remove(&(c, id));
+        }
+    }
+    // Transactions writing two documents each (on two shards, mostly).
+    let users: Vec<String> = acked
+        .keys()
+        .filter(|(c, _)| c == "users")
+        .map(|(_, id)| id.clone())
+        .collect();
+    for _ in 0..20 {
+        let a = users[rng.random_range(0..users.len())].clone();
+        let b = users[rng.random_range(0..users.len())].clone();
+        if a == b {
+            continue;
+        }
+        let (ja, jb) = (body(&mut rng, &a), body(&mut rng, &b));
+        client
+            .transaction(SOURCE, |t| {
+                let (a, b, ja, jb) = (a.clone(), b.clone(), ja.clone(), jb.clone());
+                async move {
+                    t.put("users", &a, &ja, None).await?;
+                    t.put("users", &b, &jb, None).await
+                }
+            })
+            .await
+            .unwrap();
+        for (id, json) in [(a, ja), (b, jb)] {
+            let entry = acked.get_mut(&("users".to_string(), id)).unwrap();
+            *entry = (entry.0 + 1, json);
+        }
     }
 
-    // Writes go on while the backup runs: new documents and overwrites of the acknowledged ones
-    // under other ids only (so the acknowledged ones keep their content).
+    // Writes and transactions go on while the backup runs, on other ids only (so the
+    // acknowledged documents keep their content and version).
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (client, stop) = (client.clone(), stop.clone());
         tokio::spawn(async move {
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let _ = client
-                    .put(
-                        SOURCE,
-                        "users",
-                        &format!("during-{n}"),
-                        r#"{"during":true}"#,
-                        None,
-                    )
-                    .await;
+                let id = format!("during-{}", n % 50);
+                let json = format!(r#"{{"k":{n},"cust":"c{}","during":true}}"#, n % 7);
+                let _ = client.put(SOURCE, "users", &id, &json, None).await;
+                if n.is_multiple_of(5) {
+                    let other = format!("during-{}", (n + 17) % 50);
+                    let _ = client
+                        .transaction(SOURCE, |t| {
+                            let (id, other, json) = (id.clone(), other.clone(), json.clone());
+                            async move {
+                                t.put("users", &id, &json, None).await?;
+                                t.put("users", &other, &json, None).await
+                            }
+                        })
+                        .await;
+                }
                 n += 1;
             }
             n
@@ -212,16 +324,24 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
                 "seed {seed}: {d:?} after {}",
                 shard.revision
             );
-            in_backup.insert((d.collection, d.id), d.json);
+            in_backup.insert((d.collection, d.id), (d.version, d.json));
         }
     }
-    for (key, json) in &acked {
+    for (key, doc) in &acked {
         assert_eq!(
             in_backup.get(key),
-            Some(json),
+            Some(doc),
             "seed {seed}: {key:?} acknowledged before the backup"
         );
     }
+    let kept = &manifest.database.collections;
+    assert_eq!(
+        kept.iter()
+            .map(|c| (c.name.as_str(), c.shard_key.as_deref(), c.indexes.len()))
+            .collect::<Vec<_>>(),
+        [("orders", Some("/cust"), 1), ("users", None, 1)],
+        "the backup keeps the collections"
+    );
     eprintln!(
         "{} documents in the backup, {during} written during it",
         in_backup.len()
@@ -236,7 +356,68 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
     assert_eq!(
         all_docs(&client, "restored").await,
         in_backup,
-        "seed {seed}"
+        "seed {seed}: every document with its body and version"
+    );
+    check_indexes(&client, "restored", &in_backup, seed).await;
+    let collections = client.list_collections("restored").await.unwrap();
+    assert!(
+        collections
+            .iter()
+            .any(|c| c.name == "orders" && c.shard_key.as_deref() == Some("/cust")),
+        "{collections:?}"
+    );
+    // Documents of the keyed collection are where a read by key looks for them.
+    let ((_, id), (version, _)) = in_backup.iter().find(|((c, _), _)| c == "orders").unwrap();
+    let json = &in_backup[&("orders".to_string(), id.clone())].1;
+    let cust = serde_json::from_str::<serde_json::Value>(json).unwrap()["cust"].to_string();
+    let got = client
+        .get_keyed(
+            "restored",
+            "orders",
+            id,
+            &cust,
+            flotilla_client::Consistency::Linearizable,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.version, *version);
+
+    // The restore write path is refused on a database written the ordinary way, and into a
+    // database that exists.
+    let status = client.database_status(SOURCE).await.unwrap();
+    let leader = status.shards[0].leader().unwrap().client_addr.clone();
+    let doc = flotilla_proto::v1::BackupDocument {
+        collection: "users".into(),
+        id: "loaded".into(),
+        json: "{}".into(),
+        version: 7,
+        revision: 0,
+    };
+    let refused = client
+        .load_shard(&leader, SOURCE, 0, vec![doc], false)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(flotilla_client::Error::FailedPrecondition(_)
+                | flotilla_client::Error::InvalidArgument(_))
+        ),
+        "{refused:?}"
+    );
+    let again = flotilla(
+        &endpoints,
+        &["backup", "restore", &url, "--database", "restored"],
+    )
+    .await;
+    assert!(
+        !again.status.success(),
+        "a restore into an existing database"
+    );
+    assert_eq!(
+        all_docs(&client, "restored").await,
+        in_backup,
+        "seed {seed}: unchanged by the refused restore"
     );
 
     // Damaged backups are refused and create nothing.
@@ -246,7 +427,9 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
     let mut flipped = original.clone();
     let at = rng.random_range(0..flipped.len());
     flipped[at] ^= 0x01;
-    let cases: [Damage; 3] = [
+    let manifest_file = backup_dir.join("manifest.json");
+    let manifest_aside = dir.path().join("manifest.aside");
+    let cases: [Damage; 4] = [
         (
             "flipped",
             Box::new(|| std::fs::write(&shard_file, &flipped).unwrap()),
@@ -256,6 +439,11 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
             "missing",
             Box::new(|| std::fs::remove_file(&shard_file).unwrap()),
             Box::new(|| std::fs::write(&shard_file, &original).unwrap()),
+        ),
+        (
+            "no-manifest",
+            Box::new(|| std::fs::rename(&manifest_file, &manifest_aside).unwrap()),
+            Box::new(|| std::fs::rename(&manifest_aside, &manifest_file).unwrap()),
         ),
         (
             "incomplete",
@@ -285,4 +473,130 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
         .await
         .unwrap();
     assert!(listed.is_empty(), "an incomplete backup is not listed");
+}
+
+/// Starts `flotilla backup create DB --to ROOT` and returns it once its progress shows shard
+/// 2 being read, with the address it reads from.
+async fn create_until_second_shard(
+    endpoints: &str,
+    db: &str,
+    root: &str,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .arg("--endpoints")
+        .arg(endpoints)
+        .args(["backup", "create", db, "--to", root])
+        .env_remove("FLOTILLA_ENDPOINTS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(addr) = line.strip_prefix("shard 2/3: reading from ") {
+                return addr.to_string();
+            }
+        }
+        panic!("backup create ended before reading shard 2");
+    })
+    .await
+    .expect("backup create reaches shard 2");
+    // Keep draining its progress so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+/// Checks that nothing under `root` is a complete backup: `list` shows none, and verify and
+/// restore of each backup directory there refuse it (the restore creating nothing).
+async fn nothing_complete(client: &Client, endpoints: &str, root: &std::path::Path, db: &str) {
+    let listed = flotilla(endpoints, &["backup", "list", root.to_str().unwrap()]).await;
+    assert!(listed.status.success());
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "", "listed");
+    for entry in std::fs::read_dir(root).unwrap() {
+        let url = entry.unwrap().path().to_str().unwrap().to_string();
+        let verify = flotilla(endpoints, &["backup", "verify", &url]).await;
+        assert!(!verify.status.success());
+        assert!(
+            String::from_utf8_lossy(&verify.stderr).contains("incomplete"),
+            "{}",
+            String::from_utf8_lossy(&verify.stderr)
+        );
+        let restore = flotilla(endpoints, &["backup", "restore", &url, "--database", db]).await;
+        assert!(!restore.status.success());
+        let dbs = client.list_databases().await.unwrap();
+        assert!(dbs.iter().all(|d| d.name != db), "{db} created");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_backup_is_never_listed_nor_restored() {
+    let mut cluster = Cluster::start(3, ClusterOptions::default().fast_elections()).await;
+    cluster.create_database(SOURCE, Some(3), Some(3)).await;
+    let client = cluster.client();
+    let endpoints = cluster.endpoints().join(",");
+    let pad = "p".repeat(1000);
+    let writers = (0..8).map(|w| {
+        let (client, pad) = (client.clone(), pad.clone());
+        tokio::spawn(async move {
+            for i in 0..400 {
+                let json = format!(r#"{{"k":{i},"pad":"{pad}"}}"#);
+                let id = format!("d-{w}-{i}");
+                client.put(SOURCE, "users", &id, &json, None).await.unwrap();
+            }
+        })
+    });
+    for w in futures::future::join_all(writers).await {
+        w.unwrap();
+    }
+    let source = all_docs(&client, SOURCE).await;
+    assert_eq!(source.len(), 3200);
+
+    // The backup process killed half way: nothing complete is left.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let (mut child, _) = create_until_second_shard(&endpoints, SOURCE, root).await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        1,
+        "a partial backup"
+    );
+    nothing_complete(&client, &endpoints, dir.path(), "from-killed").await;
+
+    // The node being read killed half way: the backup reads that shard again from another
+    // replica and completes, or fails and leaves nothing complete.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap();
+    let (child, addr) = create_until_second_shard(&endpoints, SOURCE, root).await;
+    let node = (0..cluster.len())
+        .find(|i| cluster.endpoint(*i) == addr)
+        .unwrap_or_else(|| panic!("no node at {addr}"));
+    cluster.kill9(node);
+    let out = child.wait_with_output().await.unwrap();
+    // Back up, so that the restore can place three replicas of each shard.
+    cluster.restart(node);
+    cluster.wait_ready(node).await;
+    let client = cluster.client();
+    if out.status.success() {
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        eprintln!("the backup completed from another replica: {url}");
+        let restore = flotilla(
+            &endpoints,
+            &["backup", "restore", &url, "--database", "after-kill"],
+        )
+        .await;
+        assert_ok(&restore, 0);
+        assert_eq!(all_docs(&client, "after-kill").await, source);
+    } else {
+        eprintln!(
+            "the backup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        nothing_complete(&client, &endpoints, dir.path(), "after-kill").await;
+    }
 }

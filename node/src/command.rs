@@ -23,7 +23,11 @@ pub enum Command {
     Index(IndexCommand),
     /// A step of a transaction on this shard (see [`txn`]).
     Txn(txn::TxnCommand),
+    /// Documents restored with their versions into a shard being restored (see `store::load`).
+    Load(LoadCommand),
 }
+
+pub use crate::store::load::{LoadCommand, LoadOutcome};
 
 pub use crate::store::indexes::{IndexCommand, IndexOutcome};
 
@@ -82,6 +86,7 @@ impl Command {
             Command::Data(d) => d.body_bytes(),
             Command::DataMany(b) => b.iter().map(DataCommand::body_bytes).sum(),
             Command::Txn(t) => t.body_bytes(),
+            Command::Load(l) => l.body_bytes(),
         }
     }
 }
@@ -107,6 +112,7 @@ impl fmt::Display for Command {
             Command::DataMany(b) => write!(f, "data:{} batches", b.len()),
             Command::Index(i) => write!(f, "index:{i:?}"),
             Command::Txn(t) => write!(f, "txn:{}", t.kind()),
+            Command::Load(l) => write!(f, "load:{} docs", l.docs.len()),
         }
     }
 }
@@ -126,6 +132,7 @@ pub enum Response {
     Repeated(Vec<(u64, Result<Vec<OpOutcome>, Rejection>)>),
     Index(IndexOutcome),
     Txn(txn::TxnOutcome),
+    Load(LoadOutcome),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,21 +8,28 @@
 //! revision it reads are those of one log position, at or after every write acknowledged before
 //! the call. Writes applied meanwhile are not in it. A follower serves the documents, so the
 //! leader only confirms the index.
+//!
+//! `LoadShard` is a restore's write path: documents with their versions, through the shard's
+//! log at its leader (see `store::load` for when a shard accepts them).
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use flotilla_proto::v1::backup_server::Backup;
 use flotilla_proto::v1::{
-    BackupDocument, ReadIndexRequest, ReadIndexResponse, ReadShardRequest, ShardChunk,
+    BackupDocument, LoadShardRequest, LoadShardResponse, ReadIndexRequest, ReadIndexResponse,
+    ReadShardRequest, ShardChunk,
 };
 use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::command::{Command, LoadCommand, LoadOutcome, Response as Applied};
 use crate::error::{NodeError, NodeResult};
 use crate::host::{GroupHandle, Host};
+use crate::meta::{DatabaseRecord, ShardRecord};
 use crate::store::export::export_group;
+use crate::store::load::{LoadDoc, LoadRefusal};
 use crate::types::GroupId;
 use crate::validate;
 
@@ -101,6 +108,24 @@ impl BackupService {
         }
     }
 
+    /// The record of `database` and of its shard `shard`.
+    fn shard_record(
+        &self,
+        database: &str,
+        shard: u32,
+    ) -> Result<(DatabaseRecord, ShardRecord), Status> {
+        validate::database(database)?;
+        let Some(db) = self.host.meta_state().databases.get(database).cloned() else {
+            return Err(NodeError::NotFound(format!("database {database} not found")).into());
+        };
+        let Some(record) = db.shards.get(shard as usize).cloned() else {
+            return Err(Status::invalid_argument(format!(
+                "database {database} has no shard {shard}"
+            )));
+        };
+        Ok((db, record))
+    }
+
     /// Waits until this replica of `group` has applied `index`.
     async fn caught_up(&self, group: &GroupHandle, index: u64) -> NodeResult<()> {
         let state = group.sm.state();
@@ -126,16 +151,7 @@ impl Backup for BackupService {
         request: Request<ReadShardRequest>,
     ) -> Result<Response<ShardStream>, Status> {
         let msg = request.into_inner();
-        validate::database(&msg.database)?;
-        let Some(db) = self.host.meta_state().databases.get(&msg.database).cloned() else {
-            return Err(NodeError::NotFound(format!("database {} not found", msg.database)).into());
-        };
-        let Some(record) = db.shards.get(msg.shard as usize) else {
-            return Err(Status::invalid_argument(format!(
-                "database {} has no shard {}",
-                msg.database, msg.shard
-            )));
-        };
+        let (_, record) = self.shard_record(&msg.database, msg.shard)?;
         let gid = record.group_id;
         let Some(group) = self.host.group(gid) else {
             return Err(NodeError::FailedPrecondition(format!(
@@ -172,6 +188,56 @@ impl Backup for BackupService {
         Ok(Response::new(
             Box::pin(ReceiverStream::new(rx)) as ShardStream
         ))
+    }
+
+    async fn load_shard(
+        &self,
+        request: Request<LoadShardRequest>,
+    ) -> Result<Response<LoadShardResponse>, Status> {
+        let msg = request.into_inner();
+        let (db, record) = self.shard_record(&msg.database, msg.shard)?;
+        let mut docs = Vec::with_capacity(msg.documents.len());
+        for d in msg.documents {
+            validate::collection(&d.collection)?;
+            validate::document_id(&d.id)?;
+            validate::body(&d.json, &self.host.config)?;
+            let shard = crate::placement::shard_of_put(&db, &d.collection, &d.id, &d.json)?;
+            if shard != msg.shard as usize {
+                return Err(Status::invalid_argument(format!(
+                    "document {}/{} belongs to shard {shard}, not {}: the backup's shards do \
+                     not match this database's",
+                    d.collection, d.id, msg.shard
+                )));
+            }
+            docs.push(LoadDoc {
+                collection: d.collection,
+                id: d.id,
+                version: d.version,
+                json: d.json,
+            });
+        }
+        let gid = record.group_id;
+        let Some(group) = self.host.group(gid) else {
+            return Err(NodeError::NotLeader { leader: None }.into());
+        };
+        let cmd = Command::Load(LoadCommand {
+            docs,
+            finish: msg.finish,
+        });
+        match self.host.write(&group, gid, cmd).await? {
+            (Applied::Load(LoadOutcome::Loaded(loaded)), _) => {
+                Ok(Response::new(LoadShardResponse { loaded }))
+            }
+            (Applied::Load(LoadOutcome::Refused(why)), _) => Err(match why {
+                LoadRefusal::NotLoading => NodeError::FailedPrecondition(why.to_string()),
+                LoadRefusal::Exists { .. } => NodeError::AlreadyExists(why.to_string()),
+                LoadRefusal::BadVersion { .. } => NodeError::InvalidArgument(why.to_string()),
+            }
+            .into()),
+            (other, _) => {
+                Err(NodeError::Internal(format!("unexpected load response {other:?}")).into())
+            }
+        }
     }
 
     async fn read_index(

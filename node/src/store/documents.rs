@@ -267,7 +267,7 @@ fn add_to_count(
     set_count(txn, gid, count)
 }
 
-fn set_count(txn: &WriteTransaction, gid: GroupId, count: u64) -> io::Result<()> {
+pub(super) fn set_count(txn: &WriteTransaction, gid: GroupId, count: u64) -> io::Result<()> {
     let mut sm = txn.open_table(SM_STATE).map_err(io_err)?;
     sm.insert((gid, KEY_DOCUMENTS), count.to_le_bytes().as_slice())
         .map_err(io_err)?;

@@ -17,6 +17,7 @@ mod documents;
 pub mod export;
 pub mod faults;
 pub mod indexes;
+pub mod load;
 mod log_store;
 pub mod measure;
 pub mod power_loss;
@@ -27,6 +28,8 @@ pub use tables::DATA_FORMAT;
 pub(crate) mod txn;
 mod writer;
 
+#[cfg(test)]
+mod load_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -257,8 +257,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             };
             let mut data = encode(&body)?;
             // A data group's intents and records follow the body, so they move with the shard.
+            // Then, only on a shard being restored, its loading mark (see `super::load`).
             if gid != META_GROUP {
                 data.extend(encode(&super::txn::snapshot(&txn, gid)?)?);
+                if super::load::is_loading(&txn, gid)? {
+                    data.extend(encode(&true)?);
+                }
             }
             (
                 SnapshotMeta {
@@ -359,6 +363,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(Command::Txn(cmd)) => {
                         Response::Txn(super::txn::apply(txn, gid, index, cmd)?)
                     }
+                    EntryPayload::Normal(Command::Load(cmd)) => {
+                        Response::Load(super::load::apply(txn, gid, index, cmd)?)
+                    }
                     EntryPayload::Normal(Command::Meta(cmd)) => match meta.as_mut() {
                         Some(m) => Response::Meta(m.apply(cmd)),
                         None => Response::Meta(Err(crate::meta::MetaError::NotMetaGroup)),
@@ -425,6 +432,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let _timer = Timer::start(&storage.metrics().snapshot_install);
         let body: SnapshotBody = decode(&snapshot)?;
         let txns = super::txn::snapshot_tail::<SnapshotBody>(&snapshot)?;
+        let loading = super::load::snapshot_tail::<SnapshotBody>(&snapshot)?;
         let gid = self.gid;
         let stored = encode(&StoredSnapshot {
             meta: meta.clone(),
@@ -442,6 +450,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 dedup::replace(txn, gid, &body.requests)?;
                 indexes::replace_all(txn, gid, &body.indexes)?;
                 super::txn::install(txn, gid, &txns)?;
+                super::load::set_loading(txn, gid, loading)?;
                 if let Some(a) = &a {
                     put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
                 }

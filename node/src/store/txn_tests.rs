@@ -17,11 +17,11 @@ use crate::consensus::{Entry, TypeConfig};
 
 const G: u64 = 11;
 
-fn open(dir: &TempDir) -> Arc<Storage> {
+pub(super) fn open(dir: &TempDir) -> Arc<Storage> {
     Storage::open(dir.path(), crate::store::StorageMetrics::unregistered()).expect("open storage")
 }
 
-async fn apply(sm: &mut StateMachine, index: u64, cmd: Command) {
+pub(super) async fn apply(sm: &mut StateMachine, index: u64, cmd: Command) {
     let entry = Entry::new_normal(log_id::<TypeConfig>(1, 1, index), cmd);
     sm.apply(stream::iter(vec![Ok((entry, None))]))
         .await

@@ -1,0 +1,146 @@
+//! `flotilla backup restore`: a verified backup into a new database, every document with the
+//! version it had.
+//!
+//! The backup is verified first (nothing is created when it is corrupt or incomplete). Then
+//! the database is created with the backup's shard count and replication factor, its
+//! collections with their shard keys and indexes, and each shard's documents are loaded in
+//! batches at the shard's leader through the `Backup` service's `LoadShard` (the restore write
+//! path, which sets versions and which a shard accepts only while it is new or being
+//! restored); a last `finish` load on each shard ends its restore. A batch whose outcome is
+//! lost (leader change, timeout) is sent again: documents loaded identically are skipped.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use flotilla_backup::{BackupDoc, Manifest, Target};
+use flotilla_client::{Client, DatabaseOptions, Error as ClientError};
+use flotilla_proto::v1 as pb;
+use futures::StreamExt;
+
+/// Documents loaded per batch by a restore.
+const RESTORE_BATCH: usize = 200;
+
+pub async fn restore(client: &Client, url: &str, database: &str, wait: Duration) -> Result<()> {
+    let backup = Target::open(url)?;
+    let manifest = flotilla_backup::verify(&backup, |done, all| {
+        eprintln!("verified {done}/{all} files");
+    })
+    .await
+    .context("refusing to restore")?;
+    create_schema(client, &manifest, database, wait).await?;
+    let count = manifest.shards.len();
+    let mut total = 0u64;
+    for shard in &manifest.shards {
+        let docs = flotilla_backup::read_shard(&backup, &shard.file.name).await?;
+        let mut batches = std::pin::pin!(docs.chunks(RESTORE_BATCH));
+        while let Some(batch) = batches.next().await {
+            let batch = batch.into_iter().collect::<Result<Vec<BackupDoc>, _>>()?;
+            let n = batch.len() as u64;
+            let docs = batch.into_iter().map(to_pb).collect();
+            load(client, database, shard.shard, docs, false, wait).await?;
+            total += n;
+        }
+        load(client, database, shard.shard, Vec::new(), true, wait).await?;
+        eprintln!(
+            "shard {}/{count} restored ({total} documents in all)",
+            shard.shard + 1
+        );
+    }
+    println!(
+        "restored {total} documents of backup {} into database {database}",
+        manifest.backup_id
+    );
+    Ok(())
+}
+
+fn to_pb(d: BackupDoc) -> pb::BackupDocument {
+    pb::BackupDocument {
+        collection: d.collection,
+        id: d.id,
+        json: d.json,
+        version: d.version,
+        revision: d.revision,
+    }
+}
+
+/// Creates the database (refused when it exists), its collections and their indexes, and
+/// waits for every shard to have a leader.
+async fn create_schema(
+    client: &Client,
+    manifest: &Manifest,
+    database: &str,
+    wait: Duration,
+) -> Result<()> {
+    let options = DatabaseOptions {
+        replication_factor: Some(manifest.database.replication_factor),
+        shards: Some(manifest.database.shards.len() as u32),
+        ..DatabaseOptions::default()
+    };
+    client
+        .create_database_with(database, &options)
+        .await
+        .with_context(|| format!("creating database {database} (a restore makes a new one)"))?;
+    client.wait_for_database(database, wait, |_| {}).await?;
+    for c in &manifest.database.collections {
+        client
+            .create_collection(database, &c.name, c.shard_key.as_deref())
+            .await
+            .with_context(|| format!("declaring collection {}", c.name))?;
+        for ix in &c.indexes {
+            let paths: Vec<&str> = ix.paths.iter().map(String::as_str).collect();
+            client
+                .create_index(database, &c.name, &ix.name, &paths)
+                .await
+                .with_context(|| format!("creating index {} on {}", ix.name, c.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Loads one batch into `shard` at its leader, finding the leader again and repeating the
+/// batch while the answer is a transient failure, until `wait` has passed.
+async fn load(
+    client: &Client,
+    database: &str,
+    shard: u32,
+    docs: Vec<pb::BackupDocument>,
+    finish: bool,
+    wait: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + wait;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let status = client.database_status(database).await?;
+        let leader = status
+            .shards
+            .iter()
+            .find(|s| s.shard == shard)
+            .and_then(|s| s.leader())
+            .map(|r| r.client_addr.clone());
+        let error = match leader {
+            None => anyhow::anyhow!("shard {shard} has no leader"),
+            Some(addr) => {
+                match client
+                    .load_shard(&addr, database, shard, docs.clone(), finish)
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(
+                        e @ (ClientError::Unavailable(_)
+                        | ClientError::Transport { .. }
+                        | ClientError::OutcomeUnknown(_)
+                        | ClientError::DeadlineExceeded(_)),
+                    ) => anyhow::Error::from(e).context(format!("loading shard {shard} at {addr}")),
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("loading shard {shard} at {addr}"));
+                    }
+                }
+            }
+        };
+        if Instant::now() + pause > deadline {
+            return Err(error.context(format!("shard {shard}: gave up after {wait:?}")));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
