@@ -29,7 +29,7 @@ mod request_id;
 pub mod types;
 
 pub use auth::Credentials;
-pub use client::live::{LiveEvent, LiveStream};
+pub use client::live::{LiveEvent, LiveQueryOptions, LiveStream};
 pub use client::query::{
     CollectionInfo, IndexInfo, QueryBuilder, QueryExplain, QueryPage, ShardExplain,
 };

@@ -16,6 +16,8 @@ mod dedup;
 mod documents;
 pub mod export;
 pub mod faults;
+pub mod held;
+mod index_check;
 pub mod indexes;
 mod log_store;
 pub mod measure;
@@ -40,9 +42,10 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use documents::{ChangeEvent, StoredDoc};
+pub use index_check::IndexCheck;
 pub use log_store::LogStore;
 pub use measure::StorageMetrics;
-pub use query::ShardAnswer;
+pub use query::{PageError, ReadAt, ShardAnswer};
 pub use state_machine::{GroupState, StateMachine, check_snapshot};
 use writer::Sync;
 pub use writer::Writer;
@@ -170,6 +173,8 @@ pub struct Storage {
     test_faults: faults::TestFaults,
     /// Background builds of secondary indexes.
     index_builds: Arc<indexes::Builds>,
+    /// Reads held across the pages of a query (see `held`).
+    held_reads: held::HeldReads,
     metrics: StorageMetrics,
 }
 
@@ -275,6 +280,7 @@ impl Storage {
             fresh,
             test_faults: faults::TestFaults::default(),
             index_builds: Arc::default(),
+            held_reads: held::HeldReads::default(),
             metrics,
         }))
     }
@@ -296,6 +302,11 @@ impl Storage {
     /// The state file: state machines, change feeds and snapshots.
     pub fn state_db(&self) -> &Arc<Database> {
         &self.state
+    }
+
+    /// Reads held across the pages of a query.
+    pub fn held_reads(&self) -> &held::HeldReads {
+        &self.held_reads
     }
 
     /// Faults injected by tests (`--test-storage-faults`).
