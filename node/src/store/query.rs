@@ -139,6 +139,7 @@ fn page_of(
                     cands.push(Candidate {
                         id: id.clone(),
                         version: d.version,
+                        revision: d.revision,
                         json: d.json,
                     });
                 }
@@ -166,6 +167,7 @@ fn page_of(
                     Ok(d) => Some(Candidate {
                         id: id.to_string(),
                         version: d.version,
+                        revision: d.revision,
                         json: d.json,
                     }),
                     Err(e) => {

@@ -307,7 +307,7 @@ impl DocumentsService {
                 id: h.key.id,
                 json: h.json,
                 version: h.version,
-                revision: 0,
+                revision: h.revision,
                 shard: h.key.shard,
             })
             .collect();
@@ -405,6 +405,7 @@ impl DocumentsService {
                                 Ok(ShardHit {
                                     id: h.key.id.clone(),
                                     version: h.version,
+                                    revision: h.revision,
                                     json: h.json.clone(),
                                     sort_json: to_json(&h.key)?,
                                 })
@@ -451,6 +452,7 @@ fn shard_page_of(answer: &QueryShardResponse) -> Result<ShardPage, Status> {
             Ok(Hit {
                 key,
                 version: h.version,
+                revision: h.revision,
                 json: h.json.clone(),
             })
         })
