@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::io;
 
+use flotilla_model::IndexCheck;
 use redb::ReadableDatabase;
 
 use super::documents::StoredDoc;
@@ -15,21 +16,6 @@ use super::query::applied_in;
 use super::tables::{DOCS, INDEX_DEFS, INDEX_ENTRIES};
 use super::{StateMachine, io_err};
 use crate::codec::decode;
-
-/// One index of a replica, compared with its rebuild.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexCheck {
-    pub collection: String,
-    pub name: String,
-    /// False while it is built (then nothing is compared).
-    pub ready: bool,
-    /// Entries it holds.
-    pub entries: u64,
-    /// Entries a rebuild gives that it lacks.
-    pub missing: u64,
-    /// Entries it holds that a rebuild does not give.
-    pub extra: u64,
-}
 
 impl StateMachine {
     /// Compares every built index of this replica with a rebuild from its documents; the

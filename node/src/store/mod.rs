@@ -42,7 +42,6 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 pub use documents::{ChangeEvent, StoredDoc};
-pub use index_check::IndexCheck;
 pub use log_store::LogStore;
 pub use measure::StorageMetrics;
 pub use query::{PageError, ReadAt, ShardAnswer};

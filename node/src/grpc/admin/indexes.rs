@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use flotilla_proto::v1::{CheckIndexesRequest, CheckIndexesResponse, ErrorReason, IndexCheck};
+use flotilla_proto::v1::{CheckIndexesRequest, CheckIndexesResponse, ErrorReason};
 use tonic::Status;
 
 use crate::error::{NodeError, Refusal};
@@ -45,16 +45,6 @@ pub(super) async fn check(
     Ok(CheckIndexesResponse {
         node_id: host.id,
         revision,
-        indexes: checks
-            .into_iter()
-            .map(|c| IndexCheck {
-                collection: c.collection,
-                name: c.name,
-                ready: c.ready,
-                entries: c.entries,
-                missing: c.missing,
-                extra: c.extra,
-            })
-            .collect(),
+        indexes: checks.into_iter().map(Into::into).collect(),
     })
 }
