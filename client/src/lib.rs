@@ -29,7 +29,7 @@ mod request_id;
 pub mod types;
 
 pub use auth::Credentials;
-pub use client::live::{LiveEvent, LiveStream};
+pub use client::live::{LiveEvent, LiveQueryOptions, LiveStream};
 pub use client::query::{
     CollectionInfo, IndexInfo, QueryBuilder, QueryExplain, QueryPage, ShardExplain,
 };
@@ -43,7 +43,7 @@ pub use flotilla_query::{Field, Predicate, parse_text};
 pub use options::{ClientOptions, ClientTls};
 pub use types::{
     BatchOp, BatchOutcome, BatchResult, ChangeKind, ClusterEvent, ClusterStatus, Consistency,
-    DatabaseInfo, DatabaseStatus, DeleteResult, Document, Group, Health, ListPage, MetaRole,
-    NodeStatus, PutResult, RemoveNodeProgress, ReplicaMove, ReplicaState, ReplicaStatus,
+    DatabaseInfo, DatabaseStatus, DeleteResult, Document, Group, Health, IndexCheck, ListPage,
+    MetaRole, NodeStatus, PutResult, RemoveNodeProgress, ReplicaMove, ReplicaState, ReplicaStatus,
     ShardStatus, WatchEvent,
 };

@@ -11,7 +11,7 @@ use flotilla_proto::v1 as pb;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-pub use flotilla_model::{ReplicaMove, ReplicaState, ReplicaStatus, ShardStatus};
+pub use flotilla_model::{IndexCheck, ReplicaMove, ReplicaState, ReplicaStatus, ShardStatus};
 
 /// How a read is served.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]

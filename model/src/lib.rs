@@ -4,10 +4,13 @@
 //!
 //! - [`ReplicaState`]: Member, Promotable or Rehab (RavenDB's vocabulary);
 //! - [`ReplicaMove`]: a replacement in flight in a shard;
-//! - [`ShardStatus`] and [`ReplicaStatus`]: a shard's Raft group as its leader sees it.
+//! - [`ShardStatus`] and [`ReplicaStatus`]: a shard's Raft group as its leader sees it;
+//! - [`IndexCheck`]: a replica's secondary index compared with its rebuild.
 
+mod index;
 mod replica;
 mod shard;
 
+pub use index::IndexCheck;
 pub use replica::{ReplicaMove, ReplicaState, UnknownReplicaState};
 pub use shard::{ReplicaStatus, ShardStatus};

@@ -2,7 +2,9 @@
 //! whose entries are large (a shard leader puts the writes of one Multi request in one entry)
 //! also snapshots once `--snapshot-log-bytes` of documents were applied since its last one, so
 //! that the log a node keeps between snapshots stays bounded in bytes as well as in entries.
-//! Every replica decides for itself, as with the entry count.
+//! Every replica decides for itself, as with the entry count. The same tick lets go of the
+//! reads held for paged queries that were left idle (`crate::store::held`), so that none pins
+//! pages of the state file for long.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +26,7 @@ pub async fn run(host: Arc<Host>) {
             _ = tick.tick() => {}
             _ = stopping.changed() => return,
         }
+        host.storage.held_reads().expire(std::time::Instant::now());
         for (gid, group) in host.groups() {
             if group.sm.state().take_written_over(limit) {
                 tracing::debug!(

@@ -135,6 +135,8 @@ mod missing_apart {
 pub struct Hit {
     pub key: SortKey,
     pub version: u64,
+    /// Revision (shard log position) of the write that produced this version.
+    pub revision: u64,
     /// The document (projected when the query asks), as JSON text.
     pub json: String,
 }
@@ -175,6 +177,8 @@ impl Cursor {
 pub struct Candidate {
     pub id: String,
     pub version: u64,
+    /// Revision (shard log position) of the write that produced this version.
+    pub revision: u64,
     pub json: String,
 }
 
@@ -265,6 +269,7 @@ pub fn shard_page(
         page.hits.push(Hit {
             key,
             version: c.version,
+            revision: c.revision,
             json,
         });
     }
@@ -363,6 +368,7 @@ mod tests {
         Candidate {
             id: id.into(),
             version: 1,
+            revision: 1,
             json: doc.to_string(),
         }
     }

@@ -183,6 +183,7 @@ impl Store {
         let cand = |id: &String| Candidate {
             id: id.clone(),
             version: 1,
+            revision: 1,
             json: s.docs[id].clone(),
         };
         match access {

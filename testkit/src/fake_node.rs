@@ -584,6 +584,13 @@ impl Admin for Fake {
         Err(Status::unimplemented("not faked"))
     }
 
+    async fn check_indexes(
+        &self,
+        _request: Request<pb::CheckIndexesRequest>,
+    ) -> Result<Response<pb::CheckIndexesResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
     type ClusterEventsStream =
         Pin<Box<dyn futures::Stream<Item = Result<pb::ClusterEvent, Status>> + Send>>;
 

@@ -65,6 +65,19 @@ impl LiveEvent {
 /// The events of a live query; the stream ends after its first error.
 pub type LiveStream = std::pin::Pin<Box<dyn Stream<Item = Result<LiveEvent>> + Send>>;
 
+/// How a live query reads and resumes (see [`Client::live_query_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveQueryOptions {
+    /// How the initial result is read.
+    pub consistency: Consistency,
+    /// Resume after these revisions (one per shard), without the initial result.
+    pub after: Vec<(u32, u64)>,
+    /// Documents per page of the initial result (0: the node's default, 1000). The result
+    /// may be larger than a page: it comes in as many as it needs, each shard's part read at
+    /// the revision the `Current` event names.
+    pub page_size: u32,
+}
+
 impl Client {
     /// A live query of `collection`: the documents matching `predicate` (every document when
     /// `None`), read at `consistency`, then their changes. With `after` (one revision per
@@ -79,20 +92,39 @@ impl Client {
         consistency: Consistency,
         after: &[(u32, u64)],
     ) -> Result<LiveStream> {
+        let options = LiveQueryOptions {
+            consistency,
+            after: after.to_vec(),
+            page_size: 0,
+        };
+        self.live_query_with(database, collection, predicate, &options)
+            .await
+    }
+
+    /// [`Client::live_query`] with every option.
+    pub async fn live_query_with(
+        &self,
+        database: &str,
+        collection: &str,
+        predicate: Option<&Predicate>,
+        options: &LiveQueryOptions,
+    ) -> Result<LiveStream> {
         let req = pb::LiveQueryRequest {
             database: database.to_string(),
             collection: collection.to_string(),
             selector: predicate
                 .map(|p| p.to_selector().to_string())
                 .unwrap_or_default(),
-            after: after
+            after: options
+                .after
                 .iter()
                 .map(|(shard, revision)| pb::ShardRevision {
                     shard: *shard,
                     revision: *revision,
                 })
                 .collect(),
-            consistency: consistency.to_proto() as i32,
+            consistency: options.consistency.to_proto() as i32,
+            page_size: options.page_size,
         };
         let (stream, addr) = self
             .call_at(Kind::Read, |ch, _timeout| {

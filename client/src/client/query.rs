@@ -7,7 +7,7 @@ use flotilla_query::{Predicate, QueryError};
 
 use super::{Client, Kind, documents, request};
 use crate::error::{Error, Result};
-use crate::types::{Consistency, Document};
+use crate::types::{Consistency, Document, IndexCheck};
 
 /// A query of one collection, built step by step and run with [`QueryBuilder::page`],
 /// [`QueryBuilder::all`] or [`QueryBuilder::count`].
@@ -368,5 +368,29 @@ impl Client {
 impl From<QueryError> for Error {
     fn from(e: QueryError) -> Self {
         Error::InvalidArgument(e.to_string())
+    }
+}
+
+impl Client {
+    /// Compares the indexes of the replica of `shard` on the node this client reaches first
+    /// (a client of one node checks that node's replica) with a rebuild from its documents:
+    /// the node that answered, the revision it read at, and one check per index.
+    pub async fn check_indexes(
+        &self,
+        database: &str,
+        shard: u32,
+    ) -> Result<(u64, u64, Vec<IndexCheck>)> {
+        let req = pb::CheckIndexesRequest {
+            database: database.to_string(),
+            shard,
+        };
+        let r = self
+            .call(Kind::Read, |ch, timeout| {
+                let req = req.clone();
+                async move { super::admin(ch).check_indexes(request(req, timeout)).await }
+            })
+            .await?;
+        let checks = r.indexes.into_iter().map(IndexCheck::from).collect();
+        Ok((r.node_id, r.revision, checks))
     }
 }

@@ -16,11 +16,12 @@ use rand::{Rng, SeedableRng};
 use tempfile::TempDir;
 
 use super::indexes::{IndexCommand, IndexStatus};
-use super::{StateMachine, Storage};
+use super::{ReadAt, StateMachine, Storage};
 use crate::command::{Command, DataCommand, WriteOp};
 use crate::consensus::{Entry, TypeConfig};
 
 const GID: u64 = 11;
+const NOW: ReadAt = ReadAt::Now { hold: false };
 
 fn open(dir: &TempDir) -> Arc<Storage> {
     Storage::open(dir.path(), crate::store::StorageMetrics::unregistered()).expect("open storage")
@@ -92,10 +93,10 @@ fn through_index_and_scan(
     };
     let p = plan(&q.filter, indexes, None, 1);
     let via = sm
-        .query_page("c", &q, &p.access, 0, None, limits)
+        .query_page("c", &q, &p.access, 0, None, limits, NOW)
         .expect("query");
     let scan = sm
-        .query_page("c", &q, &Access::Scan, 0, None, limits)
+        .query_page("c", &q, &Access::Scan, 0, None, limits, NOW)
         .expect("scan");
     let ids = |a: &super::ShardAnswer| a.page.hits.iter().map(|h| h.key.id.clone()).collect();
     (ids(&via), ids(&scan), via.index)
@@ -144,6 +145,13 @@ async fn an_index_built_under_concurrent_writes_ends_exact() {
     }
     let status = wait_ready(&sm).await;
     assert_eq!(status.len(), 1);
+    let (_, checks) = sm.check_indexes().expect("check");
+    assert!(
+        checks
+            .iter()
+            .all(|c| c.ready && c.missing == 0 && c.extra == 0),
+        "seed {seed}: {checks:?}"
+    );
     for text in [
         r#"/status = "open""#,
         r#"/status = "held" and /n > 20"#,
@@ -238,4 +246,134 @@ async fn dropping_an_index_removes_its_entries() {
     let txn = redb::ReadableDatabase::begin_read(&**storage.state_db()).expect("read");
     let entries = txn.open_table(super::tables::INDEX_ENTRIES).expect("table");
     assert_eq!(redb::ReadableTableMetadata::len(&entries).expect("len"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_read_gives_every_page_at_the_revision_of_the_first() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = StateMachine::open(open(&dir), GID).expect("sm");
+    for i in 0..10 {
+        apply(
+            &mut sm,
+            1 + i,
+            put(&format!("d{i}"), format!(r#"{{"n":{i}}}"#)),
+        )
+        .await;
+    }
+    let q = Query::new(parse_text("/n >= 0").expect("predicate"));
+    let limits = PageLimits {
+        max_items: 4,
+        max_bytes: usize::MAX,
+    };
+    let first = sm
+        .query_page(
+            "c",
+            &q,
+            &Access::Scan,
+            0,
+            None,
+            limits,
+            ReadAt::Now { hold: true },
+        )
+        .expect("first page");
+    assert_eq!(first.revision, 10);
+    let held = first.held.expect("held");
+    apply(&mut sm, 11, delete("d5")).await;
+    apply(&mut sm, 12, put("d7", r#"{"n":-1}"#.into())).await;
+    apply(&mut sm, 13, put("d8x", r#"{"n":80}"#.into())).await;
+    let mut after = first.page.hits.last().map(|h| h.key.clone());
+    let mut ids: Vec<String> = first.page.hits.iter().map(|h| h.key.id.clone()).collect();
+    loop {
+        let page = sm
+            .query_page(
+                "c",
+                &q,
+                &Access::Scan,
+                0,
+                after.as_ref(),
+                limits,
+                ReadAt::Held(held),
+            )
+            .expect("next page");
+        assert_eq!(page.revision, 10, "every page at the first one's revision");
+        ids.extend(page.page.hits.iter().map(|h| h.key.id.clone()));
+        after = page.page.hits.last().map(|h| h.key.clone());
+        if page.page.complete {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("d{i}")).collect();
+    assert_eq!(ids, expected);
+    let now = sm
+        .query_page(
+            "c",
+            &q,
+            &Access::Scan,
+            0,
+            None,
+            PageLimits {
+                max_items: 100,
+                ..limits
+            },
+            NOW,
+        )
+        .expect("now");
+    assert_eq!((now.revision, now.page.hits.len()), (13, 9));
+    assert!(
+        matches!(
+            sm.query_page("c", &q, &Access::Scan, 0, None, limits, ReadAt::Held(held)),
+            Err(super::query::PageError::HeldReadGone)
+        ),
+        "let go after the shard's last page"
+    );
+    assert!(sm.storage().held_reads().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_check_finds_entries_missing_and_extra() {
+    let dir = TempDir::new().expect("tempdir");
+    let mut sm = StateMachine::open(open(&dir), GID).expect("sm");
+    apply(&mut sm, 1, create("by_status", &["/status"])).await;
+    for i in 0..40 {
+        let json = format!(r#"{{"status":"s{}"}}"#, i % 4);
+        apply(&mut sm, 2 + i, put(&format!("d{i:02}"), json)).await;
+    }
+    wait_ready(&sm).await;
+    let (revision, checks) = sm.check_indexes().expect("check");
+    assert_eq!(revision, 41);
+    assert_eq!(checks.len(), 1);
+    assert_eq!(
+        (
+            checks[0].ready,
+            checks[0].entries,
+            checks[0].missing,
+            checks[0].extra
+        ),
+        (true, 40, 0, 0)
+    );
+    // Damage the entries behind the index's back: one removed, one made up.
+    let storage = sm.storage().clone();
+    let txn = storage.state_db().begin_write().expect("write");
+    {
+        let mut entries = txn.open_table(super::tables::INDEX_ENTRIES).expect("table");
+        let first = redb::ReadableTable::first(&entries)
+            .expect("first")
+            .map(|(k, _)| {
+                let (g, ix, key, id) = k.value();
+                (g, ix, key.to_vec(), id.to_string())
+            })
+            .expect("an entry");
+        entries
+            .remove((first.0, first.1, first.2.as_slice(), first.3.as_str()))
+            .expect("remove");
+        entries
+            .insert((first.0, first.1, first.2.as_slice(), "ghost"), ())
+            .expect("insert");
+    }
+    txn.commit().expect("commit");
+    let (_, checks) = sm.check_indexes().expect("check");
+    assert_eq!(
+        (checks[0].entries, checks[0].missing, checks[0].extra),
+        (40, 1, 1)
+    );
 }

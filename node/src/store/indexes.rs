@@ -65,14 +65,14 @@ pub enum IndexOutcome {
 /// A stored index definition, with this replica's build progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct IndexRecord {
-    id: u64,
-    paths: Vec<String>,
+    pub(super) id: u64,
+    pub(super) paths: Vec<String>,
     /// `None` once built.
-    build: Option<BuildProgress>,
+    pub(super) build: Option<BuildProgress>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct BuildProgress {
+pub(super) struct BuildProgress {
     /// Last document id indexed.
     after: Option<String>,
     done: u64,
@@ -101,7 +101,7 @@ pub struct IndexStatus {
 /// Documents indexed per builder batch.
 const BUILD_BATCH: usize = 256;
 
-fn parse_paths(paths: &[String]) -> Result<Vec<Path>, String> {
+pub(super) fn parse_paths(paths: &[String]) -> Result<Vec<Path>, String> {
     paths
         .iter()
         .map(|p| Path::parse(p).map_err(|e| format!("path {p:?}: {e}")))
@@ -178,7 +178,7 @@ fn remove_entries(txn: &WriteTransaction, gid: GroupId, id: u64) -> io::Result<(
     Ok(())
 }
 
-fn load_defs(
+pub(super) fn load_defs(
     table: &impl ReadableTable<(u64, &'static str, &'static str), &'static [u8]>,
     gid: GroupId,
 ) -> io::Result<Vec<(String, String, IndexRecord)>> {
@@ -261,7 +261,7 @@ impl Maintainer {
     }
 }
 
-fn parse_json(json: &str) -> Option<Value> {
+pub(super) fn parse_json(json: &str) -> Option<Value> {
     serde_json::from_str(json).ok()
 }
 

@@ -16,6 +16,8 @@ mod dedup;
 mod documents;
 pub mod export;
 pub mod faults;
+pub mod held;
+mod index_check;
 pub mod indexes;
 pub mod load;
 mod log_store;
@@ -45,7 +47,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 pub use documents::{ChangeEvent, StoredDoc};
 pub use log_store::LogStore;
 pub use measure::StorageMetrics;
-pub use query::ShardAnswer;
+pub use query::{PageError, ReadAt, ShardAnswer};
 pub use state_machine::{GroupState, StateMachine, check_snapshot};
 use writer::Sync;
 pub use writer::Writer;
@@ -173,6 +175,8 @@ pub struct Storage {
     test_faults: faults::TestFaults,
     /// Background builds of secondary indexes.
     index_builds: Arc<indexes::Builds>,
+    /// Reads held across the pages of a query (see `held`).
+    held_reads: held::HeldReads,
     metrics: StorageMetrics,
 }
 
@@ -278,6 +282,7 @@ impl Storage {
             fresh,
             test_faults: faults::TestFaults::default(),
             index_builds: Arc::default(),
+            held_reads: held::HeldReads::default(),
             metrics,
         }))
     }
@@ -299,6 +304,11 @@ impl Storage {
     /// The state file: state machines, change feeds and snapshots.
     pub fn state_db(&self) -> &Arc<Database> {
         &self.state
+    }
+
+    /// Reads held across the pages of a query.
+    pub fn held_reads(&self) -> &held::HeldReads {
+        &self.held_reads
     }
 
     /// Faults injected by tests (`--test-storage-faults`).

@@ -1,17 +1,21 @@
 //! Reading a shard for a query: the candidates the plan's access path names (an index built on
 //! this replica, else every document of the collection) run through the pure shard step of
-//! `flotilla_query`, all from one read transaction (one consistent revision).
+//! `flotilla_query`, all from one read transaction (one consistent revision, which the answer
+//! names). The read may be held for the next pages of the same query (see `super::held`).
 
 use std::io;
+use std::sync::Arc;
 
 use flotilla_query::{Access, Candidate, PageLimits, Query, ShardPage, SortKey};
 use redb::ReadableDatabase;
 
 use super::documents::StoredDoc;
+use super::held::{HeldRead, TooManyHeldReads};
 use super::indexes::{self, IndexStatus};
-use super::tables::DOCS;
+use super::tables::{DOCS, KEY_APPLIED, SM_STATE};
 use super::{StateMachine, io_err};
 use crate::codec::decode;
+use crate::consensus::LogId;
 
 /// What one shard answered, and how.
 #[derive(Debug, Clone)]
@@ -20,6 +24,41 @@ pub struct ShardAnswer {
     /// The index used on this replica (`None`: a scan, also when the planned index is still
     /// building here).
     pub index: Option<String>,
+    /// The revision (applied log position) the page was read at.
+    pub revision: u64,
+    /// The number the read is held under for the next pages (`ReadAt::Now { hold: true }` or
+    /// `ReadAt::Held`), while the shard has more than this page.
+    pub held: Option<u64>,
+}
+
+/// Which read a page comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAt {
+    /// A new read of the replica as it is; held for the next pages when `hold`.
+    Now { hold: bool },
+    /// The read an earlier page held under this number.
+    Held(u64),
+}
+
+/// Why a page could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    /// The held read expired, or is held by another replica.
+    #[error("the read held for this query's pages is gone (expired, or held by another replica)")]
+    HeldReadGone,
+    #[error(transparent)]
+    TooManyHeld(#[from] TooManyHeldReads),
+}
+
+/// The revision the read transaction `txn` sees for group `gid`.
+pub(super) fn applied_in(txn: &redb::ReadTransaction, gid: u64) -> io::Result<u64> {
+    let sm = txn.open_table(SM_STATE).map_err(io_err)?;
+    Ok(match sm.get((gid, KEY_APPLIED)).map_err(io_err)? {
+        Some(v) => decode::<LogId>(v.value())?.index,
+        None => 0,
+    })
 }
 
 impl StateMachine {
@@ -29,7 +68,9 @@ impl StateMachine {
         indexes::status(&txn, self.gid())
     }
 
-    /// One page of `query` over `collection` on this shard, after `after`.
+    /// One page of `query` over `collection` on this shard, after `after`, from the read `at`
+    /// names.
+    #[allow(clippy::too_many_arguments)]
     pub fn query_page(
         &self,
         collection: &str,
@@ -38,71 +79,113 @@ impl StateMachine {
         shard: u32,
         after: Option<&SortKey>,
         limits: PageLimits,
-    ) -> io::Result<ShardAnswer> {
+        at: ReadAt,
+    ) -> Result<ShardAnswer, PageError> {
         let gid = self.gid();
-        let txn = self.storage().state_db().begin_read().map_err(io_err)?;
-        let docs = txn.open_table(DOCS).map_err(io_err)?;
-        let ids = match access {
-            Access::Index { index, ranges } => {
-                indexes::lookup(&txn, gid, collection, index, ranges)?
-                    .map(|ids| (index.clone(), ids))
-            }
-            Access::Scan => None,
-        };
-        let mut failed: Option<io::Error> = None;
-        let page = match &ids {
-            Some((_, ids)) => {
-                let mut cands = Vec::with_capacity(ids.len());
-                for id in ids {
-                    if let Some(v) = docs.get((gid, collection, id.as_str())).map_err(io_err)? {
-                        let d: StoredDoc = decode(v.value())?;
-                        cands.push(Candidate {
-                            id: id.clone(),
-                            version: d.version,
-                            json: d.json,
-                        });
-                    }
+        let held = self.storage().held_reads();
+        let read = match at {
+            ReadAt::Held(id) => held.get(gid, id).ok_or(PageError::HeldReadGone)?,
+            ReadAt::Now { .. } => {
+                let txn = self.storage().state_db().begin_read().map_err(io_err)?;
+                HeldRead {
+                    revision: applied_in(&txn, gid)?,
+                    txn: Arc::new(txn),
                 }
-                flotilla_query::shard_page(query, shard, after, cands, limits)
             }
-            None => {
-                let rows = docs
-                    .range((gid, collection, "")..(gid + 1, "", ""))
-                    .map_err(io_err)?;
-                let failed = &mut failed;
-                let cands = rows.map_while(move |row| {
-                    let (k, v) = match row {
-                        Ok(r) => r,
-                        Err(e) => {
-                            *failed = Some(io_err(e));
-                            return None;
-                        }
-                    };
-                    let (_, c, id) = k.value();
-                    if c != collection {
+        };
+        let mut answer = page_of(
+            &read.txn, gid, collection, query, access, shard, after, limits,
+        )?;
+        // A read is held while the shard has more than this page, and no longer.
+        answer.held = match (at, answer.page.complete) {
+            (ReadAt::Now { hold: true }, false) => Some(held.hold(gid, read.clone())?),
+            (ReadAt::Held(id), false) => Some(id),
+            (ReadAt::Held(id), true) => {
+                held.release(id);
+                None
+            }
+            (ReadAt::Now { .. }, _) => None,
+        };
+        answer.revision = read.revision;
+        Ok(answer)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn page_of(
+    txn: &redb::ReadTransaction,
+    gid: u64,
+    collection: &str,
+    query: &Query,
+    access: &Access,
+    shard: u32,
+    after: Option<&SortKey>,
+    limits: PageLimits,
+) -> io::Result<ShardAnswer> {
+    let docs = txn.open_table(DOCS).map_err(io_err)?;
+    let ids = match access {
+        Access::Index { index, ranges } => {
+            indexes::lookup(txn, gid, collection, index, ranges)?.map(|ids| (index.clone(), ids))
+        }
+        Access::Scan => None,
+    };
+    let mut failed: Option<io::Error> = None;
+    let page = match &ids {
+        Some((_, ids)) => {
+            let mut cands = Vec::with_capacity(ids.len());
+            for id in ids {
+                if let Some(v) = docs.get((gid, collection, id.as_str())).map_err(io_err)? {
+                    let d: StoredDoc = decode(v.value())?;
+                    cands.push(Candidate {
+                        id: id.clone(),
+                        version: d.version,
+                        revision: d.revision,
+                        json: d.json,
+                    });
+                }
+            }
+            flotilla_query::shard_page(query, shard, after, cands, limits)
+        }
+        None => {
+            let rows = docs
+                .range((gid, collection, "")..(gid + 1, "", ""))
+                .map_err(io_err)?;
+            let failed = &mut failed;
+            let cands = rows.map_while(move |row| {
+                let (k, v) = match row {
+                    Ok(r) => r,
+                    Err(e) => {
+                        *failed = Some(io_err(e));
                         return None;
                     }
-                    match decode::<StoredDoc>(v.value()) {
-                        Ok(d) => Some(Candidate {
-                            id: id.to_string(),
-                            version: d.version,
-                            json: d.json,
-                        }),
-                        Err(e) => {
-                            *failed = Some(e.into());
-                            None
-                        }
+                };
+                let (_, c, id) = k.value();
+                if c != collection {
+                    return None;
+                }
+                match decode::<StoredDoc>(v.value()) {
+                    Ok(d) => Some(Candidate {
+                        id: id.to_string(),
+                        version: d.version,
+                        revision: d.revision,
+                        json: d.json,
+                    }),
+                    Err(e) => {
+                        *failed = Some(e.into());
+                        None
                     }
-                });
-                flotilla_query::shard_page(query, shard, after, cands, limits)
-            }
-        };
-        if let Some(e) = failed {
-            return Err(e);
+                }
+            });
+            flotilla_query::shard_page(query, shard, after, cands, limits)
         }
-        Ok(ShardAnswer {
-            page,
-            index: ids.map(|(name, _)| name),
-        })
+    };
+    if let Some(e) = failed {
+        return Err(e);
     }
+    Ok(ShardAnswer {
+        page,
+        index: ids.map(|(name, _)| name),
+        revision: 0,
+        held: None,
+    })
 }

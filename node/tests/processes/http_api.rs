@@ -711,6 +711,11 @@ async fn queries_indexes_and_transactions(api: &mut Api, client: &flotilla_clien
         assert_eq!(page.body["shards"].as_array().map(Vec::len), Some(2));
         for d in page.body["documents"].as_array().into_iter().flatten() {
             assert_eq!(d["body"], json!({"total": d["body"]["total"]}), "projected");
+            assert!(d["version"].as_u64() >= Some(1), "its version: {d}");
+            assert!(
+                d["revision"].as_u64() > Some(0),
+                "the revision it was written at: {d}"
+            );
             ids.push(d["id"].as_str().unwrap_or_default().to_owned());
         }
         match page.body["next_page_token"].as_str() {
@@ -751,10 +756,11 @@ async fn queries_indexes_and_transactions(api: &mut Api, client: &flotilla_clien
     })
     .await
     .expect_error(400, "INVALID_ARGUMENT", Some("ERROR_REASON_INVALID_QUERY"));
-    // A live query: the open orders, then resumed after them: a new open order enters and
-    // an open one leaves.
+    // A live query: the open orders (in pages of two), then resumed after them: a new open
+    // order enters and an open one leaves.
     let live_url = format!("{}/v1/databases/shop/collections/orders/live", api.base);
-    let first = watch_events(api, &live_url, &[("where", "/status = \"open\"")], None, 8).await;
+    let open = [("where", "/status = \"open\""), ("page_size", "2")];
+    let first = watch_events(api, &live_url, &open, None, 8).await;
     let names: Vec<&str> = first.iter().map(|(n, _, _)| n.as_str()).collect();
     assert_eq!(names[..7], ["initial"; 7], "{first:?}");
     assert_eq!(names[7], "current", "{first:?}");
@@ -762,6 +768,11 @@ async fn queries_indexes_and_transactions(api: &mut Api, client: &flotilla_clien
         api.validate(&api.schema("Document"), data, "an initial event");
         assert_eq!(data["body"]["status"], "open", "{data}");
     }
+    let initial: std::collections::BTreeSet<&str> = first[..7]
+        .iter()
+        .filter_map(|(_, _, data)| data["id"].as_str())
+        .collect();
+    assert_eq!(initial.len(), 7, "each document once: {first:?}");
     let current = first[7].1.clone();
     api.call(Method::PUT, DOC, &["shop", "orders", "o30"], |r| {
         r.json(&json!({"customer": "c0", "total": 5, "status": "open"}))

@@ -2,7 +2,8 @@
 //! the documents written, and the events that follow are exactly the changes a brute-force
 //! diff of the result before and after each write predicts (per document, in order), across
 //! shards; a live query resumed after the revisions it had reached delivers exactly the
-//! changes made since, and none before.
+//! changes made since, and none before; an initial result of many pages, written to while it
+//! is read, comes in once and then catches up with exactly the changes after it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -131,10 +132,8 @@ async fn write_randomly(
     want
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_query_delivers_exactly_the_changes_a_brute_force_diff_predicts() {
-    let seed = flotilla_testkit::schedule::seed();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+/// Three nodes, and the database of four shards the tests use.
+async fn start() -> (Cluster, Client) {
     let cluster = Cluster::start(3, ClusterOptions::default()).await;
     let client = cluster.client();
     client
@@ -145,6 +144,14 @@ async fn a_live_query_delivers_exactly_the_changes_a_brute_force_diff_predicts()
         .wait_for_database(DB, Duration::from_secs(30), |_| {})
         .await
         .unwrap_or_else(|e| panic!("database not ready: {e}"));
+    (cluster, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_query_delivers_exactly_the_changes_a_brute_force_diff_predicts() {
+    let seed = flotilla_testkit::schedule::seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_cluster, client) = start().await;
     let predicate = parse_text("/n >= 5 and /tag != 2").unwrap_or(Predicate::All);
     let mut docs = BTreeMap::new();
     write_randomly(&client, &mut rng, &mut docs, &predicate, 40).await;
@@ -213,4 +220,128 @@ async fn a_live_query_delivers_exactly_the_changes_a_brute_force_diff_predicts()
         partial.is_err(),
         "seed {seed}: resumed from one shard of four"
     );
+}
+
+/// Applies a live event to the result it follows; panics on an event the result cannot take
+/// (a second copy of a document, a change or leave of one it does not hold).
+fn follow(result: &mut BTreeMap<String, Value>, event: &LiveEvent, seed: u64) {
+    let parse = |d: &flotilla_client::Document| {
+        serde_json::from_str::<Value>(&d.json).unwrap_or_else(|e| panic!("seed {seed}: {e}"))
+    };
+    match event {
+        LiveEvent::Initial(d) | LiveEvent::Enter(d) => {
+            let body = parse(d);
+            assert!(
+                result.insert(d.id.clone(), body).is_none(),
+                "seed {seed}: {} twice in the result ({event:?})",
+                d.id
+            );
+        }
+        LiveEvent::Change(d) => {
+            let body = parse(d);
+            assert!(
+                result.insert(d.id.clone(), body).is_some(),
+                "seed {seed}: a change of {}, not in the result",
+                d.id
+            );
+        }
+        LiveEvent::Leave(d) => assert!(
+            result.remove(&d.id).is_some(),
+            "seed {seed}: {} left, but was not in the result",
+            d.id
+        ),
+        LiveEvent::Current { .. } => panic!("seed {seed}: a second current event"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_query_larger_than_a_page_gives_every_document_once_then_the_changes() {
+    let seed = flotilla_testkit::schedule::seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_cluster, client) = start().await;
+    let predicate = parse_text("/keep = true").unwrap_or(Predicate::All);
+    // Bodies large enough that the stream of the initial result waits on its reader.
+    let pad = "x".repeat(1500);
+    let mut docs: BTreeMap<String, Value> = BTreeMap::new();
+    for i in 0..400 {
+        let id = format!("p{i:03}");
+        let body = json!({"keep": i % 5 != 0, "n": i, "pad": pad});
+        client
+            .put(DB, COLL, &id, &body.to_string(), None)
+            .await
+            .unwrap_or_else(|e| panic!("put {id}: {e}"));
+        docs.insert(id, body);
+    }
+    let options = flotilla_client::LiveQueryOptions {
+        page_size: 7,
+        ..Default::default()
+    };
+    let mut live = client
+        .live_query_with(DB, COLL, Some(&predicate), &options)
+        .await
+        .unwrap_or_else(|e| panic!("seed {seed}: live query: {e}"));
+    let mut seen: BTreeMap<String, Value> = BTreeMap::new();
+    let first = live.next().await;
+    match &first {
+        Some(Ok(event @ LiveEvent::Initial(_))) => follow(&mut seen, event, seed),
+        other => panic!("seed {seed}: {other:?} first"),
+    }
+    // Writes while the initial result is still being read: updates (in, out), deletes, new
+    // documents.
+    for _ in 0..60 {
+        let id = format!("p{:03}", rng.random_range(0..440));
+        if rng.random_bool(0.25) {
+            client
+                .delete(DB, COLL, &id, None)
+                .await
+                .unwrap_or_else(|e| panic!("delete {id}: {e}"));
+            docs.remove(&id);
+        } else {
+            let body = json!({"keep": rng.random_bool(0.6), "n": -1, "pad": pad});
+            client
+                .put(DB, COLL, &id, &body.to_string(), None)
+                .await
+                .unwrap_or_else(|e| panic!("put {id}: {e}"));
+            docs.insert(id, body);
+        }
+    }
+    let mut initial = 1;
+    let current = loop {
+        match live.next().await {
+            Some(Ok(event @ LiveEvent::Initial(_))) => {
+                follow(&mut seen, &event, seed);
+                initial += 1;
+            }
+            Some(Ok(LiveEvent::Current { shards })) => break shards,
+            other => panic!("seed {seed}: {other:?} before the result was current"),
+        }
+    };
+    assert_eq!(current.len(), 4, "seed {seed}: one revision per shard");
+    assert!(
+        initial > 7,
+        "seed {seed}: {initial} documents: more than a page"
+    );
+    // The changes after the revisions `current` names bring the result to the documents as
+    // they are now: each exactly once, none missed, none given twice.
+    let want: BTreeMap<String, Value> = docs
+        .iter()
+        .filter(|(_, d)| predicate.matches(d))
+        .map(|(id, d)| (id.clone(), d.clone()))
+        .collect();
+    let caught_up = async {
+        while seen != want {
+            match live.next().await {
+                Some(Ok(event)) => follow(&mut seen, &event, seed),
+                other => panic!("seed {seed}: live query: {other:?}"),
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(60), caught_up)
+        .await
+        .is_err()
+    {
+        let missing: Vec<&String> = want.keys().filter(|k| !seen.contains_key(*k)).collect();
+        let extra: Vec<&String> = seen.keys().filter(|k| !want.contains_key(*k)).collect();
+        panic!("seed {seed}: the result never caught up: missing {missing:?}, extra {extra:?}");
+    }
 }

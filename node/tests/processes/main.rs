@@ -22,6 +22,7 @@ mod node_processes;
 mod placement;
 mod protocol;
 mod queries;
+mod query_props;
 mod requests;
 mod security;
 mod transactions;

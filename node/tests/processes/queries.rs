@@ -22,7 +22,7 @@ fn order(customer: u32, total: i64, status: &str) -> Value {
 }
 
 /// The ids `filter` matches among `docs`, ordered by `order_by` then id.
-fn brute_force(
+pub(crate) fn brute_force(
     docs: &BTreeMap<String, Value>,
     filter: &Predicate,
     order_by: &[(&str, bool)],
@@ -166,6 +166,37 @@ async fn query_results_across_shards_equal_brute_force() {
             );
         }
     }
+
+    // Each result carries its version and the revision of its last write, as a get does.
+    for (id, doc) in docs.iter().take(5) {
+        client
+            .put("shop", "orders", id, &doc.to_string(), None)
+            .await
+            .expect("put again");
+    }
+    let all = client
+        .query("shop", "orders")
+        .page_size(50, 0)
+        .all()
+        .await
+        .expect("query");
+    assert_eq!(all.len(), docs.len());
+    for d in all.iter().take(40) {
+        let key = docs[&d.id]["customer"].to_string();
+        let got = client
+            .get_keyed("shop", "orders", &d.id, &key, Consistency::Linearizable)
+            .await
+            .expect("get")
+            .expect("found");
+        assert!(d.revision > 0, "{d:?}");
+        assert_eq!(
+            (d.version, d.revision, d.shard),
+            (got.version, got.revision, got.shard),
+            "{}",
+            d.id
+        );
+    }
+    assert_eq!(all.iter().filter(|d| d.version == 2).count(), 5);
 
     // A query pinning the shard key asks one shard; an indexed one says which index served it.
     let page = client

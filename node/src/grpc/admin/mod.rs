@@ -6,18 +6,20 @@ use std::sync::Arc;
 use flotilla_proto::v1::ErrorReason;
 use flotilla_proto::v1::admin_server::Admin;
 use flotilla_proto::v1::{
-    AddReplicaRequest, AddReplicaResponse, AssignLabelsRequest, AssignLabelsResponse, ClusterEvent,
-    ClusterEventsRequest, ClusterStatusRequest, ClusterStatusResponse, CreateDatabaseRequest,
-    CreateDatabaseResponse, DatabaseStatusRequest, DatabaseStatusResponse, DropDatabaseRequest,
-    DropDatabaseResponse, ListDatabasesRequest, ListDatabasesResponse, RebalanceRequest,
-    RebalanceResponse, RemoveNodeRequest, RemoveNodeResponse, RemoveReplicaRequest,
-    RemoveReplicaResponse, TransferLeadershipRequest, TransferLeadershipResponse,
-    UpdateDatabaseRequest, UpdateDatabaseResponse, transfer_leadership_request,
+    AddReplicaRequest, AddReplicaResponse, AssignLabelsRequest, AssignLabelsResponse,
+    CheckIndexesRequest, CheckIndexesResponse, ClusterEvent, ClusterEventsRequest,
+    ClusterStatusRequest, ClusterStatusResponse, CreateDatabaseRequest, CreateDatabaseResponse,
+    DatabaseStatusRequest, DatabaseStatusResponse, DropDatabaseRequest, DropDatabaseResponse,
+    ListDatabasesRequest, ListDatabasesResponse, RebalanceRequest, RebalanceResponse,
+    RemoveNodeRequest, RemoveNodeResponse, RemoveReplicaRequest, RemoveReplicaResponse,
+    TransferLeadershipRequest, TransferLeadershipResponse, UpdateDatabaseRequest,
+    UpdateDatabaseResponse, transfer_leadership_request,
 };
 use flotilla_proto::with_reason;
 use tonic::{Request, Response, Status};
 
 mod events;
+mod indexes;
 mod route;
 mod views;
 
@@ -428,6 +430,15 @@ impl Admin for AdminService {
                 "rebalance requested: replicas move (add Promotable, promote, remove the old one) until every node holds within one of the others".into(),
             ],
         }))
+    }
+
+    async fn check_indexes(
+        &self,
+        request: Request<CheckIndexesRequest>,
+    ) -> Result<Response<CheckIndexesResponse>, Status> {
+        Ok(Response::new(
+            indexes::check(&self.host, request.into_inner()).await?,
+        ))
     }
 
     type ClusterEventsStream =

@@ -1,5 +1,5 @@
-//! Live queries: the initial result read as one query page (one revision per shard), then a
-//! watch of the collection from just after those revisions, each change carrying the body it
+//! Live queries: the initial result read in query pages, every page of a shard from one read
+//! held at one revision (`crate::store::held`), then a watch of the collection from just after those revisions, each change carrying the body it
 //! replaced, so that whether it makes a document enter, change within or leave the result is
 //! decided from the change alone (`flotilla_query::classify`). Nothing of the result is kept
 //! on the node, and a live query resumes after any revisions exactly; a revision compacted
@@ -8,17 +8,19 @@
 use flotilla_proto::v1::documents_server::Documents;
 use flotilla_proto::v1::{
     Document, ErrorReason, EventType, LiveEventType, LiveQueryEvent, LiveQueryRequest,
-    QueryRequest, ShardRevision, WatchEvent, WatchRequest,
+    QueryRequest, QueryResponse, ShardRevision, WatchEvent, WatchRequest,
 };
 use flotilla_query::{LiveChange, Predicate, classify, parse_selector_str};
 use futures::StreamExt;
 use tonic::{Request, Status};
 
 use super::DocumentsService;
-use super::query::{MAX_PAGE_BYTES, MAX_PAGE_SIZE};
+use super::query::{DEFAULT_PAGE_BYTES, HeldReads, MAX_PAGE_SIZE};
 use crate::error::{NodeError, Refusal};
-use crate::grpc::limits::limit_exceeded;
 use crate::validate;
+
+/// Documents per page of a live query's initial result when the request names none.
+pub const LIVE_PAGE_SIZE: u32 = 1000;
 
 /// The events of a live query.
 pub(super) type LiveStream =
@@ -57,51 +59,65 @@ impl DocumentsService {
                 )));
             }
         }
-        let (initial, after) = if msg.after.is_empty() {
-            let query = QueryRequest {
-                database: msg.database.clone(),
-                collection: msg.collection.clone(),
-                selector: msg.selector.clone(),
-                page_size: MAX_PAGE_SIZE as u32,
-                max_page_bytes: MAX_PAGE_BYTES as u64,
-                consistency: msg.consistency,
-                ..QueryRequest::default()
-            };
-            let answer = self.query_at(query, hops).await?;
-            if !answer.next_page_token.is_empty() {
-                return Err(limit_exceeded(format!(
-                    "the initial result of a live query must fit one page \
-                     ({MAX_PAGE_SIZE} documents, {MAX_PAGE_BYTES} bytes): narrow the selector"
-                )));
-            }
-            let mut initial: Vec<Result<LiveQueryEvent, Status>> = answer
-                .documents
-                .into_iter()
-                .map(|d| Ok(event(LiveEventType::Initial, d)))
-                .collect();
-            initial.push(Ok(LiveQueryEvent {
-                r#type: LiveEventType::Current as i32,
-                document: None,
-                shards: answer.shards.clone(),
-            }));
-            (initial, answer.shards)
-        } else {
-            (Vec::new(), msg.after)
+        if !msg.after.is_empty() {
+            let changes = self
+                .changes_after(&msg, predicate, msg.after.clone())
+                .await?;
+            return Ok(Box::pin(changes));
+        }
+        let query = QueryRequest {
+            database: msg.database.clone(),
+            collection: msg.collection.clone(),
+            selector: msg.selector.clone(),
+            page_size: match msg.page_size {
+                0 => LIVE_PAGE_SIZE,
+                n => n.min(MAX_PAGE_SIZE as u32),
+            },
+            max_page_bytes: DEFAULT_PAGE_BYTES as u64,
+            consistency: msg.consistency,
+            ..QueryRequest::default()
         };
+        // The first page here (its errors are the call's), the next ones as they are taken.
+        let mut held = HeldReads::default();
+        let first = self
+            .query_held(query.clone(), hops, Some(&mut held))
+            .await?;
+        let revisions = first.shards.clone();
+        let pages = Pages {
+            service: self.clone(),
+            hops,
+            query,
+            held,
+            revisions: revisions.clone(),
+            next: Some(first),
+        };
+        let service = self.clone();
+        let changes = futures::stream::once(async move {
+            match service.changes_after(&msg, predicate, revisions).await {
+                Ok(changes) => changes.boxed(),
+                Err(status) => futures::stream::once(futures::future::ready(Err(status))).boxed(),
+            }
+        })
+        .flatten();
+        Ok(Box::pin(until_error(pages.stream().chain(changes))))
+    }
+
+    /// The changes after `after` (one revision per shard) as live query events.
+    async fn changes_after(
+        &self,
+        msg: &LiveQueryRequest,
+        predicate: Predicate,
+        after: Vec<ShardRevision>,
+    ) -> Result<impl futures::Stream<Item = Result<LiveQueryEvent, Status>> + Send + 'static, Status>
+    {
         let watch = WatchRequest {
-            database: msg.database,
-            collection: msg.collection,
+            database: msg.database.clone(),
+            collection: msg.collection.clone(),
             from_revision: 0,
             with_prev: true,
-            after: after
-                .into_iter()
-                .map(|a| ShardRevision {
-                    shard: a.shard,
-                    revision: a.revision,
-                })
-                .collect(),
+            after,
         };
-        let changes = Documents::watch(self, Request::new(watch))
+        Ok(Documents::watch(self, Request::new(watch))
             .await?
             .into_inner()
             .filter_map(move |change| {
@@ -110,9 +126,69 @@ impl DocumentsService {
                     Err(status) => Some(Err(status)),
                 };
                 futures::future::ready(live)
-            });
-        Ok(Box::pin(futures::stream::iter(initial).chain(changes)))
+            }))
     }
+}
+
+/// The pages of a live query's initial result, each shard's part read at the revision of its
+/// first page (see `HeldReads`), then the CURRENT event naming those revisions.
+struct Pages {
+    service: DocumentsService,
+    hops: u32,
+    query: QueryRequest,
+    held: HeldReads,
+    revisions: Vec<ShardRevision>,
+    /// The page to give next; `None` once the CURRENT event was given.
+    next: Option<QueryResponse>,
+}
+
+impl Pages {
+    fn stream(self) -> impl futures::Stream<Item = Result<LiveQueryEvent, Status>> + Send {
+        futures::stream::unfold(self, |mut pages| async move {
+            let page = pages.next.take()?;
+            let mut events: Vec<Result<LiveQueryEvent, Status>> = page
+                .documents
+                .into_iter()
+                .map(|d| Ok(event(LiveEventType::Initial, d)))
+                .collect();
+            if page.next_page_token.is_empty() {
+                events.push(Ok(LiveQueryEvent {
+                    r#type: LiveEventType::Current as i32,
+                    document: None,
+                    shards: pages.revisions.clone(),
+                }));
+                return Some((events, pages));
+            }
+            pages.query.page_token = page.next_page_token;
+            let next = pages
+                .service
+                .query_held(pages.query.clone(), pages.hops, Some(&mut pages.held))
+                .await;
+            match next {
+                Ok(next) if next.shards != pages.revisions => events.push(Err(Status::internal(
+                    "a page of the initial result was read at other revisions than the first",
+                ))),
+                Ok(next) => pages.next = Some(next),
+                Err(status) => events.push(Err(status)),
+            }
+            Some((events, pages))
+        })
+        .flat_map(futures::stream::iter)
+    }
+}
+
+/// `events` up to and with the first error.
+fn until_error<S>(events: S) -> impl futures::Stream<Item = Result<LiveQueryEvent, Status>> + Send
+where
+    S: futures::Stream<Item = Result<LiveQueryEvent, Status>> + Send,
+{
+    events.scan(false, |failed, event| {
+        let give = (!*failed).then(|| {
+            *failed = event.is_err();
+            event
+        });
+        futures::future::ready(give)
+    })
 }
 
 fn event(kind: LiveEventType, document: Document) -> LiveQueryEvent {

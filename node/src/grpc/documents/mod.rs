@@ -48,6 +48,7 @@ mod scan;
 
 use placement::shard_of_batch;
 
+#[derive(Clone)]
 pub struct DocumentsService {
     host: Arc<Host>,
     /// Serves the peer port: requests forwarded by other nodes, which may name their shard.

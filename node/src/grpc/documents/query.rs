@@ -3,6 +3,7 @@
 //! replica for a stale read, through the same routing as a get), and merges their pages in
 //! order. A shard that fails or misses the deadline fails the query: never a partial answer.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flotilla_proto::v1::{
@@ -18,6 +19,7 @@ use tonic::Status;
 use super::{DocumentsService, consistency};
 use crate::error::{NodeError, NodeResult, Refusal};
 use crate::network::forward::Effect;
+use crate::store::{PageError, ReadAt};
 use crate::validate;
 
 impl Effect for QueryShardRequest {
@@ -111,6 +113,57 @@ fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> NodeResu
     serde_json::from_str(text).map_err(|e| NodeError::InvalidArgument(format!("{what}: {e}")))
 }
 
+/// What a paged query keeps across its pages, per shard (see `crate::store::held`): the number
+/// of the read a shard holds while it has more than a page, then, once a shard answered its
+/// last matches, those matches (the merge may take them over several pages), so that every
+/// page of a shard comes from one revision and a shard is not asked again once done.
+#[derive(Debug, Default)]
+pub(super) struct HeldReads {
+    shards: BTreeMap<u32, Held>,
+}
+
+#[derive(Debug)]
+enum Held {
+    Read { id: u64 },
+    Done { revision: u64, rest: ShardPage },
+}
+
+impl HeldReads {
+    /// How the next page asks `shard`: `(hold, held_read)`, or `None` when it is done.
+    fn ask(&self, shard: u32) -> Option<(bool, u64)> {
+        match self.shards.get(&shard) {
+            None => Some((true, 0)),
+            Some(Held::Read { id }) => Some((false, *id)),
+            Some(Held::Done { .. }) => None,
+        }
+    }
+
+    /// The rest of a done shard after `after`, and the revision it was read at.
+    fn rest(&self, query: &Query, shard: u32, after: Option<&SortKey>) -> Option<(u64, ShardPage)> {
+        let Some(Held::Done { revision, rest }) = self.shards.get(&shard) else {
+            return None;
+        };
+        let mut page = rest.clone();
+        page.examined = 0;
+        page.hits.retain(|h| {
+            after.is_none_or(|a| query.compare(&h.key, a) == std::cmp::Ordering::Greater)
+        });
+        Some((*revision, page))
+    }
+
+    fn record(&mut self, shard: u32, answer: &QueryShardResponse, page: &ShardPage) {
+        let held = match (page.complete, answer.held_read) {
+            (true, _) => Held::Done {
+                revision: answer.revision,
+                rest: page.clone(),
+            },
+            (false, 0) => return,
+            (false, id) => Held::Read { id },
+        };
+        self.shards.insert(shard, held);
+    }
+}
+
 impl DocumentsService {
     /// Serves a query received from a client (or forwarded for an unknown database).
     pub(super) async fn query_at(
@@ -118,10 +171,27 @@ impl DocumentsService {
         msg: QueryRequest,
         hops: u32,
     ) -> Result<QueryResponse, Status> {
+        self.query_held(msg, hops, None).await
+    }
+
+    /// Serves one page of a query; with `held`, each shard's read is held for the next pages
+    /// (the first page) or taken from the read an earlier page held, so that every page of a
+    /// shard is read at one revision.
+    pub(super) async fn query_held(
+        &self,
+        msg: QueryRequest,
+        hops: u32,
+        held: Option<&mut HeldReads>,
+    ) -> Result<QueryResponse, Status> {
         validate::database(&msg.database)?;
         validate::collection(&msg.collection)?;
         let query = parse_query(&msg)?;
         let Some(db) = self.host.meta_state().databases.get(&msg.database).cloned() else {
+            if held.is_some() {
+                // Held reads are kept by the node that plans the query: it must know the
+                // database.
+                return Err(NodeError::database_not_found(&msg.database).into());
+            }
             let database = msg.database.clone();
             return Ok(self
                 .unknown_database(&database, msg, hops, None, |mut c, r| {
@@ -150,7 +220,16 @@ impl DocumentsService {
             0 => self.host.config.request_timeout,
             ms => Duration::from_millis(u64::from(ms)),
         };
-        let asks = plan.shards.iter().map(|&shard| {
+        let mut held = held;
+        let asked: Vec<(u32, bool, u64)> = plan
+            .shards
+            .iter()
+            .filter_map(|&shard| match held.as_deref() {
+                None => Some((shard, false, 0)),
+                Some(h) => h.ask(shard).map(|(hold, id)| (shard, hold, id)),
+            })
+            .collect();
+        let asks = asked.iter().map(|&(shard, hold, held_read)| {
             let req = QueryShardRequest {
                 query: Some(msg.clone()),
                 shard,
@@ -158,6 +237,8 @@ impl DocumentsService {
                 after_json: after_json.clone(),
                 max_items: limits.max_items as u32,
                 max_bytes: limits.max_bytes as u64,
+                hold,
+                held_read,
             };
             async move { (shard, self.query_shard_at(req, hops).await) }
         });
@@ -174,6 +255,16 @@ impl DocumentsService {
         let mut pages = Vec::with_capacity(answers.len());
         let mut shards = Vec::with_capacity(answers.len());
         let mut explained = Vec::new();
+        if let Some(h) = held.as_deref() {
+            for &shard in &plan.shards {
+                if let Some((revision, rest)) =
+                    h.rest(&query, shard, cursor.as_ref().map(|c| &c.after))
+                {
+                    shards.push(ShardRevision { shard, revision });
+                    pages.push(rest);
+                }
+            }
+        }
         for (shard, answer) in answers {
             let answer = answer.map_err(|s| {
                 let reason = if s.code() == tonic::Code::Unavailable {
@@ -194,6 +285,9 @@ impl DocumentsService {
                 revision: answer.revision,
             });
             let page = shard_page_of(&answer)?;
+            if let Some(held) = held.as_deref_mut() {
+                held.record(shard, &answer, &page);
+            }
             explained.push(ShardExplain {
                 shard,
                 index: answer.index.clone(),
@@ -202,6 +296,7 @@ impl DocumentsService {
             });
             pages.push(page);
         }
+        shards.sort_by_key(|s| s.shard);
         let returned = cursor.as_ref().map_or(0, |c| c.returned);
         let merged = flotilla_query::merge(&query, pages, limits, returned);
         let documents = merged
@@ -212,7 +307,7 @@ impl DocumentsService {
                 id: h.key.id,
                 json: h.json,
                 version: h.version,
-                revision: 0,
+                revision: h.revision,
                 shard: h.key.shard,
             })
             .collect();
@@ -259,8 +354,22 @@ impl DocumentsService {
                 |host, group, route, msg: QueryShardRequest| {
                     Box::pin(async move {
                         let q = msg.query.unwrap_or_default();
-                        host.read_barrier(&group, consistency(q.consistency))
-                            .await?;
+                        let at = match msg.held_read {
+                            0 => ReadAt::Now { hold: msg.hold },
+                            id => ReadAt::Held(id),
+                        };
+                        // A held read is served where it is held; elsewhere the barrier sends
+                        // the page to the leader (where a linearizable first page was read).
+                        let held_here = msg.held_read != 0
+                            && host
+                                .storage
+                                .held_reads()
+                                .get(route.gid, msg.held_read)
+                                .is_some();
+                        if !held_here {
+                            host.read_barrier(&group, consistency(q.consistency))
+                                .await?;
+                        }
                         let query = parse_query(&q)?;
                         let access: Access = from_json("access_json", &msg.access_json)?;
                         let after: Option<SortKey> = match msg.after_json.as_str() {
@@ -271,7 +380,6 @@ impl DocumentsService {
                             max_items: (msg.max_items as usize).clamp(1, MAX_PAGE_SIZE),
                             max_bytes: (msg.max_bytes as usize).min(MAX_PAGE_BYTES),
                         };
-                        let revision = group.sm.state().applied_index();
                         let sm = group.sm.clone();
                         let collection = q.collection.clone();
                         let shard = route.shard as u32;
@@ -283,10 +391,12 @@ impl DocumentsService {
                                 shard,
                                 after.as_ref(),
                                 limits,
+                                at,
                             )
                         })
                         .await
-                        .map_err(|e| NodeError::Internal(e.to_string()))??;
+                        .map_err(|e| NodeError::Internal(e.to_string()))?
+                        .map_err(page_error)?;
                         let hits = answer
                             .page
                             .hits
@@ -295,6 +405,7 @@ impl DocumentsService {
                                 Ok(ShardHit {
                                     id: h.key.id.clone(),
                                     version: h.version,
+                                    revision: h.revision,
                                     json: h.json.clone(),
                                     sort_json: to_json(&h.key)?,
                                 })
@@ -305,8 +416,9 @@ impl DocumentsService {
                             complete: answer.page.complete,
                             examined: answer.page.examined,
                             count: answer.page.count,
-                            revision,
+                            revision: answer.revision,
                             index: answer.index.unwrap_or_default(),
+                            held_read: answer.held.unwrap_or(0),
                         })
                     })
                 },
@@ -314,6 +426,18 @@ impl DocumentsService {
             )
             .await?;
         Ok(resp.into_inner())
+    }
+}
+
+fn page_error(e: PageError) -> NodeError {
+    match e {
+        PageError::Io(e) => e.into(),
+        PageError::HeldReadGone => NodeError::refused(
+            Refusal::Aborted,
+            ErrorReason::HeldReadGone,
+            format!("{e}: start again"),
+        ),
+        PageError::TooManyHeld(e) => NodeError::ResourceExhausted(e.to_string()),
     }
 }
 
@@ -328,6 +452,7 @@ fn shard_page_of(answer: &QueryShardResponse) -> Result<ShardPage, Status> {
             Ok(Hit {
                 key,
                 version: h.version,
+                revision: h.revision,
                 json: h.json.clone(),
             })
         })

@@ -2,19 +2,19 @@
 //! changes (removing nodes, labels, rebalancing, the meta group's leadership) need the role
 //! `root`; a database's creation, settings, replicas and deletion need the admin permission on
 //! it; its status the read permission; the cluster's status, database list and events any
-//! authenticated user. A drop must also name its database twice (`confirm`), so that no
+//! authenticated user; checking a shard's indexes the admin permission on its database. A drop must also name its database twice (`confirm`), so that no
 //! request drops one by accident.
 
 use flotilla_proto::v1::admin_server::Admin;
 use flotilla_proto::v1::{
     AddReplicaRequest, AddReplicaResponse, AssignLabelsRequest, AssignLabelsResponse,
-    ClusterEventsRequest, ClusterStatusRequest, ClusterStatusResponse, CreateDatabaseRequest,
-    CreateDatabaseResponse, DatabaseStatusRequest, DatabaseStatusResponse, DropDatabaseRequest,
-    DropDatabaseResponse, ErrorReason, ListDatabasesRequest, ListDatabasesResponse,
-    RebalanceRequest, RebalanceResponse, RemoveNodeRequest, RemoveNodeResponse,
-    RemoveReplicaRequest, RemoveReplicaResponse, TransferLeadershipRequest,
-    TransferLeadershipResponse, UpdateDatabaseRequest, UpdateDatabaseResponse,
-    transfer_leadership_request,
+    CheckIndexesRequest, CheckIndexesResponse, ClusterEventsRequest, ClusterStatusRequest,
+    ClusterStatusResponse, CreateDatabaseRequest, CreateDatabaseResponse, DatabaseStatusRequest,
+    DatabaseStatusResponse, DropDatabaseRequest, DropDatabaseResponse, ErrorReason,
+    ListDatabasesRequest, ListDatabasesResponse, RebalanceRequest, RebalanceResponse,
+    RemoveNodeRequest, RemoveNodeResponse, RemoveReplicaRequest, RemoveReplicaResponse,
+    TransferLeadershipRequest, TransferLeadershipResponse, UpdateDatabaseRequest,
+    UpdateDatabaseResponse, transfer_leadership_request,
 };
 use flotilla_proto::with_reason;
 use tonic::{Request, Response, Status};
@@ -169,6 +169,16 @@ impl Admin for GuardedAdmin {
     ) -> Result<Response<Self::ClusterEventsStream>, Status> {
         self.guard.check(&request, Need::User)?;
         self.inner.cluster_events(request).await
+    }
+
+    /// Reads the whole shard: its database's administrators only.
+    async fn check_indexes(
+        &self,
+        request: Request<CheckIndexesRequest>,
+    ) -> Result<Response<CheckIndexesResponse>, Status> {
+        let need = admin_of(&request.get_ref().database);
+        self.guard.check(&request, need)?;
+        self.inner.check_indexes(request).await
     }
 }
 

@@ -42,6 +42,10 @@ pub struct LiveQueryParams {
     pub where_text: Option<String>,
     /// How the initial result is read (default `linearizable`).
     pub consistency: Option<Consistency>,
+    /// Documents per page of the initial result (default 1000): a larger result comes in as
+    /// many pages as it needs, each shard's part read at the revision the `current` event
+    /// names.
+    pub page_size: Option<u32>,
 }
 
 /// How a change moved a document with respect to the result.
@@ -84,7 +88,7 @@ pub struct LiveCurrent {
         (status = 200, description = "Server-sent events: `initial` (data: a Document), `current` (data: LiveCurrent), `enter` / `change` / `leave` (data: LiveEvent), and `error` (data: an ErrorBody) before the stream ends on a failure", content_type = "text/event-stream", body = LiveEvent),
         (status = 400, description = "Malformed predicate (reason ERROR_REASON_INVALID_QUERY) or Last-Event-ID", body = ErrorBody),
         (status = 404, description = "No such database", body = ErrorBody),
-        (status = 429, description = "The initial result is larger than one query page, or the node's watch limit is reached (reason ERROR_REASON_LIMIT_EXCEEDED)", body = ErrorBody),
+        (status = 429, description = "The node's watch limit is reached (reason ERROR_REASON_LIMIT_EXCEEDED)", body = ErrorBody),
         (status = 503, description = "A shard cannot serve now", body = ErrorBody),
     )
 )]
@@ -120,6 +124,7 @@ pub async fn live(
         selector,
         after,
         consistency: v1::Consistency::from(params.consistency.unwrap_or_default()) as i32,
+        page_size: params.page_size.unwrap_or(0),
     };
     let changes = api
         .gateway

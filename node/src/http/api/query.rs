@@ -189,7 +189,8 @@ impl From<v1::Explain> for Explain {
 /// One page of a query's results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct QueryResult {
-    /// The matching documents of this page, in order (projected when asked); empty for a count.
+    /// The matching documents of this page, in order (projected when asked), each with its
+    /// version and the revision of the write that produced it; empty for a count.
     pub documents: Vec<Document>,
     /// Pass as `page_token` with the same query for the next page; absent on the last page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
