@@ -41,6 +41,10 @@ pub enum BackupError {
         line: u64,
         reason: String,
     },
+    /// The URL names something that is not a backup (nothing, or other files): refused,
+    /// nothing deleted.
+    #[error("{url} is not a backup ({reason}); nothing was deleted")]
+    NotABackup { url: String, reason: String },
     /// The target already holds a backup under this id.
     #[error("backup {0} already exists at the target")]
     AlreadyExists(String),

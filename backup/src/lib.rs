@@ -15,12 +15,14 @@
 //! `file:///path`, or `s3://bucket/prefix` (credentials, region and endpoint from the
 //! environment, as the AWS tools read them).
 
+pub mod delete;
 pub mod error;
 pub mod manifest;
 pub mod read;
 pub mod target;
 pub mod write;
 
+pub use delete::{Deleted, delete};
 pub use error::{BackupError, Result};
 pub use manifest::{
     BackupDoc, CollectionSpec, CompleteMarker, DatabaseSpec, FORMAT_VERSION, FileEntry, IndexSpec,

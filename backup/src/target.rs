@@ -29,7 +29,8 @@ impl Target {
         };
         let local = |dir: &std::path::Path| -> Result<Target> {
             std::fs::create_dir_all(dir)?;
-            let store = LocalFileSystem::new_with_prefix(dir)?;
+            // A deleted backup's empty directory goes with its last file.
+            let store = LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
             Ok(Target {
                 store: Arc::new(store),
                 prefix: Path::default(),

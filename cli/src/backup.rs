@@ -41,6 +41,15 @@ pub enum BackupCommand {
     List { url: String },
     /// Re-check every file of a backup against its manifest's checksums.
     Verify { url: String },
+    /// Delete a backup (its `complete` marker first, so that a deletion cut short never
+    /// leaves one that is listed as complete). A URL holding anything but backup files is
+    /// refused and nothing is deleted.
+    Delete {
+        url: String,
+        /// Succeed when nothing is there (deleted already).
+        #[arg(long)]
+        missing_ok: bool,
+    },
     /// Restore a backup into a new database (verified first; nothing is created when it is
     /// corrupt or incomplete), with its collections, indexes and every document's version.
     Restore {
@@ -88,6 +97,15 @@ pub async fn run(client: &Client, command: BackupCommand) -> Result<()> {
                 m.total_documents(),
                 m.total_bytes()
             );
+            Ok(())
+        }
+        BackupCommand::Delete { url, missing_ok } => {
+            match flotilla_backup::delete(&url, missing_ok).await? {
+                flotilla_backup::Deleted::Files(n) => println!("deleted backup {url} ({n} files)"),
+                flotilla_backup::Deleted::Missing => {
+                    println!("no backup at {url}: nothing to delete")
+                }
+            }
             Ok(())
         }
         BackupCommand::Restore {

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use flotilla_client::{Client, Consistency, Error, QueryExplain};
+use flotilla_client::{Client, Consistency, Error, QueryExplain, index_name};
 use serde_json::json;
 
 use crate::render::{self, Output};
@@ -76,14 +76,6 @@ pub enum CollectionCommand {
     },
     /// The declared collections of a database.
     List { database: String },
-}
-
-fn index_name(paths: &[&str]) -> String {
-    paths
-        .iter()
-        .map(|p| p.trim_start_matches('/').replace('/', "_"))
-        .collect::<Vec<_>>()
-        .join("_")
 }
 
 pub async fn query(client: &Client, a: QueryArgs, out: Output) -> Result<()> {

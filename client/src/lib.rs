@@ -31,7 +31,7 @@ pub mod types;
 pub use auth::Credentials;
 pub use client::live::{LiveEvent, LiveQueryOptions, LiveStream};
 pub use client::query::{
-    CollectionInfo, IndexInfo, QueryBuilder, QueryExplain, QueryPage, ShardExplain,
+    CollectionInfo, IndexInfo, QueryBuilder, QueryExplain, QueryPage, ShardExplain, index_name,
 };
 pub use client::users::{NewToken, Permission, RoleInfo, TokenInfo, UserInfo};
 pub use client::{

@@ -94,7 +94,24 @@ const USED: &[(&str, &str, &[&str], &str)] = &[
         &["list", "watch", "patch", "delete"],
         "watched (volume growth); cluster id annotation; volumes of removed nodes",
     ),
-    ("flotilla.dev", "backups", &["list", "watch"], "watched"),
+    (
+        "flotilla.dev",
+        "backups",
+        &["list", "watch", "create", "delete"],
+        "watched; created on schedule, deleted when expired",
+    ),
+    (
+        "flotilla.dev",
+        "scheduledbackups",
+        &["list", "watch"],
+        "watched",
+    ),
+    (
+        "flotilla.dev",
+        "scheduledbackups/status",
+        &["patch"],
+        "status by server-side apply",
+    ),
     (
         "flotilla.dev",
         "backups/status",
@@ -111,7 +128,7 @@ const USED: &[(&str, &str, &[&str], &str)] = &[
         "batch",
         "jobs",
         &["get", "list", "watch", "create", "patch"],
-        "the Job of a Backup, applied once then read",
+        "the Job of a Backup, applied once then read; the Job deleting an expired backup",
     ),
     (
         "events.k8s.io",
@@ -138,6 +155,7 @@ const KINDS: &[(&str, &str, &str)] = &[
     ("Cluster", "flotilla.dev", "clusters"),
     ("DatabaseGroup", "flotilla.dev", "databasegroups"),
     ("Backup", "flotilla.dev", "backups"),
+    ("ScheduledBackup", "flotilla.dev", "scheduledbackups"),
     ("Job", "batch", "jobs"),
     ("StatefulSet", "apps", "statefulsets"),
     ("Service", "", "services"),

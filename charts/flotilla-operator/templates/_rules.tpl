@@ -51,21 +51,30 @@ manifests in deploy/base carry the same rules, and a test compares them.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
   verbs: ["list", "watch", "patch", "delete"]
-# Watch Backups and write their status; owner references on their Jobs.
+# Watch Backups and write their status; owner references on their Jobs; create them on
+# schedule and delete the expired ones.
 - apiGroups: ["flotilla.dev"]
   resources: ["backups"]
+  verbs: ["list", "watch", "create", "delete"]
+# Watch ScheduledBackups and write their status.
+- apiGroups: ["flotilla.dev"]
+  resources: ["scheduledbackups"]
   verbs: ["list", "watch"]
+- apiGroups: ["flotilla.dev"]
+  resources: ["scheduledbackups/status"]
+  verbs: ["patch"]
 - apiGroups: ["flotilla.dev"]
   resources: ["backups/status"]
   verbs: ["patch"]
 - apiGroups: ["flotilla.dev"]
   resources: ["backups/finalizers"]
   verbs: ["update"]
-# The Job taking a Backup, created once by server-side apply and then read.
+# The Job taking a Backup, created once by server-side apply and then read; the Job
+# deleting an expired backup's data.
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "patch"]
-# Events on Clusters, DatabaseGroups and Backups.
+# Events on Clusters, DatabaseGroups, Backups and ScheduledBackups.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]

@@ -75,6 +75,17 @@ pub struct CollectionInfo {
     pub indexes: Vec<String>,
 }
 
+/// The name an index on `paths` gets when none is given: the paths without their leading
+/// `/`, `/` inside a path and between paths made `_` (`/customerId,/createdAt` ->
+/// `customerId_createdAt`).
+pub fn index_name<S: AsRef<str>>(paths: &[S]) -> String {
+    paths
+        .iter()
+        .map(|p| p.as_ref().trim_start_matches('/').replace('/', "_"))
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
 fn none_if_empty(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }

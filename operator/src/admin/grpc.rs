@@ -10,6 +10,7 @@ use super::{ClusterAdmin, DatabaseRequest, EnsuredDatabase};
 use crate::crd::Cluster;
 use crate::crd::cluster_funcs::CLIENT_PORT;
 use crate::error::{Error, Result};
+use crate::plan::collections::{CollectionStep, ObservedCollection, ObservedIndex};
 use crate::plan::{Labels, Membership};
 use flotilla_client::RemoveNodeProgress;
 use flotilla_client::{
@@ -369,6 +370,96 @@ impl ClusterAdmin for GrpcAdmin {
             }
         })
     }
+
+    fn collections<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        database: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ObservedCollection>>> {
+        Box::pin(async move {
+            let client = self.client(cluster)?;
+            let collections = client
+                .list_collections(database)
+                .await
+                .map_err(admin_error)?;
+            let indexes = client
+                .list_indexes(database, None)
+                .await
+                .map_err(admin_error)?;
+            Ok(observed_collections(collections, indexes))
+        })
+    }
+
+    fn change_collections<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        database: &'a str,
+        step: &'a CollectionStep,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let client = self.client(cluster)?;
+            match step {
+                CollectionStep::CreateCollection {
+                    collection,
+                    shard_key,
+                } => client
+                    .create_collection(database, collection, shard_key.as_deref())
+                    .await
+                    .map(drop),
+                CollectionStep::CreateIndex {
+                    collection,
+                    name,
+                    paths,
+                } => {
+                    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+                    client
+                        .create_index(database, collection, name, &paths)
+                        .await
+                }
+                CollectionStep::DropIndex { collection, name } => client
+                    .drop_index(database, collection, name)
+                    .await
+                    .map(drop),
+            }
+            .map_err(admin_error)
+        })
+    }
+}
+
+/// The declared collections with their indexes and each index's progress.
+fn observed_collections(
+    collections: Vec<flotilla_client::CollectionInfo>,
+    indexes: Vec<flotilla_client::IndexInfo>,
+) -> Vec<ObservedCollection> {
+    let mut observed: Vec<ObservedCollection> = collections
+        .into_iter()
+        .map(|c| ObservedCollection {
+            name: c.name,
+            shard_key: c.shard_key,
+            indexes: Vec::new(),
+        })
+        .collect();
+    for index in indexes {
+        let entry = match observed.iter().position(|c| c.name == index.collection) {
+            Some(i) => &mut observed[i],
+            None => {
+                // An index declares its collection (placed by id) when it was not.
+                observed.push(ObservedCollection {
+                    name: index.collection.clone(),
+                    shard_key: None,
+                    indexes: Vec::new(),
+                });
+                let last = observed.len() - 1;
+                &mut observed[last]
+            }
+        };
+        entry.indexes.push(ObservedIndex {
+            name: index.name,
+            paths: index.paths,
+            shards: index.shards,
+        });
+    }
+    observed
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod mapping;
 
 use crate::crd::Cluster;
 use crate::error::{Error, Result};
+use crate::plan::collections::{CollectionStep, ObservedCollection};
 use crate::plan::{Labels, Membership};
 use futures::future::BoxFuture;
 
@@ -106,6 +107,23 @@ pub trait ClusterAdmin: Send + Sync + 'static {
         cluster: &'a Cluster,
         name: &'a str,
     ) -> BoxFuture<'a, Result<()>>;
+
+    /// The collections the database declares, with their indexes and each index's build
+    /// progress on every shard.
+    fn collections<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        database: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ObservedCollection>>>;
+
+    /// Creates a collection or an index, or drops an index, of the database. A refusal (a
+    /// shard key that differs, documents placed already) is [`Error::AdminRefused`].
+    fn change_collections<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        database: &'a str,
+        step: &'a CollectionStep,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 /// Stands in while no admin client is configured: every call fails with
@@ -152,6 +170,23 @@ impl ClusterAdmin for NoAdmin {
     }
 
     fn delete_database<'a>(&'a self, _: &'a Cluster, _: &'a str) -> BoxFuture<'a, Result<()>> {
+        unavailable()
+    }
+
+    fn collections<'a>(
+        &'a self,
+        _: &'a Cluster,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ObservedCollection>>> {
+        unavailable()
+    }
+
+    fn change_collections<'a>(
+        &'a self,
+        _: &'a Cluster,
+        _: &'a str,
+        _: &'a CollectionStep,
+    ) -> BoxFuture<'a, Result<()>> {
         unavailable()
     }
 }

@@ -2,6 +2,7 @@
 //! admin API, deletes it on deletion when `deletionPolicy: Delete` (behind a finalizer,
 //! which only that policy gets),
 //! mirrors the live topology into status and records an Event per replica transition.
+//! Its collections and indexes are applied by [`super::collections`].
 
 use super::{Context, FIELD_MANAGER};
 use crate::admin::DatabaseRequest;
@@ -105,6 +106,7 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
             .is_some_and(|c| c.status == ConditionStatus::True.as_str())
     });
     let mut created = None;
+    let mut serving = None;
     let observation = match cluster {
         None => DatabaseObservation::ClusterNotFound,
         Some(cluster) if cluster.spec.paused => DatabaseObservation::ClusterPaused,
@@ -132,6 +134,7 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
             match ctx.admin.ensure_database(&cluster, &request).await {
                 Ok(ensured) => {
                     created = Some(ensured.created);
+                    serving = Some(cluster);
                     DatabaseObservation::Topology(ensured.shards)
                 }
                 Err(Error::DatabaseExists(name)) => DatabaseObservation::Exists(name),
@@ -142,9 +145,16 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
             }
         }
     };
-    let mut status = database_group_status(group, &observation, &Time(Timestamp::now()));
+    let now = Time(Timestamp::now());
+    let mut status = database_group_status(group, &observation, &now);
     if let Some(created) = created {
         record_origin(&mut status, created);
+    }
+    let mut indexes_building = false;
+    if let Some(cluster) = &serving {
+        indexes_building =
+            super::collections::reconcile_collections(group, cluster, ctx, &mut status, &now)
+                .await?;
     }
     let old_shards = group
         .status
@@ -177,7 +187,7 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
             tracing::warn!(%error, "recording an event");
         }
     }
-    let recheck = recheck_after(&status, cluster_ready);
+    let recheck = recheck_after(&status, cluster_ready && !indexes_building);
     write_status(group, ctx, namespace, status).await?;
     Ok(Action::requeue(recheck))
 }

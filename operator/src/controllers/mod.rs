@@ -9,14 +9,16 @@ pub mod apply;
 mod backoff;
 pub mod backup;
 pub mod cluster;
+mod collections;
 pub mod database_group;
 mod observe;
+pub mod scheduled_backup;
 #[cfg(test)]
 mod tests;
 pub mod tls;
 
 use crate::admin::ClusterAdmin;
-use crate::crd::{Backup, Cluster, DatabaseGroup};
+use crate::crd::{Backup, Cluster, DatabaseGroup, ScheduledBackup};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use futures::StreamExt;
@@ -121,6 +123,27 @@ where
     result
 }
 
+/// Records an Event about `object`; a failure to record is logged, never fatal.
+async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    object: &K,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: String,
+    action: &str,
+) {
+    let event = kube::runtime::events::Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::warn!(%error, "recording an event");
+    }
+}
+
 /// An API over every namespace, or over `namespace` only.
 fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -155,6 +178,10 @@ pub async fn check_crds_installed(client: &Client, namespace: Option<&str>) -> R
             .list(&probe)
             .await
             .map(drop),
+        scoped::<ScheduledBackup>(client, namespace)
+            .list(&probe)
+            .await
+            .map(drop),
     ] {
         if let Err(kube::Error::Api(status)) = &result
             && status.code == 404
@@ -166,7 +193,7 @@ pub async fn check_crds_installed(client: &Client, namespace: Option<&str>) -> R
     Ok(())
 }
 
-/// Runs the controllers (Clusters, DatabaseGroups, Backups) until a termination signal
+/// Runs the controllers (Clusters, DatabaseGroups, Backups, ScheduledBackups) until a termination signal
 /// arrives, over every namespace or over `namespace` only.
 pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) -> Result<()> {
     check_crds_installed(&client, namespace).await?;
@@ -284,6 +311,52 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) -> 
                 tracing::debug!(%error, "backup controller");
             }
         });
-    futures::join!(cluster_controller, group_controller, backup_controller);
+    let schedules = scoped::<ScheduledBackup>(&client, namespace);
+    let (reader, writer) = kube::runtime::reflector::store();
+    let schedule_stream = watcher(schedules, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    // A schedule's Backups and deletion Jobs carry its name as a label (Backups have no owner:
+    // they outlive their schedule).
+    let by_schedule_label = |meta: &kube::api::ObjectMeta| {
+        let schedule = meta
+            .labels
+            .as_ref()?
+            .get(crate::plan::scheduled_backup::SCHEDULE_LABEL)?
+            .clone();
+        let namespace = meta.namespace.clone()?;
+        Some(ObjectRef::<ScheduledBackup>::new(&schedule).within(&namespace))
+    };
+    let labelled = watcher::Config::default().labels(crate::plan::scheduled_backup::SCHEDULE_LABEL);
+    let schedule_controller = Controller::for_stream(schedule_stream, reader)
+        .watches(
+            scoped::<Backup>(&client, namespace),
+            labelled.clone(),
+            move |backup: Backup| by_schedule_label(backup.meta()),
+        )
+        .watches(
+            scoped::<Job>(&client, namespace),
+            labelled,
+            move |job: Job| by_schedule_label(job.meta()),
+        )
+        .shutdown_on_signal()
+        .run(
+            |schedule, ctx| with_backoff_reset(schedule, ctx, scheduled_backup::reconcile),
+            error_policy::<ScheduledBackup>(scheduled_backup::CONTROLLER),
+            ctx.clone(),
+        )
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "scheduled backup controller");
+            }
+        });
+    futures::join!(
+        cluster_controller,
+        group_controller,
+        backup_controller,
+        schedule_controller
+    );
     Ok(())
 }

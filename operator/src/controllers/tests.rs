@@ -2,16 +2,15 @@
 //! the cluster's admin API.
 
 use super::{Context, cluster, database_group};
-use crate::admin::{ClusterAdmin, DatabaseRequest, EnsuredDatabase, ShardTopology};
+use crate::admin::DatabaseRequest;
 use crate::crd::{
     Cluster, DatabaseGroup, DeletionPolicy, NodeRole, NodeState, ScaleDownIntent, ScaleDownPhase,
 };
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::plan::observed::META_GROUP;
-use crate::plan::{Labels, MemberNode, Membership, RaftGroup};
+use crate::plan::{MemberNode, Membership, RaftGroup};
 use flotilla_kubefake::FakeApi;
-use futures::future::BoxFuture;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Node, PersistentVolumeClaim, Pod, PodCondition, PodStatus, Service,
@@ -20,149 +19,12 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 const NS: &str = "db";
 
-#[derive(Default)]
-struct AdminState {
-    membership: Option<Membership>,
-    /// Draining fails, as it does on a cluster that cannot move replicas yet.
-    drain_fails: bool,
-    calls: Vec<String>,
-    databases: BTreeMap<String, DatabaseRequest>,
-    /// The TLS settings the controllers last gave, by cluster name.
-    client_tls: BTreeMap<String, Option<flotilla_client::ClientTls>>,
-}
-
-/// Stands in for a running cluster's admin API and records every call.
-#[derive(Clone, Default)]
-struct FakeAdmin {
-    state: Arc<Mutex<AdminState>>,
-}
-
-impl FakeAdmin {
-    fn lock(&self) -> MutexGuard<'_, AdminState> {
-        match self.state.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    fn set_membership(&self, membership: Option<Membership>) {
-        self.lock().membership = membership;
-    }
-
-    fn edit_membership(&self, edit: impl FnOnce(&mut Membership)) {
-        if let Some(m) = self.lock().membership.as_mut() {
-            edit(m);
-        }
-    }
-
-    fn calls(&self) -> Vec<String> {
-        self.lock().calls.clone()
-    }
-
-    fn record(&self, call: String) {
-        self.lock().calls.push(call);
-    }
-}
-
-fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, Result<T>> {
-    Box::pin(async move { Ok(value) })
-}
-
-impl ClusterAdmin for FakeAdmin {
-    fn use_client_tls(&self, cluster: &Cluster, tls: Option<flotilla_client::ClientTls>) {
-        let name = cluster.metadata.name.clone().unwrap_or_default();
-        self.lock().client_tls.insert(name, tls);
-    }
-
-    fn membership<'a>(&'a self, _: &'a Cluster) -> BoxFuture<'a, Result<Membership>> {
-        let membership = self.lock().membership.clone();
-        Box::pin(async move { membership.ok_or(Error::AdminUnavailable) })
-    }
-
-    fn drain_node<'a>(&'a self, _: &'a Cluster, node_id: &'a str) -> BoxFuture<'a, Result<()>> {
-        self.record(format!("drain {node_id}"));
-        if self.lock().drain_fails {
-            return Box::pin(async { Err(Error::AdminRefused("cannot move replicas".to_owned())) });
-        }
-        ready(())
-    }
-
-    fn remove_node<'a>(&'a self, _: &'a Cluster, node_id: &'a str) -> BoxFuture<'a, Result<()>> {
-        self.record(format!("remove {node_id}"));
-        ready(())
-    }
-
-    fn transfer_leadership<'a>(
-        &'a self,
-        _: &'a Cluster,
-        node_id: &'a str,
-    ) -> BoxFuture<'a, Result<()>> {
-        self.record(format!("transfer {node_id}"));
-        ready(())
-    }
-
-    fn assign_labels<'a>(
-        &'a self,
-        _: &'a Cluster,
-        node_id: &'a str,
-        labels: &'a Labels,
-    ) -> BoxFuture<'a, Result<Labels>> {
-        let shown: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        self.record(format!("label {node_id} {}", shown.join(",")));
-        // The cluster reports the labels from now on.
-        let mut state = self.lock();
-        let node = state
-            .membership
-            .as_mut()
-            .and_then(|m| m.nodes.iter_mut().find(|n| n.node_id == node_id));
-        let Some(node) = node else {
-            return Box::pin(async { Err(Error::AdminRefused("no such node".to_owned())) });
-        };
-        node.labels = labels.clone();
-        ready(labels.clone())
-    }
-
-    fn ensure_database<'a>(
-        &'a self,
-        _: &'a Cluster,
-        request: &'a DatabaseRequest,
-    ) -> BoxFuture<'a, Result<EnsuredDatabase>> {
-        self.record(format!("ensure {}", request.name));
-        let exists = self.lock().databases.contains_key(&request.name);
-        if exists && !request.may_exist {
-            let name = request.name.clone();
-            return Box::pin(async move { Err(Error::DatabaseExists(name)) });
-        }
-        self.lock()
-            .databases
-            .insert(request.name.clone(), request.clone());
-        let pods: Vec<String> = (0..request.replication_factor)
-            .map(|i| format!("flotilla-{i}"))
-            .collect();
-        ready(EnsuredDatabase {
-            created: !exists,
-            shards: (0..request.shards)
-                .map(|shard| ShardTopology {
-                    shard,
-                    leader: pods.first().cloned(),
-                    members: pods.clone(),
-                    promotables: Vec::new(),
-                    rehab: Vec::new(),
-                })
-                .collect(),
-        })
-    }
-
-    fn delete_database<'a>(&'a self, _: &'a Cluster, name: &'a str) -> BoxFuture<'a, Result<()>> {
-        self.record(format!("delete {name}"));
-        self.lock().databases.remove(name);
-        ready(())
-    }
-}
+mod admin;
+use admin::FakeAdmin;
 
 struct Harness {
     api: FakeApi,
@@ -720,9 +582,11 @@ async fn a_pod_marked_unrecoverable_gets_a_fresh_node() {
 }
 
 mod backups;
+mod collections;
 mod database_groups;
 mod drift;
 mod placement;
+mod scheduled_backups;
 mod stuck_pods;
 mod tls;
 mod volumes;

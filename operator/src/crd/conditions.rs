@@ -15,6 +15,10 @@ pub enum ConditionType {
     Progressing,
     /// Something is wrong that the operator cannot fix by itself.
     Degraded,
+    /// A DatabaseGroup's collections and indexes are as its spec declares them.
+    CollectionsApplied,
+    /// A ScheduledBackup's schedule is valid and it creates Backups on it.
+    Scheduled,
 }
 
 impl ConditionType {
@@ -27,6 +31,8 @@ impl ConditionType {
             Self::Ready => "Ready",
             Self::Progressing => "Progressing",
             Self::Degraded => "Degraded",
+            Self::CollectionsApplied => "CollectionsApplied",
+            Self::Scheduled => "Scheduled",
         }
     }
 }
@@ -128,6 +134,28 @@ pub enum Reason {
     CertificateIssued,
     /// The cluster's certificates cannot be issued or read; the message says why.
     CertificatesNotReady,
+    /// A DatabaseGroup's collections and indexes are as declared.
+    CollectionsApplied,
+    /// Indexes are being built or collections created.
+    CollectionsPending,
+    /// A collection's shard key in the spec differs from the one the database has.
+    ShardKeyConflict,
+    /// An index of the spec's name exists on other paths.
+    IndexConflict,
+    /// The cluster refused to create a collection or an index; the message says why.
+    CollectionRefused,
+    /// A ScheduledBackup's cron schedule (or name) cannot be used.
+    ScheduleInvalid,
+    /// A ScheduledBackup creates Backups on its schedule.
+    ScheduleActive,
+    /// `spec.suspend` is set: no Backup is created.
+    Suspended,
+    /// A Backup was created on schedule.
+    BackupScheduled,
+    /// An expired backup and its data were deleted.
+    BackupExpired,
+    /// Deleting an expired backup's data failed.
+    RetentionFailed,
 }
 
 impl Reason {
@@ -165,6 +193,17 @@ impl Reason {
             Self::DatabaseExists => "DatabaseExists",
             Self::CertificateIssued => "CertificateIssued",
             Self::CertificatesNotReady => "CertificatesNotReady",
+            Self::CollectionsApplied => "CollectionsApplied",
+            Self::CollectionsPending => "CollectionsPending",
+            Self::ShardKeyConflict => "ShardKeyConflict",
+            Self::IndexConflict => "IndexConflict",
+            Self::CollectionRefused => "CollectionRefused",
+            Self::ScheduleInvalid => "ScheduleInvalid",
+            Self::ScheduleActive => "ScheduleActive",
+            Self::Suspended => "Suspended",
+            Self::BackupScheduled => "BackupScheduled",
+            Self::BackupExpired => "BackupExpired",
+            Self::RetentionFailed => "RetentionFailed",
         }
     }
 }

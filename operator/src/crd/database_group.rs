@@ -109,6 +109,50 @@ pub struct DatabaseGroupSpec {
     /// `deletionPolicy` says: only a database the operator created is.
     #[serde(default)]
     pub adopt: bool,
+
+    /// Collections the database declares, with their shard keys and secondary indexes.
+    /// Those the database lacks are created; an index the operator created and that is
+    /// removed from here is dropped (never one made by hand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    #[schemars(length(max = 256))]
+    pub collections: Vec<CollectionSpec>,
+}
+
+/// A collection of the database.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = Rule::new(
+    "!has(oldSelf.shardKey) || (has(self.shardKey) && self.shardKey == oldSelf.shardKey)"
+).message("shardKey is immutable once set"))]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionSpec {
+    /// Name of the collection.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+
+    /// JSON pointer (`/customerId`) whose value places each document on a shard; documents
+    /// are placed by their id when unset. Fixed once the collection exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("shardKey must be a JSON pointer such as /customerId"))]
+    pub shard_key: Option<String>,
+
+    /// Secondary indexes of the collection, each named from its paths as
+    /// `flotilla index create` names them (`/customerId,/createdAt` -> `customerId_createdAt`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub indexes: Vec<IndexSpec>,
+}
+
+/// A secondary index.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexSpec {
+    /// JSON pointers of the key: one (`["/status"]`) or several for a compound index
+    /// (`["/customerId", "/createdAt"]`).
+    #[schemars(length(min = 1, max = 8))]
+    #[x_kube(validation = Rule::new("self.all(p, p.startsWith('/') && size(p) > 1)").message("index paths must be JSON pointers such as /status"))]
+    pub paths: Vec<String>,
 }
 
 fn default_replication_factor() -> i32 {
@@ -182,6 +226,68 @@ pub struct DatabaseGroupStatus {
     #[serde(default)]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["shard".into()]))]
     pub shards: Vec<ShardStatus>,
+
+    /// The collections of `spec.collections` as the database has them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub collections: Vec<CollectionStatus>,
+
+    /// Indexes the operator created (and so may drop when they leave the spec); indexes
+    /// made by hand are never listed here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_indexes: Vec<ManagedIndex>,
+}
+
+/// A collection as the database has it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectionStatus {
+    pub name: String,
+    /// Whether the database declares the collection.
+    #[serde(default)]
+    pub exists: bool,
+    /// The shard key the database has for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard_key: Option<String>,
+    /// The indexes of the spec that the database has, and how far each is built.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<IndexStatus>,
+}
+
+/// An index as the database has it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IndexStatus {
+    pub name: String,
+    pub paths: Vec<String>,
+    /// `Building` until every shard has indexed its documents, then `Ready`.
+    pub state: IndexState,
+    /// Documents indexed so far, over all shards.
+    #[serde(default)]
+    pub documents: u64,
+    /// `ready/all` shards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards_ready: Option<String>,
+}
+
+/// Whether an index answers queries yet.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum IndexState {
+    /// Some shard is still indexing its documents.
+    #[default]
+    Building,
+    /// Built on every shard.
+    Ready,
+}
+
+/// An index the operator created.
+#[derive(
+    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedIndex {
+    pub collection: String,
+    pub name: String,
 }
 
 /// Live topology of one shard, named by the pods of its replicas.

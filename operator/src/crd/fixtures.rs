@@ -94,6 +94,7 @@ impl DatabaseGroup {
                 replace_after: None,
                 deletion_policy: DeletionPolicy::Retain,
                 adopt: false,
+                collections: Vec::new(),
             },
         );
         group.metadata.namespace = Some("db".to_owned());
@@ -123,6 +124,7 @@ pub(crate) fn fake_api() -> flotilla_kubefake::FakeApi {
     api.put(&Cluster::crd());
     api.put(&DatabaseGroup::crd());
     api.put(&super::Backup::crd());
+    api.put(&super::ScheduledBackup::crd());
     for name in ["db", "ops"] {
         api.put(&Namespace {
             metadata: ObjectMeta {

@@ -11,6 +11,7 @@ pub mod database_group;
 mod database_group_funcs;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod scheduled_backup;
 #[cfg(test)]
 mod tests;
 pub mod validation;
@@ -23,8 +24,12 @@ pub use cluster::{
 };
 pub use conditions::{ConditionStatus, ConditionType, Reason};
 pub use database_group::{
-    ClusterRef, DatabaseGroup, DatabaseGroupSpec, DatabaseGroupStatus, DeletionPolicy, Placement,
-    ShardStatus,
+    ClusterRef, CollectionSpec, CollectionStatus, DatabaseGroup, DatabaseGroupSpec,
+    DatabaseGroupStatus, DeletionPolicy, IndexSpec, IndexState, IndexStatus, ManagedIndex,
+    Placement, ShardStatus,
+};
+pub use scheduled_backup::{
+    Retention, ScheduledBackup, ScheduledBackupSpec, ScheduledBackupStatus,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -37,5 +42,10 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Every CustomResourceDefinition the operator serves, in a stable order.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    vec![Cluster::crd(), DatabaseGroup::crd(), Backup::crd()]
+    vec![
+        Cluster::crd(),
+        DatabaseGroup::crd(),
+        Backup::crd(),
+        ScheduledBackup::crd(),
+    ]
 }

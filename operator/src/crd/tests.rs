@@ -360,3 +360,89 @@ fn placement_labels_default_to_zone_and_region_and_must_be_label_keys() {
         "placementLabels must be label keys",
     );
 }
+
+#[test]
+fn a_collections_shard_key_cannot_change_or_be_removed_once_set() {
+    let keyed = |key: Value| {
+        with(
+            base_group(),
+            "collections",
+            json!([{"name": "invoices", "shardKey": key, "indexes": [{"paths": ["/status"]}]}]),
+        )
+    };
+    let unkeyed = with(
+        base_group(),
+        "collections",
+        json!([{"name": "invoices"}, {"name": "events"}]),
+    );
+    assert_eq!(check_group(keyed(json!("/customerId")), None), Ok(()));
+    assert_eq!(
+        check_group(keyed(json!("/customerId")), Some(unkeyed.clone())),
+        Ok(()),
+        "a key may be set on a collection that had none in the spec"
+    );
+    rejected_with(
+        check_group(keyed(json!("/region")), Some(keyed(json!("/customerId")))),
+        "shardKey is immutable once set",
+    );
+    rejected_with(
+        check_group(unkeyed, Some(keyed(json!("/customerId")))),
+        "shardKey is immutable once set",
+    );
+    rejected_with(
+        check_group(keyed(json!("customerId")), None),
+        "shardKey must be a JSON pointer",
+    );
+    rejected_with(
+        check_group(
+            with(
+                base_group(),
+                "collections",
+                json!([{"name": "invoices", "indexes": [{"paths": ["status"]}]}]),
+            ),
+            None,
+        ),
+        "index paths must be JSON pointers",
+    );
+}
+
+fn check_schedule(spec: Value) -> Result<(), String> {
+    let object = json!({
+        "apiVersion": "flotilla.dev/v1alpha1",
+        "kind": "ScheduledBackup",
+        "metadata": {"name": "nightly"},
+        "spec": spec,
+    });
+    validate_cel(&super::ScheduledBackup::crd(), &object, None).map_err(|e| e.to_string())
+}
+
+fn base_schedule() -> Value {
+    json!({
+        "clusterRef": {"name": "db"},
+        "database": "orders",
+        "schedule": "0 3 * * *",
+        "destination": "s3://backups/flotilla",
+        "retention": {"keep": 7, "maxAge": "720h"},
+    })
+}
+
+#[test]
+fn a_scheduled_backup_needs_five_cron_fields_and_a_retention_rule() {
+    assert_eq!(check_schedule(base_schedule()), Ok(()));
+    rejected_with(
+        check_schedule(with(base_schedule(), "schedule", json!("0 0 3 * * *"))),
+        "five fields",
+    );
+    rejected_with(
+        check_schedule(with(base_schedule(), "retention", json!({}))),
+        "retention needs keep, maxAge or both",
+    );
+    rejected_with(
+        check_schedule(with(base_schedule(), "retention", json!({"keep": 0}))),
+        "keep must be at least 1",
+    );
+    rejected_with(
+        check_schedule(with(base_schedule(), "destination", json!("ftp://x"))),
+        "destination must be an s3:// or file:/// URL",
+    );
+}

@@ -80,7 +80,6 @@ pub fn backup_job(backup: &Backup, cluster: &Cluster) -> Result<Job> {
         .name
         .clone()
         .ok_or(Error::MissingObjectKey("metadata.name"))?;
-    let labels = labels(backup, cluster)?;
     let endpoint = format!(
         "{}.{}.svc:{}",
         cluster.client_service_name()?,
@@ -100,10 +99,84 @@ pub fn backup_job(backup: &Backup, cluster: &Cluster) -> Result<Job> {
         "--id".to_owned(),
         backup_id(backup)?,
     ];
+    job(
+        backup,
+        cluster,
+        JobShape {
+            name,
+            labels: labels(backup, cluster)?,
+            args,
+            cluster_tls: cluster.tls_enabled(),
+            backoff_limit: 0,
+        },
+    )
+}
+
+/// Name of the Job deleting a backup's data.
+pub fn delete_job_name(backup: &str) -> String {
+    format!("{backup}-del")
+}
+
+/// The Job deleting the data of `backup` at its target (`flotilla backup delete`), owned by
+/// the Backup so that it goes with it. Deleting is idempotent (a backup already gone is not
+/// an error), so the Job may retry. It never talks to the cluster; `cluster` gives the image.
+pub fn backup_delete_job(backup: &Backup, cluster: &Cluster) -> Result<Job> {
+    let mut labels = labels(backup, cluster)?;
+    labels.insert(
+        "app.kubernetes.io/component".to_owned(),
+        "backup-retention".to_owned(),
+    );
+    let schedule = backup
+        .labels()
+        .get(crate::plan::scheduled_backup::SCHEDULE_LABEL);
+    if let Some(schedule) = schedule {
+        labels.insert(
+            crate::plan::scheduled_backup::SCHEDULE_LABEL.to_owned(),
+            schedule.clone(),
+        );
+    }
+    let args = vec![
+        "backup".to_owned(),
+        "delete".to_owned(),
+        backup_url(backup)?,
+        "--missing-ok".to_owned(),
+    ];
+    job(
+        backup,
+        cluster,
+        JobShape {
+            name: delete_job_name(&backup.name_any()),
+            labels,
+            args,
+            cluster_tls: false,
+            backoff_limit: 2,
+        },
+    )
+}
+
+/// What differs between the Jobs of a Backup.
+struct JobShape {
+    name: String,
+    labels: BTreeMap<String, String>,
+    args: Vec<String>,
+    /// Whether the pod speaks TLS to the cluster with the operator's certificate.
+    cluster_tls: bool,
+    backoff_limit: i32,
+}
+
+/// A Job of `backup`: one pod running the `flotilla` CLI with the Backup's Secret and volume.
+fn job(backup: &Backup, cluster: &Cluster, shape: JobShape) -> Result<Job> {
+    let JobShape {
+        name,
+        labels,
+        args,
+        cluster_tls,
+        backoff_limit,
+    } = shape;
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
     let mut env = Vec::new();
-    if cluster.tls_enabled() {
+    if cluster_tls {
         // The operator's client certificate (the cluster's `root`) and the trust bundle: what a
         // cluster with TLS and client certificate authentication asks of every client.
         volumes.push(Volume {
@@ -176,7 +249,7 @@ pub fn backup_job(backup: &Backup, cluster: &Cluster) -> Result<Job> {
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
-            backoff_limit: Some(0),
+            backoff_limit: Some(backoff_limit),
             active_deadline_seconds: Some(BACKUP_DEADLINE_SECONDS),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -345,5 +418,33 @@ mod tests {
         assert_eq!(claim.as_deref(), Some("backups"));
         let mount = &pod.containers[0].volume_mounts.clone().unwrap()[0];
         assert_eq!(mount.mount_path, BACKUP_MOUNT);
+    }
+
+    #[test]
+    fn the_delete_job_runs_backup_delete_on_the_backups_url_and_may_retry() {
+        let mut backup = backup();
+        backup.metadata.labels = Some(BTreeMap::from([(
+            crate::plan::scheduled_backup::SCHEDULE_LABEL.to_owned(),
+            "daily".to_owned(),
+        )]));
+        let job = backup_delete_job(&backup, &Cluster::test()).unwrap();
+        assert_eq!(job.metadata.name.as_deref(), Some("nightly-del"));
+        let labels = job.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels
+                .get(crate::plan::scheduled_backup::SCHEDULE_LABEL)
+                .map(String::as_str),
+            Some("daily")
+        );
+        let owner = &job.metadata.owner_references.unwrap()[0];
+        assert_eq!(owner.name, "nightly");
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.backoff_limit, Some(2));
+        let container = &spec.template.spec.unwrap().containers[0];
+        assert_eq!(
+            container.args.clone().unwrap_or_default().join(" "),
+            "backup delete s3://bucket/flotilla/db-nightly --missing-ok"
+        );
+        assert!(container.env_from.is_some(), "the store's credentials");
     }
 }

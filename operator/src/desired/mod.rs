@@ -10,6 +10,7 @@ mod certificates;
 mod configmap;
 mod network_policy;
 mod pdb;
+pub mod scheduled_backup;
 mod services;
 mod statefulset;
 

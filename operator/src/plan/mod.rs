@@ -12,6 +12,7 @@ pub mod backup;
 pub mod bootstrap;
 pub mod certificates;
 mod checks;
+pub mod collections;
 pub mod database_group;
 pub mod drift;
 pub mod handover;
@@ -20,6 +21,7 @@ pub mod placement;
 pub mod replace;
 pub mod restart;
 pub mod scale_down;
+pub mod scheduled_backup;
 pub mod status;
 pub mod volumes;
 

@@ -196,7 +196,7 @@ def test_kustomize_output_is_valid():
 def test_crds_are_valid():
     for path in [ROOT / "crds" / "flotilla.dev.yaml"]:
         docs = documents(path.read_text())
-        assert [d["kind"] for d in docs] == ["CustomResourceDefinition"] * 3
+        assert [d["kind"] for d in docs] == ["CustomResourceDefinition"] * 4
         validate_all(docs)
 
 
