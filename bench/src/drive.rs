@@ -34,15 +34,35 @@ impl Rng {
     }
 }
 
+/// What a successful operation reports beyond its latency.
+pub trait Done {
+    /// Attempts it ran again (a transaction after a conflict).
+    fn retries(&self) -> u64 {
+        0
+    }
+}
+
+impl Done for () {}
+
+/// An operation that succeeded after running `0` more attempts.
+pub struct Retried(pub u64);
+
+impl Done for Retried {
+    fn retries(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Runs `op(worker, random)` in a loop on `workers` concurrent tasks: `warmup`, then a
 /// measured `window`. Only operations that started and ended inside the window count; an
 /// error or an operation over [`OP_TIMEOUT`] counts as failed. Time is tokio's (so tests can
 /// pause it). Each worker draws its random
 /// numbers from its own seeded [`Rng`], so runs are repeatable.
-pub async fn drive<F, Fut>(workers: usize, warmup: Duration, window: Duration, op: F) -> Summary
+pub async fn drive<F, Fut, T>(workers: usize, warmup: Duration, window: Duration, op: F) -> Summary
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), String>> + Send,
+    Fut: Future<Output = Result<T, String>> + Send,
+    T: Done,
 {
     let op = Arc::new(op);
     let start = Instant::now() + warmup;
@@ -54,6 +74,7 @@ where
             let mut rng = Rng::new(w as u64 + 1);
             let mut latencies = Vec::new();
             let mut errors = 0u64;
+            let mut retries = 0u64;
             loop {
                 let began = Instant::now();
                 if began >= end {
@@ -65,22 +86,28 @@ where
                     continue;
                 }
                 match result {
-                    Ok(Ok(())) => latencies.push(done.duration_since(began).as_micros() as u64),
+                    Ok(Ok(d)) => {
+                        latencies.push(done.duration_since(began).as_micros() as u64);
+                        retries += d.retries();
+                    }
                     _ => errors += 1,
                 }
             }
-            (latencies, errors)
+            (latencies, errors, retries)
         }));
     }
     let mut all = Vec::new();
-    let mut errors = 0;
+    let (mut errors, mut retries) = (0, 0);
     for t in tasks {
-        if let Ok((lat, err)) = t.await {
+        if let Ok((lat, err, re)) = t.await {
             all.extend(lat);
             errors += err;
+            retries += re;
         }
     }
-    summarize(all, errors, window)
+    let mut summary = summarize(all, errors, window);
+    summary.retries = retries;
+    summary
 }
 
 #[cfg(test)]
@@ -127,5 +154,7 @@ mod tests {
         assert!((95..=100).contains(&summary.errors), "{summary:?}");
         assert!(calls.load(Ordering::Relaxed) > summary.ops + summary.errors);
         assert!((summary.p50_ms - 10.0).abs() < 1.0, "{summary:?}");
+        // Retries are counted for the window's operations only.
+        assert_eq!(summary.retries, 2 * summary.ops);
     }
 }

@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::Client as PgClient;
 use tokio_postgres::error::SqlState;
 
-use crate::drive::{Rng, drive};
+use crate::drive::{Retried, Rng, drive};
 use crate::peer_report::{ClientMode, PeerRow};
 use crate::queries::{Rig, Workers, line, modes};
 use crate::report::Throughput;
@@ -147,13 +147,10 @@ pub async fn load(
 
 /// One transfer of 1 from `a` to `b` in a Flotilla transaction, run again on a conflict by the
 /// client's closure form; `attempts` counts every run of the body.
-async fn flotilla_transfer(
-    client: &Client,
-    kind: Transfer,
-    r: u64,
-    attempts: &AtomicU64,
-) -> Result<(), String> {
+async fn flotilla_transfer(client: &Client, kind: Transfer, r: u64) -> Result<Retried, String> {
     let (a, b) = kind.accounts(r);
+    let attempts = AtomicU64::new(0);
+    let attempts = &attempts;
     client
         .transaction(BANK, |txn| {
             attempts.fetch_add(1, Ordering::Relaxed);
@@ -172,7 +169,8 @@ async fn flotilla_transfer(
             }
         })
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    Ok(Retried(attempts.load(Ordering::Relaxed).saturating_sub(1)))
 }
 
 /// The same transfer in PostgreSQL at `SERIALIZABLE`, run again after a serialization failure
@@ -181,16 +179,14 @@ async fn pg_transfer(
     conn: &Mutex<PgClient>,
     kind: Transfer,
     r: u64,
-    attempts: &AtomicU64,
     backoff: impl Fn(u32) -> Duration,
-) -> Result<(), String> {
+) -> Result<Retried, String> {
     let (a, b) = kind.accounts(r);
     let mut conn = conn.lock().await;
     let mut retry = 0u32;
     loop {
-        attempts.fetch_add(1, Ordering::Relaxed);
         match pg_transfer_once(&mut conn, &a, &b).await {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(Retried(retry.into())),
             Err(e)
                 if matches!(
                     e.code(),
@@ -240,35 +236,23 @@ pub async fn transfer_rows(
     };
     for &mode in modes(clients) {
         let fl = rig.flotilla(mode);
-        let attempts = Arc::new(AtomicU64::new(0));
-        let a = attempts.clone();
         let f = drive(clients, rig.warmup, rig.window, move |w, r| {
-            let (fl, a) = (fl.clone(), a.clone());
-            async move { flotilla_transfer(fl.of(w), kind, r, &a).await }
+            let fl = fl.clone();
+            async move { flotilla_transfer(fl.of(w), kind, r).await }
         })
         .await;
         let mut ft = Throughput::new(&f, None);
-        ft.retries = Some(
-            attempts
-                .load(Ordering::Relaxed)
-                .saturating_sub(f.ops + f.errors),
-        );
+        ft.retries = Some(f.retries);
         let pt = if mode == ClientMode::PerWorker {
             let conns = Workers::per_worker(pg_conns.to_vec());
-            let attempts = Arc::new(AtomicU64::new(0));
-            let a = attempts.clone();
             let backoff = backoff.clone();
             let p = drive(clients, rig.warmup, rig.window, move |w, r| {
-                let (conns, a, backoff) = (conns.clone(), a.clone(), backoff.clone());
-                async move { pg_transfer(conns.of(w), kind, r, &a, backoff).await }
+                let (conns, backoff) = (conns.clone(), backoff.clone());
+                async move { pg_transfer(conns.of(w), kind, r, backoff).await }
             })
             .await;
             let mut pt = Throughput::new(&p, None);
-            pt.retries = Some(
-                attempts
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(p.ops + p.errors),
-            );
+            pt.retries = Some(p.retries);
             Some(pt)
         } else {
             None
