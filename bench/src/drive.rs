@@ -142,7 +142,7 @@ mod tests {
                     if w == 1 {
                         Err("refused".into())
                     } else {
-                        Ok(())
+                        Ok(Retried(2))
                     }
                 }
             },
