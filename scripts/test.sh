@@ -37,6 +37,11 @@ if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev
     apt_install docker-compose || status=1
 fi
 
+# The benchmark's rows beside PostgreSQL are smoke-tested against a real server.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    apt_install --no-install-recommends postgresql || status=1
+fi
+
 if ! command -v cargo-nextest >/dev/null 2>&1; then
     echo "==> installing cargo-nextest"
     cargo install cargo-nextest --locked || exit 1

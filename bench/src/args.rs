@@ -30,7 +30,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 1000)]
     pub idle_groups: usize,
     /// Run only these parts, comma-separated: steps such as `put:64` or `get:1` (any number of
-    /// clients), `failover`, `idle-groups`. Everything runs by default.
+    /// clients), `failover`, `idle-groups`, `queries` (queries and puts with indexes beside
+    /// PostgreSQL), `transactions` (transfers beside PostgreSQL). Everything runs by default.
     #[arg(long, value_delimiter = ',', value_parser = parse_part, value_name = "PARTS")]
     pub only: Vec<Part>,
     #[command(subcommand)]
@@ -71,17 +72,21 @@ pub enum Part {
     Step(Step),
     Failover,
     IdleGroups,
+    Queries,
+    Transactions,
 }
 
 fn parse_part(s: &str) -> Result<Part, String> {
     match s {
         "failover" => return Ok(Part::Failover),
         "idle-groups" => return Ok(Part::IdleGroups),
+        "queries" => return Ok(Part::Queries),
+        "transactions" => return Ok(Part::Transactions),
         _ => {}
     }
     let usage = || {
         format!(
-            "`{s}`: expected WORKLOAD:CLIENTS (put, get or mixed, e.g. put:64), failover or idle-groups"
+            "`{s}`: expected WORKLOAD:CLIENTS (put, get or mixed, e.g. put:64), failover, idle-groups, queries or transactions"
         )
     };
     let (workload, clients) = s.split_once(':').ok_or_else(usage)?;
@@ -125,6 +130,12 @@ pub struct Plan {
     pub idle_groups: usize,
     /// Distinct keys written and read.
     pub keys: usize,
+    /// The query and put-with-indexes rows beside PostgreSQL.
+    pub queries: bool,
+    /// The transaction rows beside PostgreSQL.
+    pub transactions: bool,
+    /// Documents the query rows load (1 KiB each).
+    pub docs: usize,
 }
 
 impl Plan {
@@ -145,6 +156,8 @@ impl Plan {
             if !only.contains(&Part::IdleGroups) {
                 plan.idle_groups = 0;
             }
+            plan.queries = only.contains(&Part::Queries);
+            plan.transactions = only.contains(&Part::Transactions);
         }
         plan
     }
@@ -170,6 +183,9 @@ impl Plan {
                 group_step_timeout: Duration::from_secs(30),
                 idle_groups,
                 keys: 1000,
+                queries: true,
+                transactions: true,
+                docs: 10_000,
             }
         } else {
             Plan {
@@ -182,13 +198,41 @@ impl Plan {
                 group_step_timeout: Duration::from_secs(60),
                 idle_groups,
                 keys: 1000,
+                queries: true,
+                transactions: true,
+                docs: 100_000,
             }
         }
     }
 
+    /// Row-modes of the PostgreSQL rows: (queries and puts, transactions), each measured on
+    /// both systems (the shared-mode transactions on Flotilla only).
+    fn peer_windows(&self) -> u32 {
+        let queries = if self.queries {
+            2 * (1 + 2 * 4 + 2 * 3)
+        } else {
+            0
+        };
+        let transactions = if self.transactions { 2 + 3 * 3 } else { 0 };
+        queries + transactions
+    }
+
     /// Time the measured steps take for both systems.
     pub fn steps_time(&self) -> Duration {
-        (self.warmup + self.window) * (2 * self.steps.len() as u32)
+        (self.warmup + self.window) * (2 * self.steps.len() as u32 + self.peer_windows())
+    }
+
+    /// Loading the documents and accounts of the PostgreSQL rows into both systems.
+    fn load_time(&self) -> Duration {
+        let mut t = Duration::ZERO;
+        if self.queries {
+            // Two Flotilla databases at a few thousand documents a second, then index builds.
+            t += Duration::from_millis(self.docs as u64 / 2) + Duration::from_secs(20);
+        }
+        if self.transactions {
+            t += Duration::from_secs(15);
+        }
+        t
     }
 
     /// An upper estimate of the whole run: start-up and preload, idle measurement, steps,
@@ -199,6 +243,7 @@ impl Plan {
             + self.steps_time()
             + Duration::from_secs(15) * (2 * self.failover_trials as u32)
             + self.idle_budget
+            + self.load_time()
             + Duration::from_secs(10)
     }
 }
@@ -272,8 +317,30 @@ mod tests {
 
     #[test]
     fn a_run_fits_its_time_budget() {
-        assert!(Plan::of(false, 1000, &[]).estimate() < Duration::from_secs(10 * 60));
-        assert!(Plan::of(true, 1000, &[]).estimate() < Duration::from_secs(3 * 60));
+        assert!(Plan::of(false, 1000, &[]).estimate() < Duration::from_secs(25 * 60));
+        assert!(Plan::of(true, 1000, &[]).estimate() < Duration::from_secs(7 * 60));
+        let etcd_only = [Part::Failover, Part::IdleGroups]
+            .into_iter()
+            .chain(Plan::of(false, 0, &[]).steps.into_iter().map(Part::Step))
+            .collect::<Vec<_>>();
+        assert!(Plan::of(false, 1000, &etcd_only).estimate() < Duration::from_secs(10 * 60));
+        assert!(Plan::of(true, 1000, &etcd_only).estimate() < Duration::from_secs(3 * 60));
+    }
+
+    #[test]
+    fn the_postgresql_parts_are_named_or_run_by_default() {
+        let all = Plan::of(true, 0, &[]);
+        assert!(all.queries && all.transactions);
+        let cli = Cli::try_parse_from(["flotilla-bench", "--only", "queries"]).unwrap();
+        let plan = Plan::of(true, 0, &cli.only);
+        assert!(plan.queries && !plan.transactions);
+        assert!(plan.steps.is_empty());
+        assert_eq!(plan.failover_trials, 0);
+        let cli = Cli::try_parse_from(["flotilla-bench", "--only", "transactions,put:1"]).unwrap();
+        let plan = Plan::of(true, 0, &cli.only);
+        assert!(!plan.queries && plan.transactions);
+        assert_eq!(plan.steps.len(), 1);
+        assert_eq!(Plan::of(false, 0, &[]).docs, 100_000);
     }
 
     #[test]

@@ -3,12 +3,18 @@
 //! (table on stdout, optional JSON). See the README section "Benchmarks".
 
 mod args;
+mod drive;
 mod etcd;
 mod flotilla;
+mod peer_report;
+mod postgres;
 mod process;
 mod procfs;
+mod queries;
 mod report;
 mod stats;
+mod transfers;
+mod versus_postgres;
 mod workload;
 
 use std::collections::HashMap;
@@ -212,6 +218,15 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
 
     p.say("stopping etcd");
     etcd.stop().await;
+    // A failure there ends the run with an error, after the rest is measured and printed.
+    let (postgresql_rows, postgresql_error) = if plan.queries || plan.transactions {
+        match versus_postgres::run(&flotilla, root, &plan, &|m| p.say(m)).await {
+            Ok(rows) => (rows, None),
+            Err(e) => (Vec::new(), Some(e.context("the rows beside PostgreSQL"))),
+        }
+    } else {
+        (Vec::new(), None)
+    };
     let idle_groups = if plan.idle_groups > 0 {
         Some(idle_groups(&flotilla, &plan, &p).await)
     } else {
@@ -234,12 +249,16 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
         flotilla_memory: fl_mem,
         etcd_memory: ed_mem,
         idle_groups,
+        postgresql_rows,
     };
     print!("{}", report.table());
     if let Some(path) = &cli.json {
         std::fs::write(path, report.to_json()?)
             .with_context(|| format!("writing {}", path.display()))?;
         p.say(format!("JSON written to {}", path.display()));
+    }
+    if let Some(e) = postgresql_error {
+        return Err(e);
     }
     p.say("done");
     Ok(())
@@ -252,6 +271,7 @@ fn remove_run_data(root: &Path) -> anyhow::Result<()> {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
         let ours = name == flotilla::DIR
+            || name == postgres::DIR
             || ["flotilla-", "etcd-"].iter().any(|prefix| {
                 name.strip_prefix(prefix)
                     .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::peer_report::{self, PeerRow};
 use crate::stats::{Summary, median, ratio};
 
 /// One system's result in a throughput row.
@@ -21,6 +22,9 @@ pub struct Throughput {
     /// Flotilla only: what the leader's own metrics say about the window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub leader: Option<LeaderProfile>,
+    /// Transactions: attempts that conflicted and were run again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u64>,
 }
 
 /// Where a Flotilla leader's write time went in a window (from its Prometheus metrics).
@@ -46,6 +50,7 @@ impl Throughput {
                 .filter(|_| s.ops > 0)
                 .map(|cpu| round(cpu * 1e6 / s.ops as f64, 1)),
             leader: None,
+            retries: None,
         }
     }
 }
@@ -167,6 +172,9 @@ pub struct Report {
     pub etcd_memory: Memory,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idle_groups: Option<IdleGroups>,
+    /// Queries, puts with indexes and transactions beside PostgreSQL.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub postgresql_rows: Vec<PeerRow>,
 }
 
 impl Report {
@@ -317,6 +325,10 @@ impl Report {
                 let _ = writeln!(out, "idle CPU by group count: {}", points.join(", "));
             }
         }
+        if !self.postgresql_rows.is_empty() {
+            let _ = writeln!(out);
+            out.push_str(&peer_report::table(&self.postgresql_rows));
+        }
         out
     }
 }
@@ -356,6 +368,7 @@ mod tests {
             errors: 0,
             server_cpu_us_per_op: Some(120.0),
             leader: None,
+            retries: None,
         }
     }
 
@@ -399,6 +412,7 @@ mod tests {
                 ],
                 note: None,
             }),
+            postgresql_rows: vec![],
         }
     }
 

@@ -24,6 +24,8 @@ pub struct Summary {
     pub ops_per_sec: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// Attempts run again by the operations counted in `ops` (transactions).
+    pub retries: u64,
 }
 
 /// Summarises the latencies (microseconds) of successful operations in a window of `window`.
@@ -38,6 +40,7 @@ pub fn summarize(mut latencies_us: Vec<u64>, errors: u64, window: Duration) -> S
         ops_per_sec: if secs > 0.0 { ops as f64 / secs } else { 0.0 },
         p50_ms: ms(0.50),
         p99_ms: ms(0.99),
+        retries: 0,
     }
 }
 

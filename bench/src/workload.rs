@@ -6,16 +6,15 @@ use std::time::{Duration, Instant};
 use flotilla_client::{Client, Consistency};
 
 use crate::args::Workload;
+use crate::drive::drive;
 use crate::etcd::EtcdClient;
 use crate::flotilla::DATABASE;
-use crate::stats::{Summary, summarize};
+use crate::stats::Summary;
 
 /// Size of every written value.
 pub const VALUE_BYTES: usize = 1024;
 /// Collection of the benchmark's documents (Flotilla) and key prefix (etcd).
 const COLLECTION: &str = "bench";
-/// Longest one operation may take before it counts as failed.
-const OP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A JSON document of exactly [`VALUE_BYTES`] bytes; the same bytes are etcd's value.
 pub fn value() -> String {
@@ -77,21 +76,6 @@ impl Target {
     }
 }
 
-/// A small deterministic generator (xorshift64*), one per client task.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1) as u64) as usize
-    }
-}
-
 /// Writes every key once (so that gets find documents), `concurrency` at a time.
 pub async fn preload(target: &Target, keys: usize, concurrency: usize) -> anyhow::Result<()> {
     let value = Arc::new(value());
@@ -128,55 +112,24 @@ pub async fn run(
     window: Duration,
 ) -> Summary {
     let value = Arc::new(value());
-    let start = Instant::now() + warmup;
-    let end = start + window;
-    let mut tasks = Vec::new();
-    for c in 0..clients.max(1) {
+    let target = target.clone();
+    drive(clients, warmup, window, move |_, r| {
         let (target, value) = (target.clone(), value.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng::new(c as u64 + 1);
-            let mut latencies = Vec::new();
-            let mut errors = 0u64;
-            loop {
-                let began = Instant::now();
-                if began >= end {
-                    break;
-                }
-                let k = key(rng.below(keys));
-                let write = match workload {
-                    Workload::Put => true,
-                    Workload::Get => false,
-                    Workload::Mixed => rng.below(10) == 0,
-                };
-                let op = async {
-                    if write {
-                        target.put(&k, &value).await
-                    } else {
-                        target.get(&k).await
-                    }
-                };
-                let result = tokio::time::timeout(OP_TIMEOUT, op).await;
-                let done = Instant::now();
-                if began < start || done > end {
-                    continue;
-                }
-                match result {
-                    Ok(Ok(())) => latencies.push(done.duration_since(began).as_micros() as u64),
-                    _ => errors += 1,
-                }
+        async move {
+            let k = key((r % keys.max(1) as u64) as usize);
+            let write = match workload {
+                Workload::Put => true,
+                Workload::Get => false,
+                Workload::Mixed => (r >> 32) % 10 == 0,
+            };
+            if write {
+                target.put(&k, &value).await
+            } else {
+                target.get(&k).await
             }
-            (latencies, errors)
-        }));
-    }
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        if let Ok((lat, err)) = t.await {
-            all.extend(lat);
-            errors += err;
         }
-    }
-    summarize(all, errors, window)
+    })
+    .await
 }
 
 /// Retries a put until one succeeds; the time from `since` to that success.
@@ -213,16 +166,5 @@ mod tests {
     fn keys_sort_in_numeric_order() {
         assert!(key(9) < key(10));
         assert_eq!(key(7), "key-000007");
-    }
-
-    #[test]
-    fn the_generator_stays_in_range_and_spreads() {
-        let mut rng = Rng::new(1);
-        let mut seen = [0usize; 10];
-        for _ in 0..10_000 {
-            seen[rng.below(10)] += 1;
-        }
-        assert!(seen.iter().all(|n| *n > 800), "{seen:?}");
-        assert_eq!(Rng::new(5).below(0), 0);
     }
 }
