@@ -13,6 +13,7 @@ mod procfs;
 mod queries;
 mod report;
 mod stats;
+mod throughput;
 mod transfers;
 mod versus_postgres;
 mod workload;

@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::report::{Throughput, round};
 use crate::stats::ratio;
+use crate::throughput::{Throughput, round};
 
 /// How the workers of a row reach the system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

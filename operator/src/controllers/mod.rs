@@ -324,12 +324,12 @@ pub async fn run(client: Client, ctx: Arc<Context>, namespace: Option<&str>) -> 
         let schedule = meta
             .labels
             .as_ref()?
-            .get(crate::plan::scheduled_backup::SCHEDULE_LABEL)?
+            .get(crate::crd::scheduled_backup::SCHEDULE_LABEL)?
             .clone();
         let namespace = meta.namespace.clone()?;
         Some(ObjectRef::<ScheduledBackup>::new(&schedule).within(&namespace))
     };
-    let labelled = watcher::Config::default().labels(crate::plan::scheduled_backup::SCHEDULE_LABEL);
+    let labelled = watcher::Config::default().labels(crate::crd::scheduled_backup::SCHEDULE_LABEL);
     let schedule_controller = Controller::for_stream(schedule_stream, reader)
         .watches(
             scoped::<Backup>(&client, namespace),

@@ -8,6 +8,11 @@ use kube::core::Duration;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+/// Label naming the ScheduledBackup a Backup (and a deletion Job) belongs to.
+pub const SCHEDULE_LABEL: &str = "flotilla.dev/scheduled-backup";
+/// Annotation of a Backup: the time it was scheduled for (RFC 3339).
+pub const SCHEDULED_AT_ANNOTATION: &str = "flotilla.dev/scheduled-at";
+
 /// Backups of a database taken on a schedule.
 // Several printer columns share a `type_`, which clippy mistakes for a repeated attribute.
 #[allow(clippy::duplicated_attributes)]

@@ -128,10 +128,10 @@ pub fn backup_delete_job(backup: &Backup, cluster: &Cluster) -> Result<Job> {
     );
     let schedule = backup
         .labels()
-        .get(crate::plan::scheduled_backup::SCHEDULE_LABEL);
+        .get(crate::crd::scheduled_backup::SCHEDULE_LABEL);
     if let Some(schedule) = schedule {
         labels.insert(
-            crate::plan::scheduled_backup::SCHEDULE_LABEL.to_owned(),
+            crate::crd::scheduled_backup::SCHEDULE_LABEL.to_owned(),
             schedule.clone(),
         );
     }
@@ -424,7 +424,7 @@ mod tests {
     fn the_delete_job_runs_backup_delete_on_the_backups_url_and_may_retry() {
         let mut backup = backup();
         backup.metadata.labels = Some(BTreeMap::from([(
-            crate::plan::scheduled_backup::SCHEDULE_LABEL.to_owned(),
+            crate::crd::scheduled_backup::SCHEDULE_LABEL.to_owned(),
             "daily".to_owned(),
         )]));
         let job = backup_delete_job(&backup, &Cluster::test()).unwrap();
@@ -432,7 +432,7 @@ mod tests {
         let labels = job.metadata.labels.clone().unwrap_or_default();
         assert_eq!(
             labels
-                .get(crate::plan::scheduled_backup::SCHEDULE_LABEL)
+                .get(crate::crd::scheduled_backup::SCHEDULE_LABEL)
                 .map(String::as_str),
             Some("daily")
         );

@@ -6,8 +6,8 @@
 
 use crate::crd::ScheduledBackup;
 use crate::crd::backup::{Backup, BackupSpec};
+use crate::crd::scheduled_backup::{SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION};
 use crate::error::{Error, Result};
-use crate::plan::scheduled_backup::{SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION};
 use k8s_openapi::jiff::Timestamp;
 use std::collections::BTreeMap;
 

@@ -23,10 +23,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use std::time::Duration;
 
-/// Label naming the ScheduledBackup a Backup (and a deletion Job) belongs to.
-pub const SCHEDULE_LABEL: &str = "flotilla.dev/scheduled-backup";
-/// Annotation of a Backup: the time it was scheduled for (RFC 3339).
-pub const SCHEDULED_AT_ANNOTATION: &str = "flotilla.dev/scheduled-at";
+pub use crate::crd::scheduled_backup::{SCHEDULE_LABEL, SCHEDULED_AT_ANNOTATION};
 /// Longest name of a ScheduledBackup: its Backups add `-YYYYMMDDHHMM` and their deletion
 /// Jobs `-del`, and a Job's name must stay a valid label value (63 characters).
 pub const MAX_NAME_LEN: usize = 63 - 13 - 4;
