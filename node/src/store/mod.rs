@@ -253,7 +253,13 @@ impl Storage {
             &dir.join(STATE_FILE),
             power_loss,
         )?);
-        tables::init_state(&state)?;
+        {
+            let txn = state.begin_write()?;
+            tables::init_state(&txn)?;
+            dedup::init(&txn)?;
+            self::txn::init(&txn)?;
+            txn.commit()?;
+        }
         let moved = tables::migrate_state(&log, &state)?;
         if moved > 0 {
             tracing::info!(rows = moved, "moved the state machines into their own file");
@@ -376,7 +382,12 @@ impl Storage {
             .run(true, move |txn| tables::delete_group_log(txn, gid))
             .await?;
         self.state_writer
-            .run(true, move |txn| tables::delete_group_state(txn, gid))
+            .run(true, move |txn| {
+                tables::delete_group_state(txn, gid)?;
+                dedup::delete_group(txn, gid)?;
+                indexes::delete_group(txn, gid)?;
+                self::txn::delete_group(txn, gid)
+            })
             .await
     }
 }

@@ -104,18 +104,15 @@ pub(crate) fn init_node_id(db: &Database) -> Result<NodeId, StoreError> {
     Ok(id)
 }
 
-/// Creates the tables of the state file.
-pub(crate) fn init_state(db: &Database) -> Result<(), StoreError> {
-    let txn = db.begin_write()?;
+/// Creates the tables of the state file defined here (the request ids' and transactions'
+/// own tables are created beside, by `Store::open`).
+pub(crate) fn init_state(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(SM_STATE)?;
     txn.open_table(DOCS)?;
     txn.open_table(CHANGES)?;
     txn.open_table(SNAPSHOTS)?;
-    super::dedup::init(&txn)?;
     txn.open_table(INDEX_DEFS)?;
     txn.open_table(INDEX_ENTRIES)?;
-    super::txn::init(&txn)?;
-    txn.commit()?;
     Ok(())
 }
 
@@ -177,7 +174,8 @@ pub(crate) fn delete_group_log(txn: &WriteTransaction, gid: GroupId) -> io::Resu
     Ok(())
 }
 
-/// Removes every record of `gid` from the state file.
+/// Removes the records of `gid` in the state file's tables defined here (`Store::delete_group`
+/// removes the rest).
 pub(crate) fn delete_group_state(txn: &WriteTransaction, gid: GroupId) -> io::Result<()> {
     let mut changes = txn.open_table(CHANGES).map_err(io_err)?;
     changes
@@ -191,8 +189,5 @@ pub(crate) fn delete_group_state(txn: &WriteTransaction, gid: GroupId) -> io::Re
         .map_err(io_err)?;
     let mut snaps = txn.open_table(SNAPSHOTS).map_err(io_err)?;
     snaps.remove(gid).map_err(io_err)?;
-    drop((changes, docs, sm, snaps));
-    super::dedup::delete_group(txn, gid)?;
-    super::indexes::delete_group(txn, gid)?;
-    super::txn::delete_group(txn, gid)
+    Ok(())
 }
