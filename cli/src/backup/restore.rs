@@ -27,11 +27,40 @@ pub async fn restore(client: &Client, url: &str, database: &str, wait: Duration)
     })
     .await
     .context("refusing to restore")?;
-    create_schema(client, &manifest, database, wait).await?;
+    create_database(client, &manifest, database).await?;
+    match fill(client, &backup, &manifest, database, wait).await {
+        Ok(total) => {
+            println!(
+                "restored {total} documents of backup {} into database {database}",
+                manifest.backup_id
+            );
+            Ok(())
+        }
+        // The database is left as it is: it may have taken writes since it was created, which
+        // a drop would lose, and a shard that took one refuses further loads anyway.
+        Err(e) => Err(e.context(format!(
+            "the restore stopped part way: database {database} holds only part of backup {} \
+             and cannot be loaded further; remove it with `flotilla db drop {database}` and \
+             restore again",
+            manifest.backup_id
+        ))),
+    }
+}
+
+/// Declares the collections and indexes of the backup in `database` (created already) and
+/// loads every shard's documents, finishing each shard's restore; answers the documents loaded.
+async fn fill(
+    client: &Client,
+    backup: &Target,
+    manifest: &Manifest,
+    database: &str,
+    wait: Duration,
+) -> Result<u64> {
+    create_schema(client, manifest, database, wait).await?;
     let count = manifest.shards.len();
     let mut total = 0u64;
     for shard in &manifest.shards {
-        let docs = flotilla_backup::read_shard(&backup, &shard.file.name).await?;
+        let docs = flotilla_backup::read_shard(backup, &shard.file.name).await?;
         let mut batches = std::pin::pin!(docs.chunks(RESTORE_BATCH));
         while let Some(batch) = batches.next().await {
             let batch = batch.into_iter().collect::<Result<Vec<BackupDoc>, _>>()?;
@@ -46,11 +75,7 @@ pub async fn restore(client: &Client, url: &str, database: &str, wait: Duration)
             shard.shard + 1
         );
     }
-    println!(
-        "restored {total} documents of backup {} into database {database}",
-        manifest.backup_id
-    );
-    Ok(())
+    Ok(total)
 }
 
 fn to_pb(d: BackupDoc) -> pb::BackupDocument {
@@ -63,14 +88,9 @@ fn to_pb(d: BackupDoc) -> pb::BackupDocument {
     }
 }
 
-/// Creates the database (refused when it exists), its collections and their indexes, and
-/// waits for every shard to have a leader.
-async fn create_schema(
-    client: &Client,
-    manifest: &Manifest,
-    database: &str,
-    wait: Duration,
-) -> Result<()> {
+/// Creates the database with the backup's shard count and replication factor (refused when
+/// it exists).
+async fn create_database(client: &Client, manifest: &Manifest, database: &str) -> Result<()> {
     let options = DatabaseOptions {
         replication_factor: Some(manifest.database.replication_factor),
         shards: Some(manifest.database.shards.len() as u32),
@@ -80,6 +100,17 @@ async fn create_schema(
         .create_database_with(database, &options)
         .await
         .with_context(|| format!("creating database {database} (a restore makes a new one)"))?;
+    Ok(())
+}
+
+/// Waits for every shard of `database` to have a leader, then declares its collections and
+/// their indexes.
+async fn create_schema(
+    client: &Client,
+    manifest: &Manifest,
+    database: &str,
+    wait: Duration,
+) -> Result<()> {
     client.wait_for_database(database, wait, |_| {}).await?;
     for c in &manifest.database.collections {
         client
