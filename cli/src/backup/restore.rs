@@ -17,8 +17,41 @@ use flotilla_client::{Client, DatabaseOptions, Error as ClientError};
 use flotilla_proto::v1 as pb;
 use futures::StreamExt;
 
-/// Documents loaded per batch by a restore.
+/// Most documents in one load (a node takes up to `--max-batch-ops`, 1000 by default).
 const RESTORE_BATCH: usize = 200;
+/// Most bytes of document bodies in one load, under a node's `--max-batch-bytes` (4 MiB by
+/// default). A document larger than this (a node takes up to `--max-document-bytes`, 1 MiB
+/// by default) is loaded alone.
+const RESTORE_BATCH_BYTES: usize = 2 << 20;
+
+/// A shard's documents cut into loads under both limits.
+#[derive(Default)]
+struct Batches {
+    docs: Vec<pb::BackupDocument>,
+    bytes: usize,
+}
+
+impl Batches {
+    /// Adds `doc`; answers the batch gathered before it when `doc` would take that batch
+    /// over a limit.
+    fn push(&mut self, doc: pb::BackupDocument) -> Option<Vec<pb::BackupDocument>> {
+        let n = doc.json.len();
+        let full = !self.docs.is_empty()
+            && (self.docs.len() >= RESTORE_BATCH || self.bytes + n > RESTORE_BATCH_BYTES);
+        let out = full.then(|| {
+            self.bytes = 0;
+            std::mem::take(&mut self.docs)
+        });
+        self.bytes += n;
+        self.docs.push(doc);
+        out
+    }
+
+    /// The last batch, if any document is left.
+    fn rest(self) -> Option<Vec<pb::BackupDocument>> {
+        (!self.docs.is_empty()).then_some(self.docs)
+    }
+}
 
 pub async fn restore(client: &Client, url: &str, database: &str, wait: Duration) -> Result<()> {
     let backup = Target::open(url)?;
@@ -61,13 +94,17 @@ async fn fill(
     let mut total = 0u64;
     for shard in &manifest.shards {
         let docs = flotilla_backup::read_shard(backup, &shard.file.name).await?;
-        let mut batches = std::pin::pin!(docs.chunks(RESTORE_BATCH));
-        while let Some(batch) = batches.next().await {
-            let batch = batch.into_iter().collect::<Result<Vec<BackupDoc>, _>>()?;
-            let n = batch.len() as u64;
-            let docs = batch.into_iter().map(to_pb).collect();
-            load(client, database, shard.shard, docs, false, wait).await?;
-            total += n;
+        let mut docs = std::pin::pin!(docs);
+        let mut batches = Batches::default();
+        while let Some(doc) = docs.next().await {
+            if let Some(batch) = batches.push(to_pb(doc?)) {
+                total += batch.len() as u64;
+                load(client, database, shard.shard, batch, false, wait).await?;
+            }
+        }
+        if let Some(batch) = batches.rest() {
+            total += batch.len() as u64;
+            load(client, database, shard.shard, batch, false, wait).await?;
         }
         load(client, database, shard.shard, Vec::new(), true, wait).await?;
         eprintln!(
@@ -173,5 +210,53 @@ async fn load(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_secs(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(i: usize, bytes: usize) -> pb::BackupDocument {
+        pb::BackupDocument {
+            collection: "c".into(),
+            id: format!("d{i}"),
+            json: "x".repeat(bytes),
+            version: 1,
+            revision: 1,
+        }
+    }
+
+    /// Cuts `sizes` into batches, answering each batch's document sizes.
+    fn cut(sizes: &[usize]) -> Vec<Vec<usize>> {
+        let mut batches = Batches::default();
+        let mut out: Vec<Vec<pb::BackupDocument>> = Vec::new();
+        for (i, n) in sizes.iter().enumerate() {
+            out.extend(batches.push(doc(i, *n)));
+        }
+        out.extend(batches.rest());
+        out.iter()
+            .map(|b| b.iter().map(|d| d.json.len()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn batches_are_cut_by_count_and_by_bytes() {
+        assert!(cut(&[]).is_empty());
+        let by_count = cut(&vec![10; 450]);
+        assert_eq!(
+            by_count.iter().map(Vec::len).collect::<Vec<_>>(),
+            [200, 200, 50]
+        );
+        // Bodies of 900 KiB: two fit under the byte limit, a third does not.
+        let big = 900 << 10;
+        let by_bytes = cut(&[big, big, big, 10, big]);
+        assert_eq!(by_bytes, [vec![big, big], vec![big, 10, big]]);
+        for batch in by_bytes {
+            assert!(batch.iter().sum::<usize>() <= RESTORE_BATCH_BYTES);
+        }
+        // A document over the limit alone goes alone.
+        let huge = RESTORE_BATCH_BYTES + 1;
+        assert_eq!(cut(&[10, huge, 10]), [vec![10], vec![huge], vec![10]]);
     }
 }

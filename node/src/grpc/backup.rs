@@ -142,6 +142,26 @@ impl BackupService {
     }
 }
 
+/// A load is held to the limits of an ordinary batch (`--max-batch-ops`,
+/// `--max-batch-bytes`): it is one log entry, like a batch.
+fn load_limits(docs: &[BackupDocument], cfg: &crate::config::NodeConfig) -> NodeResult<()> {
+    if docs.len() > cfg.max_batch_ops {
+        return Err(NodeError::ResourceExhausted(format!(
+            "load has {} documents, over the limit of {}",
+            docs.len(),
+            cfg.max_batch_ops
+        )));
+    }
+    let bytes: usize = docs.iter().map(|d| d.json.len()).sum();
+    if bytes > cfg.max_batch_bytes {
+        return Err(NodeError::ResourceExhausted(format!(
+            "load carries {bytes} bytes of documents, over the limit of {}",
+            cfg.max_batch_bytes
+        )));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Backup for BackupService {
     type ReadShardStream = ShardStream;
@@ -196,6 +216,7 @@ impl Backup for BackupService {
     ) -> Result<Response<LoadShardResponse>, Status> {
         let msg = request.into_inner();
         let (db, record) = self.shard_record(&msg.database, msg.shard)?;
+        load_limits(&msg.documents, &self.host.config)?;
         let mut docs = Vec::with_capacity(msg.documents.len());
         for d in msg.documents {
             validate::collection(&d.collection)?;
@@ -260,5 +281,59 @@ impl Backup for BackupService {
             }
             .into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::NodeConfig;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        config: NodeConfig,
+    }
+
+    fn config(ops: usize, bytes: usize) -> NodeConfig {
+        let (ops, bytes) = (ops.to_string(), bytes.to_string());
+        let args = ["x", "--name", "n", "--data-dir", "/tmp/x"];
+        Wrap::parse_from(args.into_iter().chain([
+            "--max-batch-ops",
+            &ops,
+            "--max-batch-bytes",
+            &bytes,
+        ]))
+        .config
+    }
+
+    fn docs(n: usize, bytes: usize) -> Vec<BackupDocument> {
+        (0..n)
+            .map(|i| BackupDocument {
+                collection: "c".into(),
+                id: format!("d{i}"),
+                json: "1".repeat(bytes),
+                version: 1,
+                revision: 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_load_is_held_to_the_batch_limits() {
+        let cfg = config(3, 100);
+        assert!(load_limits(&docs(3, 33), &cfg).is_ok());
+        let too_many = load_limits(&docs(4, 1), &cfg);
+        assert!(
+            matches!(too_many, Err(NodeError::ResourceExhausted(_))),
+            "{too_many:?}"
+        );
+        let too_big = load_limits(&docs(2, 51), &cfg);
+        assert!(
+            matches!(too_big, Err(NodeError::ResourceExhausted(_))),
+            "{too_big:?}"
+        );
     }
 }
