@@ -8,7 +8,11 @@
 //! path, which sets versions and which a shard accepts only while it is new or being
 //! restored); a last `finish` load on each shard ends its restore. A batch whose outcome is
 //! lost (leader change, timeout) is sent again: documents loaded identically are skipped.
+//! Each load names the shard keys the restore declared, so a leader whose copy of the
+//! metadata has not seen them yet answers `Unavailable` (retried) rather than refusing the
+//! documents as belonging to another shard.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -60,6 +64,11 @@ pub async fn restore(client: &Client, url: &str, database: &str, wait: Duration)
     })
     .await
     .context("refusing to restore")?;
+    if manifest.format_version < 2 && manifest.database.shards.len() > 1 {
+        placed_by_id(&backup, &manifest)
+            .await
+            .context("refusing to restore")?;
+    }
     create_database(client, &manifest, database).await?;
     match fill(client, &backup, &manifest, database, wait).await {
         Ok(total) => {
@@ -90,6 +99,13 @@ async fn fill(
     wait: Duration,
 ) -> Result<u64> {
     create_schema(client, manifest, database, wait).await?;
+    let shard_keys: HashMap<String, String> = manifest
+        .database
+        .collections
+        .iter()
+        .map(|c| (c.name.clone(), c.shard_key.clone().unwrap_or_default()))
+        .collect();
+    let load = |shard, docs, finish| load(client, database, shard, docs, finish, &shard_keys, wait);
     let count = manifest.shards.len();
     let mut total = 0u64;
     for shard in &manifest.shards {
@@ -99,20 +115,49 @@ async fn fill(
         while let Some(doc) = docs.next().await {
             if let Some(batch) = batches.push(to_pb(doc?)) {
                 total += batch.len() as u64;
-                load(client, database, shard.shard, batch, false, wait).await?;
+                load(shard.shard, batch, false).await?;
             }
         }
         if let Some(batch) = batches.rest() {
             total += batch.len() as u64;
-            load(client, database, shard.shard, batch, false, wait).await?;
+            load(shard.shard, batch, false).await?;
         }
-        load(client, database, shard.shard, Vec::new(), true, wait).await?;
+        load(shard.shard, Vec::new(), true).await?;
         eprintln!(
             "shard {}/{count} restored ({total} documents in all)",
             shard.shard + 1
         );
     }
     Ok(total)
+}
+
+/// A backup of format 1 kept no collections, so its restore places every document by its id:
+/// refused when a document of it was placed otherwise (by a shard key), which would be
+/// loaded onto the wrong shard.
+async fn placed_by_id(backup: &Target, manifest: &Manifest) -> Result<()> {
+    let shards = manifest.database.shards.len() as u32;
+    for shard in &manifest.shards {
+        let docs = flotilla_backup::read_shard(backup, &shard.file.name).await?;
+        let mut docs = std::pin::pin!(docs);
+        while let Some(doc) = docs.next().await {
+            let doc = doc?;
+            let by_id = flotilla_query::shard_of_id(&doc.id, shards);
+            if by_id != shard.shard {
+                anyhow::bail!(
+                    "backup {} is of format {}, which kept no shard keys, and document {}/{} \
+                     was placed by one (it is on shard {}, its id places it on shard {by_id}): \
+                     a restore would place it by its id. Take a new backup with this version \
+                     of flotilla",
+                    manifest.backup_id,
+                    manifest.format_version,
+                    doc.collection,
+                    doc.id,
+                    shard.shard
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 fn to_pb(d: BackupDoc) -> pb::BackupDocument {
@@ -173,6 +218,7 @@ async fn load(
     shard: u32,
     docs: Vec<pb::BackupDocument>,
     finish: bool,
+    shard_keys: &HashMap<String, String>,
     wait: Duration,
 ) -> Result<()> {
     let deadline = Instant::now() + wait;
@@ -189,7 +235,7 @@ async fn load(
             None => anyhow::anyhow!("shard {shard} has no leader"),
             Some(addr) => {
                 match client
-                    .load_shard(&addr, database, shard, docs.clone(), finish)
+                    .load_shard(&addr, database, shard, docs.clone(), finish, shard_keys)
                     .await
                 {
                     Ok(_) => return Ok(()),
@@ -243,7 +289,7 @@ mod tests {
     #[test]
     fn batches_are_cut_by_count_and_by_bytes() {
         assert!(cut(&[]).is_empty());
-        let by_count = cut(&vec![10; 450]);
+        let by_count = cut(&[10; 450]);
         assert_eq!(
             by_count.iter().map(Vec::len).collect::<Vec<_>>(),
             [200, 200, 50]

@@ -162,6 +162,43 @@ fn load_limits(docs: &[BackupDocument], cfg: &crate::config::NodeConfig) -> Node
     Ok(())
 }
 
+/// Whether this node's view of `db` gives every collection of `expected` the shard key the
+/// restore declared ("" for placement by id). A view that differs has not caught up with the
+/// declaration yet: UNAVAILABLE, which the restore retries (placing documents by a stale
+/// view would refuse them as belonging to another shard).
+fn shard_keys_seen(
+    db: &DatabaseRecord,
+    expected: &std::collections::HashMap<String, String>,
+) -> NodeResult<()> {
+    for (collection, key) in expected {
+        validate::collection(collection)?;
+        let want = match key.as_str() {
+            "" => None,
+            text => Some(flotilla_query::Path::parse(text).map_err(|e| {
+                NodeError::InvalidArgument(format!(
+                    "shard key {text:?} of collection {collection}: {e}"
+                ))
+            })?),
+        };
+        let have = db.shard_key(collection);
+        if have != want {
+            let show = |k: &Option<flotilla_query::Path>| {
+                k.as_ref().map_or_else(
+                    || "placement by id".to_string(),
+                    |p| format!("shard key {p}"),
+                )
+            };
+            return Err(NodeError::Unavailable(format!(
+                "this node sees {} for collection {collection}, the load expects {}: its \
+                 metadata has not caught up yet, retry",
+                show(&have),
+                show(&want)
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Backup for BackupService {
     type ReadShardStream = ShardStream;
@@ -217,6 +254,7 @@ impl Backup for BackupService {
         let msg = request.into_inner();
         let (db, record) = self.shard_record(&msg.database, msg.shard)?;
         load_limits(&msg.documents, &self.host.config)?;
+        shard_keys_seen(&db, &msg.shard_keys)?;
         let mut docs = Vec::with_capacity(msg.documents.len());
         for d in msg.documents {
             validate::collection(&d.collection)?;
@@ -319,6 +357,45 @@ mod tests {
                 revision: 1,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_load_expecting_a_shard_key_this_node_has_not_seen_is_unavailable() {
+        use crate::meta::collections::CollectionRecord;
+        let mut db = DatabaseRecord {
+            name: "db".into(),
+            replication_factor: 1,
+            shards: Vec::new(),
+            replace_after_ms: None,
+            placement: Default::default(),
+            auto_rebalance: false,
+            collections: Default::default(),
+        };
+        let expect = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(c, k)| (c.to_string(), k.to_string()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let keyed = expect(&[("orders", "/cust"), ("users", "")]);
+        let stale = shard_keys_seen(&db, &keyed);
+        assert!(matches!(stale, Err(NodeError::Unavailable(_))), "{stale:?}");
+        db.collections.insert(
+            "orders".into(),
+            CollectionRecord {
+                shard_key: Some("/cust".into()),
+                indexes: Default::default(),
+            },
+        );
+        assert!(shard_keys_seen(&db, &keyed).is_ok());
+        assert!(
+            shard_keys_seen(&db, &expect(&[])).is_ok(),
+            "nothing expected"
+        );
+        let by_id = shard_keys_seen(&db, &expect(&[("orders", "")]));
+        assert!(matches!(by_id, Err(NodeError::Unavailable(_))), "{by_id:?}");
+        let bad = shard_keys_seen(&db, &expect(&[("orders", "cust[")]));
+        assert!(matches!(bad, Err(NodeError::InvalidArgument(_))), "{bad:?}");
     }
 
     #[test]
