@@ -395,7 +395,7 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
         revision: 0,
     };
     let refused = client
-        .load_shard(&leader, SOURCE, 0, vec![doc], false)
+        .load_shard(&leader, SOURCE, 0, vec![doc], false, &Default::default())
         .await;
     assert!(
         matches!(
@@ -473,6 +473,123 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
         .await
         .unwrap();
     assert!(listed.is_empty(), "an incomplete backup is not listed");
+
+    written_backups(&client, &endpoints).await;
+}
+
+/// Writes a complete backup `id` of format `format` under `root`, shard `s` holding
+/// `shards[s]` as `(id, json)` in collection `users`; answers its URL.
+async fn write_backup(
+    root: &Target,
+    id: &str,
+    format: u32,
+    shards: &[Vec<(String, String)>],
+) -> String {
+    use flotilla_backup::{
+        BackupDoc, BackupWriter, DatabaseSpec, Manifest, ShardBackup, ShardSpec,
+    };
+    let w = BackupWriter::start(root.clone(), id).await.unwrap();
+    let mut backed = Vec::new();
+    for (s, docs) in shards.iter().enumerate() {
+        let mut f = w.shard(s as u32);
+        for (id, json) in docs {
+            let doc = BackupDoc {
+                collection: "users".into(),
+                id: id.clone(),
+                version: 3,
+                revision: 9,
+                json: json.clone(),
+            };
+            f.write(&doc).await.unwrap();
+        }
+        backed.push(ShardBackup {
+            shard: s as u32,
+            revision: 9,
+            documents: f.documents(),
+            file: f.finish().await.unwrap(),
+        });
+    }
+    let manifest = Manifest {
+        format_version: format,
+        backup_id: id.into(),
+        cluster_id: "elsewhere".into(),
+        started_unix: 1,
+        database: DatabaseSpec {
+            name: "db".into(),
+            replication_factor: 3,
+            shards: (0..shards.len() as u32)
+                .map(|shard| ShardSpec {
+                    shard,
+                    group_id: 100 + u64::from(shard),
+                })
+                .collect(),
+            collections: Vec::new(),
+        },
+        shards: backed,
+    };
+    let url = w.url();
+    w.complete(&manifest).await.unwrap();
+    url
+}
+
+/// Backups written here rather than taken: documents over a node's batch byte limit restore
+/// in several loads; a format-1 backup holding a document not placed by its id is refused
+/// before anything is created; a restore failing part way names the database it leaves.
+async fn written_backups(client: &Client, endpoints: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Target::open(dir.path().to_str().unwrap()).unwrap();
+    // Ids placed on shard `s` of 2 by their id.
+    let ids_on = |s: u32, n: usize| -> Vec<String> {
+        (0..)
+            .map(|i| format!("d{i}"))
+            .filter(|id| flotilla_query::shard_of_id(id, 2) == s)
+            .take(n)
+            .collect()
+    };
+    let pad = "p".repeat(900 << 10);
+    let big = |ids: Vec<String>| -> Vec<(String, String)> {
+        ids.into_iter()
+            .map(|id| (id, format!(r#"{{"pad":"{pad}"}}"#)))
+            .collect()
+    };
+
+    // 6 MB of bodies on each shard: over the 4 MiB a node takes in one batch.
+    let url = write_backup(&root, "big", 2, &[big(ids_on(0, 7)), big(ids_on(1, 7))]).await;
+    let out = flotilla(endpoints, &["backup", "restore", &url, "--database", "big"]).await;
+    assert_ok(&out, 0);
+    let docs = all_docs(client, "big").await;
+    assert_eq!(docs.len(), 14);
+    assert!(
+        docs.values()
+            .all(|(version, json)| *version == 3 && json.len() > 900 << 10)
+    );
+
+    // Format 1, a document on shard 0 that its id places on shard 1.
+    let small = |ids: Vec<String>| -> Vec<(String, String)> {
+        ids.into_iter().map(|id| (id, "{}".to_string())).collect()
+    };
+    let url = write_backup(&root, "old", 1, &[small(ids_on(1, 1)), small(ids_on(1, 2))]).await;
+    let out = flotilla(endpoints, &["backup", "restore", &url, "--database", "old"]).await;
+    assert!(
+        !out.status.success(),
+        "a format-1 backup placed by a shard key restored"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kept no shard keys"), "{stderr}");
+    let dbs = client.list_databases().await.unwrap();
+    assert!(dbs.iter().all(|d| d.name != "old"), "old created");
+
+    // Format 2, shard 1 holding a document of shard 0: refused part way, and said so.
+    let url = write_backup(&root, "bad", 2, &[small(ids_on(0, 1)), small(ids_on(0, 2))]).await;
+    let out = flotilla(
+        endpoints,
+        &["backup", "restore", &url, "--database", "part"],
+    )
+    .await;
+    assert!(!out.status.success(), "a misplaced document restored");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("flotilla db drop part"), "{stderr}");
+    assert_eq!(all_docs(client, "part").await.len(), 1, "shard 0 loaded");
 }
 
 /// Starts `flotilla backup create DB --to ROOT` and returns it once its progress shows shard

@@ -27,7 +27,9 @@ pub use exec::{
 pub use live::{LiveChange, classify};
 pub use order::{compare, compare_opt, index_key};
 pub use path::{Path, PathError};
-pub use plan::{Access, IndexDef, KeyRange, Plan, is_shard_key_value, plan, shard_of_value};
+pub use plan::{
+    Access, IndexDef, KeyRange, Plan, is_shard_key_value, plan, shard_of_id, shard_of_value,
+};
 pub use predicate::{CmpOp, Predicate};
 pub use selector::{parse_selector, parse_selector_str};
 pub use text::parse_text;

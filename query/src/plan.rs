@@ -64,6 +64,12 @@ impl Plan {
 /// Most key ranges an `in` list may expand into before the planner stops at that column.
 pub const MAX_RANGES: usize = 256;
 
+/// The shard of a document placed by its id (in a collection without a shard key): the xxh3
+/// hash of the id, modulo the shard count.
+pub fn shard_of_id(id: &str, shards: u32) -> u32 {
+    (xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % u64::from(shards.max(1))) as u32
+}
+
 /// The shard of a document whose shard key holds `v`: the xxh3 hash of the value's key
 /// encoding (so `1` and `1.0` land together), modulo the shard count.
 pub fn shard_of_value(v: &Value, shards: u32) -> u32 {

@@ -36,7 +36,9 @@ impl Client {
     /// being restored, at the node at `addr` (the shard's leader; another node answers
     /// `Unavailable`). Documents loaded before with the same version and body are skipped, so
     /// a load may be repeated. `finish` ends the shard's restore. Needs the cluster
-    /// administrator's role. Returns the documents written.
+    /// administrator's role. `shard_keys` names the shard key each collection is expected to
+    /// have ("" for placement by id): a node that has not seen that declaration yet answers
+    /// `Unavailable` (retry). Returns the documents written.
     pub async fn load_shard(
         &self,
         addr: &str,
@@ -44,6 +46,7 @@ impl Client {
         shard: u32,
         documents: Vec<pb::BackupDocument>,
         finish: bool,
+        shard_keys: &std::collections::HashMap<String, String>,
     ) -> Result<u64> {
         let channel = self.backup_channel(addr).await?;
         let failed = |status: tonic::Status| classify(&status, addr).0;
@@ -53,6 +56,7 @@ impl Client {
             shard,
             documents,
             finish,
+            shard_keys: shard_keys.clone(),
         });
         request.set_timeout(self.inner.options.request_timeout);
         Ok(node

@@ -111,6 +111,16 @@ impl TxnCommand {
         }
     }
 
+    /// Whether applying the command may write documents or intents (an ordinary write, which
+    /// ends a shard's restore: see `store::load`). A `Decide` may commit whatever it asks,
+    /// since the first decision wins.
+    pub fn may_write_documents(&self) -> bool {
+        !matches!(
+            self,
+            TxnCommand::Forget { .. } | TxnCommand::Resolve { commit: false, .. }
+        )
+    }
+
     /// Bytes of document bodies the command carries.
     pub fn body_bytes(&self) -> usize {
         match self {

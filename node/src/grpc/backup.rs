@@ -142,6 +142,63 @@ impl BackupService {
     }
 }
 
+/// A load is held to the limits of an ordinary batch (`--max-batch-ops`,
+/// `--max-batch-bytes`): it is one log entry, like a batch.
+fn load_limits(docs: &[BackupDocument], cfg: &crate::config::NodeConfig) -> NodeResult<()> {
+    if docs.len() > cfg.max_batch_ops {
+        return Err(NodeError::ResourceExhausted(format!(
+            "load has {} documents, over the limit of {}",
+            docs.len(),
+            cfg.max_batch_ops
+        )));
+    }
+    let bytes: usize = docs.iter().map(|d| d.json.len()).sum();
+    if bytes > cfg.max_batch_bytes {
+        return Err(NodeError::ResourceExhausted(format!(
+            "load carries {bytes} bytes of documents, over the limit of {}",
+            cfg.max_batch_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// Whether this node's view of `db` gives every collection of `expected` the shard key the
+/// restore declared ("" for placement by id). A view that differs has not caught up with the
+/// declaration yet: UNAVAILABLE, which the restore retries (placing documents by a stale
+/// view would refuse them as belonging to another shard).
+fn shard_keys_seen(
+    db: &DatabaseRecord,
+    expected: &std::collections::HashMap<String, String>,
+) -> NodeResult<()> {
+    for (collection, key) in expected {
+        validate::collection(collection)?;
+        let want = match key.as_str() {
+            "" => None,
+            text => Some(flotilla_query::Path::parse(text).map_err(|e| {
+                NodeError::InvalidArgument(format!(
+                    "shard key {text:?} of collection {collection}: {e}"
+                ))
+            })?),
+        };
+        let have = db.shard_key(collection);
+        if have != want {
+            let show = |k: &Option<flotilla_query::Path>| {
+                k.as_ref().map_or_else(
+                    || "placement by id".to_string(),
+                    |p| format!("shard key {p}"),
+                )
+            };
+            return Err(NodeError::Unavailable(format!(
+                "this node sees {} for collection {collection}, the load expects {}: its \
+                 metadata has not caught up yet, retry",
+                show(&have),
+                show(&want)
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl Backup for BackupService {
     type ReadShardStream = ShardStream;
@@ -196,6 +253,8 @@ impl Backup for BackupService {
     ) -> Result<Response<LoadShardResponse>, Status> {
         let msg = request.into_inner();
         let (db, record) = self.shard_record(&msg.database, msg.shard)?;
+        load_limits(&msg.documents, &self.host.config)?;
+        shard_keys_seen(&db, &msg.shard_keys)?;
         let mut docs = Vec::with_capacity(msg.documents.len());
         for d in msg.documents {
             validate::collection(&d.collection)?;
@@ -260,5 +319,98 @@ impl Backup for BackupService {
             }
             .into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::NodeConfig;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        config: NodeConfig,
+    }
+
+    fn config(ops: usize, bytes: usize) -> NodeConfig {
+        let (ops, bytes) = (ops.to_string(), bytes.to_string());
+        let args = ["x", "--name", "n", "--data-dir", "/tmp/x"];
+        Wrap::parse_from(args.into_iter().chain([
+            "--max-batch-ops",
+            &ops,
+            "--max-batch-bytes",
+            &bytes,
+        ]))
+        .config
+    }
+
+    fn docs(n: usize, bytes: usize) -> Vec<BackupDocument> {
+        (0..n)
+            .map(|i| BackupDocument {
+                collection: "c".into(),
+                id: format!("d{i}"),
+                json: "1".repeat(bytes),
+                version: 1,
+                revision: 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_load_expecting_a_shard_key_this_node_has_not_seen_is_unavailable() {
+        use crate::meta::collections::CollectionRecord;
+        let mut db = DatabaseRecord {
+            name: "db".into(),
+            replication_factor: 1,
+            shards: Vec::new(),
+            replace_after_ms: None,
+            placement: Default::default(),
+            auto_rebalance: false,
+            collections: Default::default(),
+        };
+        let expect = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(c, k)| (c.to_string(), k.to_string()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let keyed = expect(&[("orders", "/cust"), ("users", "")]);
+        let stale = shard_keys_seen(&db, &keyed);
+        assert!(matches!(stale, Err(NodeError::Unavailable(_))), "{stale:?}");
+        db.collections.insert(
+            "orders".into(),
+            CollectionRecord {
+                shard_key: Some("/cust".into()),
+                indexes: Default::default(),
+            },
+        );
+        assert!(shard_keys_seen(&db, &keyed).is_ok());
+        assert!(
+            shard_keys_seen(&db, &expect(&[])).is_ok(),
+            "nothing expected"
+        );
+        let by_id = shard_keys_seen(&db, &expect(&[("orders", "")]));
+        assert!(matches!(by_id, Err(NodeError::Unavailable(_))), "{by_id:?}");
+        let bad = shard_keys_seen(&db, &expect(&[("orders", "cust[")]));
+        assert!(matches!(bad, Err(NodeError::InvalidArgument(_))), "{bad:?}");
+    }
+
+    #[test]
+    fn a_load_is_held_to_the_batch_limits() {
+        let cfg = config(3, 100);
+        assert!(load_limits(&docs(3, 33), &cfg).is_ok());
+        let too_many = load_limits(&docs(4, 1), &cfg);
+        assert!(
+            matches!(too_many, Err(NodeError::ResourceExhausted(_))),
+            "{too_many:?}"
+        );
+        let too_big = load_limits(&docs(2, 51), &cfg);
+        assert!(
+            matches!(too_big, Err(NodeError::ResourceExhausted(_))),
+            "{too_big:?}"
+        );
     }
 }

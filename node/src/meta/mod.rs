@@ -123,8 +123,7 @@ pub const MAX_EVENTS: usize = 1000;
 impl DatabaseRecord {
     /// The shard a document id maps to: a stable hash onto the fixed shard count.
     pub fn shard_of(&self, id: &str) -> usize {
-        let shards = self.shards.len().max(1) as u64;
-        (xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % shards) as usize
+        flotilla_query::shard_of_id(id, self.shards.len() as u32) as usize
     }
 }
 

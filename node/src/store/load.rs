@@ -4,8 +4,8 @@
 //!
 //! A load is a replicated command ([`LoadCommand`]) decided in apply from the stored state
 //! only, so every replica decides the same. It is accepted only while the shard is *loading*:
-//! it holds no document, or the loads before it marked it as loading and no `finish` load
-//! ended that. A load naming a document the shard holds already is refused whole. The restore
+//! it holds no document, or the loads before it marked it as loading and neither a `finish`
+//! load nor an ordinary write (a data command or a transaction's commit) ended that. A load naming a document the shard holds already is refused whole. The restore
 //! ends with a `finish` load on every shard: from then on a load is refused unless the shard
 //! is empty again. The mark travels with the shard's snapshots, so a replica that catches up
 //! by snapshot in the middle of a restore decides as the others do. A load writes no change
@@ -90,6 +90,13 @@ pub(crate) fn set_loading(txn: &WriteTransaction, gid: GroupId, on: bool) -> io:
         sm.remove((gid, KEY_LOADING)).map_err(io_err)?;
     }
     Ok(())
+}
+
+/// An ordinary write (a data command or a transaction's commit) is being applied to `gid`:
+/// the shard is no longer loading, so a later load is refused unless the shard is empty
+/// again. A restore interrupted after its database took writes cannot be resumed into it.
+pub(crate) fn ordinary_write(txn: &WriteTransaction, gid: GroupId) -> io::Result<()> {
+    set_loading(txn, gid, false)
 }
 
 /// Whether group `gid` may be loaded: marked as loading, or holding no document.

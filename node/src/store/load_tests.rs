@@ -60,14 +60,29 @@ async fn a_new_shard_loads_documents_with_their_versions_until_the_restore_finis
     apply(&mut sm, 3, load(&[("d", 1, "4"), ("a", 8, "1")], false)).await;
     assert_eq!(doc(&sm, "d"), None);
     assert_eq!(doc(&sm, "a"), Some((7, 1, "1".into())));
-    // An ordinary write counts on from the loaded version.
-    apply(&mut sm, 4, put("b")).await;
-    assert_eq!(doc(&sm, "b").map(|d| d.0), Some(3));
-    apply(&mut sm, 5, load(&[], true)).await;
-    apply(&mut sm, 6, load(&[("e", 1, "5")], false)).await;
+    apply(&mut sm, 4, load(&[], true)).await;
+    apply(&mut sm, 5, load(&[("e", 1, "5")], false)).await;
     assert_eq!(doc(&sm, "e"), None, "no load once the restore finished");
     let read = sm.begin_read().unwrap();
     assert_eq!(super::documents::count(&read, G).unwrap(), Some(3));
+}
+
+#[tokio::test]
+async fn an_ordinary_write_ends_the_restore_of_a_shard() {
+    let dir = TempDir::new().unwrap();
+    let mut sm = StateMachine::open(open(&dir), G).unwrap();
+    apply(&mut sm, 1, load(&[("a", 7, "1"), ("b", 2, "2")], false)).await;
+    assert!(super::load::is_loading(&sm.begin_read().unwrap(), G).unwrap());
+    // An ordinary write counts on from the loaded version, and ends the loading.
+    apply(&mut sm, 2, put("b")).await;
+    assert_eq!(doc(&sm, "b").map(|d| d.0), Some(3));
+    assert!(!super::load::is_loading(&sm.begin_read().unwrap(), G).unwrap());
+    apply(&mut sm, 3, load(&[("c", 1, "3")], false)).await;
+    assert_eq!(doc(&sm, "c"), None, "no load after an ordinary write");
+    apply(&mut sm, 4, load(&[], true)).await;
+    assert_eq!(doc(&sm, "a"), Some((7, 1, "1".into())));
+    let read = sm.begin_read().unwrap();
+    assert_eq!(super::documents::count(&read, G).unwrap(), Some(2));
 }
 
 #[tokio::test]
@@ -103,4 +118,25 @@ async fn the_loading_mark_moves_with_a_snapshot() {
         .unwrap();
     apply(&mut c, 3, load(&[("x", 1, "3")], false)).await;
     assert_eq!(doc(&c, "x"), None);
+}
+
+#[tokio::test]
+async fn a_committed_transaction_ends_the_restore_of_a_shard() {
+    use crate::command::txn::{KeyAccess, TxnCommand, TxnWrite};
+    let dir = TempDir::new().unwrap();
+    let mut sm = StateMachine::open(open(&dir), G).unwrap();
+    apply(&mut sm, 1, load(&[("a", 7, "1")], false)).await;
+    let commit = TxnCommand::CommitOne {
+        keys: vec![KeyAccess {
+            collection: "c".into(),
+            id: "t".into(),
+            expect: None,
+            if_version: false,
+            write: Some(TxnWrite::Put { json: "{}".into() }),
+        }],
+    };
+    apply(&mut sm, 2, Command::Txn(commit)).await;
+    assert_eq!(doc(&sm, "t").map(|d| d.0), Some(1));
+    apply(&mut sm, 3, load(&[("c", 1, "3")], false)).await;
+    assert_eq!(doc(&sm, "c"), None, "no load after a transaction's commit");
 }

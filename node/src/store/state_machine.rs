@@ -347,12 +347,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let response = match &entry.payload {
                     EntryPayload::Blank => Response::Empty,
                     EntryPayload::Normal(Command::Data(cmd)) => {
+                        super::load::ordinary_write(txn, gid)?;
                         let cmds = std::slice::from_ref(cmd);
                         dedup::apply_once(txn, gid, index, cmds, false, |cmds| {
                             documents::apply_many(txn, gid, index, cmds)
                         })?
                     }
                     EntryPayload::Normal(Command::DataMany(cmds)) => {
+                        super::load::ordinary_write(txn, gid)?;
                         dedup::apply_once(txn, gid, index, cmds, true, |cmds| {
                             documents::apply_many(txn, gid, index, cmds)
                         })?
@@ -361,6 +363,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         Response::Index(indexes::apply_command(txn, gid, index, cmd)?)
                     }
                     EntryPayload::Normal(Command::Txn(cmd)) => {
+                        if cmd.may_write_documents() {
+                            super::load::ordinary_write(txn, gid)?;
+                        }
                         Response::Txn(super::txn::apply(txn, gid, index, cmd)?)
                     }
                     EntryPayload::Normal(Command::Load(cmd)) => {
