@@ -130,7 +130,7 @@ impl Coordinator {
         open.get(&txn).cloned().ok_or_else(|| not_found(txn))
     }
 
-    fn close(&self, txn: TxnId) {
+    pub(super) fn close(&self, txn: TxnId) {
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -252,13 +252,9 @@ impl Coordinator {
         Ok(shard as u32)
     }
 
+    /// Refuses a transaction that could not touch one more document.
     pub(super) fn check_size(&self, t: &OpenTxn) -> NodeResult<()> {
-        if t.reads.len() + t.writes.len() >= MAX_KEYS {
-            return Err(NodeError::ResourceExhausted(format!(
-                "a transaction touches at most {MAX_KEYS} documents"
-            )));
-        }
-        Ok(())
+        check_room(t.reads.len() + t.writes.len(), 1)
     }
 
     /// Buffers a write (a put with `Some(json)`, else a delete). A put is placed by its body;
@@ -641,6 +637,17 @@ impl Coordinator {
     }
 }
 
+/// Refuses `adding` more documents to a transaction that touches `held` when that makes
+/// more than [`MAX_KEYS`].
+pub(super) fn check_room(held: usize, adding: usize) -> NodeResult<()> {
+    if held.saturating_add(adding) > MAX_KEYS {
+        return Err(NodeError::ResourceExhausted(format!(
+            "a transaction touches at most {MAX_KEYS} documents"
+        )));
+    }
+    Ok(())
+}
+
 fn committed_write(k: &KeyAccess, shard: u32, outcome: OpOutcome) -> CommittedWrite {
     let (version, deleted) = match outcome {
         OpOutcome::Put { version } => (version, false),
@@ -678,5 +685,26 @@ fn refusal(c: Conflict) -> NodeError {
             "{collection}/{id} is locked by transaction {:032x}",
             holder.id
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_touches_at_most_max_keys_documents() {
+        assert!(check_room(0, MAX_KEYS).is_ok());
+        assert!(check_room(MAX_KEYS - 1, 1).is_ok());
+        assert!(matches!(
+            check_room(MAX_KEYS, 1),
+            Err(NodeError::ResourceExhausted(_))
+        ));
+        // A query adding many reads at once is counted whole.
+        assert!(check_room(MAX_KEYS - 1_000, 1_000).is_ok());
+        assert!(matches!(
+            check_room(MAX_KEYS - 999, 1_000),
+            Err(NodeError::ResourceExhausted(_))
+        ));
     }
 }
