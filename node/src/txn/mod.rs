@@ -3,6 +3,7 @@
 //!
 //! - [`coordinator`]: the node that began a transaction runs it (reads with versions,
 //!   buffered writes, then prepare / decide / resolve, or one entry on one shard);
+//! - [`commit`]: committing a writing transaction, on one shard or in two phases;
 //! - [`plan`]: what the commit asks of each shard (pure);
 //! - [`shards`]: a call on one shard, served by its leader wherever it is;
 //! - [`query`]: queries inside a transaction, validated at commit (no phantom);
@@ -16,6 +17,7 @@
 //! host and calls peers through the network.
 
 pub mod batch;
+pub mod commit;
 pub mod coordinator;
 pub mod plan;
 pub mod query;
