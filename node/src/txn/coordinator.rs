@@ -253,8 +253,9 @@ impl Coordinator {
         check_room(t.reads.len() + t.writes.len(), 1)
     }
 
-    /// Buffers a write (a put with `Some(json)`, else a delete). A put is placed by its body;
-    /// a delete in a collection with a shard key names its value in `shard_key`.
+    /// Buffers a write (a put with `Some(json)`, else a delete) and answers the document's
+    /// shard. A put is placed by its body; a delete in a collection with a shard key names its
+    /// value in `shard_key`.
     pub async fn write(
         &self,
         txn: TxnId,
@@ -263,7 +264,7 @@ impl Coordinator {
         json: Option<String>,
         shard_key: &str,
         if_version: Option<u64>,
-    ) -> NodeResult<()> {
+    ) -> NodeResult<u32> {
         crate::validate::collection(collection)?;
         crate::validate::document_id(id)?;
         if let Some(json) = &json {
@@ -305,7 +306,7 @@ impl Coordinator {
                 });
             }
         }
-        Ok(())
+        Ok(shard)
     }
 
     /// Ends the transaction without applying anything (nothing was written to any shard).
