@@ -4,7 +4,7 @@
 //! whose record is still kept.
 
 use anyhow::{Context, Result};
-use flotilla_client::{Client, CommitOutcome, Error, TransactionInfo};
+use flotilla_client::{Client, CommitOutcome, CommittedWrite, Error, TransactionInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::render::Output;
@@ -67,6 +67,9 @@ pub struct OpResult {
     pub documents: Option<Vec<serde_json::Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
+    /// For a put or delete: the document's shard.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
 }
 
 /// Parses the operations file.
@@ -123,6 +126,7 @@ async fn run_once(
                     version: doc.as_ref().map(|d| d.version),
                     document: Some(doc.map_or(serde_json::Value::Null, |d| body(d.json))),
                     documents: None,
+                    shard: None,
                 }),
             Op::Query {
                 collection,
@@ -141,6 +145,7 @@ async fn run_once(
                     collection: collection.clone(),
                     id: String::new(),
                     version: None,
+                    shard: None,
                     document: None,
                     documents: Some(
                         docs.into_iter()
@@ -159,13 +164,14 @@ async fn run_once(
             } => txn
                 .put(collection, id, &json.to_string(), *if_version)
                 .await
-                .map(|()| OpResult {
+                .map(|shard| OpResult {
                     op: "put",
                     collection: collection.clone(),
                     id: id.clone(),
                     document: None,
                     documents: None,
                     version: None,
+                    shard: Some(shard),
                 }),
             Op::Delete {
                 collection,
@@ -175,13 +181,14 @@ async fn run_once(
             } => txn
                 .delete_keyed(collection, id, &key_text(shard_key), *if_version)
                 .await
-                .map(|()| OpResult {
+                .map(|shard| OpResult {
                     op: "delete",
                     collection: collection.clone(),
                     id: id.clone(),
                     document: None,
                     documents: None,
                     version: None,
+                    shard: Some(shard),
                 }),
         };
         match done {
@@ -193,17 +200,23 @@ async fn run_once(
         }
     }
     let outcome = txn.commit().await?;
-    for r in &mut results {
-        if let Some(w) = outcome
-            .writes
+    fill_versions(&mut results, &outcome.writes);
+    Ok((results, outcome))
+}
+
+/// Gives each put and delete the version the commit wrote on its document: the one of the
+/// same collection, id and shard (in a collection with a shard key, one id may name a
+/// document on each shard).
+fn fill_versions(results: &mut [OpResult], writes: &[CommittedWrite]) {
+    for r in results {
+        let Some(shard) = r.shard else { continue };
+        if let Some(w) = writes
             .iter()
-            .find(|w| w.collection == r.collection && w.id == r.id)
-            && (r.op == "put" || r.op == "delete")
+            .find(|w| w.collection == r.collection && w.id == r.id && w.shard == shard)
         {
             r.version = Some(w.version);
         }
     }
-    Ok((results, outcome))
 }
 
 /// The results and the outcome, as text or JSON lines.
@@ -336,6 +349,44 @@ mod tests {
             } if key_text(&Some(k.clone())) == "\"c42\""
         ));
         assert!(matches!(&ops[3], Op::Query { where_text: Some(w), .. } if w == "/balance < 0"));
+    }
+
+    #[test]
+    fn a_put_and_a_delete_of_one_id_on_two_shards_each_get_their_own_version() {
+        let write = |op: &'static str, shard: u32| OpResult {
+            op,
+            collection: "orders".into(),
+            id: "a".into(),
+            document: None,
+            documents: None,
+            version: None,
+            shard: Some(shard),
+        };
+        let mut results = vec![write("put", 2), write("delete", 0)];
+        let committed = |shard: u32, version: u64, deleted: bool| CommittedWrite {
+            collection: "orders".into(),
+            id: "a".into(),
+            version,
+            deleted,
+            shard,
+        };
+        fill_versions(
+            &mut results,
+            &[committed(2, 5, false), committed(0, 0, true)],
+        );
+        assert_eq!(results[0].version, Some(5));
+        assert_eq!(results[1].version, Some(0));
+        assert_eq!(
+            render(
+                &results,
+                &CommitOutcome {
+                    writes: Vec::new(),
+                    shards: 2
+                },
+                Output::Table
+            ),
+            "put    orders/a  now v5\ndelete orders/a  deleted\ncommitted (2 shards)\n"
+        );
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct CommittedWrite {
     /// The new version (0 after a delete).
     pub version: u64,
     pub deleted: bool,
+    /// The shard the document lives on (in a collection with a shard key, one id may name a
+    /// document on each shard).
+    pub shard: u32,
 }
 
 /// What a commit answers.
@@ -210,13 +213,14 @@ impl Transaction {
 
     /// Writes a document when the transaction commits; with `if_version`, only if its version
     /// then is that (0 = absent), else the commit fails with [`Error::VersionMismatch`].
+    /// Answers the document's shard.
     pub async fn put(
         &self,
         collection: &str,
         id: &str,
         json: &str,
         if_version: Option<u64>,
-    ) -> Result<()> {
+    ) -> Result<u32> {
         let req = pb::TxnPutRequest {
             txn: self.id.clone(),
             collection: collection.to_string(),
@@ -231,11 +235,11 @@ impl Transaction {
                 async move { transactions(ch).put(request(req, timeout)).await }
             })
             .await
-            .map(|_| ())
+            .map(|r| r.shard)
     }
 
-    /// Deletes a document when the transaction commits.
-    pub async fn delete(&self, collection: &str, id: &str, if_version: Option<u64>) -> Result<()> {
+    /// Deletes a document when the transaction commits; answers the document's shard.
+    pub async fn delete(&self, collection: &str, id: &str, if_version: Option<u64>) -> Result<u32> {
         self.delete_keyed(collection, id, "", if_version).await
     }
 
@@ -247,7 +251,7 @@ impl Transaction {
         id: &str,
         shard_key: &str,
         if_version: Option<u64>,
-    ) -> Result<()> {
+    ) -> Result<u32> {
         let req = pb::TxnDeleteRequest {
             txn: self.id.clone(),
             collection: collection.to_string(),
@@ -261,7 +265,7 @@ impl Transaction {
                 async move { transactions(ch).delete(request(req, timeout)).await }
             })
             .await
-            .map(|_| ())
+            .map(|r| r.shard)
     }
 
     /// Every document of `collection` that `predicate` matches, as this transaction sees it
@@ -309,6 +313,7 @@ impl Transaction {
                     id: w.id,
                     version: w.version,
                     deleted: w.deleted,
+                    shard: w.shard,
                 })
                 .collect(),
             shards: r.shards,

@@ -155,7 +155,8 @@ impl Transactions for TransactionsService {
             return forward!(self, request, addr, put);
         }
         let msg = request.into_inner();
-        self.txns
+        let shard = self
+            .txns
             .write(
                 txn,
                 &msg.collection,
@@ -165,7 +166,7 @@ impl Transactions for TransactionsService {
                 msg.if_version,
             )
             .await?;
-        Ok(Response::new(TxnWriteResponse {}))
+        Ok(Response::new(TxnWriteResponse { shard }))
     }
 
     async fn delete(
@@ -177,7 +178,8 @@ impl Transactions for TransactionsService {
             return forward!(self, request, addr, delete);
         }
         let msg = request.into_inner();
-        self.txns
+        let shard = self
+            .txns
             .write(
                 txn,
                 &msg.collection,
@@ -187,7 +189,7 @@ impl Transactions for TransactionsService {
                 msg.if_version,
             )
             .await?;
-        Ok(Response::new(TxnWriteResponse {}))
+        Ok(Response::new(TxnWriteResponse { shard }))
     }
 
     async fn commit(
@@ -208,6 +210,7 @@ impl Transactions for TransactionsService {
                     id: w.id,
                     version: w.version,
                     deleted: w.deleted,
+                    shard: w.shard,
                 })
                 .collect(),
             shards: committed.shards,

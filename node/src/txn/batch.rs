@@ -4,6 +4,7 @@
 use flotilla_proto::v1::{BatchResponse, BatchResult};
 
 use super::Coordinator;
+use super::coordinator::CommittedWrite;
 use crate::command::WriteOp;
 use crate::error::NodeResult;
 
@@ -26,40 +27,92 @@ pub async fn run(
                 json,
                 if_version,
             } => {
-                txns.write(txn, &collection, &id, Some(json), "", if_version)
+                let shard = txns
+                    .write(txn, &collection, &id, Some(json), "", if_version)
                     .await?;
-                (collection, id)
+                (collection, id, shard)
             }
             WriteOp::Delete {
                 collection,
                 id,
                 if_version,
             } => {
-                txns.write(txn, &collection, &id, None, &shard_key, if_version)
+                let shard = txns
+                    .write(txn, &collection, &id, None, &shard_key, if_version)
                     .await?;
-                (collection, id)
+                (collection, id, shard)
             }
         };
         order.push(written);
     }
     let committed = txns.commit(txn).await?;
-    // One result per op, in order (an op on a document written twice sees the last write).
-    let results = order
+    Ok(BatchResponse {
+        results: results(&order, &committed.writes),
+        revision: 0,
+        shard: committed.writes.first().map_or(0, |w| w.shard),
+    })
+}
+
+/// One result per op of `order` (collection, id, shard), in order: what the commit wrote on
+/// that document of that shard (an op on a document written twice sees the last write; in a
+/// collection with a shard key, the same id on another shard is another document).
+fn results(order: &[(String, String, u32)], writes: &[CommittedWrite]) -> Vec<BatchResult> {
+    order
         .iter()
-        .map(|(c, i)| {
-            let w = committed
-                .writes
+        .map(|(c, i, s)| {
+            let w = writes
                 .iter()
-                .find(|w| &w.collection == c && &w.id == i);
+                .find(|w| &w.collection == c && &w.id == i && w.shard == *s);
             BatchResult {
                 version: w.map_or(0, |w| w.version),
                 deleted: w.is_some_and(|w| w.deleted),
             }
         })
-        .collect();
-    Ok(BatchResponse {
-        results,
-        revision: 0,
-        shard: committed.writes.first().map_or(0, |w| w.shard),
-    })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(id: &str, shard: u32, version: u64, deleted: bool) -> CommittedWrite {
+        CommittedWrite {
+            collection: "orders".into(),
+            id: id.into(),
+            shard,
+            version,
+            deleted,
+        }
+    }
+
+    #[test]
+    fn each_op_gets_the_result_of_its_own_document_even_when_its_id_is_on_two_shards() {
+        let order = vec![
+            ("orders".to_string(), "a".to_string(), 1),
+            ("orders".to_string(), "a".to_string(), 3),
+            ("orders".to_string(), "b".to_string(), 1),
+        ];
+        let writes = [
+            written("a", 1, 4, false),
+            written("a", 3, 0, true),
+            written("b", 1, 1, false),
+        ];
+        assert_eq!(
+            results(&order, &writes),
+            vec![
+                BatchResult {
+                    version: 4,
+                    deleted: false
+                },
+                BatchResult {
+                    version: 0,
+                    deleted: true
+                },
+                BatchResult {
+                    version: 1,
+                    deleted: false
+                },
+            ]
+        );
+    }
 }

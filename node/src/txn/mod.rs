@@ -3,6 +3,7 @@
 //!
 //! - [`coordinator`]: the node that began a transaction runs it (reads with versions,
 //!   buffered writes, then prepare / decide / resolve, or one entry on one shard);
+//! - [`commit`]: committing a writing transaction, on one shard or in two phases;
 //! - [`plan`]: what the commit asks of each shard (pure);
 //! - [`shards`]: a call on one shard, served by its leader wherever it is;
 //! - [`query`]: queries inside a transaction, validated at commit (no phantom);
@@ -16,6 +17,7 @@
 //! host and calls peers through the network.
 
 pub mod batch;
+pub mod commit;
 pub mod coordinator;
 pub mod plan;
 pub mod query;
@@ -53,15 +55,16 @@ pub fn coordinator(host: &Arc<Host>) -> Arc<Coordinator> {
     let c = Arc::new(Coordinator::new(host.clone()));
     all.insert(host.id, c.clone());
     tokio::spawn(sweep(Arc::downgrade(&c)));
+    tokio::spawn(records::sweep_loop(Arc::downgrade(&c)));
     c
 }
 
-/// Every second: drops open transactions past their timeout, resolves the expired intents
+/// Every second: drops open transactions past their timeout and resolves the expired intents
 /// on shards this node leads (so that a transaction whose coordinator died is resolved even
-/// when nobody reads or writes its documents), and forgets the records no intent needs.
+/// when nobody reads or writes its documents). The records no intent needs are forgotten by
+/// a sweep on a task of its own ([`records::sweep_loop`]), which waits on other shards.
 async fn sweep(c: std::sync::Weak<Coordinator>) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
-    let mut record_ages = records::RecordAges::default();
     loop {
         tick.tick().await;
         let Some(c) = c.upgrade() else { return };
@@ -87,7 +90,6 @@ async fn sweep(c: std::sync::Weak<Coordinator>) {
                 }
             }
         }
-        records::sweep(&host, &mut record_ages).await;
     }
 }
 

@@ -21,6 +21,7 @@ use flotilla_query::Predicate;
 use serde::{Deserialize, Serialize};
 
 use super::Coordinator;
+use super::coordinator::check_room;
 use super::resolve::{conflict, seen_decided};
 use super::shards::{ShardAnswer, ShardCall, call_shard};
 use crate::command::txn::{TxnId, TxnWrite};
@@ -177,27 +178,33 @@ impl Coordinator {
             answers: BTreeMap::new(),
         };
         let mut found: BTreeMap<(String, u32), StoredDoc> = BTreeMap::new();
+        let mut new_reads = Vec::new();
         for (shard, answer) in answers {
             let seen = read.answers.entry(shard).or_default();
             for (id, doc) in answer.docs {
                 seen.insert(id.clone(), doc.version);
                 let key = (collection.to_string(), id.clone(), shard);
-                // What the transaction read before must be what the query finds now.
+                // What the transaction read before must be what the query finds now; if not,
+                // it cannot commit: it ends here, as a conflict at commit would end it.
                 match t.reads.get(&key) {
                     Some(before) if before.as_ref().map_or(0, |d| d.version) != doc.version => {
+                        self.close(txn);
+                        self.host().metrics.txn.aborted("conflict");
                         return Err(conflict(format!(
-                            "{collection}/{id} changed while the transaction ran"
+                            "{collection}/{id} changed while the transaction ran, which was aborted"
                         )));
                     }
                     Some(_) => {}
                     None if t.writes.iter().any(|w| w.is(collection, &id, shard)) => {}
-                    None => {
-                        t.reads.insert(key, Some(doc.clone()));
-                    }
+                    None => new_reads.push((key, Some(doc.clone()))),
                 }
                 found.insert((id, shard), doc);
             }
         }
+        // The matches become reads: refused (and the transaction left as it was) when they
+        // would make it touch too many documents.
+        check_room(t.reads.len() + t.writes.len(), new_reads.len())?;
+        t.reads.extend(new_reads);
         // The transaction's own writes, over what the shards answered.
         for w in t.writes.iter().filter(|w| w.collection == collection) {
             let key = (w.id.clone(), w.shard);

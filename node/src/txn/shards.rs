@@ -64,14 +64,26 @@ pub enum ShardAnswer {
     Holds(bool),
 }
 
-/// Calls `call` on shard `shard` of `database` at its leader, wherever that is.
+/// Calls `call` on shard `shard` of `database` at its leader, wherever that is, retrying
+/// until the request timeout.
 pub async fn call_shard(
     host: &Arc<Host>,
     database: &str,
     shard: u32,
     call: ShardCall,
 ) -> NodeResult<ShardAnswer> {
-    let deadline = Instant::now() + host.config.request_timeout;
+    call_shard_within(host, database, shard, call, host.config.request_timeout).await
+}
+
+/// [`call_shard`], giving up after `within` (a call that waits for nothing but the answer).
+pub async fn call_shard_within(
+    host: &Arc<Host>,
+    database: &str,
+    shard: u32,
+    call: ShardCall,
+    within: Duration,
+) -> NodeResult<ShardAnswer> {
+    let deadline = Instant::now() + within;
     let mut hint: Option<NodeId> = None;
     let mut uncertain = false;
     let mut last = NodeError::Unavailable(format!("no leader known for shard {shard}"));
@@ -104,10 +116,20 @@ pub async fn call_shard(
                 continue;
             }
             tried.push(target);
-            let result = if target == host.id {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let result = if target == host.id && matches!(call, ShardCall::Propose(_)) {
+                // A proposal is bounded by the write path (cut short, its outcome would be
+                // unknown).
                 serve_here(host, gid, call.clone()).await
+            } else if target == host.id {
+                match tokio::time::timeout(left, serve_here(host, gid, call.clone())).await {
+                    Ok(result) => result,
+                    Err(_) => Err(NodeError::DeadlineExceeded(format!(
+                        "shard {shard} did not answer within {within:?}"
+                    ))),
+                }
             } else {
-                call_peer(host, target, database, shard, &call).await
+                call_peer(host, target, database, shard, &call, within).await
             };
             match result {
                 Ok(answer) => return Ok(answer),
@@ -211,6 +233,7 @@ async fn call_peer(
     database: &str,
     shard: u32,
     call: &ShardCall,
+    timeout: Duration,
 ) -> NodeResult<ShardAnswer> {
     let Some(addr) = host.peer_addr_of(target) else {
         return Err(NodeError::Unavailable(format!(
@@ -226,7 +249,7 @@ async fn call_peer(
         shard,
         call: encode(call).map_err(|e| NodeError::Internal(e.to_string()))?,
     });
-    request.set_timeout(host.config.request_timeout);
+    request.set_timeout(timeout);
     match client.call(request).await {
         Ok(r) => {
             let r = r.into_inner();

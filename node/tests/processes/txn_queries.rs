@@ -1,7 +1,8 @@
 //! Queries inside transactions against real nodes: a query sees the transaction's own
 //! writes; two transactions that each query a predicate and then insert a document matching
 //! it (write skew through a phantom) never both commit; a read-only transaction whose query
-//! met a later insert aborts. (Over HTTP: `http_api.rs`.)
+//! met a later insert aborts; a query that finds a document changed since the transaction
+//! read it aborts the transaction. (Over HTTP: `http_api.rs`.)
 
 use std::time::Duration;
 
@@ -63,6 +64,21 @@ async fn a_query_in_a_transaction_sees_its_own_writes_and_nothing_uncommitted() 
         ["r0", "r3"]
     );
     after.commit().await.expect("a read-only commit");
+    // A query that finds a document changed since the transaction read it ends the
+    // transaction: it is aborted, not left open.
+    let stale = client.begin(DB, None).await.expect("begin");
+    stale.get("rooms", "r0").await.expect("get");
+    client
+        .put(DB, "rooms", "r0", "{\"slot\":1,\"moved\":true}", None)
+        .await
+        .expect("a put");
+    let met = stale.query("rooms", &slot(1)).await;
+    assert!(matches!(met, Err(Error::TxnConflict(_))), "{met:?}");
+    let ended = stale.commit().await;
+    assert!(
+        matches!(ended, Err(Error::TxnAborted(_))),
+        "the transaction is no longer open: {ended:?}"
+    );
     // A malformed selector is refused.
     let bad = Field::new("/slot")
         .expect("a path")

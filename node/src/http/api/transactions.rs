@@ -80,6 +80,8 @@ pub struct CommittedWrite {
     /// The document's new version (0 for a delete).
     pub version: u64,
     pub deleted: bool,
+    /// The shard the document lives on.
+    pub shard: u32,
 }
 
 /// A committed transaction.
@@ -420,6 +422,7 @@ pub async fn commit(
                 id: w.id,
                 version: w.version,
                 deleted: w.deleted,
+                shard: w.shard,
             })
             .collect(),
         shards: answer.shards,
