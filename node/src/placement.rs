@@ -3,9 +3,10 @@
 //!
 //! A put finds the value in its body. A get or delete names it in `shard_key` (JSON text of
 //! the value, e.g. `"c42"` quoted or `17`): a delete without it is refused; a get without it
-//! asks every shard (a point lookup on each, never a scan). The identity of a document in such
-//! a collection is its id together with its shard key value: changing a document's shard key
-//! value is a delete of the old one and a put of the new one.
+//! asks every shard (a point lookup on each, never a scan). Ids are unique per shard, not
+//! across the collection: a put of an existing id with another shard key value writes over it
+//! when both values hash to the same shard and makes a second document when they do not, so
+//! changing a document's shard key value is a delete (with the old value) and a put.
 
 use flotilla_proto::v1::{ErrorReason, batch_op};
 use serde_json::Value;
