@@ -40,11 +40,16 @@ status=0
 for target in $(cargo +nightly fuzz list); do
     scratch=$(mktemp -d -t "flotilla-fuzz-$target.XXXXXX")
     echo "==> fuzzing $target for ${seconds}s"
-    if ! cargo +nightly fuzz run "${profile[@]}" -s none "$target" "$scratch" "corpus/$target" -- \
-        -max_total_time="$seconds" -print_final_stats=1; then
+    # libFuzzer reports every new input; its output is kept, and shown whole only on failure.
+    output="$scratch.log"
+    if cargo +nightly fuzz run "${profile[@]}" -s none "$target" "$scratch" "corpus/$target" -- \
+        -max_total_time="$seconds" -print_final_stats=1 >"$output" 2>&1; then
+        grep -E '^(Done|stat::number_of_executed_units|stat::new_units_added)' "$output" | sed 's/^/    /'
+    else
+        tail -n 80 "$output"
         echo "fuzz target $target failed: see fuzz/artifacts/$target/" >&2
         status=1
     fi
-    rm -rf "$scratch"
+    rm -rf "$scratch" "$output"
 done
 exit $status

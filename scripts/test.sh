@@ -9,6 +9,28 @@ cd "$(dirname "$0")/.."
 
 status=0
 
+# Each stage's time and outcome, printed again at the very end (with the tests that failed), so
+# that the last lines of a long run say what went wrong.
+summary="$(mktemp -t flotilla-test-summary.XXXXXX)"
+nextest_log="$(mktemp -t flotilla-nextest.XXXXXX)"
+stage_name=""
+stage_start=0
+stage() {
+    stage_end
+    stage_name=$1
+    stage_start=$(date +%s)
+    stage_status=$status
+    echo "==> $1"
+}
+stage_end() {
+    if [ -n "$stage_name" ]; then
+        local outcome=ok
+        [ "$status" = "$stage_status" ] || outcome=FAILED
+        printf '    %-55s %5ss  %s\n' "$stage_name" "$(($(date +%s) - stage_start))" "$outcome" >>"$summary"
+    fi
+    stage_name=""
+}
+
 # Installs Debian packages (as root, or through sudo).
 apt_install() {
     local sudo=()
@@ -28,6 +50,7 @@ apt_install() {
         "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
 }
 
+stage "test tools"
 # The container tests make their Debian base image with debootstrap (no registry needed) and
 # run a docker compose cluster. Without these they fail (under CI=true) or say NOT RUN.
 if ! command -v debootstrap >/dev/null 2>&1 && [ ! -x /usr/sbin/debootstrap ]; then
@@ -55,10 +78,10 @@ fi
 # Tests that cannot run here (no network namespaces, no docker, no Kubernetes cluster) write one
 # line each to this file; it is printed at the end so that a green run never hides them.
 not_run_log="$(mktemp -t flotilla-not-run.XXXXXX)"
-trap 'rm -f "$not_run_log"' EXIT
+trap 'rm -f "$not_run_log" "$summary" "$nextest_log"' EXIT
 export FLOTILLA_NOT_RUN_LOG="$not_run_log"
 
-echo "==> moto's S3-compatible server for the backup tests"
+stage "moto's S3-compatible server for the backup tests"
 s3venv=target/s3-venv
 if [ ! -x "$s3venv/bin/moto_server" ]; then
     python3 -m venv "$s3venv" || exit 1
@@ -69,23 +92,24 @@ export FLOTILLA_MOTO_SERVER="$PWD/$s3venv/bin/moto_server"
 # The container tests run the node's image; building it (a cargo build of its own, see
 # deploy/build-image.sh) is done here, before the tests and their timeouts start.
 if docker info >/dev/null 2>&1; then
-    echo "==> container image flotilla:e2e for the container tests"
+    stage "container image flotilla:e2e for the container tests"
     FLOTILLA_BASE_PULL="${FLOTILLA_BASE_PULL:-0}" deploy/build-image.sh --profile debug --tag flotilla:e2e ||
         status=1
 fi
 
-echo "==> Rust tests"
-cargo nextest run --workspace --no-fail-fast || status=1
+stage "Rust tests"
+cargo nextest run --workspace --no-fail-fast 2>&1 | tee "$nextest_log"
+[ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 # Each fuzz target for a few seconds (the corpus is replayed on stable by the Rust tests above).
-echo "==> fuzzing"
+stage "fuzzing"
 scripts/fuzz.sh "${FLOTILLA_FUZZ_SECONDS:-10}" || status=1
 
 # The HTTP API fuzzed from its OpenAPI document (installs schemathesis into a venv).
-echo "==> HTTP API: schemathesis"
+stage "HTTP API: schemathesis"
 scripts/schemathesis.sh || status=1
 
-echo "==> packaging checks (Helm chart, manifests)"
+stage "packaging checks (Helm chart, manifests)"
 venv=target/packaging-venv
 if [ ! -x "$venv/bin/python" ]; then
     python=""
@@ -107,6 +131,14 @@ cargo build --quiet -p flotilla-operator || exit 1
 FLOTILLA_OPERATOR_BIN="${CARGO_TARGET_DIR:-target}/debug/flotilla-operator" \
     "$venv/bin/python" -m pytest -p no:cacheprovider -q operator/tests/packaging || status=1
 
+stage_end
+echo "==> summary (exit $status)"
+cat "$summary"
+failed=$(grep -E '^ +(FAIL|TIMEOUT|SIGSEGV|SIGABRT|SIGKILL|LEAK-FAIL) ' "$nextest_log" | sed -E 's/^ +([A-Z-]+) .*\) /\1 /' | sort -u)
+if [ -n "$failed" ]; then
+    echo "==> Rust tests that failed:"
+    echo "$failed" | sed 's/^/    /'
+fi
 if [ -s "$not_run_log" ]; then
     echo "==> tests that did NOT run here (they passed without testing anything):"
     sort -u "$not_run_log" | sed 's/^/    /'

@@ -1,7 +1,7 @@
 //! Deleting a backup from its target, refusing anything that is not one.
 //!
 //! A backup is a directory holding backup files only (`complete`, `manifest.json`,
-//! `shard-NNNN.jsonl`); a URL naming anything else (a root holding backups, a directory with
+//! `shard-NNNN.jsonl`, or an incremental backup's `changes-NNNN.jsonl`); a URL naming anything else (a root holding backups, a directory with
 //! other files, nothing at all) is refused and nothing is deleted. The `complete` marker goes
 //! first, so that a deletion cut short never leaves a backup that is listed or restored as
 //! complete; the manifest goes last, so that what remains is still recognised as a backup
@@ -30,6 +30,7 @@ pub fn is_backup_file(name: &str) -> bool {
         return true;
     }
     name.strip_prefix("shard-")
+        .or_else(|| name.strip_prefix("changes-"))
         .and_then(|rest| rest.strip_suffix(".jsonl"))
         .is_some_and(|n| n.len() >= 4 && n.bytes().all(|b| b.is_ascii_digit()))
 }

@@ -48,6 +48,18 @@ pub enum BackupError {
     /// The target already holds a backup under this id.
     #[error("backup {0} already exists at the target")]
     AlreadyExists(String),
+    /// A backup of an incremental chain (the one named, or a base it leads to) cannot be
+    /// used: missing, incomplete or corrupt. Nothing was restored.
+    #[error("backup chain link {link} is broken: {source}")]
+    BrokenLink {
+        link: String,
+        #[source]
+        source: Box<BackupError>,
+    },
+    /// An incremental backup does not follow on from the backup its manifest names as its
+    /// base (another backup, another database, other revisions). Nothing was restored.
+    #[error("backup chain link {link} does not follow on from its base: {reason}")]
+    ChainMismatch { link: String, reason: String },
     /// Reading or writing the target failed.
     #[error("backup storage: {0}")]
     Store(#[from] object_store::Error),

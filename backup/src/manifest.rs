@@ -8,9 +8,10 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{BackupError, Result};
 
-/// The version of the format this build writes. Version 2 added the collections; this build
-/// reads versions 1 and 2.
-pub const FORMAT_VERSION: u32 = 2;
+/// The version of the format this build writes. Version 2 added the collections, version 3
+/// the consistent cut (each shard's pending intents and transaction records, see
+/// [`crate::cut`]); this build reads versions 1 to 3.
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest version this build reads.
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// The manifest's file name in a backup.
@@ -83,6 +84,15 @@ pub struct Manifest {
     pub started_unix: u64,
     pub database: DatabaseSpec,
     pub shards: Vec<ShardBackup>,
+    /// The cut the shards were read at, with their intents and records (format 3; absent
+    /// before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut: Option<crate::cut::CutInfo>,
+    /// Present in an incremental backup only (see [`crate::incremental`]): its base and each
+    /// shard's range of revisions; each shard's file then holds that range's changes, not
+    /// documents. Absent (and not written) in a full backup, whose format it leaves as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental: Option<crate::incremental::Incremental>,
 }
 
 /// The content of the `complete` marker: the SHA-256 of the manifest's bytes, so a manifest
@@ -199,21 +209,43 @@ impl Manifest {
                 expected.len()
             )));
         }
-        let files: BTreeSet<&str> = self.shards.iter().map(|s| s.file.name.as_str()).collect();
-        if files.len() != self.shards.len() {
+        if let Some(cut) = &self.cut {
+            let with_txns: BTreeSet<u32> = cut.shards.iter().map(|s| s.shard).collect();
+            if !with_txns.is_subset(&expected) || with_txns.len() != cut.shards.len() {
+                return Err(BackupError::InvalidManifest(format!(
+                    "transaction files for shards {with_txns:?}, the database has {}",
+                    expected.len()
+                )));
+            }
+        }
+        let files = self.files();
+        let names: BTreeSet<&str> = files.iter().map(|f| f.name.as_str()).collect();
+        if names.len() != files.len() {
             return Err(BackupError::InvalidManifest(
                 "two shards share a file".into(),
             ));
         }
-        for s in &self.shards {
-            if s.file.name.contains('/') || s.file.name == MANIFEST || s.file.name == COMPLETE {
+        for f in files {
+            if f.name.contains('/') || f.name == MANIFEST || f.name == COMPLETE {
                 return Err(BackupError::InvalidManifest(format!(
                     "file name {:?} is not allowed",
-                    s.file.name
+                    f.name
                 )));
             }
         }
+        if let Some(incremental) = &self.incremental {
+            incremental.check(self)?;
+        }
         Ok(())
+    }
+
+    /// Every file the manifest lists: the shards' documents, then their transactions.
+    pub fn files(&self) -> Vec<&FileEntry> {
+        let txns = self
+            .cut
+            .iter()
+            .flat_map(|c| c.shards.iter().map(|s| &s.file));
+        self.shards.iter().map(|s| &s.file).chain(txns).collect()
     }
 
     /// Total size of the shard files.
@@ -277,6 +309,8 @@ mod tests {
                     },
                 })
                 .collect(),
+            cut: None,
+            incremental: None,
         }
     }
 

@@ -49,7 +49,7 @@ pub async fn list(root: &Target) -> Result<Vec<BackupSummary>> {
 }
 
 /// The manifest of the backup at `backup`, checked against its `complete` marker.
-async fn manifest_of(backup: &Target) -> Result<Manifest> {
+pub(crate) async fn manifest_of(backup: &Target) -> Result<Manifest> {
     let marker = match get_all(backup, &backup.path(&[COMPLETE])).await {
         Err(BackupError::MissingFile(_)) => {
             return Err(BackupError::Incomplete(backup.url.clone()));
@@ -62,7 +62,7 @@ async fn manifest_of(backup: &Target) -> Result<Manifest> {
     Manifest::decode(&bytes)
 }
 
-async fn get_all(backup: &Target, path: &Path) -> Result<Vec<u8>> {
+pub(crate) async fn get_all(backup: &Target, path: &Path) -> Result<Vec<u8>> {
     match backup.store.get(path).await {
         Ok(got) => Ok(got.bytes().await?.to_vec()),
         Err(object_store::Error::NotFound { .. }) => {
@@ -77,12 +77,13 @@ async fn get_all(backup: &Target, path: &Path) -> Result<Vec<u8>> {
 /// file with (files checked, files in all).
 pub async fn verify(backup: &Target, mut progress: impl FnMut(usize, usize)) -> Result<Manifest> {
     let manifest = manifest_of(backup).await?;
-    for (i, shard) in manifest.shards.iter().enumerate() {
-        let path = backup.path(&[&shard.file.name]);
+    let files = manifest.files();
+    for (i, file) in files.iter().enumerate() {
+        let path = backup.path(&[&file.name]);
         let got = match backup.store.get(&path).await {
             Ok(got) => got,
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(BackupError::MissingFile(shard.file.name.clone()));
+                return Err(BackupError::MissingFile(file.name.clone()));
             }
             Err(e) => return Err(e.into()),
         };
@@ -94,8 +95,8 @@ pub async fn verify(backup: &Target, mut progress: impl FnMut(usize, usize)) -> 
             size += chunk.len() as u64;
             hash.update(&chunk);
         }
-        shard.file.check(size, &hex(&hash.finalize()))?;
-        progress(i + 1, manifest.shards.len());
+        file.check(size, &hex(&hash.finalize()))?;
+        progress(i + 1, files.len());
     }
     Ok(manifest)
 }
@@ -112,6 +113,20 @@ pub async fn read_shard(
     backup: &Target,
     name: &str,
 ) -> Result<impl Stream<Item = Result<BackupDoc>> + use<>> {
+    let lines = read_lines(backup, name).await?;
+    let name = name.to_string();
+    Ok(lines.map(move |line| {
+        let (number, text) = line?;
+        BackupDoc::from_line(&name, number, &text)
+    }))
+}
+
+/// The lines of file `name` of the backup at `backup`, each with its (1-based) number,
+/// streamed.
+pub(crate) async fn read_lines(
+    backup: &Target,
+    name: &str,
+) -> Result<impl Stream<Item = Result<(u64, String)>> + use<>> {
     let got = match backup.store.get(&backup.path(&[name])).await {
         Ok(got) => got,
         Err(object_store::Error::NotFound { .. }) => {
@@ -121,11 +136,7 @@ pub async fn read_shard(
     };
     let reader = StreamReader::new(got.into_stream().map_err(std::io::Error::other));
     let lines = tokio_stream_lines(reader);
-    let name = name.to_string();
-    Ok(lines.enumerate().map(move |(i, line)| {
-        let line = line?;
-        BackupDoc::from_line(&name, i as u64 + 1, &line)
-    }))
+    Ok(lines.enumerate().map(|(i, line)| Ok((i as u64 + 1, line?))))
 }
 
 fn tokio_stream_lines<R: tokio::io::AsyncBufRead + Unpin>(
@@ -190,6 +201,8 @@ mod tests {
                     .collect(),
             },
             shards,
+            cut: None,
+            incremental: None,
         };
         let url = w.url();
         if complete {

@@ -43,7 +43,15 @@ impl BackupWriter {
 
     /// A writer for shard `shard`'s file.
     pub fn shard(&self, shard: u32) -> ShardWriter {
-        let name = shard_file(shard);
+        self.file(shard_file(shard))
+    }
+
+    /// A writer for shard `shard`'s file of changes (an incremental backup).
+    pub fn changes(&self, shard: u32) -> ShardWriter {
+        self.file(crate::incremental::changes_file(shard))
+    }
+
+    fn file(&self, name: String) -> ShardWriter {
         let path = self.target.path(&[&self.id, &name]);
         ShardWriter {
             name,
@@ -52,6 +60,21 @@ impl BackupWriter {
             size: 0,
             documents: 0,
         }
+    }
+
+    /// Writes file `name` of the backup whole (a small one); its entry for the manifest.
+    pub async fn put_file(&self, name: &str, bytes: Vec<u8>) -> Result<FileEntry> {
+        let entry = FileEntry {
+            name: name.to_string(),
+            size: bytes.len() as u64,
+            sha256: crate::manifest::sha256_hex(&bytes),
+        };
+        let path = self.target.path(&[&self.id, name]);
+        self.target
+            .store
+            .put(&path, PutPayload::from(bytes))
+            .await?;
+        Ok(entry)
     }
 
     /// Writes the manifest, then the `complete` marker: only now is the backup listed.
@@ -87,11 +110,19 @@ pub struct ShardWriter {
 
 impl ShardWriter {
     pub async fn write(&mut self, doc: &BackupDoc) -> Result<()> {
-        let line = doc.to_line()?;
-        self.hash.update(&line);
+        self.write_line(&doc.to_line()?).await
+    }
+
+    /// Writes one change (an incremental backup's file).
+    pub async fn write_change(&mut self, change: &crate::incremental::ChangeLine) -> Result<()> {
+        self.write_line(&change.to_line()?).await
+    }
+
+    async fn write_line(&mut self, line: &[u8]) -> Result<()> {
+        self.hash.update(line);
         self.size += line.len() as u64;
         self.documents += 1;
-        self.out.write_all(&line).await?;
+        self.out.write_all(line).await?;
         Ok(())
     }
 

@@ -125,6 +125,8 @@ async fn a_backup_round_trips_through_an_s3_compatible_server() {
             documents,
             file: entry,
         }],
+        cut: None,
+        incremental: None,
     };
     let url = writer.url();
     assert_eq!(url, "s3://backups/cluster-a/b1");

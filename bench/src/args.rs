@@ -31,9 +31,13 @@ pub struct Cli {
     pub idle_groups: usize,
     /// Run only these parts, comma-separated: steps such as `put:64` or `get:1` (any number of
     /// clients), `failover`, `idle-groups`, `queries` (queries and puts with indexes beside
-    /// PostgreSQL), `transactions` (transfers beside PostgreSQL). Everything runs by default.
+    /// PostgreSQL), `transactions` (transfers beside PostgreSQL), `backups` (backup and
+    /// restore throughput, puts during a backup). Everything runs by default.
     #[arg(long, value_delimiter = ',', value_parser = parse_part, value_name = "PARTS")]
     pub only: Vec<Part>,
+    /// The `flotilla` command line the backup rows run (default: beside this binary).
+    #[arg(long, value_name = "PATH")]
+    pub flotilla_cli: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Cmd>,
 }
@@ -74,6 +78,7 @@ pub enum Part {
     IdleGroups,
     Queries,
     Transactions,
+    Backups,
 }
 
 fn parse_part(s: &str) -> Result<Part, String> {
@@ -82,11 +87,12 @@ fn parse_part(s: &str) -> Result<Part, String> {
         "idle-groups" => return Ok(Part::IdleGroups),
         "queries" => return Ok(Part::Queries),
         "transactions" => return Ok(Part::Transactions),
+        "backups" => return Ok(Part::Backups),
         _ => {}
     }
     let usage = || {
         format!(
-            "`{s}`: expected WORKLOAD:CLIENTS (put, get or mixed, e.g. put:64), failover, idle-groups, queries or transactions"
+            "`{s}`: expected WORKLOAD:CLIENTS (put, get or mixed, e.g. put:64), failover, idle-groups, queries, transactions or backups"
         )
     };
     let (workload, clients) = s.split_once(':').ok_or_else(usage)?;
@@ -136,6 +142,11 @@ pub struct Plan {
     pub transactions: bool,
     /// Documents the query rows load (1 KiB each).
     pub docs: usize,
+    /// The backup and restore rows: only when named (`--only backups`), since they run the
+    /// `flotilla` command line, which the default run does not need built.
+    pub backups: bool,
+    /// MiB of documents the backup rows back up.
+    pub backup_mib: usize,
 }
 
 impl Plan {
@@ -158,6 +169,7 @@ impl Plan {
             }
             plan.queries = only.contains(&Part::Queries);
             plan.transactions = only.contains(&Part::Transactions);
+            plan.backups = only.contains(&Part::Backups);
         }
         plan
     }
@@ -186,6 +198,8 @@ impl Plan {
                 queries: true,
                 transactions: true,
                 docs: 10_000,
+                backups: false,
+                backup_mib: 64,
             }
         } else {
             Plan {
@@ -201,6 +215,8 @@ impl Plan {
                 queries: true,
                 transactions: true,
                 docs: 100_000,
+                backups: false,
+                backup_mib: 1024,
             }
         }
     }
@@ -231,6 +247,12 @@ impl Plan {
         }
         if self.transactions {
             t += Duration::from_secs(15);
+        }
+        if self.backups {
+            // Loading at about 6 MiB/s, three backups and a restore at about 10 MiB/s
+            // together (measured: 150 s and 100 s for 1 GiB), and six windows of puts alone.
+            t += Duration::from_secs(self.backup_mib as u64 / 6 + self.backup_mib as u64 / 10)
+                + Duration::from_secs(70);
         }
         t
     }
@@ -341,6 +363,17 @@ mod tests {
         assert!(!plan.queries && plan.transactions);
         assert_eq!(plan.steps.len(), 1);
         assert_eq!(Plan::of(false, 0, &[]).docs, 100_000);
+    }
+
+    #[test]
+    fn the_backup_rows_run_only_when_named_and_fit_their_budget() {
+        assert!(!Plan::of(false, 0, &[]).backups);
+        let cli = Cli::try_parse_from(["flotilla-bench", "--only", "backups"]).unwrap();
+        let plan = Plan::of(false, 0, &cli.only);
+        assert!(plan.backups && !plan.queries && plan.steps.is_empty());
+        assert_eq!(plan.backup_mib, 1024);
+        assert!(plan.estimate() < Duration::from_secs(10 * 60));
+        assert_eq!(Plan::of(true, 0, &cli.only).backup_mib, 64);
     }
 
     #[test]

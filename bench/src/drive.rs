@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -53,11 +54,26 @@ impl Done for Retried {
     }
 }
 
+/// Longest a measured window is kept open past its planned end while no operation has
+/// finished inside it (an operation slower than the window would otherwise leave a row of
+/// zeros, not a measurement).
+pub const MAX_WINDOW_EXTENSION: Duration = Duration::from_secs(30);
+
+/// One operation's start, end and outcome.
+struct Run {
+    began: Instant,
+    done: Instant,
+    /// Attempts run again; `None` for a failure.
+    retries: Option<u64>,
+}
+
 /// Runs `op(worker, random)` in a loop on `workers` concurrent tasks: `warmup`, then a
 /// measured `window`. Only operations that started and ended inside the window count; an
-/// error or an operation over [`OP_TIMEOUT`] counts as failed. Time is tokio's (so tests can
-/// pause it). Each worker draws its random
-/// numbers from its own seeded [`Rng`], so runs are repeatable.
+/// error or an operation over [`OP_TIMEOUT`] counts as failed. When no operation that started
+/// inside the window has finished by its planned end, the window stays open until the first
+/// one finishes (at most [`MAX_WINDOW_EXTENSION`] longer), and the rates are over the window
+/// as it was. Time is tokio's (so tests can pause it). Each worker draws its random numbers
+/// from its own seeded [`Rng`], so runs are repeatable.
 pub async fn drive<F, Fut, T>(workers: usize, warmup: Duration, window: Duration, op: F) -> Summary
 where
     F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
@@ -66,54 +82,75 @@ where
 {
     let op = Arc::new(op);
     let start = Instant::now() + warmup;
-    let end = start + window;
+    let planned_end = start + window;
+    let last_end = planned_end + MAX_WINDOW_EXTENSION;
+    // Set once an operation that started inside the window has finished.
+    let finished = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for w in 0..workers.max(1) {
-        let op = op.clone();
+        let (op, finished) = (op.clone(), finished.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = Rng::new(w as u64 + 1);
-            let mut latencies = Vec::new();
-            let mut errors = 0u64;
-            let mut retries = 0u64;
+            let mut runs = Vec::new();
             loop {
                 let began = Instant::now();
-                if began >= end {
+                if began >= last_end || (began >= planned_end && finished.load(Ordering::SeqCst)) {
                     break;
                 }
                 let result = tokio::time::timeout(OP_TIMEOUT, op(w, rng.next())).await;
                 let done = Instant::now();
-                if began < start || done > end {
+                if began < start {
                     continue;
                 }
-                match result {
-                    Ok(Ok(d)) => {
-                        latencies.push(done.duration_since(began).as_micros() as u64);
-                        retries += d.retries();
-                    }
-                    _ => errors += 1,
-                }
+                finished.store(true, Ordering::SeqCst);
+                let retries = match result {
+                    Ok(Ok(d)) => Some(d.retries()),
+                    _ => None,
+                };
+                runs.push(Run {
+                    began,
+                    done,
+                    retries,
+                });
             }
-            (latencies, errors, retries)
+            runs
         }));
     }
-    let mut all = Vec::new();
-    let (mut errors, mut retries) = (0, 0);
+    let mut runs = Vec::new();
     for t in tasks {
-        if let Ok((lat, err, re)) = t.await {
-            all.extend(lat);
-            errors += err;
-            retries += re;
+        if let Ok(r) = t.await {
+            runs.extend(r);
         }
     }
-    let mut summary = summarize(all, errors, window);
+    let end = window_end(&runs, planned_end);
+    let (mut latencies, mut errors, mut retries) = (Vec::new(), 0, 0);
+    for run in runs.iter().filter(|r| r.done <= end) {
+        match run.retries {
+            Some(n) => {
+                latencies.push(run.done.duration_since(run.began).as_micros() as u64);
+                retries += n;
+            }
+            None => errors += 1,
+        }
+    }
+    let mut summary = summarize(latencies, errors, end.duration_since(start));
     summary.retries = retries;
     summary
+}
+
+/// Where the window closed: at its planned end, or later at the first finish of an operation
+/// that started inside it when none finished by then.
+fn window_end(runs: &[Run], planned_end: Instant) -> Instant {
+    match runs.iter().map(|r| r.done).min() {
+        Some(first) if first > planned_end => first,
+        _ => planned_end,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn the_generator_stays_in_range_and_spreads() {
@@ -156,5 +193,25 @@ mod tests {
         assert!((summary.p50_ms - 10.0).abs() < 1.0, "{summary:?}");
         // Retries are counted for the window's operations only.
         assert_eq!(summary.retries, 2 * summary.ops);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_shorter_than_one_operation_waits_for_the_first_to_finish() {
+        let summary = drive(
+            2,
+            Duration::from_millis(50),
+            Duration::from_millis(400),
+            |_, _| async {
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                Ok(())
+            },
+        )
+        .await;
+        // The warm-up's operations end after the planned window and started before it: not
+        // counted. The first operations inside the window end 700 ms after they began, past
+        // the planned end: the window closes there, with both of them in it.
+        assert_eq!(summary.ops, 2, "{summary:?}");
+        assert_eq!(summary.errors, 0, "{summary:?}");
+        assert!((summary.p50_ms - 700.0).abs() < 1.0, "{summary:?}");
     }
 }

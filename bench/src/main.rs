@@ -3,6 +3,7 @@
 //! (table on stdout, optional JSON). See the README section "Benchmarks".
 
 mod args;
+mod backups;
 mod drive;
 mod etcd;
 mod flotilla;
@@ -230,6 +231,20 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
     } else {
         (Vec::new(), None)
     };
+    let (backups, backups_error) = if plan.backups {
+        let rows = match backups::cli_binary(cli.flotilla_cli.as_deref()) {
+            Ok(bin) => {
+                backups::run(&backups::rig(&flotilla, root, &plan, &bin), &|m| p.say(m)).await
+            }
+            Err(e) => Err(e),
+        };
+        match rows {
+            Ok(rows) => (Some(rows), None),
+            Err(e) => (None, Some(e.context("the backup rows"))),
+        }
+    } else {
+        (None, None)
+    };
     let idle_groups = if plan.idle_groups > 0 {
         Some(idle_groups(&flotilla, &plan, &p).await)
     } else {
@@ -253,6 +268,7 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
         etcd_memory: ed_mem,
         idle_groups,
         postgresql_rows,
+        backups,
     };
     print!("{}", report.table());
     if let Some(path) = &cli.json {
@@ -260,7 +276,7 @@ async fn bench(cli: &Cli) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
         p.say(format!("JSON written to {}", path.display()));
     }
-    if let Some(e) = postgresql_error {
+    if let Some(e) = postgresql_error.or(backups_error) {
         return Err(e);
     }
     p.say("done");
@@ -275,6 +291,7 @@ fn remove_run_data(root: &Path) -> anyhow::Result<()> {
         let name = entry.file_name().to_string_lossy().to_string();
         let ours = name == flotilla::DIR
             || name == postgres::DIR
+            || name == backups::DIR
             || ["flotilla-", "etcd-"].iter().any(|prefix| {
                 name.strip_prefix(prefix)
                     .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))

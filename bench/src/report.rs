@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::backups::BackupRows;
 use crate::peer_report::{self, PeerRow};
 use crate::stats::{median, ratio};
 pub use crate::throughput::{LeaderProfile, Throughput, round};
@@ -129,6 +130,9 @@ pub struct Report {
     /// Queries, puts with indexes and transactions beside PostgreSQL.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub postgresql_rows: Vec<PeerRow>,
+    /// Backup and restore throughput, puts during a backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backups: Option<BackupRows>,
 }
 
 impl Report {
@@ -283,6 +287,10 @@ impl Report {
             let _ = writeln!(out);
             out.push_str(&peer_report::table(&self.postgresql_rows));
         }
+        if let Some(b) = &self.backups {
+            let _ = writeln!(out);
+            out.push_str(&b.table());
+        }
         out
     }
 }
@@ -358,6 +366,7 @@ mod tests {
                 note: None,
             }),
             postgresql_rows: vec![],
+            backups: None,
         }
     }
 

@@ -157,3 +157,45 @@ async fn the_postgresql_rows_run_against_one_node_and_a_postgresql_server() {
     pg.stop().await;
     node.abort();
 }
+
+/// The backup rows, tiny: one in-process node, a 1 MiB database backed up and restored with the
+/// `flotilla` command line of this build (built by the workspace's tests, beside the node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backup_rows_run_against_one_node() {
+    use crate::backups::{BackupRig, cli_binary, run};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (client, node) = one_node(&tmp.path().join("node")).await;
+    let cli = cli_binary(Some(
+        &flotilla_testkit::cluster::node_binary().with_file_name("flotilla"),
+    ))
+    .unwrap();
+    let endpoints = client.cluster_status().await.unwrap().nodes[0]
+        .client_addr
+        .clone();
+    let rig = BackupRig {
+        endpoints: vec![endpoints],
+        replicas: 1,
+        mib: 1,
+        alone: Duration::from_millis(500),
+        dir: tmp.path().join("backups"),
+        cli: &cli,
+    };
+    let rows = run(&rig, &|_| {}).await.unwrap();
+    assert_eq!(rows.documents, 64, "{rows:?}");
+    assert!(
+        rows.backup_mib >= 1.0 && rows.backup_mib_per_sec > 0.0,
+        "{rows:?}"
+    );
+    assert!(rows.restore_mib_per_sec > 0.0, "{rows:?}");
+    assert_eq!(rows.writes.len(), 2);
+    for w in &rows.writes {
+        assert!(
+            w.alone_ops_per_sec > 0.0 && w.during_backup_ops_per_sec > 0.0,
+            "{rows:?}"
+        );
+    }
+    assert!(rows.table().contains("MiB/s"));
+    assert!(!rig.dir.exists(), "the backups are removed after the rows");
+    node.abort();
+}

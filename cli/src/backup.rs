@@ -1,25 +1,29 @@
 //! `flotilla backup`: create, list, verify and restore backups of a database (format and
 //! targets in `flotilla-backup`).
 //!
-//! What a backup guarantees: each shard's documents are those of one revision of that shard
-//! (its `revision` in the manifest), read on a replica that had applied a read index confirmed
-//! by the shard leader after the backup started, so every write acknowledged before
-//! `backup create` started is in it. Shards are read one after the other, each at its own
-//! revision: writes to different shards while a backup runs may be in it for one shard and not
-//! for another (no cross-shard point yet). A backup copies committed documents only, never a
-//! transaction's intents. A shard whose replica fails mid-stream is read again from the start
-//! on another replica. Restore: see [`restore`].
+//! What a backup guarantees: every shard's documents are those of one consistent cut of the
+//! database (see [`cut`]): no transaction is half in it, whatever writes and transactions ran
+//! meanwhile. Each shard is read on one replica, after a read index confirmed by the shard
+//! leader once the backup began, so every write acknowledged before `backup create` started is
+//! in it. The backup keeps each shard's pending transaction intents and records of the cut;
+//! the restore applies those of committed transactions. A shard whose replica fails before
+//! its read opened is read on another; a failure after that begins a new cut. Restore: see
+//! [`restore`]. Incremental backups and point-in-time restore: see [`incremental`]. Every
+//! database with the roles and users: see [`cluster`].
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
 use flotilla_backup::{
-    BackupDoc, BackupWriter, CollectionSpec, DatabaseSpec, FORMAT_VERSION, IndexSpec, Manifest,
-    ShardBackup, ShardSpec, Target,
+    BackupWriter, CollectionSpec, DatabaseSpec, FORMAT_VERSION, IndexSpec, Manifest, ShardSpec,
+    Target,
 };
 use flotilla_client::{Client, ReplicaState, ShardStatus};
 
+mod cluster;
+mod cut;
+mod incremental;
 mod restore;
 
 #[derive(Debug, Subcommand)]
@@ -27,7 +31,13 @@ pub enum BackupCommand {
     /// Back up a database to a target: a directory, file:///path or s3://bucket/prefix
     /// (credentials from the AWS environment variables). Prints the backup's URL.
     Create {
-        database: String,
+        /// The database (or --all).
+        #[arg(required_unless_present = "all")]
+        database: Option<String>,
+        /// Every database, with the cluster's roles and users (a cluster backup, restored
+        /// into a new empty cluster with `restore URL --all`).
+        #[arg(long, conflicts_with = "database")]
+        all: bool,
         /// Where: the backup goes in a new directory under it.
         #[arg(long)]
         to: String,
@@ -36,6 +46,15 @@ pub enum BackupCommand {
         /// is never overwritten.
         #[arg(long, value_parser = parse_id)]
         id: Option<String>,
+        /// Testing only: opens shard N's read N times this after the cut began (the fences
+        /// hold commits back meanwhile).
+        #[arg(long, hide = true, value_parser = humantime::parse_duration)]
+        stagger_reads: Option<Duration>,
+        /// Take an incremental backup: each shard's changes since this backup of the same
+        /// database (full or incremental, complete) up to now. Refused, writing nothing, when
+        /// a shard no longer keeps its changes that far back (take a full backup).
+        #[arg(long, value_name = "BASE_URL")]
+        incremental_from: Option<String>,
     },
     /// The complete backups under a target.
     List { url: String },
@@ -55,30 +74,77 @@ pub enum BackupCommand {
     Restore {
         url: String,
         /// The database to create.
-        #[arg(long)]
-        database: String,
+        #[arg(long, required_unless_present = "all")]
+        database: Option<String>,
+        /// The URL is a cluster backup: restore its roles, users and every database under
+        /// its own name (into a cluster that has none of them).
+        #[arg(long, conflicts_with = "database")]
+        all: bool,
         /// Longest wait for the new database's shards to get leaders.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         wait_timeout: Duration,
+        /// Restore the database as it was at this time (RFC 3339, e.g. 2026-01-02T03:04:05Z):
+        /// each shard with every change committed up to it. URL is then an incremental
+        /// backup taken after that time (its chain is restored), or a full backup.
+        #[arg(long, value_name = "TIME", value_parser = incremental::parse_time)]
+        until: Option<u64>,
     },
 }
 
 pub async fn run(client: &Client, command: BackupCommand) -> Result<()> {
     match command {
-        BackupCommand::Create { database, to, id } => {
-            create(client, &database, &to, id.as_deref()).await
+        BackupCommand::Create {
+            database,
+            all,
+            to,
+            id,
+            stagger_reads,
+            incremental_from,
+        } => {
+            let url = match (database, all, incremental_from) {
+                (Some(database), false, Some(base)) => {
+                    incremental::create(client, &database, &to, id.as_deref(), &base).await?
+                }
+                (Some(database), false, None) => {
+                    create(
+                        client,
+                        &database,
+                        Target::open(&to)?,
+                        id.as_deref(),
+                        stagger_reads,
+                    )
+                    .await?
+                }
+                (_, _, Some(_)) => {
+                    bail!("--incremental-from takes one database: name it instead of --all")
+                }
+                _ => cluster::create_all(client, &to, id.as_deref()).await?,
+            };
+            println!("{url}");
+            Ok(())
         }
         BackupCommand::List { url } => {
             let root = Target::open(&url)?;
             for b in flotilla_backup::list(&root).await? {
                 let m = &b.manifest;
                 println!(
-                    "{}\tdatabase={}\tshards={}\tdocuments={}\tbytes={}\tstarted_unix={}",
+                    "{}\tdatabase={}\tshards={}\tdocuments={}\tbytes={}\tstarted_unix={}{}",
                     b.url,
                     m.database.name,
                     m.shards.len(),
                     m.total_documents(),
                     m.total_bytes(),
+                    m.started_unix,
+                    incremental::list_columns(m)
+                );
+            }
+            for (url, m) in flotilla_backup::list_clusters(&root).await? {
+                println!(
+                    "{url}\tcluster={}\tdatabases={}\troles={}\tusers={}\tstarted_unix={}",
+                    m.cluster_id,
+                    m.databases.len(),
+                    m.roles.len(),
+                    m.users.len(),
                     m.started_unix
                 );
             }
@@ -86,10 +152,25 @@ pub async fn run(client: &Client, command: BackupCommand) -> Result<()> {
         }
         BackupCommand::Verify { url } => {
             let backup = Target::open(&url)?;
+            if flotilla_backup::is_cluster_backup(&backup).await? {
+                let (m, _) = flotilla_backup::verify_cluster(&backup, |done, all| {
+                    eprintln!("verified {done}/{all} databases");
+                })
+                .await?;
+                println!(
+                    "cluster backup {} is complete and intact: {} databases",
+                    m.backup_id,
+                    m.databases.len()
+                );
+                return Ok(());
+            }
             let m = flotilla_backup::verify(&backup, |done, all| {
                 eprintln!("verified {done}/{all} files");
             })
             .await?;
+            if m.incremental.is_some() {
+                return incremental::verify_chain(&url).await;
+            }
             println!(
                 "backup {} is complete and intact: {} shards, {} documents, {} bytes",
                 m.backup_id,
@@ -111,8 +192,30 @@ pub async fn run(client: &Client, command: BackupCommand) -> Result<()> {
         BackupCommand::Restore {
             url,
             database,
+            all,
             wait_timeout,
-        } => restore::restore(client, &url, &database, wait_timeout).await,
+            until,
+        } => {
+            let is_cluster = flotilla_backup::is_cluster_backup(&Target::open(&url)?).await?;
+            match (database, all, is_cluster) {
+                (_, true, true) if until.is_some() => bail!(
+                    "--until restores one database from its chain: restore each database of the cluster backup with --database NAME"
+                ),
+                (_, true, true) => cluster::restore_all(client, &url, wait_timeout).await,
+                (Some(database), false, false) => match until {
+                    None => restore::restore(client, &url, &database, wait_timeout).await,
+                    Some(_) => {
+                        incremental::restore(client, &url, &database, wait_timeout, until).await
+                    }
+                },
+                (_, true, false) => bail!(
+                    "{url} is the backup of one database, not of a cluster: restore it with --database NAME"
+                ),
+                _ => bail!(
+                    "{url} is a cluster backup: restore it whole with --all (or one of its databases from {url}/DATABASE with --database NAME)"
+                ),
+            }
+        }
     }
 }
 
@@ -151,7 +254,36 @@ fn parse_id(text: &str) -> std::result::Result<String, String> {
     }
 }
 
-async fn create(client: &Client, database: &str, to: &str, id: Option<&str>) -> Result<()> {
+/// The database record a manifest keeps: its name, replication factor, shards and
+/// collections.
+fn database_spec(
+    database: &str,
+    status: &flotilla_client::DatabaseStatus,
+    collections: Vec<CollectionSpec>,
+) -> DatabaseSpec {
+    DatabaseSpec {
+        name: database.to_string(),
+        replication_factor: status.database.replication_factor,
+        shards: status
+            .shards
+            .iter()
+            .map(|s| ShardSpec {
+                shard: s.shard,
+                group_id: s.group_id,
+            })
+            .collect(),
+        collections,
+    }
+}
+
+/// Backs up `database` under `target`; answers the backup's URL.
+async fn create(
+    client: &Client,
+    database: &str,
+    target: Target,
+    id: Option<&str>,
+    stagger: Option<Duration>,
+) -> Result<String> {
     let started = SystemTime::now().duration_since(UNIX_EPOCH)?;
     let cluster = client.cluster_status().await?;
     let status = client.database_status(database).await?;
@@ -160,115 +292,26 @@ async fn create(client: &Client, database: &str, to: &str, id: Option<&str>) -> 
         None => format!("{database}-{}", started.as_millis()),
     };
     let collections = collections_of(client, database).await?;
-    let writer = BackupWriter::start(Target::open(to)?, &id).await?;
-    let count = status.shards.len();
-    let mut shards = Vec::with_capacity(count);
-    let mut total = 0u64;
-    for shard in &status.shards {
-        let mut last_error = None;
-        let mut done = None;
-        for addr in replica_order(shard) {
-            eprintln!("shard {}/{count}: reading from {addr}", shard.shard + 1);
-            match backup_shard(client, &writer, &addr, database, shard.shard).await {
-                Ok(s) => {
-                    done = Some(s);
-                    break;
-                }
-                Err(e) => {
-                    eprintln!(
-                        "shard {}/{count}: {addr} failed ({e:#}); trying another replica",
-                        shard.shard + 1
-                    );
-                    last_error = Some(e.context(format!("reading from {addr}")));
-                }
-            }
-        }
-        let Some(s) = done else {
-            return Err(last_error
-                .unwrap_or_else(|| anyhow::anyhow!("no replica"))
-                .context(format!("backing up shard {}", shard.shard)));
-        };
-        total += s.documents;
-        eprintln!(
-            "shard {}/{count} done at revision {}: {} documents ({total} in all)",
-            shard.shard + 1,
-            s.revision,
-            s.documents
-        );
-        shards.push(s);
-    }
+    let writer = BackupWriter::start(target, &id).await?;
+    let taken = cut::take(client, &writer, database, &status, stagger).await?;
+    let total: u64 = taken.shards.iter().map(|s| s.documents).sum();
+    eprintln!(
+        "{} shards read at one cut: {total} documents",
+        taken.shards.len()
+    );
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         backup_id: id,
         cluster_id: cluster.cluster_id,
         started_unix: started.as_secs(),
-        database: DatabaseSpec {
-            name: database.to_string(),
-            replication_factor: status.database.replication_factor,
-            shards: status
-                .shards
-                .iter()
-                .map(|s| ShardSpec {
-                    shard: s.shard,
-                    group_id: s.group_id,
-                })
-                .collect(),
-            collections,
-        },
-        shards,
+        database: database_spec(database, &status, collections),
+        shards: taken.shards,
+        cut: Some(taken.cut),
+        incremental: None,
     };
     let url = writer.url();
     writer.complete(&manifest).await?;
-    println!("{url}");
-    Ok(())
-}
-
-/// Streams shard `shard` from the node at client address `addr` into its file.
-async fn backup_shard(
-    client: &Client,
-    writer: &BackupWriter,
-    addr: &str,
-    database: &str,
-    shard: u32,
-) -> Result<ShardBackup> {
-    let mut stream = client.read_shard(addr, database, shard).await?;
-    let mut file = writer.shard(shard);
-    let mut revision = None;
-    loop {
-        let chunk = match stream.message().await {
-            Ok(Some(chunk)) => chunk,
-            Ok(None) => break,
-            Err(e) => {
-                file.abort().await;
-                return Err(e.into());
-            }
-        };
-        revision = Some(chunk.revision);
-        for d in chunk.documents {
-            let doc = BackupDoc {
-                collection: d.collection,
-                id: d.id,
-                version: d.version,
-                revision: d.revision,
-                json: d.json,
-            };
-            if let Err(e) = file.write(&doc).await {
-                file.abort().await;
-                return Err(e.into());
-            }
-        }
-    }
-    let Some(revision) = revision else {
-        file.abort().await;
-        bail!("the stream ended without naming its revision");
-    };
-    let documents = file.documents();
-    Ok(ShardBackup {
-        shard,
-        revision,
-        documents,
-        file: file.finish().await?,
-    })
+    Ok(url)
 }
 
 /// The declared collections of `database`, with their shard keys and indexes.

@@ -3,6 +3,7 @@
 //! result and line (`-o json`). Errors are one line on stderr and an exit code per kind.
 
 mod backup;
+mod cluster;
 mod doc;
 mod query;
 mod render;
@@ -18,8 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use flotilla_client::{
-    Client, ClientOptions, ClientTls, Credentials, DatabaseOptions, DatabaseUpdate, Error, Group,
-    RemoveNodeProgress,
+    Client, ClientOptions, ClientTls, Credentials, DatabaseOptions, DatabaseUpdate, Error,
 };
 
 use render::Output;
@@ -38,7 +38,8 @@ Exit codes:
   9  over a limit of the cluster (document or batch too large)
  10  unauthenticated (credentials needed, or refused)
  11  permission denied
- 12  transaction aborted (a conflict that kept recurring, or its timeout)";
+ 12  transaction aborted (a conflict that kept recurring, or its timeout)
+ 13  storage full (the shard's leader is out of space: nothing applied)";
 
 /// Parses a placement label, `key=value`.
 fn parse_label(text: &str) -> std::result::Result<(String, String), String> {
@@ -131,7 +132,7 @@ struct Cli {
 enum Command {
     /// Cluster membership and the meta group.
     #[command(subcommand)]
-    Cluster(ClusterCommand),
+    Cluster(cluster::ClusterCommand),
     /// Databases.
     #[command(subcommand)]
     Db(DbCommand),
@@ -181,56 +182,6 @@ struct TxnArgs {
 enum TxnCommand {
     /// Open transactions and those being recovered (their coordinator is gone).
     List { database: String },
-}
-
-#[derive(Debug, Subcommand)]
-enum ClusterCommand {
-    /// Every node with its meta role and health, and the meta leader.
-    Status,
-    /// Remove a node from the cluster (its replicas are moved off first).
-    RemoveNode {
-        /// The node's id (see `cluster status`).
-        id: u64,
-    },
-    /// Topology transitions (replicas added, promoted, in rehab, replaced, removed).
-    Events {
-        /// Keep following new events.
-        #[arg(long)]
-        follow: bool,
-        /// Only events after this sequence number.
-        #[arg(long, default_value_t = 0)]
-        after: u64,
-    },
-    /// Move replicas until every node holds within one replica of the others (each move adds a
-    /// Promotable, promotes it, then removes the old replica); shows progress until done.
-    Rebalance {
-        /// Only ask for it; do not wait until it is done.
-        #[arg(long)]
-        no_wait: bool,
-        /// Longest wait for the rebalance to finish.
-        #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
-        wait_timeout: Duration,
-    },
-    /// Assign placement labels to a node (on top of its --labels); none clears them.
-    Label {
-        /// The node's id.
-        id: u64,
-        /// Labels, `key=value`.
-        #[arg(value_parser = parse_label)]
-        labels: Vec<(String, String)>,
-    },
-    /// Hand the leadership of the meta group, or of one shard, to a node.
-    TransferLeadership {
-        /// The node id of the new leader.
-        #[arg(long)]
-        to: u64,
-        /// Transfer the leadership of a shard of this database instead of the meta group.
-        #[arg(long, requires = "shard")]
-        database: Option<String>,
-        /// The shard (with --database).
-        #[arg(long, requires = "database")]
-        shard: Option<u32>,
-    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -321,9 +272,6 @@ enum DbCommand {
     },
 }
 
-/// How long `cluster remove-node` waits for the node's replicas to move off it.
-const REMOVE_NODE_TIMEOUT: Duration = Duration::from_secs(3600);
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -355,7 +303,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     match e.chain().find_map(|c| c.downcast_ref::<Error>()) {
         Some(Error::NotFound(_)) => 3,
         Some(Error::VersionMismatch(_)) => 4,
-        Some(Error::FailedPrecondition(_)) => 9,
+        Some(Error::FailedPrecondition(_) | Error::CutLifted(_)) => 9,
         Some(Error::Unavailable(_) | Error::Transport { .. } | Error::DeadlineExceeded(_)) => 5,
         Some(Error::OutcomeUnknown(_)) => 6,
         Some(Error::InvalidArgument(_) | Error::RevisionCompacted { .. }) => 7,
@@ -364,6 +312,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(Error::Unauthenticated(_)) => 10,
         Some(Error::PermissionDenied(_)) => 11,
         Some(Error::TxnConflict(_) | Error::TxnAborted(_)) => 12,
+        Some(Error::StorageFull(_)) => 13,
         Some(Error::Server { .. } | Error::Protocol(_)) | None => 1,
     }
 }
@@ -398,7 +347,7 @@ async fn run(cli: Cli) -> Result<()> {
     let client = Client::with_options(cli.endpoints.clone(), options)?;
     let out = cli.output;
     match cli.command {
-        Command::Cluster(c) => cluster(&client, c, out).await,
+        Command::Cluster(c) => cluster::run(&client, c, out).await,
         Command::Db(c) => db(&client, c, out).await,
         Command::Doc(c) => doc::doc(&client, c, out).await,
         Command::Index(c) => query::index(&client, c, out).await,
@@ -427,105 +376,6 @@ async fn transaction(client: &Client, args: TxnArgs, out: Output) -> Result<()> 
             "usage: flotilla txn DB --file OPS.json, or flotilla txn list DB".into(),
         )
         .into()),
-    }
-}
-
-async fn cluster(client: &Client, command: ClusterCommand, out: Output) -> Result<()> {
-    match command {
-        ClusterCommand::Status => {
-            let status = client.cluster_status().await?;
-            print(&render::cluster_status(&status, out))
-        }
-        ClusterCommand::Events { follow, after } => {
-            use futures::StreamExt;
-            let mut events = client.cluster_events(follow, after).await?;
-            while let Some(event) = events.next().await {
-                print(&render::cluster_event(&event?, out))?;
-            }
-            Ok(())
-        }
-        ClusterCommand::RemoveNode { id } => {
-            // The node's replicas move first; every answer says how far that has come.
-            let steps = client
-                .remove_node_until_done(id, REMOVE_NODE_TIMEOUT, |step| {
-                    if !matches!(step, RemoveNodeProgress::Removed { .. }) {
-                        eprintln!("node {id}: {step}");
-                    }
-                })
-                .await
-                .with_context(|| format!("removing node {id}"))?;
-            print(&render::node_removed(id, &steps, out))
-        }
-        ClusterCommand::Label { id, labels } => {
-            let labels = labels.into_iter().collect();
-            let now = client
-                .assign_labels(id, &labels)
-                .await
-                .with_context(|| format!("labelling node {id}"))?;
-            let text = now
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",");
-            print(&render::steps(
-                &format!(
-                    "node {id} labels: {}",
-                    if text.is_empty() { "-" } else { &text }
-                ),
-                &[],
-                out,
-            ))
-        }
-        ClusterCommand::Rebalance {
-            no_wait,
-            wait_timeout,
-        } => {
-            let steps = client.rebalance().await.context("requesting a rebalance")?;
-            print(&render::steps("rebalance requested", &steps, out))?;
-            if no_wait {
-                return Ok(());
-            }
-            let deadline = tokio::time::Instant::now() + wait_timeout;
-            let mut last = String::new();
-            loop {
-                let status = client.cluster_status().await?;
-                let mut nodes: Vec<_> = status.nodes.iter().filter(|n| !n.draining).collect();
-                nodes.sort_by_key(|n| n.id);
-                let counts = nodes
-                    .iter()
-                    .map(|n| format!("{}: {}", n.id, n.replicas))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                if counts != last {
-                    eprintln!("replicas per node: {counts}");
-                    last = counts;
-                }
-                if !status.rebalancing {
-                    return print(&render::steps("rebalance finished", &[last], out));
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    anyhow::bail!(
-                        "the rebalance is still running after {wait_timeout:?}; follow it with `flotilla cluster status`"
-                    );
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-        ClusterCommand::TransferLeadership {
-            to,
-            database,
-            shard,
-        } => {
-            let group = match (database, shard) {
-                (Some(database), Some(shard)) => Group::Shard { database, shard },
-                _ => Group::Meta,
-            };
-            let leader = client
-                .transfer_leadership(group.clone(), to)
-                .await
-                .with_context(|| format!("transferring leadership to node {to}"))?;
-            print(&render::leadership_transferred(&group, leader, out))
-        }
     }
 }
 

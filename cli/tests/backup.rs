@@ -8,11 +8,13 @@
 //! missing `complete` marker makes restore refuse and create nothing. (Here rather than in the node's process tests: the
 //! test runs the CLI binary, which only its own package's tests can name.)
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use common::{assert_ok, flotilla};
 use flotilla_backup::Target;
 use flotilla_client::Client;
 use flotilla_testkit::cluster::{Cluster, ClusterOptions};
@@ -25,48 +27,9 @@ type Damage<'a> = (&'a str, Box<dyn Fn() + 'a>, Box<dyn Fn() + 'a>);
 const SOURCE: &str = "source";
 const COLLECTIONS: [&str; 2] = ["users", "orders"];
 
-async fn flotilla(endpoints: &str, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .arg("--endpoints")
-        .arg(endpoints)
-        .arg("--timeout")
-        .arg("30s")
-        .args(args)
-        .env_remove("FLOTILLA_ENDPOINTS")
-        .output()
-        .await
-        .unwrap()
-}
-
-#[track_caller]
-fn assert_ok(out: &Output, seed: u64) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "seed {seed}: exit {:?}\nstdout: {stdout}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 /// Every document of `db`: (collection, id) -> (version, json).
 async fn all_docs(client: &Client, db: &str) -> BTreeMap<(String, String), (u64, String)> {
-    let mut docs = BTreeMap::new();
-    for c in COLLECTIONS {
-        let mut token = None;
-        loop {
-            let page = client.list(db, c, "", 500, token.as_deref()).await.unwrap();
-            for d in page.documents {
-                docs.insert((d.collection, d.id), (d.version, d.json));
-            }
-            match page.next_page_token {
-                Some(t) => token = Some(t),
-                None => break,
-            }
-        }
-    }
-    docs
+    common::all_docs(client, db, &COLLECTIONS).await
 }
 
 /// A random document body: an indexed number, a shard key value (one per id: a document of
@@ -307,8 +270,24 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
     .await;
     assert!(!bad.status.success(), "an id with a slash is refused");
 
-    // What the backup read: each shard's documents at its revision.
+    // What the backup read: each shard's documents at its revision, with the pending writes
+    // of transactions committed at the cut applied.
     let (backup, manifest) = flotilla_backup::open_verified(&url).await.unwrap();
+    let cut = manifest.cut.as_ref().expect("a backup at a cut");
+    let mut intents: BTreeMap<u32, Vec<flotilla_backup::BackupIntent>> = BTreeMap::new();
+    let mut records = Vec::new();
+    for s in &cut.shards {
+        for line in flotilla_backup::cut::read_txns(&backup, &s.file.name)
+            .await
+            .unwrap()
+        {
+            match line {
+                flotilla_backup::TxnLine::Intent(i) => intents.entry(s.shard).or_default().push(i),
+                flotilla_backup::TxnLine::Record(r) => records.push(r),
+            }
+        }
+    }
+    let committed = flotilla_backup::cut::committed(&records);
     let mut in_backup = BTreeMap::new();
     for shard in &manifest.shards {
         let docs: Vec<_> = flotilla_backup::read_shard(&backup, &shard.file.name)
@@ -318,12 +297,16 @@ async fn a_backup_under_writes_restores_into_a_new_database_and_a_damaged_one_is
             .await
             .unwrap();
         assert_eq!(docs.len() as u64, shard.documents);
-        for d in docs {
+        for d in &docs {
             assert!(
                 d.revision <= shard.revision,
                 "seed {seed}: {d:?} after {}",
                 shard.revision
             );
+        }
+        let pending = intents.remove(&shard.shard).unwrap_or_default();
+        let (docs, _) = flotilla_backup::cut::resolve(docs, &pending, &committed, shard.revision);
+        for d in docs {
             in_backup.insert((d.collection, d.id), (d.version, d.json));
         }
     }
@@ -526,6 +509,8 @@ async fn write_backup(
             collections: Vec::new(),
         },
         shards: backed,
+        cut: None,
+        incremental: None,
     };
     let url = w.url();
     w.complete(&manifest).await.unwrap();
@@ -685,8 +670,8 @@ async fn an_interrupted_backup_is_never_listed_nor_restored() {
     );
     nothing_complete(&client, &endpoints, dir.path(), "from-killed").await;
 
-    // The node being read killed half way: the backup reads that shard again from another
-    // replica and completes, or fails and leaves nothing complete.
+    // The node being read killed half way: the backup begins a new cut (read from the
+    // replicas left) and completes, or fails and leaves nothing complete.
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().to_str().unwrap();
     let (child, addr) = create_until_second_shard(&endpoints, SOURCE, root).await;

@@ -54,6 +54,7 @@ pub mod query;
 mod txn;
 pub mod users;
 
+pub use backup::Cut;
 pub use txn::{CommitOutcome, CommittedWrite, Transaction, TransactionInfo};
 
 /// Largest response the client accepts (a page of documents can be large).
@@ -555,9 +556,10 @@ impl Client {
 }
 
 /// The error an operation ends with: a write that an earlier attempt may have applied and that
-/// then failed for lack of an answer has an unknown outcome.
+/// then failed for lack of an answer, or was refused before a later attempt was proposed, has
+/// an unknown outcome.
 fn give_up(error: Error, maybe_applied: bool, attempts: u32) -> Error {
-    if maybe_applied && error.is_unavailable() {
+    if maybe_applied && (error.is_unavailable() || matches!(error, Error::StorageFull(_))) {
         Error::OutcomeUnknown(format!("{error} (after {attempts} attempts)"))
     } else {
         error

@@ -48,6 +48,13 @@ pub enum Error {
     /// The request is over a limit of the cluster (document size, batch size, ...).
     #[error("{}", labelled("resource exhausted", .0))]
     ResourceExhausted(String),
+    /// The shard's leader has too little free storage to take a write that adds data (the
+    /// reason `STORAGE_FULL`); nothing of it applied. The client asks again while its retries
+    /// last (the leadership usually moves to a replica with room); after that, free space on
+    /// the node or add storage, then write again. Reads, deletes and transactions under way
+    /// go on.
+    #[error("{}", labelled("storage full", .0))]
+    StorageFull(String),
     /// The cluster has no leader or no quorum for the request right now; retrying later may
     /// succeed. Returned once the client's own retries are used up.
     #[error("{}", labelled("unavailable", .0))]
@@ -94,6 +101,10 @@ pub enum Error {
     /// its coordinating node is gone. Nothing of it applied; it may be run again.
     #[error("{}", labelled("transaction aborted", .0))]
     TxnAborted(String),
+    /// A backup read named a cut whose fence is no longer up on its shard (the cut was
+    /// lifted, by its backup or by the shard leader after its bound): begin a new cut.
+    #[error("{}", labelled("cut lifted", .0))]
+    CutLifted(String),
     /// The server's answer lacks a field the protocol promises.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -141,11 +152,13 @@ impl Error {
         match self {
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::VersionMismatch(_) | Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::VersionMismatch(_) | Error::FailedPrecondition(_) | Error::CutLifted(_) => {
+                Code::FailedPrecondition
+            }
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::ResourceExhausted(_) => Code::ResourceExhausted,
+            Error::ResourceExhausted(_) | Error::StorageFull(_) => Code::ResourceExhausted,
             Error::Unavailable(_) | Error::Transport { .. } | Error::OutcomeUnknown(_) => {
                 Code::Unavailable
             }
@@ -198,6 +211,19 @@ pub(crate) fn classify(status: &Status, endpoint: &str) -> (Error, Failure) {
         Code::FailedPrecondition if is_version_mismatch(status) => {
             (Error::VersionMismatch(message), Failure::Final)
         }
+        Code::FailedPrecondition
+            if flotilla_proto::reason_of(status) == Some(ErrorReason::CutLifted) =>
+        {
+            (Error::CutLifted(message), Failure::Final)
+        }
+        // A write forwarded by a node whose view of the collection's shard key is a meta apply
+        // behind: refused before it was proposed, so asking again (once that view caught up)
+        // is safe.
+        Code::FailedPrecondition
+            if flotilla_proto::reason_of(status) == Some(ErrorReason::WrongShard) =>
+        {
+            (Error::FailedPrecondition(message), Failure::Unavailable)
+        }
         Code::FailedPrecondition => (Error::FailedPrecondition(message), Failure::Final),
         Code::OutOfRange
             if flotilla_proto::reason_of(status) == Some(ErrorReason::RevisionCompacted) =>
@@ -210,6 +236,13 @@ pub(crate) fn classify(status: &Status, endpoint: &str) -> (Error, Failure) {
         }
         Code::InvalidArgument | Code::OutOfRange => {
             (Error::InvalidArgument(message), Failure::Final)
+        }
+        // Refused before it was proposed: asking again (the leadership moves off a full node)
+        // is safe.
+        Code::ResourceExhausted
+            if flotilla_proto::reason_of(status) == Some(ErrorReason::StorageFull) =>
+        {
+            (Error::StorageFull(message), Failure::Unavailable)
         }
         Code::ResourceExhausted => (Error::ResourceExhausted(message), Failure::Final),
         Code::Unauthenticated => (Error::Unauthenticated(message), Failure::Final),
@@ -314,6 +347,29 @@ mod tests {
         );
         let (error, _) = classify(&marked, "e");
         assert_eq!(error, Error::VersionMismatch("v2 != v1".into()));
+        let misrouted = flotilla_proto::with_reason(
+            Status::failed_precondition("a write forwarded to shard 3, for documents of shard 2"),
+            ErrorReason::WrongShard,
+        );
+        let (error, failure) = classify(&misrouted, "e");
+        assert_eq!(
+            failure,
+            Failure::Unavailable,
+            "refused before proposing: asked again"
+        );
+        assert_eq!(error.code(), Code::FailedPrecondition);
+        // A leader out of storage refused before proposing: asked again (the leadership moves).
+        let full = flotilla_proto::with_reason(
+            Status::resource_exhausted("node 2's storage is full"),
+            ErrorReason::StorageFull,
+        );
+        assert_eq!(
+            classify(&full, "e"),
+            (
+                Error::StorageFull("node 2's storage is full".into()),
+                Failure::Unavailable
+            )
+        );
         let conflict =
             flotilla_proto::with_reason(Status::aborted("locked"), ErrorReason::TxnConflict);
         assert_eq!(

@@ -35,7 +35,7 @@ pub use client::query::{
 };
 pub use client::users::{NewToken, Permission, RoleInfo, TokenInfo, UserInfo};
 pub use client::{
-    Client, CommitOutcome, CommittedWrite, DatabaseOptions, DatabaseUpdate, ListOptions,
+    Client, CommitOutcome, CommittedWrite, Cut, DatabaseOptions, DatabaseUpdate, ListOptions,
     Transaction, TransactionInfo, WatchStream,
 };
 pub use error::{Error, Result};
@@ -44,6 +44,6 @@ pub use options::{ClientOptions, ClientTls};
 pub use types::{
     BatchOp, BatchOutcome, BatchResult, ChangeKind, ClusterEvent, ClusterStatus, Consistency,
     DatabaseInfo, DatabaseStatus, DeleteResult, Document, Group, Health, IndexCheck, ListPage,
-    MetaRole, NodeStatus, PutResult, RemoveNodeProgress, ReplicaMove, ReplicaState, ReplicaStatus,
-    ShardStatus, WatchEvent,
+    MetaRole, NodeStatus, PutResult, RemoveNodeProgress, ReplicaDigest, ReplicaMove, ReplicaState,
+    ReplicaStatus, ShardStatus, WatchEvent,
 };

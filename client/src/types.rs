@@ -470,6 +470,26 @@ impl From<pb::ClusterEvent> for ClusterEvent {
     }
 }
 
+/// One replica's applied index and content digest (`Client::replica_digest`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplicaDigest {
+    /// The node that answered.
+    pub node_id: u64,
+    pub applied_index: u64,
+    /// SHA-256 of the replica's content.
+    pub digest: Vec<u8>,
+    pub documents: u64,
+    /// Indexes still being built on that replica (its digest is not comparable until none).
+    pub indexes_building: u32,
+}
+
+impl ReplicaDigest {
+    /// The digest in hexadecimal.
+    pub fn hex(&self) -> String {
+        self.digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// A database and the state of each of its shards.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DatabaseStatus {

@@ -211,6 +211,49 @@ async fn uncertain_writes_are_retried_when_the_caller_opts_in() {
 }
 
 #[tokio::test]
+async fn a_write_refused_for_a_full_storage_is_asked_again_then_reported_as_such() {
+    let node = FakeNode::start(Fake::new()).await;
+    node.fake.always(Step::Refuse(
+        Code::ResourceExhausted,
+        pb::ErrorReason::StorageFull,
+        "node 2's storage is full",
+    ));
+    let options = ClientOptions {
+        max_attempts: 3,
+        ..fast_options()
+    };
+    let c = client(&[&node.addr], options);
+    let err = c.put("t", "users", "a", "{}", None).await.unwrap_err();
+    assert!(matches!(err, Error::StorageFull(_)), "{err:?}");
+    assert_eq!(
+        node.fake.count("put"),
+        3,
+        "refused before proposing: asked again"
+    );
+}
+
+#[tokio::test]
+async fn a_write_refused_for_a_full_storage_after_an_uncertain_attempt_is_outcome_unknown() {
+    let node = FakeNode::start(Fake::new()).await;
+    // The first attempt gets no answer in time (it may have applied); the next are refused.
+    node.fake.script([Step::Delay(Duration::from_secs(2))]);
+    node.fake.always(Step::Refuse(
+        Code::ResourceExhausted,
+        pb::ErrorReason::StorageFull,
+        "node 2's storage is full",
+    ));
+    let options = ClientOptions {
+        request_timeout: Duration::from_millis(200),
+        retry_uncertain_writes: true,
+        max_attempts: 3,
+        ..fast_options()
+    };
+    let c = client(&[&node.addr], options);
+    let err = c.put("t", "users", "a", "{}", None).await.unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown(_)), "{err:?}");
+}
+
+#[tokio::test]
 async fn a_read_that_times_out_moves_to_the_next_endpoint() {
     let slow = FakeNode::start(Fake::new()).await;
     slow.fake.always(Step::Delay(Duration::from_secs(5)));

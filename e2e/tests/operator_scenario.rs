@@ -17,6 +17,8 @@
 //! no grace period, with a Warning Event), losing no acknowledged write;
 //! deleting the DatabaseGroup with `deletionPolicy: Delete` drops the database.
 //!
+//! A second scenario ([`recovery`]) makes a new Cluster from a backup of another one.
+//!
 //! The node binary is `FLOTILLA_NODE_BIN`, or `flotilla-node` built with cargo next to this
 //! test's executable.
 
@@ -44,6 +46,9 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
 
+#[path = "operator_scenario/recovery.rs"]
+mod recovery;
+
 const NAMESPACE: &str = "flotilla-e2e";
 const CLUSTER: &str = "flotilla";
 const DATABASE: &str = "orders";
@@ -68,7 +73,19 @@ const FORCE_DELETE_AFTER: Duration = Duration::from_secs(30);
 /// The `flotilla-node` binary: `FLOTILLA_NODE_BIN`, or built with cargo into the target
 /// directory of this test.
 fn node_binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("FLOTILLA_NODE_BIN") {
+    built_binary("FLOTILLA_NODE_BIN", "flotilla-node", "flotilla-node")
+}
+
+/// The `flotilla` CLI: `FLOTILLA_CLI_BIN`, or built with cargo into the target directory of
+/// this test.
+fn cli_binary() -> PathBuf {
+    built_binary("FLOTILLA_CLI_BIN", "flotilla-cli", "flotilla")
+}
+
+/// The binary `bin` of `package`: the path in `env`, or built with cargo into the target
+/// directory of this test.
+fn built_binary(env: &str, package: &str, bin: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("the test knows its executable");
@@ -84,25 +101,20 @@ fn node_binary() -> PathBuf {
         .to_path_buf();
     let release = profile_dir.file_name().is_some_and(|p| p == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    progress("building flotilla-node (cargo skips it when it is up to date)");
+    progress(format!(
+        "building {bin} (cargo skips it when it is up to date)"
+    ));
     let mut build = std::process::Command::new(cargo);
     build
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "flotilla-node",
-            "--bin",
-            "flotilla-node",
-        ])
+        .args(["build", "-q", "-p", package, "--bin", bin])
         .env("CARGO_TARGET_DIR", &target_dir)
         .current_dir(repo_root());
     if release {
         build.arg("--release");
     }
     let status = build.status().expect("cargo runs");
-    assert!(status.success(), "cargo build -p flotilla-node failed");
-    profile_dir.join("flotilla-node")
+    assert!(status.success(), "cargo build -p {package} failed");
+    profile_dir.join(bin)
 }
 
 fn yaml_file(path: &str) -> Value {
@@ -231,11 +243,16 @@ impl Harness {
             .lock()
             .map_or_else(|p| p.into_inner().clone(), |s| s.clone());
         cluster["spec"]["storage"]["size"] = json!(size);
+        self.apply_named_cluster(CLUSTER, &cluster).await;
+    }
+
+    /// Applies `cluster` (the whole object) as Cluster `name`, as `kubectl apply` would.
+    async fn apply_named_cluster(&self, name: &str, cluster: &Value) {
         self.clusters()
             .patch(
-                CLUSTER,
+                name,
                 &PatchParams::apply(USER).force(),
-                &Patch::Apply(&cluster),
+                &Patch::Apply(cluster),
             )
             .await
             .expect("Cluster applied");
@@ -245,11 +262,16 @@ impl Harness {
         let mut group = yaml_file("deploy/examples/database-group.yaml");
         group["metadata"]["namespace"] = json!(NAMESPACE);
         group["spec"]["deletionPolicy"] = json!(deletion_policy);
+        self.apply_named_group(DATABASE, &group).await;
+    }
+
+    /// Applies `group` (the whole object) as DatabaseGroup `name`, as `kubectl apply` would.
+    async fn apply_named_group(&self, name: &str, group: &Value) {
         self.groups()
             .patch(
-                DATABASE,
+                name,
                 &PatchParams::apply(USER).force(),
-                &Patch::Apply(&group),
+                &Patch::Apply(group),
             )
             .await
             .expect("DatabaseGroup applied");
@@ -268,30 +290,34 @@ impl Harness {
                 "placement": {"nodeLabels": {ZONE_LABEL: ZONE_A}},
             },
         });
-        self.groups()
-            .patch(
-                ZONED,
-                &PatchParams::apply(USER).force(),
-                &Patch::Apply(&group),
-            )
-            .await
-            .expect("DatabaseGroup applied");
+        self.apply_named_group(ZONED, &group).await;
     }
 
     /// A client of the database through the client Service's address.
     async fn database_client(&self) -> Client {
-        let kubelet = self.kubelet();
-        let address = wait::until_async("the client Service", STEP_TIMEOUT, POLL, || async {
-            Ok(kubelet.service_address(NAMESPACE, CLUSTER, "client"))
-        })
-        .await
-        .expect("the client Service is served");
-        progress(format!("client Service at {address}"));
+        self.client_of(CLUSTER).await
+    }
+
+    /// A client of `cluster` through its client Service's address.
+    async fn client_of(&self, cluster: &str) -> Client {
+        let address = self.client_address(cluster).await;
+        progress(format!("client Service of {cluster} at {address}"));
         let options = ClientOptions {
             total_timeout: Duration::from_secs(30),
             ..ClientOptions::default()
         };
-        Client::with_options(vec![address.to_string()], options).expect("client")
+        Client::with_options(vec![address], options).expect("client")
+    }
+
+    /// The address the client Service of `cluster` is served on.
+    async fn client_address(&self, cluster: &str) -> String {
+        let kubelet = self.kubelet();
+        let address = wait::until_async("the client Service", STEP_TIMEOUT, POLL, || async {
+            Ok(kubelet.service_address(NAMESPACE, cluster, "client"))
+        })
+        .await
+        .expect("the client Service is served");
+        address.to_string()
     }
 
     /// Waits until the Cluster's status satisfies `check`, which says what it sees.
@@ -301,9 +327,20 @@ impl Harness {
         timeout: Duration,
         check: impl Fn(&Cluster) -> Result<(), String>,
     ) -> Cluster {
+        self.wait_named_cluster(CLUSTER, what, timeout, check).await
+    }
+
+    /// Waits until the status of Cluster `name` satisfies `check`, which says what it sees.
+    async fn wait_named_cluster(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Cluster) -> Result<(), String>,
+    ) -> Cluster {
         let clusters = self.clusters();
         wait::until_async(what, timeout, POLL, || async {
-            let cluster = clusters.get(CLUSTER).await.map_err(|e| e.to_string())?;
+            let cluster = clusters.get(name).await.map_err(|e| e.to_string())?;
             check(&cluster).map(|()| Some(cluster))
         })
         .await

@@ -12,6 +12,12 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(postcard::to_stdvec(value)?)
 }
 
+/// The CRC-32C (Castagnoli) of `bytes` (hardware-computed where the CPU offers it): what seals
+/// a stored record (`store::integrity`) and what a snapshot sent to a peer carries.
+pub fn checksum(bytes: &[u8]) -> u32 {
+    crc32c::crc32c(bytes)
+}
+
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(postcard::from_bytes(bytes)?)
 }

@@ -25,6 +25,36 @@ pub enum Command {
     Txn(txn::TxnCommand),
     /// Documents restored with their versions into a shard being restored (see `store::load`).
     Load(LoadCommand),
+    /// A data-group command with the wall-clock time its leader proposed it at (see
+    /// [`Stamped`]). Appended last, so that every entry stored before it decodes unchanged.
+    Stamped(Stamped),
+}
+
+/// A command and its commit time: the proposing leader's wall clock, in ms since the Unix
+/// epoch, put into the entry before it is replicated so that every replica stores the same
+/// time with the change events the command makes (the time a point-in-time restore cuts at).
+/// Entries written before commit times were kept carry none: their time is 0 (unknown).
+/// Only `Data`, `DataMany` and `Txn` commands are stamped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Stamped {
+    pub unix_ms: u64,
+    pub command: Box<Command>,
+}
+
+impl Stamped {
+    /// `command` stamped with `unix_ms` when it is a kind that is stamped (a data write or a
+    /// transaction step); any other command is returned as it is.
+    pub fn wrap(command: Command, unix_ms: u64) -> Command {
+        match command {
+            Command::Data(_) | Command::DataMany(_) | Command::Txn(_) => {
+                Command::Stamped(Stamped {
+                    unix_ms,
+                    command: Box::new(command),
+                })
+            }
+            other => other,
+        }
+    }
 }
 
 pub use crate::store::load::{LoadCommand, LoadOutcome};
@@ -87,11 +117,33 @@ impl Command {
             Command::DataMany(b) => b.iter().map(DataCommand::body_bytes).sum(),
             Command::Txn(t) => t.body_bytes(),
             Command::Load(l) => l.body_bytes(),
+            Command::Stamped(s) => s.command.body_bytes(),
+        }
+    }
+
+    /// Whether the command adds data a node keeps: new documents, intents, an index, a
+    /// restore's documents. A node whose volume is full refuses these and still takes the rest
+    /// (deletes, transaction decisions and resolutions, fences, meta changes), which finish
+    /// work under way or free space (see `store::space`).
+    pub fn grows_data(&self) -> bool {
+        match self {
+            Command::Meta(_) => false,
+            Command::Data(d) => d.grows_data(),
+            Command::DataMany(b) => b.iter().any(DataCommand::grows_data),
+            Command::Index(i) => matches!(i, IndexCommand::Create { .. }),
+            Command::Txn(t) => t.grows_data(),
+            Command::Load(_) => true,
+            Command::Stamped(s) => s.command.grows_data(),
         }
     }
 }
 
 impl DataCommand {
+    /// Whether the batch puts a document (a batch of deletes only frees space).
+    pub fn grows_data(&self) -> bool {
+        self.ops.iter().any(|op| matches!(op, WriteOp::Put { .. }))
+    }
+
     /// Bytes of document bodies the batch writes.
     pub fn body_bytes(&self) -> usize {
         self.ops
@@ -113,6 +165,7 @@ impl fmt::Display for Command {
             Command::Index(i) => write!(f, "index:{i:?}"),
             Command::Txn(t) => write!(f, "txn:{}", t.kind()),
             Command::Load(l) => write!(f, "load:{} docs", l.docs.len()),
+            Command::Stamped(s) => write!(f, "{}@{}", s.command, s.unix_ms),
         }
     }
 }

@@ -83,6 +83,11 @@ pub struct NodeConfig {
     /// snapshots stays bounded in bytes when entries are large.
     #[arg(long, env = "FLOTILLA_SNAPSHOT_LOG_BYTES", default_value_t = 64 << 20)]
     pub snapshot_log_bytes: u64,
+    /// Free bytes kept in reserve on the data directory's volume (at most a tenth of it): below
+    /// them the node counts its storage as full, hands its leaderships over and refuses writes
+    /// that add data until space is freed, so that it never runs out in the middle of a write.
+    #[arg(long, env = "FLOTILLA_STORAGE_RESERVE_BYTES", default_value_t = crate::store::space::DEFAULT_RESERVE)]
+    pub storage_reserve_bytes: u64,
     /// Largest accepted document body, in bytes.
     #[arg(long, env = "FLOTILLA_MAX_DOCUMENT_BYTES", default_value_t = 1 << 20)]
     pub max_document_bytes: usize,
@@ -104,6 +109,16 @@ pub struct NodeConfig {
     /// any commit decision may be in flight (the request timeout) plus the clock skew.
     #[arg(long, env = "FLOTILLA_TXN_RECORD_RETENTION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub txn_record_retention: Duration,
+    /// Longest a backup's fence stays up on a shard this node leads, e.g. `30s`: a fence its
+    /// backup did not lift by then (the backup client died) is lifted by the shard leader.
+    /// Transaction commits on a fenced shard wait, so keep it short.
+    #[arg(long, env = "FLOTILLA_BACKUP_FENCE_MAX", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub backup_fence_max: Duration,
+    /// How many revisions of change feed each shard replica keeps (at least 1), for watches
+    /// and incremental backups: a watch or an incremental backup that needs older changes is
+    /// refused as compacted (watch again from the current state; take a full backup).
+    #[arg(long, env = "FLOTILLA_CHANGE_RETENTION", default_value_t = crate::store::CHANGE_RETENTION)]
+    pub change_retention: u64,
     /// Testing only: this node's transaction coordinator stops for a minute at this point of
     /// every two-phase commit, so that a test can kill it there.
     #[arg(long, env = "FLOTILLA_TXN_FAILPOINT", value_enum, hide = true)]

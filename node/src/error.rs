@@ -80,6 +80,10 @@ impl NodeError {
 
 impl From<std::io::Error> for NodeError {
     fn from(e: std::io::Error) -> Self {
+        // A corrupt replica: another replica of the group can serve the request.
+        if let Some(c) = crate::store::Corruption::of(&e) {
+            return NodeError::Unavailable(format!("{c}; this replica no longer serves the group"));
+        }
         NodeError::Internal(e.to_string())
     }
 }

@@ -184,6 +184,7 @@ fn seeds() -> BTreeMap<(&'static str, &'static str), Vec<u8>> {
         data: Vec::new(),
         to_node_id: 2,
         from_node_id: 1,
+        checksum: None,
     };
     seeds.insert(("peer_message", "install_snapshot"), picked(2, &snapshot));
     seeds

@@ -5,7 +5,7 @@
 
 use crate::crd::cluster_funcs::{CLUSTER_LABEL, HAND_OVER_ANNOTATION, UNRECOVERABLE_ANNOTATION};
 use crate::crd::database_group::ClusterRef;
-use crate::crd::{Backup, BackupSpec, SecretRef};
+use crate::crd::{Backup, BackupDestination, BackupSpec, SecretRef};
 use crate::error::{Error, Result};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
@@ -47,7 +47,8 @@ pub fn destroy_patch() -> Value {
 pub struct BackupRequest {
     pub cluster: String,
     pub database: String,
-    pub destination: String,
+    /// The Cluster's `spec.backup` destination when unset.
+    pub destination: Option<String>,
     pub env_from_secret: Option<String>,
     pub volume_claim: Option<String>,
     /// The Backup's name; `<cluster>-<database>-<UTC time>` when unset.
@@ -67,12 +68,14 @@ pub fn backup_object(request: &BackupRequest, namespace: &str, at: Timestamp) ->
                 name: request.cluster.clone(),
             },
             database: request.database.clone(),
-            destination: request.destination.clone(),
-            env_from_secret: request
-                .env_from_secret
-                .clone()
-                .map(|name| SecretRef { name }),
-            volume_claim: request.volume_claim.clone(),
+            target: BackupDestination {
+                destination: request.destination.clone(),
+                env_from_secret: request
+                    .env_from_secret
+                    .clone()
+                    .map(|name| SecretRef { name }),
+                volume_claim: request.volume_claim.clone(),
+            },
         },
     );
     backup.metadata.namespace = Some(namespace.to_owned());

@@ -68,6 +68,7 @@ fn every_alert_has_a_unit_test() {
             "FlotillaReplicationFactorNotMet",
             "FlotillaLeaderFlapping",
             "FlotillaDiskNearlyFull",
+            "FlotillaStorageFull",
             "FlotillaFsyncSlow",
             "FlotillaProposalsFailing",
             "FlotillaGrpcErrors",

@@ -28,6 +28,8 @@ use tonic::{Request, Response, Status};
 pub enum Step {
     /// Answer with this status.
     Fail(tonic::Code, &'static str),
+    /// Answer with this status carrying this reason (`x-flotilla-reason`).
+    Refuse(tonic::Code, pb::ErrorReason, &'static str),
     /// Wait, then answer normally.
     Delay(Duration),
 }
@@ -137,6 +139,10 @@ impl Fake {
         match step {
             None => Ok(()),
             Some(Step::Fail(code, message)) => Err(Status::new(code, message)),
+            Some(Step::Refuse(code, reason, message)) => Err(flotilla_proto::with_reason(
+                Status::new(code, message),
+                reason,
+            )),
             Some(Step::Delay(d)) => {
                 tokio::time::sleep(d).await;
                 Ok(())
@@ -588,6 +594,13 @@ impl Admin for Fake {
         &self,
         _request: Request<pb::CheckIndexesRequest>,
     ) -> Result<Response<pb::CheckIndexesResponse>, Status> {
+        Err(Status::unimplemented("not faked"))
+    }
+
+    async fn replica_digest(
+        &self,
+        _request: Request<pb::ReplicaDigestRequest>,
+    ) -> Result<Response<pb::ReplicaDigestResponse>, Status> {
         Err(Status::unimplemented("not faked"))
     }
 

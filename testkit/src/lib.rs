@@ -4,7 +4,8 @@
 //! - [`cluster`]: clusters of real `flotilla-node` processes on 127.0.0.1 or, for partitions,
 //!   one network namespace per node ([`netns`]); kill, freeze, stop, restart and wipe nodes.
 //! - [`workload`], [`history`], [`linearizability`], [`schedule`]: concurrent clients whose every
-//!   operation is recorded, the check of that history, and seeded schedules of faults.
+//!   operation is recorded, the check of that history, and seeded schedules of faults;
+//!   [`membership`]: seeded membership changes under faults.
 //! - [`http`]: GETs on a node's HTTP port (`/readyz`, `/metrics`) through a real HTTP client.
 //! - [`wait`]: waiting on a condition with a deadline, never sleeping and hoping.
 //! - [`command`]: external commands (`ip`, docker) run with a deadline.
@@ -25,8 +26,10 @@ pub mod fake_node;
 pub mod history;
 pub mod http;
 pub mod linearizability;
+pub mod membership;
 pub mod netns;
 pub mod schedule;
+pub mod tmpfs;
 pub mod wait;
 pub mod workload;
 

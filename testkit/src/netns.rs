@@ -6,6 +6,9 @@
 //! slot), and one veth from the test's own namespace into the bridge (`10.213.S.254`) so that
 //! clients reach every node. Links are cut with blackhole routes in both nodes' namespaces, so
 //! packets are silently dropped, as in a real partition (no connection refused, no reset).
+//! Faults of one direction and lossy links are packet filters (`iptables`) in a node's
+//! namespace: a node that drops what comes from some nodes while they still hear it, or that
+//! drops a share of every packet it receives, at random.
 //!
 //! Creating namespaces needs `CAP_NET_ADMIN` (root) and the `ip` command (iproute2). Slots are
 //! taken atomically (the hub namespace's name is the lock), and a slot left behind by a killed
@@ -59,6 +62,8 @@ pub struct Fabric {
     nodes: usize,
     /// Blocked links, as (lower index, higher index).
     blocked: Vec<(usize, usize)>,
+    /// Nodes whose namespace has packet filters (one-way cuts, packet loss).
+    filtered: Vec<usize>,
 }
 
 impl Fabric {
@@ -116,6 +121,7 @@ impl Fabric {
                 slot,
                 nodes,
                 blocked: Vec::new(),
+                filtered: Vec::new(),
             };
             fabric.build()?;
             progress(format!(
@@ -233,8 +239,75 @@ impl Fabric {
         Ok(())
     }
 
+    /// Node `deaf` drops every packet from each node of `from`, which still receive what it
+    /// sends: a one-way cut (over TCP its connections with them stall rather than break at
+    /// once: what it sends goes out, and the answers never come back).
+    pub fn deafen(&mut self, deaf: usize, from: &[usize]) -> Result<()> {
+        for &f in from.iter().filter(|&&f| f != deaf) {
+            let source = self.addr(f).to_string();
+            self.filter(deaf, &["-A", "INPUT", "-s", &source, "-j", "DROP"])?;
+        }
+        progress(format!("network: node {deaf} hears nothing from {from:?}"));
+        Ok(())
+    }
+
+    /// Node `i` drops `percent` % of the packets it receives, each at random.
+    pub fn lossy(&mut self, i: usize, percent: u8) -> Result<()> {
+        let probability = format!("{:.2}", f64::from(percent.min(100)) / 100.0);
+        self.filter(
+            i,
+            &[
+                "-A",
+                "INPUT",
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                &probability,
+                "-j",
+                "DROP",
+            ],
+        )?;
+        progress(format!(
+            "network: node {i} loses {percent}% of what it receives"
+        ));
+        Ok(())
+    }
+
+    /// A non-transitive partition: `left` and `right` cannot reach each other, and `bridge`
+    /// reaches both (Jepsen's bridge).
+    pub fn bridge(&mut self, left: &[usize], bridge: usize, right: &[usize]) -> Result<()> {
+        self.heal()?;
+        for &a in left {
+            for &b in right {
+                if a != bridge && b != bridge {
+                    self.block(a, b)?;
+                }
+            }
+        }
+        progress(format!(
+            "network: {left:?} and {right:?} cut apart, node {bridge} reaches both"
+        ));
+        Ok(())
+    }
+
+    /// Adds a packet filter rule to node `i`'s namespace.
+    fn filter(&mut self, i: usize, rule: &[&str]) -> Result<()> {
+        let mut args = vec!["iptables", "-w"];
+        args.extend_from_slice(rule);
+        in_ns(&self.namespace(i), &args)?;
+        if !self.filtered.contains(&i) {
+            self.filtered.push(i);
+        }
+        Ok(())
+    }
+
     /// Restores every link.
     pub fn heal(&mut self) -> Result<()> {
+        for i in std::mem::take(&mut self.filtered) {
+            in_ns(&self.namespace(i), &["iptables", "-w", "-F", "INPUT"])?;
+        }
         for (a, b) in std::mem::take(&mut self.blocked) {
             for (from, to) in [(a, b), (b, a)] {
                 let route = format!("{}/32", self.addr(to));

@@ -50,6 +50,45 @@ pub enum Fault {
     Partition(Vec<Vec<usize>>),
     /// `kill -9` of every node, all restarted at once.
     KillAll,
+    /// Power loss of these nodes: `kill -9` of nodes started with `--test-power-loss`, which
+    /// keep what they have not synced in memory only, so that it is lost (on nodes without
+    /// that flag, a kill). Restarted when the round ends.
+    PowerLoss(Vec<Target>),
+    /// Power loss of every node at once.
+    PowerLossAll,
+    /// `SIGTERM`: a graceful stop under load, which hands the node's leaderships over first;
+    /// restarted when the round ends.
+    Terminate(Target),
+    /// The node drops every packet from the other nodes, which still hear it (one way).
+    Deaf(Target),
+    /// These nodes each lose this percentage of the packets they receive.
+    Lossy(Vec<Target>, u8),
+    /// A non-transitive partition: the two sides cannot reach each other, the bridge node
+    /// reaches both.
+    Bridge {
+        left: Vec<usize>,
+        bridge: usize,
+        right: Vec<usize>,
+    },
+}
+
+impl Fault {
+    /// The fault's kind, for counting faults by kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fault::Kill(_) => "kill",
+            Fault::Pause(_) => "pause",
+            Fault::Isolate(_) => "isolate",
+            Fault::Partition(_) => "partition",
+            Fault::KillAll => "kill all",
+            Fault::PowerLoss(_) => "power loss",
+            Fault::PowerLossAll => "power loss of every node",
+            Fault::Terminate(_) => "graceful stop",
+            Fault::Deaf(_) => "one-way cut",
+            Fault::Lossy(..) => "packet loss",
+            Fault::Bridge { .. } => "bridge partition",
+        }
+    }
 }
 
 impl fmt::Display for Fault {
@@ -65,19 +104,22 @@ pub struct Round {
     pub hold: Duration,
 }
 
+/// `count` of `nodes` nodes in a random order, at least one.
+pub(crate) fn some_nodes(rng: &mut StdRng, nodes: usize, most: usize) -> Vec<Target> {
+    let mut all: Vec<usize> = (0..nodes).collect();
+    all.shuffle(rng);
+    let count = rng.random_range(1..=most.max(1));
+    all.into_iter().take(count).map(Target::Node).collect()
+}
+
 /// `rounds` random rounds for `nodes` nodes; partitions only when `partitions` is true.
 pub fn random(seed: u64, rounds: usize, nodes: usize, partitions: bool) -> Vec<Round> {
     let mut rng = StdRng::seed_from_u64(seed);
     let majority = nodes / 2 + 1;
-    let some_nodes = |rng: &mut StdRng, most: usize| -> Vec<Target> {
-        let mut all: Vec<usize> = (0..nodes).collect();
-        all.shuffle(rng);
-        let count = rng.random_range(1..=most.max(1));
-        all.into_iter().take(count).map(Target::Node).collect()
-    };
+    let some_nodes = |rng: &mut StdRng, most: usize| some_nodes(rng, nodes, most);
     (0..rounds)
         .map(|_| {
-            let kinds = if partitions { 9 } else { 6 };
+            let kinds = if partitions { 13 } else { 7 };
             let fault = match rng.random_range(0..kinds) {
                 0 => Fault::Kill(vec![Target::Leader]),
                 // Usually a minority, sometimes a majority (the cluster must stop, then recover).
@@ -86,8 +128,32 @@ pub fn random(seed: u64, rounds: usize, nodes: usize, partitions: bool) -> Vec<R
                 3 => Fault::Pause(some_nodes(&mut rng, majority - 1)),
                 4 => Fault::KillAll,
                 5 => Fault::Kill(some_nodes(&mut rng, majority - 1)),
-                6 => Fault::Isolate(Target::Leader),
-                7 => Fault::Isolate(Target::Node(rng.random_range(0..nodes))),
+                6 => Fault::Terminate(if rng.random_bool(0.7) {
+                    Target::Leader
+                } else {
+                    Target::Node(rng.random_range(0..nodes))
+                }),
+                7 => Fault::Isolate(Target::Leader),
+                8 => Fault::Isolate(Target::Node(rng.random_range(0..nodes))),
+                9 => Fault::Deaf(if rng.random_bool(0.5) {
+                    Target::Leader
+                } else {
+                    Target::Node(rng.random_range(0..nodes))
+                }),
+                10 => Fault::Lossy(some_nodes(&mut rng, nodes), rng.random_range(5..=30)),
+                11 if nodes >= 3 => {
+                    let mut all: Vec<usize> = (0..nodes).collect();
+                    all.shuffle(&mut rng);
+                    let bridge = all[0];
+                    let rest = &all[1..];
+                    let cut = rng.random_range(1..rest.len());
+                    let (left, right) = rest.split_at(cut);
+                    Fault::Bridge {
+                        left: left.to_vec(),
+                        bridge,
+                        right: right.to_vec(),
+                    }
+                }
                 _ => {
                     let mut all: Vec<usize> = (0..nodes).collect();
                     all.shuffle(&mut rng);
@@ -115,7 +181,7 @@ async fn resolve(cluster: &Cluster, database: &str, target: &Target) -> usize {
 pub async fn inject(cluster: &mut Cluster, database: &str, fault: &Fault) -> Result<()> {
     progress(format!("injecting {fault}"));
     match fault {
-        Fault::Kill(targets) => {
+        Fault::Kill(targets) | Fault::PowerLoss(targets) => {
             for t in targets {
                 let i = resolve(cluster, database, t).await;
                 cluster.kill9(i);
@@ -134,7 +200,29 @@ pub async fn inject(cluster: &mut Cluster, database: &str, fault: &Fault) -> Res
             cluster.isolate(i)?;
         }
         Fault::Partition(groups) => cluster.partition(groups)?,
-        Fault::KillAll => {
+        Fault::Terminate(t) => {
+            let i = resolve(cluster, database, t).await;
+            if cluster.nodes[i].is_running() && !cluster.nodes[i].is_frozen() {
+                let status = cluster.sigterm(i).await;
+                progress(format!("node {i} stopped gracefully: {status}"));
+            }
+        }
+        Fault::Deaf(t) => {
+            let i = resolve(cluster, database, t).await;
+            cluster.deafen(i)?;
+        }
+        Fault::Lossy(targets, percent) => {
+            for t in targets {
+                let i = resolve(cluster, database, t).await;
+                cluster.lossy(i, *percent)?;
+            }
+        }
+        Fault::Bridge {
+            left,
+            bridge,
+            right,
+        } => cluster.bridge(left, *bridge, right)?,
+        Fault::KillAll | Fault::PowerLossAll => {
             for i in 0..cluster.len() {
                 cluster.kill9(i);
             }
@@ -154,11 +242,30 @@ mod tests {
     }
 
     #[test]
+    fn every_kind_of_fault_is_scheduled() {
+        let kinds: std::collections::BTreeSet<&str> = (0..20)
+            .flat_map(|seed| random(seed, 30, 3, true))
+            .map(|r| r.fault.kind())
+            .collect();
+        for kind in [
+            "partition",
+            "isolate",
+            "one-way cut",
+            "packet loss",
+            "bridge partition",
+            "graceful stop",
+        ] {
+            assert!(kinds.contains(kind), "{kind} never scheduled: {kinds:?}");
+        }
+    }
+
+    #[test]
     fn schedules_only_name_existing_nodes_and_partition_only_when_allowed() {
         for seed in 0..50 {
             for round in random(seed, 30, 3, false) {
                 let targets = match &round.fault {
                     Fault::Kill(t) | Fault::Pause(t) => t.clone(),
+                    Fault::Terminate(t) => vec![t.clone()],
                     Fault::KillAll => vec![],
                     other => panic!("seed {seed}: {other} without partitions"),
                 };
@@ -175,6 +282,23 @@ mod tests {
                 }
                 if let Fault::Pause(t) = &round.fault {
                     assert!(t.len() <= 2, "pausing a majority of 5: {t:?}");
+                }
+                if let Fault::Bridge {
+                    left,
+                    bridge,
+                    right,
+                } = &round.fault
+                {
+                    let mut all: Vec<usize> = [left.clone(), right.clone(), vec![*bridge]].concat();
+                    all.sort();
+                    assert_eq!(all, vec![0, 1, 2, 3, 4], "seed {seed}");
+                    assert!(!left.is_empty() && !right.is_empty(), "seed {seed}");
+                }
+                if let Fault::Lossy(t, percent) = &round.fault {
+                    assert!(
+                        !t.is_empty() && (5..=30).contains(percent),
+                        "{t:?} {percent}"
+                    );
                 }
             }
         }

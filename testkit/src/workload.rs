@@ -300,7 +300,9 @@ impl Worker {
 /// may or may not have applied.
 fn write_failure(error: &ClientError) -> Outcome {
     match error {
-        ClientError::VersionMismatch(_) | ClientError::Unavailable(_) => Outcome::Failed,
+        ClientError::VersionMismatch(_)
+        | ClientError::Unavailable(_)
+        | ClientError::StorageFull(_) => Outcome::Failed,
         _ => Outcome::Unknown,
     }
 }

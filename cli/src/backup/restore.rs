@@ -1,5 +1,8 @@
 //! `flotilla backup restore`: a verified backup into a new database, every document with the
-//! version it had.
+//! version it had, and (a backup taken at a cut, format 3) every pending write of a
+//! transaction committed at the cut applied, every other one dropped (see `super::cut`). An
+//! incremental backup restores its chain (see `incremental`): its changes are folded over the
+//! base as the cut leaves it.
 //!
 //! The backup is verified first (nothing is created when it is corrupt or incomplete). Then
 //! the database is created with the backup's shard count and replication factor, its
@@ -64,13 +67,16 @@ pub async fn restore(client: &Client, url: &str, database: &str, wait: Duration)
     })
     .await
     .context("refusing to restore")?;
+    if manifest.incremental.is_some() {
+        return super::incremental::restore(client, url, database, wait, None).await;
+    }
     if manifest.format_version < 2 && manifest.database.shards.len() > 1 {
         placed_by_id(&backup, &manifest)
             .await
             .context("refusing to restore")?;
     }
     create_database(client, &manifest, database).await?;
-    match fill(client, &backup, &manifest, database, wait).await {
+    match fill(client, &backup, &manifest, database, wait, None).await {
         Ok(total) => {
             println!(
                 "restored {total} documents of backup {} into database {database}",
@@ -90,13 +96,15 @@ pub async fn restore(client: &Client, url: &str, database: &str, wait: Duration)
 }
 
 /// Declares the collections and indexes of the backup in `database` (created already) and
-/// loads every shard's documents, finishing each shard's restore; answers the documents loaded.
-async fn fill(
+/// loads every shard's documents (with `chain`, as its changes leave them), finishing each
+/// shard's restore; answers the documents loaded.
+pub(super) async fn fill(
     client: &Client,
     backup: &Target,
     manifest: &Manifest,
     database: &str,
     wait: Duration,
+    chain: Option<&super::incremental::Chain>,
 ) -> Result<u64> {
     create_schema(client, manifest, database, wait).await?;
     let shard_keys: HashMap<String, String> = manifest
@@ -107,13 +115,44 @@ async fn fill(
         .collect();
     let load = |shard, docs, finish| load(client, database, shard, docs, finish, &shard_keys, wait);
     let count = manifest.shards.len();
+    let mut txns = super::cut::CutTxns::read(backup, manifest).await?;
     let mut total = 0u64;
     for shard in &manifest.shards {
+        let mut fold = match chain {
+            Some(chain) => Some(chain.fold(shard.shard).await?),
+            None => None,
+        };
         let docs = flotilla_backup::read_shard(backup, &shard.file.name).await?;
         let mut docs = std::pin::pin!(docs);
         let mut batches = Batches::default();
+        let mut resolver = txns.resolver(shard.shard, shard.revision);
         while let Some(doc) = docs.next().await {
-            if let Some(batch) = batches.push(to_pb(doc?)) {
+            let Some(doc) = resolver.doc(doc?) else {
+                continue;
+            };
+            let doc = match fold.as_mut() {
+                Some(fold) => fold.resolve(doc),
+                None => Some(doc),
+            };
+            if let Some(batch) = doc.and_then(|doc| batches.push(to_pb(doc))) {
+                total += batch.len() as u64;
+                load(shard.shard, batch, false).await?;
+            }
+        }
+        // Documents the cut's committed intents create, as the chain's changes leave them,
+        // then those the changes create.
+        for doc in txns.created(resolver) {
+            let doc = match fold.as_mut() {
+                Some(fold) => fold.resolve(doc),
+                None => Some(doc),
+            };
+            if let Some(batch) = doc.and_then(|doc| batches.push(to_pb(doc))) {
+                total += batch.len() as u64;
+                load(shard.shard, batch, false).await?;
+            }
+        }
+        for doc in fold.into_iter().flat_map(|fold| fold.created()) {
+            if let Some(batch) = batches.push(to_pb(doc)) {
                 total += batch.len() as u64;
                 load(shard.shard, batch, false).await?;
             }
@@ -127,6 +166,9 @@ async fn fill(
             "shard {}/{count} restored ({total} documents in all)",
             shard.shard + 1
         );
+    }
+    if let Some(applied) = txns.applied() {
+        println!("applied {applied} pending writes of transactions committed at the backup's cut");
     }
     Ok(total)
 }
@@ -172,7 +214,11 @@ fn to_pb(d: BackupDoc) -> pb::BackupDocument {
 
 /// Creates the database with the backup's shard count and replication factor (refused when
 /// it exists).
-async fn create_database(client: &Client, manifest: &Manifest, database: &str) -> Result<()> {
+pub(super) async fn create_database(
+    client: &Client,
+    manifest: &Manifest,
+    database: &str,
+) -> Result<()> {
     let options = DatabaseOptions {
         replication_factor: Some(manifest.database.replication_factor),
         shards: Some(manifest.database.shards.len() as u32),

@@ -15,6 +15,7 @@ use super::{
 use crate::error::{Error, Result, classify};
 use crate::types::{
     ClusterEvent, ClusterStatus, DatabaseInfo, DatabaseStatus, Group, RemoveNodeProgress,
+    ReplicaDigest,
 };
 
 /// Time between two calls while a node drains.
@@ -351,5 +352,28 @@ impl Client {
             })
             .await?;
         Ok(r.leader_id)
+    }
+
+    /// The applied index and content digest of the replica of `shard` on the node this client
+    /// reaches first (a client of one node asks that node; the call is never forwarded).
+    /// Replicas at the same applied index, with no index building, must have equal digests.
+    pub async fn replica_digest(&self, database: &str, shard: u32) -> Result<ReplicaDigest> {
+        let req = pb::ReplicaDigestRequest {
+            database: database.to_string(),
+            shard,
+        };
+        let r = self
+            .call(Kind::Read, |ch, timeout| {
+                let req = req.clone();
+                async move { admin(ch).replica_digest(request(req, timeout)).await }
+            })
+            .await?;
+        Ok(ReplicaDigest {
+            node_id: r.node_id,
+            applied_index: r.applied_index,
+            digest: r.digest,
+            documents: r.documents,
+            indexes_building: r.indexes_building,
+        })
     }
 }

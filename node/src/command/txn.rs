@@ -97,7 +97,22 @@ pub enum TxnCommand {
     Resolve { txn: TxnId, commit: bool },
     /// Drops the record once every intent of the transaction is resolved.
     Forget { txn: TxnId },
+    /// Raises the fence of backup cut `cut` on this shard: until it is lifted, the entries
+    /// that could change what a consistent cut holds are refused (see `crate::store::fence`).
+    /// Raising a fence that is up already answers where it went up.
+    Fence { cut: CutId },
+    /// Lifts the fence of cut `cut` (nothing when it is not up).
+    Unfence { cut: CutId },
+    /// `step` (a `Decide` or `Resolve` of a commit) with the transaction's decision time, ms
+    /// since the Unix epoch, chosen once by its coordinator: the writes it applies take that
+    /// commit time instead of their entry's, so that every shard's writes of one transaction
+    /// share one time and a time cut never splits it. (Appended last: entries stored before
+    /// it decode unchanged.)
+    At { at_ms: u64, step: Box<TxnCommand> },
 }
+
+/// Names one backup cut: random, made by the node that began it.
+pub type CutId = u64;
 
 impl TxnCommand {
     /// The command's name, for logs.
@@ -108,6 +123,9 @@ impl TxnCommand {
             TxnCommand::Decide { .. } => "decide",
             TxnCommand::Resolve { .. } => "resolve",
             TxnCommand::Forget { .. } => "forget",
+            TxnCommand::Fence { .. } => "fence",
+            TxnCommand::Unfence { .. } => "unfence",
+            TxnCommand::At { step, .. } => step.kind(),
         }
     }
 
@@ -115,10 +133,26 @@ impl TxnCommand {
     /// ends a shard's restore: see `store::load`). A `Decide` may commit whatever it asks,
     /// since the first decision wins.
     pub fn may_write_documents(&self) -> bool {
-        !matches!(
-            self,
-            TxnCommand::Forget { .. } | TxnCommand::Resolve { commit: false, .. }
-        )
+        match self {
+            TxnCommand::At { step, .. } => step.may_write_documents(),
+            other => !matches!(
+                other,
+                TxnCommand::Forget { .. }
+                    | TxnCommand::Resolve { commit: false, .. }
+                    | TxnCommand::Fence { .. }
+                    | TxnCommand::Unfence { .. }
+            ),
+        }
+    }
+
+    /// Whether the step places intents or writes (a prepare, a single-shard commit); the steps
+    /// that decide, resolve or forget a transaction under way never do.
+    pub fn grows_data(&self) -> bool {
+        match self {
+            TxnCommand::Prepare { .. } | TxnCommand::CommitOne { .. } => true,
+            TxnCommand::At { step, .. } => step.grows_data(),
+            _ => false,
+        }
     }
 
     /// Bytes of document bodies the command carries.
@@ -131,6 +165,7 @@ impl TxnCommand {
                     _ => 0,
                 })
                 .sum(),
+            TxnCommand::At { step, .. } => step.body_bytes(),
             _ => 0,
         }
     }
@@ -168,6 +203,18 @@ pub enum TxnOutcome {
     Resolved(usize),
     Forgotten,
     Refused(Conflict),
+    /// Not applied, nothing of it: the shard is fenced by backup cut `cut` (a commit decision,
+    /// a commit's resolution or a record forgotten would change what the cut holds). Propose
+    /// it again once the fence is lifted.
+    Fenced {
+        cut: CutId,
+    },
+    /// The fence of a cut is up on this shard since log index `index`.
+    FenceUp {
+        index: u64,
+    },
+    /// The fence of a cut is down (lifted now, or it was not up).
+    FenceDown,
 }
 
 /// The stored state of one key, as the check sees it.

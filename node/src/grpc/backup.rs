@@ -9,34 +9,40 @@
 //! the call. Writes applied meanwhile are not in it. A follower serves the documents, so the
 //! leader only confirms the index.
 //!
+//! With a cut (`BeginCut` / `EndCut`, see `crate::txn::fence`) the replica also waits for the
+//! cut's fence and serves the read only while the fence is up in it; every read's first chunk
+//! carries the shard's pending intents and transaction records (see `super::backup_cut`).
+//! `ReadChanges` (see [`changes`]) streams a shard's change feed for an incremental backup.
+//!
 //! `LoadShard` is a restore's write path: documents with their versions, through the shard's
 //! log at its leader (see `store::load` for when a shard accepts them).
 
 use std::pin::Pin;
 use std::sync::Arc;
 
+mod changes;
+
 use flotilla_proto::v1::backup_server::Backup;
 use flotilla_proto::v1::{
-    BackupDocument, LoadShardRequest, LoadShardResponse, ReadIndexRequest, ReadIndexResponse,
+    BackupDocument, BeginCutRequest, BeginCutResponse, EndCutRequest, EndCutResponse,
+    LoadShardRequest, LoadShardResponse, ReadChangesRequest, ReadIndexRequest, ReadIndexResponse,
     ReadShardRequest, ShardChunk,
 };
 use futures::Stream;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::command::{Command, LoadCommand, LoadOutcome, Response as Applied};
 use crate::error::{NodeError, NodeResult};
 use crate::host::{GroupHandle, Host};
 use crate::meta::{DatabaseRecord, ShardRecord};
-use crate::store::export::export_group;
 use crate::store::load::{LoadDoc, LoadRefusal};
 use crate::types::GroupId;
 use crate::validate;
 
-/// Documents per streamed chunk.
-const CHUNK_DOCS: usize = 256;
+/// Documents (or changes) per streamed chunk.
+pub(super) const CHUNK_DOCS: usize = 256;
 /// Chunks read ahead of the receiver (back pressure beyond that).
-const CHUNKS_AHEAD: usize = 4;
+pub(super) const CHUNKS_AHEAD: usize = 4;
 
 pub type ShardStream = Pin<Box<dyn Stream<Item = Result<ShardChunk, Status>> + Send>>;
 
@@ -58,6 +64,16 @@ impl BackupService {
             host,
             for_peers: true,
         }
+    }
+
+    /// Refuses `call` on the peer port (it is served on the client port, to administrators).
+    fn client_port_only(&self, call: &str) -> Result<(), Status> {
+        if self.for_peers {
+            return Err(Status::permission_denied(format!(
+                "{call} is served on the client port only"
+            )));
+        }
+        Ok(())
     }
 
     /// The read index of `group`: confirmed here when this replica leads, asked of the leader
@@ -202,6 +218,14 @@ fn shard_keys_seen(
 #[tonic::async_trait]
 impl Backup for BackupService {
     type ReadShardStream = ShardStream;
+    type ReadChangesStream = changes::ChangesStream;
+
+    async fn read_changes(
+        &self,
+        request: Request<ReadChangesRequest>,
+    ) -> Result<Response<changes::ChangesStream>, Status> {
+        Ok(Response::new(self.changes(request.into_inner()).await?))
+    }
 
     async fn read_shard(
         &self,
@@ -218,33 +242,26 @@ impl Backup for BackupService {
             .into());
         };
         let index = self.read_index(&group, gid).await?;
-        self.caught_up(&group, index).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_AHEAD);
-        let storage = self.host.storage.clone();
-        tokio::task::spawn_blocking(move || {
-            let sent = export_group(&storage, gid, CHUNK_DOCS, |revision, docs| {
-                let chunk = ShardChunk {
-                    revision,
-                    documents: docs
-                        .into_iter()
-                        .map(|(collection, id, doc)| BackupDocument {
-                            collection,
-                            id,
-                            json: doc.json,
-                            version: doc.version,
-                            revision: doc.revision,
-                        })
-                        .collect(),
-                };
-                tx.blocking_send(Ok(chunk)).is_ok()
-            });
-            if let Err(e) = sent {
-                let _ = tx.blocking_send(Err(Status::internal(format!("reading the shard: {e}"))));
-            }
-        });
-        Ok(Response::new(
-            Box::pin(ReceiverStream::new(rx)) as ShardStream
-        ))
+        // For a cut, also the fence (the read must see it up: checked when it opens).
+        self.caught_up(&group, index.max(msg.fence_index)).await?;
+        let stream = super::backup_cut::stream_shard(self.host.storage.clone(), gid, msg.cut)?;
+        Ok(Response::new(stream))
+    }
+
+    async fn begin_cut(
+        &self,
+        request: Request<BeginCutRequest>,
+    ) -> Result<Response<BeginCutResponse>, Status> {
+        self.client_port_only("BeginCut")?;
+        super::backup_cut::begin_cut(&self.host, request.into_inner()).await
+    }
+
+    async fn end_cut(
+        &self,
+        request: Request<EndCutRequest>,
+    ) -> Result<Response<EndCutResponse>, Status> {
+        self.client_port_only("EndCut")?;
+        super::backup_cut::end_cut(&self.host, request.into_inner()).await
     }
 
     async fn load_shard(

@@ -8,11 +8,13 @@
 pub mod admin;
 pub mod auth;
 pub mod backup;
+mod backup_cut;
 pub mod documents;
 pub mod guard;
 pub mod limits;
 pub mod peer;
 pub mod peer_checks;
+mod peer_snapshot;
 pub mod status;
 pub mod transactions;
 

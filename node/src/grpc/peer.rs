@@ -23,9 +23,9 @@ use flotilla_proto::v1::ErrorReason;
 use flotilla_proto::with_reason;
 use tonic::metadata::MetadataMap;
 
-use super::peer_checks::{check_entries, check_origin, check_snapshot, check_target};
+use super::peer_checks::{check_entries, check_origin, check_target};
 use crate::codec::{decode, encode};
-use crate::consensus::{Snapshot, SnapshotMeta, Vote};
+use crate::consensus::Snapshot;
 use crate::host::{GroupHandle, Host};
 use crate::network::forward::{MAX_HOPS, hops, onward};
 use crate::network::stamp;
@@ -34,10 +34,12 @@ use crate::tls::accept::ConnInfo;
 use crate::tls::names_host_of;
 use crate::types::{GroupId, NodeAddr};
 
-/// Largest snapshot accepted (it is assembled in memory before it is installed).
-const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
-
 type AppendEntries = openraft::raft::AppendEntriesRequest<crate::consensus::TypeConfig>;
+type AppendEntriesAnswer = openraft::raft::AppendEntriesResponse<crate::consensus::TypeConfig>;
+
+/// How long a node whose volume is full waits before answering that it took only part of the
+/// entries a leader sent (see `host::space`).
+const FULL_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub struct PeerService {
     host: Arc<Host>,
@@ -86,6 +88,18 @@ impl PeerService {
     }
 }
 
+/// The refusal of a snapshot by a node whose data volume is full.
+fn storage_full(host: &Host) -> Status {
+    with_reason(
+        Status::resource_exhausted(format!(
+            "node {} takes no snapshot now: its storage is full ({})",
+            host.id,
+            host.space().describe()
+        )),
+        ErrorReason::StorageFull,
+    )
+}
+
 fn reply<T: Serialize>(gid: GroupId, value: &T) -> Result<RaftReply, Status> {
     let payload = encode(value).map_err(|e| Status::internal(e.to_string()))?;
     Ok(RaftReply {
@@ -102,11 +116,25 @@ impl Peer for PeerService {
     ) -> Result<Response<AppendEntriesResponse>, Status> {
         let (metadata, _, msg) = request.into_parts();
         let from = msg.raft.as_ref().map(|r| r.from_node_id).unwrap_or(0);
-        let (gid, group, rpc): (_, _, AppendEntries) = self.open(&metadata, msg.raft)?;
+        let (gid, group, mut rpc): (_, _, AppendEntries) = self.open(&metadata, msg.raft)?;
         check_entries(rpc.prev_log_id.as_ref(), &rpc.entries)?;
+        // A full volume takes no new entries that add data (see `host::space`): the leader goes
+        // on with the other replicas and sends them again later.
+        let taken = self.host.entries_taken(gid, &group, &rpc.entries);
+        let held_back = taken < rpc.entries.len();
+        if held_back {
+            rpc.entries.truncate(taken);
+        }
+        let matched = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
         // Proof that the sender's process lives (see `failover`).
         self.host.beats().appended_by(from);
-        let raft = reply(gid, &group.raft.append_entries(rpc).await)?;
+        let mut answer = group.raft.append_entries(rpc).await;
+        if held_back && matches!(answer, Ok(AppendEntriesAnswer::Success)) {
+            // The leader sends the rest again after this answer: not at once.
+            tokio::time::sleep(FULL_PAUSE).await;
+            answer = Ok(AppendEntriesAnswer::PartialSuccess(matched));
+        }
+        let raft = reply(gid, &answer)?;
         Ok(Response::new(AppendEntriesResponse { raft: Some(raft) }))
     }
 
@@ -149,32 +177,12 @@ impl Peer for PeerService {
         let gid = first.group_id;
         check_target(&self.host, first.to_node_id)?;
         check_origin(&self.host, &metadata, Some(first.from_node_id), Some(gid))?;
-        let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header).map_err(|e| {
-            with_reason(
-                Status::invalid_argument(format!("snapshot header: {e}")),
-                ErrorReason::MalformedMessage,
-            )
-        })?;
         let group = self.group(gid)?;
-        let mut data = first.data;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            if (chunk.group_id, chunk.to_node_id, chunk.from_node_id)
-                != (gid, first.to_node_id, first.from_node_id)
-            {
-                return Err(with_reason(
-                    Status::invalid_argument("snapshot chunks of different groups or nodes"),
-                    ErrorReason::MalformedMessage,
-                ));
-            }
-            if data.len().saturating_add(chunk.data.len()) > MAX_SNAPSHOT_BYTES {
-                return Err(Status::resource_exhausted(format!(
-                    "a snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
-                )));
-            }
-            data.extend_from_slice(&chunk.data);
+        if self.host.refuses_snapshot(gid) {
+            return Err(storage_full(&self.host));
         }
-        check_snapshot(gid, &meta, &data)?;
+        let super::peer_snapshot::Received { vote, meta, data } =
+            super::peer_snapshot::receive(first, stream).await?;
         tracing::info!(group = gid, bytes = data.len(), "snapshot received");
         let snapshot = Snapshot {
             meta,

@@ -135,8 +135,13 @@ pub fn check_origin(
 
 /// True when `from` is registered in the meta state, or a member of the meta group or of
 /// group `gid` (a node admitted a moment ago may reach a node that has not applied its
-/// registration yet, through the groups it was added to).
+/// registration yet, through the groups it was added to). A node that is not a voter of the
+/// meta group is still catching its log up (a node just admitted, or a learner): it cannot know
+/// the members registered after the point it has reached, among them the meta leader that
+/// sends it the rest, so it takes the meta group's messages from any node of its cluster (the
+/// cluster is checked before; Raft's terms refuse a stale leader).
 fn knows(host: &Host, state: &crate::meta::MetaState, from: NodeId, gid: Option<GroupId>) -> bool {
+    // The memberships are read in place, not copied: this runs for every Raft message.
     let member = |gid: GroupId| {
         host.group(gid).is_some_and(|g| {
             g.raft
@@ -148,7 +153,21 @@ fn knows(host: &Host, state: &crate::meta::MetaState, from: NodeId, gid: Option<
                 .is_some()
         })
     };
-    state.nodes.contains_key(&from) || member(META_GROUP) || gid.is_some_and(member)
+    let meta_voter = || {
+        host.group(META_GROUP).is_some_and(|g| {
+            g.raft
+                .metrics()
+                .borrow_watched()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == host.id)
+        })
+    };
+    state.nodes.contains_key(&from)
+        || member(META_GROUP)
+        || gid.is_some_and(member)
+        || (gid == Some(META_GROUP) && !meta_voter())
 }
 
 /// The check of requests forwarded on the peer port (`Documents`, `Admin`), as a tonic

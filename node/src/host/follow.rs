@@ -24,6 +24,8 @@ pub async fn follow_topology(host: Arc<Host>) {
         for (gid, shard) in &placed {
             let handle = match host.ensure_group(*gid).await {
                 Ok(h) => h,
+                // Stopped for good, and reported on `/healthz` (see `supervise`).
+                Err(crate::store::StoreError::Corrupt(_)) => continue,
                 Err(e) => {
                     tracing::error!(group = gid, error = %e, "opening a data group failed");
                     continue;

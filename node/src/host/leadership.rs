@@ -68,31 +68,34 @@ impl Host {
     /// caught-up voter. Bounded by the configured shutdown timeout.
     pub async fn hand_over_leadership(&self) {
         self.stopping.send_replace(true);
-        let handoff = async {
-            let mut tasks = Vec::new();
-            for (gid, group) in self.groups() {
-                let m = group.metrics();
-                if m.state != ServerState::Leader {
-                    continue;
-                }
-                tasks.push(async move {
-                    let Some(target) = self.successor(&group).await else {
-                        return;
-                    };
-                    match self.transfer_leadership(&group, target).await {
-                        Ok(_) => tracing::info!(group = gid, to = target, "leadership handed over"),
-                        Err(e) => tracing::warn!(group = gid, to = target, error = %e, "leadership handover failed"),
-                    }
-                });
-            }
-            futures::future::join_all(tasks).await;
-        };
-        if tokio::time::timeout(self.config.shutdown_timeout, handoff)
+        if tokio::time::timeout(self.config.shutdown_timeout, self.hand_over_groups())
             .await
             .is_err()
         {
             tracing::warn!("leadership handover timed out");
         }
+    }
+
+    /// Hands the leadership of every group led here to a caught-up voter, all at once (a group
+    /// with no live voter to take it stays led here).
+    pub(crate) async fn hand_over_groups(&self) {
+        let mut tasks = Vec::new();
+        for (gid, group) in self.groups() {
+            let m = group.metrics();
+            if m.state != ServerState::Leader {
+                continue;
+            }
+            tasks.push(async move {
+                let Some(target) = self.successor(&group).await else {
+                    return;
+                };
+                match self.transfer_leadership(&group, target).await {
+                    Ok(_) => tracing::info!(group = gid, to = target, "leadership handed over"),
+                    Err(e) => tracing::warn!(group = gid, to = target, error = %e, "leadership handover failed"),
+                }
+            });
+        }
+        futures::future::join_all(tasks).await;
     }
 
     /// The caught-up voter to hand `group`'s leadership to. A hibernating group has heard

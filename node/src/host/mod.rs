@@ -11,6 +11,7 @@ pub mod join;
 pub mod leadership;
 pub mod membership;
 pub mod read;
+pub mod space;
 pub mod supervise;
 pub mod write;
 
@@ -33,6 +34,10 @@ use crate::metrics::Metrics;
 use crate::network::{Beats, NetworkFactory, Peers};
 use crate::store::{LogStore, StateMachine, Storage, StoreError};
 use crate::types::{GroupId, META_GROUP, NodeAddr, NodeId};
+
+/// How long a node may go unheard and still take a new database's replicas (see
+/// [`Host::placeable_nodes`]).
+pub const PLACEMENT_GRACE: Duration = Duration::from_secs(10);
 
 /// One Raft group hosted here: its Raft handle and its state machine (for reads).
 #[derive(Clone)]
@@ -75,6 +80,8 @@ pub struct Host {
     beats: Arc<Beats>,
     /// Groups that stopped on their own (see `supervise`).
     failures: supervise::Failures,
+    /// The data volume's free space, as last measured (see `space`).
+    space: space::Space,
 }
 
 impl Host {
@@ -89,6 +96,7 @@ impl Host {
             metrics.storage.store.clone(),
             config.test_power_loss,
         )?;
+        storage.set_change_retention(config.change_retention);
         let peers = Arc::new(Peers::new(storage.node_id(), tls.to_peers.clone()));
         let addr = NodeAddr {
             name: config.name.clone(),
@@ -111,6 +119,7 @@ impl Host {
             topology_lock: tokio::sync::Mutex::new(()),
             beats: Arc::new(Beats::default()),
             failures: supervise::Failures::default(),
+            space: space::Space::default(),
         });
         if host.config.test_storage_faults {
             storage.test_faults().enable(&host.config.data_dir);
@@ -124,7 +133,14 @@ impl Host {
         for gid in storage.stored_groups()? {
             // A softly removed replica keeps its files but is not served.
             if gid != META_GROUP && !retired.is_retired(gid, host.id) {
-                host.ensure_group(gid).await?;
+                match host.ensure_group(gid).await {
+                    Ok(_) => {}
+                    // Not served, and said so on `/healthz`; the node serves its other groups.
+                    Err(StoreError::Corrupt(c)) => {
+                        tracing::error!(group = gid, error = %c, "not serving a corrupt group");
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         if host.config.initial_cluster_state == InitialClusterState::New
@@ -197,7 +213,8 @@ impl Host {
         *self.stopping.borrow()
     }
 
-    /// Opens group `gid` if it is not open yet.
+    /// Opens group `gid` if it is not open yet. A group found corrupt (now, or before) is not
+    /// opened: [`StoreError::Corrupt`], recorded as stopped for good (see `supervise`).
     pub async fn ensure_group(self: &Arc<Self>, gid: GroupId) -> Result<GroupHandle, StoreError> {
         if let Some(h) = self.group(gid) {
             return Ok(h);
@@ -206,12 +223,21 @@ impl Host {
         if let Some(h) = self.group(gid) {
             return Ok(h);
         }
-        let log = LogStore::open(self.storage.clone(), gid)?;
-        let sm = StateMachine::open(self.storage.clone(), gid)?;
-        let network = NetworkFactory::new(gid, self.id, self.peers.clone());
-        let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm.clone())
-            .await
-            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        if let Some(c) = self.storage.corruption(gid) {
+            return Err(StoreError::Corrupt(c));
+        }
+        let (raft, sm) = match self.open_group(gid).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                return Err(match self.storage.corruption(gid) {
+                    Some(c) => {
+                        self.failures.corrupt(gid, &c);
+                        StoreError::Corrupt(c)
+                    }
+                    None => e,
+                });
+            }
+        };
         let handle = GroupHandle { raft, sm };
         self.groups
             .write()
@@ -225,6 +251,17 @@ impl Host {
         self.supervise(gid, &handle);
         tracing::info!(group = gid, "raft group opened");
         Ok(handle)
+    }
+
+    /// Opens the stores and the Raft of group `gid`.
+    async fn open_group(&self, gid: GroupId) -> Result<(Raft, StateMachine), StoreError> {
+        let log = LogStore::open(self.storage.clone(), gid)?;
+        let sm = StateMachine::open(self.storage.clone(), gid)?;
+        let network = NetworkFactory::new(gid, self.id, self.peers.clone());
+        let raft = Raft::new(self.id, self.raft_config.clone(), network, log, sm.clone())
+            .await
+            .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+        Ok((raft, sm))
     }
 
     /// Stops a group that no longer lives here; deletes its files unless `keep_files`.
@@ -268,21 +305,33 @@ impl Host {
         Some((leader, addr))
     }
 
-    /// Registered nodes the meta leader heard from recently (all registered nodes when this node
-    /// does not lead the meta group and so has no heartbeat view).
     /// A node heard from within this window counts as alive: a follower that heard nothing
     /// for the longest election timeout would stand for election.
     pub fn alive_within(&self) -> Duration {
         Duration::from_millis(2 * self.config.election_timeout)
     }
 
+    /// Registered nodes the meta leader heard from within [`Self::alive_within`] (all
+    /// registered nodes when this node does not lead the meta group and so has no heartbeat
+    /// view).
     pub fn live_nodes(&self) -> BTreeSet<NodeId> {
+        self.nodes_heard_within(self.alive_within())
+    }
+
+    /// Registered nodes that may take a new database's replicas: heard from within
+    /// [`PLACEMENT_GRACE`] (or the alive window when longer). A node that missed a few
+    /// heartbeats on a loaded machine has not gone away; one unheard for longer gets no new
+    /// replicas.
+    pub fn placeable_nodes(&self) -> BTreeSet<NodeId> {
+        self.nodes_heard_within(self.alive_within().max(PLACEMENT_GRACE))
+    }
+
+    fn nodes_heard_within(&self, fresh: Duration) -> BTreeSet<NodeId> {
         let state = self.meta_state();
         let m = self.meta().metrics();
         let Some(heartbeat) = m.heartbeat.as_ref() else {
             return state.nodes.keys().copied().collect();
         };
-        let fresh = self.alive_within();
         state
             .nodes
             .keys()
@@ -336,8 +385,12 @@ impl Host {
             .map(|a| a.client_addr.clone())
     }
 
-    /// Ready: a member of the meta group, a leader known, and applied up to what is committed.
+    /// Ready: a member of the meta group, a leader known, applied up to what is committed, and
+    /// room on the data volume (see `space`).
     pub fn is_ready(&self) -> bool {
+        if self.space.is_full() {
+            return false;
+        }
         let m = self.meta().metrics();
         let member = m
             .membership_config

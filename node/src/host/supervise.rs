@@ -5,6 +5,11 @@
 //! or failing disk, a corrupt record) is retried slowly, and a group whose fault went away
 //! comes back on its own. While a group is stopped the node reports unhealthy on `/healthz`,
 //! naming the group and why.
+//!
+//! A group with a corrupt stored record (see `store::integrity`) is not restarted: the fault
+//! does not pass, and a replica that served or replicated from it would spread it. It is
+//! closed, stays stopped with the corruption as its reason, and its files are kept as they are;
+//! the other replicas serve the shard, and this one is replaced (or removed) like any lost one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -14,7 +19,8 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::error::Fatal;
 
 use super::{GroupHandle, Host};
-use crate::types::GroupId;
+use crate::store::Corruption;
+use crate::types::{GroupId, META_GROUP};
 
 /// First wait before a restart; doubles with each restart in a row.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -32,6 +38,8 @@ pub struct GroupFailure {
     pub restarts: u32,
     /// Stopped now (not yet, or no longer, restarted).
     pub stopped: bool,
+    /// Stopped for good: a stored record failed its check, and the group is not restarted.
+    pub corrupt: bool,
     when: std::time::Instant,
 }
 
@@ -52,6 +60,7 @@ impl Failures {
             reason: String::new(),
             restarts: 0,
             stopped: true,
+            corrupt: false,
             when: now,
         });
         if !entry.stopped && now.duration_since(entry.when) >= STABLE_AFTER {
@@ -61,6 +70,14 @@ impl Failures {
         entry.stopped = true;
         entry.when = now;
         entry.restarts
+    }
+
+    /// Records that `gid` stopped for good: `corruption` was found in its stored records.
+    pub(crate) fn corrupt(&self, gid: GroupId, corruption: &Corruption) {
+        self.stopped(gid, corruption.to_string());
+        if let Some(entry) = self.lock().get_mut(&gid) {
+            entry.corrupt = true;
+        }
     }
 
     fn restarted(&self, gid: GroupId) {
@@ -106,15 +123,34 @@ pub fn unhealthy(stopped: &[(GroupId, GroupFailure)]) -> Option<String> {
     let lines: Vec<String> = stopped
         .iter()
         .map(|(gid, f)| {
-            format!(
-                "group {gid} stopped: {} (restarted {} times in a row; opened again after {:?})",
-                f.reason,
-                f.restarts,
-                backoff(f.restarts)
-            )
+            if f.corrupt {
+                format!(
+                    "group {gid} stopped: {} (not restarted: this replica's data is corrupt; \
+                     the other replicas serve the shard, replace this one)",
+                    f.reason
+                )
+            } else {
+                format!(
+                    "group {gid} stopped: {} (restarted {} times in a row; opened again after \
+                     {:?})",
+                    f.reason,
+                    f.restarts,
+                    backoff(f.restarts)
+                )
+            }
         })
         .collect();
     Some(lines.join("\n"))
+}
+
+/// Why a group stopped: Raft's reason, and the error of the apply that failed when Raft's
+/// reason does not carry it (its core may stop on finding the state machine gone, having not
+/// yet heard why).
+fn stop_reason(fatal: &str, apply_failure: Option<String>) -> String {
+    match apply_failure {
+        Some(cause) if !fatal.contains(&cause) => format!("{cause} (then: {fatal})"),
+        _ => fatal.to_string(),
+    }
 }
 
 /// The wait before the restart that follows `restarts` restarts in a row.
@@ -130,21 +166,51 @@ impl Host {
     pub(crate) fn supervise(self: &Arc<Self>, gid: GroupId, handle: &GroupHandle) {
         let host: Weak<Host> = Arc::downgrade(self);
         let mut rx = handle.raft.metrics();
+        let mut corrupt = self.storage.watch_corruption();
         tokio::spawn(async move {
             let reason = loop {
-                match &rx.borrow_watched().running_state {
+                // A corrupt record is checked first: the read that found it may also have
+                // stopped the group (`Fatal`), which must not lead to a restart.
+                let Some(found) = host.upgrade().map(|h| h.storage.corruption(gid)) else {
+                    return;
+                };
+                if let Some(c) = found {
+                    if let Some(host) = host.upgrade() {
+                        host.stop_corrupt(gid, &c).await;
+                    }
+                    return;
+                }
+                let running = rx.borrow_watched().running_state.clone();
+                match running {
                     Ok(()) => {}
                     Err(Fatal::Stopped) => return,
-                    Err(fatal) => break fatal.to_string(),
+                    Err(fatal) => {
+                        let Some(host) = host.upgrade() else { return };
+                        break stop_reason(
+                            &fatal.to_string(),
+                            host.storage.take_apply_failure(gid),
+                        );
+                    }
                 }
-                if rx.changed().await.is_err() {
-                    return;
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return },
+                    r = corrupt.changed() => if r.is_err() { return },
                 }
             };
             if let Some(host) = host.upgrade() {
                 host.restart_group(gid, reason).await;
             }
         });
+    }
+
+    /// Stops group `gid` for good: a stored record of it is corrupt (see the module notes).
+    /// The meta group stays open (the node cannot run without it) but stopped by Raft.
+    pub(crate) async fn stop_corrupt(&self, gid: GroupId, corruption: &Corruption) {
+        self.failures.corrupt(gid, corruption);
+        tracing::error!(group = gid, error = %corruption, "raft group stopped for good: corrupt data");
+        if gid != META_GROUP {
+            self.close_group(gid, true).await;
+        }
     }
 
     /// Groups that stopped on their own, and why.
@@ -176,6 +242,8 @@ impl Host {
                     tracing::info!(group = gid, "raft group opened again");
                     return;
                 }
+                // Recorded as stopped for good by `ensure_group`.
+                Err(crate::store::StoreError::Corrupt(_)) => return,
                 Err(e) => {
                     reason = format!("opening it again failed: {e}");
                     restarts = self.failures.reopen_failed(gid, reason.clone());
@@ -188,6 +256,18 @@ impl Host {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reason_names_the_failed_apply_when_raft_does_not() {
+        let cause = "injected storage fault (x)";
+        assert_eq!(
+            stop_reason("when Write Apply(7): channel closed", Some(cause.into())),
+            "injected storage fault (x) (then: when Write Apply(7): channel closed)"
+        );
+        let fatal = format!("when Write Apply(7): {cause}");
+        assert_eq!(stop_reason(&fatal, Some(cause.into())), fatal);
+        assert_eq!(stop_reason("panicked", None), "panicked");
+    }
 
     #[test]
     fn a_stopped_group_is_reported_until_it_runs_again() {

@@ -7,7 +7,7 @@ use openraft::ServerState;
 use openraft::async_runtime::WatchReceiver;
 
 use super::{ElectionTimeout, GroupHandle, Host, heartbeat_until};
-use crate::command::{Command, MetaCommand, MetaOutcome, Response};
+use crate::command::{Command, MetaCommand, MetaOutcome, Response, Stamped};
 use crate::consensus::RaftMetrics;
 use crate::error::{NodeError, NodeResult};
 use crate::metrics::{ProposalFailure, group_labels};
@@ -64,7 +64,14 @@ impl Host {
             }
             return Err(e);
         }
+        self.refuse_when_full(gid, &cmd)?;
         let started = std::time::Instant::now();
+        // A data group's writes carry this leader's clock: their commit time (see `Stamped`).
+        let cmd = if gid == META_GROUP {
+            cmd
+        } else {
+            Stamped::wrap(cmd, crate::txn::resolve::now_ms())
+        };
         let fut = group.raft.client_write(cmd);
         let Ok(result) = tokio::time::timeout(self.config.request_timeout, fut).await else {
             self.metrics.proposal_failed(gid, ProposalFailure::Timeout);

@@ -109,9 +109,15 @@ async fn healthz(State(host): State<Arc<Host>>) -> impl IntoResponse {
 
 async fn readyz(State(host): State<Arc<Host>>) -> impl IntoResponse {
     if !host.is_stopping() && host.is_ready() {
-        (StatusCode::OK, "ready\n")
+        (StatusCode::OK, "ready\n".to_owned())
+    } else if host.space().is_full() {
+        let why = host.space().describe();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: storage full ({why})\n"),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned())
     }
 }
 

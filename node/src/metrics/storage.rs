@@ -2,6 +2,7 @@
 //! installs and of log compaction, which the store observes (`store::measure`), and the
 //! documents each shard here holds, read at each scrape from the count every write keeps.
 
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -18,6 +19,12 @@ pub struct StorageFamilies {
     pub store: StorageMetrics,
     pub fsync_seconds: Family<Labels, Histogram>,
     pub documents: Family<Labels, Gauge>,
+    /// Free bytes on the data volume, as last measured.
+    pub volume_free: Gauge,
+    /// 1 while the data volume counts as full (see `store::space`).
+    pub full: Gauge,
+    /// Writes refused because the volume was full.
+    pub refused_full: Counter,
 }
 
 impl StorageFamilies {
@@ -68,11 +75,40 @@ impl StorageFamilies {
             "Documents this node's replica of each database shard holds",
             documents.clone(),
         );
+        let volume_free = Gauge::default();
+        registry.register(
+            "storage_volume_free_bytes",
+            "Free bytes on the volume of the node's data directory, as last measured",
+            volume_free.clone(),
+        );
+        let full = Gauge::default();
+        registry.register(
+            "storage_full",
+            "1 while the data volume's free space is below the reserve (--storage-reserve-bytes): \
+             the node refuses writes that add data and hands its leaderships over",
+            full.clone(),
+        );
+        let refused_full = Counter::default();
+        registry.register(
+            "storage_full_refusals",
+            "Writes this node refused as leader because its data volume was full",
+            refused_full.clone(),
+        );
         StorageFamilies {
             store,
             fsync_seconds,
             documents,
+            volume_free,
+            full,
+            refused_full,
         }
+    }
+
+    /// Records a measurement of the data volume.
+    pub fn observe_volume(&self, free: u64, full: bool) {
+        self.volume_free
+            .set(i64::try_from(free).unwrap_or(i64::MAX));
+        self.full.set(i64::from(full));
     }
 
     /// Sets the documents of each shard here from `counts` (group, documents), named by the

@@ -29,6 +29,10 @@ use crate::types::{GroupId, NodeAddr, NodeId};
 /// Shortest deadline of an append that carries entries (see `append_entries`).
 const MIN_APPEND_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Shortest deadline of every other Raft message: heartbeats, probes and votes (see
+/// `append_entries`).
+const MIN_RAFT_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// Creates the network of one group.
 pub struct NetworkFactory {
     gid: GroupId,
@@ -156,9 +160,14 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         // openraft gives every append the heartbeat interval as its deadline. An append that
         // carries entries waits for the follower's fsync, which on a busy disk or machine can
         // take longer: cutting it off makes the leader send the same entries again and adds
-        // load exactly when there is too much. Heartbeats keep the short deadline.
+        // load exactly when there is too much. Heartbeats and probes get at least
+        // [`MIN_RAFT_TIMEOUT`]: openraft gives them the heartbeat interval (50 ms with fast
+        // elections), which a loaded machine misses for every group at once; each miss is
+        // cancelled at the follower too and sent again, and the cluster does nothing but time
+        // out. One heartbeat per follower is in flight at a time, so a longer deadline only
+        // skips beats while a follower is slow.
         let timeout = if rpc.entries.is_empty() {
-            option.hard_ttl()
+            option.hard_ttl().max(MIN_RAFT_TIMEOUT)
         } else {
             option.hard_ttl().max(MIN_APPEND_TIMEOUT)
         };
@@ -174,7 +183,8 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call::<_, _, RaftErr, PbVote, _, _>(&rpc, option.hard_ttl(), |mut c, r| async move {
+        let timeout = option.hard_ttl().max(MIN_RAFT_TIMEOUT);
+        self.call::<_, _, RaftErr, PbVote, _, _>(&rpc, timeout, |mut c, r| async move {
             Ok(c.vote(r).await?.into_inner().raft)
         })
         .await
@@ -188,7 +198,7 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call::<_, _, RaftErr, PbPreVote, _, _>(
             &rpc,
-            option.hard_ttl(),
+            option.hard_ttl().max(MIN_RAFT_TIMEOUT),
             |mut c, r| async move { Ok(c.pre_vote(r).await?.into_inner().raft) },
         )
         .await
@@ -217,25 +227,8 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         let header = encode(&(vote, snapshot.meta.clone()))
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let gid = self.gid;
-        let data = snapshot.snapshot;
-        let mut chunks: Vec<InstallSnapshotRequest> = Vec::new();
         let (to_node_id, from_node_id) = (self.target, self.from);
-        chunks.push(InstallSnapshotRequest {
-            group_id: gid,
-            header,
-            data: vec![],
-            to_node_id,
-            from_node_id,
-        });
-        for piece in data.chunks(SNAPSHOT_CHUNK_BYTES) {
-            chunks.push(InstallSnapshotRequest {
-                group_id: gid,
-                header: vec![],
-                data: piece.to_vec(),
-                to_node_id,
-                from_node_id,
-            });
-        }
+        let chunks = snapshot_chunks(gid, to_node_id, from_node_id, header, &snapshot.snapshot);
         let mut client = self
             .client()
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
@@ -266,6 +259,38 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
             StreamingError::Network(NetworkError::new(&SendError::Remote(e.to_string())))
         })
     }
+}
+
+/// The messages that carry snapshot `data` of group `gid` (with its `header`: the sender's
+/// vote and the snapshot metadata) from node `from` to node `to`: the first names the group and
+/// carries the header and the data's checksum, the others carry the data in pieces.
+pub fn snapshot_chunks(
+    gid: GroupId,
+    to: NodeId,
+    from: NodeId,
+    header: Vec<u8>,
+    data: &[u8],
+) -> Vec<InstallSnapshotRequest> {
+    let mut chunks = Vec::with_capacity(1 + data.len().div_ceil(SNAPSHOT_CHUNK_BYTES));
+    chunks.push(InstallSnapshotRequest {
+        group_id: gid,
+        header,
+        data: vec![],
+        to_node_id: to,
+        from_node_id: from,
+        checksum: Some(crate::codec::checksum(data)),
+    });
+    for piece in data.chunks(SNAPSHOT_CHUNK_BYTES) {
+        chunks.push(InstallSnapshotRequest {
+            group_id: gid,
+            header: vec![],
+            data: piece.to_vec(),
+            to_node_id: to,
+            from_node_id: from,
+            checksum: None,
+        });
+    }
+    chunks
 }
 
 impl std::fmt::Debug for GroupNetwork {

@@ -1,5 +1,6 @@
 //! Documents of a data group: applying an atomic batch (with per-document version checks),
-//! the change feed kept for watches, and reads.
+//! the change feed kept for watches, and reads. Documents are stored sealed with their checksum
+//! and checked on every read (see `integrity`).
 
 use std::collections::HashMap;
 use std::io;
@@ -7,6 +8,8 @@ use std::io;
 use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
+use super::changes_export::Feed;
+use super::integrity::{self, Record};
 use super::io_err;
 use super::tables::{CHANGES, DOCS, KEY_CHANGES_FLOOR, KEY_DOCUMENTS, SM_STATE};
 use crate::codec::{decode, encode};
@@ -36,9 +39,33 @@ pub struct ChangeEvent {
     pub prev: Option<String>,
 }
 
-/// How many revisions of changes a group keeps for watchers.
+/// The stored form of `doc`: sealed with its checksum.
+pub(crate) fn stored_bytes(doc: &StoredDoc) -> io::Result<Vec<u8>> {
+    Ok(integrity::seal(doc)?)
+}
+
+/// Document `collection`/`id` of group `gid` read back from its stored `bytes`, its checksum
+/// checked; a failed check is the group's [`Corruption`](super::Corruption).
+pub(crate) fn read_doc(
+    gid: GroupId,
+    collection: &str,
+    id: &str,
+    bytes: &[u8],
+) -> io::Result<StoredDoc> {
+    integrity::read(
+        gid,
+        || Record::Document {
+            collection: collection.to_string(),
+            id: id.to_string(),
+        },
+        bytes,
+    )
+    .map_err(Into::into)
+}
+
+/// How many revisions of changes a group keeps for watchers and incremental backups unless
+/// the node is told otherwise (`--change-retention`).
 pub const CHANGE_RETENTION: u64 = 100_000;
-const PRUNE_EVERY: u64 = 1024;
 
 /// Documents changed so far in one entry: `None` for a deleted one.
 type Overlay<'a> = HashMap<(&'a str, &'a str), Option<StoredDoc>>;
@@ -50,6 +77,7 @@ pub(crate) fn apply_many(
     txn: &WriteTransaction,
     gid: GroupId,
     revision: u64,
+    feed: Feed,
     cmds: &[DataCommand],
 ) -> io::Result<Vec<Result<Vec<OpOutcome>, Rejection>>> {
     let intents = super::txn::open_intents(txn)?;
@@ -85,7 +113,7 @@ pub(crate) fn apply_many(
     for ((collection, id), doc) in applied {
         let old = match &doc {
             Some(doc) => docs
-                .insert((gid, collection, id), encode(doc)?.as_slice())
+                .insert((gid, collection, id), stored_bytes(doc)?.as_slice())
                 .map_err(io_err)?,
             None => docs.remove((gid, collection, id)).map_err(io_err)?,
         };
@@ -107,11 +135,12 @@ pub(crate) fn apply_many(
         changes
             .insert((gid, revision), encode(&events)?.as_slice())
             .map_err(io_err)?;
-        if revision.is_multiple_of(PRUNE_EVERY) && revision > CHANGE_RETENTION {
-            let floor = revision - CHANGE_RETENTION;
+        super::changes_export::record_time(txn, gid, revision, feed.unix_ms)?;
+        if let Some(floor) = feed.prune_floor(revision) {
             changes
                 .retain_in((gid, 0)..(gid, floor), |_, _| false)
                 .map_err(io_err)?;
+            super::changes_export::prune_times(txn, gid, floor)?;
             set_changes_floor(txn, gid, floor)?;
         }
     }
@@ -138,7 +167,7 @@ fn stage<'a>(
         let current = match staged.get(&key).or_else(|| applied.get(&key)) {
             Some(c) => c.clone(),
             None => match docs.get((gid, key.0, key.1)).map_err(io_err)? {
-                Some(v) => Some(decode::<StoredDoc>(v.value())?),
+                Some(v) => Some(read_doc(gid, key.0, key.1, v.value())?),
                 None => None,
             },
         };
@@ -220,7 +249,7 @@ pub(crate) fn replace_all(
     for (collection, id, doc) in docs_in {
         docs.insert(
             (gid, collection.as_str(), id.as_str()),
-            encode(doc)?.as_slice(),
+            stored_bytes(doc)?.as_slice(),
         )
         .map_err(io_err)?;
     }
@@ -229,6 +258,7 @@ pub(crate) fn replace_all(
     changes
         .retain_in((gid, 0)..=(gid, u64::MAX), |_, _| false)
         .map_err(io_err)?;
+    super::changes_export::prune_times(txn, gid, u64::MAX)?;
     set_changes_floor(txn, gid, floor)
 }
 
@@ -287,7 +317,11 @@ pub(crate) fn all_docs(
     {
         let (k, v) = row.map_err(io_err)?;
         let (_, c, i) = k.value();
-        out.push((c.to_string(), i.to_string(), decode(v.value())?));
+        out.push((
+            c.to_string(),
+            i.to_string(),
+            read_doc(gid, c, i, v.value())?,
+        ));
     }
     Ok(out)
 }
@@ -300,7 +334,7 @@ pub(crate) fn get(
 ) -> io::Result<Option<StoredDoc>> {
     let docs = txn.open_table(DOCS).map_err(io_err)?;
     match docs.get((gid, collection, id)).map_err(io_err)? {
-        Some(v) => Ok(Some(decode(v.value())?)),
+        Some(v) => Ok(Some(read_doc(gid, collection, id, v.value())?)),
         None => Ok(None),
     }
 }
@@ -329,7 +363,7 @@ pub(crate) fn list(
         if id == after {
             continue;
         }
-        out.push((id.to_string(), decode(v.value())?));
+        out.push((id.to_string(), read_doc(gid, c, id, v.value())?));
         if out.len() >= limit {
             break;
         }

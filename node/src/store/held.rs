@@ -3,10 +3,11 @@
 //! initial result, larger than a page, is consistent with the revisions its `current` event
 //! names). A held read pins the pages of the state file it sees (they are not reused until it
 //! is let go), so each expires after [`HELD_READ_IDLE`] without use, and a node holds at most
-//! [`MAX_HELD_READS`].
+//! [`MAX_HELD_READS`]. Reads are numbered at random (64 bits): a page forwarded to another
+//! node after a leader change names a number that node has almost surely never given out, so
+//! it answers "gone" (the query starts again) rather than serving another query's read.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,7 +36,6 @@ struct Entry {
 /// The node's held reads.
 #[derive(Default)]
 pub struct HeldReads {
-    next: AtomicU64,
     held: Mutex<HashMap<u64, Entry>>,
 }
 
@@ -63,7 +63,12 @@ impl HeldReads {
         if held.len() >= MAX_HELD_READS {
             return Err(TooManyHeldReads);
         }
-        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = loop {
+            let id: u64 = rand::random();
+            if id != 0 && !held.contains_key(&id) {
+                break id;
+            }
+        };
         held.insert(
             id,
             Entry {
@@ -95,5 +100,45 @@ impl HeldReads {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(db: &redb::Database) -> HeldRead {
+        HeldRead {
+            txn: Arc::new(redb::ReadableDatabase::begin_read(db).unwrap()),
+            revision: 7,
+        }
+    }
+
+    #[test]
+    fn held_reads_get_random_distinct_numbers_belong_to_their_group_and_are_bounded() {
+        let db = redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .unwrap();
+        let reads = HeldReads::default();
+        let ids: Vec<u64> = (0..MAX_HELD_READS)
+            .map(|_| reads.hold(1, read(&db)).unwrap())
+            .collect();
+        let distinct: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+        assert_eq!(distinct.len(), ids.len());
+        assert!(!distinct.contains(&0));
+        // Not handed out in sequence: another node's numbers do not meet these.
+        assert!(
+            ids.windows(2).filter(|w| w[1] == w[0] + 1).count() < 3,
+            "{ids:?}"
+        );
+        assert!(
+            reads.hold(1, read(&db)).is_err(),
+            "at most {MAX_HELD_READS}"
+        );
+        assert_eq!(reads.get(1, ids[0]).map(|r| r.revision), Some(7));
+        assert!(reads.get(2, ids[0]).is_none(), "another group's read");
+        reads.release(ids[0]);
+        assert!(reads.get(1, ids[0]).is_none());
+        assert_eq!(reads.len(), MAX_HELD_READS - 1);
     }
 }

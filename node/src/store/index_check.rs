@@ -10,12 +10,10 @@ use std::io;
 use flotilla_model::IndexCheck;
 use redb::ReadableDatabase;
 
-use super::documents::StoredDoc;
 use super::indexes::{load_defs, parse_json, parse_paths};
 use super::query::applied_in;
 use super::tables::{DOCS, INDEX_DEFS, INDEX_ENTRIES};
 use super::{StateMachine, io_err};
-use crate::codec::decode;
 
 impl StateMachine {
     /// Compares every built index of this replica with a rebuild from its documents; the
@@ -55,7 +53,7 @@ impl StateMachine {
                 if c != collection {
                     break;
                 }
-                let doc: StoredDoc = decode(v.value())?;
+                let doc = super::documents::read_doc(gid, c, id, v.value())?;
                 if let Some(json) = parse_json(&doc.json) {
                     want.insert((flotilla_query::index_key(&json, &paths), id.to_string()));
                 }

@@ -231,7 +231,9 @@ impl Maintainer {
             return Ok(());
         };
         let old_doc = match old {
-            Some(bytes) => parse_json(&decode::<StoredDoc>(bytes)?.json),
+            Some(bytes) => {
+                parse_json(&super::documents::read_doc(gid, collection, id, bytes)?.json)
+            }
             None => None,
         };
         let new_doc = new.and_then(|d| parse_json(&d.json));
@@ -305,9 +307,8 @@ pub(crate) fn build_step(txn: &WriteTransaction, gid: GroupId) -> io::Result<boo
         if n == BUILD_BATCH {
             break;
         }
-        if let Ok(doc) = decode::<StoredDoc>(v.value())
-            && let Some(json) = parse_json(&doc.json)
-        {
+        let doc = super::documents::read_doc(gid, c, id, v.value())?;
+        if let Some(json) = parse_json(&doc.json) {
             let key = flotilla_query::index_key(&json, &paths);
             entries
                 .insert((gid, record.id, key.as_slice(), id), ())

@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use super::documents::{StoredDoc, set_count};
 use super::io_err;
 use super::tables::{DOCS, KEY_DOCUMENTS, SM_STATE};
-use crate::codec::{decode, encode};
 use crate::types::GroupId;
 
 /// Marks a shard that accepted a load and has applied no ordinary write since.
@@ -147,7 +146,7 @@ pub(crate) fn apply(
         match docs.get((gid, key.0, key.1)).map_err(io_err)? {
             None => fresh.push(d),
             Some(v) => {
-                let stored: StoredDoc = decode(v.value())?;
+                let stored = super::documents::read_doc(gid, key.0, key.1, v.value())?;
                 if stored.version != d.version || stored.json != d.json {
                     return refused(|collection, id| LoadRefusal::Exists { collection, id });
                 }
@@ -163,7 +162,7 @@ pub(crate) fn apply(
         };
         docs.insert(
             (gid, d.collection.as_str(), d.id.as_str()),
-            encode(&doc)?.as_slice(),
+            super::documents::stored_bytes(&doc)?.as_slice(),
         )
         .map_err(io_err)?;
         indexes.on_write(txn, gid, &d.collection, &d.id, None, Some(&doc))?;

@@ -1,6 +1,8 @@
 //! The Raft log and vote of one group, stored in the node's shared log file. Appended entries
 //! are readable at once (kept in memory until their batch is committed) and acknowledged to
-//! openraft only after the writer's durable commit.
+//! openraft only after the writer's durable commit. Every entry is stored sealed with its
+//! checksum and checked whenever it is read (see `integrity`): a corrupt entry is reported as
+//! the group's [`Corruption`](super::Corruption), never handed to Raft.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -12,6 +14,7 @@ use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader};
 use redb::ReadableDatabase;
 
+use super::integrity::{self, Record};
 use super::tables::{KEY_COMMITTED, KEY_PURGED, KEY_VOTE, LOGS, RAFT_STATE};
 use super::{Storage, StoreError, io_err};
 use crate::codec::{decode, encode};
@@ -62,6 +65,12 @@ impl LogStore {
         self.mem.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Reads the stored entry `index` from `bytes`, checking its checksum.
+    fn read_entry(&self, index: u64, bytes: &[u8]) -> io::Result<Entry> {
+        integrity::read(self.gid, || Record::LogEntry { index }, bytes)
+            .map_err(|c| self.storage.corrupted(c))
+    }
+
     fn last_stored(&self) -> io::Result<Option<LogId>> {
         let txn = self.storage.log_db().begin_read().map_err(io_err)?;
         let table = txn.open_table(LOGS).map_err(io_err)?;
@@ -70,8 +79,8 @@ impl LogStore {
             .map_err(io_err)?;
         match range.next_back() {
             Some(row) => {
-                let (_, v) = row.map_err(io_err)?;
-                let entry: Entry = decode(v.value())?;
+                let (k, v) = row.map_err(io_err)?;
+                let entry = self.read_entry(k.value().1, v.value())?;
                 Ok(Some(entry.log_id))
             }
             None => Ok(None),
@@ -131,7 +140,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let (k, v) = row.map_err(io_err)?;
             let index = k.value().1;
             if let std::collections::btree_map::Entry::Vacant(e) = out.entry(index) {
-                e.insert(decode(v.value())?);
+                e.insert(self.read_entry(index, v.value())?);
             }
         }
         Ok(out.into_values().collect())
@@ -203,7 +212,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut mem = self.mem();
             for entry in entries {
                 let id = entry.log_id;
-                let bytes = encode(&entry)?;
+                let bytes = integrity::seal(&entry)?;
                 mem.pending.insert(id.index, (id, entry));
                 rows.push((id.index, id, bytes));
             }

@@ -12,18 +12,23 @@
 //! Kept apart, an fsync of the logs writes only the few pages the appends touched, not every
 //! page the applies since the last one dirtied across the documents of all groups.
 
+pub mod changes_export;
 mod dedup;
+mod digest;
 mod documents;
 pub mod export;
 pub mod faults;
+pub mod fence;
 pub mod held;
 mod index_check;
 pub mod indexes;
+pub mod integrity;
 pub mod load;
 mod log_store;
 pub mod measure;
 pub mod power_loss;
 mod query;
+pub mod space;
 mod state_machine;
 mod tables;
 pub use tables::DATA_FORMAT;
@@ -31,11 +36,26 @@ pub(crate) mod txn;
 mod writer;
 
 #[cfg(test)]
+mod digest_tests;
+#[cfg(test)]
+mod fence_tests;
+#[cfg(test)]
+mod integrity_tests;
+#[cfg(test)]
 mod load_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod txn_tests;
+
+/// Records for tests elsewhere in the node.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    /// The snapshot data of a data group holding about `bytes` bytes of documents.
+    pub(crate) fn data_snapshot(bytes: usize) -> Vec<u8> {
+        super::state_machine::test_snapshot_body(bytes)
+    }
+}
 
 use std::io;
 use std::path::Path;
@@ -44,7 +64,9 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-pub use documents::{ChangeEvent, StoredDoc};
+pub use digest::ReplicaDigest;
+pub use documents::{CHANGE_RETENTION, ChangeEvent, StoredDoc};
+pub use integrity::{Corruption, Record};
 pub use log_store::LogStore;
 pub use measure::StorageMetrics;
 pub use query::{PageError, ReadAt, ShardAnswer};
@@ -104,6 +126,9 @@ pub enum StoreError {
     Io(#[from] io::Error),
     #[error(transparent)]
     Codec(#[from] crate::codec::CodecError),
+    /// A stored record of a group failed its checksum: the group is not served here.
+    #[error(transparent)]
+    Corrupt(#[from] Corruption),
     /// The data directory was written in another format than this build reads (see
     /// [`DATA_FORMAT`]); nothing in it was changed.
     #[error(
@@ -145,6 +170,7 @@ impl From<StoreError> for io::Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Io(e) => e,
+            StoreError::Corrupt(c) => c.into(),
             other => io::Error::other(other.to_string()),
         }
     }
@@ -177,7 +203,15 @@ pub struct Storage {
     index_builds: Arc<indexes::Builds>,
     /// Reads held across the pages of a query (see `held`).
     held_reads: held::HeldReads,
+    /// Revisions of change feed each group keeps (`--change-retention`).
+    change_retention: std::sync::atomic::AtomicU64,
     metrics: StorageMetrics,
+    /// Groups with a stored record that failed its check (see `integrity`), and a counter
+    /// that moves each time one is added.
+    corrupt: std::sync::Mutex<std::collections::BTreeMap<GroupId, Corruption>>,
+    corrupt_seen: tokio::sync::watch::Sender<u64>,
+    /// Per group, the error its last failed apply met (see [`Storage::apply_failed`]).
+    apply_failures: std::sync::Mutex<std::collections::BTreeMap<GroupId, String>>,
 }
 
 impl Drop for Storage {
@@ -258,6 +292,7 @@ impl Storage {
             tables::init_state(&txn)?;
             dedup::init(&txn)?;
             self::txn::init(&txn)?;
+            changes_export::init(&txn)?;
             txn.commit()?;
         }
         let moved = tables::migrate_state(&log, &state)?;
@@ -289,7 +324,11 @@ impl Storage {
             test_faults: faults::TestFaults::default(),
             index_builds: Arc::default(),
             held_reads: held::HeldReads::default(),
+            change_retention: std::sync::atomic::AtomicU64::new(documents::CHANGE_RETENTION),
             metrics,
+            corrupt: std::sync::Mutex::default(),
+            corrupt_seen: tokio::sync::watch::Sender::new(0),
+            apply_failures: Default::default(),
         }))
     }
 
@@ -317,6 +356,20 @@ impl Storage {
         &self.held_reads
     }
 
+    /// How many revisions of change feed each group keeps from now on (at least 1): older
+    /// changes are pruned as writes apply, so watches and incremental backups that need them
+    /// are refused as compacted.
+    pub fn set_change_retention(&self, revisions: u64) {
+        self.change_retention
+            .store(revisions.max(1), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Revisions of change feed each group keeps (see [`Storage::set_change_retention`]).
+    pub fn change_retention(&self) -> u64 {
+        self.change_retention
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Faults injected by tests (`--test-storage-faults`).
     pub fn test_faults(&self) -> &faults::TestFaults {
         &self.test_faults
@@ -341,6 +394,63 @@ impl Storage {
             }
         }
         Ok(counts)
+    }
+
+    /// Records that a stored record of a group failed its check (the first one found for the
+    /// group is kept) and returns the error the read that found it fails with.
+    pub fn corrupted(&self, c: Corruption) -> io::Error {
+        let gid = c.gid;
+        let new = {
+            let mut all = self.corrupt.lock().unwrap_or_else(|p| p.into_inner());
+            let new = !all.contains_key(&gid);
+            all.entry(gid).or_insert_with(|| c.clone());
+            new
+        };
+        if new {
+            tracing::error!(group = gid, error = %c, "corrupt record found; the group stops serving on this node");
+            self.corrupt_seen.send_modify(|n| *n += 1);
+        }
+        c.into()
+    }
+
+    /// Records the corruption `e` carries, if any (see [`Storage::corrupted`]); returns `e`.
+    pub fn note(&self, e: io::Error) -> io::Error {
+        match Corruption::of(&e) {
+            Some(c) => self.corrupted(c.clone()),
+            None => e,
+        }
+    }
+
+    /// Records that an apply of group `gid` failed with `e`. Raft stops the group, but the
+    /// reason it gives may be a later consequence (its core finding the state machine gone),
+    /// so the supervisor asks for this cause (see [`Storage::take_apply_failure`]).
+    pub(crate) fn apply_failed(&self, gid: GroupId, e: &io::Error) {
+        self.apply_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(gid, e.to_string());
+    }
+
+    /// The error group `gid`'s last failed apply met, once.
+    pub fn take_apply_failure(&self, gid: GroupId) -> Option<String> {
+        self.apply_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&gid)
+    }
+
+    /// The corrupt record found in group `gid`, if one was.
+    pub fn corruption(&self, gid: GroupId) -> Option<Corruption> {
+        self.corrupt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&gid)
+            .cloned()
+    }
+
+    /// Changes each time a group is found corrupt.
+    pub fn watch_corruption(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.corrupt_seen.subscribe()
     }
 
     /// The histograms storage work is timed into.
@@ -388,7 +498,13 @@ impl Storage {
                 indexes::delete_group(txn, gid)?;
                 self::txn::delete_group(txn, gid)
             })
-            .await
+            .await?;
+        // Its records are gone, and with them whatever was corrupt.
+        self.corrupt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&gid);
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use flotilla_query::{Access, Candidate, PageLimits, Query, ShardPage, SortKey};
 use redb::ReadableDatabase;
 
-use super::documents::StoredDoc;
+use super::documents;
 use super::held::{HeldRead, TooManyHeldReads};
 use super::indexes::{self, IndexStatus};
 use super::tables::{DOCS, KEY_APPLIED, SM_STATE};
@@ -135,7 +135,7 @@ fn page_of(
             let mut cands = Vec::with_capacity(ids.len());
             for id in ids {
                 if let Some(v) = docs.get((gid, collection, id.as_str())).map_err(io_err)? {
-                    let d: StoredDoc = decode(v.value())?;
+                    let d = documents::read_doc(gid, collection, id, v.value())?;
                     cands.push(Candidate {
                         id: id.clone(),
                         version: d.version,
@@ -163,7 +163,7 @@ fn page_of(
                 if c != collection {
                     return None;
                 }
-                match decode::<StoredDoc>(v.value()) {
+                match documents::read_doc(gid, collection, id, v.value()) {
                     Ok(d) => Some(Candidate {
                         id: id.to_string(),
                         version: d.version,
@@ -171,7 +171,7 @@ fn page_of(
                         json: d.json,
                     }),
                     Err(e) => {
-                        *failed = Some(e.into());
+                        *failed = Some(e);
                         None
                     }
                 }

@@ -1,7 +1,9 @@
 //! The state machine of one Raft group: the meta state for the meta group, documents for a data
 //! group. Applies commit without fsync (they record `last_applied` in the same transaction, and
 //! after a crash openraft re-applies from it); snapshots are written durably, which also makes
-//! every earlier apply durable before logs may be purged.
+//! every earlier apply durable before logs may be purged. A stored snapshot is sealed with its
+//! checksum and checked when read back; a record of the group that fails its check makes the
+//! read fail with the group's [`Corruption`](super::Corruption), recorded in [`Storage`].
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,16 +16,18 @@ use redb::{ReadableDatabase, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::changes_export::Feed;
 use super::dedup::{self, Requests};
 use super::documents::{self, ChangeEvent, StoredDoc};
 use super::indexes::{self, SnapshotIndex};
+use super::integrity::{self, Record};
 use super::measure::Timer;
 use super::tables::{KEY_APPLIED, KEY_MEMBERSHIP, KEY_META, SM_STATE, SNAPSHOTS};
 use super::{Storage, StoreError, io_err};
 use crate::codec::{decode, encode};
 use crate::command::{Command, Response};
 use crate::consensus::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::meta::MetaState;
+use crate::meta::{MetaError, MetaState};
 use crate::types::{GroupId, META_GROUP};
 
 /// The changes of one revision of a group.
@@ -108,6 +112,26 @@ pub fn check_snapshot(gid: GroupId, data: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// The encoded body of a data group's snapshot holding about `bytes` bytes of documents.
+#[cfg(test)]
+pub(super) fn test_snapshot_body(bytes: usize) -> Vec<u8> {
+    let doc = StoredDoc {
+        version: 1,
+        revision: 1,
+        json: format!("\"{}\"", "x".repeat(1000)),
+    };
+    let docs = (0..bytes / 1000 + 1)
+        .map(|i| ("c".to_string(), format!("d{i}"), doc.clone()))
+        .collect();
+    let body = SnapshotBody {
+        docs,
+        meta: None,
+        requests: Requests::default(),
+        indexes: vec![],
+    };
+    encode(&body).unwrap_or_default()
+}
+
 /// A stored snapshot: its Raft metadata and body.
 #[derive(Serialize, Deserialize)]
 pub(super) struct StoredSnapshot {
@@ -185,7 +209,7 @@ impl StateMachine {
 
     pub fn get(&self, collection: &str, id: &str) -> io::Result<Option<StoredDoc>> {
         let txn = self.storage.state_db().begin_read().map_err(io_err)?;
-        documents::get(&txn, self.gid, collection, id)
+        documents::get(&txn, self.gid, collection, id).map_err(|e| self.storage.note(e))
     }
 
     pub fn list(
@@ -197,6 +221,7 @@ impl StateMachine {
     ) -> io::Result<Vec<(String, StoredDoc)>> {
         let txn = self.storage.state_db().begin_read().map_err(io_err)?;
         documents::list(&txn, self.gid, collection, prefix, after, limit)
+            .map_err(|e| self.storage.note(e))
     }
 
     /// Changes from revision `from` on, and the oldest revision still kept.
@@ -220,6 +245,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let storage = self.storage.clone();
+        self.build().await.map_err(|e| storage.note(e))
+    }
+}
+
+impl StateMachine {
+    /// Builds the group's snapshot and stores it (see `build_snapshot`).
+    async fn build(&mut self) -> Result<Snapshot, io::Error> {
         let storage = self.storage.clone();
         let _timer = Timer::start(&storage.metrics().snapshot_build);
         let gid = self.gid;
@@ -260,8 +293,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             // Then, only on a shard being restored, its loading mark (see `super::load`).
             if gid != META_GROUP {
                 data.extend(encode(&super::txn::snapshot(&txn, gid)?)?);
-                if super::load::is_loading(&txn, gid)? {
-                    data.extend(encode(&true)?);
+                // Then, when a backup fence is up, the fences (after the mark, written then
+                // even when false; see `super::fence`).
+                let loading = super::load::is_loading(&txn, gid)?;
+                let fences = super::fence::fences(&txn, gid)?;
+                if loading || !fences.is_empty() {
+                    data.extend(encode(&loading)?);
+                }
+                if !fences.is_empty() {
+                    data.extend(encode(&fences)?);
                 }
             }
             (
@@ -272,7 +312,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 data,
             )
         };
-        let stored = encode(&StoredSnapshot {
+        let stored = integrity::seal(&StoredSnapshot {
             meta: meta.clone(),
             data: data.clone(),
         })?;
@@ -337,6 +377,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let out = Arc::new(Mutex::new(None));
         let result = out.clone();
         let fault = self.storage.test_faults().apply_trigger(gid);
+        let retention = self.storage.change_retention();
         let work = move |txn: &WriteTransaction| -> io::Result<()> {
             super::faults::check(fault.as_deref())?;
             let (mut applied, mut membership) = (applied0, membership0.clone());
@@ -346,35 +387,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 let index = entry.log_id.index;
                 let response = match &entry.payload {
                     EntryPayload::Blank => Response::Empty,
-                    EntryPayload::Normal(Command::Data(cmd)) => {
-                        super::load::ordinary_write(txn, gid)?;
-                        let cmds = std::slice::from_ref(cmd);
-                        dedup::apply_once(txn, gid, index, cmds, false, |cmds| {
-                            documents::apply_many(txn, gid, index, cmds)
-                        })?
+                    EntryPayload::Normal(cmd) => {
+                        let (unix_ms, cmd) = match cmd {
+                            Command::Stamped(s) => (s.unix_ms, &*s.command),
+                            cmd => (0, cmd),
+                        };
+                        let feed = Feed { unix_ms, retention };
+                        apply_command(txn, gid, index, feed, cmd, meta.as_mut())?
                     }
-                    EntryPayload::Normal(Command::DataMany(cmds)) => {
-                        super::load::ordinary_write(txn, gid)?;
-                        dedup::apply_once(txn, gid, index, cmds, true, |cmds| {
-                            documents::apply_many(txn, gid, index, cmds)
-                        })?
-                    }
-                    EntryPayload::Normal(Command::Index(cmd)) => {
-                        Response::Index(indexes::apply_command(txn, gid, index, cmd)?)
-                    }
-                    EntryPayload::Normal(Command::Txn(cmd)) => {
-                        if cmd.may_write_documents() {
-                            super::load::ordinary_write(txn, gid)?;
-                        }
-                        Response::Txn(super::txn::apply(txn, gid, index, cmd)?)
-                    }
-                    EntryPayload::Normal(Command::Load(cmd)) => {
-                        Response::Load(super::load::apply(txn, gid, index, cmd)?)
-                    }
-                    EntryPayload::Normal(Command::Meta(cmd)) => match meta.as_mut() {
-                        Some(m) => Response::Meta(m.apply(cmd)),
-                        None => Response::Meta(Err(crate::meta::MetaError::NotMetaGroup)),
-                    },
                     EntryPayload::Membership(m) => {
                         membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         put_sm(txn, gid, KEY_MEMBERSHIP, &encode(&membership)?)?;
@@ -400,7 +420,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         });
         done_rx
             .await
-            .map_err(|_| io::Error::other("storage writer stopped"))??;
+            .map_err(|_| io::Error::other("storage writer stopped"))
+            .and_then(|r| r)
+            .map_err(|e| {
+                let e = self.storage.note(e);
+                self.storage.apply_failed(gid, &e);
+                e
+            })?;
         let (responses, applied, membership, meta) = out
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -438,8 +464,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let body: SnapshotBody = decode(&snapshot)?;
         let txns = super::txn::snapshot_tail::<SnapshotBody>(&snapshot)?;
         let loading = super::load::snapshot_tail::<SnapshotBody>(&snapshot)?;
+        let fences = super::fence::snapshot_tail::<SnapshotBody>(&snapshot)?;
         let gid = self.gid;
-        let stored = encode(&StoredSnapshot {
+        let stored = integrity::seal(&StoredSnapshot {
             meta: meta.clone(),
             data: snapshot,
         })?;
@@ -456,6 +483,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 indexes::replace_all(txn, gid, &body.indexes)?;
                 super::txn::install(txn, gid, &txns)?;
                 super::load::set_loading(txn, gid, loading)?;
+                super::fence::set(txn, gid, &fences)?;
                 if let Some(a) = &a {
                     put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
                 }
@@ -484,7 +512,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let t = txn.open_table(SNAPSHOTS).map_err(io_err)?;
         match t.get(self.gid).map_err(io_err)? {
             Some(v) => {
-                let stored: StoredSnapshot = decode(v.value())?;
+                let stored: StoredSnapshot =
+                    integrity::read(self.gid, || Record::Snapshot, v.value())
+                        .map_err(|c| self.storage.corrupted(c))?;
                 Ok(Some(Snapshot {
                     meta: stored.meta,
                     snapshot: stored.data,
@@ -493,4 +523,44 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             None => Ok(None),
         }
     }
+}
+/// Applies one command of entry `index` (a stamped command's inner one, with its time in
+/// `feed`). `meta` is the meta state when this is the meta group.
+fn apply_command(
+    txn: &WriteTransaction,
+    gid: GroupId,
+    index: u64,
+    feed: Feed,
+    cmd: &Command,
+    meta: Option<&mut MetaState>,
+) -> io::Result<Response> {
+    Ok(match cmd {
+        Command::Data(cmd) => {
+            super::load::ordinary_write(txn, gid)?;
+            let cmds = std::slice::from_ref(cmd);
+            dedup::apply_once(txn, gid, index, cmds, false, |cmds| {
+                documents::apply_many(txn, gid, index, feed, cmds)
+            })?
+        }
+        Command::DataMany(cmds) => {
+            super::load::ordinary_write(txn, gid)?;
+            dedup::apply_once(txn, gid, index, cmds, true, |cmds| {
+                documents::apply_many(txn, gid, index, feed, cmds)
+            })?
+        }
+        Command::Index(cmd) => Response::Index(indexes::apply_command(txn, gid, index, cmd)?),
+        Command::Txn(cmd) => {
+            if cmd.may_write_documents() {
+                super::load::ordinary_write(txn, gid)?;
+            }
+            Response::Txn(super::txn::apply(txn, gid, index, feed, cmd)?)
+        }
+        Command::Load(cmd) => Response::Load(super::load::apply(txn, gid, index, cmd)?),
+        Command::Meta(cmd) => match meta {
+            Some(m) => Response::Meta(m.apply(cmd)),
+            None => Response::Meta(Err(MetaError::NotMetaGroup)),
+        },
+        // Stamped once by the proposer; a nested stamp keeps the outer time.
+        Command::Stamped(inner) => apply_command(txn, gid, index, feed, &inner.command, meta)?,
+    })
 }

@@ -46,8 +46,14 @@ pub(crate) const KEY_DOCUMENTS: &str = "documents";
 
 /// The format of the data files this build reads and writes. It changes with any change of
 /// how something stored is encoded; a node refuses a data directory of another format rather
-/// than misread it. Format 1: directories written before the format was recorded.
-pub const DATA_FORMAT: u32 = 2;
+/// than misread it. Format 1: directories written before the format was recorded. Format 3:
+/// log entries, snapshots and documents stored with checksums (see `integrity`); a directory
+/// of format 2 is taken over as it is (its records without checksums still read, and are
+/// checked from when they are written again) and recorded as format 3, which an older build
+/// refuses.
+pub const DATA_FORMAT: u32 = 3;
+/// The older format this build reads and takes over (see [`DATA_FORMAT`]).
+const UPGRADES_FROM: u32 = 2;
 const KEY_FORMAT: &str = "format";
 
 /// Reads the node id from the log file, generating and storing one (with the data format) on
@@ -68,7 +74,14 @@ pub(crate) fn init_node_id(db: &Database) -> Result<NodeId, StoreError> {
                 Some(Ok(found)) => found,
                 Some(Err(_)) => 0,
             };
-            if found != DATA_FORMAT {
+            if found == UPGRADES_FROM {
+                table.insert(KEY_FORMAT, DATA_FORMAT.to_le_bytes().as_slice())?;
+                tracing::info!(
+                    from = found,
+                    to = DATA_FORMAT,
+                    "data directory taken over: records are checksummed from now on"
+                );
+            } else if found != DATA_FORMAT {
                 return Err(StoreError::Format {
                     found,
                     expected: DATA_FORMAT,

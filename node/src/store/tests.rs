@@ -17,7 +17,7 @@ use crate::command::{Command, DataCommand, OpOutcome, Rejection, WriteOp};
 use crate::consensus::{Entry, TypeConfig};
 use crate::types::GroupId;
 
-fn open(dir: &TempDir) -> Arc<Storage> {
+pub(super) fn open(dir: &TempDir) -> Arc<Storage> {
     Storage::open(dir.path(), crate::store::StorageMetrics::unregistered()).expect("open storage")
 }
 
@@ -39,7 +39,7 @@ async fn passes_openraft_storage_conformance_suite() -> Result<(), StorageError<
     Suite::test_all(Builder).await
 }
 
-fn put(id: &str, json: &str, if_version: Option<u64>) -> WriteOp {
+pub(super) fn put(id: &str, json: &str, if_version: Option<u64>) -> WriteOp {
     WriteOp::Put {
         collection: "c".into(),
         id: id.into(),
@@ -48,7 +48,7 @@ fn put(id: &str, json: &str, if_version: Option<u64>) -> WriteOp {
     }
 }
 
-fn data_entry(index: u64, ops: Vec<WriteOp>) -> Entry {
+pub(super) fn data_entry(index: u64, ops: Vec<WriteOp>) -> Entry {
     Entry::new_normal(
         log_id::<TypeConfig>(1, 1, index),
         Command::Data(DataCommand { ops, request: None }),
@@ -56,13 +56,13 @@ fn data_entry(index: u64, ops: Vec<WriteOp>) -> Entry {
 }
 
 /// Applies one entry without a responder (outcomes are checked by reading storage back).
-async fn apply_one(sm: &mut StateMachine, entry: Entry) {
+pub(super) async fn apply_one(sm: &mut StateMachine, entry: Entry) {
     sm.apply(stream::iter(vec![Ok((entry, None))]))
         .await
         .expect("apply");
 }
 
-async fn append(log: &mut LogStore, entries: Vec<Entry>) {
+pub(super) async fn append(log: &mut LogStore, entries: Vec<Entry>) {
     let (tx, rx) = TypeConfig::oneshot();
     log.append(entries, IOFlushed::signal(tx))
         .await

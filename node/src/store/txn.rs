@@ -18,6 +18,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::changes_export::Feed;
 use super::documents::{self, StoredDoc};
 use super::io_err;
 use super::tables::DOCS;
@@ -86,8 +87,15 @@ pub(crate) fn apply(
     txn: &WriteTransaction,
     gid: GroupId,
     revision: u64,
+    feed: Feed,
     cmd: &TxnCommand,
 ) -> io::Result<TxnOutcome> {
+    if let Some(outcome) = super::fence::apply(txn, gid, revision, cmd)? {
+        return Ok(outcome);
+    }
+    if let Some(cut) = fenced_by(txn, gid, cmd)? {
+        return Ok(TxnOutcome::Fenced { cut });
+    }
     match cmd {
         TxnCommand::Prepare { txn: meta, keys } => {
             let versions = match check_all(txn, gid, Some(meta.id), keys)? {
@@ -119,7 +127,7 @@ pub(crate) fn apply(
                 .iter()
                 .filter_map(|k| write_op(&k.collection, &k.id, k.write.as_ref()?))
                 .collect();
-            write_docs(txn, gid, revision, ops).map(TxnOutcome::Committed)
+            write_docs(txn, gid, revision, feed, ops).map(TxnOutcome::Committed)
         }
         TxnCommand::Decide { txn: id, commit } => {
             let decision = {
@@ -143,18 +151,54 @@ pub(crate) fn apply(
                     }
                 }
             };
-            resolve(txn, gid, revision, *id, decision == Decision::Committed)?;
+            resolve(
+                txn,
+                gid,
+                revision,
+                feed,
+                *id,
+                decision == Decision::Committed,
+            )?;
             Ok(TxnOutcome::Decided(decision))
         }
         TxnCommand::Resolve { txn: id, commit } => {
-            resolve(txn, gid, revision, *id, *commit).map(TxnOutcome::Resolved)
+            resolve(txn, gid, revision, feed, *id, *commit).map(TxnOutcome::Resolved)
+        }
+        TxnCommand::At { at_ms, step } => {
+            let feed = Feed {
+                unix_ms: *at_ms,
+                ..feed
+            };
+            apply(txn, gid, revision, feed, step)
         }
         TxnCommand::Forget { txn: id } => {
             let mut records = txn.open_table(RECORDS).map_err(io_err)?;
             records.remove((gid, *id)).map_err(io_err)?;
             Ok(TxnOutcome::Forgotten)
         }
+        TxnCommand::Fence { .. } | TxnCommand::Unfence { .. } => Err(io::Error::other(
+            "a fence command reached the transaction apply",
+        )),
     }
+}
+
+/// The cut whose fence makes this shard refuse `cmd` now, if any (see `super::fence`).
+fn fenced_by(txn: &WriteTransaction, gid: GroupId, cmd: &TxnCommand) -> io::Result<Option<u64>> {
+    let fences = super::fence::fences_now(txn, gid)?;
+    let Some(cut) = fences.keys().next().copied() else {
+        return Ok(None);
+    };
+    let recorded = match cmd {
+        TxnCommand::Decide { txn: id, .. } => {
+            let records = txn.open_table(RECORDS).map_err(io_err)?;
+            match records.get((gid, *id)).map_err(io_err)? {
+                Some(v) => Some(decode::<Decision>(v.value())?),
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    Ok(super::fence::holds_back(cmd, recorded).then_some(cut))
 }
 
 fn write_op(collection: &str, id: &str, write: &TxnWrite) -> Option<WriteOp> {
@@ -178,13 +222,15 @@ fn write_docs(
     txn: &WriteTransaction,
     gid: GroupId,
     revision: u64,
+    feed: Feed,
     ops: Vec<WriteOp>,
 ) -> io::Result<Vec<crate::command::OpOutcome>> {
     if ops.is_empty() {
         return Ok(Vec::new());
     }
     let cmd = DataCommand { ops, request: None };
-    let outcome = documents::apply_many(txn, gid, revision, std::slice::from_ref(&cmd))?.pop();
+    let outcome =
+        documents::apply_many(txn, gid, revision, feed, std::slice::from_ref(&cmd))?.pop();
     match outcome.unwrap_or(Ok(Vec::new())) {
         Ok(outcomes) => Ok(outcomes),
         // Checked before, with no condition left in the ops: cannot happen.
@@ -208,7 +254,7 @@ fn check_all(
     for key in keys {
         let (c, i) = (key.collection.as_str(), key.id.as_str());
         let version = match docs.get((gid, c, i)).map_err(io_err)? {
-            Some(v) => decode::<StoredDoc>(v.value())?.version,
+            Some(v) => documents::read_doc(gid, c, i, v.value())?.version,
             None => 0,
         };
         let intent = match intents.get((gid, c, i)).map_err(io_err)? {
@@ -233,6 +279,7 @@ fn resolve(
     txn: &WriteTransaction,
     gid: GroupId,
     revision: u64,
+    feed: Feed,
     id: TxnId,
     commit: bool,
 ) -> io::Result<usize> {
@@ -270,7 +317,7 @@ fn resolve(
             }
         }
     }
-    write_docs(txn, gid, revision, ops)?;
+    write_docs(txn, gid, revision, feed, ops)?;
     Ok(count)
 }
 
@@ -441,7 +488,7 @@ pub(crate) fn matching_and_intents(
         if g != gid || c != collection {
             break;
         }
-        let doc: StoredDoc = decode(v.value())?;
+        let doc = documents::read_doc(gid, c, id, v.value())?;
         let Ok(body) = serde_json::from_str::<serde_json::Value>(&doc.json) else {
             continue;
         };

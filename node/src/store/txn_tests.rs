@@ -28,7 +28,7 @@ pub(super) async fn apply(sm: &mut StateMachine, index: u64, cmd: Command) {
         .expect("apply");
 }
 
-fn put(id: &str, json: &str) -> Command {
+pub(super) fn put(id: &str, json: &str) -> Command {
     Command::Data(DataCommand {
         ops: vec![WriteOp::Put {
             collection: "acct".into(),

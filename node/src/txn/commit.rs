@@ -122,12 +122,24 @@ impl Coordinator {
         if let Some(e) = failure {
             // Nothing was decided: drop whatever intents were placed (an intent whose
             // prepare answered nothing is left to whoever meets it, after the timeout).
-            self.release(db, meta, plan.shards.keys().copied(), Decision::Aborted)
-                .await;
+            self.release(
+                db,
+                meta,
+                plan.shards.keys().copied(),
+                Decision::Aborted,
+                None,
+            )
+            .await;
             return Err(e);
         }
         // The decision, in the record on the primary shard (which resolves its intents too).
-        let decide = ShardCall::Propose(TxnCommand::Decide { txn, commit: true });
+        // The decision time, which every shard's writes of the transaction take as their
+        // commit time (a point-in-time restore never splits the transaction).
+        let decided_ms = resolve::now_ms();
+        let decide = ShardCall::Propose(TxnCommand::At {
+            at_ms: decided_ms,
+            step: Box::new(TxnCommand::Decide { txn, commit: true }),
+        });
         let decision = match call_shard(self.host(), db, primary, decide).await {
             Ok(ShardAnswer::Applied(TxnOutcome::Decided(d))) => d,
             Ok(other) => return Err(NodeError::Internal(format!("unexpected {other:?}"))),
@@ -141,10 +153,13 @@ impl Coordinator {
         let others = plan.shards.keys().copied().filter(|s| *s != primary);
         if decision == Decision::Aborted {
             // Whoever met an intent after the timeout aborted it first.
-            self.release(db, meta, others, Decision::Aborted).await;
+            self.release(db, meta, others, Decision::Aborted, None)
+                .await;
             return Err(timed_out(txn, t.timeout));
         }
-        let resolved = self.release(db, meta, others, Decision::Committed).await;
+        let resolved = self
+            .release(db, meta, others, Decision::Committed, Some(decided_ms))
+            .await;
         if resolved {
             let host = self.host().clone();
             let database = db.to_string();
@@ -220,8 +235,10 @@ impl Coordinator {
         meta: TxnMeta,
         shards: impl Iterator<Item = u32>,
         decision: Decision,
+        decided_ms: Option<u64>,
     ) -> bool {
-        let calls = shards.map(|s| resolve::resolve(self.host(), database, s, meta, decision));
+        let calls = shards
+            .map(|s| resolve::resolve_at(self.host(), database, s, meta, decision, decided_ms));
         let results = futures::future::join_all(calls).await;
         let failed = results.iter().filter(|r| r.is_err()).count();
         if failed > 0 {

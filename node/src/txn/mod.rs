@@ -10,6 +10,7 @@
 //! - [`resolve`]: meeting an intent (reads see never half a transaction; plain writes wait;
 //!   an expired transaction is aborted in its record, then its intents dropped);
 //! - [`records`]: forgetting the records no intent can still need (a bounded sweep);
+//! - [`fence`]: backup cuts (fences that hold commits back while a backup opens its reads);
 //! - the replicated part (intents, records, applying commands) is `crate::store::txn` and
 //!   `crate::command::txn`.
 //!
@@ -19,6 +20,7 @@
 pub mod batch;
 pub mod commit;
 pub mod coordinator;
+pub mod fence;
 pub mod plan;
 pub mod query;
 pub mod records;
@@ -56,6 +58,7 @@ pub fn coordinator(host: &Arc<Host>) -> Arc<Coordinator> {
     all.insert(host.id, c.clone());
     tokio::spawn(sweep(Arc::downgrade(&c)));
     tokio::spawn(records::sweep_loop(Arc::downgrade(&c)));
+    tokio::spawn(fence::lift_loop(Arc::downgrade(&c)));
     c
 }
 

@@ -93,9 +93,29 @@ pub async fn resolve(
     holder: TxnMeta,
     decision: Decision,
 ) -> NodeResult<()> {
-    let call = ShardCall::Propose(TxnCommand::Resolve {
+    resolve_at(host, database, shard, holder, decision, None).await
+}
+
+/// [`resolve`], with the transaction's decision time when the caller knows it (its
+/// coordinator): the writes then take it as their commit time (see `TxnCommand::At`).
+pub async fn resolve_at(
+    host: &Arc<Host>,
+    database: &str,
+    shard: u32,
+    holder: TxnMeta,
+    decision: Decision,
+    decided_ms: Option<u64>,
+) -> NodeResult<()> {
+    let step = TxnCommand::Resolve {
         txn: holder.id,
         commit: decision == Decision::Committed,
+    };
+    let call = ShardCall::Propose(match decided_ms {
+        Some(at_ms) => TxnCommand::At {
+            at_ms,
+            step: Box::new(step),
+        },
+        None => step,
     });
     call_shard(host, database, shard, call).await.map(|_| ())
 }

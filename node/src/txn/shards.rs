@@ -22,6 +22,10 @@ use crate::network::forward::{is_lost_in_flight, is_unreachable};
 use crate::store::StoredDoc;
 use crate::types::NodeId;
 
+/// The first pause before a proposal a backup fence refused is made again (growing to five
+/// times this): a fence is up for as long as a backup takes to open its reads.
+const FENCE_PAUSE: Duration = Duration::from_millis(20);
+
 /// A call on one shard.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ShardCall {
@@ -65,7 +69,9 @@ pub enum ShardAnswer {
 }
 
 /// Calls `call` on shard `shard` of `database` at its leader, wherever that is, retrying
-/// until the request timeout.
+/// until the request timeout. A proposal a backup fence refuses (`TxnOutcome::Fenced`) is
+/// proposed again after a short pause until the fence is lifted or the time is up (then
+/// `Unavailable`, and nothing of it applied): callers never see that answer.
 pub async fn call_shard(
     host: &Arc<Host>,
     database: &str,
@@ -88,6 +94,7 @@ pub async fn call_shard_within(
     let mut uncertain = false;
     let mut last = NodeError::Unavailable(format!("no leader known for shard {shard}"));
     let mut round = 0u32;
+    let mut fenced_rounds = 0u32;
     while Instant::now() < deadline {
         let meta = host.meta_state();
         let db = meta
@@ -111,6 +118,7 @@ pub async fn call_shard_within(
         }
         targets.extend(record.replicas.iter().copied());
         let mut tried = Vec::new();
+        let mut fenced = None;
         for target in targets {
             if tried.contains(&target) {
                 continue;
@@ -132,6 +140,11 @@ pub async fn call_shard_within(
                 call_peer(host, target, database, shard, &call, within).await
             };
             match result {
+                // Refused whole by a backup fence: proposed again after a pause (below).
+                Ok(ShardAnswer::Applied(TxnOutcome::Fenced { cut })) => {
+                    fenced = Some(cut);
+                    break;
+                }
                 Ok(answer) => return Ok(answer),
                 Err(NodeError::NotLeader { leader }) => {
                     if let Some((id, _)) = leader
@@ -151,6 +164,16 @@ pub async fn call_shard_within(
                 Err(e @ (NodeError::Unavailable(_) | NodeError::DeadlineExceeded(_))) => last = e,
                 Err(e) => return Err(e),
             }
+        }
+        if let Some(cut) = fenced {
+            fenced_rounds += 1;
+            last = NodeError::Unavailable(format!(
+                "shard {shard} of {database} is fenced by backup cut {cut:016x} (a backup is \
+                 opening its reads); try again"
+            ));
+            let pause = FENCE_PAUSE * fenced_rounds.min(5);
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+            continue;
         }
         if hint.is_none() {
             round += 1;

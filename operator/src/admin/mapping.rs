@@ -91,6 +91,13 @@ pub fn membership(status: &ClusterStatus, databases: &[DatabaseStatus]) -> Membe
         cluster_id: status.cluster_id.clone(),
         nodes,
         groups,
+        databases: databases
+            .iter()
+            .map(|d| {
+                let shards = u32::try_from(d.shards.len()).unwrap_or(u32::MAX);
+                (d.database.name.clone(), shards)
+            })
+            .collect(),
     }
 }
 

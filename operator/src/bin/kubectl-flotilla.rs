@@ -79,9 +79,10 @@ enum Command {
         /// The database to back up.
         #[arg(long)]
         database: String,
-        /// Where: s3://bucket/prefix, or file:///backup/... with --volume-claim.
+        /// Where: s3://bucket/prefix, or file:///backup/... with --volume-claim; the
+        /// Cluster's spec.backup.destination when unset.
         #[arg(long)]
-        to: String,
+        to: Option<String>,
         /// A Secret whose keys become the Job's environment (AWS_* credentials;
         /// FLOTILLA_USER and FLOTILLA_PASSWORD on a cluster with auth).
         #[arg(long)]

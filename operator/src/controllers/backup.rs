@@ -7,7 +7,7 @@
 use super::{Context, FIELD_MANAGER};
 use crate::crd::backup::{Backup, BackupStatus};
 use crate::crd::{Cluster, database_group::ClusterRef};
-use crate::desired::backup_job::{backup_job, backup_url};
+use crate::desired::backup_job::{backup_destination, backup_job, backup_url};
 use crate::error::{Error, Result};
 use crate::plan::backup::{BackupObservation, backup_status};
 use k8s_openapi::api::batch::v1::Job;
@@ -47,45 +47,50 @@ pub async fn reconcile(backup: Arc<Backup>, ctx: Arc<Context>) -> Result<Action>
         .get_opt(cluster_name)
         .await?
         .filter(|c| c.meta().deletion_timestamp.is_none());
+    let mut url = None;
     let observation = match cluster {
         None => BackupObservation::ClusterNotFound,
         Some(cluster) if cluster.spec.paused => BackupObservation::ClusterPaused,
-        Some(cluster) => {
-            let desired = backup_job(&backup, &cluster)?;
-            let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
-            // A Job's spec is immutable: it is created once and then only read.
-            let job = match jobs.get_opt(&name).await? {
-                Some(job) => job,
-                None => {
-                    let created = jobs
-                        .patch(
-                            &name,
-                            &PatchParams::apply(FIELD_MANAGER).force(),
-                            &Patch::Apply(&desired),
+        Some(cluster) => match backup_destination(&backup, &cluster) {
+            None => BackupObservation::NoDestination,
+            Some(destination) => {
+                url = Some(backup_url(&backup, &destination)?);
+                let desired = backup_job(&backup, &cluster, &destination)?;
+                let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
+                // A Job's spec is immutable: it is created once and then only read.
+                let job = match jobs.get_opt(&name).await? {
+                    Some(job) => job,
+                    None => {
+                        let created = jobs
+                            .patch(
+                                &name,
+                                &PatchParams::apply(FIELD_MANAGER).force(),
+                                &Patch::Apply(&desired),
+                            )
+                            .await?;
+                        publish(
+                            &ctx,
+                            &backup,
+                            EventType::Normal,
+                            "BackupStarted",
+                            format!(
+                                "Job {name} backs up database {} of cluster {cluster_name}",
+                                backup.spec.database
+                            ),
                         )
-                        .await?;
-                    publish(
-                        &ctx,
-                        &backup,
-                        EventType::Normal,
-                        "BackupStarted",
-                        format!(
-                            "Job {name} backs up database {} of cluster {cluster_name}",
-                            backup.spec.database
-                        ),
-                    )
-                    .await;
-                    created
-                }
-            };
-            BackupObservation::Job(Box::new(job))
-        }
+                        .await;
+                        created
+                    }
+                };
+                BackupObservation::Job(Box::new(job))
+            }
+        },
     };
     let status = backup_status(
         backup.status.as_ref(),
         &observation,
         &name,
-        &backup_url(&backup)?,
+        url.as_deref(),
         &Time(Timestamp::now()),
     );
     let finished = status.phase.filter(|p| p.is_final());

@@ -112,6 +112,15 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         failure = Some(error);
     }
     let mut status = cluster_status(&next, &observed, &steps, &now);
+    let mut recovering = false;
+    if failure.is_none() && !cluster.spec.paused {
+        match super::recovery::reconcile(&cluster, &observed, &ctx, &namespace, &mut status, &now)
+            .await
+        {
+            Ok(busy) => recovering = busy,
+            Err(error) => failure = Some(error),
+        }
+    }
     if let Some(error) = &failure {
         report_failure(&mut status, &cluster, error, &now);
     }
@@ -119,7 +128,7 @@ pub async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Actio
         .is_some_and(|c| c.status == ConditionStatus::True.as_str());
     let written = write_status(&cluster, &ctx, &namespace, status).await;
     finish(&cluster, &ctx, failure, written).await?;
-    Ok(if steps.is_empty() && ready {
+    Ok(if steps.is_empty() && ready && !recovering {
         Action::requeue(IDLE_REQUEUE)
     } else {
         Action::requeue(BUSY_REQUEUE)

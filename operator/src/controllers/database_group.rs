@@ -15,6 +15,7 @@ use crate::plan::database_group::{
     DatabaseObservation, database_group_status, drops_database_on_delete, may_use_existing,
     recheck_after, record_origin, replica_transitions,
 };
+use crate::plan::recovery::{RecoveryGate, recovery_gate};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -110,40 +111,27 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
     let observation = match cluster {
         None => DatabaseObservation::ClusterNotFound,
         Some(cluster) if cluster.spec.paused => DatabaseObservation::ClusterPaused,
-        Some(cluster) => {
-            super::tls::prepare_admin(&cluster, ctx, namespace).await?;
-            let request = DatabaseRequest {
-                name: group.database_name()?.to_owned(),
-                replication_factor: u32::try_from(group.spec.replication_factor).unwrap_or(1),
-                shards: u32::try_from(group.spec.shards).unwrap_or(1),
-                pods: group
-                    .spec
-                    .placement
-                    .as_ref()
-                    .map(|p| p.pods.clone())
-                    .unwrap_or_default(),
-                node_labels: group
-                    .spec
-                    .placement
-                    .as_ref()
-                    .map(|p| p.node_labels.clone())
-                    .unwrap_or_default(),
-                replace_after: group.spec.replace_after.map(std::time::Duration::from),
-                may_exist: may_use_existing(group),
-            };
-            match ctx.admin.ensure_database(&cluster, &request).await {
-                Ok(ensured) => {
-                    created = Some(ensured.created);
-                    serving = Some(cluster);
-                    DatabaseObservation::Topology(ensured.shards)
+        Some(cluster) => match recovery_gate(&cluster, group.database_name()?) {
+            // Never create the database (empty) before the recovery restored it.
+            RecoveryGate::Wait(why) => DatabaseObservation::WaitingForRecovery(why),
+            RecoveryGate::Proceed { recovered } => {
+                super::tls::prepare_admin(&cluster, ctx, namespace).await?;
+                let request = database_request(group, recovered)?;
+                match ctx.admin.ensure_database(&cluster, &request).await {
+                    Ok(ensured) => {
+                        // A restored database is the operator's own, made by its restore Job.
+                        created = Some(ensured.created || recovered);
+                        serving = Some(cluster);
+                        DatabaseObservation::Topology(ensured.shards)
+                    }
+                    Err(Error::DatabaseExists(name)) => DatabaseObservation::Exists(name),
+                    Err(error) if error.is_unreachable() => {
+                        DatabaseObservation::Unreachable(error.chain())
+                    }
+                    Err(error) => DatabaseObservation::Refused(error.chain()),
                 }
-                Err(Error::DatabaseExists(name)) => DatabaseObservation::Exists(name),
-                Err(error) if error.is_unreachable() => {
-                    DatabaseObservation::Unreachable(error.chain())
-                }
-                Err(error) => DatabaseObservation::Refused(error.chain()),
             }
-        }
+        },
     };
     let now = Time(Timestamp::now());
     let mut status = database_group_status(group, &observation, &now);
@@ -190,6 +178,21 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
     let recheck = recheck_after(&status, cluster_ready && !indexes_building);
     write_status(group, ctx, namespace, status).await?;
     Ok(Action::requeue(recheck))
+}
+
+/// What `group` asks of the cluster; a database its Cluster's recovery restored is taken as
+/// it is (and then updated to the group's replication factor and placement).
+fn database_request(group: &DatabaseGroup, recovered: bool) -> Result<DatabaseRequest> {
+    let placement = group.spec.placement.as_ref();
+    Ok(DatabaseRequest {
+        name: group.database_name()?.to_owned(),
+        replication_factor: u32::try_from(group.spec.replication_factor).unwrap_or(1),
+        shards: u32::try_from(group.spec.shards).unwrap_or(1),
+        pods: placement.map(|p| p.pods.clone()).unwrap_or_default(),
+        node_labels: placement.map(|p| p.node_labels.clone()).unwrap_or_default(),
+        replace_after: group.spec.replace_after.map(std::time::Duration::from),
+        may_exist: recovered || may_use_existing(group),
+    })
 }
 
 /// Deletes the database when the policy says so, the operator created it and its cluster

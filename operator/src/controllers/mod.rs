@@ -12,6 +12,7 @@ pub mod cluster;
 mod collections;
 pub mod database_group;
 mod observe;
+mod recovery;
 pub mod scheduled_backup;
 #[cfg(test)]
 mod tests;

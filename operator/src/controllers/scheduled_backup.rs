@@ -57,7 +57,15 @@ pub async fn reconcile_at(
         .iter()
         .map(|b| observe_backup(b, &jobs, now))
         .collect();
-    let plan = plan_schedule(schedule, &observed, now);
+    // The Cluster's retention applies where the schedule sets none.
+    let cluster = Api::<Cluster>::namespaced(ctx.client.clone(), &namespace)
+        .get_opt(&schedule.spec.cluster_ref.name)
+        .await?;
+    let cluster_retention = cluster
+        .as_ref()
+        .and_then(|c| c.spec.backup.as_ref())
+        .and_then(|b| b.retention.as_ref());
+    let plan = plan_schedule(schedule, cluster_retention, &observed, now);
 
     if let Some((name, at)) = &plan.create {
         let backup = scheduled_backup(schedule, name, *at)?;
@@ -78,23 +86,19 @@ pub async fn reconcile_at(
         }
     }
 
-    let mut cluster = None;
     for expiry in &plan.expire {
         match expiry {
             Expiry::DeleteData(name) => {
                 let Some(backup) = backups.iter().find(|b| b.name_any() == *name) else {
                     continue;
                 };
-                if cluster.is_none() {
-                    cluster = Api::<Cluster>::namespaced(ctx.client.clone(), &namespace)
-                        .get_opt(&schedule.spec.cluster_ref.name)
-                        .await?;
-                }
                 // The Job runs the cluster's image; without the Cluster the deletion waits.
                 let Some(cluster) = &cluster else {
                     continue;
                 };
-                let job = backup_delete_job(backup, cluster)?;
+                let Some(job) = backup_delete_job(backup, cluster)? else {
+                    continue;
+                };
                 match jobs_api.create(&PostParams::default(), &job).await {
                     Ok(_) => {}
                     // Started by an earlier pass.

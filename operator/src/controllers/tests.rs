@@ -213,6 +213,7 @@ fn membership(nodes: i32) -> Membership {
                 caught_up: voters,
             },
         ],
+        databases: BTreeMap::from([("orders".to_owned(), 1)]),
     }
 }
 
@@ -292,6 +293,7 @@ async fn the_first_node_reporting_the_cluster_id_ends_the_bootstrap() {
     );
 }
 
+mod recovery;
 mod restore;
 
 #[tokio::test]

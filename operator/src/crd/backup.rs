@@ -66,13 +66,28 @@ pub struct BackupSpec {
     ))]
     pub database: String,
 
+    /// Where the backup goes, the Secret of its credentials and the volume it needs; each
+    /// unset part is taken from the Cluster's `spec.backup`.
+    #[serde(flatten)]
+    pub target: BackupDestination,
+}
+
+/// Where backups go, as a Backup, a ScheduledBackup and a Cluster's `spec.backup` name it.
+///
+/// When a Backup or ScheduledBackup sets no `destination`, its Cluster's `spec.backup`
+/// gives the destination, its `volumeClaim` and (unless it sets its own) its
+/// `envFromSecret`; a backup whose destination neither names waits with a status saying so.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupDestination {
     /// Where the backup goes, in a new directory under it: `s3://bucket/prefix`, or
-    /// `file:///path` (a directory of the Job's pod, from a volume given in `volumes`).
+    /// `file:///path` (a directory of the Job's pod, from a volume given in `volumeClaim`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     #[x_kube(validation = Rule::new("self.startsWith('s3://') || self.startsWith('file:///')").message(
         "destination must be an s3:// or file:/// URL"
     ))]
-    pub destination: String,
+    pub destination: Option<String>,
 
     /// A Secret whose every key becomes an environment variable of the backup Job: the object
     /// store's credentials (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`,
@@ -84,6 +99,46 @@ pub struct BackupSpec {
     /// A PersistentVolumeClaim mounted at `/backup` in the Job's pod, for a `file:///backup/...`
     /// destination.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_claim: Option<String>,
+}
+
+impl BackupDestination {
+    /// A destination URL with nothing else.
+    pub fn to(url: impl Into<String>) -> Self {
+        Self {
+            destination: Some(url.into()),
+            ..Self::default()
+        }
+    }
+
+    /// This destination where it names one, else the `fallback` (a Cluster's `spec.backup`):
+    /// its URL and volume, and its Secret unless this one names its own. `None` when neither
+    /// names a destination.
+    pub fn or_cluster(&self, fallback: Option<&BackupDestination>) -> Option<ResolvedDestination> {
+        if let Some(url) = &self.destination {
+            return Some(ResolvedDestination {
+                url: url.clone(),
+                env_from_secret: self.env_from_secret.clone(),
+                volume_claim: self.volume_claim.clone(),
+            });
+        }
+        let fallback = fallback?;
+        Some(ResolvedDestination {
+            url: fallback.destination.clone()?,
+            env_from_secret: self
+                .env_from_secret
+                .clone()
+                .or_else(|| fallback.env_from_secret.clone()),
+            volume_claim: fallback.volume_claim.clone(),
+        })
+    }
+}
+
+/// A destination with its URL known: what a backup Job is built from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ResolvedDestination {
+    pub url: String,
+    pub env_from_secret: Option<SecretRef>,
     pub volume_claim: Option<String>,
 }
 

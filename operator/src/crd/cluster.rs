@@ -12,6 +12,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+pub use super::recovery::{BootstrapSpec, ClusterBackupSpec, RecoveryStatus};
+
 /// Client and admin gRPC port of a node.
 pub const CLIENT_PORT: i32 = 7100;
 /// Peer (Raft) gRPC port of a node.
@@ -78,6 +80,9 @@ pub const HTTP_PORT: i32 = 7102;
 #[x_kube(validation = Rule::new(
     "!has(self.heartbeatInterval) || !has(self.electionTimeout) || duration(self.electionTimeout) > duration(self.heartbeatInterval)"
 ).message("electionTimeout must be longer than heartbeatInterval"))]
+#[x_kube(validation = Rule::new("has(self.bootstrap) == has(oldSelf.bootstrap)").message(
+    "bootstrap is immutable: it can be neither added nor removed after the Cluster is created"
+))]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterSpec {
     /// Number of storage nodes (pods). Lowering it starts a quorum-safe scale-down.
@@ -192,6 +197,16 @@ pub struct ClusterSpec {
     /// The NetworkPolicy the operator keeps for the nodes. None when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_policy: Option<NetworkPolicySpec>,
+
+    /// Default destination and retention of the cluster's Backups and ScheduledBackups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<ClusterBackupSpec>,
+
+    /// How the cluster starts (from backups, with `recovery`). Immutable: set only when the
+    /// Cluster is created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("bootstrap is immutable"))]
+    pub bootstrap: Option<BootstrapSpec>,
 }
 
 /// Transport security of a cluster's nodes.
@@ -439,6 +454,10 @@ pub struct ClusterStatus {
     /// operator resumes it after a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down: Option<ScaleDownIntent>,
+
+    /// How far `spec.bootstrap.recovery` has come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryStatus>,
 }
 
 /// One node of a cluster.

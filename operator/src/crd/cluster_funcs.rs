@@ -98,6 +98,11 @@ impl Cluster {
         self.name().map(str::to_owned)
     }
 
+    /// The databases to restore into the new cluster (`spec.bootstrap.recovery`), if any.
+    pub fn recovery_spec(&self) -> Option<&crate::crd::RecoverySpec> {
+        self.spec.bootstrap.as_ref()?.recovery.as_ref()
+    }
+
     /// Whether the nodes serve TLS (`spec.tls.enabled`).
     pub fn tls_enabled(&self) -> bool {
         self.spec.tls.as_ref().is_some_and(|t| t.enabled)

@@ -19,6 +19,8 @@ pub enum ConditionType {
     CollectionsApplied,
     /// A ScheduledBackup's schedule is valid and it creates Backups on it.
     Scheduled,
+    /// A Cluster's `spec.bootstrap.recovery` restored every database it names.
+    Recovered,
 }
 
 impl ConditionType {
@@ -33,6 +35,7 @@ impl ConditionType {
             Self::Degraded => "Degraded",
             Self::CollectionsApplied => "CollectionsApplied",
             Self::Scheduled => "Scheduled",
+            Self::Recovered => "Recovered",
         }
     }
 }
@@ -156,6 +159,22 @@ pub enum Reason {
     BackupExpired,
     /// Deleting an expired backup's data failed.
     RetentionFailed,
+    /// A backup names no destination, and neither does its Cluster's `spec.backup`.
+    NoBackupDestination,
+    /// A recovery waits for the new cluster to be initialised and ready.
+    RecoveryPending,
+    /// Restore Jobs of a recovery run.
+    Recovering,
+    /// Every database of a recovery is restored.
+    RecoveryCompleted,
+    /// A restore of a recovery failed.
+    RecoveryFailed,
+    /// The cluster holds databases the recovery did not restore: it is not new.
+    RecoveryRefused,
+    /// A DatabaseGroup waits for its Cluster's recovery before it touches its database.
+    WaitingForRecovery,
+    /// A restored database has another shard count than the DatabaseGroup asks for.
+    ShardCountMismatch,
 }
 
 impl Reason {
@@ -204,6 +223,14 @@ impl Reason {
             Self::BackupScheduled => "BackupScheduled",
             Self::BackupExpired => "BackupExpired",
             Self::RetentionFailed => "RetentionFailed",
+            Self::NoBackupDestination => "NoBackupDestination",
+            Self::RecoveryPending => "RecoveryPending",
+            Self::Recovering => "Recovering",
+            Self::RecoveryCompleted => "RecoveryCompleted",
+            Self::RecoveryFailed => "RecoveryFailed",
+            Self::RecoveryRefused => "RecoveryRefused",
+            Self::WaitingForRecovery => "WaitingForRecovery",
+            Self::ShardCountMismatch => "ShardCountMismatch",
         }
     }
 }

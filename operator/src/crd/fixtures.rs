@@ -30,6 +30,8 @@ impl Cluster {
                 placement_labels: super::cluster::default_placement_labels(),
                 tls: None,
                 network_policy: None,
+                backup: None,
+                bootstrap: None,
             },
         );
         cluster.metadata.namespace = Some("db".to_owned());

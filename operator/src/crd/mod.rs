@@ -11,12 +11,18 @@ pub mod database_group;
 mod database_group_funcs;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod recovery;
+#[cfg(test)]
+mod recovery_tests;
 pub mod scheduled_backup;
 #[cfg(test)]
 mod tests;
 pub mod validation;
 
-pub use backup::{Backup, BackupPhase, BackupSpec, BackupStatus, SecretRef};
+pub use backup::{
+    Backup, BackupDestination, BackupPhase, BackupSpec, BackupStatus, ResolvedDestination,
+    SecretRef,
+};
 pub use cluster::{
     Cluster, ClusterSpec, ClusterStatus, ImagePullPolicy, IssuerRef, NetworkPolicySpec, NodeRole,
     NodeState, NodeStatus, PodOverrides, ScaleDownIntent, ScaleDownPhase, ServicePorts,
@@ -27,6 +33,10 @@ pub use database_group::{
     ClusterRef, CollectionSpec, CollectionStatus, DatabaseGroup, DatabaseGroupSpec,
     DatabaseGroupStatus, DeletionPolicy, IndexSpec, IndexState, IndexStatus, ManagedIndex,
     Placement, ShardStatus,
+};
+pub use recovery::{
+    BootstrapSpec, ClusterBackupSpec, DatabaseRecovery, RecoveryBackup, RecoveryPhase,
+    RecoverySpec, RecoveryStatus,
 };
 pub use scheduled_backup::{
     Retention, ScheduledBackup, ScheduledBackupSpec, ScheduledBackupStatus,

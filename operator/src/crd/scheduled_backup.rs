@@ -1,7 +1,7 @@
 //! The `ScheduledBackup` custom resource: `Backup`s of one database, created on a cron
 //! schedule, the expired ones deleted with their data.
 
-use super::backup::SecretRef;
+use super::backup::BackupDestination;
 use super::database_group::ClusterRef;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::core::Duration;
@@ -91,23 +91,14 @@ pub struct ScheduledBackupSpec {
     ))]
     pub schedule: String,
 
-    /// Where each backup goes, as a Backup's `destination`.
-    #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new("self.startsWith('s3://') || self.startsWith('file:///')").message(
-        "destination must be an s3:// or file:/// URL"
-    ))]
-    pub destination: String,
+    /// Where each backup goes, its Secret and volume, as a Backup names them (and taken
+    /// from the Cluster's `spec.backup` where unset). The Secret is also given to the Jobs
+    /// deleting expired backups.
+    #[serde(flatten)]
+    pub target: BackupDestination,
 
-    /// A Secret whose every key becomes an environment variable of the backup Jobs and of
-    /// the Jobs deleting expired backups, as a Backup's `envFromSecret`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env_from_secret: Option<SecretRef>,
-
-    /// A PersistentVolumeClaim mounted at `/backup`, as a Backup's `volumeClaim`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume_claim: Option<String>,
-
-    /// Which completed backups to keep; every backup is kept when unset.
+    /// Which completed backups to keep; the Cluster's `spec.backup.retention` when unset,
+    /// and every backup is kept when neither is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,
 

@@ -4,7 +4,7 @@
 //! id would refuse; a failed Backup is replaced by a new one).
 
 use crate::crd::Cluster;
-use crate::crd::backup::Backup;
+use crate::crd::backup::{Backup, ResolvedDestination, SecretRef};
 use crate::crd::cluster_funcs::{TLS_DIR, TLS_VOLUME};
 use crate::desired::{NODE_UID, restricted_container};
 use crate::error::{Error, Result};
@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
     PodSpec, PodTemplateSpec, SeccompProfile, SecretEnvSource, SecretVolumeSource, Volume,
     VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 use std::collections::BTreeMap;
 
@@ -37,11 +37,20 @@ pub fn backup_id(backup: &Backup) -> Result<String> {
     Ok(format!("{namespace}-{name}"))
 }
 
+/// Where `backup` goes: its own destination, else its Cluster's `spec.backup`; `None` when
+/// neither names one.
+pub fn backup_destination(backup: &Backup, cluster: &Cluster) -> Option<ResolvedDestination> {
+    backup
+        .spec
+        .target
+        .or_cluster(cluster.spec.backup.as_ref().map(|b| &b.target))
+}
+
 /// The URL the backup will have: its id under the destination.
-pub fn backup_url(backup: &Backup) -> Result<String> {
+pub fn backup_url(backup: &Backup, destination: &ResolvedDestination) -> Result<String> {
     Ok(format!(
         "{}/{}",
-        backup.spec.destination.trim_end_matches('/'),
+        destination.url.trim_end_matches('/'),
         backup_id(backup)?
     ))
 }
@@ -73,41 +82,55 @@ fn labels(backup: &Backup, cluster: &Cluster) -> Result<BTreeMap<String, String>
     Ok(labels)
 }
 
-/// The Job taking `backup` of a database of `cluster`, owned by the Backup.
-pub fn backup_job(backup: &Backup, cluster: &Cluster) -> Result<Job> {
+/// The `--endpoints` of a Job's `flotilla` CLI: the cluster's client Service.
+pub fn client_endpoint(cluster: &Cluster) -> Result<String> {
+    Ok(format!(
+        "{}.{}.svc:{}",
+        cluster.client_service_name()?,
+        cluster.namespace_or_default(),
+        cluster.spec.service.ports.client
+    ))
+}
+
+fn owner(backup: &Backup) -> Option<OwnerReference> {
+    backup.controller_owner_ref(&())
+}
+
+/// The Job taking `backup` of a database of `cluster` to `destination`, owned by the Backup.
+pub fn backup_job(
+    backup: &Backup,
+    cluster: &Cluster,
+    destination: &ResolvedDestination,
+) -> Result<Job> {
     let name = backup
         .metadata
         .name
         .clone()
         .ok_or(Error::MissingObjectKey("metadata.name"))?;
-    let endpoint = format!(
-        "{}.{}.svc:{}",
-        cluster.client_service_name()?,
-        cluster.namespace_or_default(),
-        cluster.spec.service.ports.client
-    );
     let args = vec![
         "--endpoints".to_owned(),
-        endpoint,
+        client_endpoint(cluster)?,
         "--timeout".to_owned(),
         "60s".to_owned(),
         "backup".to_owned(),
         "create".to_owned(),
         backup.spec.database.clone(),
         "--to".to_owned(),
-        backup.spec.destination.clone(),
+        destination.url.clone(),
         "--id".to_owned(),
         backup_id(backup)?,
     ];
-    job(
-        backup,
+    cli_job(
         cluster,
         JobShape {
             name,
+            owner: owner(backup),
             labels: labels(backup, cluster)?,
             args,
             cluster_tls: cluster.tls_enabled(),
             backoff_limit: 0,
+            env_from_secret: destination.env_from_secret.clone(),
+            volume_claim: destination.volume_claim.clone(),
         },
     )
 }
@@ -119,8 +142,17 @@ pub fn delete_job_name(backup: &str) -> String {
 
 /// The Job deleting the data of `backup` at its target (`flotilla backup delete`), owned by
 /// the Backup so that it goes with it. Deleting is idempotent (a backup already gone is not
-/// an error), so the Job may retry. It never talks to the cluster; `cluster` gives the image.
-pub fn backup_delete_job(backup: &Backup, cluster: &Cluster) -> Result<Job> {
+/// an error), so the Job may retry. It never talks to the cluster; `cluster` gives the image
+/// (and the destination's Secret and volume where the Backup names none). The URL is the one
+/// the Backup recorded, else the one it would have; `None` when it has neither.
+pub fn backup_delete_job(backup: &Backup, cluster: &Cluster) -> Result<Option<Job>> {
+    let Some(destination) = backup_destination(backup, cluster) else {
+        return Ok(None);
+    };
+    let url = match backup.status.as_ref().and_then(|s| s.url.clone()) {
+        Some(url) => url,
+        None => backup_url(backup, &destination)?,
+    };
     let mut labels = labels(backup, cluster)?;
     labels.insert(
         "app.kubernetes.io/component".to_owned(),
@@ -138,40 +170,54 @@ pub fn backup_delete_job(backup: &Backup, cluster: &Cluster) -> Result<Job> {
     let args = vec![
         "backup".to_owned(),
         "delete".to_owned(),
-        backup_url(backup)?,
+        url,
         "--missing-ok".to_owned(),
     ];
-    job(
-        backup,
+    cli_job(
         cluster,
         JobShape {
             name: delete_job_name(&backup.name_any()),
+            owner: owner(backup),
             labels,
             args,
             cluster_tls: false,
             backoff_limit: 2,
+            env_from_secret: destination.env_from_secret,
+            volume_claim: destination.volume_claim,
         },
     )
+    .map(Some)
 }
 
-/// What differs between the Jobs of a Backup.
-struct JobShape {
-    name: String,
-    labels: BTreeMap<String, String>,
-    args: Vec<String>,
+/// What differs between the Jobs running the `flotilla` CLI for a cluster.
+pub(crate) struct JobShape {
+    pub name: String,
+    /// The object the Job goes with.
+    pub owner: Option<OwnerReference>,
+    pub labels: BTreeMap<String, String>,
+    pub args: Vec<String>,
     /// Whether the pod speaks TLS to the cluster with the operator's certificate.
-    cluster_tls: bool,
-    backoff_limit: i32,
+    pub cluster_tls: bool,
+    pub backoff_limit: i32,
+    /// Every key becomes an environment variable (store credentials, user and password).
+    pub env_from_secret: Option<SecretRef>,
+    /// Mounted at [`BACKUP_MOUNT`].
+    pub volume_claim: Option<String>,
 }
 
-/// A Job of `backup`: one pod running the `flotilla` CLI with the Backup's Secret and volume.
-fn job(backup: &Backup, cluster: &Cluster, shape: JobShape) -> Result<Job> {
+/// A Job of `cluster`: one pod running the node image's `flotilla` CLI, restricted (non-root,
+/// no privilege escalation, read-only root, the runtime's seccomp profile), with the Secret
+/// and volume of `shape`.
+pub(crate) fn cli_job(cluster: &Cluster, shape: JobShape) -> Result<Job> {
     let JobShape {
         name,
+        owner,
         labels,
         args,
         cluster_tls,
         backoff_limit,
+        env_from_secret,
+        volume_claim,
     } = shape;
     let mut volumes = Vec::new();
     let mut mounts = Vec::new();
@@ -205,7 +251,7 @@ fn job(backup: &Backup, cluster: &Cluster, shape: JobShape) -> Result<Job> {
             });
         }
     }
-    if let Some(claim) = &backup.spec.volume_claim {
+    if let Some(claim) = &volume_claim {
         volumes.push(Volume {
             name: "backup".to_owned(),
             persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
@@ -226,7 +272,7 @@ fn job(backup: &Backup, cluster: &Cluster, shape: JobShape) -> Result<Job> {
         image_pull_policy: Some(cluster.image_pull_policy().to_owned()),
         command: Some(vec!["flotilla".to_owned()]),
         args: Some(args),
-        env_from: backup.spec.env_from_secret.as_ref().map(|secret| {
+        env_from: env_from_secret.as_ref().map(|secret| {
             vec![EnvFromSource {
                 secret_ref: Some(SecretEnvSource {
                     name: secret.name.clone(),
@@ -245,7 +291,7 @@ fn job(backup: &Backup, cluster: &Cluster, shape: JobShape) -> Result<Job> {
             name: Some(name),
             namespace: Some(cluster.namespace_or_default().to_owned()),
             labels: Some(labels.clone()),
-            owner_references: backup.controller_owner_ref(&()).map(|r| vec![r]),
+            owner_references: owner.map(|r| vec![r]),
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
@@ -286,8 +332,13 @@ fn job(backup: &Backup, cluster: &Cluster, shape: JobShape) -> Result<Job> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::backup::{BackupSpec, SecretRef};
+    use crate::crd::backup::{BackupDestination, BackupSpec, SecretRef};
     use crate::crd::database_group::ClusterRef;
+
+    fn job_of(backup: &Backup, cluster: &Cluster) -> Job {
+        let destination = backup_destination(backup, cluster).unwrap();
+        backup_job(backup, cluster, &destination).unwrap()
+    }
 
     fn backup() -> Backup {
         let mut backup = Backup::new(
@@ -297,11 +348,13 @@ mod tests {
                     name: "flotilla".to_owned(),
                 },
                 database: "orders".to_owned(),
-                destination: "s3://bucket/flotilla/".to_owned(),
-                env_from_secret: Some(SecretRef {
-                    name: "s3-credentials".to_owned(),
-                }),
-                volume_claim: None,
+                target: BackupDestination {
+                    destination: Some("s3://bucket/flotilla/".to_owned()),
+                    env_from_secret: Some(SecretRef {
+                        name: "s3-credentials".to_owned(),
+                    }),
+                    volume_claim: None,
+                },
             },
         );
         backup.metadata.namespace = Some("db".to_owned());
@@ -311,7 +364,7 @@ mod tests {
 
     #[test]
     fn the_job_runs_backup_create_against_the_client_service_with_a_fixed_id() {
-        let job = backup_job(&backup(), &Cluster::test()).unwrap();
+        let job = job_of(&backup(), &Cluster::test());
         let spec = job.spec.unwrap();
         assert_eq!(
             spec.backoff_limit,
@@ -338,7 +391,11 @@ mod tests {
             .and_then(|e| e[0].secret_ref.clone());
         assert_eq!(secret.map(|s| s.name), "s3-credentials".to_owned().into());
         assert_eq!(
-            backup_url(&backup()).unwrap(),
+            backup_url(
+                &backup(),
+                &backup_destination(&backup(), &Cluster::test()).unwrap()
+            )
+            .unwrap(),
             "s3://bucket/flotilla/db-nightly"
         );
     }
@@ -346,7 +403,7 @@ mod tests {
     #[test]
     fn the_job_is_owned_by_its_backup_and_its_pod_is_not_selected_as_a_node() {
         let cluster = Cluster::test();
-        let job = backup_job(&backup(), &cluster).unwrap();
+        let job = job_of(&backup(), &cluster);
         let owner = &job.metadata.owner_references.unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.name.as_str()),
@@ -373,8 +430,7 @@ mod tests {
             enabled: true,
             ..crate::crd::TlsSpec::default()
         });
-        let pod = backup_job(&backup(), &cluster)
-            .unwrap()
+        let pod = job_of(&backup(), &cluster)
             .spec
             .unwrap()
             .template
@@ -402,10 +458,9 @@ mod tests {
     #[test]
     fn a_volume_claim_is_mounted_for_a_file_destination() {
         let mut backup = backup();
-        backup.spec.destination = "file:///backup/flotilla".to_owned();
-        backup.spec.volume_claim = Some("backups".to_owned());
-        let pod = backup_job(&backup, &Cluster::test())
-            .unwrap()
+        backup.spec.target.destination = Some("file:///backup/flotilla".to_owned());
+        backup.spec.target.volume_claim = Some("backups".to_owned());
+        let pod = job_of(&backup, &Cluster::test())
             .spec
             .unwrap()
             .template
@@ -427,7 +482,9 @@ mod tests {
             crate::crd::scheduled_backup::SCHEDULE_LABEL.to_owned(),
             "daily".to_owned(),
         )]));
-        let job = backup_delete_job(&backup, &Cluster::test()).unwrap();
+        let job = backup_delete_job(&backup, &Cluster::test())
+            .unwrap()
+            .unwrap();
         assert_eq!(job.metadata.name.as_deref(), Some("nightly-del"));
         let labels = job.metadata.labels.clone().unwrap_or_default();
         assert_eq!(
@@ -446,5 +503,63 @@ mod tests {
             "backup delete s3://bucket/flotilla/db-nightly --missing-ok"
         );
         assert!(container.env_from.is_some(), "the store's credentials");
+    }
+
+    #[test]
+    fn a_backup_naming_no_destination_takes_its_clusters() {
+        let mut backup = backup();
+        backup.spec.target = BackupDestination::default();
+        assert_eq!(backup_destination(&backup, &Cluster::test()), None);
+        assert!(
+            backup_delete_job(&backup, &Cluster::test())
+                .unwrap()
+                .is_none()
+        );
+        let mut cluster = Cluster::test();
+        cluster.spec.backup = Some(crate::crd::ClusterBackupSpec {
+            target: BackupDestination {
+                destination: Some("file:///backup/flotilla".to_owned()),
+                env_from_secret: Some(SecretRef {
+                    name: "cluster-credentials".to_owned(),
+                }),
+                volume_claim: Some("backups".to_owned()),
+            },
+            retention: None,
+        });
+        let pod = job_of(&backup, &cluster)
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        let container = &pod.containers[0];
+        let args = container.args.clone().unwrap_or_default().join(" ");
+        assert!(
+            args.contains("--to file:///backup/flotilla --id db-nightly"),
+            "{args}"
+        );
+        let secret = container
+            .env_from
+            .as_ref()
+            .and_then(|e| e[0].secret_ref.clone());
+        assert_eq!(
+            secret.map(|s| s.name).as_deref(),
+            Some("cluster-credentials")
+        );
+        let claim = pod.volumes.unwrap()[0]
+            .persistent_volume_claim
+            .clone()
+            .map(|c| c.claim_name);
+        assert_eq!(claim.as_deref(), Some("backups"));
+        // A Secret of its own wins over the Cluster's.
+        backup.spec.target.env_from_secret = Some(SecretRef {
+            name: "own".to_owned(),
+        });
+        let resolved = backup_destination(&backup, &cluster).unwrap();
+        assert_eq!(
+            resolved.env_from_secret.map(|s| s.name).as_deref(),
+            Some("own")
+        );
+        assert_eq!(resolved.volume_claim.as_deref(), Some("backups"));
     }
 }

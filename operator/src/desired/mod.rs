@@ -10,6 +10,7 @@ mod certificates;
 mod configmap;
 mod network_policy;
 mod pdb;
+pub mod restore_job;
 pub mod scheduled_backup;
 mod services;
 mod statefulset;

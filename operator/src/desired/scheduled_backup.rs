@@ -28,9 +28,7 @@ pub fn scheduled_backup(
         BackupSpec {
             cluster_ref: spec.cluster_ref.clone(),
             database: spec.database.clone(),
-            destination: spec.destination.clone(),
-            env_from_secret: spec.env_from_secret.clone(),
-            volume_claim: spec.volume_claim.clone(),
+            target: spec.target.clone(),
         },
     );
     backup.metadata.namespace = schedule.metadata.namespace.clone();

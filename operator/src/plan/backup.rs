@@ -14,6 +14,8 @@ pub enum BackupObservation {
     ClusterNotFound,
     /// The Cluster is paused: no Job is started.
     ClusterPaused,
+    /// Neither the Backup nor its Cluster's `spec.backup` names a destination.
+    NoDestination,
     /// The Job exists (as applied or as read back).
     Job(Box<Job>),
 }
@@ -23,7 +25,7 @@ pub fn backup_status(
     previous: Option<&BackupStatus>,
     observation: &BackupObservation,
     job_name: &str,
-    url: &str,
+    url: Option<&str>,
     now: &Time,
 ) -> BackupStatus {
     if let Some(previous) = previous
@@ -36,6 +38,11 @@ pub fn backup_status(
         Some(BackupPhase::Completed) => (ConditionStatus::True, Reason::BackupCompleted),
         Some(BackupPhase::Failed) => (ConditionStatus::False, Reason::BackupFailed),
         Some(BackupPhase::Running) => (ConditionStatus::False, Reason::BackupRunning),
+        Some(BackupPhase::Pending) | None
+            if matches!(observation, BackupObservation::NoDestination) =>
+        {
+            (ConditionStatus::False, Reason::NoBackupDestination)
+        }
         Some(BackupPhase::Pending) | None => (ConditionStatus::False, Reason::BackupPending),
     };
     let message = status
@@ -58,7 +65,7 @@ fn phase_of(
     previous: Option<&BackupStatus>,
     observation: &BackupObservation,
     job_name: &str,
-    url: &str,
+    url: Option<&str>,
     now: &Time,
 ) -> BackupStatus {
     let started_at = previous.and_then(|p| p.started_at.clone());
@@ -74,6 +81,10 @@ fn phase_of(
         BackupObservation::ClusterPaused => {
             pending("its Cluster is paused: the backup starts when it is resumed".to_owned())
         }
+        BackupObservation::NoDestination => pending(
+            "no destination: set spec.destination, or spec.backup.destination of its Cluster"
+                .to_owned(),
+        ),
         BackupObservation::Job(job) => {
             let status = job.status.clone().unwrap_or_default();
             let failed = status
@@ -121,7 +132,7 @@ fn phase_of(
                 phase: Some(phase),
                 conditions: Vec::new(),
                 job: Some(job_name.to_owned()),
-                url: Some(url.to_owned()),
+                url: url.map(str::to_owned),
                 started_at,
                 completed_at,
                 message,
@@ -152,7 +163,7 @@ mod tests {
             previous,
             observation,
             "nightly",
-            "s3://b/db-nightly",
+            Some("s3://b/db-nightly"),
             &at(100),
         )
     }
@@ -227,5 +238,19 @@ mod tests {
         );
         let paused = status(None, &BackupObservation::ClusterPaused);
         assert!(paused.message.unwrap_or_default().contains("paused"));
+        let nowhere = status(None, &BackupObservation::NoDestination);
+        assert_eq!(nowhere.phase, Some(BackupPhase::Pending));
+        assert!(
+            nowhere
+                .message
+                .clone()
+                .unwrap_or_default()
+                .contains("spec.backup.destination"),
+            "{nowhere:?}"
+        );
+        assert_eq!(
+            nowhere.conditions[0].reason,
+            Reason::NoBackupDestination.as_str()
+        );
     }
 }

@@ -26,6 +26,8 @@ pub enum DatabaseObservation {
     /// A database of this name exists that the operator did not create, and the group does
     /// not adopt it; nothing was changed.
     Exists(String),
+    /// The Cluster restores databases from backups first; the message says which.
+    WaitingForRecovery(String),
 }
 
 /// Whether the group may take a database of its name that exists already: it says
@@ -78,26 +80,15 @@ pub fn database_group_status(
         }
         DatabaseObservation::ClusterNotFound => {
             let message = format!("Cluster {} does not exist", group.cluster_name());
-            [
-                NewCondition::new(
-                    ConditionType::Ready,
+            same_reason(
+                [
                     ConditionStatus::False,
-                    Reason::ClusterNotFound,
-                    message.clone(),
-                ),
-                NewCondition::new(
-                    ConditionType::Progressing,
                     ConditionStatus::False,
-                    Reason::ClusterNotFound,
-                    message.clone(),
-                ),
-                NewCondition::new(
-                    ConditionType::Degraded,
                     ConditionStatus::True,
-                    Reason::ClusterNotFound,
-                    message,
-                ),
-            ]
+                ],
+                Reason::ClusterNotFound,
+                &message,
+            )
         }
         DatabaseObservation::ClusterPaused => {
             let message = format!("Cluster {} is paused", group.cluster_name());
@@ -132,72 +123,62 @@ pub fn database_group_status(
             let message = format!(
                 "database {name} exists already and this group did not create it; set adopt: true to take it over"
             );
-            [
-                NewCondition::new(
-                    ConditionType::Ready,
+            same_reason(
+                [
                     ConditionStatus::False,
-                    Reason::DatabaseExists,
-                    message.clone(),
-                ),
-                NewCondition::new(
-                    ConditionType::Progressing,
                     ConditionStatus::False,
-                    Reason::DatabaseExists,
-                    message.clone(),
-                ),
-                NewCondition::new(
-                    ConditionType::Degraded,
                     ConditionStatus::True,
-                    Reason::DatabaseExists,
-                    message,
-                ),
-            ]
+                ],
+                Reason::DatabaseExists,
+                &message,
+            )
         }
-        DatabaseObservation::Refused(why) => [
-            NewCondition::new(
-                ConditionType::Ready,
-                ConditionStatus::from_bool(status.replication_factor_met),
-                Reason::ReconcileError,
-                why.clone(),
-            ),
-            NewCondition::new(
-                ConditionType::Progressing,
+        DatabaseObservation::WaitingForRecovery(why) => same_reason(
+            [
                 ConditionStatus::False,
-                Reason::ReconcileError,
-                why.clone(),
-            ),
-            NewCondition::new(
-                ConditionType::Degraded,
                 ConditionStatus::True,
-                Reason::ReconcileError,
-                why.clone(),
-            ),
-        ],
-        DatabaseObservation::Unreachable(why) => [
-            NewCondition::new(
-                ConditionType::Ready,
-                ConditionStatus::Unknown,
-                Reason::ClusterUnreachable,
-                why.clone(),
-            ),
-            NewCondition::new(
-                ConditionType::Progressing,
-                ConditionStatus::Unknown,
-                Reason::ClusterUnreachable,
-                why.clone(),
-            ),
-            NewCondition::new(
-                ConditionType::Degraded,
+                ConditionStatus::False,
+            ],
+            Reason::WaitingForRecovery,
+            why,
+        ),
+        DatabaseObservation::Refused(why) => same_reason(
+            [
+                ConditionStatus::from_bool(status.replication_factor_met),
+                ConditionStatus::False,
                 ConditionStatus::True,
-                Reason::ClusterUnreachable,
-                why.clone(),
-            ),
-        ],
+            ],
+            Reason::ReconcileError,
+            why,
+        ),
+        DatabaseObservation::Unreachable(why) => same_reason(
+            [
+                ConditionStatus::Unknown,
+                ConditionStatus::Unknown,
+                ConditionStatus::True,
+            ],
+            Reason::ClusterUnreachable,
+            why,
+        ),
     };
     for condition in conditions {
         set_condition(&mut status.conditions, condition, generation, now);
     }
     status
+}
+
+/// Ready, Progressing and Degraded with these statuses, one reason and one message.
+fn same_reason(
+    [ready, progressing, degraded]: [ConditionStatus; 3],
+    reason: Reason,
+    message: &str,
+) -> [NewCondition; 3] {
+    [
+        (ConditionType::Ready, ready),
+        (ConditionType::Progressing, progressing),
+        (ConditionType::Degraded, degraded),
+    ]
+    .map(|(type_, status)| NewCondition::new(type_, status, reason, message))
 }
 
 fn topology_conditions(
@@ -206,6 +187,26 @@ fn topology_conditions(
     complete: bool,
 ) -> [NewCondition; 3] {
     let rf = group.spec.replication_factor;
+    if usize::try_from(group.spec.shards).ok() != Some(shards.len()) {
+        // Never resharded to match: the database keeps its shards (a restored one, its
+        // backup's), and the group says so.
+        let message = format!(
+            "the database has {} shards and the group asks for {}: a database's shard count \
+             never changes; set spec.shards to {} (a new DatabaseGroup, as shards is immutable)",
+            shards.len(),
+            group.spec.shards,
+            shards.len()
+        );
+        return same_reason(
+            [
+                ConditionStatus::False,
+                ConditionStatus::False,
+                ConditionStatus::True,
+            ],
+            Reason::ShardCountMismatch,
+            &message,
+        );
+    }
     let catching_up: usize = shards.iter().map(|s| s.promotables.len()).sum();
     let rehab: Vec<&str> = shards
         .iter()
@@ -487,6 +488,51 @@ mod tests {
             &now(),
         );
         assert_eq!(recheck_after(&rehab, true), CHANGING_RECHECK);
+    }
+
+    #[test]
+    fn a_group_waiting_for_its_clusters_recovery_says_so_and_touches_nothing() {
+        let why = "Cluster flotilla restores database orders from a backup first".to_owned();
+        let status = database_group_status(
+            &group(),
+            &DatabaseObservation::WaitingForRecovery(why),
+            &now(),
+        );
+        assert_eq!(
+            reason(&status, ConditionType::Ready),
+            "False WaitingForRecovery"
+        );
+        assert_eq!(
+            reason(&status, ConditionType::Progressing),
+            "True WaitingForRecovery"
+        );
+        assert!(status.shards.is_empty());
+        assert_eq!(status.created_by_operator, None);
+    }
+
+    #[test]
+    fn a_database_with_another_shard_count_than_the_group_asks_is_reported_not_resharded() {
+        let all = ["db-0", "db-1", "db-2"];
+        // The group asks for 2 shards; the (restored) database has 3.
+        let observation = DatabaseObservation::Topology(vec![
+            shard(0, &all, &[], &[]),
+            shard(1, &all, &[], &[]),
+            shard(2, &all, &[], &[]),
+        ]);
+        let status = database_group_status(&group(), &observation, &now());
+        assert_eq!(
+            reason(&status, ConditionType::Ready),
+            "False ShardCountMismatch"
+        );
+        assert_eq!(
+            reason(&status, ConditionType::Degraded),
+            "True ShardCountMismatch"
+        );
+        let message = find_condition(&status.conditions, ConditionType::Ready)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        assert!(message.contains("3 shards"), "{message}");
+        assert_eq!(status.shards.len(), 3);
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub fn healthy(cluster: &Cluster, replicas: i32) -> Observed {
                     caught_up: voters,
                 },
             ],
+            databases: BTreeMap::from([("orders".to_owned(), 1)]),
         }),
         replication_needs: Vec::new(),
         kube_nodes: KubeNodes::Unread,

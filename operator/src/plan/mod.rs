@@ -18,6 +18,7 @@ pub mod drift;
 pub mod handover;
 pub mod observed;
 pub mod placement;
+pub mod recovery;
 pub mod replace;
 pub mod restart;
 pub mod scale_down;

@@ -97,6 +97,8 @@ pub struct Membership {
     pub nodes: Vec<MemberNode>,
     /// Every Raft group: the meta group and one per shard.
     pub groups: Vec<RaftGroup>,
+    /// Every database the cluster holds, with its shard count.
+    pub databases: BTreeMap<String, u32>,
 }
 
 /// A node known to the cluster.

@@ -10,6 +10,7 @@
 //! started is deleted to the end even if the rules changed meanwhile.
 
 use crate::crd::Backup;
+use crate::crd::Retention;
 use crate::crd::conditions::NewCondition;
 use crate::crd::{
     BackupPhase, ConditionStatus, ConditionType, Reason, ScheduledBackup, ScheduledBackupStatus,
@@ -100,9 +101,11 @@ fn time(ts: Timestamp) -> Time {
     Time(ts)
 }
 
-/// The plan of `schedule` at `now`, given the Backups it created.
+/// The plan of `schedule` at `now`, given the Backups it created; `cluster_retention` (the
+/// Cluster's `spec.backup.retention`) applies when the schedule sets no retention.
 pub fn plan_schedule(
     schedule: &ScheduledBackup,
+    cluster_retention: Option<&Retention>,
     backups: &[ObservedBackup],
     now: Timestamp,
 ) -> SchedulePlan {
@@ -175,7 +178,8 @@ pub fn plan_schedule(
             )
         }
     };
-    let expire = expiries(schedule, backups, now);
+    let retention = schedule.spec.retention.as_ref().or(cluster_retention);
+    let expire = expiries(retention, backups, now);
     if expire.iter().any(|e| !matches!(e, Expiry::Failed { .. }))
         || backups.iter().any(|b| b.deletion == Deletion::Running)
     {
@@ -234,14 +238,17 @@ pub fn plan_schedule(
 }
 
 /// The Backups that expired, with what to do about each.
-fn expiries(schedule: &ScheduledBackup, backups: &[ObservedBackup], now: Timestamp) -> Vec<Expiry> {
+fn expiries(
+    retention: Option<&Retention>,
+    backups: &[ObservedBackup],
+    now: Timestamp,
+) -> Vec<Expiry> {
     let mut newest_first: Vec<&ObservedBackup> = backups.iter().collect();
     newest_first.sort_by(|a, b| {
         b.scheduled_at
             .cmp(&a.scheduled_at)
             .then(b.name.cmp(&a.name))
     });
-    let retention = schedule.spec.retention.as_ref();
     let newest_completed = newest_first
         .iter()
         .find(|b| b.phase == Some(BackupPhase::Completed))

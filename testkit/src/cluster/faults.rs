@@ -33,6 +33,32 @@ impl Cluster {
         Ok(())
     }
 
+    /// Node `i` drops every packet from the other nodes, which still hear it (a one-way cut).
+    pub fn deafen(&mut self, i: usize) -> Result<()> {
+        let others: Vec<usize> = (0..self.nodes.len()).filter(|&j| j != i).collect();
+        self.fabric()?.deafen(i, &others)?;
+        self.nodes[i].note("hears nothing from the other nodes (they still hear it)");
+        Ok(())
+    }
+
+    /// Node `i` loses `percent` % of the packets it receives.
+    pub fn lossy(&mut self, i: usize, percent: u8) -> Result<()> {
+        self.fabric()?.lossy(i, percent)?;
+        self.nodes[i].note(&format!("loses {percent}% of the packets it receives"));
+        Ok(())
+    }
+
+    /// Cuts `left` and `right` apart while `bridge` reaches both (a non-transitive partition).
+    pub fn bridge(&mut self, left: &[usize], bridge: usize, right: &[usize]) -> Result<()> {
+        self.fabric()?.bridge(left, bridge, right)?;
+        for node in &self.nodes {
+            node.note(&format!(
+                "network: {left:?} and {right:?} apart, bridged by node {bridge}"
+            ));
+        }
+        Ok(())
+    }
+
     /// Restores every link (a no-op on 127.0.0.1).
     pub fn heal(&mut self) -> Result<()> {
         if let Some(fabric) = self.fabric.as_mut() {

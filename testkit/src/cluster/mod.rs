@@ -6,8 +6,8 @@
 //! [`Cluster::start`] picks free ports (fixed ports in namespaces), bootstraps node 0 with
 //! `--initial-cluster-state new`, lets the other nodes join through node 0's client address, and
 //! waits until every node's `/readyz` answers 200 and the meta group has its voters. Each node
-//! lives in its own directory of a temporary directory (its data directory, which also holds
-//! `node.log` with the process's stdout and stderr). Nodes can be
+//! lives in its own directory of a temporary directory (its data directory, `node-N`, beside
+//! `node-N.log` with the process's stdout and stderr). Nodes can be
 //! killed (`SIGKILL`), stopped gracefully (`SIGTERM`), frozen (`SIGSTOP` / `SIGCONT`), restarted
 //! on the same ports and data, or wiped (a lost disk). Dropping the cluster kills every process
 //! it started; when the test is failing it also prints the tail of every node's log.
@@ -33,6 +33,7 @@ use crate::wait::wait_until;
 pub mod faults;
 mod node;
 mod options;
+mod replicas;
 
 pub use node::{LOG_TAIL_LINES, Node, PORT_ATTEMPTS, Probe, free_addrs};
 pub use options::{ClusterOptions, Entry, Network, node_binary};

@@ -28,8 +28,11 @@ pub const PORT_ATTEMPTS: usize = 3;
 pub struct Node {
     pub index: usize,
     pub name: String,
-    /// The node's data directory; `node.log` in it holds the process output.
+    /// The node's data directory.
     pub data_dir: PathBuf,
+    /// The process's output, beside the data directory (`node-N.log`), so that a full or
+    /// wiped data volume keeps it.
+    log: PathBuf,
     pub client_addr: String,
     pub peer_addr: String,
     pub http_addr: String,
@@ -75,12 +78,14 @@ impl Node {
     ) -> Node {
         let [client_addr, peer_addr, http_addr] = addrs;
         let data_dir = root.join(format!("node-{index}"));
+        let log = root.join(format!("node-{index}.log"));
         std::fs::create_dir_all(&data_dir)
             .unwrap_or_else(|e| panic!("creating {}: {e}", data_dir.display()));
         Node {
             index,
             name: format!("node-{index}"),
             data_dir,
+            log,
             client_addr,
             peer_addr,
             http_addr,
@@ -94,7 +99,7 @@ impl Node {
 
     /// The file holding the process's stdout and stderr (kept across restarts).
     pub fn log_path(&self) -> PathBuf {
-        self.data_dir.join("node.log")
+        self.log.clone()
     }
 
     /// The last `lines` lines of the node's log.
@@ -145,7 +150,7 @@ impl Node {
         args
     }
 
-    /// Starts the process (it must not be running), appending its output to `node.log`.
+    /// Starts the process (it must not be running), appending its output to its log.
     pub fn spawn(&mut self) {
         assert!(!self.is_running(), "{} is already running", self.name);
         let args = self.args();
@@ -320,9 +325,6 @@ impl Node {
             .unwrap_or_else(|e| panic!("reading {}: {e}", self.data_dir.display()));
         for entry in entries.flatten() {
             let path = entry.path();
-            if path == self.log_path() {
-                continue;
-            }
             let removed = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
             } else {

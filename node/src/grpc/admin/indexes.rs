@@ -3,40 +3,18 @@
 
 use std::sync::Arc;
 
-use flotilla_proto::v1::{CheckIndexesRequest, CheckIndexesResponse, ErrorReason};
+use flotilla_proto::v1::{CheckIndexesRequest, CheckIndexesResponse};
 use tonic::Status;
 
-use crate::error::{NodeError, Refusal};
+use super::local::local_replica;
+use crate::error::NodeError;
 use crate::host::Host;
-use crate::validate;
 
 pub(super) async fn check(
     host: &Arc<Host>,
     msg: CheckIndexesRequest,
 ) -> Result<CheckIndexesResponse, Status> {
-    validate::database(&msg.database)?;
-    let Some(db) = host.meta_state().databases.get(&msg.database).cloned() else {
-        return Err(NodeError::database_not_found(&msg.database).into());
-    };
-    let Some(shard) = db.shards.get(msg.shard as usize) else {
-        return Err(NodeError::refused(
-            Refusal::NotFound,
-            ErrorReason::ShardNotFound,
-            format!("database {} has no shard {}", msg.database, msg.shard),
-        )
-        .into());
-    };
-    let Some(group) = host.group(shard.group_id) else {
-        return Err(NodeError::refused(
-            Refusal::NotFound,
-            ErrorReason::ReplicaNotFound,
-            format!(
-                "this node holds no replica of shard {} of {}",
-                msg.shard, msg.database
-            ),
-        )
-        .into());
-    };
+    let group = local_replica(host, &msg.database, msg.shard)?;
     let sm = group.sm.clone();
     let (revision, checks) = tokio::task::spawn_blocking(move || sm.check_indexes())
         .await

@@ -12,14 +12,17 @@ use flotilla_proto::v1::{
     DatabaseStatusRequest, DatabaseStatusResponse, DropDatabaseRequest, DropDatabaseResponse,
     ListDatabasesRequest, ListDatabasesResponse, RebalanceRequest, RebalanceResponse,
     RemoveNodeRequest, RemoveNodeResponse, RemoveReplicaRequest, RemoveReplicaResponse,
-    TransferLeadershipRequest, TransferLeadershipResponse, UpdateDatabaseRequest,
-    UpdateDatabaseResponse, transfer_leadership_request,
+    ReplicaDigestRequest, ReplicaDigestResponse, TransferLeadershipRequest,
+    TransferLeadershipResponse, UpdateDatabaseRequest, UpdateDatabaseResponse,
+    transfer_leadership_request,
 };
 use flotilla_proto::with_reason;
 use tonic::{Request, Response, Status};
 
+mod digest;
 mod events;
 mod indexes;
+mod local;
 mod route;
 mod views;
 
@@ -154,7 +157,7 @@ impl Admin for AdminService {
             ));
         }
         // New replicas go to nodes that are up, staying and carrying the placement labels.
-        let live = self.host.live_nodes();
+        let live = self.host.placeable_nodes();
         let load: std::collections::BTreeMap<NodeId, usize> = state
             .replica_load()
             .into_iter()
@@ -175,8 +178,18 @@ impl Admin for AdminService {
             n => n as usize,
         };
         let shards = msg.shards.max(1) as usize;
-        let placement = place_shards(&load, shards, rf)
-            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let placement = place_shards(&load, shards, rf).map_err(|e| match e {
+            crate::meta::placement::PlacementError::NotEnoughNodes { .. } => with_reason(
+                Status::failed_precondition(format!(
+                    "{e} that may take replicas ({} registered; a node takes replicas when \
+                     heard from within {} s, not draining, and carrying the placement labels)",
+                    state.nodes.len(),
+                    crate::host::PLACEMENT_GRACE.as_secs()
+                )),
+                ErrorReason::NotEnoughNodes,
+            ),
+            e => Status::failed_precondition(e.to_string()),
+        })?;
         let record = DatabaseRecord {
             name: msg.name.clone(),
             replication_factor: rf as u32,
@@ -438,6 +451,15 @@ impl Admin for AdminService {
     ) -> Result<Response<CheckIndexesResponse>, Status> {
         Ok(Response::new(
             indexes::check(&self.host, request.into_inner()).await?,
+        ))
+    }
+
+    async fn replica_digest(
+        &self,
+        request: Request<ReplicaDigestRequest>,
+    ) -> Result<Response<ReplicaDigestResponse>, Status> {
+        Ok(Response::new(
+            digest::digest(&self.host, request.into_inner()).await?,
         ))
     }
 

@@ -2,7 +2,8 @@
 //! changes (removing nodes, labels, rebalancing, the meta group's leadership) need the role
 //! `root`; a database's creation, settings, replicas and deletion need the admin permission on
 //! it; its status the read permission; the cluster's status, database list and events any
-//! authenticated user; checking a shard's indexes the admin permission on its database. A drop must also name its database twice (`confirm`), so that no
+//! authenticated user; checking a shard's indexes the admin permission on its database; a replica's digest the
+//! role `root`. A drop must also name its database twice (`confirm`), so that no
 //! request drops one by accident.
 
 use flotilla_proto::v1::admin_server::Admin;
@@ -13,8 +14,9 @@ use flotilla_proto::v1::{
     DatabaseStatusResponse, DropDatabaseRequest, DropDatabaseResponse, ErrorReason,
     ListDatabasesRequest, ListDatabasesResponse, RebalanceRequest, RebalanceResponse,
     RemoveNodeRequest, RemoveNodeResponse, RemoveReplicaRequest, RemoveReplicaResponse,
-    TransferLeadershipRequest, TransferLeadershipResponse, UpdateDatabaseRequest,
-    UpdateDatabaseResponse, transfer_leadership_request,
+    ReplicaDigestRequest, ReplicaDigestResponse, TransferLeadershipRequest,
+    TransferLeadershipResponse, UpdateDatabaseRequest, UpdateDatabaseResponse,
+    transfer_leadership_request,
 };
 use flotilla_proto::with_reason;
 use tonic::{Request, Response, Status};
@@ -179,6 +181,15 @@ impl Admin for GuardedAdmin {
         let need = admin_of(&request.get_ref().database);
         self.guard.check(&request, need)?;
         self.inner.check_indexes(request).await
+    }
+
+    /// Reads the whole replica: cluster administrators only.
+    async fn replica_digest(
+        &self,
+        request: Request<ReplicaDigestRequest>,
+    ) -> Result<Response<ReplicaDigestResponse>, Status> {
+        self.guard.check(&request, Need::ClusterAdmin)?;
+        self.inner.replica_digest(request).await
     }
 }
 

@@ -1,11 +1,14 @@
 //! The `Backup` service of the client port, checked before it is served: reading a shard for a
 //! backup needs the read permission on its database (it streams every document); the read
-//! index is for nodes and needs the role `root` here, as does loading a shard for a restore
-//! (it sets versions no ordinary write can).
+//! index is for nodes and needs the role `root` here, as do loading a shard for a restore
+//! (it sets versions no ordinary write can), beginning or ending a backup cut (a fence holds
+//! every transaction commit of the database back) and reading a shard's change feed for an
+//! incremental backup.
 
 use flotilla_proto::v1::backup_server::Backup;
 use flotilla_proto::v1::{
-    LoadShardRequest, LoadShardResponse, ReadIndexRequest, ReadIndexResponse, ReadShardRequest,
+    BeginCutRequest, BeginCutResponse, EndCutRequest, EndCutResponse, LoadShardRequest,
+    LoadShardResponse, ReadChangesRequest, ReadIndexRequest, ReadIndexResponse, ReadShardRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -27,6 +30,17 @@ impl GuardedBackup {
 #[tonic::async_trait]
 impl Backup for GuardedBackup {
     type ReadShardStream = <BackupService as Backup>::ReadShardStream;
+    type ReadChangesStream = <BackupService as Backup>::ReadChangesStream;
+
+    /// The feed carries every write of the shard: cluster administrators only, as loading a
+    /// restore is.
+    async fn read_changes(
+        &self,
+        request: Request<ReadChangesRequest>,
+    ) -> Result<Response<Self::ReadChangesStream>, Status> {
+        self.guard.check(&request, Need::ClusterAdmin)?;
+        self.inner.read_changes(request).await
+    }
 
     async fn read_shard(
         &self,
@@ -43,6 +57,22 @@ impl Backup for GuardedBackup {
     ) -> Result<Response<LoadShardResponse>, Status> {
         self.guard.check(&request, Need::ClusterAdmin)?;
         self.inner.load_shard(request).await
+    }
+
+    async fn begin_cut(
+        &self,
+        request: Request<BeginCutRequest>,
+    ) -> Result<Response<BeginCutResponse>, Status> {
+        self.guard.check(&request, Need::ClusterAdmin)?;
+        self.inner.begin_cut(request).await
+    }
+
+    async fn end_cut(
+        &self,
+        request: Request<EndCutRequest>,
+    ) -> Result<Response<EndCutResponse>, Status> {
+        self.guard.check(&request, Need::ClusterAdmin)?;
+        self.inner.end_cut(request).await
     }
 
     async fn read_index(

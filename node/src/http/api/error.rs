@@ -35,8 +35,14 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code, reason: ErrorReason, message: impl Into<String>) -> ApiError {
+        // A leader whose storage is full answers as WebDAV's servers do when theirs is.
+        let status = if reason == ErrorReason::StorageFull {
+            StatusCode::INSUFFICIENT_STORAGE
+        } else {
+            http_status(code)
+        };
         ApiError {
-            status: http_status(code),
+            status,
             body: ErrorBody {
                 code: code_name(code).to_owned(),
                 reason: (reason != ErrorReason::Unspecified)
@@ -174,6 +180,21 @@ mod tests {
         let error = ApiError::from(tonic::Status::unavailable("no quorum"));
         assert_eq!(error.body.code, "UNAVAILABLE");
         assert_eq!(error.body.reason, None);
+    }
+
+    #[test]
+    fn a_write_refused_for_a_full_storage_is_507() {
+        let status = with_reason(
+            tonic::Status::resource_exhausted("storage full"),
+            ErrorReason::StorageFull,
+        );
+        let error = ApiError::from(status);
+        assert_eq!(error.status, StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(error.body.code, "RESOURCE_EXHAUSTED");
+        assert_eq!(
+            error.body.reason.as_deref(),
+            Some("ERROR_REASON_STORAGE_FULL")
+        );
     }
 
     #[test]

@@ -36,7 +36,11 @@ fn id(client: u64, seq: u64) -> Option<RequestId> {
 fn apply(storage: &Storage, revision: u64, cmds: &[DataCommand], many: bool) -> Response {
     let txn = storage.state_db().begin_write().expect("write txn");
     let response = apply_once(&txn, GID, revision, cmds, many, |cmds| {
-        documents::apply_many(&txn, GID, revision, cmds)
+        let feed = crate::store::changes_export::Feed {
+            unix_ms: 0,
+            retention: documents::CHANGE_RETENTION,
+        };
+        documents::apply_many(&txn, GID, revision, feed, cmds)
     })
     .expect("apply");
     txn.commit().expect("commit");

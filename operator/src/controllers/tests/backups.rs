@@ -14,7 +14,7 @@ fn request(cluster: &str) -> BackupRequest {
     BackupRequest {
         cluster: cluster.to_owned(),
         database: "orders".to_owned(),
-        destination: "s3://backups/flotilla".to_owned(),
+        destination: Some("s3://backups/flotilla".to_owned()),
         env_from_secret: Some("s3".to_owned()),
         volume_claim: None,
         name: Some("nightly".to_owned()),
@@ -158,7 +158,7 @@ async fn a_backup_of_a_missing_or_paused_cluster_waits_without_a_job() {
 async fn the_api_refuses_a_backup_to_an_unknown_scheme_and_any_change_of_its_spec() {
     let h = Harness::new();
     let mut bad = request("flotilla");
-    bad.destination = "ftp://host/dir".to_owned();
+    bad.destination = Some("ftp://host/dir".to_owned());
     let refused = h.create_backup(&bad).await;
     assert!(
         matches!(&refused, Err(kube::Error::Api(s)) if s.message.contains("s3:// or file:///")),
@@ -177,4 +177,39 @@ async fn the_api_refuses_a_backup_to_an_unknown_scheme_and_any_change_of_its_spe
         matches!(&replaced, Err(kube::Error::Api(s)) if s.message.contains("immutable")),
         "{replaced:?}"
     );
+}
+
+#[tokio::test]
+async fn a_backup_naming_no_destination_waits_for_one_and_then_takes_its_clusters() {
+    let h = Harness::new();
+    h.api.put(&Cluster::test());
+    let mut nowhere = request("flotilla");
+    nowhere.destination = None;
+    nowhere.env_from_secret = None;
+    h.create_backup(&nowhere)
+        .await
+        .unwrap_or_else(|e| panic!("creating the Backup: {e}"));
+    let waiting = h.reconcile_backup().await;
+    assert_eq!(phase(&waiting), Some(BackupPhase::Pending));
+    let reason = waiting
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.first())
+        .map(|c| c.reason.clone());
+    assert_eq!(reason.as_deref(), Some("NoBackupDestination"));
+    assert!(h.api.get::<Job>(NS, "nightly").is_none());
+
+    let mut cluster = Cluster::test();
+    cluster.spec.backup = Some(crate::crd::ClusterBackupSpec {
+        target: crate::crd::BackupDestination::to("s3://cluster-default/flotilla"),
+        retention: None,
+    });
+    h.api.put(&cluster);
+    let started = h.reconcile_backup().await;
+    let url = started.status.and_then(|s| s.url);
+    assert_eq!(
+        url.as_deref(),
+        Some("s3://cluster-default/flotilla/db-nightly")
+    );
+    assert!(h.api.get::<Job>(NS, "nightly").is_some());
 }

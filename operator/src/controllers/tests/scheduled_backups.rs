@@ -26,11 +26,13 @@ fn every_five_minutes(keep: i32) -> ScheduledBackup {
             },
             database: "orders".to_owned(),
             schedule: "*/5 * * * *".to_owned(),
-            destination: "s3://backups/flotilla".to_owned(),
-            env_from_secret: Some(SecretRef {
-                name: "s3".to_owned(),
-            }),
-            volume_claim: None,
+            target: crate::crd::BackupDestination {
+                destination: Some("s3://backups/flotilla".to_owned()),
+                env_from_secret: Some(SecretRef {
+                    name: "s3".to_owned(),
+                }),
+                volume_claim: None,
+            },
             retention: Some(Retention {
                 keep: Some(keep),
                 max_age: None,

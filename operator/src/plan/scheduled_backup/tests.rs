@@ -21,11 +21,13 @@ fn schedule(cron: &str) -> ScheduledBackup {
             },
             database: "orders".to_owned(),
             schedule: cron.to_owned(),
-            destination: "s3://backups/flotilla".to_owned(),
-            env_from_secret: Some(SecretRef {
-                name: "s3".to_owned(),
-            }),
-            volume_claim: None,
+            target: crate::crd::BackupDestination {
+                destination: Some("s3://backups/flotilla".to_owned()),
+                env_from_secret: Some(SecretRef {
+                    name: "s3".to_owned(),
+                }),
+                volume_claim: None,
+            },
             retention: None,
             suspend: false,
         },
@@ -89,7 +91,12 @@ fn backups_are_named_from_their_scheduled_time() {
 
 #[test]
 fn nothing_is_due_before_the_first_scheduled_time() {
-    let plan = plan_schedule(&schedule("0 3 * * *"), &[], at("2026-12-01T02:59:00Z"));
+    let plan = plan_schedule(
+        &schedule("0 3 * * *"),
+        None,
+        &[],
+        at("2026-12-01T02:59:00Z"),
+    );
     assert_eq!(plan.create, None);
     assert_eq!(
         plan.status.next_schedule_time,
@@ -106,7 +113,7 @@ fn nothing_is_due_before_the_first_scheduled_time() {
 fn the_latest_due_time_is_taken_once() {
     let s = schedule("0 3 * * *");
     // Three days missed: only the latest is taken.
-    let plan = plan_schedule(&s, &[], at("2026-12-04T03:00:10Z"));
+    let plan = plan_schedule(&s, None, &[], at("2026-12-04T03:00:10Z"));
     let Some((name, when)) = plan.create.clone() else {
         panic!("no Backup planned")
     };
@@ -124,13 +131,14 @@ fn the_latest_due_time_is_taken_once() {
     let created = with_phase(completed(4), Some(BackupPhase::Running));
     let again = plan_schedule(
         &taken,
+        None,
         std::slice::from_ref(&created),
         at("2026-12-04T03:01:00Z"),
     );
     assert_eq!(again.create, None);
 
     // The status write was lost: the Backup of that name exists, none is made again.
-    let lost = plan_schedule(&s, &[created], at("2026-12-04T03:01:00Z"));
+    let lost = plan_schedule(&s, None, &[created], at("2026-12-04T03:01:00Z"));
     assert_eq!(lost.create, None);
     assert_eq!(lost.status.last_schedule_time, Some(Time(when)));
 }
@@ -139,7 +147,7 @@ fn the_latest_due_time_is_taken_once() {
 fn a_suspended_schedule_creates_nothing_and_has_no_next_time() {
     let mut s = schedule("0 3 * * *");
     s.spec.suspend = true;
-    let plan = plan_schedule(&s, &[], at("2026-12-04T03:00:10Z"));
+    let plan = plan_schedule(&s, None, &[], at("2026-12-04T03:00:10Z"));
     assert_eq!(plan.create, None);
     assert_eq!(plan.status.next_schedule_time, None);
     assert_eq!(
@@ -150,7 +158,12 @@ fn a_suspended_schedule_creates_nothing_and_has_no_next_time() {
 
 #[test]
 fn an_invalid_schedule_or_a_too_long_name_is_reported() {
-    let plan = plan_schedule(&schedule("0 25 * * *"), &[], at("2026-12-04T03:00:10Z"));
+    let plan = plan_schedule(
+        &schedule("0 25 * * *"),
+        None,
+        &[],
+        at("2026-12-04T03:00:10Z"),
+    );
     assert_eq!(plan.create, None);
     assert_eq!(
         condition(&plan.status, ConditionType::Scheduled),
@@ -158,7 +171,7 @@ fn an_invalid_schedule_or_a_too_long_name_is_reported() {
     );
     let mut long = schedule("0 3 * * *");
     long.metadata.name = Some("n".repeat(MAX_NAME_LEN + 1));
-    let plan = plan_schedule(&long, &[], at("2026-12-04T03:00:10Z"));
+    let plan = plan_schedule(&long, None, &[], at("2026-12-04T03:00:10Z"));
     assert_eq!(plan.create, None);
     assert_eq!(
         condition(&plan.status, ConditionType::Scheduled),
@@ -169,8 +182,40 @@ fn an_invalid_schedule_or_a_too_long_name_is_reported() {
 #[test]
 fn without_retention_nothing_expires() {
     let backups: Vec<ObservedBackup> = (1..=5).map(completed).collect();
-    let plan = plan_schedule(&schedule("0 3 * * *"), &backups, at("2026-12-30T00:00:00Z"));
+    let plan = plan_schedule(
+        &schedule("0 3 * * *"),
+        None,
+        &backups,
+        at("2026-12-30T00:00:00Z"),
+    );
     assert_eq!(plan.expire, Vec::new());
+}
+
+#[test]
+fn the_clusters_retention_applies_when_the_schedule_sets_none_and_its_own_wins() {
+    let backups: Vec<ObservedBackup> = (1..=5).map(completed).collect();
+    let cluster_keeps_four = Retention {
+        keep: Some(4),
+        max_age: None,
+    };
+    let now = at("2026-12-05T04:00:00Z");
+    let plan = plan_schedule(
+        &schedule("0 3 * * *"),
+        Some(&cluster_keeps_four),
+        &backups,
+        now,
+    );
+    assert_eq!(
+        plan.expire,
+        [Expiry::DeleteData("nightly-202612010300".to_owned())]
+    );
+    let own = plan_schedule(
+        &retained(Some(5), None),
+        Some(&cluster_keeps_four),
+        &backups,
+        now,
+    );
+    assert_eq!(own.expire, Vec::new());
 }
 
 #[test]
@@ -178,6 +223,7 @@ fn keep_keeps_the_newest_completed_backups() {
     let backups: Vec<ObservedBackup> = (1..=5).map(completed).collect();
     let plan = plan_schedule(
         &retained(Some(2), None),
+        None,
         &backups,
         at("2026-12-05T04:00:00Z"),
     );
@@ -197,6 +243,7 @@ fn max_age_deletes_old_backups_but_never_the_newest_completed() {
     let backups: Vec<ObservedBackup> = (1..=3).map(completed).collect();
     let plan = plan_schedule(
         &retained(None, Some("48h")),
+        None,
         &backups,
         at("2026-12-04T02:00:00Z"),
     );
@@ -207,6 +254,7 @@ fn max_age_deletes_old_backups_but_never_the_newest_completed() {
     // Long after the last success: the newest stays.
     let plan = plan_schedule(
         &retained(None, Some("48h")),
+        None,
         &backups,
         at("2027-01-30T00:00:00Z"),
     );
@@ -228,6 +276,7 @@ fn failed_backups_expire_once_a_newer_one_completed_and_running_ones_never() {
     ];
     let plan = plan_schedule(
         &retained(Some(1), None),
+        None,
         &backups,
         at("2026-12-04T03:30:00Z"),
     );
@@ -252,6 +301,7 @@ fn a_deletion_runs_to_its_end_and_a_failed_one_degrades_the_schedule() {
     // No retention any more: deletions that started still finish.
     let plan = plan_schedule(
         &schedule("0 3 * * *"),
+        None,
         &[deleted, broken, running, completed(4)],
         at("2026-12-04T04:00:00Z"),
     );

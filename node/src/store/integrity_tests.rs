@@ -1,0 +1,262 @@
+//! Checksums of stored records (see `integrity`): log entries, snapshots and documents read
+//! back as written, a byte flipped on disk (through redb, as a failing disk would leave it) is
+//! found and reported as the group's corruption, and records written before checksums existed
+//! still read.
+
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::testing::blank_ent;
+use openraft::{RaftLogReader, RaftSnapshotBuilder};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use tempfile::TempDir;
+
+use super::integrity::{Damage, Record};
+use super::tables::{DOCS, LOGS, NODE, SNAPSHOTS};
+use super::tests::{append, apply_one, data_entry, open, put};
+use super::{Corruption, LogStore, StateMachine};
+use crate::codec::encode;
+use crate::consensus::TypeConfig;
+
+const LOG_FILE: &str = "flotilla.redb";
+const STATE_FILE: &str = "state.redb";
+
+/// Changes the value stored under `key` in `table` of the (closed) file `file` of `dir`
+/// with `change`, as a failing disk or a stray write would.
+fn change_stored<K: redb::Key + 'static>(
+    dir: &TempDir,
+    file: &str,
+    table: TableDefinition<K, &'static [u8]>,
+    key: K::SelfType<'static>,
+    change: impl FnOnce(&mut Vec<u8>),
+) where
+    K::SelfType<'static>: Clone,
+{
+    let db = Database::create(dir.path().join(file)).expect("open the file");
+    let txn = db.begin_write().expect("write");
+    {
+        let mut t = txn.open_table(table).expect("table");
+        let mut bytes = t
+            .get(key.clone())
+            .expect("read")
+            .map(|v| v.value().to_vec())
+            .expect("the record is stored");
+        change(&mut bytes);
+        t.insert(key, bytes.as_slice()).expect("write back");
+    }
+    txn.commit().expect("commit");
+}
+
+/// Flips one bit of the last byte of a stored value.
+fn flip_last(bytes: &mut [u8]) {
+    if let Some(b) = bytes.last_mut() {
+        *b ^= 0x04;
+    }
+}
+
+fn corruption_of(e: &std::io::Error) -> Corruption {
+    match Corruption::of(e) {
+        Some(c) => c.clone(),
+        None => panic!("not a corruption: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_stored_log_entry_is_a_corruption_of_its_group() {
+    let dir = TempDir::new().expect("tempdir");
+    {
+        let storage = open(&dir);
+        let mut log = LogStore::open(storage.clone(), 3).expect("log");
+        let entries = (1..=5)
+            .map(|i| data_entry(i, vec![put(&format!("d{i}"), "{\"n\":1}", None)]))
+            .collect();
+        append(&mut log, entries).await;
+        let mut other = LogStore::open(storage, 4).expect("log");
+        append(&mut other, vec![blank_ent::<TypeConfig>(1, 1, 1)]).await;
+        // Sealed entries read back as written.
+        let read = log.try_get_log_entries(1..6).await.expect("read");
+        assert_eq!(read.len(), 5);
+    }
+    change_stored(&dir, LOG_FILE, LOGS, (3, 4), |b| flip_last(b));
+    let storage = open(&dir);
+    let mut log = LogStore::open(storage.clone(), 3).expect("log");
+    assert_eq!(
+        log.try_get_log_entries(1..4)
+            .await
+            .expect("entries before it")
+            .len(),
+        3
+    );
+    assert!(storage.corruption(3).is_none(), "not read yet");
+    let err = log
+        .try_get_log_entries(1..6)
+        .await
+        .expect_err("a corrupt entry was read");
+    let c = corruption_of(&err);
+    assert_eq!((c.gid, &c.record), (3, &Record::LogEntry { index: 4 }));
+    assert!(matches!(c.damage, Damage::Checksum { .. }), "{c}");
+    assert!(
+        c.to_string().starts_with("corrupt log entry 4 of group 3"),
+        "{c}"
+    );
+    assert_eq!(storage.corruption(3), Some(c));
+    // The other group of the file is untouched.
+    assert!(storage.corruption(4).is_none());
+    let mut other = LogStore::open(storage, 4).expect("log");
+    assert_eq!(
+        other.try_get_log_entries(0..9).await.expect("read").len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_corrupt_last_entry_fails_the_log_state_raft_opens_with() {
+    let dir = TempDir::new().expect("tempdir");
+    {
+        let mut log = LogStore::open(open(&dir), 3).expect("log");
+        append(
+            &mut log,
+            (1..=3).map(|i| blank_ent::<TypeConfig>(1, 1, i)).collect(),
+        )
+        .await;
+    }
+    // The tag itself damaged: the record no longer reads as sealed, nor as an old one.
+    change_stored(&dir, LOG_FILE, LOGS, (3, 3), |b| b[0] ^= 0x80);
+    let storage = open(&dir);
+    let mut log = LogStore::open(storage.clone(), 3).expect("log");
+    let err = log.get_log_state().await.expect_err("a corrupt last entry");
+    let c = corruption_of(&err);
+    assert_eq!(c.record, Record::LogEntry { index: 3 });
+    assert!(matches!(c.damage, Damage::Undecodable(_)), "{c}");
+    assert!(storage.corruption(3).is_some());
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_stored_snapshot_is_found_when_it_is_read_back() {
+    let dir = TempDir::new().expect("tempdir");
+    let built = {
+        let mut sm = StateMachine::open(open(&dir), 5).expect("sm");
+        apply_one(&mut sm, data_entry(1, vec![put("a", "{\"n\":1}", None)])).await;
+        let snapshot = sm.build_snapshot().await.expect("build");
+        let stored = sm
+            .get_current_snapshot()
+            .await
+            .expect("read back")
+            .expect("stored");
+        assert_eq!(stored.snapshot, snapshot.snapshot);
+        assert_eq!(stored.meta, snapshot.meta);
+        snapshot
+    };
+    change_stored(&dir, STATE_FILE, SNAPSHOTS, 5, |b| {
+        let at = b.len() / 2;
+        b[at] ^= 0x01;
+    });
+    let storage = open(&dir);
+    let mut sm = StateMachine::open(storage.clone(), 5).expect("sm");
+    let err = sm
+        .get_current_snapshot()
+        .await
+        .expect_err("a corrupt snapshot was read");
+    let c = corruption_of(&err);
+    assert_eq!((c.gid, c.record.clone()), (5, Record::Snapshot));
+    assert!(storage.corruption(5).is_some());
+    assert!(built.meta.last_log_id.is_some());
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_stored_document_is_found_by_reads_and_writes() {
+    let dir = TempDir::new().expect("tempdir");
+    {
+        let mut sm = StateMachine::open(open(&dir), 5).expect("sm");
+        apply_one(
+            &mut sm,
+            data_entry(1, vec![put("a", "{\"n\":1}", None), put("b", "{}", None)]),
+        )
+        .await;
+        let a = sm.get("c", "a").expect("read").expect("stored");
+        assert_eq!((a.version, a.json.as_str()), (1, "{\"n\":1}"));
+    }
+    change_stored(&dir, STATE_FILE, DOCS, (5, "c", "a"), |b| flip_last(b));
+    let storage = open(&dir);
+    let mut sm = StateMachine::open(storage.clone(), 5).expect("sm");
+    assert!(sm.get("c", "b").expect("another document").is_some());
+    assert!(storage.corruption(5).is_none());
+    let err = sm.get("c", "a").expect_err("a corrupt document was read");
+    let c = corruption_of(&err);
+    assert_eq!(
+        c.record,
+        Record::Document {
+            collection: "c".into(),
+            id: "a".into()
+        }
+    );
+    assert_eq!(storage.corruption(5), Some(c.clone()));
+    let err = sm.list("c", "", "", 10).expect_err("a listing over it");
+    assert_eq!(corruption_of(&err), c);
+    // A write over it reads it first (its version): the apply fails rather than build on it.
+    let entry = data_entry(2, vec![put("a", "{\"n\":2}", None)]);
+    let applied = sm
+        .apply(futures::stream::iter(vec![Ok((entry, None))]))
+        .await;
+    assert_eq!(corruption_of(&applied.expect_err("applied over it")), c);
+}
+
+#[tokio::test]
+async fn records_written_before_checksums_existed_still_read() {
+    let dir = TempDir::new().expect("tempdir");
+    {
+        let mut sm = StateMachine::open(open(&dir), 5).expect("sm");
+        apply_one(&mut sm, data_entry(1, vec![put("a", "{\"n\":1}", None)])).await;
+        let mut log = LogStore::open(sm.storage().clone(), 5).expect("log");
+        append(&mut log, vec![data_entry(1, vec![put("a", "1", None)])]).await;
+    }
+    // As a node of data format 2 stored them: the bare encoding.
+    let old_doc = super::StoredDoc {
+        version: 7,
+        revision: 1,
+        json: "{\"old\":true}".into(),
+    };
+    change_stored(&dir, STATE_FILE, DOCS, (5, "c", "a"), |b| {
+        *b = encode(&old_doc).expect("encode")
+    });
+    let old_entry = data_entry(1, vec![put("a", "old", None)]);
+    change_stored(&dir, LOG_FILE, LOGS, (5, 1), |b| {
+        *b = encode(&old_entry).expect("encode")
+    });
+    let storage = open(&dir);
+    let sm = StateMachine::open(storage.clone(), 5).expect("sm");
+    assert_eq!(sm.get("c", "a").expect("an old document"), Some(old_doc));
+    let mut log = LogStore::open(storage.clone(), 5).expect("log");
+    let read = log.try_get_log_entries(1..2).await.expect("an old entry");
+    assert_eq!(
+        encode(&read).expect("encode"),
+        encode(&vec![old_entry]).expect("encode")
+    );
+    assert!(storage.corruption(5).is_none());
+}
+
+#[test]
+fn a_data_directory_of_format_2_is_taken_over() {
+    let dir = TempDir::new().expect("tempdir");
+    let id = open(&dir).node_id();
+    let format = || {
+        let db = Database::create(dir.path().join(LOG_FILE)).expect("open");
+        let txn = db.begin_read().expect("read");
+        let node = txn.open_table(NODE).expect("table");
+        node.get("format")
+            .expect("get")
+            .and_then(|v| v.value().try_into().ok().map(u32::from_le_bytes))
+    };
+    assert_eq!(format(), Some(super::DATA_FORMAT));
+    change_stored(&dir, LOG_FILE, NODE, "format", |b| {
+        *b = 2u32.to_le_bytes().to_vec()
+    });
+    assert_eq!(
+        open(&dir).node_id(),
+        id,
+        "format 2 opens, the node keeps its id"
+    );
+    assert_eq!(
+        format(),
+        Some(super::DATA_FORMAT),
+        "and is recorded as taken over"
+    );
+}

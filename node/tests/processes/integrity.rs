@@ -1,0 +1,121 @@
+//! A flipped bit in a stopped node's stored Raft log is found when the node starts again: the
+//! node does not serve that group (and does not restart it in a loop), says why on `/healthz`,
+//! and the shard's other replicas go on serving reads and writes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use flotilla_client::{ClientOptions, Consistency};
+use flotilla_testkit::cluster::{Cluster, ClusterOptions};
+use flotilla_testkit::progress;
+use flotilla_testkit::wait::{wait_for, wait_until};
+use redb::{Database, ReadableDatabase, TableDefinition};
+
+/// The Raft log table of a node's log file: (group, index) -> stored entry.
+const LOGS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("raft_log");
+
+/// Flips one bit in the last stored log entry of group `gid` in the (closed) log file of
+/// `data_dir`, as a failing disk would; returns the entry's index.
+fn flip_last_entry(data_dir: &Path, gid: u64) -> u64 {
+    let path = data_dir.join("flotilla.redb");
+    let db = Database::create(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (index, mut bytes) = {
+        let txn = db.begin_read().expect("read");
+        let table = txn.open_table(LOGS).expect("the log table");
+        let mut rows = table.range((gid, 0)..=(gid, u64::MAX)).expect("range");
+        let (k, v) = rows
+            .next_back()
+            .expect("the group has a stored entry")
+            .expect("row");
+        (k.value().1, v.value().to_vec())
+    };
+    let at = bytes.len() - 1;
+    bytes[at] ^= 0x01;
+    let txn = db.begin_write().expect("write");
+    {
+        let mut table = txn.open_table(LOGS).expect("the log table");
+        table
+            .insert((gid, index), bytes.as_slice())
+            .expect("insert");
+    }
+    txn.commit().expect("commit");
+    index
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_log_entry_stops_its_group_on_that_node_only() {
+    let mut cluster = Cluster::start(3, ClusterOptions::default().fast_elections()).await;
+    cluster.create_database("db", Some(3), Some(1)).await;
+    let client = cluster.client();
+    let gid = client.database_status("db").await.expect("status").shards[0].group_id;
+    for i in 0..20 {
+        client
+            .put("db", "c", &format!("before-{i:02}"), r#"{"n":1}"#, None)
+            .await
+            .expect("write");
+    }
+    // The node whose log is damaged: not the shard leader.
+    let leader = wait_for(Duration::from_secs(20), "a leader of db", async || {
+        cluster.shard_leader("db", 0).await
+    })
+    .await;
+    let node = (leader + 1) % cluster.len();
+    let local = cluster.node_client(node, ClientOptions::default());
+    wait_until(
+        Duration::from_secs(20),
+        "the node's replica holds every write",
+        async || {
+            matches!(
+                local.get("db", "c", "before-19", Consistency::Stale).await,
+                Ok(Some(_))
+            )
+        },
+    )
+    .await;
+
+    cluster.sigterm(node).await;
+    let index = flip_last_entry(&cluster.node(node).data_dir, gid);
+    progress(format!(
+        "flipped a bit of entry {index} of group {gid} on node {node}"
+    ));
+    cluster.restart(node);
+
+    let http = cluster.node(node).http_addr.clone();
+    let expected = format!("group {gid} stopped: corrupt log entry {index} of group {gid}");
+    let body = wait_for(
+        Duration::from_secs(30),
+        "/healthz names the corrupt group",
+        async || {
+            let (code, body) = flotilla_testkit::http::get(&http, "/healthz").await.ok()?;
+            (code == 503 && body.contains(&expected)).then_some(body)
+        },
+    )
+    .await;
+    progress(format!("/healthz: {body}"));
+    assert!(body.contains("not restarted"), "{body}");
+
+    // The other two replicas keep the shard: writes and linearizable reads go on.
+    for i in 0..20 {
+        client
+            .put("db", "c", &format!("after-{i:02}"), r#"{"n":2}"#, None)
+            .await
+            .expect("a write with one replica stopped");
+    }
+    let read = client
+        .get("db", "c", "after-19", Consistency::Linearizable)
+        .await
+        .expect("a read with one replica stopped");
+    assert!(read.is_some());
+
+    // Still stopped, for the same reason, and never opened again.
+    let (code, body) = flotilla_testkit::http::get(&http, "/healthz")
+        .await
+        .expect("/healthz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains(&expected), "{body}");
+    let log = std::fs::read_to_string(cluster.node(node).log_path()).unwrap_or_default();
+    assert!(
+        !log.contains("raft group opened again"),
+        "the corrupt group was restarted"
+    );
+}
