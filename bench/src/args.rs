@@ -38,6 +38,10 @@ pub struct Cli {
     /// The `flotilla` command line the backup rows run (default: beside this binary).
     #[arg(long, value_name = "PATH")]
     pub flotilla_cli: Option<PathBuf>,
+    /// The backup rows measure puts during a backup unlimited and during one taken with
+    /// `backup create --max-rate` this many MiB/s.
+    #[arg(long, value_name = "MIB_PER_SEC", default_value_t = DEFAULT_BACKUP_MAX_RATE, value_parser = positive_rate)]
+    pub backup_max_rate: f64,
     #[command(subcommand)]
     pub command: Option<Cmd>,
 }
@@ -147,7 +151,20 @@ pub struct Plan {
     pub backups: bool,
     /// MiB of documents the backup rows back up.
     pub backup_mib: usize,
+    /// The `--max-rate` of the backup rows' limited backups (MiB/s).
+    pub backup_max_rate: f64,
 }
+
+/// A rate in MiB per second: a positive number.
+fn positive_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?}: a positive number of MiB per second")),
+    }
+}
+
+/// The `--max-rate` of the backup rows' limited backups unless told (MiB/s).
+pub const DEFAULT_BACKUP_MAX_RATE: f64 = 16.0;
 
 impl Plan {
     /// The plan of a run limited to `only` (everything when it is empty).
@@ -200,6 +217,7 @@ impl Plan {
                 docs: 10_000,
                 backups: false,
                 backup_mib: 64,
+                backup_max_rate: DEFAULT_BACKUP_MAX_RATE,
             }
         } else {
             Plan {
@@ -217,6 +235,7 @@ impl Plan {
                 docs: 100_000,
                 backups: false,
                 backup_mib: 1024,
+                backup_max_rate: DEFAULT_BACKUP_MAX_RATE,
             }
         }
     }
@@ -249,10 +268,14 @@ impl Plan {
             t += Duration::from_secs(15);
         }
         if self.backups {
-            // Loading at about 6 MiB/s, three backups and a restore at about 10 MiB/s
-            // together (measured: 150 s and 100 s for 1 GiB), and six windows of puts alone.
-            t += Duration::from_secs(self.backup_mib as u64 / 6 + self.backup_mib as u64 / 10)
-                + Duration::from_secs(70);
+            // Loading at about 6 MiB/s, three unlimited backups and a restore at about
+            // 10 MiB/s together (measured: 150 s and 100 s for 1 GiB), two backups at the
+            // limited rate, and eight windows of puts alone, each after up to a few seconds
+            // of settling.
+            let mib = self.backup_mib as f64;
+            t += Duration::from_secs_f64(
+                mib / 6.0 + mib / 10.0 + 2.0 * mib / self.backup_max_rate.max(1.0),
+            ) + Duration::from_secs(8 * 15);
         }
         t
     }
@@ -374,6 +397,12 @@ mod tests {
         assert_eq!(plan.backup_mib, 1024);
         assert!(plan.estimate() < Duration::from_secs(10 * 60));
         assert_eq!(Plan::of(true, 0, &cli.only).backup_mib, 64);
+        assert_eq!(cli.backup_max_rate, DEFAULT_BACKUP_MAX_RATE);
+        let cli = Cli::try_parse_from(["flotilla-bench", "--backup-max-rate", "8.5"]).unwrap();
+        assert_eq!(cli.backup_max_rate, 8.5);
+        for bad in ["0", "-3", "fast"] {
+            assert!(Cli::try_parse_from(["flotilla-bench", "--backup-max-rate", bad]).is_err());
+        }
     }
 
     #[test]

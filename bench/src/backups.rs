@@ -2,8 +2,10 @@
 //! `plan.backup_mib` MiB (16 KiB documents, 3 shards, 3 replicas) backed up with the real
 //! `flotilla` command line to a directory on the same disk, then restored into a new database;
 //! puts of 1 KiB from 16 clients are measured alone and while the backup runs, in both client
-//! modes (one shared client, one client per worker). Runs on the benchmark's Flotilla cluster
-//! after the etcd rows.
+//! modes (one shared client, one client per worker), with the backup unlimited and with
+//! `--max-rate`. Each window of puts alone starts once the nodes' background storage work
+//! (snapshots, compactions) has settled. Runs on the benchmark's Flotilla cluster after the
+//! etcd rows.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::args::Plan;
-use crate::flotilla::FlotillaCluster;
+use crate::flotilla::{FlotillaCluster, MetricsSource};
 use crate::throughput::round;
 
 /// The directory under the run's data directory that holds the backups.
@@ -45,6 +47,10 @@ pub struct BackupRig<'a> {
     pub dir: PathBuf,
     /// The `flotilla` command line.
     pub cli: &'a Path,
+    /// The rate limit of the backups measured with it (`backup create --max-rate`, MiB/s).
+    pub max_rate: f64,
+    /// Each node's metrics, watched for background work to settle (none: not waited for).
+    pub metrics: Vec<MetricsSource>,
 }
 
 /// Puts per second in one client mode, alone and while a backup runs.
@@ -52,6 +58,8 @@ pub struct BackupRig<'a> {
 pub struct WritesDuringBackup {
     /// `shared` (one client for every worker) or `per-worker`.
     pub mode: String,
+    /// The backup's `--max-rate` (MiB/s), none when unlimited.
+    pub max_rate_mib_per_sec: Option<f64>,
     pub alone_ops_per_sec: f64,
     pub during_backup_ops_per_sec: f64,
     /// How much slower puts were during the backup, in percent (goal: under 20).
@@ -80,8 +88,12 @@ impl BackupRows {
             self.backup_mib, self.documents, self.backup_mib_per_sec, self.restore_mib_per_sec
         );
         for w in &self.writes {
+            let limit = match w.max_rate_mib_per_sec {
+                Some(rate) => format!("--max-rate {rate}"),
+                None => "unlimited".into(),
+            };
             out.push_str(&format!(
-                "puts of 1 KiB, {WRITERS} clients ({}): {:.0}/s alone, {:.0}/s during a backup ({:.1} s): {:.1} % slower (goal under 20 %)\n",
+                "puts of 1 KiB, {WRITERS} clients ({}): {:.0}/s alone, {:.0}/s during a backup ({limit}, {:.1} s): {:.1} % slower (goal under 20 %)\n",
                 w.mode, w.alone_ops_per_sec, w.during_backup_ops_per_sec, w.backup_s, w.slowdown_percent
             ));
         }
@@ -118,6 +130,8 @@ pub fn rig<'a>(
         alone: Duration::from_secs(10),
         dir: root.join(DIR),
         cli,
+        max_rate: plan.backup_max_rate,
+        metrics: flotilla.metrics_sources(),
     }
 }
 
@@ -157,7 +171,7 @@ pub async fn run(rig: &BackupRig<'_>, say: &dyn Fn(String)) -> anyhow::Result<Ba
     std::fs::create_dir_all(dir)?;
 
     say("backup without concurrent writes".into());
-    let (url, backup_s) = backup(cli, endpoints, dir, "quiet").await?;
+    let (url, backup_s) = backup(cli, endpoints, dir, "quiet", None).await?;
     let summary = flotilla_backup::open_verified(&url).await?.1;
     let bytes = summary.total_bytes() as f64;
     let mib = bytes / f64::from(1u32 << 20);
@@ -173,42 +187,9 @@ pub async fn run(rig: &BackupRig<'_>, say: &dyn Fn(String)) -> anyhow::Result<Ba
     for shared in [true, false] {
         let mode = if shared { "shared" } else { "per-worker" };
         let clients = clients(endpoints, shared)?;
-        let alone_window = async || {
-            puts_while(&clients, mode, async {
-                tokio::time::sleep(rig.alone).await;
-                Ok(())
-            })
-            .await
-        };
-        // Puts alone before and after the backup window, averaged: the nodes' own background
-        // work (dropping the restored database, snapshots and compaction of the loaded one)
-        // falls into one window or the other rather than deciding the baseline alone.
-        say(format!("puts alone ({mode})"));
-        let before = alone_window().await?;
-        say(format!("puts during a backup ({mode})"));
-        let mut backup_s = 0.0;
-        let during = puts_while(&clients, mode, async {
-            backup_s = backup(cli, endpoints, dir, mode).await?.1;
-            Ok(())
-        })
-        .await?;
-        say(format!("puts alone again ({mode})"));
-        let after = alone_window().await?;
-        say(format!(
-            "{mode}: {before:.0} puts/s alone before the backup, {after:.0} after"
-        ));
-        let alone = (before + after) / 2.0;
-        let slowdown = 100.0 * (1.0 - during / alone.max(f64::MIN_POSITIVE));
-        say(format!(
-            "{mode}: {alone:.0} puts/s alone, {during:.0} during the backup ({slowdown:.1} % slower)"
-        ));
-        writes.push(WritesDuringBackup {
-            mode: mode.into(),
-            alone_ops_per_sec: round(alone, 0),
-            during_backup_ops_per_sec: round(during, 0),
-            slowdown_percent: round(slowdown, 1),
-            backup_s: round(backup_s, 1),
-        });
+        for max_rate in [None, Some(rig.max_rate)] {
+            writes.push(writes_during_backup(rig, &clients, mode, max_rate, say).await?);
+        }
     }
     admin.drop_database(DB).await?;
     let _ = std::fs::remove_dir_all(dir);
@@ -219,6 +200,101 @@ pub async fn run(rig: &BackupRig<'_>, say: &dyn Fn(String)) -> anyhow::Result<Ba
         restore_mib_per_sec: round(mib / restore_s, 1),
         writes,
     })
+}
+
+/// Puts in one client mode alone, during a backup (limited to `max_rate` MiB/s), and alone
+/// again. The windows alone, before and after, are averaged, and each starts once the nodes'
+/// background work has settled (see [`settle`]).
+async fn writes_during_backup(
+    rig: &BackupRig<'_>,
+    clients: &[Client],
+    mode: &str,
+    max_rate: Option<f64>,
+    say: &dyn Fn(String),
+) -> anyhow::Result<WritesDuringBackup> {
+    let label = match max_rate {
+        Some(rate) => format!("{mode}, backup at --max-rate {rate}"),
+        None => format!("{mode}, backup unlimited"),
+    };
+    let alone_window = async || {
+        settle(&rig.metrics, say).await;
+        puts_while(clients, mode, async {
+            tokio::time::sleep(rig.alone).await;
+            Ok(())
+        })
+        .await
+    };
+    say(format!("puts alone ({label})"));
+    let before = alone_window().await?;
+    say(format!("puts during a backup ({label})"));
+    let mut backup_s = 0.0;
+    let id = format!(
+        "{mode}-{}",
+        if max_rate.is_some() {
+            "limited"
+        } else {
+            "unlimited"
+        }
+    );
+    let during = puts_while(clients, mode, async {
+        backup_s = backup(rig.cli, &rig.endpoints, &rig.dir, &id, max_rate)
+            .await?
+            .1;
+        Ok(())
+    })
+    .await?;
+    say(format!("puts alone again ({label})"));
+    let after = alone_window().await?;
+    let alone = (before + after) / 2.0;
+    let slowdown = 100.0 * (1.0 - during / alone.max(f64::MIN_POSITIVE));
+    say(format!(
+        "{label}: {before:.0} and {after:.0} puts/s alone, {during:.0} during the backup ({slowdown:.1} % slower)"
+    ));
+    Ok(WritesDuringBackup {
+        mode: mode.into(),
+        max_rate_mib_per_sec: max_rate,
+        alone_ops_per_sec: round(alone, 0),
+        during_backup_ops_per_sec: round(during, 0),
+        slowdown_percent: round(slowdown, 1),
+        backup_s: round(backup_s, 1),
+    })
+}
+
+/// How long the nodes' background work must stay still to count as settled.
+const SETTLED_FOR: Duration = Duration::from_secs(5);
+/// The longest wait for it.
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
+
+/// Waits until no node has finished a snapshot or a compaction for [`SETTLED_FOR`] (at most
+/// [`SETTLE_LIMIT`], then says so and goes on): a window of puts alone measures the puts, not
+/// the work a load, a restore or a drop left behind.
+async fn settle(metrics: &[MetricsSource], say: &dyn Fn(String)) {
+    if metrics.is_empty() {
+        return;
+    }
+    let started = Instant::now();
+    let mut last = None;
+    let mut still_since = Instant::now();
+    loop {
+        let mut total = 0.0;
+        for m in metrics {
+            total += m.background_work().await.unwrap_or(f64::NAN);
+        }
+        let now = Instant::now();
+        if last != Some(total) || total.is_nan() {
+            last = Some(total);
+            still_since = now;
+        } else if now - still_since >= SETTLED_FOR {
+            return;
+        }
+        if now - started >= SETTLE_LIMIT {
+            say(format!(
+                "the nodes' background work did not settle within {SETTLE_LIMIT:?}; measuring anyway"
+            ));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// One client for every worker, or one each.
@@ -299,15 +375,21 @@ async fn puts_while(
     Ok(count as f64 / secs)
 }
 
-/// Runs `flotilla backup create` of [`DB`] into `dir`; answers the backup's URL and seconds.
+/// Runs `flotilla backup create` of [`DB`] into `dir` (at most `max_rate` MiB/s); answers the
+/// backup's URL and seconds.
 async fn backup(
     cli: &Path,
     endpoints: &[String],
     dir: &Path,
     id: &str,
+    max_rate: Option<f64>,
 ) -> anyhow::Result<(String, f64)> {
     let dir = dir.to_string_lossy();
-    let args = ["backup", "create", DB, "--to", &dir, "--id", id];
+    let mut args = vec!["backup", "create", DB, "--to", &dir, "--id", id];
+    let rate = max_rate.map(|r| r.to_string());
+    if let Some(rate) = &rate {
+        args.extend(["--max-rate", rate]);
+    }
     flotilla_cli(cli, endpoints, &args).await
 }
 

@@ -172,6 +172,22 @@ impl MetricsSource {
         ))
     }
 
+    /// How much background storage work this node has finished: snapshot builds and
+    /// installs, and compactions (the counts of their histograms).
+    pub async fn background_work(&self) -> Option<f64> {
+        let text = self.text().await.ok()?;
+        Some(
+            [
+                "snapshot_build_duration_seconds",
+                "snapshot_install_duration_seconds",
+                "storage_compaction_duration_seconds",
+            ]
+            .iter()
+            .map(|name| histogram_sum_count(&text, name).1)
+            .sum(),
+        )
+    }
+
     /// How many replicas on this node hibernate (`flotilla_raft_hibernating` at 1).
     pub async fn hibernating(&self) -> Option<usize> {
         let text = self.text().await.ok()?;

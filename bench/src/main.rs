@@ -90,7 +90,8 @@ impl Progress {
 }
 
 async fn bench(cli: &Cli) -> anyhow::Result<()> {
-    let plan = Plan::of(cli.quick, cli.idle_groups, &cli.only);
+    let mut plan = Plan::of(cli.quick, cli.idle_groups, &cli.only);
+    plan.backup_max_rate = cli.backup_max_rate;
     let p = Progress(Instant::now());
     let load_at_start = load_average();
     let root = &cli.data_dir;

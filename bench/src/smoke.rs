@@ -180,6 +180,8 @@ async fn the_backup_rows_run_against_one_node() {
         alone: Duration::from_millis(500),
         dir: tmp.path().join("backups"),
         cli: &cli,
+        max_rate: 4.0,
+        metrics: Vec::new(),
     };
     let rows = run(&rig, &|_| {}).await.unwrap();
     assert_eq!(rows.documents, 64, "{rows:?}");
@@ -188,7 +190,11 @@ async fn the_backup_rows_run_against_one_node() {
         "{rows:?}"
     );
     assert!(rows.restore_mib_per_sec > 0.0, "{rows:?}");
-    assert_eq!(rows.writes.len(), 2);
+    assert_eq!(
+        rows.writes.len(),
+        4,
+        "two client modes, unlimited and limited"
+    );
     for w in &rows.writes {
         assert!(
             w.alone_ops_per_sec > 0.0 && w.during_backup_ops_per_sec > 0.0,

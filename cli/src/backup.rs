@@ -24,7 +24,10 @@ use flotilla_client::{Client, ReplicaState, ShardStatus};
 mod cluster;
 mod cut;
 mod incremental;
+mod pace;
 mod restore;
+
+pub use pace::Reading;
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {
@@ -55,6 +58,11 @@ pub enum BackupCommand {
         /// a shard no longer keeps its changes that far back (take a full backup).
         #[arg(long, value_name = "BASE_URL")]
         incremental_from: Option<String>,
+        /// Read the shards no faster than this many MiB per second (e.g. 32), so that a
+        /// backup beside production writes slows them less; unlimited when unset. The
+        /// commits of the database are never held back by a slow backup.
+        #[arg(long, value_name = "MIB_PER_SEC", value_parser = pace::parse_mib_per_sec)]
+        max_rate: Option<f64>,
     },
     /// The complete backups under a target.
     List { url: String },
@@ -100,10 +108,16 @@ pub async fn run(client: &Client, command: BackupCommand) -> Result<()> {
             id,
             stagger_reads,
             incremental_from,
+            max_rate,
         } => {
+            let reading = Reading {
+                stagger: stagger_reads,
+                max_bytes_per_sec: max_rate,
+            };
             let url = match (database, all, incremental_from) {
                 (Some(database), false, Some(base)) => {
-                    incremental::create(client, &database, &to, id.as_deref(), &base).await?
+                    incremental::create(client, &database, &to, id.as_deref(), &base, &reading)
+                        .await?
                 }
                 (Some(database), false, None) => {
                     create(
@@ -111,14 +125,14 @@ pub async fn run(client: &Client, command: BackupCommand) -> Result<()> {
                         &database,
                         Target::open(&to)?,
                         id.as_deref(),
-                        stagger_reads,
+                        &reading,
                     )
                     .await?
                 }
                 (_, _, Some(_)) => {
                     bail!("--incremental-from takes one database: name it instead of --all")
                 }
-                _ => cluster::create_all(client, &to, id.as_deref()).await?,
+                _ => cluster::create_all(client, &to, id.as_deref(), &reading).await?,
             };
             println!("{url}");
             Ok(())
@@ -282,7 +296,7 @@ async fn create(
     database: &str,
     target: Target,
     id: Option<&str>,
-    stagger: Option<Duration>,
+    reading: &Reading,
 ) -> Result<String> {
     let started = SystemTime::now().duration_since(UNIX_EPOCH)?;
     let cluster = client.cluster_status().await?;
@@ -293,7 +307,7 @@ async fn create(
     };
     let collections = collections_of(client, database).await?;
     let writer = BackupWriter::start(target, &id).await?;
-    let taken = cut::take(client, &writer, database, &status, stagger).await?;
+    let taken = cut::take(client, &writer, database, &status, reading).await?;
     let total: u64 = taken.shards.iter().map(|s| s.documents).sum();
     eprintln!(
         "{} shards read at one cut: {total} documents",

@@ -311,3 +311,120 @@ async fn a_fence_left_by_a_dead_backup_is_lifted_by_the_shard_leader_and_commits
     let held = check_bank(&client, BANK, seed).await;
     assert_eq!(held, 1);
 }
+
+/// A backup with `--max-rate` reads no faster than its limit (it takes at least the time its
+/// bytes need at that rate, less the one-second burst it may save up), while the cut's fences
+/// are down as soon as every read is open: transfers across shards commit all the while (with
+/// `--backup-fence-max` at a minute, a fence held through the slow drain would make them time
+/// out). The backup restores whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_backup_is_slow_but_never_holds_commits_back() {
+    let seed: u64 = rand::rng().random();
+    eprintln!("seed {seed}");
+    let mut options = ClusterOptions::default().fast_elections();
+    options
+        .extra_args
+        .extend(["--backup-fence-max".to_string(), "60s".to_string()]);
+    let cluster = Cluster::start(3, options).await;
+    cluster.create_database(BANK, Some(3), Some(SHARDS)).await;
+    let client = cluster.client();
+    let endpoints = cluster.endpoints().join(",");
+    for i in 0..ACCOUNTS {
+        client
+            .put(BANK, "accounts", &account(i), &body(START, &[]), None)
+            .await
+            .unwrap();
+    }
+    // Ballast beside the bank: 96 documents of 8 KiB.
+    let pad = "p".repeat(8 << 10);
+    let mut bytes = 0usize;
+    for i in 0..96 {
+        let (id, json) = (format!("b{i:03}"), format!(r#"{{"pad":"{pad}"}}"#));
+        bytes += "ballast".len() + id.len() + json.len();
+        client.put(BANK, "ballast", &id, &json, None).await.unwrap();
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let worker = {
+        let (client, stop, done, failed) =
+            (client.clone(), stop.clone(), done.clone(), failed.clone());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let from = rng.random_range(0..ACCOUNTS);
+                let to = (from + rng.random_range(1..ACCOUNTS)) % ACCOUNTS;
+                let counter = if transfer(&client, n, from, to, 1).await {
+                    &done
+                } else {
+                    &failed
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    // 0.1 MiB/s: the ballast alone needs about 8 s.
+    let rate = 0.1;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_str().unwrap().to_string();
+    let started = Instant::now();
+    let out = flotilla(
+        &endpoints,
+        &[
+            "backup",
+            "create",
+            BANK,
+            "--to",
+            &root,
+            "--max-rate",
+            &rate.to_string(),
+        ],
+    )
+    .await;
+    let took = started.elapsed();
+    let url = assert_ok(&out, seed).trim().to_string();
+    let during = done.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    worker.await.unwrap();
+
+    let least = Duration::from_secs_f64(bytes as f64 / (rate * 1048576.0))
+        .saturating_sub(Duration::from_secs(1));
+    assert!(
+        took >= least,
+        "seed {seed}: {bytes} bytes at {rate} MiB/s took {took:?}, less than {least:?}"
+    );
+    assert!(
+        during >= 3,
+        "seed {seed}: transfers committed while the backup read ({during} in {took:?})"
+    );
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "seed {seed}: a transfer failed during the backup (a fence held back its commit?)"
+    );
+    let out = flotilla(
+        &endpoints,
+        &["backup", "restore", &url, "--database", "restored"],
+    )
+    .await;
+    assert_ok(&out, seed);
+    check_bank(&client, "restored", seed).await;
+    let docs = common::all_docs(&client, "restored", &["ballast"]).await;
+    assert_eq!(docs.len(), 96, "seed {seed}: the ballast is restored");
+
+    // A rate that is not a positive number is refused before anything is read.
+    let out = flotilla(
+        &endpoints,
+        &["backup", "create", BANK, "--to", &root, "--max-rate", "0"],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", common::text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("positive number of MiB per second"),
+        "{}",
+        common::text(&out)
+    );
+}

@@ -51,6 +51,8 @@ pub struct BackupRequest {
     pub destination: Option<String>,
     pub env_from_secret: Option<String>,
     pub volume_claim: Option<String>,
+    /// The Backup's read rate limit (MiB/s); the Cluster's when unset.
+    pub max_rate_mib_per_second: Option<u32>,
     /// The Backup's name; `<cluster>-<database>-<UTC time>` when unset.
     pub name: Option<String>,
 }
@@ -76,6 +78,7 @@ pub fn backup_object(request: &BackupRequest, namespace: &str, at: Timestamp) ->
                     .map(|name| SecretRef { name }),
                 volume_claim: request.volume_claim.clone(),
             },
+            max_rate_mib_per_second: request.max_rate_mib_per_second,
         },
     );
     backup.metadata.namespace = Some(namespace.to_owned());

@@ -40,7 +40,12 @@ fn permission_of(name: &str) -> Result<Permission> {
 const ROOT_ROLE: &str = "root";
 
 /// Backs up every database, the roles and the users under `to`; answers the backup's URL.
-pub async fn create_all(client: &Client, to: &str, id: Option<&str>) -> Result<String> {
+pub async fn create_all(
+    client: &Client,
+    to: &str,
+    id: Option<&str>,
+    reading: &super::Reading,
+) -> Result<String> {
     let started = SystemTime::now().duration_since(UNIX_EPOCH)?;
     let cluster = client.cluster_status().await?;
     let id = match id {
@@ -80,7 +85,15 @@ pub async fn create_all(client: &Client, to: &str, id: Option<&str>) -> Result<S
     let mut databases = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
         eprintln!("database {}/{}: {name}", i + 1, names.len());
-        match super::create(client, name, writer.databases().clone(), Some(name), None).await {
+        match super::create(
+            client,
+            name,
+            writer.databases().clone(),
+            Some(name),
+            reading,
+        )
+        .await
+        {
             Ok(_) => {}
             // Dropped since it was listed: not in the backup.
             Err(e) if matches!(e.downcast_ref(), Some(ClientError::NotFound(_))) => {

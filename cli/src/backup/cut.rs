@@ -10,7 +10,7 @@
 //! says committed are applied; every other intent is dropped.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use flotilla_backup::cut::{TxnLine, committed, txn_file, txn_file_bytes};
@@ -20,6 +20,8 @@ use flotilla_backup::{
 };
 use flotilla_client::{Client, Cut, DatabaseStatus, Error as ClientError};
 use flotilla_proto::v1 as pb;
+
+use super::pace::{Pace, Reading};
 
 /// Cuts begun before a backup gives up.
 pub const ATTEMPTS: u32 = 5;
@@ -44,14 +46,14 @@ pub async fn take(
     writer: &BackupWriter,
     database: &str,
     status: &DatabaseStatus,
-    stagger: Option<Duration>,
+    reading: &Reading,
 ) -> Result<Taken> {
     let mut last = None;
     for attempt in 1..=ATTEMPTS {
         if attempt > 1 {
             eprintln!("beginning the cut again (attempt {attempt}/{ATTEMPTS})");
         }
-        match take_once(client, writer, database, status, stagger).await {
+        match take_once(client, writer, database, status, reading).await {
             Ok(taken) => return Ok(taken),
             Err(e) => {
                 eprintln!("the cut could not be read whole: {e:#}");
@@ -71,8 +73,9 @@ async fn take_once(
     writer: &BackupWriter,
     database: &str,
     status: &DatabaseStatus,
-    stagger: Option<Duration>,
+    reading: &Reading,
 ) -> Result<Taken> {
+    let stagger = reading.stagger;
     let cut = client
         .begin_cut(database)
         .await
@@ -115,8 +118,11 @@ async fn take_once(
     // stream's flow control): a backup loads its target and the nodes as one shard read does.
     let count = reads.len();
     let mut shards = Vec::with_capacity(count);
+    let mut pace = reading
+        .max_bytes_per_sec
+        .map(|rate| Pace::new(rate, Instant::now()));
     for read in reads {
-        shards.push(drain(writer, read, count).await?);
+        shards.push(drain(writer, read, count, &mut pace).await?);
     }
     let info = write_txns(writer, cut.id, &heads).await?;
     Ok(Taken { shards, cut: info })
@@ -180,8 +186,16 @@ async fn open_shard(
     Err(last.context(format!("opening shard {}", shard.shard)))
 }
 
-/// Drains an open read into its shard file.
-async fn drain(writer: &BackupWriter, read: OpenRead, count: usize) -> Result<ShardBackup> {
+/// How often a shard's drain reports its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Drains an open read into its shard file, no faster than `pace` allows.
+async fn drain(
+    writer: &BackupWriter,
+    read: OpenRead,
+    count: usize,
+    pace: &mut Option<Pace>,
+) -> Result<ShardBackup> {
     let OpenRead {
         shard,
         addr,
@@ -191,9 +205,14 @@ async fn drain(writer: &BackupWriter, read: OpenRead, count: usize) -> Result<Sh
     let revision = head.revision;
     eprintln!("shard {}/{count}: reading from {addr}", shard + 1);
     let mut file = writer.shard(shard);
+    let started = Instant::now();
+    let mut reported = started;
+    let mut read_bytes = 0u64;
     let mut chunk = Some(head);
     while let Some(c) = chunk.take() {
+        let mut bytes = 0u64;
         for d in c.documents {
+            bytes += (d.collection.len() + d.id.len() + d.json.len()) as u64;
             let doc = BackupDoc {
                 collection: d.collection,
                 id: d.id,
@@ -205,6 +224,21 @@ async fn drain(writer: &BackupWriter, read: OpenRead, count: usize) -> Result<Sh
                 file.abort().await;
                 return Err(e.into());
             }
+        }
+        read_bytes += bytes;
+        if let Some(pace) = pace.as_mut() {
+            tokio::time::sleep(pace.after(bytes, Instant::now())).await;
+        }
+        if reported.elapsed() >= PROGRESS_EVERY {
+            reported = Instant::now();
+            let secs = started.elapsed().as_secs_f64();
+            let mib = read_bytes as f64 / f64::from(1u32 << 20);
+            eprintln!(
+                "shard {}/{count}: {} documents, {mib:.1} MiB read ({:.1} MiB/s)",
+                shard + 1,
+                file.documents(),
+                mib / secs.max(f64::MIN_POSITIVE)
+            );
         }
         match stream.message().await {
             Ok(next) => chunk = next,

@@ -56,6 +56,7 @@ pub(super) async fn create(
     to: &str,
     id: Option<&str>,
     base_url: &str,
+    reading: &super::Reading,
 ) -> Result<String> {
     let started = SystemTime::now().duration_since(UNIX_EPOCH)?;
     let base = inc::open_manifest(base_url)
@@ -71,7 +72,10 @@ pub(super) async fn create(
     let collections = super::collections_of(client, database).await?;
     let writer = BackupWriter::start(Target::open(to)?, &id).await?;
     let url = writer.url();
-    let shards = match read_all(client, &writer, database, &base, &status).await {
+    let mut pace = reading
+        .max_bytes_per_sec
+        .map(|rate| super::pace::Pace::new(rate, std::time::Instant::now()));
+    let shards = match read_all(client, &writer, database, &base, &status, &mut pace).await {
         Ok(shards) => shards,
         Err(e) => {
             // Nothing of a refused backup is kept (it has no marker, so it is never listed).
@@ -147,6 +151,7 @@ async fn read_all(
     database: &str,
     base: &Link,
     status: &DatabaseStatus,
+    pace: &mut Option<super::pace::Pace>,
 ) -> Result<Vec<(ShardBackup, ShardRange)>> {
     let count = status.shards.len();
     let mut out = Vec::with_capacity(count);
@@ -164,7 +169,9 @@ async fn read_all(
                 "shard {}/{count}: reading changes after revision {after} from {addr}",
                 shard.shard + 1
             );
-            match read_shard_changes(client, writer, &addr, database, shard.shard, after).await {
+            match read_shard_changes(client, writer, &addr, database, shard.shard, after, pace)
+                .await
+            {
                 Ok(s) => {
                     done = Some(s);
                     break;
@@ -215,6 +222,7 @@ async fn read_shard_changes(
     database: &str,
     shard: u32,
     after: u64,
+    pace: &mut Option<super::pace::Pace>,
 ) -> Result<(ShardBackup, ShardRange), ReplicaFailure> {
     let mut stream = match client.read_changes(addr, database, shard, after, 0).await {
         Ok(stream) => stream,
@@ -237,7 +245,9 @@ async fn read_shard_changes(
             }
         };
         to = Some(chunk.to_revision);
+        let mut bytes = 0u64;
         for c in chunk.changes {
+            bytes += (c.collection.len() + c.id.len() + c.json.len()) as u64;
             if c.commit_unix_ms > 0 {
                 if first_ms == 0 {
                     first_ms = c.commit_unix_ms;
@@ -256,6 +266,9 @@ async fn read_shard_changes(
                 file.abort().await;
                 return Err(ReplicaFailure::Other(e.into()));
             }
+        }
+        if let Some(pace) = pace.as_mut() {
+            tokio::time::sleep(pace.after(bytes, std::time::Instant::now())).await;
         }
     }
     let Some(to) = to else {

@@ -90,6 +90,10 @@ enum Command {
         /// A PersistentVolumeClaim mounted at /backup in the Job's pod.
         #[arg(long)]
         volume_claim: Option<String>,
+        /// Read no faster than this many MiB per second (at least 1); the Cluster's
+        /// spec.backup.maxRateMiBPerSecond when unset.
+        #[arg(long, value_name = "MIB_PER_SEC", value_parser = clap::value_parser!(u32).range(1..))]
+        max_rate: Option<u32>,
         /// Name of the Backup object (`<cluster>-<database>-<UTC time>` when unset).
         #[arg(long)]
         name: Option<String>,
@@ -173,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
             to,
             secret,
             volume_claim,
+            max_rate,
             name,
             wait,
             timeout,
@@ -184,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
                 destination: to,
                 env_from_secret: secret,
                 volume_claim,
+                max_rate_mib_per_second: max_rate,
                 name,
             };
             return backup(

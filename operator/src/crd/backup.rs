@@ -70,6 +70,16 @@ pub struct BackupSpec {
     /// unset part is taken from the Cluster's `spec.backup`.
     #[serde(flatten)]
     pub target: BackupDestination,
+
+    /// Read the database no faster than this many MiB per second (`flotilla backup create
+    /// --max-rate`), so that the backup slows the cluster's writes less; the Cluster's `spec.backup.maxRateMiBPerSecond` when unset, unlimited when neither is set.
+    #[serde(
+        default,
+        rename = "maxRateMiBPerSecond",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxRateMiBPerSecond must be at least 1"))]
+    pub max_rate_mib_per_second: Option<u32>,
 }
 
 /// Where backups go, as a Backup, a ScheduledBackup and a Cluster's `spec.backup` name it.

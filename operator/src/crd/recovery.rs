@@ -21,6 +21,16 @@ pub struct ClusterBackupSpec {
     #[serde(flatten)]
     pub target: BackupDestination,
 
+    /// Read the database no faster than this many MiB per second (`flotilla backup create
+    /// --max-rate`), so that the backup slows the cluster's writes less: the default of the cluster's Backups and ScheduledBackups.
+    #[serde(
+        default,
+        rename = "maxRateMiBPerSecond",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxRateMiBPerSecond must be at least 1"))]
+    pub max_rate_mib_per_second: Option<u32>,
+
     /// Which completed backups a ScheduledBackup with no retention of its own keeps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<Retention>,

@@ -97,6 +97,16 @@ pub struct ScheduledBackupSpec {
     #[serde(flatten)]
     pub target: BackupDestination,
 
+    /// Read the database no faster than this many MiB per second (`flotilla backup create
+    /// --max-rate`), so that the backup slows the cluster's writes less (given to each Backup it creates).
+    #[serde(
+        default,
+        rename = "maxRateMiBPerSecond",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[x_kube(validation = Rule::new("self >= 1").message("maxRateMiBPerSecond must be at least 1"))]
+    pub max_rate_mib_per_second: Option<u32>,
+
     /// Which completed backups to keep; the Cluster's `spec.backup.retention` when unset,
     /// and every backup is kept when neither is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -46,6 +46,18 @@ pub fn backup_destination(backup: &Backup, cluster: &Cluster) -> Option<Resolved
         .or_cluster(cluster.spec.backup.as_ref().map(|b| &b.target))
 }
 
+/// How fast `backup` reads (MiB/s): its own limit, else its Cluster's `spec.backup` one;
+/// `None` (unlimited) when neither sets one.
+pub fn backup_max_rate(backup: &Backup, cluster: &Cluster) -> Option<u32> {
+    backup.spec.max_rate_mib_per_second.or_else(|| {
+        cluster
+            .spec
+            .backup
+            .as_ref()
+            .and_then(|b| b.max_rate_mib_per_second)
+    })
+}
+
 /// The URL the backup will have: its id under the destination.
 pub fn backup_url(backup: &Backup, destination: &ResolvedDestination) -> Result<String> {
     Ok(format!(
@@ -107,7 +119,7 @@ pub fn backup_job(
         .name
         .clone()
         .ok_or(Error::MissingObjectKey("metadata.name"))?;
-    let args = vec![
+    let mut args = vec![
         "--endpoints".to_owned(),
         client_endpoint(cluster)?,
         "--timeout".to_owned(),
@@ -120,6 +132,9 @@ pub fn backup_job(
         "--id".to_owned(),
         backup_id(backup)?,
     ];
+    if let Some(rate) = backup_max_rate(backup, cluster) {
+        args.extend(["--max-rate".to_owned(), rate.to_string()]);
+    }
     cli_job(
         cluster,
         JobShape {
@@ -355,6 +370,7 @@ mod tests {
                     }),
                     volume_claim: None,
                 },
+                max_rate_mib_per_second: None,
             },
         );
         backup.metadata.namespace = Some("db".to_owned());
@@ -397,6 +413,32 @@ mod tests {
             )
             .unwrap(),
             "s3://bucket/flotilla/db-nightly"
+        );
+    }
+
+    #[test]
+    fn the_read_rate_is_the_backups_else_the_clusters_else_unlimited() {
+        let args = |backup: &Backup, cluster: &Cluster| {
+            let job = job_of(backup, cluster);
+            let pod = job.spec.and_then(|s| s.template.spec).unwrap();
+            pod.containers[0].args.clone().unwrap_or_default().join(" ")
+        };
+        let mut cluster = Cluster::test();
+        assert!(!args(&backup(), &cluster).contains("--max-rate"));
+        cluster.spec.backup = Some(crate::crd::ClusterBackupSpec {
+            target: BackupDestination::to("s3://elsewhere"),
+            retention: None,
+            max_rate_mib_per_second: Some(64),
+        });
+        assert!(
+            args(&backup(), &cluster).ends_with("--id db-nightly --max-rate 64"),
+            "the cluster's default"
+        );
+        let mut own = backup();
+        own.spec.max_rate_mib_per_second = Some(16);
+        assert!(
+            args(&own, &cluster).ends_with("--id db-nightly --max-rate 16"),
+            "the backup's own"
         );
     }
 
@@ -525,6 +567,7 @@ mod tests {
                 volume_claim: Some("backups".to_owned()),
             },
             retention: None,
+            max_rate_mib_per_second: None,
         });
         let pod = job_of(&backup, &cluster)
             .spec

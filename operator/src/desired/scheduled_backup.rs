@@ -29,6 +29,7 @@ pub fn scheduled_backup(
             cluster_ref: spec.cluster_ref.clone(),
             database: spec.database.clone(),
             target: spec.target.clone(),
+            max_rate_mib_per_second: spec.max_rate_mib_per_second,
         },
     );
     backup.metadata.namespace = schedule.metadata.namespace.clone();

@@ -17,6 +17,7 @@ fn request(cluster: &str) -> BackupRequest {
         destination: Some("s3://backups/flotilla".to_owned()),
         env_from_secret: Some("s3".to_owned()),
         volume_claim: None,
+        max_rate_mib_per_second: None,
         name: Some("nightly".to_owned()),
     }
 }
@@ -203,6 +204,7 @@ async fn a_backup_naming_no_destination_waits_for_one_and_then_takes_its_cluster
     cluster.spec.backup = Some(crate::crd::ClusterBackupSpec {
         target: crate::crd::BackupDestination::to("s3://cluster-default/flotilla"),
         retention: None,
+        max_rate_mib_per_second: None,
     });
     h.api.put(&cluster);
     let started = h.reconcile_backup().await;

@@ -38,6 +38,7 @@ fn every_five_minutes(keep: i32) -> ScheduledBackup {
                 max_age: None,
             }),
             suspend: false,
+            max_rate_mib_per_second: Some(24),
         },
     );
     schedule.metadata.namespace = Some(NS.to_owned());
@@ -118,6 +119,7 @@ async fn backups_are_created_on_schedule_and_expired_ones_deleted_with_their_dat
             .get(NS, &name)
             .unwrap_or_else(|| panic!("no Backup {name}"));
         assert_eq!(backup.spec.database, "orders");
+        assert_eq!(backup.spec.max_rate_mib_per_second, Some(24));
         assert_eq!(
             backup
                 .labels()

@@ -30,6 +30,7 @@ fn schedule(cron: &str) -> ScheduledBackup {
             },
             retention: None,
             suspend: false,
+            max_rate_mib_per_second: None,
         },
     );
     schedule.metadata.namespace = Some("db".to_owned());
