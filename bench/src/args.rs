@@ -287,7 +287,11 @@ impl Plan {
             + self.idle_interval
             + self.steps_time()
             + Duration::from_secs(15) * (2 * self.failover_trials as u32)
-            + self.idle_budget
+            + if self.idle_groups > 0 {
+                self.idle_budget
+            } else {
+                Duration::ZERO
+            }
             + self.load_time()
             + Duration::from_secs(10)
     }
