@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use redb::{ReadableDatabase, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -255,77 +255,127 @@ impl StateMachine {
     async fn build(&mut self) -> Result<Snapshot, io::Error> {
         let storage = self.storage.clone();
         let _timer = Timer::start(&storage.metrics().snapshot_build);
-        let gid = self.gid;
         self.state.written.store(0, Ordering::Relaxed);
-        let (meta, data) = {
-            let txn = self.storage.state_db().begin_read().map_err(io_err)?;
-            let sm = txn.open_table(SM_STATE).map_err(io_err)?;
-            let last_log_id: Option<LogId> = match sm.get((gid, KEY_APPLIED)).map_err(io_err)? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
+        let (meta, data) = self.read_for_snapshot()?;
+        self.store_built(meta, data).await
+    }
+
+    /// The group's state as a snapshot: its metadata and body, read in one read transaction.
+    pub(super) fn read_for_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>), io::Error> {
+        let gid = self.gid;
+        let txn = self.storage.state_db().begin_read().map_err(io_err)?;
+        let sm = txn.open_table(SM_STATE).map_err(io_err)?;
+        let last_log_id: Option<LogId> = match sm.get((gid, KEY_APPLIED)).map_err(io_err)? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        let last_membership: StoredMembership =
+            match sm.get((gid, KEY_MEMBERSHIP)).map_err(io_err)? {
+                Some(v) => decode(v.value())?,
+                None => StoredMembership::default(),
             };
-            let last_membership: StoredMembership =
-                match sm.get((gid, KEY_MEMBERSHIP)).map_err(io_err)? {
-                    Some(v) => decode(v.value())?,
-                    None => StoredMembership::default(),
-                };
-            let meta_state: Option<MetaState> = match sm.get((gid, KEY_META)).map_err(io_err)? {
-                Some(v) => Some(decode(v.value())?),
-                None => None,
-            };
-            let (docs, requests, indexes) = if gid == META_GROUP {
-                (vec![], Requests::default(), vec![])
-            } else {
-                (
-                    documents::all_docs(&txn, gid)?,
-                    dedup::export(&txn, gid)?,
-                    indexes::snapshot_defs(&txn, gid)?,
-                )
-            };
-            let body = SnapshotBody {
-                docs,
-                meta: meta_state,
-                requests,
-                indexes,
-            };
-            let mut data = encode(&body)?;
-            // A data group's intents and records follow the body, so they move with the shard.
-            // Then, only on a shard being restored, its loading mark (see `super::load`).
-            if gid != META_GROUP {
-                data.extend(encode(&super::txn::snapshot(&txn, gid)?)?);
-                // Then, when a backup fence is up, the fences (after the mark, written then
-                // even when false; see `super::fence`).
-                let loading = super::load::is_loading(&txn, gid)?;
-                let fences = super::fence::fences(&txn, gid)?;
-                if loading || !fences.is_empty() {
-                    data.extend(encode(&loading)?);
-                }
-                if !fences.is_empty() {
-                    data.extend(encode(&fences)?);
-                }
-            }
+        let meta_state: Option<MetaState> = match sm.get((gid, KEY_META)).map_err(io_err)? {
+            Some(v) => Some(decode(v.value())?),
+            None => None,
+        };
+        let (docs, requests, indexes) = if gid == META_GROUP {
+            (vec![], Requests::default(), vec![])
+        } else {
             (
-                SnapshotMeta {
-                    last_log_id,
-                    last_membership,
-                },
-                data,
+                documents::all_docs(&txn, gid)?,
+                dedup::export(&txn, gid)?,
+                indexes::snapshot_defs(&txn, gid)?,
             )
         };
+        let body = SnapshotBody {
+            docs,
+            meta: meta_state,
+            requests,
+            indexes,
+        };
+        let mut data = encode(&body)?;
+        // A data group's intents and records follow the body, so they move with the shard.
+        // Then, only on a shard being restored, its loading mark (see `super::load`).
+        if gid != META_GROUP {
+            data.extend(encode(&super::txn::snapshot(&txn, gid)?)?);
+            // Then, when a backup fence is up, the fences (after the mark, written then
+            // even when false; see `super::fence`).
+            let loading = super::load::is_loading(&txn, gid)?;
+            let fences = super::fence::fences(&txn, gid)?;
+            if loading || !fences.is_empty() {
+                data.extend(encode(&loading)?);
+            }
+            if !fences.is_empty() {
+                data.extend(encode(&fences)?);
+            }
+        }
+        Ok((
+            SnapshotMeta {
+                last_log_id,
+                last_membership,
+            },
+            data,
+        ))
+    }
+
+    /// Stores a snapshot built from the state read at `meta`, unless a newer one is stored
+    /// already: a snapshot installed from the leader while this one was being built (the build
+    /// reads the state, then writes, and an install may come in between). Answers the
+    /// snapshot that is stored.
+    pub(super) async fn store_built(
+        &self,
+        meta: SnapshotMeta,
+        data: Vec<u8>,
+    ) -> Result<Snapshot, io::Error> {
+        let gid = self.gid;
         let stored = integrity::seal(&StoredSnapshot {
             meta: meta.clone(),
             data: data.clone(),
         })?;
+        let newer = Arc::new(Mutex::new(None));
+        let found = newer.clone();
+        let last = meta.last_log_id;
         // Durable: this commit also makes every earlier (non-durable) apply durable, so the logs
         // the snapshot covers may be purged.
         self.storage
             .state_writer()
             .run(true, move |txn| {
                 let mut t = txn.open_table(SNAPSHOTS).map_err(io_err)?;
+                if let Some(v) = t.get(gid).map_err(io_err)? {
+                    // Only the stored snapshot's metadata (it comes first) is decoded here.
+                    let corrupt = |damage| integrity::Corruption {
+                        gid,
+                        record: Record::Snapshot,
+                        damage,
+                    };
+                    let payload = integrity::payload(v.value()).map_err(corrupt)?;
+                    let (stored_meta, _) = postcard::take_from_bytes::<SnapshotMeta>(payload)
+                        .map_err(|e| corrupt(integrity::Damage::Undecodable(e.to_string())))?;
+                    if stored_meta.last_log_id > last {
+                        let current: StoredSnapshot =
+                            integrity::read(gid, || Record::Snapshot, v.value())?;
+                        *found.lock().unwrap_or_else(|p| p.into_inner()) = Some(current);
+                        return Ok(());
+                    }
+                }
                 t.insert(gid, stored.as_slice()).map_err(io_err)?;
                 Ok(())
             })
-            .await?;
+            .await
+            .map_err(|e| self.storage.note(e))?;
+        let newer = newer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(current) = newer {
+            tracing::info!(
+                group = gid,
+                built = ?meta.last_log_id,
+                kept = ?current.meta.last_log_id,
+                "snapshot built, but a newer one was installed meanwhile; the newer one is kept"
+            );
+            return Ok(Snapshot {
+                meta: current.meta,
+                snapshot: current.data,
+            });
+        }
         tracing::info!(group = gid, last = ?meta.last_log_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,

@@ -14,7 +14,7 @@ use tempfile::TempDir;
 
 use super::{LogStore, StateMachine, Storage};
 use crate::command::{Command, DataCommand, OpOutcome, Rejection, WriteOp};
-use crate::consensus::{Entry, TypeConfig};
+use crate::consensus::{Entry, Snapshot, TypeConfig};
 use crate::types::GroupId;
 
 pub(super) fn open(dir: &TempDir) -> Arc<Storage> {
@@ -512,4 +512,48 @@ async fn each_group_keeps_its_document_count_through_writes_deletes_and_snapshot
         .await
         .unwrap();
     assert_eq!(installed.document_counts(&[9]).unwrap(), [(9, 2)]);
+}
+
+#[tokio::test]
+async fn a_snapshot_built_across_an_install_never_replaces_the_installed_one() {
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let mut a = StateMachine::open(open(&dir_a), 9).unwrap();
+    for i in 1..=20u64 {
+        apply_one(
+            &mut a,
+            data_entry(i, vec![put(&format!("d{i}"), "1", None)]),
+        )
+        .await;
+    }
+    let leaders = a.build_snapshot().await.unwrap();
+    let index = |s: &Snapshot| s.meta.last_log_id.as_ref().map(|l| l.index);
+    assert_eq!(index(&leaders), Some(20));
+
+    let mut b = StateMachine::open(open(&dir_b), 9).unwrap();
+    for i in 1..=5u64 {
+        apply_one(
+            &mut b,
+            data_entry(i, vec![put(&format!("d{i}"), "1", None)]),
+        )
+        .await;
+    }
+    // b begins a build: it reads its state at 5...
+    let (meta, data) = b.read_for_snapshot().unwrap();
+    // ...the leader's snapshot at 20 is installed meanwhile...
+    b.install_snapshot(&leaders.meta, leaders.snapshot.clone())
+        .await
+        .unwrap();
+    // ...and the build stores last: the installed snapshot stays.
+    let kept = b.store_built(meta, data).await.unwrap();
+    assert_eq!(index(&kept), Some(20), "the newer snapshot is answered");
+    let current = b.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(index(&current), Some(20), "the newer snapshot is stored");
+    assert_eq!(current.snapshot, leaders.snapshot);
+
+    // A build from the installed state stores as usual.
+    apply_one(&mut b, data_entry(21, vec![put("d21", "1", None)])).await;
+    let built = b.build_snapshot().await.unwrap();
+    assert_eq!(index(&built), Some(21));
+    let current = b.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(index(&current), Some(21));
 }
