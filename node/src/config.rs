@@ -153,7 +153,7 @@ pub struct NodeConfig {
     #[arg(long, env = "FLOTILLA_TEST_CRASH_POINT", hide = true)]
     pub test_crash_point: bool,
     /// Tests only: see `store::faults` (a group's applies fail while the data directory holds
-    /// its trigger file).
+    /// its trigger file) and `store::slow_disk` (syncs are slowed while it holds `slow-sync`).
     #[arg(long, env = "FLOTILLA_TEST_STORAGE_FAULTS", hide = true)]
     pub test_storage_faults: bool,
     /// Tests only: see `store::power_loss` (what was not synced is lost when the process is

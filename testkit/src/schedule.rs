@@ -63,6 +63,9 @@ pub enum Fault {
     Deaf(Target),
     /// These nodes each lose this percentage of the packets they receive.
     Lossy(Vec<Target>, u8),
+    /// Each sync of these nodes' database files takes this many milliseconds longer (nodes
+    /// started with `--test-storage-faults`, see [`crate::cluster::SLOW_SYNC`]).
+    SlowDisk(Vec<Target>, u32),
     /// A non-transitive partition: the two sides cannot reach each other, the bridge node
     /// reaches both.
     Bridge {
@@ -86,6 +89,7 @@ impl Fault {
             Fault::Terminate(_) => "graceful stop",
             Fault::Deaf(_) => "one-way cut",
             Fault::Lossy(..) => "packet loss",
+            Fault::SlowDisk(..) => "slow disk",
             Fault::Bridge { .. } => "bridge partition",
         }
     }
@@ -119,7 +123,7 @@ pub fn random(seed: u64, rounds: usize, nodes: usize, partitions: bool) -> Vec<R
     let some_nodes = |rng: &mut StdRng, most: usize| some_nodes(rng, nodes, most);
     (0..rounds)
         .map(|_| {
-            let kinds = if partitions { 13 } else { 7 };
+            let kinds = if partitions { 14 } else { 8 };
             let fault = match rng.random_range(0..kinds) {
                 0 => Fault::Kill(vec![Target::Leader]),
                 // Usually a minority, sometimes a majority (the cluster must stop, then recover).
@@ -133,15 +137,24 @@ pub fn random(seed: u64, rounds: usize, nodes: usize, partitions: bool) -> Vec<R
                 } else {
                     Target::Node(rng.random_range(0..nodes))
                 }),
-                7 => Fault::Isolate(Target::Leader),
-                8 => Fault::Isolate(Target::Node(rng.random_range(0..nodes))),
-                9 => Fault::Deaf(if rng.random_bool(0.5) {
+                // The leader's disk or any nodes' (a majority's: commits wait on their syncs).
+                7 => Fault::SlowDisk(
+                    if rng.random_bool(0.5) {
+                        vec![Target::Leader]
+                    } else {
+                        some_nodes(&mut rng, nodes)
+                    },
+                    rng.random_range(50..=800),
+                ),
+                8 => Fault::Isolate(Target::Leader),
+                9 => Fault::Isolate(Target::Node(rng.random_range(0..nodes))),
+                10 => Fault::Deaf(if rng.random_bool(0.5) {
                     Target::Leader
                 } else {
                     Target::Node(rng.random_range(0..nodes))
                 }),
-                10 => Fault::Lossy(some_nodes(&mut rng, nodes), rng.random_range(5..=30)),
-                11 if nodes >= 3 => {
+                11 => Fault::Lossy(some_nodes(&mut rng, nodes), rng.random_range(5..=30)),
+                12 if nodes >= 3 => {
                     let mut all: Vec<usize> = (0..nodes).collect();
                     all.shuffle(&mut rng);
                     let bridge = all[0];
@@ -217,6 +230,12 @@ pub async fn inject(cluster: &mut Cluster, database: &str, fault: &Fault) -> Res
                 cluster.lossy(i, *percent)?;
             }
         }
+        Fault::SlowDisk(targets, ms) => {
+            for t in targets {
+                let i = resolve(cluster, database, t).await;
+                cluster.slow_disk(i, *ms)?;
+            }
+        }
         Fault::Bridge {
             left,
             bridge,
@@ -254,6 +273,7 @@ mod tests {
             "packet loss",
             "bridge partition",
             "graceful stop",
+            "slow disk",
         ] {
             assert!(kinds.contains(kind), "{kind} never scheduled: {kinds:?}");
         }
@@ -266,6 +286,10 @@ mod tests {
                 let targets = match &round.fault {
                     Fault::Kill(t) | Fault::Pause(t) => t.clone(),
                     Fault::Terminate(t) => vec![t.clone()],
+                    Fault::SlowDisk(t, ms) => {
+                        assert!((50..=800).contains(ms), "{ms}");
+                        t.clone()
+                    }
                     Fault::KillAll => vec![],
                     other => panic!("seed {seed}: {other} without partitions"),
                 };

@@ -94,7 +94,10 @@ impl Host {
         let storage = Storage::open_with(
             &config.data_dir,
             metrics.storage.store.clone(),
-            config.test_power_loss,
+            crate::store::TestModes {
+                power_loss: config.test_power_loss,
+                storage_faults: config.test_storage_faults,
+            },
         )?;
         storage.set_change_retention(config.change_retention);
         let peers = Arc::new(Peers::new(storage.node_id(), tls.to_peers.clone()));

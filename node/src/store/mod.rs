@@ -28,6 +28,7 @@ mod log_store;
 pub mod measure;
 pub mod power_loss;
 mod query;
+pub mod slow_disk;
 pub mod space;
 mod state_machine;
 mod tables;
@@ -233,8 +234,8 @@ impl Drop for Storage {
 }
 
 /// Opens (or creates) the database file at `path`, through the power-loss backend when asked.
-fn create(builder: &redb::Builder, path: &Path, power_loss: bool) -> Result<Database, StoreError> {
-    if !power_loss {
+fn create(builder: &redb::Builder, path: &Path, test: TestModes) -> Result<Database, StoreError> {
+    if !test.power_loss && !test.storage_faults {
         return Ok(builder.create(path)?);
     }
     let file = std::fs::OpenOptions::new()
@@ -243,8 +244,32 @@ fn create(builder: &redb::Builder, path: &Path, power_loss: bool) -> Result<Data
         .create(true)
         .truncate(false)
         .open(path)?;
-    let backend = power_loss::PowerLossBackend::new(file)?;
-    Ok(builder.create_with_backend(backend)?)
+    let trigger = path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(slow_disk::SLOW_SYNC);
+    let db = match (test.power_loss, test.storage_faults) {
+        (true, true) => builder.create_with_backend(slow_disk::SlowSyncBackend::new(
+            power_loss::PowerLossBackend::new(file)?,
+            trigger,
+        ))?,
+        (true, false) => builder.create_with_backend(power_loss::PowerLossBackend::new(file)?)?,
+        _ => builder.create_with_backend(slow_disk::SlowSyncBackend::new(
+            redb::backends::FileBackend::new(file).map_err(io::Error::other)?,
+            trigger,
+        ))?,
+    };
+    Ok(db)
+}
+
+/// How a node's storage behaves in tests (both off in production).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TestModes {
+    /// Unsynced writes live in memory, lost at a kill (see [`power_loss`]).
+    pub power_loss: bool,
+    /// Faults injected by trigger files in the data directory: failing applies (see
+    /// [`faults`]) and slow syncs (see [`slow_disk`]).
+    pub storage_faults: bool,
 }
 
 /// The log file (and, in data directories written before the split, every table).
@@ -262,16 +287,14 @@ impl Storage {
     /// Opens (or creates) the database files in `dir`. A new log file gets a newly generated
     /// node id: a node that lost its data directory comes back as a new node.
     pub fn open(dir: &Path, metrics: StorageMetrics) -> Result<Arc<Storage>, StoreError> {
-        Storage::open_with(dir, metrics, false)
+        Storage::open_with(dir, metrics, TestModes::default())
     }
 
-    /// [`Storage::open`]; with `power_loss` (tests only), both files keep what was not synced
-    /// in memory, so that killing the process loses it as a power cut would (see
-    /// [`power_loss`]).
+    /// [`Storage::open`] in the test modes `test` (see [`TestModes`]).
     pub fn open_with(
         dir: &Path,
         metrics: StorageMetrics,
-        power_loss: bool,
+        test: TestModes,
     ) -> Result<Arc<Storage>, StoreError> {
         std::fs::create_dir_all(dir)?;
         let log_path = dir.join(LOG_FILE);
@@ -279,13 +302,13 @@ impl Storage {
         let log = Arc::new(create(
             Database::builder().set_cache_size(LOG_CACHE_BYTES),
             &log_path,
-            power_loss,
+            test,
         )?);
         let node_id = tables::init_node_id(&log)?;
         let state = Arc::new(create(
             Database::builder().set_cache_size(STATE_CACHE_BYTES),
             &dir.join(STATE_FILE),
-            power_loss,
+            test,
         )?);
         {
             let txn = state.begin_write()?;

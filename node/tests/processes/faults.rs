@@ -73,7 +73,8 @@ impl Run {
 
     /// `nodes` nodes and `keys` documents, no partitions required.
     async fn start_keys(nodes: usize, keys: usize) -> Option<Run> {
-        Run::start_full(nodes, false, WRITES, keys).await
+        // The schedule slows disks (`slow-sync` trigger files).
+        Run::start_args(nodes, false, WRITES, keys, &["--test-storage-faults"]).await
     }
 
     async fn start_with(nodes: usize, needs_partitions: bool, writes: Writes) -> Option<Run> {

@@ -28,6 +28,7 @@ mod queries;
 mod query_props;
 mod requests;
 mod security;
+mod slow_disk;
 mod transactions;
 mod txn_keyed;
 mod txn_queries;

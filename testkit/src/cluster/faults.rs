@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use flotilla_client::{Client, ClientOptions};
 
-use super::Cluster;
+use super::{Cluster, SLOW_SYNC};
 use crate::error::{Error, Result};
 use crate::netns::Fabric;
 use crate::progress;
@@ -59,6 +59,37 @@ impl Cluster {
         Ok(())
     }
 
+    /// Each sync of node `i`'s database files takes `ms` milliseconds longer, until
+    /// [`Cluster::heal_all`]. The node must run with `--test-storage-faults` (else nothing
+    /// would slow it, and the fault would pass unnoticed: refused).
+    pub fn slow_disk(&mut self, i: usize, ms: u32) -> Result<()> {
+        if !self
+            .options
+            .extra_args
+            .iter()
+            .any(|a| a == "--test-storage-faults")
+        {
+            return Err(Error::Unavailable(
+                "a slow disk needs the nodes started with --test-storage-faults".into(),
+            ));
+        }
+        let trigger = self.nodes[i].data_dir.join(SLOW_SYNC);
+        std::fs::write(&trigger, ms.to_string())
+            .map_err(|e| Error::Unavailable(format!("{}: {e}", trigger.display())))?;
+        self.nodes[i].note(&format!("each sync takes {ms} ms longer"));
+        Ok(())
+    }
+
+    /// Ends every slow disk.
+    fn speed_up_disks(&self) {
+        for node in &self.nodes {
+            let trigger = node.data_dir.join(SLOW_SYNC);
+            if trigger.exists() && std::fs::remove_file(&trigger).is_ok() {
+                node.note("syncs at full speed again");
+            }
+        }
+    }
+
     /// Restores every link (a no-op on 127.0.0.1).
     pub fn heal(&mut self) -> Result<()> {
         if let Some(fabric) = self.fabric.as_mut() {
@@ -74,6 +105,7 @@ impl Cluster {
     /// Heals the network, resumes frozen nodes and starts stopped ones.
     pub fn heal_all(&mut self) -> Result<()> {
         self.heal()?;
+        self.speed_up_disks();
         for i in 0..self.nodes.len() {
             if self.nodes[i].frozen {
                 self.sigcont(i);

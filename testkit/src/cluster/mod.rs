@@ -38,6 +38,10 @@ mod replicas;
 pub use node::{LOG_TAIL_LINES, Node, PORT_ATTEMPTS, Probe, free_addrs};
 pub use options::{ClusterOptions, Entry, Network, node_binary};
 
+/// The file in a node's data directory that slows its syncs (the node's `store::slow_disk`,
+/// with `--test-storage-faults`): its content is the delay per sync in milliseconds.
+pub const SLOW_SYNC: &str = "slow-sync";
+
 /// Fixed ports of a node in its own namespace.
 const NAMESPACE_PORTS: [u16; 3] = [7100, 7101, 7102];
 
