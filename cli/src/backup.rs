@@ -27,7 +27,7 @@ mod incremental;
 mod pace;
 mod restore;
 
-pub use pace::Reading;
+use pace::Reading;
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCommand {

@@ -21,7 +21,7 @@ use flotilla_backup::{
 use flotilla_client::{Client, Cut, DatabaseStatus, Error as ClientError};
 use flotilla_proto::v1 as pb;
 
-use super::pace::{Pace, Reading};
+use super::pace::{Pace, Reading, throttle};
 
 /// Cuts begun before a backup gives up.
 pub const ATTEMPTS: u32 = 5;
@@ -118,9 +118,7 @@ async fn take_once(
     // stream's flow control): a backup loads its target and the nodes as one shard read does.
     let count = reads.len();
     let mut shards = Vec::with_capacity(count);
-    let mut pace = reading
-        .max_bytes_per_sec
-        .map(|rate| Pace::new(rate, Instant::now()));
+    let mut pace = reading.pace();
     for read in reads {
         shards.push(drain(writer, read, count, &mut pace).await?);
     }
@@ -226,9 +224,7 @@ async fn drain(
             }
         }
         read_bytes += bytes;
-        if let Some(pace) = pace.as_mut() {
-            tokio::time::sleep(pace.after(bytes, Instant::now())).await;
-        }
+        throttle(pace, bytes).await;
         if reported.elapsed() >= PROGRESS_EVERY {
             reported = Instant::now();
             let secs = started.elapsed().as_secs_f64();

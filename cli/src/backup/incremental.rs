@@ -72,9 +72,7 @@ pub(super) async fn create(
     let collections = super::collections_of(client, database).await?;
     let writer = BackupWriter::start(Target::open(to)?, &id).await?;
     let url = writer.url();
-    let mut pace = reading
-        .max_bytes_per_sec
-        .map(|rate| super::pace::Pace::new(rate, std::time::Instant::now()));
+    let mut pace = reading.pace();
     let shards = match read_all(client, &writer, database, &base, &status, &mut pace).await {
         Ok(shards) => shards,
         Err(e) => {
@@ -267,9 +265,7 @@ async fn read_shard_changes(
                 return Err(ReplicaFailure::Other(e.into()));
             }
         }
-        if let Some(pace) = pace.as_mut() {
-            tokio::time::sleep(pace.after(bytes, std::time::Instant::now())).await;
-        }
+        super::pace::throttle(pace, bytes).await;
     }
     let Some(to) = to else {
         file.abort().await;

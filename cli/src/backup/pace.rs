@@ -19,6 +19,21 @@ pub struct Reading {
     pub max_bytes_per_sec: Option<f64>,
 }
 
+impl Reading {
+    /// The pace of a backup starting now, when it has a rate limit.
+    pub fn pace(&self) -> Option<Pace> {
+        self.max_bytes_per_sec
+            .map(|rate| Pace::new(rate, Instant::now()))
+    }
+}
+
+/// Counts `bytes` read under `pace` and waits as long as it asks (not at all without one).
+pub async fn throttle(pace: &mut Option<Pace>, bytes: u64) {
+    if let Some(pace) = pace.as_mut() {
+        tokio::time::sleep(pace.after(bytes, Instant::now())).await;
+    }
+}
+
 /// A rate limit over bytes read.
 #[derive(Debug, Clone)]
 pub struct Pace {
