@@ -159,7 +159,7 @@ pub fn peer_message(data: &[u8]) {
             if let Ok(msg) = InstallSnapshotRequest::decode(bytes)
                 && let Ok((_vote, meta)) = decode::<(Vote, SnapshotMeta)>(&msg.header)
             {
-                let _ = check_snapshot(msg.group_id, &meta, &msg.data);
+                let _ = check_snapshot(msg.group_id, &meta, msg.data.as_slice());
             }
         }
     }

@@ -25,6 +25,7 @@ pub mod observer;
 pub mod placement;
 pub mod replication;
 pub mod serve;
+pub mod snapshot_file;
 pub mod store;
 pub mod tls;
 pub mod topology;

@@ -181,12 +181,12 @@ impl Peer for PeerService {
         if self.host.refuses_snapshot(gid) {
             return Err(storage_full(&self.host));
         }
-        let super::peer_snapshot::Received { vote, meta, data } =
-            super::peer_snapshot::receive(first, stream).await?;
-        tracing::info!(group = gid, bytes = data.len(), "snapshot received");
+        let super::peer_snapshot::Received { vote, meta, file } =
+            super::peer_snapshot::receive(&self.host.storage, first, stream).await?;
+        tracing::info!(group = gid, bytes = file.len(), "snapshot received");
         let snapshot = Snapshot {
             meta,
-            snapshot: data,
+            snapshot: file,
         };
         let raft = reply(gid, &group.raft.install_full_snapshot(vote, snapshot).await)?;
         Ok(Response::new(InstallSnapshotResponse { raft: Some(raft) }))

@@ -243,7 +243,17 @@ pub fn check_entries(prev: Option<&LogId>, entries: &[Entry]) -> Result<(), Stat
 }
 
 /// Refuses a snapshot whose metadata or body Raft could not install.
-pub fn check_snapshot(gid: GroupId, meta: &SnapshotMeta, data: &[u8]) -> Result<(), Status> {
+pub fn check_snapshot(
+    gid: GroupId,
+    meta: &SnapshotMeta,
+    data: impl std::io::Read,
+) -> Result<(), Status> {
+    check_snapshot_meta(meta)?;
+    crate::store::check_snapshot(gid, data).map_err(|e| malformed(format!("snapshot body: {e}")))
+}
+
+/// Refuses snapshot metadata Raft could not install.
+pub fn check_snapshot_meta(meta: &SnapshotMeta) -> Result<(), Status> {
     if meta.last_log_id.is_none() {
         return Err(malformed("a snapshot that covers no log entry".into()));
     }
@@ -252,7 +262,7 @@ pub fn check_snapshot(gid: GroupId, meta: &SnapshotMeta, data: &[u8]) -> Result<
             "a snapshot whose membership is newer than its last entry".into(),
         ));
     }
-    crate::store::check_snapshot(gid, data).map_err(|e| malformed(format!("snapshot body: {e}")))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -323,9 +333,9 @@ mod tests {
             last_log_id: Some(log_id(3)),
             ..SnapshotMeta::default()
         };
-        let status = check_snapshot(7, &meta, b"not a snapshot").expect_err("refused");
+        let status = check_snapshot(7, &meta, &b"not a snapshot"[..]).expect_err("refused");
         assert_eq!(status.code(), Code::InvalidArgument);
         let empty = SnapshotMeta::default();
-        assert!(check_snapshot(7, &empty, b"").is_err());
+        assert!(check_snapshot(7, &empty, &b""[..]).is_err());
     }
 }

@@ -1,7 +1,12 @@
-//! A snapshot arriving from a peer (`Peer::install_snapshot`): its chunks assembled and checked
-//! before Raft sees it. The data must match the checksum its first chunk carries (see
-//! `network::raft::snapshot_chunks`): a snapshot damaged on the way is refused, and the leader
-//! sends it again; it is never installed.
+//! A snapshot arriving from a peer (`Peer::install_snapshot`): its chunks written to a new
+//! snapshot file as they come, and checked before Raft sees it. The data must match the
+//! checksum its first chunk carries (see `network::raft::first_snapshot_chunk`): a snapshot
+//! damaged on the way is refused, and the leader sends it again; it is never installed. Then
+//! the file must read whole, a frame at a time (see `store::check_snapshot`). Nothing of it is
+//! held in memory beyond a chunk or a frame.
+
+use std::io::Write;
+use std::sync::Arc;
 
 use flotilla_proto::peer::InstallSnapshotRequest;
 use flotilla_proto::v1::ErrorReason;
@@ -9,63 +14,76 @@ use flotilla_proto::with_reason;
 use futures::{Stream, StreamExt};
 use tonic::Status;
 
-use super::peer_checks::check_snapshot;
-use crate::codec::{checksum, decode};
+use super::peer_checks::check_snapshot_meta;
+use crate::codec::decode;
 use crate::consensus::{SnapshotMeta, Vote};
+use crate::snapshot_file::SnapshotFile;
+use crate::store::Storage;
 use crate::types::GroupId;
 
-/// Largest snapshot accepted (it is assembled in memory before it is installed).
-const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
-
-/// A snapshot assembled from its chunks: the sender's vote, the snapshot metadata and data.
+/// A snapshot received whole: the sender's vote, the snapshot metadata, and its file (pending:
+/// removed unless Raft installs it).
 pub struct Received {
     pub vote: Vote,
     pub meta: SnapshotMeta,
-    pub data: Vec<u8>,
+    pub file: SnapshotFile,
 }
 
-/// The snapshot whose `first` chunk was read already, assembled from the `rest` of its chunks
-/// and checked: each chunk of the same group and nodes, the whole no larger than a node takes,
-/// the data matching its checksum (when the sender sent one) and well formed.
-pub async fn receive<S>(first: InstallSnapshotRequest, mut rest: S) -> Result<Received, Status>
+fn malformed(what: String) -> Status {
+    with_reason(
+        Status::invalid_argument(what),
+        ErrorReason::MalformedMessage,
+    )
+}
+
+/// The snapshot whose `first` chunk was read already, written from the `rest` of its chunks
+/// into a new file of `storage` and checked: each chunk of the same group and nodes, the data
+/// matching its checksum (when the sender sent one) and well formed.
+pub async fn receive<S>(
+    storage: &Arc<Storage>,
+    first: InstallSnapshotRequest,
+    mut rest: S,
+) -> Result<Received, Status>
 where
     S: Stream<Item = Result<InstallSnapshotRequest, Status>> + Unpin,
 {
     let gid = first.group_id;
-    let (vote, meta): (Vote, SnapshotMeta) = decode(&first.header).map_err(|e| {
-        with_reason(
-            Status::invalid_argument(format!("snapshot header: {e}")),
-            ErrorReason::MalformedMessage,
-        )
-    })?;
-    let mut data = first.data;
+    let (vote, meta): (Vote, SnapshotMeta) =
+        decode(&first.header).map_err(|e| malformed(format!("snapshot header: {e}")))?;
+    check_snapshot_meta(&meta)?;
+    let unwritable =
+        |e: std::io::Error| Status::unavailable(format!("the snapshot could not be written: {e}"));
+    let mut out = storage.new_snapshot_file(gid).map_err(unwritable)?;
+    out.write_all(&first.data).map_err(unwritable)?;
     while let Some(chunk) = rest.next().await {
         let chunk = chunk?;
         if (chunk.group_id, chunk.to_node_id, chunk.from_node_id)
             != (gid, first.to_node_id, first.from_node_id)
         {
-            return Err(with_reason(
-                Status::invalid_argument("snapshot chunks of different groups or nodes"),
-                ErrorReason::MalformedMessage,
+            return Err(malformed(
+                "snapshot chunks of different groups or nodes".into(),
             ));
         }
-        if data.len().saturating_add(chunk.data.len()) > MAX_SNAPSHOT_BYTES {
-            return Err(Status::resource_exhausted(format!(
-                "a snapshot larger than {MAX_SNAPSHOT_BYTES} bytes"
-            )));
-        }
-        data.extend_from_slice(&chunk.data);
+        out.write_all(&chunk.data).map_err(unwritable)?;
     }
     if let Some(sent) = first.checksum {
-        check_arrived_whole(gid, sent, &data)?;
+        check_arrived_whole(gid, sent, out.checksum(), out.len())?;
     }
-    check_snapshot(gid, &meta, &data)?;
-    Ok(Received { vote, meta, data })
+    let storage = storage.clone();
+    let file = tokio::task::spawn_blocking(move || {
+        let file = out.finish(None).map_err(unwritable)?;
+        storage
+            .received_snapshot(gid, file)
+            .map_err(|e| malformed(format!("snapshot body: {e}")))
+    })
+    .await
+    .map_err(|e| Status::internal(e.to_string()))??;
+    Ok(Received { vote, meta, file })
 }
 
-/// Refuses snapshot `data` of group `gid` that does not match the checksum `sent` with it.
-fn check_arrived_whole(gid: GroupId, sent: u32, data: &[u8]) -> Result<(), Status> {
-    let computed = checksum(data);
+/// Refuses snapshot data of group `gid` whose checksum (`computed`, over `bytes` bytes) is not
+/// the one `sent` with it.
+fn check_arrived_whole(gid: GroupId, sent: u32, computed: u32, bytes: u64) -> Result<(), Status> {
     if computed == sent {
         return Ok(());
     }
@@ -73,7 +91,7 @@ fn check_arrived_whole(gid: GroupId, sent: u32, data: &[u8]) -> Result<(), Statu
         group = gid,
         sent,
         computed,
-        bytes = data.len(),
+        bytes,
         "a snapshot arrived damaged; refused"
     );
     Err(Status::data_loss(format!(
@@ -89,7 +107,7 @@ mod tests {
     use super::*;
     use crate::codec::encode;
     use crate::consensus::{LogId, TypeConfig};
-    use crate::network::raft::snapshot_chunks;
+    use crate::network::raft::{first_snapshot_chunk, snapshot_chunk};
 
     type Leader = openraft::alias::LeaderIdOf<TypeConfig>;
 
@@ -101,15 +119,28 @@ mod tests {
         };
         let header = encode(&(Vote::new_committed(2, 1), meta)).unwrap_or_default();
         let data = crate::store::tests_support::data_snapshot(bytes);
-        snapshot_chunks(5, 2, 1, header, &data)
+        let mut chunks = vec![first_snapshot_chunk(
+            5,
+            2,
+            1,
+            header,
+            crate::codec::checksum(&data),
+        )];
+        for piece in data.chunks(crate::network::SNAPSHOT_CHUNK_BYTES) {
+            chunks.push(snapshot_chunk(5, 2, 1, piece.to_vec()));
+        }
+        chunks
     }
 
     async fn assemble(chunks: Vec<InstallSnapshotRequest>) -> Result<Received, Status> {
+        let dir = tempfile::tempdir().map_err(|e| Status::internal(e.to_string()))?;
+        let storage = Storage::open(dir.path(), crate::store::StorageMetrics::unregistered())
+            .map_err(|e| Status::internal(e.to_string()))?;
         let mut chunks = chunks.into_iter();
         let Some(first) = chunks.next() else {
             return Err(Status::invalid_argument("no chunk"));
         };
-        receive(first, futures::stream::iter(chunks.map(Ok))).await
+        receive(&storage, first, futures::stream::iter(chunks.map(Ok))).await
     }
 
     #[tokio::test]
@@ -118,6 +149,29 @@ mod tests {
         assert!(chunks.len() > 2, "the snapshot spans several chunks");
         let received = assemble(chunks).await;
         assert!(received.is_ok(), "{:?}", received.err());
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_from_a_node_that_kept_them_whole_is_taken_as_a_file() {
+        let mut chunks = sent(0);
+        let old = crate::store::tests_support::legacy_snapshot(20_000);
+        chunks.truncate(1);
+        chunks[0].checksum = Some(crate::codec::checksum(&old));
+        chunks.push(snapshot_chunk(5, 2, 1, old));
+        let received = assemble(chunks).await;
+        assert!(received.is_ok(), "{:?}", received.err());
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_that_does_not_read_whole_is_refused() {
+        let mut chunks = sent(3 * crate::network::SNAPSHOT_CHUNK_BYTES / 2);
+        // Cut short by the sender, with a checksum that matches what was sent.
+        chunks.pop();
+        let sent_data: Vec<u8> = chunks[1..].iter().flat_map(|c| c.data.clone()).collect();
+        chunks[0].checksum = Some(crate::codec::checksum(&sent_data));
+        let status = assemble(chunks).await.err().expect("refused");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("snapshot body"), "{status:?}");
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use super::{PeerChannel, Peers, SNAPSHOT_CHUNK_BYTES};
 use crate::codec::{decode, encode};
 use crate::consensus::{Snapshot, TypeConfig, Vote};
+use crate::snapshot_file::SnapshotFile;
 use crate::types::{GroupId, NodeAddr, NodeId};
 
 /// Shortest deadline of an append that carries entries (see `append_entries`).
@@ -150,7 +151,7 @@ type RaftErr = openraft::error::RaftError<TypeConfig>;
 type Fatal = openraft::error::Fatal<TypeConfig>;
 
 impl RaftNetworkV2<TypeConfig> for GroupNetwork {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
 
     async fn append_entries(
         &mut self,
@@ -227,15 +228,35 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         let header = encode(&(vote, snapshot.meta.clone()))
             .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let gid = self.gid;
-        let (to_node_id, from_node_id) = (self.target, self.from);
-        let chunks = snapshot_chunks(gid, to_node_id, from_node_id, header, &snapshot.snapshot);
+        let (to, from) = (self.target, self.from);
+        let first = first_snapshot_chunk(gid, to, from, header, snapshot.snapshot.checksum());
         let mut client = self
             .client()
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
-        let counter = self.peers.snapshot_counter(gid, to_node_id);
-        let chunks = futures::StreamExt::inspect(futures::stream::iter(chunks), move |c| {
-            counter.fetch_add(c.data.len() as u64, Ordering::Relaxed);
-        });
+        let counter = self.peers.snapshot_counter(gid, to);
+        // Read from the file as the stream is sent. A read that fails (the file damaged, its
+        // last piece then held back) ends the stream early: the peer refuses the snapshot as
+        // incomplete, and the failure is reported here instead of the peer's answer.
+        let failed: Arc<std::sync::Mutex<Option<std::io::Error>>> = Arc::default();
+        let failure = failed.clone();
+        let pieces = futures::StreamExt::scan(
+            snapshot.snapshot.chunks(SNAPSHOT_CHUNK_BYTES),
+            (),
+            move |_, piece| {
+                let out = match piece {
+                    Ok(data) => {
+                        counter.fetch_add(data.len() as u64, Ordering::Relaxed);
+                        Some(snapshot_chunk(gid, to, from, data))
+                    }
+                    Err(e) => {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        None
+                    }
+                };
+                futures::future::ready(out)
+            },
+        );
+        let chunks = futures::StreamExt::chain(futures::stream::iter([first]), pieces);
         let mut request = tonic::Request::new(chunks);
         request.set_timeout(option.hard_ttl().max(Duration::from_secs(60)));
         let send = client.install_snapshot(request);
@@ -243,6 +264,10 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
             r = send => r,
             closed = cancel => return Err(StreamingError::Closed(closed)),
         };
+        if let Some(e) = failed.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            tracing::error!(group = gid, to, error = %e, "a snapshot could not be read to be sent");
+            return Err(StreamingError::Network(NetworkError::new(&e)));
+        }
         let response = response.map_err(|s| {
             let e =
                 SendError::Transport(self.addr.clone(), format!("{}: {}", s.code(), s.message()));
@@ -261,36 +286,41 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
     }
 }
 
-/// The messages that carry snapshot `data` of group `gid` (with its `header`: the sender's
-/// vote and the snapshot metadata) from node `from` to node `to`: the first names the group and
-/// carries the header and the data's checksum, the others carry the data in pieces.
-pub fn snapshot_chunks(
+/// The first message of a snapshot of group `gid` sent from node `from` to node `to`: it
+/// names the group and carries the `header` (the sender's vote and the snapshot metadata) and
+/// the checksum of the whole data, which follows in [`snapshot_chunk`]s.
+pub fn first_snapshot_chunk(
     gid: GroupId,
     to: NodeId,
     from: NodeId,
     header: Vec<u8>,
-    data: &[u8],
-) -> Vec<InstallSnapshotRequest> {
-    let mut chunks = Vec::with_capacity(1 + data.len().div_ceil(SNAPSHOT_CHUNK_BYTES));
-    chunks.push(InstallSnapshotRequest {
+    checksum: u32,
+) -> InstallSnapshotRequest {
+    InstallSnapshotRequest {
         group_id: gid,
         header,
         data: vec![],
         to_node_id: to,
         from_node_id: from,
-        checksum: Some(crate::codec::checksum(data)),
-    });
-    for piece in data.chunks(SNAPSHOT_CHUNK_BYTES) {
-        chunks.push(InstallSnapshotRequest {
-            group_id: gid,
-            header: vec![],
-            data: piece.to_vec(),
-            to_node_id: to,
-            from_node_id: from,
-            checksum: None,
-        });
+        checksum: Some(checksum),
     }
-    chunks
+}
+
+/// A message carrying a piece of a snapshot's data (after [`first_snapshot_chunk`]).
+pub fn snapshot_chunk(
+    gid: GroupId,
+    to: NodeId,
+    from: NodeId,
+    data: Vec<u8>,
+) -> InstallSnapshotRequest {
+    InstallSnapshotRequest {
+        group_id: gid,
+        header: vec![],
+        data,
+        to_node_id: to,
+        from_node_id: from,
+        checksum: None,
+    }
 }
 
 impl std::fmt::Debug for GroupNetwork {

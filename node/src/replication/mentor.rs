@@ -94,7 +94,7 @@ pub async fn send_snapshot(
         .as_ref()
         .map(|l| l.index)
         .unwrap_or(0);
-    let bytes = snapshot.snapshot.len() as u64;
+    let bytes = snapshot.snapshot.len();
     let mut network = GroupNetwork::new(
         gid,
         host.id,

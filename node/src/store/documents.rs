@@ -240,20 +240,25 @@ pub(crate) fn set_changes_floor(
 pub(crate) fn replace_all(
     txn: &WriteTransaction,
     gid: GroupId,
-    docs_in: &[(String, String, StoredDoc)],
+    batches: impl IntoIterator<Item = io::Result<Vec<(String, String, StoredDoc)>>>,
     floor: u64,
 ) -> io::Result<()> {
     let mut docs = txn.open_table(DOCS).map_err(io_err)?;
     docs.retain_in((gid, "", "")..(gid + 1, "", ""), |_, _| false)
         .map_err(io_err)?;
-    for (collection, id, doc) in docs_in {
-        docs.insert(
-            (gid, collection.as_str(), id.as_str()),
-            stored_bytes(doc)?.as_slice(),
-        )
-        .map_err(io_err)?;
+    let mut count = 0u64;
+    for batch in batches {
+        for (collection, id, doc) in batch? {
+            docs.insert(
+                (gid, collection.as_str(), id.as_str()),
+                stored_bytes(&doc)?.as_slice(),
+            )
+            .map_err(io_err)?;
+            count += 1;
+        }
     }
-    set_count(txn, gid, docs_in.len() as u64)?;
+    drop(docs);
+    set_count(txn, gid, count)?;
     let mut changes = txn.open_table(CHANGES).map_err(io_err)?;
     changes
         .retain_in((gid, 0)..=(gid, u64::MAX), |_, _| false)
@@ -305,25 +310,22 @@ pub(super) fn set_count(txn: &WriteTransaction, gid: GroupId, count: u64) -> io:
 }
 
 /// Every document of the group (for a snapshot).
-pub(crate) fn all_docs(
+/// Hands every document of group `gid` to `f`, in key order, one at a time.
+pub(crate) fn each_doc(
     txn: &ReadTransaction,
     gid: GroupId,
-) -> io::Result<Vec<(String, String, StoredDoc)>> {
+    mut f: impl FnMut(&str, &str, StoredDoc) -> io::Result<()>,
+) -> io::Result<()> {
     let docs = txn.open_table(DOCS).map_err(io_err)?;
-    let mut out = Vec::new();
     for row in docs
         .range((gid, "", "")..(gid + 1, "", ""))
         .map_err(io_err)?
     {
         let (k, v) = row.map_err(io_err)?;
         let (_, c, i) = k.value();
-        out.push((
-            c.to_string(),
-            i.to_string(),
-            read_doc(gid, c, i, v.value())?,
-        ));
+        f(c, i, read_doc(gid, c, i, v.value())?)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 pub(crate) fn get(

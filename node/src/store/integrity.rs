@@ -42,6 +42,8 @@ pub enum Damage {
     Checksum { stored: u32, computed: u32 },
     /// The bytes do not decode as the record they should hold.
     Undecodable(String),
+    /// The record names a file that is not there, or not whole (a snapshot's file).
+    Missing(String),
 }
 
 impl fmt::Display for Damage {
@@ -52,6 +54,7 @@ impl fmt::Display for Damage {
                 "checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
             ),
             Damage::Undecodable(e) => write!(f, "does not decode: {e}"),
+            Damage::Missing(e) => write!(f, "is missing: {e}"),
         }
     }
 }

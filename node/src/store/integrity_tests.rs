@@ -10,7 +10,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tempfile::TempDir;
 
 use super::integrity::{Damage, Record};
-use super::tables::{DOCS, LOGS, NODE, SNAPSHOTS};
+use super::tables::{DOCS, LOGS, NODE, SNAPSHOT_FILES, SNAPSHOTS};
 use super::tests::{append, apply_one, data_entry, open, put};
 use super::{Corruption, LogStore, StateMachine};
 use crate::codec::encode;
@@ -141,11 +141,14 @@ async fn a_flipped_byte_in_a_stored_snapshot_is_found_when_it_is_read_back() {
             .await
             .expect("read back")
             .expect("stored");
-        assert_eq!(stored.snapshot, snapshot.snapshot);
+        assert_eq!(
+            stored.snapshot.bytes().unwrap(),
+            snapshot.snapshot.bytes().unwrap()
+        );
         assert_eq!(stored.meta, snapshot.meta);
         snapshot
     };
-    change_stored(&dir, STATE_FILE, SNAPSHOTS, 5, |b| {
+    change_stored(&dir, STATE_FILE, SNAPSHOT_FILES, 5, |b| {
         let at = b.len() / 2;
         b[at] ^= 0x01;
     });
@@ -159,6 +162,131 @@ async fn a_flipped_byte_in_a_stored_snapshot_is_found_when_it_is_read_back() {
     assert_eq!((c.gid, c.record.clone()), (5, Record::Snapshot));
     assert!(storage.corruption(5).is_some());
     assert!(built.meta.last_log_id.is_some());
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_snapshot_file_is_found_when_it_is_sent_and_the_group_stops() {
+    let dir = TempDir::new().expect("tempdir");
+    let storage = open(&dir);
+    let mut sm = StateMachine::open(storage.clone(), 5).expect("sm");
+    for i in 1..=50u64 {
+        let body = format!("{{\"n\":{i},\"pad\":\"{}\"}}", "p".repeat(2_000));
+        apply_one(
+            &mut sm,
+            data_entry(i, vec![put(&format!("d{i}"), &body, None)]),
+        )
+        .await;
+    }
+    let built = sm.build_snapshot().await.expect("build");
+    let path = built.snapshot.path().to_path_buf();
+    let mut bytes = std::fs::read(&path).expect("read the file");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, &bytes).expect("damage the file");
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .expect("the record reads")
+        .expect("stored");
+    let pieces: Vec<std::io::Result<Vec<u8>>> =
+        futures::StreamExt::collect(current.snapshot.chunks(16 << 10)).await;
+    let last = pieces.last().expect("pieces");
+    assert!(
+        last.is_err(),
+        "the last piece of a damaged file is held back"
+    );
+    let c = storage.corruption(5).expect("the group is marked corrupt");
+    assert_eq!(c.record, Record::Snapshot);
+    assert!(matches!(c.damage, Damage::Checksum { .. }), "{c}");
+}
+
+#[tokio::test]
+async fn a_snapshot_whose_file_is_gone_is_corrupt_and_says_which_file() {
+    let dir = TempDir::new().expect("tempdir");
+    let path = {
+        let mut sm = StateMachine::open(open(&dir), 5).expect("sm");
+        apply_one(&mut sm, data_entry(1, vec![put("a", "{\"n\":1}", None)])).await;
+        let built = sm.build_snapshot().await.expect("build");
+        built.snapshot.path().to_path_buf()
+    };
+    std::fs::remove_file(&path).expect("remove");
+    let storage = open(&dir);
+    let mut sm = StateMachine::open(storage.clone(), 5).expect("sm");
+    let err = sm
+        .get_current_snapshot()
+        .await
+        .expect_err("a missing file was read");
+    let c = corruption_of(&err);
+    assert_eq!(c.record, Record::Snapshot);
+    assert!(
+        matches!(&c.damage, Damage::Missing(m) if m.contains(&path.display().to_string())),
+        "{c}"
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_kept_in_the_state_file_is_written_out_as_a_file_when_the_node_opens() {
+    let dir = TempDir::new().expect("tempdir");
+    let (built, docs) = {
+        let mut sm = StateMachine::open(open(&dir), 5).expect("sm");
+        for i in 1..=30u64 {
+            apply_one(
+                &mut sm,
+                data_entry(i, vec![put(&format!("d{i}"), "{\"n\":1}", None)]),
+            )
+            .await;
+        }
+        let built = sm.build_snapshot().await.expect("build");
+        let docs = sm.list("c", "", "", 100).expect("list");
+        (built, docs)
+    };
+    // As an older version kept it: the body in the state file, no file.
+    let (body, _) = legacy_body_of(&dir, 5);
+    let old = crate::store::snapshot::legacy::StoredSnapshot {
+        meta: built.meta.clone(),
+        data: body,
+    };
+    std::fs::remove_file(built.snapshot.path()).expect("remove the file");
+    let sealed = super::integrity::seal(&old).expect("seal");
+    {
+        let db = Database::create(dir.path().join(STATE_FILE)).expect("open the file");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(SNAPSHOT_FILES)
+            .expect("table")
+            .remove(5)
+            .expect("remove");
+        txn.open_table(SNAPSHOTS)
+            .expect("table")
+            .insert(5, sealed.as_slice())
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let storage = open(&dir);
+    let mut sm = StateMachine::open(storage.clone(), 5).expect("sm");
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .expect("read")
+        .expect("the snapshot was carried over");
+    assert_eq!(current.meta, built.meta);
+    // Installed elsewhere, it gives the same documents.
+    let other = TempDir::new().expect("tempdir");
+    let mut b = StateMachine::open(open(&other), 5).expect("sm");
+    b.install_snapshot(&current.meta, current.snapshot.clone())
+        .await
+        .expect("install");
+    assert_eq!(b.list("c", "", "", 100).expect("list"), docs);
+}
+
+/// The older form of the body of group `gid`'s snapshot in `dir`, made from its snapshot
+/// file, and the file's bytes.
+fn legacy_body_of(dir: &TempDir, gid: u64) -> (Vec<u8>, Vec<u8>) {
+    let storage = open(dir);
+    let snapshot = crate::store::snapshot::current(&storage, gid)
+        .expect("read")
+        .expect("stored");
+    let bytes = snapshot.snapshot.bytes().expect("bytes");
+    (crate::store::snapshot::legacy::from_file(&bytes), bytes)
 }
 
 #[tokio::test]

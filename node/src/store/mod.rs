@@ -29,6 +29,7 @@ pub mod measure;
 pub mod power_loss;
 mod query;
 pub mod slow_disk;
+mod snapshot;
 pub mod space;
 mod state_machine;
 mod tables;
@@ -52,9 +53,14 @@ mod txn_tests;
 /// Records for tests elsewhere in the node.
 #[cfg(test)]
 pub(crate) mod tests_support {
-    /// The snapshot data of a data group holding about `bytes` bytes of documents.
+    /// The snapshot file of a data group holding about `bytes` bytes of documents.
     pub(crate) fn data_snapshot(bytes: usize) -> Vec<u8> {
-        super::state_machine::test_snapshot_body(bytes)
+        super::snapshot::test_file(bytes)
+    }
+
+    /// The same, as a node kept and sent it before snapshot files: one encoded body.
+    pub(crate) fn legacy_snapshot(bytes: usize) -> Vec<u8> {
+        super::snapshot::legacy::test_body(bytes)
     }
 }
 
@@ -109,13 +115,15 @@ pub(crate) fn check_record_codecs(data: &[u8]) {
     round_trip::<dedup::Requests>(data);
     round_trip::<indexes::IndexRecord>(data);
     round_trip::<txn::TxnSnapshot>(data);
-    round_trip::<state_machine::SnapshotBody>(data);
-    round_trip::<state_machine::StoredSnapshot>(data);
+    round_trip::<snapshot::legacy::Body>(data);
+    round_trip::<snapshot::legacy::StoredSnapshot>(data);
+    round_trip::<snapshot::SnapshotRecord>(data);
     round_trip::<crate::consensus::Entry>(data);
     round_trip::<crate::consensus::Vote>(data);
     round_trip::<crate::consensus::LogId>(data);
     round_trip::<crate::meta::MetaState>(data);
     let _ = check_snapshot(crate::types::META_GROUP, data);
+    let _ = check_snapshot(7, data);
 }
 
 /// The node's storage could not be opened or used.
@@ -213,6 +221,8 @@ pub struct Storage {
     corrupt_seen: tokio::sync::watch::Sender<u64>,
     /// Per group, the error its last failed apply met (see [`Storage::apply_failed`]).
     apply_failures: std::sync::Mutex<std::collections::BTreeMap<GroupId, String>>,
+    /// Where the snapshot files are (see `snapshot`).
+    snapshot_dir: std::path::PathBuf,
 }
 
 impl Drop for Storage {
@@ -322,6 +332,7 @@ impl Storage {
         if moved > 0 {
             tracing::info!(rows = moved, "moved the state machines into their own file");
         }
+        let snapshot_dir = snapshot::open_dir(&state, dir)?;
         let (log_writer, log_thread) = Writer::start(
             "flotilla-log-writer",
             log.clone(),
@@ -352,6 +363,7 @@ impl Storage {
             corrupt: std::sync::Mutex::default(),
             corrupt_seen: tokio::sync::watch::Sender::new(0),
             apply_failures: Default::default(),
+            snapshot_dir,
         }))
     }
 
@@ -511,6 +523,7 @@ impl Storage {
     /// The log file goes first: once its Raft state is gone the group is no longer stored here
     /// (`stored_groups`), so a crash before the state file's turn leaves only unreachable rows.
     pub async fn delete_group(&self, gid: GroupId) -> io::Result<()> {
+        let snapshot = self.snapshot_file_name(gid)?;
         self.log_writer
             .run(true, move |txn| tables::delete_group_log(txn, gid))
             .await?;
@@ -522,6 +535,9 @@ impl Storage {
                 self::txn::delete_group(txn, gid)
             })
             .await?;
+        if let Some(name) = snapshot {
+            self.remove_snapshot_file(&name);
+        }
         // Its records are gone, and with them whatever was corrupt.
         self.corrupt
             .lock()

@@ -1,9 +1,9 @@
 //! The state machine of one Raft group: the meta state for the meta group, documents for a data
 //! group. Applies commit without fsync (they record `last_applied` in the same transaction, and
-//! after a crash openraft re-applies from it); snapshots are written durably, which also makes
-//! every earlier apply durable before logs may be purged. A stored snapshot is sealed with its
-//! checksum and checked when read back; a record of the group that fails its check makes the
-//! read fail with the group's [`Corruption`](super::Corruption), recorded in [`Storage`].
+//! after a crash openraft re-applies from it); snapshots (see `super::snapshot`) are stored
+//! durably, which also makes every earlier apply durable before logs may be purged. A record
+//! of the group that fails its check makes the read fail with the group's
+//! [`Corruption`](super::Corruption), recorded in [`Storage`].
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,22 +12,20 @@ use std::sync::{Arc, Mutex, RwLock};
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
-use serde::{Deserialize, Serialize};
+use redb::{ReadableDatabase, WriteTransaction};
 use tokio::sync::watch;
 
 use super::changes_export::Feed;
-use super::dedup::{self, Requests};
+use super::dedup;
 use super::documents::{self, ChangeEvent, StoredDoc};
-use super::indexes::{self, SnapshotIndex};
-use super::integrity::{self, Record};
-use super::measure::Timer;
-use super::tables::{KEY_APPLIED, KEY_MEMBERSHIP, KEY_META, SM_STATE, SNAPSHOTS};
+use super::indexes;
+use super::tables::{KEY_APPLIED, KEY_MEMBERSHIP, KEY_META, SM_STATE};
 use super::{Storage, StoreError, io_err};
 use crate::codec::{decode, encode};
 use crate::command::{Command, Response};
 use crate::consensus::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::meta::{MetaError, MetaState};
+use crate::snapshot_file::SnapshotFile;
 use crate::types::{GroupId, META_GROUP};
 
 /// The changes of one revision of a group.
@@ -90,53 +88,11 @@ impl GroupState {
     }
 }
 
-/// Snapshot payload: every document (data group) or the meta state (meta group).
-#[derive(Serialize, Deserialize)]
-pub(super) struct SnapshotBody {
-    docs: Vec<(String, String, StoredDoc)>,
-    meta: Option<MetaState>,
-    /// The request ids the group remembers (exactly-once writes).
-    requests: Requests,
-    /// Index definitions (their entries are built again from `docs` on install).
-    indexes: Vec<SnapshotIndex>,
-}
-
-/// Checks that `data` is a snapshot body of group `gid` (it decodes, and carries the meta state
-/// exactly when `gid` is the meta group) before it is handed to Raft: a body that cannot be
-/// installed would fail inside Raft and stop the group.
-pub fn check_snapshot(gid: GroupId, data: &[u8]) -> Result<(), String> {
-    let body: SnapshotBody = decode(data).map_err(|e| e.to_string())?;
-    if body.meta.is_some() != (gid == META_GROUP) {
-        return Err(format!("not a snapshot of group {gid}"));
-    }
-    Ok(())
-}
-
-/// The encoded body of a data group's snapshot holding about `bytes` bytes of documents.
-#[cfg(test)]
-pub(super) fn test_snapshot_body(bytes: usize) -> Vec<u8> {
-    let doc = StoredDoc {
-        version: 1,
-        revision: 1,
-        json: format!("\"{}\"", "x".repeat(1000)),
-    };
-    let docs = (0..bytes / 1000 + 1)
-        .map(|i| ("c".to_string(), format!("d{i}"), doc.clone()))
-        .collect();
-    let body = SnapshotBody {
-        docs,
-        meta: None,
-        requests: Requests::default(),
-        indexes: vec![],
-    };
-    encode(&body).unwrap_or_default()
-}
-
-/// A stored snapshot: its Raft metadata and body.
-#[derive(Serialize, Deserialize)]
-pub(super) struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
+/// Checks that `input` is a whole snapshot of group `gid` (every frame whole and decoding, the
+/// meta state there exactly when `gid` is the meta group) before it is handed to Raft: a
+/// snapshot that cannot be installed would fail inside Raft and stop the group.
+pub fn check_snapshot(gid: GroupId, input: impl io::Read) -> Result<(), String> {
+    super::snapshot::check(gid, input).map_err(|e| e.to_string())
 }
 
 /// The state machine of one group.
@@ -242,150 +198,16 @@ fn put_sm(txn: &WriteTransaction, gid: GroupId, key: &str, bytes: &[u8]) -> io::
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let storage = self.storage.clone();
-        self.build().await.map_err(|e| storage.note(e))
-    }
-}
-
-impl StateMachine {
-    /// Builds the group's snapshot and stores it (see `build_snapshot`).
-    async fn build(&mut self) -> Result<Snapshot, io::Error> {
-        let storage = self.storage.clone();
-        let _timer = Timer::start(&storage.metrics().snapshot_build);
         self.state.written.store(0, Ordering::Relaxed);
-        let (meta, data) = self.read_for_snapshot()?;
-        self.store_built(meta, data).await
-    }
-
-    /// The group's state as a snapshot: its metadata and body, read in one read transaction.
-    pub(super) fn read_for_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>), io::Error> {
-        let gid = self.gid;
-        let txn = self.storage.state_db().begin_read().map_err(io_err)?;
-        let sm = txn.open_table(SM_STATE).map_err(io_err)?;
-        let last_log_id: Option<LogId> = match sm.get((gid, KEY_APPLIED)).map_err(io_err)? {
-            Some(v) => Some(decode(v.value())?),
-            None => None,
-        };
-        let last_membership: StoredMembership =
-            match sm.get((gid, KEY_MEMBERSHIP)).map_err(io_err)? {
-                Some(v) => decode(v.value())?,
-                None => StoredMembership::default(),
-            };
-        let meta_state: Option<MetaState> = match sm.get((gid, KEY_META)).map_err(io_err)? {
-            Some(v) => Some(decode(v.value())?),
-            None => None,
-        };
-        let (docs, requests, indexes) = if gid == META_GROUP {
-            (vec![], Requests::default(), vec![])
-        } else {
-            (
-                documents::all_docs(&txn, gid)?,
-                dedup::export(&txn, gid)?,
-                indexes::snapshot_defs(&txn, gid)?,
-            )
-        };
-        let body = SnapshotBody {
-            docs,
-            meta: meta_state,
-            requests,
-            indexes,
-        };
-        let mut data = encode(&body)?;
-        // A data group's intents and records follow the body, so they move with the shard.
-        // Then, only on a shard being restored, its loading mark (see `super::load`).
-        if gid != META_GROUP {
-            data.extend(encode(&super::txn::snapshot(&txn, gid)?)?);
-            // Then, when a backup fence is up, the fences (after the mark, written then
-            // even when false; see `super::fence`).
-            let loading = super::load::is_loading(&txn, gid)?;
-            let fences = super::fence::fences(&txn, gid)?;
-            if loading || !fences.is_empty() {
-                data.extend(encode(&loading)?);
-            }
-            if !fences.is_empty() {
-                data.extend(encode(&fences)?);
-            }
-        }
-        Ok((
-            SnapshotMeta {
-                last_log_id,
-                last_membership,
-            },
-            data,
-        ))
-    }
-
-    /// Stores a snapshot built from the state read at `meta`, unless a newer one is stored
-    /// already: a snapshot installed from the leader while this one was being built (the build
-    /// reads the state, then writes, and an install may come in between). Answers the
-    /// snapshot that is stored.
-    pub(super) async fn store_built(
-        &self,
-        meta: SnapshotMeta,
-        data: Vec<u8>,
-    ) -> Result<Snapshot, io::Error> {
-        let gid = self.gid;
-        let stored = integrity::seal(&StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        })?;
-        let newer = Arc::new(Mutex::new(None));
-        let found = newer.clone();
-        let last = meta.last_log_id;
-        // Durable: this commit also makes every earlier (non-durable) apply durable, so the logs
-        // the snapshot covers may be purged.
-        self.storage
-            .state_writer()
-            .run(true, move |txn| {
-                let mut t = txn.open_table(SNAPSHOTS).map_err(io_err)?;
-                if let Some(v) = t.get(gid).map_err(io_err)? {
-                    // Only the stored snapshot's metadata (it comes first) is decoded here.
-                    let corrupt = |damage| integrity::Corruption {
-                        gid,
-                        record: Record::Snapshot,
-                        damage,
-                    };
-                    let payload = integrity::payload(v.value()).map_err(corrupt)?;
-                    let (stored_meta, _) = postcard::take_from_bytes::<SnapshotMeta>(payload)
-                        .map_err(|e| corrupt(integrity::Damage::Undecodable(e.to_string())))?;
-                    if stored_meta.last_log_id > last {
-                        let current: StoredSnapshot =
-                            integrity::read(gid, || Record::Snapshot, v.value())?;
-                        *found.lock().unwrap_or_else(|p| p.into_inner()) = Some(current);
-                        return Ok(());
-                    }
-                }
-                t.insert(gid, stored.as_slice()).map_err(io_err)?;
-                Ok(())
-            })
-            .await
-            .map_err(|e| self.storage.note(e))?;
-        let newer = newer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(current) = newer {
-            tracing::info!(
-                group = gid,
-                built = ?meta.last_log_id,
-                kept = ?current.meta.last_log_id,
-                "snapshot built, but a newer one was installed meanwhile; the newer one is kept"
-            );
-            return Ok(Snapshot {
-                meta: current.meta,
-                snapshot: current.data,
-            });
-        }
-        tracing::info!(group = gid, last = ?meta.last_log_id, bytes = data.len(), "snapshot built");
-        Ok(Snapshot {
-            meta,
-            snapshot: data,
-        })
+        super::snapshot::build(&self.storage, self.gid).await
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = Vec<u8>;
+    type SnapshotData = SnapshotFile;
     type SnapshotBuilder = Self;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -507,73 +329,26 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta,
-        snapshot: Vec<u8>,
+        snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
-        let storage = self.storage.clone();
-        let _timer = Timer::start(&storage.metrics().snapshot_install);
-        let body: SnapshotBody = decode(&snapshot)?;
-        let txns = super::txn::snapshot_tail::<SnapshotBody>(&snapshot)?;
-        let loading = super::load::snapshot_tail::<SnapshotBody>(&snapshot)?;
-        let fences = super::fence::snapshot_tail::<SnapshotBody>(&snapshot)?;
         let gid = self.gid;
-        let stored = integrity::seal(&StoredSnapshot {
-            meta: meta.clone(),
-            data: snapshot,
-        })?;
-        let applied = meta.last_log_id;
-        let membership = meta.last_membership.clone();
-        let floor = applied.as_ref().map(|l| l.index + 1).unwrap_or(0);
-        let meta_state = body.meta.clone();
-        let (a, m) = (applied, membership.clone());
-        self.storage
-            .state_writer()
-            .run(true, move |txn| {
-                documents::replace_all(txn, gid, &body.docs, floor)?;
-                dedup::replace(txn, gid, &body.requests)?;
-                indexes::replace_all(txn, gid, &body.indexes)?;
-                super::txn::install(txn, gid, &txns)?;
-                super::load::set_loading(txn, gid, loading)?;
-                super::fence::set(txn, gid, &fences)?;
-                if let Some(a) = &a {
-                    put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
-                }
-                put_sm(txn, gid, KEY_MEMBERSHIP, &encode(&m)?)?;
-                if let Some(ms) = &body.meta {
-                    put_sm(txn, gid, KEY_META, &encode(ms)?)?;
-                }
-                let mut t = txn.open_table(SNAPSHOTS).map_err(io_err)?;
-                t.insert(gid, stored.as_slice()).map_err(io_err)?;
-                Ok(())
-            })
-            .await?;
+        let meta_state = super::snapshot::install(&self.storage, gid, meta, snapshot).await?;
         if let Some(ms) = meta_state {
             self.state.set_meta(ms);
         }
         if gid != META_GROUP {
             self.storage.kick_index_build(gid);
         }
-        self.state.set_applied(applied, membership);
-        tracing::info!(group = gid, last = ?meta.last_log_id, "snapshot installed");
+        self.state
+            .set_applied(meta.last_log_id, meta.last_membership.clone());
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let txn = self.storage.state_db().begin_read().map_err(io_err)?;
-        let t = txn.open_table(SNAPSHOTS).map_err(io_err)?;
-        match t.get(self.gid).map_err(io_err)? {
-            Some(v) => {
-                let stored: StoredSnapshot =
-                    integrity::read(self.gid, || Record::Snapshot, v.value())
-                        .map_err(|c| self.storage.corrupted(c))?;
-                Ok(Some(Snapshot {
-                    meta: stored.meta,
-                    snapshot: stored.data,
-                }))
-            }
-            None => Ok(None),
-        }
+        super::snapshot::current(&self.storage, self.gid)
     }
 }
+
 /// Applies one command of entry `index` (a stamped command's inner one, with its time in
 /// `feed`). `meta` is the meta state when this is the meta group.
 fn apply_command(

@@ -23,8 +23,13 @@ pub(crate) const DOCS: TableDefinition<(u64, &str, &str), &[u8]> =
     TableDefinition::new("documents");
 /// (group, revision) -> change events of that revision (the watch feed).
 pub(crate) const CHANGES: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("changes");
-/// group -> the group's current snapshot (meta and data).
+/// group -> the group's current snapshot (meta and data), as kept before snapshot files: only
+/// read to carry them over (see `snapshot::migrate`).
 pub(crate) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+/// group -> the group's current snapshot: its metadata and the file holding it (see
+/// `snapshot`).
+pub(crate) const SNAPSHOT_FILES: TableDefinition<u64, &[u8]> =
+    TableDefinition::new("snapshot_files");
 /// (group, collection, index name) -> index definition and build progress (see `indexes`).
 pub(crate) const INDEX_DEFS: TableDefinition<(u64, &str, &str), &[u8]> =
     TableDefinition::new("index_defs");
@@ -50,10 +55,11 @@ pub(crate) const KEY_DOCUMENTS: &str = "documents";
 /// log entries, snapshots and documents stored with checksums (see `integrity`); a directory
 /// of format 2 is taken over as it is (its records without checksums still read, and are
 /// checked from when they are written again) and recorded as format 3, which an older build
-/// refuses.
-pub const DATA_FORMAT: u32 = 3;
-/// The older format this build reads and takes over (see [`DATA_FORMAT`]).
-const UPGRADES_FROM: u32 = 2;
+/// refuses. Format 4: snapshots kept in files (see `snapshot`); a directory of format 2 or 3
+/// is taken over, its stored snapshots written out as files when the node opens it.
+pub const DATA_FORMAT: u32 = 4;
+/// The older formats this build reads and takes over (see [`DATA_FORMAT`]).
+const UPGRADES_FROM: [u32; 2] = [2, 3];
 const KEY_FORMAT: &str = "format";
 
 /// Reads the node id from the log file, generating and storing one (with the data format) on
@@ -74,12 +80,13 @@ pub(crate) fn init_node_id(db: &Database) -> Result<NodeId, StoreError> {
                 Some(Ok(found)) => found,
                 Some(Err(_)) => 0,
             };
-            if found == UPGRADES_FROM {
+            if UPGRADES_FROM.contains(&found) {
                 table.insert(KEY_FORMAT, DATA_FORMAT.to_le_bytes().as_slice())?;
                 tracing::info!(
                     from = found,
                     to = DATA_FORMAT,
-                    "data directory taken over: records are checksummed from now on"
+                    "data directory taken over: records are checksummed and snapshots kept in \
+                     files from now on"
                 );
             } else if found != DATA_FORMAT {
                 return Err(StoreError::Format {
@@ -124,6 +131,7 @@ pub(crate) fn init_state(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(DOCS)?;
     txn.open_table(CHANGES)?;
     txn.open_table(SNAPSHOTS)?;
+    txn.open_table(SNAPSHOT_FILES)?;
     txn.open_table(INDEX_DEFS)?;
     txn.open_table(INDEX_ENTRIES)?;
     Ok(())
@@ -202,5 +210,7 @@ pub(crate) fn delete_group_state(txn: &WriteTransaction, gid: GroupId) -> io::Re
         .map_err(io_err)?;
     let mut snaps = txn.open_table(SNAPSHOTS).map_err(io_err)?;
     snaps.remove(gid).map_err(io_err)?;
+    let mut files = txn.open_table(SNAPSHOT_FILES).map_err(io_err)?;
+    files.remove(gid).map_err(io_err)?;
     Ok(())
 }

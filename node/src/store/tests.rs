@@ -538,17 +538,27 @@ async fn a_snapshot_built_across_an_install_never_replaces_the_installed_one() {
         .await;
     }
     // b begins a build: it reads its state at 5...
-    let (meta, data) = b.read_for_snapshot().unwrap();
+    let (meta, file) = super::snapshot::write(b.storage(), 9).unwrap();
     // ...the leader's snapshot at 20 is installed meanwhile...
     b.install_snapshot(&leaders.meta, leaders.snapshot.clone())
         .await
         .unwrap();
     // ...and the build stores last: the installed snapshot stays.
-    let kept = b.store_built(meta, data).await.unwrap();
+    let pending = file.path().to_path_buf();
+    let kept = super::snapshot::store_built(b.storage(), 9, meta, file)
+        .await
+        .unwrap();
     assert_eq!(index(&kept), Some(20), "the newer snapshot is answered");
     let current = b.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(index(&current), Some(20), "the newer snapshot is stored");
-    assert_eq!(current.snapshot, leaders.snapshot);
+    assert_eq!(
+        current.snapshot.bytes().unwrap(),
+        leaders.snapshot.bytes().unwrap()
+    );
+    assert!(
+        !pending.exists(),
+        "the file of the build not stored is removed"
+    );
 
     // A build from the installed state stores as usual.
     apply_one(&mut b, data_entry(21, vec![put("d21", "1", None)])).await;
