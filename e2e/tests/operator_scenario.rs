@@ -987,6 +987,9 @@ async fn volumes_grow_under_running_pods(
     progress(format!(
         "raising storage.size from {FIRST_SIZE} to {GROWN_SIZE}"
     ));
+    // The storage driver holds the growth until the status was seen to show it: otherwise
+    // growing three volumes can pass between two looks at the status.
+    harness.kubelet().hold_volume_growth();
     *harness
         .storage_size
         .lock()
@@ -1009,6 +1012,7 @@ async fn volumes_grow_under_running_pods(
             },
         )
         .await;
+    harness.kubelet().release_volume_growth();
     write(database, acknowledged, 100..110).await;
     let grown = wait::until_async(
         "every volume and the claim template to have the new size",

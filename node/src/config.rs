@@ -83,6 +83,11 @@ pub struct NodeConfig {
     /// snapshots stays bounded in bytes when entries are large.
     #[arg(long, env = "FLOTILLA_SNAPSHOT_LOG_BYTES", default_value_t = 64 << 20)]
     pub snapshot_log_bytes: u64,
+    /// Page cache of the state file (the documents read and written), in bytes. The node's
+    /// memory is mostly this and the log file's 32 MiB; snapshots are read and written a
+    /// frame at a time and add little.
+    #[arg(long, env = "FLOTILLA_STATE_CACHE_BYTES", default_value_t = crate::store::STATE_CACHE_BYTES)]
+    pub state_cache_bytes: usize,
     /// Free bytes kept in reserve on the data directory's volume (at most a tenth of it): below
     /// them the node counts its storage as full, hands its leaderships over and refuses writes
     /// that add data until space is freed, so that it never runs out in the middle of a write.
@@ -241,6 +246,9 @@ impl NodeConfig {
         }
         if self.snapshot_log_bytes < 4096 {
             return Err("--snapshot-log-bytes must be at least 4096".into());
+        }
+        if self.state_cache_bytes < 1 << 20 {
+            return Err("--state-cache-bytes must be at least 1 MiB (1048576)".into());
         }
         self.security.validate()
     }

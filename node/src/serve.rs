@@ -70,6 +70,16 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = tokio::join!(peer_task, client_task, http_task);
     host.stop_groups().await;
+    let storage = host.storage.clone();
+    match tokio::task::spawn_blocking(move || storage.stop_cleanly()).await {
+        Ok(Ok(())) => tracing::info!("storage stopped cleanly"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "storage did not stop cleanly; its files are checked at the next start")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "storage did not stop cleanly; its files are checked at the next start")
+        }
+    }
     Ok(())
 }
 

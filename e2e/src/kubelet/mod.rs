@@ -56,6 +56,8 @@ pub struct Shared {
     /// Machines that are gone: their pods' processes are killed and nothing on them is
     /// looked after any more.
     lost: Mutex<HashSet<String>>,
+    /// Whether the storage driver holds off growing claims (see [`Kubelet::hold_volume_growth`]).
+    growth_held: std::sync::atomic::AtomicBool,
     root: PathBuf,
 }
 
@@ -102,6 +104,7 @@ impl Kubelet {
             network: Network::new(),
             held: Mutex::default(),
             lost: Mutex::default(),
+            growth_held: std::sync::atomic::AtomicBool::new(false),
             root: options.root.clone(),
         });
         let proxies = Arc::new(proxy::Proxies::default());
@@ -136,6 +139,22 @@ impl Kubelet {
     /// Lets a held pod start.
     pub fn release(&self, namespace: &str, pod: &str) {
         locked(&self.shared.held).remove(&(namespace.to_owned(), pod.to_owned()));
+    }
+
+    /// Keeps the storage driver from growing claims whose request grew (new claims are still
+    /// provisioned), as a slow resizer would, until [`Kubelet::release_volume_growth`]: the
+    /// state in between can then be looked at.
+    pub fn hold_volume_growth(&self) {
+        self.shared
+            .growth_held
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Lets the storage driver grow claims again.
+    pub fn release_volume_growth(&self) {
+        self.shared
+            .growth_held
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Loses a machine for good, as when a Kubernetes Node's host dies: the processes of
@@ -222,7 +241,8 @@ async fn run(
             machines::mark_lost(&client, &lost).await?;
             statefulset::sync(&client, &available).await?;
             runtime.sync(&client, &options, &shared).await?;
-            volumes::sync(&client).await?;
+            let growth_held = shared.growth_held.load(std::sync::atomic::Ordering::SeqCst);
+            volumes::sync(&client, growth_held).await?;
             proxies.sync(&client, &shared.network).await
         };
         match pass.await {

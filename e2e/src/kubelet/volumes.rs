@@ -10,8 +10,8 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-/// One pass over every claim.
-pub async fn sync(client: &Client) -> Result<(), kube::Error> {
+/// One pass over every claim; with `growth_held`, claims already bound are not grown.
+pub async fn sync(client: &Client, growth_held: bool) -> Result<(), kube::Error> {
     let claims = Api::<PersistentVolumeClaim>::all(client.clone())
         .list(&ListParams::default())
         .await?
@@ -35,7 +35,7 @@ pub async fn sync(client: &Client) -> Result<(), kube::Error> {
         let Some(request) = request else {
             continue;
         };
-        if bound && capacity == Some(request) {
+        if bound && (capacity == Some(request) || growth_held) {
             continue;
         }
         let status = json!({"status": {

@@ -98,6 +98,7 @@ impl Host {
                 power_loss: config.test_power_loss,
                 storage_faults: config.test_storage_faults,
             },
+            config.state_cache_bytes,
         )?;
         storage.set_change_retention(config.change_retention);
         let peers = Arc::new(Peers::new(storage.node_id(), tls.to_peers.clone()));

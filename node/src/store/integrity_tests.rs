@@ -12,7 +12,7 @@ use tempfile::TempDir;
 use super::integrity::{Damage, Record};
 use super::tables::{DOCS, LOGS, NODE, SNAPSHOT_FILES, SNAPSHOTS};
 use super::tests::{append, apply_one, data_entry, open, put};
-use super::{Corruption, LogStore, StateMachine};
+use super::{Corruption, LogStore, StateMachine, Storage, StoreError};
 use crate::codec::encode;
 use crate::consensus::TypeConfig;
 
@@ -387,4 +387,45 @@ fn a_data_directory_of_format_2_is_taken_over() {
         Some(super::DATA_FORMAT),
         "and is recorded as taken over"
     );
+}
+
+#[tokio::test]
+async fn after_an_unclean_stop_a_damaged_data_file_keeps_the_node_from_starting() {
+    let dir = TempDir::new().expect("tempdir");
+    let marker = dir.path().join(super::CLEAN_STOP);
+    let body = format!("{{\"mark\":\"{}\"}}", "unclean-stop-check-".repeat(40));
+    {
+        let storage = open(&dir);
+        let mut sm = StateMachine::open(storage.clone(), 5).expect("sm");
+        apply_one(&mut sm, data_entry(1, vec![put("a", &body, None)])).await;
+        storage.stop_cleanly().expect("a clean stop");
+    }
+    assert!(marker.exists(), "a clean stop is marked");
+    {
+        // A clean start takes the files as they are and removes the mark: until the next
+        // clean stop, the node counts as not stopped cleanly.
+        let _storage = open(&dir);
+        assert!(!marker.exists(), "the mark is removed when the node opens");
+    }
+    // The document's page damaged on disk, every copy of it.
+    let path = dir.path().join(STATE_FILE);
+    let mut bytes = std::fs::read(&path).expect("read the file");
+    let needle = b"unclean-stop-check-";
+    let mut found = 0;
+    let mut at = 0;
+    while let Some(i) = bytes[at..].windows(needle.len()).position(|w| w == needle) {
+        bytes[at + i + 3] ^= 0x01;
+        at += i + needle.len();
+        found += 1;
+    }
+    assert!(found > 0, "the document is in the file");
+    std::fs::write(&path, &bytes).expect("damage the file");
+    let refused = Storage::open(dir.path(), crate::store::StorageMetrics::unregistered())
+        .err()
+        .expect("a damaged file after an unclean stop is refused");
+    match &refused {
+        StoreError::Integrity { file, .. } => assert_eq!(file, STATE_FILE, "{refused}"),
+        other => panic!("refused for another reason: {other}"),
+    }
+    assert!(refused.to_string().contains("rebuild-node"), "{refused}");
 }

@@ -147,6 +147,15 @@ pub enum StoreError {
          into a new cluster"
     )]
     Format { found: u32, expected: u32 },
+    /// After an unclean stop, a data file failed redb's integrity check and could not be
+    /// repaired; the node does not start on it.
+    #[error(
+        "{file} failed its integrity check after an unclean stop ({error}); the node does not \
+         start on it. Its files were left as they were: start the node on an empty data \
+         directory (it joins as a new node and copies its replicas from the others, and \
+         `flotilla cluster rebuild-node` removes the old one), or restore a backup"
+    )]
+    Integrity { file: String, error: String },
 }
 
 impl From<redb::DatabaseError> for StoreError {
@@ -223,23 +232,72 @@ pub struct Storage {
     apply_failures: std::sync::Mutex<std::collections::BTreeMap<GroupId, String>>,
     /// Where the snapshot files are (see `snapshot`).
     snapshot_dir: std::path::PathBuf,
+    /// The data directory.
+    dir: std::path::PathBuf,
 }
 
 impl Drop for Storage {
     /// Lets the writers finish what is queued and release the files before the handle goes
     /// away.
     fn drop(&mut self) {
-        self.log_writer.stop();
-        self.state_writer.stop();
-        let handles = std::mem::take(
-            &mut *self
-                .writer_threads
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()),
-        );
-        for h in handles {
-            let _ = h.join();
+        let _ = self.stop_writers();
+    }
+}
+
+/// The file a node writes when it stops cleanly (every write durable, the writers stopped) and
+/// removes when it opens its storage: opened without it, the data files are checked whole
+/// (see [`Storage::open_with`]).
+const CLEAN_STOP: &str = "clean-stop";
+
+/// Opens (or creates) the database file at `path`, through the power-loss backend when asked;
+/// with `check`, runs redb's integrity check of the whole file (and its repair, when it can)
+/// first, logging its progress.
+fn open_file(
+    builder: &mut redb::Builder,
+    path: &Path,
+    test: TestModes,
+    check: bool,
+) -> Result<Database, StoreError> {
+    if !check {
+        return create(builder, path, test);
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tracing::warn!(
+        file = name,
+        "the node did not stop cleanly: checking the whole file"
+    );
+    let started = std::time::Instant::now();
+    let last = std::cell::Cell::new(started);
+    let logged = name.clone();
+    builder
+        .set_check_integrity_on_open(true)
+        .set_repair_callback(move |session| {
+            if last.get().elapsed() >= Duration::from_secs(5) {
+                last.set(std::time::Instant::now());
+                tracing::info!(
+                    file = logged,
+                    progress = format!("{:.0} %", session.progress() * 100.0),
+                    "checking the file"
+                );
+            }
+        });
+    match create(builder, path, test) {
+        Ok(db) => {
+            tracing::info!(
+                file = name,
+                seconds = started.elapsed().as_secs_f64(),
+                "file checked: whole"
+            );
+            Ok(db)
         }
+        Err(StoreError::Redb(e)) => Err(StoreError::Integrity {
+            file: name,
+            error: e.to_string(),
+        }),
+        Err(e) => Err(e),
     }
 }
 
@@ -290,36 +348,58 @@ const STATE_FILE: &str = "state.redb";
 /// follower's replication), so a small cache serves; redb's default (1 GiB per file) let a
 /// busy node's memory grow with the log kept between snapshots.
 const LOG_CACHE_BYTES: usize = 32 * 1024 * 1024;
-/// Page cache of the state file: the documents read and written.
-const STATE_CACHE_BYTES: usize = 128 * 1024 * 1024;
+/// Page cache of the state file: the documents read and written (`--state-cache-bytes`).
+pub const STATE_CACHE_BYTES: usize = 128 * 1024 * 1024;
 
 impl Storage {
     /// Opens (or creates) the database files in `dir`. A new log file gets a newly generated
     /// node id: a node that lost its data directory comes back as a new node.
     pub fn open(dir: &Path, metrics: StorageMetrics) -> Result<Arc<Storage>, StoreError> {
-        Storage::open_with(dir, metrics, TestModes::default())
+        Storage::open_with(dir, metrics, TestModes::default(), STATE_CACHE_BYTES)
     }
 
-    /// [`Storage::open`] in the test modes `test` (see [`TestModes`]).
+    /// [`Storage::open`] in the test modes `test` (see [`TestModes`]), with a page cache of
+    /// `state_cache_bytes` for the state file (the documents read and written).
     pub fn open_with(
         dir: &Path,
         metrics: StorageMetrics,
         test: TestModes,
+        state_cache_bytes: usize,
     ) -> Result<Arc<Storage>, StoreError> {
         std::fs::create_dir_all(dir)?;
         let log_path = dir.join(LOG_FILE);
         let fresh = !log_path.exists();
-        let log = Arc::new(create(
+        // A node that did not stop cleanly (killed, or its machine lost power) may have left a
+        // file redb repairs on open, or one damaged under it: both files are checked whole.
+        let marker = dir.join(CLEAN_STOP);
+        let check = !fresh && !marker.exists();
+        let mut log = create(
             Database::builder().set_cache_size(LOG_CACHE_BYTES),
             &log_path,
             test,
-        )?);
+        )?;
+        // The format first: a directory of another format is left as it was, unchecked.
         let node_id = tables::init_node_id(&log)?;
-        let state = Arc::new(create(
-            Database::builder().set_cache_size(STATE_CACHE_BYTES),
+        if check {
+            drop(log);
+            log = open_file(
+                Database::builder().set_cache_size(LOG_CACHE_BYTES),
+                &log_path,
+                test,
+                true,
+            )?;
+        }
+        let log = Arc::new(log);
+        let state = Arc::new(open_file(
+            Database::builder().set_cache_size(state_cache_bytes),
             &dir.join(STATE_FILE),
             test,
+            check,
         )?);
+        if marker.exists() {
+            std::fs::remove_file(&marker)?;
+            std::fs::File::open(dir)?.sync_all()?;
+        }
         {
             let txn = state.begin_write()?;
             tables::init_state(&txn)?;
@@ -364,6 +444,7 @@ impl Storage {
             corrupt_seen: tokio::sync::watch::Sender::new(0),
             apply_failures: Default::default(),
             snapshot_dir,
+            dir: dir.to_path_buf(),
         }))
     }
 
@@ -516,6 +597,45 @@ impl Storage {
         }
         out.dedup();
         Ok(out)
+    }
+
+    /// Lets the writers finish what is queued and exit, and waits for them (once: later calls
+    /// find none to wait for).
+    fn stop_writers(&self) -> io::Result<()> {
+        self.log_writer.stop();
+        self.state_writer.stop();
+        let handles = std::mem::take(
+            &mut *self
+                .writer_threads
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        let mut panicked = false;
+        for h in handles {
+            panicked |= h.join().is_err();
+        }
+        match panicked {
+            true => Err(io::Error::other("a storage writer panicked")),
+            false => Ok(()),
+        }
+    }
+
+    /// Stops the node's storage cleanly: every write made durable, the writers stopped, and
+    /// the data directory marked so that the next start trusts its files without checking them
+    /// whole. Later writes fail. Blocks until the writers have exited.
+    pub fn stop_cleanly(&self) -> io::Result<()> {
+        self.stop_writers()?;
+        let durable = |db: &Database| -> io::Result<()> {
+            let txn = db.begin_write().map_err(io_err)?;
+            txn.commit().map_err(io_err)
+        };
+        durable(&self.state)?;
+        durable(&self.log)?;
+        let marker = self.dir.join(CLEAN_STOP);
+        std::fs::write(&marker, b"stopped cleanly\n")?;
+        std::fs::File::open(&marker)?.sync_all()?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        Ok(())
     }
 
     /// Deletes every record of a group (its database was dropped or the replica removed).

@@ -1,6 +1,7 @@
 //! A flipped bit in a stopped node's stored Raft log is found when the node starts again: the
 //! node does not serve that group (and does not restart it in a loop), says why on `/healthz`,
-//! and the shard's other replicas go on serving reads and writes.
+//! and the shard's other replicas go on serving reads and writes. A node that was killed
+//! checks its data files whole when it starts again; one stopped cleanly does not.
 
 use std::path::Path;
 use std::time::Duration;
@@ -118,4 +119,60 @@ async fn a_corrupt_log_entry_stops_its_group_on_that_node_only() {
         !log.contains("raft group opened again"),
         "the corrupt group was restarted"
     );
+}
+
+/// What node `i` logged in its latest run.
+fn last_run_log(cluster: &Cluster, i: usize) -> String {
+    let log = std::fs::read_to_string(cluster.node(i).log_path()).unwrap_or_default();
+    match log.rfind("---- harness: starting") {
+        Some(at) => log[at..].to_string(),
+        None => log,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_killed_checks_its_files_whole_when_it_starts_and_one_stopped_cleanly_does_not() {
+    let mut cluster = Cluster::start(3, ClusterOptions::default().fast_elections()).await;
+    cluster.create_database("db", Some(3), Some(1)).await;
+    let client = cluster.client();
+    for i in 0..20 {
+        client
+            .put("db", "c", &format!("d{i:02}"), r#"{"n":1}"#, None)
+            .await
+            .expect("write");
+    }
+    cluster.sigterm(1).await;
+    cluster.restart(1);
+    cluster.wait_ready(1).await;
+    let clean = last_run_log(&cluster, 1);
+    assert!(
+        !clean.contains("did not stop cleanly"),
+        "a node stopped cleanly trusts its files: {clean}"
+    );
+
+    cluster.kill9(2);
+    cluster.restart(2);
+    cluster.wait_ready(2).await;
+    let killed = last_run_log(&cluster, 2);
+    for file in ["flotilla.redb", "state.redb"] {
+        assert!(
+            killed
+                .lines()
+                .any(|l| l.contains("file checked: whole") && l.contains(file)),
+            "{file} is checked after a kill: {killed}"
+        );
+    }
+    // And the node serves: its replica has every write.
+    let local = cluster.node_client(2, ClientOptions::default());
+    wait_until(
+        Duration::from_secs(20),
+        "the restarted node's replica holds every write",
+        async || {
+            matches!(
+                local.get("db", "c", "d19", Consistency::Stale).await,
+                Ok(Some(_))
+            )
+        },
+    )
+    .await;
 }

@@ -29,6 +29,7 @@ mod query_props;
 mod requests;
 mod security;
 mod slow_disk;
+mod snapshot_memory;
 mod transactions;
 mod txn_keyed;
 mod txn_queries;
