@@ -249,10 +249,11 @@ async fn replicas_follow_the_replication_factor_and_hand_made_changes_keep_a_maj
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn removing_a_node_moves_its_replicas_first_under_write_load() {
-    let cluster = Cluster::start(4, options()).await;
+    let mut cluster = Cluster::start(4, options()).await;
     cluster.create_database("app", Some(3), None).await;
     let client = cluster.client();
     let holder = client.database_status("app").await.unwrap().shards[0].replicas[0].node_id;
+    let holder_index = cluster.index_of(holder).await;
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
@@ -283,20 +284,37 @@ async fn removing_a_node_moves_its_replicas_first_under_write_load() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = writer.await.expect("writer");
     assert!(!acked.is_empty(), "writes went on during the move");
+    // The removed node is stopped, as its owner (or the operator) does: left running, it is
+    // cut off from the cluster and answers from the last state it heard of.
+    if let Some(i) = holder_index {
+        cluster.sigterm(i).await;
+    }
 
     // The node is gone from every shard at once; the shard's status may show a leader elected
     // a moment ago, which reports its followers as Rehab until it has heard from them.
     let s = shard_states(&client, "app").await.expect("status");
     assert_eq!(s.len(), 3, "{s:?}");
     assert!(s.iter().all(|(n, _)| *n != holder), "{s:?}");
-    wait_until(Duration::from_secs(30), "three Members", async || {
-        shard_states(&client, "app").await.is_some_and(|s| {
-            s.len() == 3
-                && s.iter()
-                    .all(|(n, st)| *n != holder && *st == ReplicaState::Member)
-        })
-    })
-    .await;
+    flotilla_testkit::wait::until_async(
+        "three Members",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || async {
+            let s = client.database_status("app").await;
+            let done = s.as_ref().is_ok_and(|s| {
+                let s = states(s);
+                s.len() == 3
+                    && s.iter()
+                        .all(|(n, st)| *n != holder && *st == ReplicaState::Member)
+            });
+            match done {
+                true => Ok(Some(())),
+                false => Err(format!("{s:?}")),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let status = client.cluster_status().await.unwrap();
     assert!(
         status.nodes.iter().all(|n| n.id != holder),
