@@ -123,6 +123,13 @@ pub fn check_origin(
             ));
         }
     };
+    if state.removed.contains(&from) {
+        return Err(refuse(
+            Code::FailedPrecondition,
+            ErrorReason::NodeRemoved,
+            format!("node {from} was removed from the cluster; its id is not used again"),
+        ));
+    }
     if !knows(host, &state, from, gid) {
         return Err(refuse(
             Code::PermissionDenied,

@@ -129,6 +129,7 @@ async fn send_beats(host: Arc<Host>, peer: NodeId, addr: String) {
                     crate::failover::leader_gone(&host, peer).await;
                 }
             }
+            Err(BeatError::Removed(why)) => host.mark_removed(peer, &why),
             Err(e) => tracing::trace!(peer, error = %e, "node heartbeat failed"),
         }
     }

@@ -82,6 +82,9 @@ pub struct Host {
     failures: supervise::Failures,
     /// The data volume's free space, as last measured (see `space`).
     space: space::Space,
+    /// Set once a member of the cluster refuses this node as removed from it (see
+    /// [`Host::mark_removed`]).
+    removed: std::sync::atomic::AtomicBool,
 }
 
 impl Host {
@@ -124,6 +127,7 @@ impl Host {
             beats: Arc::new(Beats::default()),
             failures: supervise::Failures::default(),
             space: space::Space::default(),
+            removed: std::sync::atomic::AtomicBool::new(false),
         });
         if host.config.test_storage_faults {
             storage.test_faults().enable(&host.config.data_dir);
@@ -392,7 +396,7 @@ impl Host {
     /// Ready: a member of the meta group, a leader known, applied up to what is committed, and
     /// room on the data volume (see `space`).
     pub fn is_ready(&self) -> bool {
-        if self.space.is_full() {
+        if self.space.is_full() || self.is_removed() {
             return false;
         }
         let m = self.meta().metrics();
@@ -407,6 +411,27 @@ impl Host {
             && m.current_leader.is_some()
             && applied >= committed
             && self.meta_state().nodes.contains_key(&self.id)
+    }
+
+    /// Records that this node was removed from the cluster, as `peer` (a member, which holds
+    /// the record of the removal) says. The node is cut off: it hears nothing of the cluster
+    /// any more, so it stops serving clients from what it last heard (they are refused as
+    /// UNAVAILABLE, reason NODE_REMOVED, and go to another node) and is never ready again.
+    pub fn mark_removed(&self, peer: NodeId, why: &str) {
+        if !self.removed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tracing::error!(
+                node_id = self.id,
+                told_by = peer,
+                why,
+                "this node was removed from the cluster: it refuses client calls from now on; \
+                 stop it (a node that joins again does so with an empty data directory, as a new node)"
+            );
+        }
+    }
+
+    /// Whether this node knows it was removed from the cluster (see [`Host::mark_removed`]).
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Second half of a graceful stop: stop every Raft group (after the servers stopped).

@@ -168,6 +168,12 @@ impl Peers {
         match client.heartbeat(request).await {
             Ok(answer) => Ok(answer.into_inner()),
             Err(s) if refused(&s) => Err(BeatError::Refused),
+            Err(s)
+                if flotilla_proto::reason_of(&s)
+                    == Some(flotilla_proto::v1::ErrorReason::NodeRemoved) =>
+            {
+                Err(BeatError::Removed(s.message().to_string()))
+            }
             Err(s) => Err(BeatError::Failed(format!("{}: {}", s.code(), s.message()))),
         }
     }
@@ -179,6 +185,9 @@ pub enum BeatError {
     /// The peer's address refused the connection: no process listens there.
     #[error("connection refused")]
     Refused,
+    /// The peer holds the record that this node was removed from the cluster.
+    #[error("removed from the cluster: {0}")]
+    Removed(String),
     #[error("{0}")]
     Failed(String),
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use flotilla_client::{
-    Client, Consistency, DatabaseStatus, Error, RemoveNodeProgress, ReplicaState,
+    Client, ClientOptions, Consistency, DatabaseStatus, Error, RemoveNodeProgress, ReplicaState,
 };
 use flotilla_testkit::cluster::{Cluster, ClusterOptions};
 use flotilla_testkit::wait::{wait_for, wait_until};
@@ -249,7 +249,7 @@ async fn replicas_follow_the_replication_factor_and_hand_made_changes_keep_a_maj
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn removing_a_node_moves_its_replicas_first_under_write_load() {
-    let mut cluster = Cluster::start(4, options()).await;
+    let cluster = Cluster::start(4, options()).await;
     cluster.create_database("app", Some(3), None).await;
     let client = cluster.client();
     let holder = client.database_status("app").await.unwrap().shards[0].replicas[0].node_id;
@@ -284,11 +284,29 @@ async fn removing_a_node_moves_its_replicas_first_under_write_load() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let acked = writer.await.expect("writer");
     assert!(!acked.is_empty(), "writes went on during the move");
-    // The removed node is stopped, as its owner (or the operator) does: left running, it is
-    // cut off from the cluster and answers from the last state it heard of.
-    if let Some(i) = holder_index {
-        cluster.sigterm(i).await;
-    }
+    // The removed node, left running, is cut off from the cluster: it learns it was removed
+    // (its peers refuse its heartbeats as removed) and refuses client calls, so that clients
+    // go to the other nodes rather than read its last view.
+    let holder_index = holder_index.expect("the removed node is one of the test's");
+    let alone = cluster.node_client(
+        holder_index,
+        ClientOptions {
+            total_timeout: Duration::from_secs(1),
+            max_attempts: 1,
+            ..ClientOptions::default()
+        },
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the removed node refuses client calls as removed",
+        async || {
+            matches!(
+                alone.database_status("app").await,
+                Err(Error::Unavailable(m)) if m.contains("removed from the cluster")
+            )
+        },
+    )
+    .await;
 
     // The node is gone from every shard at once; the shard's status may show a leader elected
     // a moment ago, which reports its followers as Rehab until it has heard from them.

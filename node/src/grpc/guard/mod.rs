@@ -125,6 +125,15 @@ impl Guard {
 
     /// The caller of `request`.
     pub fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        if self.host.is_removed() {
+            return Err(flotilla_proto::with_reason(
+                Status::unavailable(format!(
+                    "node {} was removed from the cluster; ask another node",
+                    self.host.id
+                )),
+                flotilla_proto::v1::ErrorReason::NodeRemoved,
+            ));
+        }
         let state = self.host.meta_state();
         let credentials = Credentials {
             token: bearer(request.metadata()),
