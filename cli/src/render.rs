@@ -76,8 +76,12 @@ fn bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[unit])
 }
 
-/// How far a replica is: for a Promotable its catch-up progress.
+/// How far a replica is: for a Promotable its catch-up progress; for a replica whose group
+/// stopped on its node, why.
 fn progress(r: &flotilla_client::ReplicaStatus) -> String {
+    if let Some(why) = &r.stopped {
+        return format!("stopped: {why}");
+    }
     match r.state {
         flotilla_client::ReplicaState::Promotable if r.snapshot_bytes_sent > 0 => format!(
             "{} behind, snapshot {} sent",
@@ -617,6 +621,7 @@ mod tests {
             } else {
                 0
             },
+            stopped: None,
         };
         DatabaseStatus {
             database: DatabaseInfo {
@@ -728,6 +733,23 @@ mod tests {
         assert_eq!(r["client_addr"], "127.0.0.1:7120");
         assert_eq!(r["state"], "rehab");
         assert_eq!(r["lag"], 9);
+    }
+
+    #[test]
+    fn a_replica_stopped_on_its_node_says_why() {
+        let mut status = database();
+        status.shards[0].replicas[1].stopped =
+            Some("corrupt log entry 17 of group 5: checksum mismatch".into());
+        let out = database_status(&status, Output::Table);
+        assert!(
+            out.contains("stopped: corrupt log entry 17 of group 5"),
+            "{out}"
+        );
+        let v: Value = serde_json::from_str(&database_status(&status, Output::Json)).unwrap();
+        assert_eq!(
+            v["shards"][0]["replicas"][1]["stopped"],
+            "corrupt log entry 17 of group 5: checksum mismatch"
+        );
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct ReplicaStatus {
     pub matched_index: u64,
     /// Bytes of snapshot sent to this replica so far (its catch-up progress as a Promotable).
     pub snapshot_bytes_sent: u64,
+    /// Why this replica's group is stopped on its node (a corrupt record, a storage failure),
+    /// as its node last said; `None` while it runs.
+    pub stopped: Option<String>,
 }
 
 /// One shard's Raft group.
@@ -51,6 +54,7 @@ impl From<ReplicaStatus> for pb::ReplicaStatus {
             lag: r.lag,
             matched_index: r.matched_index,
             snapshot_bytes_sent: r.snapshot_bytes_sent,
+            stopped: r.stopped.unwrap_or_default(),
         }
     }
 }
@@ -66,6 +70,7 @@ impl TryFrom<pb::ReplicaStatus> for ReplicaStatus {
             lag: r.lag,
             matched_index: r.matched_index,
             snapshot_bytes_sent: r.snapshot_bytes_sent,
+            stopped: (!r.stopped.is_empty()).then_some(r.stopped),
         })
     }
 }
@@ -123,6 +128,7 @@ mod tests {
                     lag: 0,
                     matched_index: 40,
                     snapshot_bytes_sent: 0,
+                    stopped: None,
                 },
                 ReplicaStatus {
                     node_id: 4,
@@ -131,6 +137,7 @@ mod tests {
                     lag: 12,
                     matched_index: 28,
                     snapshot_bytes_sent: 4096,
+                    stopped: None,
                 },
             ],
             replacement: Some(ReplicaMove { old: 2, new: 4 }),

@@ -730,6 +730,7 @@ impl Admin for Fake {
                         lag: if node_id == 3 { 12 } else { 0 },
                         matched_index: if node_id == 3 { 28 } else { 40 },
                         snapshot_bytes_sent: 0,
+                        stopped: String::new(),
                     })
                     .collect(),
                 replacement: None,

@@ -201,10 +201,12 @@ impl Peer for PeerService {
         check_origin(&self.host, &metadata, Some(beat.from_node_id), None)?;
         let beats = self.host.beats();
         beats.record(beat.from_node_id, beat.leading);
+        beats.record_stopped(beat.from_node_id, beat.stopped);
         Ok(Response::new(HeartbeatResponse {
             from_node_id: self.host.id,
             to_node_id: beat.from_node_id,
             leading: beats.leading(),
+            stopped: self.host.stopped_groups(),
         }))
     }
 

@@ -111,11 +111,13 @@ async fn send_beats(host: Arc<Host>, peer: NodeId, addr: String) {
             from_node_id: host.id,
             to_node_id: peer,
             leading: beats.leading(),
+            stopped: host.stopped_groups(),
         };
         match host.peers().beat(&addr, beat, timeout).await {
             Ok(answer) if answer.from_node_id == peer => {
                 taken_over = None;
                 beats.answered(peer, answer.leading);
+                beats.record_stopped(peer, answer.stopped);
             }
             Ok(answer) => tracing::debug!(
                 peer,

@@ -84,6 +84,7 @@ impl Host {
             from_node_id: self.id,
             to_node_id: id,
             leading: vec![],
+            stopped: self.stopped_groups(),
         };
         matches!(
             self.peers().beat(addr, beat, PROBE_TIMEOUT).await,

@@ -429,6 +429,16 @@ impl Host {
         }
     }
 
+    /// The groups stopped on this node, with why (what its node heartbeats tell its peers, and
+    /// shard status shows).
+    pub fn stopped_groups(&self) -> std::collections::HashMap<GroupId, String> {
+        self.failures()
+            .stopped_groups()
+            .into_iter()
+            .map(|(gid, f)| (gid, f.reason))
+            .collect()
+    }
+
     /// Whether this node knows it was removed from the cluster (see [`Host::mark_removed`]).
     pub fn is_removed(&self) -> bool {
         self.removed.load(std::sync::atomic::Ordering::SeqCst)

@@ -36,6 +36,8 @@ pub struct Beats {
     asleep: Mutex<HashSet<GroupId>>,
     /// Groups woken by a request since the hibernation loop last looked.
     woken: Mutex<HashSet<GroupId>>,
+    /// The groups each peer last said were stopped on it, with why.
+    stopped: Mutex<HashMap<NodeId, HashMap<GroupId, String>>>,
 }
 
 impl Beats {
@@ -49,6 +51,28 @@ impl Beats {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(from, heard);
+    }
+
+    /// Records the groups `from` says are stopped on it (a heartbeat, or its answer to one),
+    /// with why.
+    pub fn record_stopped(&self, from: NodeId, stopped: HashMap<GroupId, String>) {
+        let mut all = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        if stopped.is_empty() {
+            all.remove(&from);
+        } else {
+            all.insert(from, stopped);
+        }
+    }
+
+    /// Why group `gid` is stopped on node `node`, as it last said (`None`: it runs there, or
+    /// nothing was heard).
+    pub fn stopped(&self, node: NodeId, gid: GroupId) -> Option<String> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node)?
+            .get(&gid)
+            .cloned()
     }
 
     /// Records the answer of `peer` to this node's heartbeat: it is there.

@@ -192,6 +192,7 @@ mod tests {
             lag,
             matched_index,
             snapshot_bytes_sent: 0,
+            stopped: None,
         }
     }
 

@@ -13,6 +13,15 @@ use crate::host::{GroupHandle, Host};
 use crate::meta::{ReplicaState, ShardRecord};
 use crate::types::{GroupId, NodeId};
 
+/// Why group `gid` is stopped on node `node`: known here for this node, and from its node
+/// heartbeats for the others.
+fn stopped_on(host: &Host, node: NodeId, gid: GroupId) -> Option<String> {
+    if node == host.id {
+        return host.stopped_groups().remove(&gid);
+    }
+    host.beats().stopped(node, gid)
+}
+
 /// How a group's members look from this node (complete when this node leads it). Replica
 /// states recorded in the meta state (Promotable, Rehab) take precedence over the Raft view.
 pub fn local_status(
@@ -70,6 +79,7 @@ pub fn local_status(
             } else {
                 0
             },
+            stopped: stopped_on(host, *id, gid),
         });
     }
     ShardStatus {
@@ -194,6 +204,7 @@ pub async fn status(host: &Host, index: usize, record: &ShardRecord) -> ShardSta
                 lag: 0,
                 matched_index: 0,
                 snapshot_bytes_sent: 0,
+                stopped: stopped_on(host, *id, gid),
             })
             .collect(),
         replacement: record.replacement,

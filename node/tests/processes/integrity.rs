@@ -1,7 +1,8 @@
 //! A flipped bit in a stopped node's stored Raft log is found when the node starts again: the
 //! node does not serve that group (and does not restart it in a loop), says why on `/healthz`,
-//! and the shard's other replicas go on serving reads and writes. A node that was killed
-//! checks its data files whole when it starts again; one stopped cleanly does not.
+//! the shard status says why, and the shard's other replicas go on serving reads and writes.
+//! A node that was killed checks its data files whole when it starts again; one stopped
+//! cleanly does not.
 
 use std::path::Path;
 use std::time::Duration;
@@ -107,6 +108,22 @@ async fn a_corrupt_log_entry_stops_its_group_on_that_node_only() {
         .await
         .expect("a read with one replica stopped");
     assert!(read.is_some());
+
+    // The shard's status, asked of any node, says why that replica is stopped.
+    let node_id = cluster.node_id(node).await;
+    let why = format!("corrupt log entry {index} of group {gid}");
+    wait_until(
+        Duration::from_secs(20),
+        "the shard status says why the replica is stopped",
+        async || {
+            client.database_status("db").await.is_ok_and(|s| {
+                s.shards[0].replicas.iter().any(|r| {
+                    r.node_id == node_id && r.stopped.as_deref().is_some_and(|w| w.contains(&why))
+                })
+            })
+        },
+    )
+    .await;
 
     // Still stopped, for the same reason, and never opened again.
     let (code, body) = flotilla_testkit::http::get(&http, "/healthz")

@@ -281,6 +281,7 @@ async fn heartbeat(addr: &str, tls: Option<ClientTlsConfig>) -> Result<(), tonic
         from_node_id: 1,
         to_node_id: 0,
         leading: vec![],
+        stopped: Default::default(),
     };
     PeerClient::new(channel).heartbeat(beat).await.map(|_| ())
 }
@@ -506,6 +507,7 @@ async fn every_peer_message_is_checked_for_its_cluster_sender_and_target() {
         from_node_id: from,
         to_node_id: to,
         leading: vec![],
+        stopped: Default::default(),
     };
     use tonic::Code::*;
     let answer = peer.heartbeat(stamped(beat(id, 0), id, Some(ours))).await;

@@ -154,6 +154,7 @@ mod tests {
             lag,
             matched_index: 0,
             snapshot_bytes_sent: 0,
+            stopped: None,
         }
     }
 

@@ -405,6 +405,10 @@ pub struct Replica {
     pub lag: u64,
     pub matched_index: u64,
     pub snapshot_bytes_sent: u64,
+    /// Why this replica's group is stopped on its node (a corrupt record, a storage failure);
+    /// absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 /// A replacement in flight: the replica on `new_node_id` takes the place of `old_node_id`.
@@ -465,6 +469,7 @@ impl DatabaseStatus {
                         lag: r.lag,
                         matched_index: r.matched_index,
                         snapshot_bytes_sent: r.snapshot_bytes_sent,
+                        stopped: (!r.stopped.is_empty()).then_some(r.stopped),
                     })
                     .collect(),
                 replacement: s.replacement.map(|m| ReplicaMove {
