@@ -70,6 +70,12 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
     cargo install cargo-nextest --locked || exit 1
 fi
 
+# The clock-jump fault test runs the nodes' wall clocks through libfaketime.
+if ! compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null &&
+    [ ! -e /usr/lib/faketime/libfaketime.so.1 ]; then
+    apt_install --no-install-recommends faketime || status=1
+fi
+
 # `promtool check metrics` and `promtool test rules` check the metrics and the alert rules.
 if ! command -v promtool >/dev/null 2>&1; then
     apt_install --no-install-recommends prometheus || status=1

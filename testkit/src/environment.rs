@@ -10,6 +10,18 @@ use std::io::Write;
 /// one line (`scripts/test.sh` sets it and prints the list when the tests are done).
 pub const NOT_RUN_LOG: &str = "FLOTILLA_NOT_RUN_LOG";
 
+/// The libfaketime library (Debian's `faketime` package), if this machine has it.
+pub fn faketime_library() -> Option<std::path::PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ]
+    .into_iter()
+    .map(std::path::PathBuf::from)
+    .find(|p| p.exists())
+}
+
 /// True when running in CI (`CI` set to anything but `false`, `0` or nothing): there a missing
 /// environment is a failure.
 pub fn in_ci() -> bool {

@@ -21,6 +21,34 @@ pub async fn get(addr: &str, path: &str) -> Result<(u16, String)> {
 
 /// `GET path` on `addr` (`host:port`): the status code and the body, within `timeout`.
 pub async fn get_within(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String)> {
+    exchange(addr, path, timeout)
+        .await
+        .map(|(status, _, body)| (status, body))
+}
+
+/// The wall clock of the node whose HTTP port is `addr`, to the second: the `Date` of its
+/// answer to `GET /healthz`.
+pub async fn node_time(addr: &str) -> Result<std::time::SystemTime> {
+    let (_, headers, _) = exchange(addr, "/healthz", TIMEOUT).await?;
+    let failed = |reason: String| Error::Http {
+        addr: addr.to_string(),
+        path: "/healthz".into(),
+        reason,
+    };
+    let date = headers
+        .get(hyper::header::DATE)
+        .ok_or_else(|| failed("an answer without a Date".into()))?
+        .to_str()
+        .map_err(|e| failed(format!("a Date that is not text: {e}")))?;
+    httpdate::parse_http_date(date).map_err(|e| failed(format!("Date {date:?}: {e}")))
+}
+
+/// `GET path` on `addr`: the status code, the headers and the body, within `timeout`.
+async fn exchange(
+    addr: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, hyper::HeaderMap, String)> {
     let failed = |reason: String| Error::Http {
         addr: addr.to_string(),
         path: path.to_string(),
@@ -37,13 +65,14 @@ pub async fn get_within(addr: &str, path: &str, timeout: Duration) -> Result<(u1
     let exchange = async {
         let response = client.get(uri).await.map_err(|e| failed(chain(&e)))?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|e| failed(chain(&e)))?
             .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        Ok((status, headers, String::from_utf8_lossy(&body).into_owned()))
     };
     tokio::time::timeout(timeout, exchange)
         .await

@@ -45,6 +45,9 @@ pub struct Workload {
     /// Pause between two operations of one worker.
     pub pace: Duration,
     pub writes: Writes,
+    /// How the workers read (linearizable, or under the leader's lease: both must be
+    /// linearizable).
+    pub reads: Consistency,
     /// Options of every worker's client: short timeouts, so that a worker stuck on an
     /// unreachable node moves on.
     pub client_options: ClientOptions,
@@ -60,6 +63,7 @@ impl Workload {
             workers,
             pace: Duration::from_millis(5),
             writes: Writes::Conditional,
+            reads: Consistency::Linearizable,
             client_options: ClientOptions {
                 total_timeout: Duration::from_secs(3),
                 request_timeout: Duration::from_millis(1500),
@@ -255,7 +259,7 @@ impl Worker {
         let (db, coll) = (w.database.as_str(), w.collection.as_str());
         let pending = self.history.invoke(self.id, key, call);
         let (outcome, error) = match call {
-            Call::Get => read_outcome(client.get(db, coll, key, Consistency::Linearizable).await),
+            Call::Get => read_outcome(client.get(db, coll, key, w.reads).await),
             Call::Put { value, if_version } => {
                 let json = format!("{{\"w\":{value}}}");
                 match client.put(db, coll, key, &json, if_version).await {

@@ -14,7 +14,7 @@
 
 use std::io;
 
-use redb::{ReadableDatabase, TableDefinition, WriteTransaction};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::documents::{ChangeEvent, changes_floor};
 use super::tables::CHANGES;
@@ -50,7 +50,10 @@ pub(crate) fn init(txn: &WriteTransaction) -> Result<(), redb::TableError> {
     Ok(())
 }
 
-/// Records the commit time of `revision` (nothing for an unknown time).
+/// Records the commit time of `revision` (nothing for an unknown time). Times never go back
+/// along a group's feed: a leader whose wall clock jumped back stamps the time of the revision
+/// before, so that a restore to a point in time (which keeps the changes up to the first one
+/// after it) still keeps a prefix of the feed in commit order.
 pub(crate) fn record_time(
     txn: &WriteTransaction,
     gid: GroupId,
@@ -61,7 +64,17 @@ pub(crate) fn record_time(
         return Ok(());
     }
     let mut times = txn.open_table(CHANGE_TIMES).map_err(io_err)?;
-    times.insert((gid, revision), unix_ms).map_err(io_err)?;
+    let before = match times
+        .range((gid, 0)..(gid, revision))
+        .map_err(io_err)?
+        .next_back()
+    {
+        Some(row) => row.map_err(io_err)?.1.value(),
+        None => 0,
+    };
+    times
+        .insert((gid, revision), unix_ms.max(before))
+        .map_err(io_err)?;
     Ok(())
 }
 
@@ -210,6 +223,23 @@ mod tests {
             true
         })?;
         Ok(out)
+    }
+
+    #[test]
+    fn commit_times_never_go_back_when_the_leaders_clock_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path(), crate::store::StorageMetrics::unregistered())
+            .expect("open storage");
+        apply(&storage, 1, 5_000, 100, put("a", "1"));
+        // The leader's wall clock jumped back an hour.
+        apply(&storage, 2, 1_400, 100, put("a", "2"));
+        apply(&storage, 3, 6_000, 100, put("b", "3"));
+        let times: Vec<(u64, u64)> = export(&storage, 0, 3)
+            .expect("export")
+            .iter()
+            .map(|c| (c.revision, c.unix_ms))
+            .collect();
+        assert_eq!(times, vec![(1, 5_000), (2, 5_000), (3, 6_000)]);
     }
 
     #[test]

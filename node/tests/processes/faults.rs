@@ -39,6 +39,8 @@ const PROGRESS: u64 = 50;
 /// once (see `a_write_is_applied_once_across_a_leader_kill`).
 const WRITES: Writes = Writes::Mixed;
 
+mod clock;
+
 /// Network namespaces where they can be made; on 127.0.0.1 otherwise, except under `CI=true`,
 /// where a missing capability must not quietly narrow the tests.
 fn network() -> Network {
@@ -106,7 +108,6 @@ impl Run {
             );
             return None;
         }
-        let seed = schedule::seed();
         let mut options = ClusterOptions::default()
             .fast_elections()
             .network(network)
@@ -114,14 +115,20 @@ impl Run {
         for arg in args {
             options = options.arg(*arg);
         }
-        let cluster = Cluster::start(nodes, options).await;
-        cluster
-            .create_database(DB, Some(nodes.min(5) as u32), Some(2))
-            .await;
         let workload = Workload {
             writes,
             ..Workload::new(DB, keys, 4)
         };
+        Some(Run::start_on(nodes, options, workload).await)
+    }
+
+    /// `nodes` nodes started with `options`, running `workload`.
+    async fn start_on(nodes: usize, options: ClusterOptions, workload: Workload) -> Run {
+        let seed = schedule::seed();
+        let cluster = Cluster::start(nodes, options).await;
+        cluster
+            .create_database(DB, Some(nodes.min(5) as u32), Some(2))
+            .await;
         let history = History::new();
         let running = workload.start(&cluster.endpoints(), &history, seed);
         let run = Run {
@@ -133,7 +140,7 @@ impl Run {
         };
         run.progress_within(Duration::from_secs(30), "the workload starts")
             .await;
-        Some(run)
+        run
     }
 
     fn running(&self) -> &Running {

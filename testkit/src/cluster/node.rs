@@ -102,6 +102,25 @@ impl Node {
         self.log.clone()
     }
 
+    /// The file whose offset (`+N` or `-N` seconds) a node with a fake clock adds to its wall
+    /// clock (beside its log).
+    pub fn clock_path(&self) -> PathBuf {
+        self.log.with_extension("clock")
+    }
+
+    /// Shifts the node's wall clock to `seconds` from the real time (it reads the file again
+    /// within a second); the node must run with a fake clock.
+    pub fn shift_clock(&self, seconds: i64) {
+        assert!(
+            self.options.fake_clock.is_some(),
+            "{} runs without a fake clock: start the cluster with ClusterOptions::fake_clock",
+            self.name
+        );
+        let path = self.clock_path();
+        std::fs::write(&path, format!("{seconds:+}\n"))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    }
+
     /// The last `lines` lines of the node's log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(self.log_path()).unwrap_or_default();
@@ -199,6 +218,18 @@ impl Node {
             }
         }
         command.envs(self.options.env.iter().map(|(k, v)| (k, v)));
+        if let Some(library) = &self.options.fake_clock {
+            let clock = self.clock_path();
+            if !clock.exists() {
+                std::fs::write(&clock, "+0\n")
+                    .unwrap_or_else(|e| panic!("writing {}: {e}", clock.display()));
+            }
+            command
+                .env("LD_PRELOAD", library)
+                .env("FAKETIME_TIMESTAMP_FILE", &clock)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
         let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("starting {} for {}: {e}", binary.display(), self.name));

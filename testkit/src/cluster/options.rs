@@ -62,6 +62,10 @@ pub struct ClusterOptions {
     /// The directory of the nodes' directories, kept after the cluster (default: a temporary
     /// directory, removed unless `FLOTILLA_KEEP_TEST_DIRS` is set).
     pub dir: Option<PathBuf>,
+    /// Each node's wall clock runs through libfaketime, shifted by what its clock file says
+    /// (see [`Cluster::shift_clock`](super::Cluster::shift_clock)); its monotonic clock is
+    /// left alone.
+    pub fake_clock: Option<PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -84,11 +88,19 @@ impl Default for ClusterOptions {
             binary: node_binary(),
             subcommand: "serve".into(),
             dir: None,
+            fake_clock: None,
         }
     }
 }
 
 impl ClusterOptions {
+    /// Runs every node's wall clock through the libfaketime library `library` (see
+    /// [`crate::environment::faketime_library`]).
+    pub fn fake_clock(mut self, library: PathBuf) -> Self {
+        self.fake_clock = Some(library);
+        self
+    }
+
     /// Faster heartbeats and elections, for tests that kill leaders.
     pub fn fast_elections(mut self) -> Self {
         self.heartbeat_interval_ms = Some(50);
