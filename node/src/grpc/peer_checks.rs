@@ -123,14 +123,16 @@ pub fn check_origin(
             ));
         }
     };
-    if state.removed.contains(&from) {
-        return Err(refuse(
-            Code::FailedPrecondition,
-            ErrorReason::NodeRemoved,
-            format!("node {from} was removed from the cluster; its id is not used again"),
-        ));
-    }
     if !knows(host, &state, from, gid) {
+        // A removed node that is still a member of the group a message is for (its replica
+        // is on the way out) is still heard; otherwise it is told it was removed.
+        if state.removed.contains(&from) {
+            return Err(refuse(
+                Code::FailedPrecondition,
+                ErrorReason::NodeRemoved,
+                format!("node {from} was removed from the cluster; its id is not used again"),
+            ));
+        }
         return Err(refuse(
             Code::PermissionDenied,
             ErrorReason::UnknownSender,
