@@ -260,7 +260,13 @@ impl NodeConfig {
             election_timeout_min: self.election_timeout,
             election_timeout_max: self.election_timeout * 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
-            max_in_snapshot_log_to_keep: (self.snapshot_threshold / 10).max(10),
+            // The log kept behind a snapshot: a follower that has just installed one goes on
+            // from there by log, unless the leader snapshotted and purged past it meanwhile
+            // (then it needs another snapshot, and under steady writes with a low threshold
+            // it may never catch up). A tenth of the threshold, and never less than the
+            // threshold itself up to 40 entries.
+            max_in_snapshot_log_to_keep: (self.snapshot_threshold / 10)
+                .max(self.snapshot_threshold.min(40)),
             max_payload_entries: 512,
             install_snapshot_timeout: 10_000,
             enable_pre_vote: Some(true),

@@ -67,7 +67,11 @@ pub(super) fn open_file(
 }
 
 /// Opens (or creates) the database file at `path`, through the power-loss backend when asked.
-pub(super) fn create(builder: &redb::Builder, path: &Path, test: TestModes) -> Result<Database, StoreError> {
+pub(super) fn create(
+    builder: &redb::Builder,
+    path: &Path,
+    test: TestModes,
+) -> Result<Database, StoreError> {
     if !test.power_loss && !test.storage_faults {
         return Ok(builder.create(path)?);
     }
