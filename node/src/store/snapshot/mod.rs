@@ -50,8 +50,7 @@ pub(crate) struct SnapshotRecord {
 impl Storage {
     /// A new, pending snapshot file of group `gid` (a build, or one being received).
     pub fn new_snapshot_file(&self, gid: GroupId) -> io::Result<SnapshotWriter> {
-        let name = format!("{gid}-{:016x}.snap", rand::random::<u64>());
-        SnapshotWriter::create(&self.snapshot_dir, &name)
+        SnapshotWriter::create(&self.snapshot_dir, &new_file_name(gid))
     }
 
     /// Reports a snapshot file of group `gid` whose content no longer matches its checksum:
@@ -398,6 +397,11 @@ fn open_file(
     Ok(file)
 }
 
+/// A name no snapshot file of group `gid` has yet.
+fn new_file_name(gid: GroupId) -> String {
+    format!("{gid}-{:016x}.snap", rand::random::<u64>())
+}
+
 fn file_name(file: &SnapshotFile) -> Option<&str> {
     file.path().file_name().and_then(|n| n.to_str())
 }
@@ -443,7 +447,7 @@ pub(super) fn open_dir(
                 }
             };
             drop(v);
-            let name = format!("{gid}-{:016x}.snap", rand::random::<u64>());
+            let name = new_file_name(gid);
             let out = legacy::convert(&stored.data, SnapshotWriter::create(&dir, &name)?)?;
             let file = out.finish(None)?;
             let record = integrity::seal(&record_of(&stored.meta, &file)?)?;

@@ -43,29 +43,7 @@ fn started_at(run: &Run, i: usize) -> Option<std::time::SystemTime> {
     let log = std::fs::read_to_string(run.cluster.node(i).log_path()).ok()?;
     let last_run = &log[log.rfind("---- harness: starting")?..];
     let stamp = last_run.lines().nth(1)?.split_whitespace().next()?;
-    parse_log_time(stamp)
-}
-
-/// Parses a log line's time (`2026-12-07T09:52:11.123456Z`).
-fn parse_log_time(stamp: &str) -> Option<std::time::SystemTime> {
-    let (date, time) = stamp.trim_end_matches('Z').split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let mut t = time.split(':');
-    let (h, min) = (
-        t.next()?.parse::<i64>().ok()?,
-        t.next()?.parse::<i64>().ok()?,
-    );
-    let s = t.next()?.split('.').next()?.parse::<i64>().ok()?;
-    // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + min * 60 + s;
-    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).ok()?))
+    humantime::parse_rfc3339_weak(stamp).ok()
 }
 
 /// Wall clocks that jump, forward and back, on the shard leader and a follower, while workers
