@@ -622,6 +622,7 @@ mod tests {
                 0
             },
             stopped: None,
+            broken: false,
         };
         DatabaseStatus {
             database: DatabaseInfo {

@@ -21,6 +21,9 @@ pub struct ReplicaStatus {
     /// Why this replica's group is stopped on its node (a corrupt record, a storage failure),
     /// as its node last said; `None` while it runs.
     pub stopped: Option<String>,
+    /// Stopped for good (a corrupt record, or content that differs from the other replicas'):
+    /// the replica is replaced.
+    pub broken: bool,
 }
 
 /// One shard's Raft group.
@@ -55,6 +58,7 @@ impl From<ReplicaStatus> for pb::ReplicaStatus {
             matched_index: r.matched_index,
             snapshot_bytes_sent: r.snapshot_bytes_sent,
             stopped: r.stopped.unwrap_or_default(),
+            broken: r.broken,
         }
     }
 }
@@ -71,6 +75,7 @@ impl TryFrom<pb::ReplicaStatus> for ReplicaStatus {
             matched_index: r.matched_index,
             snapshot_bytes_sent: r.snapshot_bytes_sent,
             stopped: (!r.stopped.is_empty()).then_some(r.stopped),
+            broken: r.broken,
         })
     }
 }
@@ -129,6 +134,7 @@ mod tests {
                     matched_index: 40,
                     snapshot_bytes_sent: 0,
                     stopped: None,
+                    broken: false,
                 },
                 ReplicaStatus {
                     node_id: 4,
@@ -138,6 +144,7 @@ mod tests {
                     matched_index: 28,
                     snapshot_bytes_sent: 4096,
                     stopped: None,
+                    broken: false,
                 },
             ],
             replacement: Some(ReplicaMove { old: 2, new: 4 }),

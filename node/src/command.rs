@@ -28,6 +28,17 @@ pub enum Command {
     /// A data-group command with the wall-clock time its leader proposed it at (see
     /// [`Stamped`]). Appended last, so that every entry stored before it decodes unchanged.
     Stamped(Stamped),
+    /// A consistency check: every replica digests its content as this entry leaves it (see
+    /// `store::checks`). Changes nothing.
+    Check(ConsistencyCheck),
+}
+
+/// A consistency check of a shard, proposed by its leader (see
+/// `replication::consistency`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsistencyCheck {
+    /// The leader that proposed it.
+    pub by: crate::types::NodeId,
 }
 
 /// A command and its commit time: the proposing leader's wall clock, in ms since the Unix
@@ -112,7 +123,7 @@ impl Command {
     /// Bytes of document bodies the command writes.
     pub fn body_bytes(&self) -> usize {
         match self {
-            Command::Meta(_) | Command::Index(_) => 0,
+            Command::Meta(_) | Command::Index(_) | Command::Check(_) => 0,
             Command::Data(d) => d.body_bytes(),
             Command::DataMany(b) => b.iter().map(DataCommand::body_bytes).sum(),
             Command::Txn(t) => t.body_bytes(),
@@ -127,7 +138,7 @@ impl Command {
     /// work under way or free space (see `store::space`).
     pub fn grows_data(&self) -> bool {
         match self {
-            Command::Meta(_) => false,
+            Command::Meta(_) | Command::Check(_) => false,
             Command::Data(d) => d.grows_data(),
             Command::DataMany(b) => b.iter().any(DataCommand::grows_data),
             Command::Index(i) => matches!(i, IndexCommand::Create { .. }),
@@ -166,6 +177,7 @@ impl fmt::Display for Command {
             Command::Txn(t) => write!(f, "txn:{}", t.kind()),
             Command::Load(l) => write!(f, "load:{} docs", l.docs.len()),
             Command::Stamped(s) => write!(f, "{}@{}", s.command, s.unix_ms),
+            Command::Check(c) => write!(f, "check by {}", c.by),
         }
     }
 }

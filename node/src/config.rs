@@ -131,6 +131,11 @@ pub struct NodeConfig {
     /// How long a graceful stop may take handing leadership over, e.g. `10s`.
     #[arg(long, env = "FLOTILLA_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+    /// How often each shard leader compares its shard's replicas (a digest of each at the same
+    /// log index); a replica that differs from the majority is stopped and replaced. `0s`
+    /// never checks. A shard is checked again only once it applied something new.
+    #[arg(long, env = "FLOTILLA_CONSISTENCY_CHECK_INTERVAL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub consistency_check_interval: Duration,
     /// How long a voter may go unseen before its replicas are marked Rehab, e.g. `60s`.
     #[arg(long, env = "FLOTILLA_REHAB_AFTER", default_value = "60s", value_parser = humantime::parse_duration)]
     pub rehab_after: Duration,

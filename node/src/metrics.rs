@@ -5,11 +5,13 @@
 //! storage file sizes and replica states per database (read from the node at each scrape),
 //! and the standard `process_*` metrics (`process`).
 
+mod consistency;
 mod process;
 mod rpc;
 mod storage;
 mod txn;
 
+pub use consistency::ConsistencyMetrics;
 pub use rpc::{GrpcLayer, RequestLayer, RequestMetrics};
 pub use storage::StorageFamilies;
 pub use txn::TxnMetrics;
@@ -63,6 +65,7 @@ pub struct Metrics {
     pub shards_under_replicated: Family<Labels, Gauge>,
     pub shards_quorum_at_risk: Family<Labels, Gauge>,
     pub txn: TxnMetrics,
+    pub consistency: ConsistencyMetrics,
 }
 
 pub(crate) use crate::store::measure::latency_histogram;
@@ -116,6 +119,7 @@ impl Metrics {
         let storage = StorageFamilies::register(&mut registry, commit_seconds.clone());
         let requests = RequestMetrics::register(&mut registry);
         let txn = TxnMetrics::register(&mut registry);
+        let consistency = ConsistencyMetrics::register(&mut registry);
         let storage_file_bytes = Family::<Labels, Gauge>::default();
         let replicas = Family::<Labels, Gauge>::default();
         let replication_factor = Family::<Labels, Gauge>::default();
@@ -242,6 +246,7 @@ impl Metrics {
             shards_under_replicated,
             shards_quorum_at_risk,
             txn,
+            consistency,
         }
     }
 

@@ -36,6 +36,7 @@ pub async fn run(config: NodeConfig) -> anyhow::Result<()> {
     tokio::spawn(crate::observer::observer(host.clone()));
     tokio::spawn(crate::hibernation::run(host.clone()));
     tokio::spawn(crate::compaction::run(host.clone()));
+    tokio::spawn(crate::replication::consistency::run(host.clone()));
     tokio::spawn(crate::host::space::watch_space(host.clone()));
     let peer_task = tokio::spawn(grpc::serve_peer(host.clone(), peer, stop(stop_rx.clone())));
     // One client stack, served on the client port and called in process by the HTTP API.

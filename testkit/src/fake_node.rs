@@ -731,6 +731,7 @@ impl Admin for Fake {
                         matched_index: if node_id == 3 { 28 } else { 40 },
                         snapshot_bytes_sent: 0,
                         stopped: String::new(),
+                        broken: false,
                     })
                     .collect(),
                 replacement: None,

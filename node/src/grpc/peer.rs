@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use flotilla_proto::peer::peer_server::Peer;
 use flotilla_proto::peer::{
-    AppendEntriesRequest, AppendEntriesResponse, HeartbeatRequest, HeartbeatResponse,
-    InstallSnapshotRequest, InstallSnapshotResponse, JoinClusterRequest, JoinClusterResponse,
-    LedShardsRequest, LedShardsResponse, MentorReplicaRequest, MentorReplicaResponse,
-    PreVoteRequest, PreVoteResponse, RaftReply, RaftRequest, ShardMembershipRequest,
+    AppendEntriesRequest, AppendEntriesResponse, CheckDigestRequest, CheckDigestResponse,
+    HeartbeatRequest, HeartbeatResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    JoinClusterRequest, JoinClusterResponse, LedShardsRequest, LedShardsResponse,
+    MentorReplicaRequest, MentorReplicaResponse, PreVoteRequest, PreVoteResponse, RaftReply,
+    RaftRequest, ReplicaDivergedRequest, ReplicaDivergedResponse, ShardMembershipRequest,
     ShardMembershipResponse, ShardStatusRequest, ShardStatusResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
@@ -201,12 +202,13 @@ impl Peer for PeerService {
         check_origin(&self.host, &metadata, Some(beat.from_node_id), None)?;
         let beats = self.host.beats();
         beats.record(beat.from_node_id, beat.leading);
-        beats.record_stopped(beat.from_node_id, beat.stopped);
+        beats.record_stopped(beat.from_node_id, beat.stopped, beat.broken);
         Ok(Response::new(HeartbeatResponse {
             from_node_id: self.host.id,
             to_node_id: beat.from_node_id,
             leading: beats.leading(),
             stopped: self.host.stopped_groups(),
+            broken: self.host.broken_groups(),
         }))
     }
 
@@ -349,5 +351,24 @@ impl Peer for PeerService {
             bytes_sent: sent.bytes,
             snapshot_index: sent.snapshot_index,
         }))
+    }
+
+    async fn check_digest(
+        &self,
+        request: Request<CheckDigestRequest>,
+    ) -> Result<Response<CheckDigestResponse>, Status> {
+        self.check(&request, Some(request.get_ref().group_id))?;
+        let msg = request.into_inner();
+        replication::consistency::digest_here(&self.host, msg.group_id, msg.index)
+            .map(Response::new)
+    }
+
+    async fn replica_diverged(
+        &self,
+        request: Request<ReplicaDivergedRequest>,
+    ) -> Result<Response<ReplicaDivergedResponse>, Status> {
+        self.check(&request, Some(request.get_ref().group_id))?;
+        replication::consistency::diverged_here(&self.host, request.into_inner()).await?;
+        Ok(Response::new(ReplicaDivergedResponse {}))
     }
 }

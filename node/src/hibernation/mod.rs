@@ -112,12 +112,13 @@ async fn send_beats(host: Arc<Host>, peer: NodeId, addr: String) {
             to_node_id: peer,
             leading: beats.leading(),
             stopped: host.stopped_groups(),
+            broken: host.broken_groups(),
         };
         match host.peers().beat(&addr, beat, timeout).await {
             Ok(answer) if answer.from_node_id == peer => {
                 taken_over = None;
                 beats.answered(peer, answer.leading);
-                beats.record_stopped(peer, answer.stopped);
+                beats.record_stopped(peer, answer.stopped, answer.broken);
             }
             Ok(answer) => tracing::debug!(
                 peer,

@@ -39,7 +39,10 @@ pub async fn follow_topology(host: Arc<Host>) {
                 .iter()
                 .filter_map(|n| state.nodes.get(n).map(|a| (*n, a.clone())))
                 .collect();
+            // A replica added later (recorded as Promotable) is never a founding one, even on a
+            // founding node whose first replica was removed: it joins as a learner.
             if !shard.initial.contains(&host.id)
+                || shard.state_of(host.id) == Some(crate::meta::ReplicaState::Promotable)
                 || members.len() != shard.initial.len()
                 || initialised.contains(gid)
             {
@@ -63,6 +66,20 @@ pub async fn follow_topology(host: Arc<Host>) {
         for (gid, _) in host.groups() {
             if gid != META_GROUP && gid < state.next_group_id && !placed_ids.contains(&gid) {
                 host.close_group(gid, state.is_retired(gid, host.id)).await;
+                initialised.remove(&gid);
+            }
+        }
+        // A replica stopped for good here (corrupt or diverged) is closed but keeps its records
+        // until it is removed from its group; then they go (even when a removal would keep a
+        // healthy replica's files: these are known bad), so that a new replica of the group
+        // may be placed here again.
+        for gid in host.broken_groups() {
+            if gid != META_GROUP
+                && gid < state.next_group_id
+                && !placed_ids.contains(&gid)
+                && host.group(gid).is_none()
+            {
+                host.delete_broken(gid).await;
                 initialised.remove(&gid);
             }
         }

@@ -85,6 +85,7 @@ impl Host {
             to_node_id: id,
             leading: vec![],
             stopped: self.stopped_groups(),
+            broken: self.broken_groups(),
         };
         matches!(
             self.peers().beat(addr, beat, PROBE_TIMEOUT).await,

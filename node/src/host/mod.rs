@@ -439,6 +439,17 @@ impl Host {
             .collect()
     }
 
+    /// The groups stopped for good on this node (corrupt or diverged): their replicas here
+    /// must be replaced.
+    pub fn broken_groups(&self) -> Vec<GroupId> {
+        self.failures()
+            .stopped_groups()
+            .into_iter()
+            .filter(|(_, f)| f.corrupt)
+            .map(|(gid, _)| gid)
+            .collect()
+    }
+
     /// Whether this node knows it was removed from the cluster (see [`Host::mark_removed`]).
     pub fn is_removed(&self) -> bool {
         self.removed.load(std::sync::atomic::Ordering::SeqCst)

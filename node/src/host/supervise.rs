@@ -213,6 +213,22 @@ impl Host {
         }
     }
 
+    /// Deletes the records of group `gid`, stopped for good here and no longer placed here.
+    pub(crate) async fn delete_broken(&self, gid: GroupId) {
+        match self.storage.delete_group(gid).await {
+            Ok(()) => {
+                self.failures.forget(gid);
+                tracing::info!(
+                    group = gid,
+                    "records of a replica stopped for good deleted: it left this node"
+                );
+            }
+            Err(e) => {
+                tracing::error!(group = gid, error = %e, "deleting the records of a replica stopped for good failed");
+            }
+        }
+    }
+
     /// Groups that stopped on their own, and why.
     pub fn failures(&self) -> &Failures {
         &self.failures

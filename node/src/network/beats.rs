@@ -37,7 +37,15 @@ pub struct Beats {
     /// Groups woken by a request since the hibernation loop last looked.
     woken: Mutex<HashSet<GroupId>>,
     /// The groups each peer last said were stopped on it, with why.
-    stopped: Mutex<HashMap<NodeId, HashMap<GroupId, String>>>,
+    stopped: Mutex<HashMap<NodeId, HashMap<GroupId, Stopped>>>,
+}
+
+/// A group stopped on a node, as the node last said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    pub reason: String,
+    /// Stopped for good (corrupt or diverged): its replica there must be replaced.
+    pub for_good: bool,
 }
 
 impl Beats {
@@ -54,8 +62,20 @@ impl Beats {
     }
 
     /// Records the groups `from` says are stopped on it (a heartbeat, or its answer to one),
-    /// with why.
-    pub fn record_stopped(&self, from: NodeId, stopped: HashMap<GroupId, String>) {
+    /// with why, and which of them are stopped for good (`broken`).
+    pub fn record_stopped(
+        &self,
+        from: NodeId,
+        stopped: HashMap<GroupId, String>,
+        broken: Vec<GroupId>,
+    ) {
+        let stopped: HashMap<GroupId, Stopped> = stopped
+            .into_iter()
+            .map(|(gid, reason)| {
+                let for_good = broken.contains(&gid);
+                (gid, Stopped { reason, for_good })
+            })
+            .collect();
         let mut all = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
         if stopped.is_empty() {
             all.remove(&from);
@@ -66,13 +86,28 @@ impl Beats {
 
     /// Why group `gid` is stopped on node `node`, as it last said (`None`: it runs there, or
     /// nothing was heard).
-    pub fn stopped(&self, node: NodeId, gid: GroupId) -> Option<String> {
+    pub fn stopped(&self, node: NodeId, gid: GroupId) -> Option<Stopped> {
         self.stopped
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&node)?
             .get(&gid)
             .cloned()
+    }
+
+    /// Every (group, node) some node last said is stopped there for good, with why.
+    pub fn broken(&self) -> Vec<((GroupId, NodeId), String)> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .flat_map(|(node, groups)| {
+                groups
+                    .iter()
+                    .filter(|(_, s)| s.for_good)
+                    .map(|(gid, s)| ((*gid, *node), s.reason.clone()))
+            })
+            .collect()
     }
 
     /// Records the answer of `peer` to this node's heartbeat: it is there.

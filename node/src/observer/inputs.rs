@@ -193,6 +193,7 @@ mod tests {
             matched_index,
             snapshot_bytes_sent: 0,
             stopped: None,
+            broken: false,
         }
     }
 

@@ -72,7 +72,14 @@ async fn progress(host: &Host, state: &crate::meta::MetaState) -> Progress {
             .filter(|s| known.contains(&s.group_id))
             .filter_map(inputs::shard_progress),
     );
-    Progress { groups }
+    // Replicas stopped for good, as their nodes say (this one's known here).
+    let mut broken: BTreeMap<(u64, NodeId), String> = host.beats().broken().into_iter().collect();
+    let here = host.stopped_groups();
+    for gid in host.broken_groups() {
+        let why = here.get(&gid).cloned().unwrap_or_default();
+        broken.insert((gid, host.id), why);
+    }
+    Progress { groups, broken }
 }
 
 /// Records who was heard from: every node whose heartbeat the meta leader saw recently, at

@@ -5,6 +5,7 @@
 
 pub mod by_hand;
 pub mod changes;
+pub mod consistency;
 pub mod membership;
 pub mod mentor;
 pub mod status;

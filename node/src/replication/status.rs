@@ -11,13 +11,16 @@ use tonic::{Request, Status};
 
 use crate::host::{GroupHandle, Host};
 use crate::meta::{ReplicaState, ShardRecord};
+use crate::network::beats::Stopped;
 use crate::types::{GroupId, NodeId};
 
 /// Why group `gid` is stopped on node `node`: known here for this node, and from its node
 /// heartbeats for the others.
-fn stopped_on(host: &Host, node: NodeId, gid: GroupId) -> Option<String> {
+fn stopped_on(host: &Host, node: NodeId, gid: GroupId) -> Option<Stopped> {
     if node == host.id {
-        return host.stopped_groups().remove(&gid);
+        let reason = host.stopped_groups().remove(&gid)?;
+        let for_good = host.broken_groups().contains(&gid);
+        return Some(Stopped { reason, for_good });
     }
     host.beats().stopped(node, gid)
 }
@@ -57,6 +60,7 @@ pub fn local_status(
                 .is_some_and(|t| t.elapsed() < stale_after)
             || (matched == last && host.beats().heard_within(*id, stale_after));
         let recorded = record.and_then(|r| r.state_of(*id));
+        let stopped = stopped_on(host, *id, gid);
         let state = if !voters.contains(id) {
             ReplicaState::Promotable
         } else if recorded == Some(ReplicaState::Rehab) || (is_leader && !alive) {
@@ -79,7 +83,8 @@ pub fn local_status(
             } else {
                 0
             },
-            stopped: stopped_on(host, *id, gid),
+            stopped: stopped.as_ref().map(|s| s.reason.clone()),
+            broken: stopped.is_some_and(|s| s.for_good),
         });
     }
     ShardStatus {
@@ -197,14 +202,18 @@ pub async fn status(host: &Host, index: usize, record: &ShardRecord) -> ShardSta
         replicas: record
             .replicas
             .iter()
-            .map(|id| ReplicaStatus {
-                node_id: *id,
-                client_addr: host.client_addr_of(*id).unwrap_or_default(),
-                state: ReplicaState::Rehab,
-                lag: 0,
-                matched_index: 0,
-                snapshot_bytes_sent: 0,
-                stopped: stopped_on(host, *id, gid),
+            .map(|id| {
+                let stopped = stopped_on(host, *id, gid);
+                ReplicaStatus {
+                    node_id: *id,
+                    client_addr: host.client_addr_of(*id).unwrap_or_default(),
+                    state: ReplicaState::Rehab,
+                    lag: 0,
+                    matched_index: 0,
+                    snapshot_bytes_sent: 0,
+                    stopped: stopped.as_ref().map(|s| s.reason.clone()),
+                    broken: stopped.is_some_and(|s| s.for_good),
+                }
             })
             .collect(),
         replacement: record.replacement,

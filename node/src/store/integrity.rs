@@ -44,6 +44,40 @@ pub enum Damage {
     Undecodable(String),
     /// The record names a file that is not there, or not whole (a snapshot's file).
     Missing(String),
+    /// The replica's content differs from its peers' at the same log index (see
+    /// `replication::consistency`).
+    Diverged(Box<Divergence>),
+}
+
+/// What a consistency check found of one replica: at log `index`, its digest was `here`, while
+/// `agreeing` of the `compared` replicas had `expected`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Divergence {
+    pub index: u64,
+    pub here: [u8; 32],
+    pub expected: [u8; 32],
+    pub agreeing: u32,
+    pub compared: u32,
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "differs from the other replicas at log index {} (digest {} here, {} on {} of {} \
+             replicas compared)",
+            self.index,
+            short_hex(&self.here),
+            short_hex(&self.expected),
+            self.agreeing,
+            self.compared
+        )
+    }
+}
+
+/// The first bytes of a digest, in hex: enough to tell digests apart in a message.
+pub fn short_hex(digest: &[u8]) -> String {
+    digest.iter().take(6).map(|b| format!("{b:02x}")).collect()
 }
 
 impl fmt::Display for Damage {
@@ -55,6 +89,7 @@ impl fmt::Display for Damage {
             ),
             Damage::Undecodable(e) => write!(f, "does not decode: {e}"),
             Damage::Missing(e) => write!(f, "is missing: {e}"),
+            Damage::Diverged(d) => d.fmt(f),
         }
     }
 }
@@ -93,9 +128,16 @@ pub fn unseal<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Damage> {
 /// Which stored record is corrupt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    LogEntry { index: u64 },
+    LogEntry {
+        index: u64,
+    },
     Snapshot,
-    Document { collection: String, id: String },
+    Document {
+        collection: String,
+        id: String,
+    },
+    /// The replica as a whole (what a consistency check compares).
+    Replica,
 }
 
 impl fmt::Display for Record {
@@ -104,6 +146,7 @@ impl fmt::Display for Record {
             Record::LogEntry { index } => write!(f, "log entry {index}"),
             Record::Snapshot => write!(f, "snapshot"),
             Record::Document { collection, id } => write!(f, "document {collection}/{id}"),
+            Record::Replica => write!(f, "replica"),
         }
     }
 }

@@ -13,6 +13,7 @@
 //! page the applies since the last one dirtied across the documents of all groups.
 
 pub mod changes_export;
+mod checks;
 mod dedup;
 mod digest;
 mod documents;
@@ -38,6 +39,8 @@ pub use tables::DATA_FORMAT;
 pub(crate) mod txn;
 mod writer;
 
+#[cfg(test)]
+mod checks_tests;
 #[cfg(test)]
 mod digest_tests;
 #[cfg(test)]
@@ -72,11 +75,12 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+pub use checks::CheckDigest;
 pub use digest::ReplicaDigest;
 pub use documents::{CHANGE_RETENTION, ChangeEvent, StoredDoc};
 pub use files::TestModes;
 use files::{CLEAN_STOP, create, open_file};
-pub use integrity::{Corruption, Record};
+pub use integrity::{Corruption, Damage, Divergence, Record};
 pub use log_store::LogStore;
 pub use measure::StorageMetrics;
 pub use query::{PageError, ReadAt, ShardAnswer};

@@ -16,6 +16,7 @@ use redb::{ReadableDatabase, WriteTransaction};
 use tokio::sync::watch;
 
 use super::changes_export::Feed;
+use super::checks::{CheckDigest, CheckDigests};
 use super::dedup;
 use super::documents::{self, ChangeEvent, StoredDoc};
 use super::indexes;
@@ -41,6 +42,8 @@ pub struct GroupState {
     applied_tx: watch::Sender<u64>,
     /// Bytes of documents applied since the last snapshot (see `compaction`).
     written: AtomicU64,
+    /// Digests taken at consistency check entries (see `super::checks`).
+    checks: CheckDigests,
 }
 
 impl GroupState {
@@ -58,6 +61,16 @@ impl GroupState {
             Some(m) => m.read().unwrap_or_else(|p| p.into_inner()).clone(),
             None => Arc::default(),
         }
+    }
+
+    /// The digests taken at the latest consistency check entries.
+    pub(super) fn checks(&self) -> &CheckDigests {
+        &self.checks
+    }
+
+    /// This replica's digest at consistency check entry `index`, as far as it is known.
+    pub fn check_digest(&self, index: u64) -> CheckDigest {
+        self.checks.at(index, self.applied_index())
     }
 
     /// Bytes of documents applied since the last snapshot.
@@ -127,6 +140,10 @@ impl StateMachine {
         let index = applied.as_ref().map(|l| l.index).unwrap_or(0);
         drop(sm);
         drop(txn);
+        // A replica found diverged stays stopped until its records are deleted.
+        if let Some(c) = storage.divergence(gid)? {
+            return Err(StoreError::Io(storage.corrupted(c)));
+        }
         if gid != META_GROUP {
             // Resume the builds a restart interrupted.
             storage.kick_index_build(gid);
@@ -138,6 +155,7 @@ impl StateMachine {
             written: AtomicU64::new(0),
             meta,
             applied_tx,
+            checks: CheckDigests::default(),
         });
         Ok(StateMachine {
             gid,
@@ -223,103 +241,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some(item) = entries.try_next().await? {
             batch.push(item);
         }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let gid = self.gid;
-        let state = self.state.clone();
-        let (applied0, membership0) = state
-            .applied
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let meta0 = state.meta.as_ref().map(|_| state.meta());
-        let written: usize = batch
-            .iter()
-            .map(|(entry, _)| match &entry.payload {
-                EntryPayload::Normal(cmd) => cmd.body_bytes(),
-                _ => 0,
-            })
-            .sum();
-        let index_changed = batch
-            .iter()
-            .any(|(e, _)| matches!(e.payload, EntryPayload::Normal(Command::Index(_))));
-        let (batch, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        // The work may run again from the same start (see `writer`): it leaves its results here.
-        let out = Arc::new(Mutex::new(None));
-        let result = out.clone();
-        let fault = self.storage.test_faults().apply_trigger(gid);
-        let retention = self.storage.change_retention();
-        let work = move |txn: &WriteTransaction| -> io::Result<()> {
-            super::faults::check(fault.as_deref())?;
-            let (mut applied, mut membership) = (applied0, membership0.clone());
-            let mut meta = meta0.as_deref().cloned();
-            let mut responses = Vec::with_capacity(batch.len());
-            for entry in &batch {
-                let index = entry.log_id.index;
-                let response = match &entry.payload {
-                    EntryPayload::Blank => Response::Empty,
-                    EntryPayload::Normal(cmd) => {
-                        let (unix_ms, cmd) = match cmd {
-                            Command::Stamped(s) => (s.unix_ms, &*s.command),
-                            cmd => (0, cmd),
-                        };
-                        let feed = Feed { unix_ms, retention };
-                        apply_command(txn, gid, index, feed, cmd, meta.as_mut())?
-                    }
-                    EntryPayload::Membership(m) => {
-                        membership = StoredMembership::new(Some(entry.log_id), m.clone());
-                        put_sm(txn, gid, KEY_MEMBERSHIP, &encode(&membership)?)?;
-                        Response::Empty
-                    }
-                };
-                applied = Some(entry.log_id);
-                responses.push(response);
+        // A consistency check entry ends a commit of its own, after which the replica is
+        // digested as the entry left it (see `super::checks`).
+        let mut rest = batch.into_iter();
+        loop {
+            let mut part = Vec::new();
+            let mut check = None;
+            for item in rest.by_ref() {
+                let is_check = matches!(item.0.payload, EntryPayload::Normal(Command::Check(_)));
+                let index = item.0.log_id.index;
+                part.push(item);
+                if is_check {
+                    check = Some(index);
+                    break;
+                }
             }
-            if let Some(a) = &applied {
-                put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
+            if part.is_empty() {
+                return Ok(());
             }
-            if let Some(m) = &meta {
-                put_sm(txn, gid, KEY_META, &encode(m)?)?;
-            }
-            *result.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((responses, applied, membership, meta));
-            Ok(())
-        };
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        self.storage.state_writer().submit(false, work, move |r| {
-            let _ = done_tx.send(r);
-        });
-        done_rx
-            .await
-            .map_err(|_| io::Error::other("storage writer stopped"))
-            .and_then(|r| r)
-            .map_err(|e| {
-                let e = self.storage.note(e);
-                self.storage.apply_failed(gid, &e);
-                e
-            })?;
-        let (responses, applied, membership, meta) = out
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or_else(|| io::Error::other("apply produced no result"))?;
-        if let Some(m) = meta {
-            self.state.set_meta(m);
-        }
-        if index_changed {
-            self.storage.kick_index_build(gid);
-        }
-        self.state.set_applied(applied, membership);
-        self.state
-            .written
-            .fetch_add(written as u64, Ordering::Relaxed);
-        for (responder, response) in responders.into_iter().zip(responses) {
-            if let Some(r) = responder {
-                r.send(response);
+            self.apply_part(part).await?;
+            if let Some(index) = check {
+                self.start_digest(index);
             }
         }
-        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -381,6 +325,8 @@ fn apply_command(
             Response::Txn(super::txn::apply(txn, gid, index, feed, cmd)?)
         }
         Command::Load(cmd) => Response::Load(super::load::apply(txn, gid, index, cmd)?),
+        // Digested once committed (see `StateMachine::apply`).
+        Command::Check(_) => Response::Empty,
         Command::Meta(cmd) => match meta {
             Some(m) => Response::Meta(m.apply(cmd)),
             None => Response::Meta(Err(MetaError::NotMetaGroup)),
@@ -388,4 +334,113 @@ fn apply_command(
         // Stamped once by the proposer; a nested stamp keeps the outer time.
         Command::Stamped(inner) => apply_command(txn, gid, index, feed, &inner.command, meta)?,
     })
+}
+
+impl StateMachine {
+    /// Applies `batch` in one commit of the state file.
+    async fn apply_part(
+        &mut self,
+        batch: Vec<EntryResponder<TypeConfig>>,
+    ) -> Result<(), io::Error> {
+        let gid = self.gid;
+        let state = self.state.clone();
+        let (applied0, membership0) = state
+            .applied
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let meta0 = state.meta.as_ref().map(|_| state.meta());
+        let written: usize = batch
+            .iter()
+            .map(|(entry, _)| match &entry.payload {
+                EntryPayload::Normal(cmd) => cmd.body_bytes(),
+                _ => 0,
+            })
+            .sum();
+        let index_changed = batch
+            .iter()
+            .any(|(e, _)| matches!(e.payload, EntryPayload::Normal(Command::Index(_))));
+        let (batch, responders): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        // The work may run again from the same start (see `writer`): it leaves its results here.
+        let out = Arc::new(Mutex::new(None));
+        let result = out.clone();
+        let fault = self.storage.test_faults().apply_trigger(gid);
+        let diverge = self.storage.test_faults().diverge_trigger(gid);
+        let retention = self.storage.change_retention();
+        let work = move |txn: &WriteTransaction| -> io::Result<()> {
+            super::faults::check(fault.as_deref())?;
+            let skip_writes = super::faults::armed(diverge.as_deref());
+            let (mut applied, mut membership) = (applied0, membership0.clone());
+            let mut meta = meta0.as_deref().cloned();
+            let mut responses = Vec::with_capacity(batch.len());
+            for entry in &batch {
+                let index = entry.log_id.index;
+                let response = match &entry.payload {
+                    EntryPayload::Blank => Response::Empty,
+                    EntryPayload::Normal(cmd) => {
+                        let (unix_ms, cmd) = match cmd {
+                            Command::Stamped(s) => (s.unix_ms, &*s.command),
+                            cmd => (0, cmd),
+                        };
+                        let feed = Feed { unix_ms, retention };
+                        if skip_writes && matches!(cmd, Command::Data(_) | Command::DataMany(_)) {
+                            Response::Empty
+                        } else {
+                            apply_command(txn, gid, index, feed, cmd, meta.as_mut())?
+                        }
+                    }
+                    EntryPayload::Membership(m) => {
+                        membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                        put_sm(txn, gid, KEY_MEMBERSHIP, &encode(&membership)?)?;
+                        Response::Empty
+                    }
+                };
+                applied = Some(entry.log_id);
+                responses.push(response);
+            }
+            if let Some(a) = &applied {
+                put_sm(txn, gid, KEY_APPLIED, &encode(a)?)?;
+            }
+            if let Some(m) = &meta {
+                put_sm(txn, gid, KEY_META, &encode(m)?)?;
+            }
+            *result.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((responses, applied, membership, meta));
+            Ok(())
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        self.storage.state_writer().submit(false, work, move |r| {
+            let _ = done_tx.send(r);
+        });
+        done_rx
+            .await
+            .map_err(|_| io::Error::other("storage writer stopped"))
+            .and_then(|r| r)
+            .map_err(|e| {
+                let e = self.storage.note(e);
+                self.storage.apply_failed(gid, &e);
+                e
+            })?;
+        let (responses, applied, membership, meta) = out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| io::Error::other("apply produced no result"))?;
+        if let Some(m) = meta {
+            self.state.set_meta(m);
+        }
+        if index_changed {
+            self.storage.kick_index_build(gid);
+        }
+        self.state.set_applied(applied, membership);
+        self.state
+            .written
+            .fetch_add(written as u64, Ordering::Relaxed);
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(r) = responder {
+                r.send(response);
+            }
+        }
+        Ok(())
+    }
 }

@@ -55,9 +55,20 @@ impl Ctx<'_> {
         self.group(group).and_then(|g| g.lag(node))
     }
 
-    /// Alive and less than `promotion_lag` entries behind.
+    /// The replica of `group` on `node` is stopped for good there (see [`Progress::broken`]).
+    pub fn broken(&self, group: GroupId, node: NodeId) -> bool {
+        self.progress.broken.contains_key(&(group, node))
+    }
+
+    /// Why the replica of `group` on `node` is stopped for good there, if it is.
+    pub fn broken_why(&self, group: GroupId, node: NodeId) -> Option<&str> {
+        self.progress.broken.get(&(group, node)).map(String::as_str)
+    }
+
+    /// Alive, not broken and less than `promotion_lag` entries behind.
     pub fn caught_up(&self, pol: &DatabasePolicy, group: GroupId, node: NodeId) -> bool {
         self.alive(node)
+            && !self.broken(group, node)
             && self
                 .lag(group, node)
                 .is_some_and(|lag| lag < pol.promotion_lag.max(1))
@@ -73,9 +84,12 @@ impl Ctx<'_> {
     }
 
     /// A node a new replica of `shard` may be placed on: may host, alive, and holding no
-    /// replica of the shard yet.
+    /// replica of the shard yet (nor the records of a broken one).
     pub fn placeable(&self, pol: &DatabasePolicy, shard: &ShardView, node: NodeId) -> bool {
-        self.may_host(pol, node) && self.alive(node) && !shard.has_replica_on(node)
+        self.may_host(pol, node)
+            && self.alive(node)
+            && !shard.has_replica_on(node)
+            && !self.broken(shard.group, node)
     }
 
     /// The least loaded placeable node for a new replica of `shard` (ties: lowest id).
@@ -93,15 +107,20 @@ impl Ctx<'_> {
             .min_by_key(|n| (load.get(n).copied().unwrap_or(0), *n))
     }
 
-    /// A voter counted towards the majority: a Member that is alive.
-    pub fn counts_for_quorum(&self, replica: &Replica) -> bool {
-        replica.state == ReplicaState::Member && self.alive(replica.node)
+    /// A voter of `group` counted towards the majority: a Member that is alive and not broken.
+    pub fn counts_for_quorum(&self, group: GroupId, replica: &Replica) -> bool {
+        replica.state == ReplicaState::Member
+            && self.alive(replica.node)
+            && !self.broken(group, replica.node)
     }
 
     /// The shard's live voters form a majority of its voters, so its membership can change.
     pub fn has_quorum(&self, shard: &ShardView) -> bool {
         let voters = shard.voters().count();
-        let live = shard.voters().filter(|r| self.counts_for_quorum(r)).count();
+        let live = shard
+            .voters()
+            .filter(|r| self.counts_for_quorum(shard.group, r))
+            .count();
         voters > 0 && live >= majority(voters)
     }
 
@@ -112,7 +131,10 @@ impl Ctx<'_> {
             Some(r) if !r.state.is_voter() => true,
             Some(_) => {
                 let rest: Vec<&Replica> = shard.voters().filter(|r| r.node != node).collect();
-                let live = rest.iter().filter(|r| self.counts_for_quorum(r)).count();
+                let live = rest
+                    .iter()
+                    .filter(|r| self.counts_for_quorum(shard.group, r))
+                    .count();
                 !rest.is_empty() && live >= majority(rest.len())
             }
         }

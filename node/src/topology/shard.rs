@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::action::{Action, Change, ShardRef};
 use super::checks::Ctx;
 use super::view::{DatabasePolicy, Replica, ReplicaState, ShardView};
-use crate::types::NodeId;
+use crate::types::{GroupId, NodeId};
 
 fn secs(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
@@ -19,7 +19,12 @@ fn secs(d: Duration) -> String {
 
 /// Why a replica has to go (it is re-created elsewhere first when the shard needs it), or `None`
 /// when it may stay.
-pub(crate) fn doomed(ctx: &Ctx<'_>, pol: &DatabasePolicy, r: &Replica) -> Option<String> {
+pub(crate) fn doomed(
+    ctx: &Ctx<'_>,
+    pol: &DatabasePolicy,
+    group: GroupId,
+    r: &Replica,
+) -> Option<String> {
     match ctx.topo.nodes.get(&r.node) {
         None => return Some(format!("node {} was removed from the cluster", r.node)),
         Some(n) if n.draining => return Some(format!("node {} is draining", r.node)),
@@ -30,6 +35,9 @@ pub(crate) fn doomed(ctx: &Ctx<'_>, pol: &DatabasePolicy, r: &Replica) -> Option
             ));
         }
         Some(_) => {}
+    }
+    if let Some(why) = ctx.broken_why(group, r.node) {
+        return Some(format!("stopped for good on node {}: {why}", r.node));
     }
     let in_rehab = ctx.now.saturating_sub(r.since);
     match pol.replace_after {
@@ -52,7 +60,7 @@ pub(crate) fn leaving(
     shard.live_replacement().is_some_and(|r| r.old == node)
         || shard
             .replica(node)
-            .is_some_and(|r| doomed(ctx, pol, r).is_some())
+            .is_some_and(|r| doomed(ctx, pol, shard.group, r).is_some())
 }
 
 /// Marks Member -> Rehab and Rehab -> Member, returning the shard as it is after them.
@@ -67,7 +75,12 @@ fn marks(
     for r in &mut after.replicas {
         let lag = ctx.lag(shard.group, r.node);
         let unseen = ctx.unseen_for(r);
+        let broken = ctx.broken_why(shard.group, r.node);
         let next = match r.state {
+            ReplicaState::Member if broken.is_some() => Some((
+                ReplicaState::Rehab,
+                format!("stopped for good: {}", broken.unwrap_or_default()),
+            )),
             ReplicaState::Member if unseen >= pol.rehab_after => Some((
                 ReplicaState::Rehab,
                 format!("not seen for {}", secs(unseen)),
@@ -178,7 +191,7 @@ pub(crate) fn decide_shard(
         .iter()
         .filter(|r| r.state == ReplicaState::Promotable)
     {
-        let why = doomed(ctx, pol, r).or_else(|| {
+        let why = doomed(ctx, pol, shard.group, r).or_else(|| {
             let unseen = ctx.unseen_for(r);
             (unseen >= pol.rehab_after).then(|| format!("promotable not seen for {}", secs(unseen)))
         });
@@ -237,7 +250,9 @@ pub(crate) fn decide_shard(
 
     // A move whose new replica is doomed itself is abandoned: that replica goes.
     if let Some(m) = replacement
-        && let Some(why) = shard.replica(m.new).and_then(|r| doomed(ctx, pol, r))
+        && let Some(why) = shard
+            .replica(m.new)
+            .and_then(|r| doomed(ctx, pol, shard.group, r))
         && remove(
             ctx,
             sref,
@@ -267,7 +282,7 @@ pub(crate) fn decide_shard(
 
     let mut doomed_voters: Vec<(&Replica, String)> = shard
         .voters()
-        .filter_map(|r| doomed(ctx, pol, r).map(|why| (r, why)))
+        .filter_map(|r| doomed(ctx, pol, shard.group, r).map(|why| (r, why)))
         .collect();
     // Replace the replicas of dead nodes first, then by node id.
     doomed_voters.sort_by_key(|(r, _)| (ctx.alive(r.node), r.node));
@@ -296,6 +311,20 @@ pub(crate) fn decide_shard(
             reason,
         ));
         return false;
+    }
+
+    // A broken voter with no other node to be re-created on: removed first, so that its node
+    // deletes its records and a new replica can be placed there (the majority check keeps
+    // this safe).
+    if keep.len() < rf && replacement.is_none() {
+        for (r, why) in doomed_voters
+            .iter()
+            .filter(|(r, _)| ctx.broken(shard.group, r.node))
+        {
+            if remove(ctx, sref, pol, &shard, r.node, why.clone(), out) {
+                return false;
+            }
+        }
     }
 
     // Enough replicas without the doomed ones (counting the old side of a move, which stays

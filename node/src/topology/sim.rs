@@ -32,6 +32,9 @@ pub struct Sim {
     pub held: BTreeMap<GroupId, BTreeMap<NodeId, u64>>,
     /// Length of each modelled group's log (acknowledged writes).
     pub log_len: BTreeMap<GroupId, u64>,
+    /// Replicas stopped for good on their node; a node deletes such a replica's records once
+    /// it is removed from the group.
+    pub broken: BTreeMap<(GroupId, NodeId), String>,
 }
 
 impl Sim {
@@ -47,6 +50,7 @@ impl Sim {
             last_index: 1_000_000,
             held: BTreeMap::new(),
             log_len: BTreeMap::new(),
+            broken: BTreeMap::new(),
         };
         // As a new meta leader does.
         let mut health = Health::default();
@@ -170,7 +174,10 @@ impl Sim {
                 add(sh.group, sh.replicas.iter().map(|r| r.node).collect());
             }
         }
-        Progress { groups }
+        Progress {
+            groups,
+            broken: self.broken.clone(),
+        }
     }
 
     pub fn decide(&self) -> Vec<Action> {
@@ -203,6 +210,9 @@ impl Sim {
                 Change::TransferMetaLeadership { to } => {
                     self.leaders.insert(META_GROUP, *to);
                 }
+                Change::RemoveReplica { shard, node } => {
+                    self.broken.remove(&(shard.group, *node));
+                }
                 _ => {}
             }
             self.record(a)?;
@@ -234,6 +244,9 @@ impl Sim {
                     .ok_or_else(|| format!("{a}: unregistered node"))?;
                 if n.draining || !alive(node) || !labels_match(&pol.required_labels, &n.labels) {
                     return Err(format!("{a}: node {node} is not eligible"));
+                }
+                if self.broken.contains_key(&(shard.group, *node)) {
+                    return Err(format!("{a}: node {node} still holds a broken replica"));
                 }
             }
             Change::RemoveReplica { shard, node } => {

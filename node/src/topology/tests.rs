@@ -529,3 +529,96 @@ fn a_second_replica_on_one_node_and_a_second_replacement_are_refused() {
         "{refused}"
     );
 }
+
+/// Database "d" with one shard on nodes 1 to 3, the replica on node 2 broken (corrupt or
+/// diverged), in a cluster of `nodes` nodes.
+fn broken_replica_on_2(nodes: u64) -> Sim {
+    let topo = with_db(cluster(1..=nodes), "d", &[&[1, 2, 3]], T0);
+    let mut sim = Sim::new(topo, policy("d", |_| {}), up(1..=nodes), T0);
+    let group = shard(&sim, "d", 0).group;
+    sim.leaders.insert(group, 1);
+    sim.broken.insert((group, 2), "diverged".into());
+    sim
+}
+
+#[test]
+fn a_broken_replica_is_replaced_on_another_node_at_once() {
+    let mut sim = broken_replica_on_2(4);
+    let actions = run_until(&mut sim, 20, |s| nodes_of(s, "d", 0) == vec![1, 3, 4]);
+    assert!(
+        matches!(actions[0].change, Change::MarkRehab { node: 2, .. }),
+        "{actions:#?}"
+    );
+    assert!(
+        actions.iter().any(|a| matches!(
+            a.change,
+            Change::AddPromotable {
+                node: 4,
+                replaces: Some(2),
+                ..
+            }
+        )),
+        "{actions:#?}"
+    );
+    // Well before the Rehab timeout (300 s): a broken replica is not waited for.
+    assert!(sim.now < T0 + secs(30), "took until {:?}", sim.now - T0);
+    run_until(&mut sim, 20, |s| {
+        s.decide().is_empty() && state_of(s, "d", 4) == Some(ReplicaState::Member)
+    });
+}
+
+#[test]
+fn a_broken_replica_with_nowhere_else_to_go_is_removed_and_created_again_on_its_node() {
+    let mut sim = broken_replica_on_2(3);
+    let group = shard(&sim, "d", 0).group;
+    let actions = run_until(&mut sim, 20, |s| nodes_of(s, "d", 0) == vec![1, 3]);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a.change, Change::RemoveReplica { node: 2, .. })),
+        "{actions:#?}"
+    );
+    // Its node deleted the broken records on removal (`Sim::tick`): a new replica goes there.
+    assert!(!sim.broken.contains_key(&(group, 2)));
+    run_until(&mut sim, 20, |s| {
+        s.decide().is_empty() && state_of(s, "d", 2) == Some(ReplicaState::Member)
+    });
+    assert_eq!(nodes_of(&sim, "d", 0), vec![1, 2, 3]);
+}
+
+#[test]
+fn no_new_replica_goes_to_a_node_that_still_holds_a_broken_one() {
+    let mut sim = broken_replica_on_2(3);
+    let group = shard(&sim, "d", 0).group;
+    run_until(&mut sim, 20, |s| nodes_of(s, "d", 0) == vec![1, 3]);
+    // Removed, but its node has not deleted the records yet (it still says so).
+    sim.broken.insert((group, 2), "diverged".into());
+    for _ in 0..5 {
+        let actions = sim.tick(TICK).unwrap();
+        assert!(
+            !actions
+                .iter()
+                .any(|a| matches!(a.change, Change::AddPromotable { .. })),
+            "{actions:#?}"
+        );
+    }
+    sim.broken.remove(&(group, 2));
+    run_until(&mut sim, 20, |s| {
+        state_of(s, "d", 2) == Some(ReplicaState::Member)
+    });
+}
+
+#[test]
+fn two_broken_replicas_of_three_wait_for_a_majority() {
+    let mut sim = broken_replica_on_2(5);
+    let group = shard(&sim, "d", 0).group;
+    sim.broken.insert((group, 3), "diverged".into());
+    // Only node 1 still counts: no membership change can be committed.
+    for _ in 0..5 {
+        let actions = sim.tick(TICK).unwrap();
+        assert!(
+            actions.iter().all(|a| !a.change.is_membership_change()),
+            "{actions:#?}"
+        );
+    }
+}

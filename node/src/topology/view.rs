@@ -153,6 +153,10 @@ impl GroupProgress {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Progress {
     pub groups: BTreeMap<GroupId, GroupProgress>,
+    /// Replicas stopped for good on their node (a corrupt record, or content that differs from
+    /// the other replicas'), with why, as those nodes say, until their records are deleted
+    /// there: each is replaced, and no new replica of the group goes to that node before.
+    pub broken: BTreeMap<(GroupId, NodeId), String>,
 }
 
 /// How one database's topology is kept.

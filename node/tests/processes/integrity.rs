@@ -1,6 +1,7 @@
 //! A flipped bit in a stopped node's stored Raft log is found when the node starts again: the
 //! node does not serve that group (and does not restart it in a loop), says why on `/healthz`,
-//! the shard status says why, and the shard's other replicas go on serving reads and writes.
+//! the shard status says why, the shard's other replicas go on serving reads and writes, and
+//! the replica is rebuilt from them.
 //! A node that was killed checks its data files whole when it starts again; one stopped
 //! cleanly does not.
 
@@ -109,33 +110,59 @@ async fn a_corrupt_log_entry_stops_its_group_on_that_node_only() {
         .expect("a read with one replica stopped");
     assert!(read.is_some());
 
-    // The shard's status, asked of any node, says why that replica is stopped.
+    // The replica is taken out for it: the cluster's topology events say why (the shard status
+    // says so too while it is a member, which is only until the topology acts).
     let node_id = cluster.node_id(node).await;
     let why = format!("corrupt log entry {index} of group {gid}");
+    let event = cluster
+        .wait_for_event(
+            Duration::from_secs(30),
+            "a topology event names the corrupt replica and why",
+            |e| e.node_id == node_id && e.to_state == "rehab" && e.reason.contains(&why),
+        )
+        .await;
+    progress(format!(
+        "event: {} -> {}: {}",
+        event.from_state, event.to_state, event.reason
+    ));
+
+    // Never opened again from its files: stopped for good, then rebuilt from the other
+    // replicas (removed, its records deleted, re-created on its node: there is no other).
+    cluster
+        .wait_running_member("db", 0, node_id, Duration::from_secs(90))
+        .await;
     wait_until(
-        Duration::from_secs(20),
-        "the shard status says why the replica is stopped",
+        Duration::from_secs(30),
+        "the rebuilt replica holds every write",
         async || {
-            client.database_status("db").await.is_ok_and(|s| {
-                s.shards[0].replicas.iter().any(|r| {
-                    r.node_id == node_id && r.stopped.as_deref().is_some_and(|w| w.contains(&why))
-                })
-            })
+            matches!(
+                local.get("db", "c", "after-19", Consistency::Stale).await,
+                Ok(Some(_))
+            )
         },
     )
     .await;
-
-    // Still stopped, for the same reason, and never opened again.
-    let (code, body) = flotilla_testkit::http::get(&http, "/healthz")
-        .await
-        .expect("/healthz");
-    assert_eq!(code, 503, "{body}");
-    assert!(body.contains(&expected), "{body}");
+    wait_until(
+        Duration::from_secs(30),
+        "/healthz is healthy again",
+        async || {
+            matches!(
+                flotilla_testkit::http::get(&http, "/healthz").await,
+                Ok((200, _))
+            )
+        },
+    )
+    .await;
     let log = std::fs::read_to_string(cluster.node(node).log_path()).unwrap_or_default();
     assert!(
         !log.contains("raft group opened again"),
-        "the corrupt group was restarted"
+        "the corrupt group was restarted from its files"
     );
+    assert!(
+        log.contains("records of a replica stopped for good deleted"),
+        "the corrupt records were deleted before the replica was re-created"
+    );
+    assert_eq!(cluster.compare_replicas("db").await, 3);
 }
 
 /// What node `i` logged in its latest run.

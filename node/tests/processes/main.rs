@@ -5,6 +5,7 @@
 mod admin;
 mod auth;
 mod cluster_smoke;
+mod consistency;
 mod dev_cluster;
 mod disk_full;
 mod durability;

@@ -95,6 +95,7 @@ async fn the_client_port_answers_grpc_health_and_reflection_and_hides_the_peer_s
         to_node_id: 0,
         leading: vec![],
         stopped: Default::default(),
+        broken: vec![],
     };
     let mut on_client_port = PeerClient::connect(client_url)
         .await

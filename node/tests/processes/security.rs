@@ -282,6 +282,7 @@ async fn heartbeat(addr: &str, tls: Option<ClientTlsConfig>) -> Result<(), tonic
         to_node_id: 0,
         leading: vec![],
         stopped: Default::default(),
+        broken: vec![],
     };
     PeerClient::new(channel).heartbeat(beat).await.map(|_| ())
 }
@@ -508,6 +509,7 @@ async fn every_peer_message_is_checked_for_its_cluster_sender_and_target() {
         to_node_id: to,
         leading: vec![],
         stopped: Default::default(),
+        broken: vec![],
     };
     use tonic::Code::*;
     let answer = peer.heartbeat(stamped(beat(id, 0), id, Some(ours))).await;

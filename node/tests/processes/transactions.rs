@@ -23,29 +23,6 @@ const DB: &str = "bank";
 const ACCOUNTS: usize = 8;
 const INITIAL: i64 = 100;
 
-/// The sum over the running nodes of every sample of metric `name` whose labels contain
-/// `label` (e.g. `path="two_phase"`).
-async fn metric_sum(cluster: &mut Cluster, name: &str, label: &str) -> f64 {
-    let mut sum = 0.0;
-    for i in 0..cluster.len() {
-        if !cluster.node_mut(i).is_running() {
-            continue;
-        }
-        let Ok((200, text)) = cluster.node(i).http_get("/metrics").await else {
-            continue;
-        };
-        for line in text.lines() {
-            if line.starts_with(name)
-                && line.contains(label)
-                && let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
-            {
-                sum += v;
-            }
-        }
-    }
-    sum
-}
-
 fn account(i: usize) -> String {
     format!("a{i}")
 }
@@ -311,18 +288,19 @@ async fn bank_transfers_across_four_shards_keep_the_total_and_every_acknowledged
     assert!(audits > 0, "the auditors saw the total (seed {seed})");
     audit_end(&cluster.client(), &ledger, seed).await;
     let mut cluster = cluster;
-    let two_phase = metric_sum(&mut cluster, "flotilla_txn_commits_total", "two_phase").await;
-    let read_only = metric_sum(&mut cluster, "flotilla_txn_commits_total", "read_only").await;
+    let two_phase = cluster
+        .metric_sum("flotilla_txn_commits_total", "two_phase")
+        .await;
+    let read_only = cluster
+        .metric_sum("flotilla_txn_commits_total", "read_only")
+        .await;
     assert!(
         two_phase > 0.0 && read_only > 0.0,
         "commits counted by path: {two_phase} two-phase, {read_only} read-only"
     );
-    let latency = metric_sum(
-        &mut cluster,
-        "flotilla_txn_commit_duration_seconds_count",
-        "two_phase",
-    )
-    .await;
+    let latency = cluster
+        .metric_sum("flotilla_txn_commit_duration_seconds_count", "two_phase")
+        .await;
     assert_eq!(latency, two_phase, "a latency per commit");
 }
 
@@ -589,7 +567,9 @@ async fn a_coordinator_killed_after_its_decision_is_committed_by_whoever_meets_i
             .expect("doc");
         assert_eq!((d.json.as_str(), d.version), ("{\"v\":1}", 2), "{id}");
     }
-    let forgotten = metric_sum(&mut cluster, "flotilla_txn_records_forgotten_total", "").await;
+    let forgotten = cluster
+        .metric_sum("flotilla_txn_records_forgotten_total", "")
+        .await;
     assert!(forgotten >= 1.0, "the sweep counted the record it forgot");
 }
 

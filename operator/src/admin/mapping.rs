@@ -155,6 +155,7 @@ mod tests {
             matched_index: 0,
             snapshot_bytes_sent: 0,
             stopped: None,
+            broken: false,
         }
     }
 

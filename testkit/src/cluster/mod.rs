@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use flotilla_client::{Client, ClientOptions};
+use flotilla_client::{Client, ClientOptions, ClusterEvent, ReplicaState};
 use tokio::time::Instant;
 
 use crate::netns::Fabric;
@@ -427,6 +427,73 @@ impl Cluster {
         for node in &mut self.nodes {
             node.stop_within(grace).await;
         }
+    }
+
+    /// Waits (at most `timeout`) until the replica of `database`'s shard `shard` on node
+    /// `node_id` is a Member that runs (not stopped, not broken), as its shard leader says.
+    pub async fn wait_running_member(
+        &self,
+        database: &str,
+        shard: u32,
+        node_id: u64,
+        timeout: Duration,
+    ) {
+        let client = self.client();
+        let what = format!("the replica of {database}/{shard} on node {node_id} runs as a Member");
+        wait_until(timeout, &what, async || {
+            client.database_status(database).await.is_ok_and(|s| {
+                s.shards.iter().filter(|s| s.shard == shard).any(|s| {
+                    s.replicas.iter().any(|r| {
+                        r.node_id == node_id
+                            && r.state == ReplicaState::Member
+                            && r.stopped.is_none()
+                            && !r.broken
+                    })
+                })
+            })
+        })
+        .await;
+    }
+
+    /// Waits (at most `timeout`) for a recorded topology transition that `matches` (see
+    /// `flotilla cluster events`), and returns it.
+    pub async fn wait_for_event(
+        &self,
+        timeout: Duration,
+        what: &str,
+        matches: impl Fn(&ClusterEvent) -> bool,
+    ) -> ClusterEvent {
+        let client = self.client();
+        crate::wait::wait_for(timeout, what, async || {
+            use futures::StreamExt;
+            let events = client.cluster_events(false, 0).await.ok()?;
+            let events: Vec<ClusterEvent> = events.filter_map(|e| async { e.ok() }).collect().await;
+            events.into_iter().find(|e| matches(e))
+        })
+        .await
+    }
+
+    /// The sum over the running nodes of every sample of metric `name` whose line contains
+    /// `label` (e.g. `path="two_phase"`; empty: every sample).
+    pub async fn metric_sum(&mut self, name: &str, label: &str) -> f64 {
+        let mut sum = 0.0;
+        for i in 0..self.len() {
+            if !self.node_mut(i).is_running() {
+                continue;
+            }
+            let Ok((200, text)) = self.node(i).http_get("/metrics").await else {
+                continue;
+            };
+            for line in text.lines() {
+                if line.starts_with(name)
+                    && line.contains(label)
+                    && let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok())
+                {
+                    sum += v;
+                }
+            }
+        }
+        sum
     }
 
     /// The temporary directory holding every node's directory.

@@ -409,6 +409,10 @@ pub struct Replica {
     /// absent while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
+    /// Stopped for good (a corrupt record, or content that differs from the other replicas'):
+    /// the replica is replaced.
+    #[serde(default)]
+    pub broken: bool,
 }
 
 /// A replacement in flight: the replica on `new_node_id` takes the place of `old_node_id`.
@@ -470,6 +474,7 @@ impl DatabaseStatus {
                         matched_index: r.matched_index,
                         snapshot_bytes_sent: r.snapshot_bytes_sent,
                         stopped: (!r.stopped.is_empty()).then_some(r.stopped),
+                        broken: r.broken,
                     })
                     .collect(),
                 replacement: s.replacement.map(|m| ReplicaMove {
