@@ -380,14 +380,7 @@ impl Client {
             from_revision,
             ..pb::WatchRequest::default()
         };
-        let (stream, addr) = self
-            .call_at(Kind::Read, |ch, _timeout| {
-                let req = req.clone();
-                // No gRPC deadline: it would end the stream.
-                async move { documents(ch).watch(Request::new(req)).await }
-            })
-            .await?;
-        Ok(Box::pin(until_error(stream, addr, WatchEvent::try_from)))
+        self.open_watch(req).await
     }
 
     // ---- the retry loop ----

@@ -31,6 +31,7 @@ pub mod netns;
 pub mod schedule;
 pub mod tmpfs;
 pub mod wait;
+pub mod watch_check;
 pub mod workload;
 
 pub use error::{Error, Result};

@@ -330,7 +330,7 @@ fn read_outcome(
 }
 
 /// The `w` of a `{"w":N}` body.
-fn parse_value(json: &str) -> Option<u64> {
+pub(crate) fn parse_value(json: &str) -> Option<u64> {
     let inner = json.trim().strip_prefix('{')?.strip_suffix('}')?;
     let (name, value) = inner.split_once(':')?;
     (name.trim() == "\"w\"")

@@ -1,14 +1,15 @@
 //! Live queries through [`Client`]: the documents of a collection matching a predicate, then
-//! every change that makes one enter, change within or leave that result.
+//! every change that makes one enter, change within or leave that result; and watches resumed
+//! where they stopped, shard by shard.
 
 use flotilla_proto::v1 as pb;
 use flotilla_query::Predicate;
 use futures::Stream;
 use tonic::Request;
 
-use super::{Client, Kind, documents, until_error};
+use super::{Client, Kind, WatchStream, documents, until_error};
 use crate::error::{Error, Result};
-use crate::types::{Consistency, Document};
+use crate::types::{Consistency, Document, WatchEvent};
 
 /// One event of a live query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +80,44 @@ pub struct LiveQueryOptions {
 }
 
 impl Client {
+    /// Streams the changes of a database (of one collection when `collection` is given) after
+    /// the given revision of each shard named in `after` (`(shard, revision)`: where a watch
+    /// stopped, or a query's revisions), and the new changes of the shards not named. A
+    /// revision the node no longer keeps fails with [`Error::RevisionCompacted`]. Opening is
+    /// retried like a read; the stream ends after its first error.
+    pub async fn watch_after(
+        &self,
+        database: &str,
+        collection: Option<&str>,
+        after: &[(u32, u64)],
+    ) -> Result<WatchStream> {
+        let req = pb::WatchRequest {
+            database: database.to_string(),
+            collection: collection.unwrap_or_default().to_string(),
+            after: after
+                .iter()
+                .map(|(shard, revision)| pb::ShardRevision {
+                    shard: *shard,
+                    revision: *revision,
+                })
+                .collect(),
+            ..pb::WatchRequest::default()
+        };
+        self.open_watch(req).await
+    }
+
+    /// Opens the watch `req` asks for, retried like a read.
+    pub(super) async fn open_watch(&self, req: pb::WatchRequest) -> Result<WatchStream> {
+        let (stream, addr) = self
+            .call_at(Kind::Read, |ch, _timeout| {
+                let req = req.clone();
+                // No gRPC deadline: it would end the stream.
+                async move { documents(ch).watch(Request::new(req)).await }
+            })
+            .await?;
+        Ok(Box::pin(until_error(stream, addr, WatchEvent::try_from)))
+    }
+
     /// A live query of `collection`: the documents matching `predicate` (every document when
     /// `None`), read at `consistency`, then their changes. With `after` (one revision per
     /// shard: a `Current` event's, moved on by the events received since), only the changes

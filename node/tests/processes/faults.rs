@@ -2,8 +2,9 @@
 //! concurrent clients whose every operation is recorded; one fault per test (leader kill -9,
 //! follower kill, every node restarted, minority partition, majority loss, a paused node). At
 //! the end the faults are healed, every key is read, and the history is checked: linearizable
-//! per key, no acknowledged write missing; then the replicas of every shard are compared
-//! (same applied index, same content digest). A failure prints the seed and the minimal offending
+//! per key, no acknowledged write missing; a watch that followed every change through the
+//! faults delivered each once, in order, with no gap (`testkit::watch_check`); then the replicas
+//! of every shard are compared (same applied index, same content digest). A failure prints the seed and the minimal offending
 //! sub-history; `FLOTILLA_SEED=N` replays a seed.
 //!
 //! `randomized_fault_schedule_keeps_the_history_linearizable` runs seeded rounds of random
@@ -23,9 +24,12 @@ use flotilla_testkit::history::{Call, History, Outcome};
 use flotilla_testkit::linearizability::{self, Versions};
 use flotilla_testkit::netns::Fabric;
 use flotilla_testkit::schedule;
+use flotilla_testkit::watch_check::{self, Watcher};
 use flotilla_testkit::workload::{Running, Workload, Writes};
 use flotilla_testkit::{progress, wait};
 const DB: &str = "faults";
+/// Shards of the database.
+const SHARDS: u32 = 2;
 
 /// Generous bound on a new leader being elected and writes flowing again.
 const FAILOVER: Duration = Duration::from_secs(20);
@@ -63,6 +67,8 @@ struct Run {
     workload: Workload,
     history: History,
     running: Option<Running>,
+    /// Follows every change of the workload's collection; checked at the end.
+    watcher: Option<Watcher>,
 }
 
 impl Run {
@@ -127,9 +133,10 @@ impl Run {
         let seed = schedule::seed();
         let cluster = Cluster::start(nodes, options).await;
         cluster
-            .create_database(DB, Some(nodes.min(5) as u32), Some(2))
+            .create_database(DB, Some(nodes.min(5) as u32), Some(SHARDS))
             .await;
         let history = History::new();
+        let watcher = Watcher::start(&cluster.endpoints(), &workload, SHARDS);
         let running = workload.start(&cluster.endpoints(), &history, seed);
         let run = Run {
             seed,
@@ -137,6 +144,7 @@ impl Run {
             workload,
             history,
             running: Some(running),
+            watcher: Some(watcher),
         };
         run.progress_within(Duration::from_secs(30), "the workload starts")
             .await;
@@ -211,9 +219,23 @@ impl Run {
         progress(format!(
             "history: {ok} acknowledged, {failed} failed, {unknown} unknown operations"
         ));
-        let report = linearizability::check(self.seed, versions, &self.history.ops(), &finals);
+        let ops = self.history.ops();
+        let report = linearizability::check(self.seed, versions, &ops, &finals);
         progress(&report);
         report.assert_ok();
+        // A watch that ran through it all delivered every change once, in order, no gap.
+        if let Some(watcher) = self.watcher.take() {
+            let log = watcher.finish(&finals, Duration::from_secs(60)).await;
+            match watch_check::check(&log, &ops, &finals) {
+                Ok(summary) => progress(summary),
+                Err(violations) => panic!(
+                    "seed {}: WATCH VIOLATIONS ({}):\n{}",
+                    self.seed,
+                    violations.len(),
+                    violations.join("\n")
+                ),
+            }
+        }
         // The workers stopped and every fault healed: replicas that applied the same log
         // must hold the same content.
         self.cluster.compare_replicas(DB).await;
