@@ -277,6 +277,7 @@ async fn watch(
                 }
                 Ok(Some(Err(_))) => {
                     lock().log.resumed += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     break;
                 }
             }

@@ -130,3 +130,32 @@ async fn a_watch_over_changes_a_snapshot_install_replaced_ends_with_the_first_re
     };
     assert!(event.document.revision >= first_kept);
 }
+
+/// A node that stops (SIGTERM) ends the watches open on it with `UNAVAILABLE` (so that their
+/// clients resume them on another node) and exits; before, an open watch held its server's
+/// graceful stop forever, and a watch opened while it was stopping too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watches_open_on_a_stopping_node_end_and_the_node_exits() {
+    let mut cluster = Cluster::start(3, ClusterOptions::default().fast_elections()).await;
+    cluster.create_database(DB, Some(3), None).await;
+    let only_node_0 = ClientOptions {
+        coalesce_calls: false,
+        ..ClientOptions::default()
+    };
+    let reader = cluster.node_client(0, only_node_0);
+    let mut watch = reader.watch(DB, Some("c"), 0).await.expect("watch");
+    let writer = cluster.client();
+    write(&writer, "before", 1).await;
+    let event = next(&mut watch, "the first change").await.expect("an event");
+    assert_eq!(event.document.id, "before-0000");
+
+    // Exits within the harness' stop timeout (it panics otherwise).
+    let status = cluster.sigterm(0).await;
+    progress(format!("node 0 exited: {status}"));
+    match next(&mut watch, "the end of the watch").await {
+        Err(Error::Unavailable(why)) => assert!(why.contains("stopping"), "{why}"),
+        // The connection closed as the node exited, before the answer was read.
+        Err(Error::Transport { .. }) => {}
+        other => panic!("expected UNAVAILABLE, got {other:?}"),
+    }
+}

@@ -45,7 +45,14 @@ pub(super) fn follow(
             tokio::select! {
                 r = applied.changed() => if r.is_err() { return },
                 _ = tx.closed() => return,
-                _ = stopping.changed() => return,
+                _ = async { let _ = stopping.wait_for(|stopping| *stopping).await; } => {
+                    let _ = tx
+                        .send(Err(Status::unavailable(
+                            "this node is stopping: follow the events on another node",
+                        )))
+                        .await;
+                    return;
+                }
             }
         }
     });

@@ -584,6 +584,10 @@ impl Documents for DocumentsService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (hops, shard) = (hops(&request), self.shard_override(&request));
         let msg = request.into_inner();
+        // Refused at once, so that the client opens it on another node.
+        if self.host.is_stopping() {
+            return Err(scan::stopping_node());
+        }
         validate::database(&msg.database)?;
         if !msg.collection.is_empty() {
             validate::collection(&msg.collection)?;

@@ -148,13 +148,25 @@ impl DocumentsService {
                     tokio::select! {
                         r = applied.changed() => if r.is_err() { return },
                         _ = tx.closed() => return,
-                        _ = stopping.changed() => return,
+                        // Already stopping when the watch opened, or since: the client
+                        // resumes it on another node.
+                        _ = async { let _ = stopping.wait_for(|stopping| *stopping).await; } => {
+                            let _ = tx.send(Err(stopping_node())).await;
+                            return;
+                        }
                     }
                 }
             }
         });
         ReceiverStream::new(rx)
     }
+}
+
+/// What ends a watch on a node that is stopping.
+pub(super) fn stopping_node() -> Status {
+    Status::from(NodeError::Unavailable(
+        "this node is stopping: resume the watch on another node".into(),
+    ))
 }
 
 /// The answer to a watch that needs revision `next` of `shard`, older than the oldest kept.
