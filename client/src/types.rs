@@ -453,6 +453,9 @@ pub struct ClusterEvent {
     pub from_state: String,
     pub to_state: String,
     pub reason: String,
+    /// Made because the replica was stopped for good on its node (a corrupt record, or
+    /// content that differs from the other replicas'): it is rebuilt from the others.
+    pub replica_broken: bool,
 }
 
 impl From<pb::ClusterEvent> for ClusterEvent {
@@ -465,6 +468,7 @@ impl From<pb::ClusterEvent> for ClusterEvent {
             node_id: e.node_id,
             from_state: e.from_state,
             to_state: e.to_state,
+            replica_broken: e.cause == pb::ClusterEventCause::ReplicaBroken as i32,
             reason: e.reason,
         }
     }

@@ -60,6 +60,7 @@ pub use action::{Action, Change, ShardRef};
 pub use checks::{labels_match, majority};
 pub use commands::meta_commands;
 pub use from_meta::from_meta;
+pub use shard::replica_broken;
 pub use view::{
     DatabasePolicy, DatabaseView, GroupProgress, Health, MetaGroupView, NodeView, Policy, Progress,
     Replica, ReplicaMove, ReplicaState, ShardView, Topology,

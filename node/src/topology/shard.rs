@@ -13,6 +13,16 @@ use super::checks::Ctx;
 use super::view::{DatabasePolicy, Replica, ReplicaState, ShardView};
 use crate::types::{GroupId, NodeId};
 
+/// How the reason of a transition made because the replica is stopped for good begins (see
+/// [`replica_broken`]).
+const STOPPED_FOR_GOOD: &str = "stopped for good";
+
+/// Whether a recorded transition's `reason` says it was made because the replica is stopped
+/// for good on its node: the one place that reads the reasons this module writes.
+pub fn replica_broken(reason: &str) -> bool {
+    reason.starts_with(STOPPED_FOR_GOOD)
+}
+
 fn secs(d: Duration) -> String {
     humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
@@ -37,7 +47,7 @@ pub(crate) fn doomed(
         Some(_) => {}
     }
     if let Some(why) = ctx.broken_why(group, r.node) {
-        return Some(format!("stopped for good on node {}: {why}", r.node));
+        return Some(format!("{STOPPED_FOR_GOOD} on node {}: {why}", r.node));
     }
     let in_rehab = ctx.now.saturating_sub(r.since);
     match pol.replace_after {
@@ -79,7 +89,7 @@ fn marks(
         let next = match r.state {
             ReplicaState::Member if broken.is_some() => Some((
                 ReplicaState::Rehab,
-                format!("stopped for good: {}", broken.unwrap_or_default()),
+                format!("{STOPPED_FOR_GOOD}: {}", broken.unwrap_or_default()),
             )),
             ReplicaState::Member if unseen >= pol.rehab_after => Some((
                 ReplicaState::Rehab,
@@ -274,7 +284,13 @@ pub(crate) fn decide_shard(
         && shard.replica(m.new).map(|r| r.state) == Some(ReplicaState::Member)
         && keep.len() >= rf
     {
-        let reason = format!("replaced by node {}", m.new);
+        let reason = match ctx.broken_why(shard.group, m.old) {
+            Some(why) => format!(
+                "{STOPPED_FOR_GOOD} on node {}: {why}; replaced by node {}",
+                m.old, m.new
+            ),
+            None => format!("replaced by node {}", m.new),
+        };
         if remove(ctx, sref, pol, &shard, m.old, reason, out) {
             return false;
         }

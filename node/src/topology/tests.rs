@@ -560,6 +560,15 @@ fn a_broken_replica_is_replaced_on_another_node_at_once() {
         )),
         "{actions:#?}"
     );
+    // The transitions of the broken replica say so (what `Admin.ClusterEvents` types as the
+    // cause REPLICA_BROKEN); its replacement's do not.
+    for a in &actions {
+        let of_broken = matches!(
+            a.change,
+            Change::MarkRehab { node: 2, .. } | Change::RemoveReplica { node: 2, .. }
+        );
+        assert_eq!(replica_broken(&a.reason), of_broken, "{a}");
+    }
     // Well before the Rehab timeout (300 s): a broken replica is not waited for.
     assert!(sim.now < T0 + secs(30), "took until {:?}", sim.now - T0);
     run_until(&mut sim, 20, |s| {

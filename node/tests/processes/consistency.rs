@@ -81,7 +81,8 @@ async fn a_diverged_replica_is_found_stopped_and_rebuilt_from_the_others() {
             |e| {
                 e.node_id == node_id
                     && e.to_state == "rehab"
-                    && e.reason.contains("stopped for good")
+                    && e.replica_broken
+                    && e.reason.contains("differs from the other replicas")
             },
         )
         .await

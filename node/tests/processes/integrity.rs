@@ -118,7 +118,12 @@ async fn a_corrupt_log_entry_stops_its_group_on_that_node_only() {
         .wait_for_event(
             Duration::from_secs(30),
             "a topology event names the corrupt replica and why",
-            |e| e.node_id == node_id && e.to_state == "rehab" && e.reason.contains(&why),
+            |e| {
+                e.node_id == node_id
+                    && e.to_state == "rehab"
+                    && e.replica_broken
+                    && e.reason.contains(&why)
+            },
         )
         .await;
     progress(format!(

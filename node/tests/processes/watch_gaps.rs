@@ -146,7 +146,9 @@ async fn watches_open_on_a_stopping_node_end_and_the_node_exits() {
     let mut watch = reader.watch(DB, Some("c"), 0).await.expect("watch");
     let writer = cluster.client();
     write(&writer, "before", 1).await;
-    let event = next(&mut watch, "the first change").await.expect("an event");
+    let event = next(&mut watch, "the first change")
+        .await
+        .expect("an event");
     assert_eq!(event.document.id, "before-0000");
 
     // Exits within the harness' stop timeout (it panics otherwise).

@@ -5,8 +5,8 @@
 //! What the API cannot do yet (moving replicas off a node, changing a database's
 //! replication factor or placement) fails with an error that says so.
 
-use super::mapping::{membership, topology};
-use super::{ClusterAdmin, DatabaseRequest, EnsuredDatabase};
+use super::mapping::{membership, topology, topology_events};
+use super::{ClusterAdmin, DatabaseRequest, EnsuredDatabase, TopologyEvents};
 use crate::crd::Cluster;
 use crate::crd::cluster_funcs::CLIENT_PORT;
 use crate::error::{Error, Result};
@@ -17,10 +17,14 @@ use flotilla_client::{
     Client, ClientOptions, ClientTls, DatabaseInfo, DatabaseOptions, DatabaseStatus,
     DatabaseUpdate, Group,
 };
+use futures::StreamExt;
 use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Longest a read of the cluster's recorded events may take, once its stream is open.
+const EVENTS_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Rewrites a node's `host:port` address before the operator connects to it.
 pub type AddressMap = Arc<dyn Fn(&str) -> String + Send + Sync>;
@@ -186,6 +190,33 @@ impl GrpcAdmin {
             }
         }
         Ok(statuses)
+    }
+
+    async fn topology_events_of(
+        &self,
+        cluster: &Cluster,
+        after_sequence: u64,
+    ) -> Result<TopologyEvents> {
+        let client = self.client(cluster)?;
+        let stream = client
+            .cluster_events(false, after_sequence)
+            .await
+            .map_err(admin_error)?;
+        // Without `follow` the node sends what it records and ends the stream; the limit
+        // only guards against a node that stalls half way.
+        let events: Vec<_> = tokio::time::timeout(EVENTS_READ_TIMEOUT, stream.collect::<Vec<_>>())
+            .await
+            .map_err(|_| {
+                Error::Admin(format!(
+                    "reading the cluster's events took longer than {EVENTS_READ_TIMEOUT:?}"
+                ))
+            })?
+            .into_iter()
+            .collect::<std::result::Result<_, _>>()
+            .map_err(admin_error)?;
+        // Read after the events, so that every node they name is known.
+        let status = client.cluster_status().await.map_err(admin_error)?;
+        Ok(topology_events(&status, events))
     }
 
     async fn membership_of(&self, cluster: &Cluster) -> Result<Membership> {
@@ -423,6 +454,14 @@ impl ClusterAdmin for GrpcAdmin {
             }
             .map_err(admin_error)
         })
+    }
+
+    fn topology_events<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        after_sequence: u64,
+    ) -> BoxFuture<'a, Result<TopologyEvents>> {
+        Box::pin(self.topology_events_of(cluster, after_sequence))
     }
 }
 

@@ -1,12 +1,15 @@
 //! Pure conversions from what the nodes' admin API reports to the operator's view:
-//! [`Membership`] for the planners and [`ShardTopology`] for DatabaseGroup status.
+//! [`Membership`] for the planners, [`ShardTopology`] for DatabaseGroup status and
+//! [`TopologyEvents`] for the Events a DatabaseGroup reports.
 //! Nodes are named by their pod (`--name $(POD_NAME)`).
 
-use super::ShardTopology;
+use super::{ShardTopology, TopologyEvent, TopologyEvents};
 use crate::crd::{NodeRole, NodeState};
 use crate::plan::observed::META_GROUP;
 use crate::plan::{MemberNode, Membership, RaftGroup};
-use flotilla_client::{ClusterStatus, DatabaseStatus, Health, MetaRole, ReplicaState};
+use flotilla_client::{
+    ClusterEvent, ClusterStatus, DatabaseStatus, Health, MetaRole, ReplicaState,
+};
 
 /// Log entries a replica may trail its leader by and still count as caught up.
 pub const CAUGHT_UP_LAG: u64 = 100;
@@ -124,6 +127,33 @@ pub fn topology(status: &ClusterStatus, database: &DatabaseStatus) -> Vec<ShardT
             }
         })
         .collect()
+}
+
+/// The cluster's recorded topology events, with each replica's node named by its pod when
+/// the cluster still knows the node.
+pub fn topology_events(status: &ClusterStatus, events: Vec<ClusterEvent>) -> TopologyEvents {
+    TopologyEvents {
+        cluster_id: status.cluster_id.clone(),
+        events: events
+            .into_iter()
+            .map(|e| TopologyEvent {
+                sequence: e.sequence,
+                at_unix_ms: e.at_unix_ms,
+                pod: status
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == e.node_id)
+                    .map(|n| n.name.clone()),
+                database: e.database,
+                shard: e.shard,
+                node_id: e.node_id,
+                from_state: e.from_state,
+                to_state: e.to_state,
+                reason: e.reason,
+                replica_broken: e.replica_broken,
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -257,5 +287,30 @@ mod tests {
                 rehab: vec!["flotilla-1".to_owned()],
             }]
         );
+    }
+
+    #[test]
+    fn events_name_the_pod_of_a_known_node_only() {
+        let event = |sequence, node_id| ClusterEvent {
+            sequence,
+            at_unix_ms: 1_000,
+            database: "orders".to_owned(),
+            shard: 0,
+            node_id,
+            from_state: "member".to_owned(),
+            to_state: "rehab".to_owned(),
+            reason: "not seen for 60s".to_owned(),
+            replica_broken: node_id == 999,
+        };
+        let read = topology_events(&cluster(), vec![event(7, 101), event(8, 999)]);
+        let broken: Vec<bool> = read.events.iter().map(|e| e.replica_broken).collect();
+        assert_eq!(broken, vec![false, true], "the cause is carried over");
+        assert_eq!(read.cluster_id, "c-1");
+        let pods: Vec<_> = read
+            .events
+            .iter()
+            .map(|e| (e.sequence, e.node_id, e.pod.as_deref()))
+            .collect();
+        assert_eq!(pods, vec![(7, 101, Some("flotilla-1")), (8, 999, None)]);
     }
 }

@@ -51,6 +51,37 @@ pub struct ShardTopology {
     pub rehab: Vec<String>,
 }
 
+/// The topology transitions a cluster records (`Admin.ClusterEvents`), as read at one time.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopologyEvents {
+    /// The cluster that numbered them: sequence numbers count within one cluster only.
+    pub cluster_id: String,
+    /// Oldest first.
+    pub events: Vec<TopologyEvent>,
+}
+
+/// One recorded topology transition of a replica, with its node named by pod.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TopologyEvent {
+    /// Position in the cluster's history: one more than the event before.
+    pub sequence: u64,
+    /// When the cluster recorded it, in Unix milliseconds.
+    pub at_unix_ms: u64,
+    pub database: String,
+    pub shard: u32,
+    pub node_id: u64,
+    /// The pod running the node; `None` once the cluster no longer knows the node.
+    pub pod: Option<String>,
+    /// Replica states as the cluster names them (`member`, `rehab`, `promotable`), or
+    /// `absent` before a replica's first state and `removed` after its last.
+    pub from_state: String,
+    pub to_state: String,
+    /// Why, in the cluster's words.
+    pub reason: String,
+    /// Made because the replica was stopped for good on its node (corrupt or diverged).
+    pub replica_broken: bool,
+}
+
 /// Admin operations on a running cluster. Every operation is idempotent.
 pub trait ClusterAdmin: Send + Sync + 'static {
     /// How to reach `cluster` from now on: over TLS with these settings (the operator's
@@ -124,6 +155,15 @@ pub trait ClusterAdmin: Send + Sync + 'static {
         database: &'a str,
         step: &'a CollectionStep,
     ) -> BoxFuture<'a, Result<()>>;
+
+    /// The topology transitions the cluster still records after `after_sequence`, oldest
+    /// first. The cluster keeps a bounded number of the most recent ones, so older
+    /// transitions may be gone.
+    fn topology_events<'a>(
+        &'a self,
+        cluster: &'a Cluster,
+        after_sequence: u64,
+    ) -> BoxFuture<'a, Result<TopologyEvents>>;
 }
 
 /// Stands in while no admin client is configured: every call fails with
@@ -187,6 +227,14 @@ impl ClusterAdmin for NoAdmin {
         _: &'a str,
         _: &'a CollectionStep,
     ) -> BoxFuture<'a, Result<()>> {
+        unavailable()
+    }
+
+    fn topology_events<'a>(
+        &'a self,
+        _: &'a Cluster,
+        _: u64,
+    ) -> BoxFuture<'a, Result<TopologyEvents>> {
         unavailable()
     }
 }

@@ -1,7 +1,9 @@
 //! The `DatabaseGroup` controller: creates or updates the database through the cluster's
 //! admin API, deletes it on deletion when `deletionPolicy: Delete` (behind a finalizer,
 //! which only that policy gets),
-//! mirrors the live topology into status and records an Event per replica transition.
+//! mirrors the live topology into status and records an Event per replica transition, and a
+//! Warning per replica the cluster stopped for good, read from the cluster's recorded topology
+//! events (see [`crate::plan::topology_events`]).
 //! Its collections and indexes are applied by [`super::collections`].
 
 use super::{Context, FIELD_MANAGER};
@@ -16,6 +18,7 @@ use crate::plan::database_group::{
     recheck_after, record_origin, replica_transitions,
 };
 use crate::plan::recovery::{RecoveryGate, recovery_gate};
+use crate::plan::topology_events::{EventCursor, EventsPlan, plan_topology_events, read_after};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -143,6 +146,15 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
         indexes_building =
             super::collections::reconcile_collections(group, cluster, ctx, &mut status, &now)
                 .await?;
+        if let Err(error) =
+            report_broken_replicas(group, cluster, ctx, namespace, &mut status).await
+        {
+            // The cluster keeps the events: the next reconcile reads them again.
+            tracing::warn!(
+                error = error.chain(),
+                "reporting the replicas the cluster stopped for good"
+            );
+        }
     }
     let old_shards = group
         .status
@@ -178,6 +190,68 @@ async fn apply(group: &DatabaseGroup, ctx: &Context, namespace: &str) -> Result<
     let recheck = recheck_after(&status, cluster_ready && !indexes_building);
     write_status(group, ctx, namespace, status).await?;
     Ok(Action::requeue(recheck))
+}
+
+/// Publishes a Warning for each transition the cluster made since the last event handled
+/// because a replica of the group's database was stopped for good, and records in `status`
+/// where the next read starts.
+async fn report_broken_replicas(
+    group: &DatabaseGroup,
+    cluster: &Cluster,
+    ctx: &Context,
+    namespace: &str,
+    status: &mut DatabaseGroupStatus,
+) -> Result<()> {
+    let database = group.database_name()?;
+    let cursor = EventCursor::of(status);
+    let read = ctx
+        .admin
+        .topology_events(cluster, read_after(cursor.as_ref()))
+        .await?;
+    let plan = match plan_topology_events(database, cursor.as_ref(), &read) {
+        EventsPlan::ReadFromStart => {
+            let read = ctx.admin.topology_events(cluster, 0).await?;
+            plan_topology_events(database, None, &read)
+        }
+        plan => plan,
+    };
+    // Without a cursor the plan is always a report.
+    let EventsPlan::Report { events, cursor } = plan else {
+        return Ok(());
+    };
+    for event in events {
+        let published = Event {
+            type_: if event.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: event.reason.as_str().to_owned(),
+            note: Some(event.note),
+            action: "ObserveTopology".to_owned(),
+            secondary: event.pod.map(|pod| ObjectReference {
+                api_version: Some("v1".to_owned()),
+                kind: Some("Pod".to_owned()),
+                name: Some(pod),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectReference::default()
+            }),
+        };
+        // Each stands alone: the rehab mark and the removal of one replica, or the replicas
+        // of several shards on one pod, come within seconds and each note matters.
+        let recorder = ctx.lone_recorder();
+        if let Err(error) = recorder.publish(&published, &group.object_ref(&())).await {
+            // Not lost: the next reconcile reads again from this event.
+            let resume = EventCursor {
+                sequence: event.sequence.saturating_sub(1),
+                ..cursor
+            };
+            resume.record(status);
+            return Err(error.into());
+        }
+    }
+    cursor.record(status);
+    Ok(())
 }
 
 /// What `group` asks of the cluster; a database its Cluster's recovery restored is taken as

@@ -45,6 +45,8 @@ pub struct Context {
     pub admin: Arc<dyn ClusterAdmin>,
     pub metrics: Metrics,
     pub recorder: Recorder,
+    /// Who publishes the operator's Events.
+    reporter: Reporter,
     /// The operator's own pods, which a cluster's NetworkPolicy lets reach the nodes.
     pub operator_pods: crate::desired::OperatorPods,
     backoff: backoff::Backoff,
@@ -55,18 +57,17 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, admin: Arc<dyn ClusterAdmin>, metrics: Metrics) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: FIELD_MANAGER.to_owned(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        );
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let recorder = Recorder::new(client.clone(), reporter.clone());
         Self {
             client,
             admin,
             metrics,
             recorder,
+            reporter,
             operator_pods: crate::desired::OperatorPods::default(),
             backoff: backoff::Backoff::default(),
             nodes_forbidden: AtomicBool::new(false),
@@ -75,6 +76,13 @@ impl Context {
 }
 
 impl Context {
+    /// A recorder of its own, for an Event that must stand alone: the shared [`Self::recorder`]
+    /// merges Events of the same type, reason, action and objects published within minutes
+    /// into one series that keeps the first note, whatever the later notes say.
+    fn lone_recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
+    }
+
     /// The same context, with the operator's pods as the NetworkPolicies name them.
     pub fn with_operator_pods(mut self, operator_pods: crate::desired::OperatorPods) -> Self {
         self.operator_pods = operator_pods;

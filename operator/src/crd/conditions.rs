@@ -175,6 +175,9 @@ pub enum Reason {
     WaitingForRecovery,
     /// A restored database has another shard count than the DatabaseGroup asks for.
     ShardCountMismatch,
+    /// A replica was stopped for good on its node (a corrupt record, or content that differs
+    /// from the other replicas'); the cluster rebuilds it.
+    ReplicaBroken,
 }
 
 impl Reason {
@@ -231,6 +234,7 @@ impl Reason {
             Self::RecoveryRefused => "RecoveryRefused",
             Self::WaitingForRecovery => "WaitingForRecovery",
             Self::ShardCountMismatch => "ShardCountMismatch",
+            Self::ReplicaBroken => "ReplicaBroken",
         }
     }
 }

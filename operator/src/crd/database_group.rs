@@ -236,6 +236,18 @@ pub struct DatabaseGroupStatus {
     /// made by hand are never listed here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_indexes: Vec<ManagedIndex>,
+
+    /// Sequence number of the last of the cluster's recorded topology events the operator
+    /// has handled for this group (reporting, as a Warning Event, each replica of the
+    /// database stopped for good). Unset until the first read: that read reports what the
+    /// cluster still keeps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_sequence: Option<u64>,
+
+    /// The cluster whose numbering `lastEventSequence` counts in: a cluster made anew under
+    /// the same name numbers its events from 1 again, and is read from its first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_cluster_id: Option<String>,
 }
 
 /// A collection as the database has it.

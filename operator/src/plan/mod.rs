@@ -6,7 +6,8 @@
 //! [`scale_down`] (quorum-safe, two-phase, resumable), [`restart`] (one pod
 //! at a time, followers first, leaders after a leadership transfer), and [`status`]
 //! (what the `Cluster` reports). [`placement`] decides, beside the steps, which nodes
-//! get the placement labels of the Kubernetes Nodes they run on.
+//! get the placement labels of the Kubernetes Nodes they run on, and [`topology_events`]
+//! which of the cluster's recorded topology events a `DatabaseGroup` reports.
 
 pub mod backup;
 pub mod bootstrap;
@@ -24,6 +25,7 @@ pub mod restart;
 pub mod scale_down;
 pub mod scheduled_backup;
 pub mod status;
+pub mod topology_events;
 pub mod volumes;
 
 pub use observed::{

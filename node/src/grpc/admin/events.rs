@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use flotilla_proto::v1::{ClusterEvent, ClusterEventsRequest};
+use flotilla_proto::v1::{ClusterEvent, ClusterEventCause, ClusterEventsRequest};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -34,6 +34,11 @@ pub(super) fn follow(
                     from_state: e.from.clone(),
                     to_state: e.to.clone(),
                     reason: e.reason.clone(),
+                    cause: if crate::topology::replica_broken(&e.reason) {
+                        ClusterEventCause::ReplicaBroken as i32
+                    } else {
+                        ClusterEventCause::Unspecified as i32
+                    },
                 };
                 if tx.send(Ok(event)).await.is_err() {
                     return;

@@ -1,7 +1,9 @@
 //! A stand-in for a running cluster's admin API that records every call, with the
-//! databases, collections and indexes it holds.
+//! databases, collections and indexes it holds and the topology events it recorded.
 
-use crate::admin::{ClusterAdmin, DatabaseRequest, EnsuredDatabase, ShardTopology};
+use crate::admin::{
+    ClusterAdmin, DatabaseRequest, EnsuredDatabase, ShardTopology, TopologyEvent, TopologyEvents,
+};
 use crate::crd::Cluster;
 use crate::error::{Error, Result};
 use crate::plan::collections::{CollectionStep, ObservedCollection, ObservedIndex};
@@ -23,6 +25,13 @@ pub(super) struct AdminState {
     pub(super) collections: BTreeMap<String, Vec<ObservedCollection>>,
     /// Indexes report this many documents done and are not ready until it is cleared.
     pub(super) indexes_building: Option<u64>,
+    /// The cluster's id, which numbers its topology events.
+    pub(super) cluster_id: String,
+    /// The topology events the cluster keeps, oldest first.
+    pub(super) events: Vec<TopologyEvent>,
+    /// The sequence number after which each read of the events asked, in order (reads are
+    /// not among `calls`, as every reconcile of a group makes one).
+    pub(super) events_read_after: Vec<u64>,
 }
 
 /// Stands in for a running cluster's admin API and records every call.
@@ -226,5 +235,23 @@ impl ClusterAdmin for FakeAdmin {
             }
         }
         ready(())
+    }
+
+    fn topology_events<'a>(
+        &'a self,
+        _: &'a Cluster,
+        after_sequence: u64,
+    ) -> BoxFuture<'a, Result<TopologyEvents>> {
+        let mut state = self.lock();
+        state.events_read_after.push(after_sequence);
+        ready(TopologyEvents {
+            cluster_id: state.cluster_id.clone(),
+            events: state
+                .events
+                .iter()
+                .filter(|e| e.sequence > after_sequence)
+                .cloned()
+                .collect(),
+        })
     }
 }
