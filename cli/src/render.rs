@@ -824,6 +824,7 @@ mod tests {
         let gone = DeleteResult {
             deleted: false,
             revision: 0,
+            shard: 0,
         };
         assert_eq!(
             delete_result("users", "a", &gone, Output::Table),

@@ -51,10 +51,12 @@ mod admin;
 mod backup;
 pub mod live;
 pub mod query;
+mod session;
 mod txn;
 pub mod users;
 
 pub use backup::Cut;
+pub use session::Session;
 pub use txn::{CommitOutcome, CommittedWrite, Transaction, TransactionInfo};
 
 /// Largest response the client accepts (a page of documents can be large).
@@ -232,12 +234,33 @@ impl Client {
         id: &str,
         consistency: Consistency,
     ) -> Result<Option<Document>> {
+        self.get_at_least(database, collection, id, consistency, &[])
+            .await
+    }
+
+    /// [`Client::get`] from a replica that applied at least the revisions `at_least` names
+    /// (`(shard, revision)`: a session's floor, see [`Session`]).
+    pub(crate) async fn get_at_least(
+        &self,
+        database: &str,
+        collection: &str,
+        id: &str,
+        consistency: Consistency,
+        at_least: &[(u32, u64)],
+    ) -> Result<Option<Document>> {
         let req = pb::GetRequest {
             database: database.to_string(),
             collection: collection.to_string(),
             id: id.to_string(),
             consistency: consistency.to_proto() as i32,
             shard_key: String::new(),
+            at_least: at_least
+                .iter()
+                .map(|(shard, revision)| pb::ShardRevision {
+                    shard: *shard,
+                    revision: *revision,
+                })
+                .collect(),
         };
         let r = if self.inner.options.coalesce_calls {
             match self
@@ -276,6 +299,7 @@ impl Client {
             return Ok(DeleteResult {
                 deleted: r.results.first().is_some_and(|r| r.deleted),
                 revision: r.revision,
+                shard: r.shard,
             });
         }
         let req = pb::DeleteRequest {
@@ -295,6 +319,7 @@ impl Client {
         Ok(DeleteResult {
             deleted: r.deleted,
             revision: r.revision,
+            shard: r.shard,
         })
     }
 

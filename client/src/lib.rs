@@ -36,7 +36,7 @@ pub use client::query::{
 pub use client::users::{NewToken, Permission, RoleInfo, TokenInfo, UserInfo};
 pub use client::{
     Client, CommitOutcome, CommittedWrite, Cut, DatabaseOptions, DatabaseUpdate, ListOptions,
-    Transaction, TransactionInfo, WatchStream,
+    Session, Transaction, TransactionInfo, WatchStream,
 };
 pub use error::{Error, Result};
 pub use flotilla_query::{Field, Predicate, parse_text};

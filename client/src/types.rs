@@ -112,6 +112,8 @@ pub struct DeleteResult {
     /// False when the document did not exist.
     pub deleted: bool,
     pub revision: u64,
+    /// The shard the document is on.
+    pub shard: u32,
 }
 
 /// One page of a listing.

@@ -60,6 +60,8 @@ pub enum Refusal {
     OutOfRange,
     /// Asked for more than a request may carry (a result over its limit).
     ResourceExhausted,
+    /// Not served here now: another replica, or this one a moment later, serves it.
+    Unavailable,
 }
 
 impl NodeError {

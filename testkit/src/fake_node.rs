@@ -320,7 +320,11 @@ impl Documents for Fake {
         self.database(&r.database)?;
         let (_, deleted, revision) =
             self.write(&r.database, &r.collection, &r.id, None, r.if_version)?;
-        Ok(Response::new(pb::DeleteResponse { deleted, revision }))
+        Ok(Response::new(pb::DeleteResponse {
+            deleted,
+            revision,
+            shard: 0,
+        }))
     }
 
     async fn list(

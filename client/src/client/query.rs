@@ -340,6 +340,7 @@ impl Client {
             id: id.to_string(),
             consistency: consistency.to_proto() as i32,
             shard_key: shard_key.to_string(),
+            at_least: Vec::new(),
         };
         let r = self
             .call(Kind::Read, |ch, timeout| {

@@ -33,6 +33,7 @@ pub fn to_status(e: NodeError) -> Status {
                 Refusal::Aborted => Code::Aborted,
                 Refusal::OutOfRange => Code::OutOfRange,
                 Refusal::ResourceExhausted => Code::ResourceExhausted,
+                Refusal::Unavailable => Code::Unavailable,
             },
             *reason,
         ),

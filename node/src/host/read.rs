@@ -1,7 +1,9 @@
 //! Reads: the barrier a read waits for before it is served from this replica, at the
 //! consistency it asks for (ReadIndex, leader lease, or none).
 
-use crate::error::{NodeError, NodeResult};
+use flotilla_proto::v1::ErrorReason;
+
+use crate::error::{NodeError, NodeResult, Refusal};
 
 use super::{GroupHandle, Host};
 
@@ -13,7 +15,39 @@ pub enum ReadConsistency {
     Stale,
 }
 
+/// Longest a read waits for this replica to reach a session's floor before it is refused.
+const FLOOR_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Host {
+    /// Waits (briefly) until this replica of shard `shard` (`group`) has applied revision
+    /// `floor`: a session's floor, so that its stale reads never go back in time. A replica
+    /// still behind refuses with UNAVAILABLE, reason `REPLICA_BEHIND`: the client asks another.
+    pub async fn wait_for_revision(
+        &self,
+        group: &GroupHandle,
+        shard: usize,
+        floor: u64,
+    ) -> NodeResult<()> {
+        let state = group.sm.state();
+        if state.applied_index() >= floor {
+            return Ok(());
+        }
+        let mut rx = state.subscribe();
+        let wait = FLOOR_WAIT.min(self.config.request_timeout);
+        match tokio::time::timeout(wait, rx.wait_for(|applied| *applied >= floor)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(NodeError::refused(
+                Refusal::Unavailable,
+                ErrorReason::ReplicaBehind,
+                format!(
+                    "this replica of shard {shard} has applied revision {}, and the session has \
+                     seen {floor}: another replica serves the read",
+                    state.applied_index()
+                ),
+            )),
+        }
+    }
+
     /// Waits until a read on this replica of `group` may be served at `consistency`.
     pub async fn read_barrier(
         &self,

@@ -64,6 +64,7 @@ async fn get_with(cluster: &Cluster, i: usize, token: &str) -> Result<(), tonic:
         id: "k".into(),
         consistency: 0,
         shard_key: String::new(),
+        at_least: Vec::new(),
     });
     let bearer = format!("Bearer {token}").parse().unwrap();
     request.metadata_mut().insert("authorization", bearer);

@@ -44,10 +44,11 @@ const PROGRESS: u64 = 50;
 const WRITES: Writes = Writes::Mixed;
 
 mod clock;
+mod sessions;
 
 /// Network namespaces where they can be made; on 127.0.0.1 otherwise, except under `CI=true`,
 /// where a missing capability must not quietly narrow the tests.
-fn network() -> Network {
+pub(super) fn network() -> Network {
     match Fabric::available() {
         Ok(()) => Network::Namespaces,
         Err(e) if in_ci() => {

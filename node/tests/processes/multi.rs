@@ -41,6 +41,7 @@ fn get(db: &str, id: &str) -> Call {
             id: id.into(),
             consistency: 0,
             shard_key: String::new(),
+            at_least: Vec::new(),
         })),
     }
 }

@@ -112,6 +112,7 @@ async fn malformed_requests_get_clear_statuses_and_the_node_keeps_serving() {
             id: "v".into(),
             consistency: 0,
             shard_key: String::new(),
+            at_least: Vec::new(),
         })
         .await
         .expect("get")

@@ -208,6 +208,15 @@ impl DocumentsService {
                 Box::pin(async move {
                     host.read_barrier(&group, consistency(msg.consistency))
                         .await?;
+                    let floor = msg
+                        .at_least
+                        .iter()
+                        .filter(|a| a.shard as usize == route.shard)
+                        .map(|a| a.revision)
+                        .max();
+                    if let Some(floor) = floor {
+                        host.wait_for_revision(&group, route.shard, floor).await?;
+                    }
                     read_document(&host, &group, route.shard, msg).await
                 })
             },
@@ -405,6 +414,7 @@ impl Documents for DocumentsService {
         Ok(Response::new(DeleteResponse {
             deleted: resp.results.first().is_some_and(|r| r.deleted),
             revision: resp.revision,
+            shard: resp.shard,
         }))
     }
 

@@ -82,6 +82,7 @@ pub async fn get_document(
         id: id.clone(),
         consistency: v1::Consistency::from(query.consistency.unwrap_or_default()) as i32,
         shard_key: shard_key_json(query.shard_key),
+        at_least: Vec::new(),
     };
     let answer = api
         .gateway
