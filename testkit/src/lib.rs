@@ -29,6 +29,7 @@ pub mod linearizability;
 pub mod membership;
 pub mod netns;
 pub mod schedule;
+pub mod sessions;
 pub mod tmpfs;
 pub mod wait;
 pub mod watch_check;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use flotilla_client::{Client, ClientOptions, Consistency, Error as ClientError};
+use flotilla_client::{Client, ClientOptions, Consistency, Error as ClientError, Session};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::history::{Call, History, Outcome};
 use crate::linearizability::Register;
+use crate::sessions::{Seen, SessionLog};
 
 /// Which writes the workers send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +52,10 @@ pub struct Workload {
     /// Options of every worker's client: short timeouts, so that a worker stuck on an
     /// unreachable node moves on.
     pub client_options: ClientOptions,
+    /// Share of the operations (percent) that are stale reads through the worker's session,
+    /// recorded in [`Running::sessions`] rather than in the history (a stale read is not
+    /// linearizable; a session's reads must still never go back in time).
+    pub stale_reads: u32,
 }
 
 impl Workload {
@@ -64,6 +69,7 @@ impl Workload {
             pace: Duration::from_millis(5),
             writes: Writes::Conditional,
             reads: Consistency::Linearizable,
+            stale_reads: 0,
             client_options: ClientOptions {
                 total_timeout: Duration::from_secs(3),
                 request_timeout: Duration::from_millis(1500),
@@ -88,6 +94,7 @@ impl Workload {
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             acknowledged: AtomicU64::new(0),
+            sessions: SessionLog::default(),
         });
         let tasks = (0..self.workers)
             .map(|w| {
@@ -102,6 +109,7 @@ impl Workload {
                     history: history.clone(),
                     shared: shared.clone(),
                     versions: BTreeMap::new(),
+                    session: w as u32,
                 };
                 let stop = stop.clone();
                 tokio::spawn(worker.run(stop))
@@ -165,6 +173,7 @@ impl Workload {
 
 struct Shared {
     acknowledged: AtomicU64,
+    sessions: SessionLog,
 }
 
 /// Workers at work.
@@ -175,6 +184,11 @@ pub struct Running {
 }
 
 impl Running {
+    /// What the workers' sessions saw (see [`crate::sessions`]).
+    pub fn sessions(&self) -> SessionLog {
+        self.shared.sessions.clone()
+    }
+
     /// Acknowledged writes so far (to wait for progress).
     pub fn acknowledged_writes(&self) -> u64 {
         self.shared.acknowledged.load(Ordering::Relaxed)
@@ -215,12 +229,14 @@ struct Worker {
     shared: Arc<Shared>,
     /// The version this worker last saw of each key (for conditional puts).
     versions: BTreeMap<String, u64>,
+    /// The worker's session, as the session log names it.
+    session: u32,
 }
 
 impl Worker {
     async fn run(mut self, stop: Arc<AtomicBool>) {
         let client = match &self.client {
-            Ok(c) => c.clone(),
+            Ok(c) => c.session(),
             Err(e) => {
                 eprintln!("worker {}: no client: {e}", self.id);
                 return;
@@ -230,6 +246,11 @@ impl Worker {
             let key = self
                 .workload
                 .key(self.rng.random_range(0..self.workload.keys));
+            if self.rng.random_range(0..100) < self.workload.stale_reads {
+                self.stale_read(&client, &key).await;
+                tokio::time::sleep(self.workload.pace).await;
+                continue;
+            }
             let roll = self.rng.random_range(0..100);
             let seen = self.versions.get(&key).copied().unwrap_or(0);
             let conditional = self.workload.writes == Writes::Conditional;
@@ -254,21 +275,58 @@ impl Worker {
         }
     }
 
-    async fn one(&mut self, client: &Client, key: &str, call: Call) {
+    /// A stale read through the session, recorded in the session log only.
+    async fn stale_read(&mut self, session: &Session, key: &str) {
+        let w = &self.workload;
+        let read = session
+            .get(&w.database, &w.collection, key, Consistency::Stale)
+            .await;
+        if let Ok(Some(doc)) = read {
+            let seen = Seen::Read {
+                revision: doc.revision,
+                stale: true,
+            };
+            self.shared.sessions.record(self.session, key, seen);
+        }
+    }
+
+    async fn one(&mut self, client: &Session, key: &str, call: Call) {
         let w = &self.workload;
         let (db, coll) = (w.database.as_str(), w.collection.as_str());
         let pending = self.history.invoke(self.id, key, call);
         let (outcome, error) = match call {
-            Call::Get => read_outcome(client.get(db, coll, key, w.reads).await),
+            Call::Get => {
+                let read = client.get(db, coll, key, w.reads).await;
+                if let Ok(Some(doc)) = &read {
+                    let seen = Seen::Read {
+                        revision: doc.revision,
+                        stale: false,
+                    };
+                    self.shared.sessions.record(self.session, key, seen);
+                }
+                read_outcome(read)
+            }
             Call::Put { value, if_version } => {
                 let json = format!("{{\"w\":{value}}}");
                 match client.put(db, coll, key, &json, if_version).await {
-                    Ok(r) => (Outcome::Put { version: r.version }, None),
+                    Ok(r) => {
+                        let seen = Seen::Wrote {
+                            revision: r.revision,
+                        };
+                        self.shared.sessions.record(self.session, key, seen);
+                        (Outcome::Put { version: r.version }, None)
+                    }
                     Err(e) => (write_failure(&e), Some(e.to_string())),
                 }
             }
             Call::Delete { if_version } => match client.delete(db, coll, key, if_version).await {
-                Ok(r) => (Outcome::Deleted { existed: r.deleted }, None),
+                Ok(r) => {
+                    let seen = Seen::Wrote {
+                        revision: r.revision,
+                    };
+                    self.shared.sessions.record(self.session, key, seen);
+                    (Outcome::Deleted { existed: r.deleted }, None)
+                }
                 Err(e) => (write_failure(&e), Some(e.to_string())),
             },
         };

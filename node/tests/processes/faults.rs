@@ -3,7 +3,9 @@
 //! follower kill, every node restarted, minority partition, majority loss, a paused node). At
 //! the end the faults are healed, every key is read, and the history is checked: linearizable
 //! per key, no acknowledged write missing; a watch that followed every change through the
-//! faults delivered each once, in order, with no gap (`testkit::watch_check`); then the replicas
+//! faults delivered each once, in order, with no gap (`testkit::watch_check`); no worker's
+//! session (some of its reads stale) read a document older than it had seen
+//! (`testkit::sessions`); then the replicas
 //! of every shard are compared (same applied index, same content digest). A failure prints the seed and the minimal offending
 //! sub-history; `FLOTILLA_SEED=N` replays a seed.
 //!
@@ -42,6 +44,10 @@ const PROGRESS: u64 = 50;
 /// client retries it, a forwarding node sends it on); its request id makes the shard apply it
 /// once (see `a_write_is_applied_once_across_a_leader_kill`).
 const WRITES: Writes = Writes::Mixed;
+
+/// Share of the workers' operations that are stale reads through their sessions (checked to
+/// never go back in time, apart from the linearizable history).
+const STALE_READS: u32 = 15;
 
 mod clock;
 mod sessions;
@@ -124,6 +130,7 @@ impl Run {
         }
         let workload = Workload {
             writes,
+            stale_reads: STALE_READS,
             ..Workload::new(DB, keys, 4)
         };
         Some(Run::start_on(nodes, options, workload).await)
@@ -202,7 +209,9 @@ impl Run {
     }
 
     async fn finish_with(mut self, versions: Versions) {
+        let mut sessions = None;
         if let Some(running) = self.running.take() {
+            sessions = Some(running.sessions());
             running.stop().await;
         }
         self.cluster.heal_all().expect("healing the cluster");
@@ -224,6 +233,18 @@ impl Run {
         let report = linearizability::check(self.seed, versions, &ops, &finals);
         progress(&report);
         report.assert_ok();
+        // No session read back in time, stale reads included.
+        if let Some(sessions) = sessions {
+            match flotilla_testkit::sessions::check(&sessions.observations()) {
+                Ok(summary) => progress(summary),
+                Err(violations) => panic!(
+                    "seed {}: SESSION VIOLATIONS ({}):\n{}",
+                    self.seed,
+                    violations.len(),
+                    violations.join("\n")
+                ),
+            }
+        }
         // A watch that ran through it all delivered every change once, in order, no gap.
         if let Some(watcher) = self.watcher.take() {
             let log = watcher.finish(&finals, Duration::from_secs(60)).await;
