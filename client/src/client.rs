@@ -254,13 +254,7 @@ impl Client {
             id: id.to_string(),
             consistency: consistency.to_proto() as i32,
             shard_key: String::new(),
-            at_least: at_least
-                .iter()
-                .map(|(shard, revision)| pb::ShardRevision {
-                    shard: *shard,
-                    revision: *revision,
-                })
-                .collect(),
+            at_least: shard_revisions(at_least),
         };
         let r = if self.inner.options.coalesce_calls {
             match self
@@ -349,6 +343,18 @@ impl Client {
         collection: &str,
         options: &ListOptions,
     ) -> Result<ListPage> {
+        self.list_at_least(database, collection, options, &[]).await
+    }
+
+    /// [`Client::list_with`] from a replica that applied at least the revisions `at_least`
+    /// names (a session's floor, see [`Session`]).
+    pub(crate) async fn list_at_least(
+        &self,
+        database: &str,
+        collection: &str,
+        options: &ListOptions,
+        at_least: &[(u32, u64)],
+    ) -> Result<ListPage> {
         let req = pb::ListRequest {
             database: database.to_string(),
             collection: collection.to_string(),
@@ -356,6 +362,7 @@ impl Client {
             limit: options.limit,
             page_token: options.page_token.clone().unwrap_or_default(),
             consistency: options.consistency.to_proto() as i32,
+            at_least: shard_revisions(at_least),
         };
         let r = self
             .call(Kind::Read, |ch, timeout| {
@@ -599,6 +606,17 @@ fn unexpected(call: &str, result: &pb::call_result::Result) -> Error {
 
 /// The items of a server stream from the node at `addr`, each converted, ending after the
 /// first error (a watch or a live query resumes with a new call).
+/// `(shard, revision)` pairs as the protocol carries them.
+pub(crate) fn shard_revisions(pairs: &[(u32, u64)]) -> Vec<pb::ShardRevision> {
+    pairs
+        .iter()
+        .map(|(shard, revision)| pb::ShardRevision {
+            shard: *shard,
+            revision: *revision,
+        })
+        .collect()
+}
+
 pub(crate) fn until_error<M, T>(
     stream: tonic::Streaming<M>,
     addr: String,

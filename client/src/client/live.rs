@@ -94,13 +94,7 @@ impl Client {
         let req = pb::WatchRequest {
             database: database.to_string(),
             collection: collection.unwrap_or_default().to_string(),
-            after: after
-                .iter()
-                .map(|(shard, revision)| pb::ShardRevision {
-                    shard: *shard,
-                    revision: *revision,
-                })
-                .collect(),
+            after: super::shard_revisions(after),
             ..pb::WatchRequest::default()
         };
         self.open_watch(req).await

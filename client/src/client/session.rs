@@ -2,7 +2,7 @@
 //! replica, each at its own pace, so two stale reads of one client may see a newer state and
 //! then an older one. A [`Session`] remembers, per database and shard, the highest revision
 //! its client saw (the revisions of its writes and of the documents it read) and sends it with
-//! every read as a floor: the replica that answers must have applied that much (it waits
+//! every read (gets and lists) as a floor: the replica that answers must have applied that much (it waits
 //! briefly, else refuses with `REPLICA_BEHIND`, and the read goes to another replica). Its
 //! reads are then monotonic and it reads its own writes, at any consistency (MongoDB's causal
 //! consistency sessions give the same guarantees).
@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::Client;
+use super::{Client, ListOptions};
 use crate::error::Result;
-use crate::types::{Consistency, DeleteResult, Document, PutResult};
+use crate::types::{Consistency, DeleteResult, Document, ListPage, PutResult};
 
 /// A client whose reads never see an older state of a shard than it saw before (see the module
 /// notes). Clones share the session.
@@ -70,6 +70,24 @@ impl Session {
             self.saw(database, d.shard, d.revision);
         }
         Ok(doc)
+    }
+
+    /// [`Client::list_with`], from a replica at least as new as what the session saw.
+    pub async fn list(
+        &self,
+        database: &str,
+        collection: &str,
+        options: &ListOptions,
+    ) -> Result<ListPage> {
+        let floors = self.floors(database);
+        let page = self
+            .client
+            .list_at_least(database, collection, options, &floors)
+            .await?;
+        for d in &page.documents {
+            self.saw(database, d.shard, d.revision);
+        }
+        Ok(page)
     }
 
     /// [`Client::put`]; the session then reads its write.

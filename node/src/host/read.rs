@@ -1,7 +1,7 @@
 //! Reads: the barrier a read waits for before it is served from this replica, at the
 //! consistency it asks for (ReadIndex, leader lease, or none).
 
-use flotilla_proto::v1::ErrorReason;
+use flotilla_proto::v1::{ErrorReason, ShardRevision};
 
 use crate::error::{NodeError, NodeResult, Refusal};
 
@@ -45,6 +45,25 @@ impl Host {
                     state.applied_index()
                 ),
             )),
+        }
+    }
+
+    /// Waits (briefly) until this replica of shard `shard` has applied the revision of it that
+    /// a session's floor `at_least` names, if it names one (see [`Host::wait_for_revision`]).
+    pub async fn session_floor(
+        &self,
+        group: &GroupHandle,
+        shard: usize,
+        at_least: &[ShardRevision],
+    ) -> NodeResult<()> {
+        let floor = at_least
+            .iter()
+            .filter(|a| a.shard as usize == shard)
+            .map(|a| a.revision)
+            .max();
+        match floor {
+            Some(floor) => self.wait_for_revision(group, shard, floor).await,
+            None => Ok(()),
         }
     }
 

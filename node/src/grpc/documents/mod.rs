@@ -208,15 +208,8 @@ impl DocumentsService {
                 Box::pin(async move {
                     host.read_barrier(&group, consistency(msg.consistency))
                         .await?;
-                    let floor = msg
-                        .at_least
-                        .iter()
-                        .filter(|a| a.shard as usize == route.shard)
-                        .map(|a| a.revision)
-                        .max();
-                    if let Some(floor) = floor {
-                        host.wait_for_revision(&group, route.shard, floor).await?;
-                    }
+                    host.session_floor(&group, route.shard, &msg.at_least)
+                        .await?;
                     read_document(&host, &group, route.shard, msg).await
                 })
             },

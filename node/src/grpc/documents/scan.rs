@@ -32,6 +32,8 @@ impl DocumentsService {
                     Box::pin(async move {
                         host.read_barrier(&group, consistency(msg.consistency))
                             .await?;
+                        host.session_floor(&group, route.shard, &msg.at_least)
+                            .await?;
                         let limit = validate::limit(msg.limit);
                         let after = decode_token(&msg.page_token)?;
                         let mut rows = crate::txn::resolve::list(

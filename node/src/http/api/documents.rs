@@ -246,6 +246,7 @@ pub async fn list_documents(
         limit: query.limit.unwrap_or(0),
         page_token: query.page_token.unwrap_or_default(),
         consistency: v1::Consistency::from(query.consistency.unwrap_or_default()) as i32,
+        at_least: Vec::new(),
     };
     let answer = api
         .gateway

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use flotilla_client::{Client, ClientOptions, Consistency, Error};
+use flotilla_client::{Client, ClientOptions, Consistency, Error, ListOptions};
 use flotilla_testkit::cluster::{Cluster, ClusterOptions, Network};
 use flotilla_testkit::environment::{current_test, not_run};
 use flotilla_testkit::progress;
@@ -88,6 +88,17 @@ async fn a_session_never_reads_back_in_time_from_a_cut_off_replica() {
         }
         other => panic!("expected REPLICA_BEHIND, got {other:?}"),
     }
+    // So is its listing.
+    let listing = ListOptions {
+        consistency: Consistency::Stale,
+        ..ListOptions::default()
+    };
+    match only_cut.list(DB, "c", &listing).await {
+        Err(Error::Unavailable(why)) => {
+            assert!(why.contains("has applied revision"), "{why}")
+        }
+        other => panic!("expected REPLICA_BEHIND for the listing, got {other:?}"),
+    }
     // ...and with another replica to ask, it gets the session's write.
     let both = Client::with_options(
         vec![cluster.endpoint(cut), cluster.endpoint(other)],
@@ -105,6 +116,12 @@ async fn a_session_never_reads_back_in_time_from_a_cut_off_replica() {
         .expect("the document");
     assert_eq!(read.json, body(2));
     assert!(read.revision >= put.revision);
+    let page = through_both
+        .list(DB, "c", &listing)
+        .await
+        .expect("a stale listing of the session");
+    let bodies: Vec<&str> = page.documents.iter().map(|d| d.json.as_str()).collect();
+    assert_eq!(bodies, vec![body(2).as_str()]);
 
     // Healed: the replica catches up and serves the session again.
     cluster.heal().expect("healing");
