@@ -142,7 +142,8 @@ async fn a_full_volume_refuses_writes_that_add_data_loses_nothing_and_resumes_wh
         ..ClientOptions::default()
     });
     // While leaderships still move between the full nodes, an attempt may meet a leader change
-    // (its outcome then unknown): ask with new ids until the refusal itself is the answer.
+    // (its outcome then unknown) or a leader without its lease (unavailable): ask with new ids
+    // until the refusal itself is the answer.
     let mut attempt = 0;
     let refused = wait_for(
         Duration::from_secs(30),
@@ -157,6 +158,12 @@ async fn a_full_volume_refuses_writes_that_add_data_loses_nothing_and_resumes_wh
                 }
                 Err(Error::OutcomeUnknown(message)) => {
                     progress(format!("{id}: outcome unknown ({message}); asking again"));
+                    None
+                }
+                // A leader whose full followers answer slowly may lose its lease for a moment:
+                // the write was not proposed (nothing applied), and is asked again.
+                Err(Error::Unavailable(message)) => {
+                    progress(format!("{id}: unavailable ({message}); asking again"));
                     None
                 }
                 other => panic!("a write with every volume full answered {other:?}"),
