@@ -238,43 +238,6 @@ impl Client {
             .await
     }
 
-    /// [`Client::get`] from a replica that applied at least the revisions `at_least` names
-    /// (`(shard, revision)`: a session's floor, see [`Session`]).
-    pub(crate) async fn get_at_least(
-        &self,
-        database: &str,
-        collection: &str,
-        id: &str,
-        consistency: Consistency,
-        at_least: &[(u32, u64)],
-    ) -> Result<Option<Document>> {
-        let req = pb::GetRequest {
-            database: database.to_string(),
-            collection: collection.to_string(),
-            id: id.to_string(),
-            consistency: consistency.to_proto() as i32,
-            shard_key: String::new(),
-            at_least: shard_revisions(at_least),
-        };
-        let r = if self.inner.options.coalesce_calls {
-            match self
-                .call_coalesced(Kind::Read, pb::call::Call::Get(req))
-                .await?
-            {
-                pb::call_result::Result::Get(r) => r,
-                other => return Err(unexpected("get", &other)),
-            }
-        } else {
-            self.call(Kind::Read, |ch, timeout| {
-                let req = req.clone();
-                async move { documents(ch).get(request(req, timeout)).await }
-            })
-            .await?
-        };
-        // A missing document is an empty answer; NotFound means the database does not exist.
-        Ok(r.document.map(Document::from))
-    }
-
     /// Deletes a document. With `if_version`, only if its current version is that.
     pub async fn delete(
         &self,
@@ -344,36 +307,6 @@ impl Client {
         options: &ListOptions,
     ) -> Result<ListPage> {
         self.list_at_least(database, collection, options, &[]).await
-    }
-
-    /// [`Client::list_with`] from a replica that applied at least the revisions `at_least`
-    /// names (a session's floor, see [`Session`]).
-    pub(crate) async fn list_at_least(
-        &self,
-        database: &str,
-        collection: &str,
-        options: &ListOptions,
-        at_least: &[(u32, u64)],
-    ) -> Result<ListPage> {
-        let req = pb::ListRequest {
-            database: database.to_string(),
-            collection: collection.to_string(),
-            prefix: options.prefix.clone(),
-            limit: options.limit,
-            page_token: options.page_token.clone().unwrap_or_default(),
-            consistency: options.consistency.to_proto() as i32,
-            at_least: shard_revisions(at_least),
-        };
-        let r = self
-            .call(Kind::Read, |ch, timeout| {
-                let req = req.clone();
-                async move { documents(ch).list(request(req, timeout)).await }
-            })
-            .await?;
-        Ok(ListPage {
-            documents: r.documents.into_iter().map(Document::from).collect(),
-            next_page_token: (!r.next_page_token.is_empty()).then_some(r.next_page_token),
-        })
     }
 
     /// Applies `ops` atomically: all or none. Documents on several shards are written by one
@@ -606,17 +539,6 @@ fn unexpected(call: &str, result: &pb::call_result::Result) -> Error {
 
 /// The items of a server stream from the node at `addr`, each converted, ending after the
 /// first error (a watch or a live query resumes with a new call).
-/// `(shard, revision)` pairs as the protocol carries them.
-pub(crate) fn shard_revisions(pairs: &[(u32, u64)]) -> Vec<pb::ShardRevision> {
-    pairs
-        .iter()
-        .map(|(shard, revision)| pb::ShardRevision {
-            shard: *shard,
-            revision: *revision,
-        })
-        .collect()
-}
-
 pub(crate) fn until_error<M, T>(
     stream: tonic::Streaming<M>,
     addr: String,

@@ -94,7 +94,7 @@ impl Client {
         let req = pb::WatchRequest {
             database: database.to_string(),
             collection: collection.unwrap_or_default().to_string(),
-            after: super::shard_revisions(after),
+            after: super::session::shard_revisions(after),
             ..pb::WatchRequest::default()
         };
         self.open_watch(req).await

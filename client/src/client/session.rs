@@ -2,15 +2,18 @@
 //! replica, each at its own pace, so two stale reads of one client may see a newer state and
 //! then an older one. A [`Session`] remembers, per database and shard, the highest revision
 //! its client saw (the revisions of its writes and of the documents it read) and sends it with
-//! every read (gets and lists) as a floor: the replica that answers must have applied that much (it waits
-//! briefly, else refuses with `REPLICA_BEHIND`, and the read goes to another replica). Its
-//! reads are then monotonic and it reads its own writes, at any consistency (MongoDB's causal
-//! consistency sessions give the same guarantees).
+//! every get and list as a floor: the replica that answers must have applied that much (it
+//! waits briefly, else refuses with `REPLICA_BEHIND`, and the read goes to another replica).
+//! Its reads are then monotonic and it reads its own writes, at any consistency (MongoDB's
+//! causal consistency sessions give the same guarantees). The reads that carry a floor live
+//! here too.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use super::{Client, ListOptions};
+use flotilla_proto::v1 as pb;
+
+use super::{Client, Kind, ListOptions, documents, request, unexpected};
 use crate::error::Result;
 use crate::types::{Consistency, DeleteResult, Document, ListPage, PutResult};
 
@@ -23,6 +26,73 @@ pub struct Session {
 }
 
 impl Client {
+    /// [`Client::get`] from a replica that applied at least the revisions `at_least` names
+    /// (`(shard, revision)`: a session's floor, see [`Session`]).
+    pub(crate) async fn get_at_least(
+        &self,
+        database: &str,
+        collection: &str,
+        id: &str,
+        consistency: Consistency,
+        at_least: &[(u32, u64)],
+    ) -> Result<Option<Document>> {
+        let req = pb::GetRequest {
+            database: database.to_string(),
+            collection: collection.to_string(),
+            id: id.to_string(),
+            consistency: consistency.to_proto() as i32,
+            shard_key: String::new(),
+            at_least: shard_revisions(at_least),
+        };
+        let r = if self.inner.options.coalesce_calls {
+            match self
+                .call_coalesced(Kind::Read, pb::call::Call::Get(req))
+                .await?
+            {
+                pb::call_result::Result::Get(r) => r,
+                other => return Err(unexpected("get", &other)),
+            }
+        } else {
+            self.call(Kind::Read, |ch, timeout| {
+                let req = req.clone();
+                async move { documents(ch).get(request(req, timeout)).await }
+            })
+            .await?
+        };
+        // A missing document is an empty answer; NotFound means the database does not exist.
+        Ok(r.document.map(Document::from))
+    }
+
+    /// [`Client::list_with`] from a replica that applied at least the revisions `at_least`
+    /// names (a session's floor, see [`Session`]).
+    pub(crate) async fn list_at_least(
+        &self,
+        database: &str,
+        collection: &str,
+        options: &ListOptions,
+        at_least: &[(u32, u64)],
+    ) -> Result<ListPage> {
+        let req = pb::ListRequest {
+            database: database.to_string(),
+            collection: collection.to_string(),
+            prefix: options.prefix.clone(),
+            limit: options.limit,
+            page_token: options.page_token.clone().unwrap_or_default(),
+            consistency: options.consistency.to_proto() as i32,
+            at_least: shard_revisions(at_least),
+        };
+        let r = self
+            .call(Kind::Read, |ch, timeout| {
+                let req = req.clone();
+                async move { documents(ch).list(request(req, timeout)).await }
+            })
+            .await?;
+        Ok(ListPage {
+            documents: r.documents.into_iter().map(Document::from).collect(),
+            next_page_token: (!r.next_page_token.is_empty()).then_some(r.next_page_token),
+        })
+    }
+
     /// A new session over this client.
     pub fn session(&self) -> Session {
         Session {
@@ -127,6 +197,17 @@ impl Session {
     pub fn client(&self) -> &Client {
         &self.client
     }
+}
+
+/// `(shard, revision)` pairs as the protocol carries them.
+pub(crate) fn shard_revisions(pairs: &[(u32, u64)]) -> Vec<pb::ShardRevision> {
+    pairs
+        .iter()
+        .map(|(shard, revision)| pb::ShardRevision {
+            shard: *shard,
+            revision: *revision,
+        })
+        .collect()
 }
 
 #[cfg(test)]
