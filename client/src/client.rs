@@ -460,11 +460,12 @@ impl Client {
                     Failure::Uncertain,
                 ),
             };
-            // The last attempt, cut short by the overall budget (by our timer or by the gRPC
-            // deadline it carried): what the cluster answered before says more than the missing
-            // answer. A write sent may have been applied.
+            // The last attempt, cut short by the overall budget (by our timer, or by the gRPC
+            // deadline it carried, which the node's server reports as DEADLINE_EXCEEDED or as
+            // CANCELLED): what the cluster answered before says more than the missing answer.
+            // A write sent may have been applied.
             if timeout < options.request_timeout
-                && matches!(error, Error::DeadlineExceeded(_))
+                && error.is_cut_short()
                 && let Some(previous) = previous
             {
                 if kind != Kind::Read {

@@ -147,6 +147,19 @@ impl Error {
         )
     }
 
+    /// True for the end of an attempt whose deadline ran out: no answer in time, or the call
+    /// cancelled on the way (a server cancels a call when the deadline it carries expires).
+    pub(crate) fn is_cut_short(&self) -> bool {
+        matches!(
+            self,
+            Error::DeadlineExceeded(_)
+                | Error::Server {
+                    code: Code::Cancelled,
+                    ..
+                }
+        )
+    }
+
     /// The gRPC status code this error corresponds to (for logging and exit codes).
     pub fn code(&self) -> Code {
         match self {

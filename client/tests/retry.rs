@@ -317,6 +317,28 @@ async fn an_attempt_cut_short_by_the_total_deadline_reports_what_the_node_said_b
 }
 
 #[tokio::test]
+async fn an_attempt_its_node_cancels_at_the_total_deadline_reports_what_the_node_said_before() {
+    // A node's server cancels a call whose gRPC deadline expired (CANCELLED, not
+    // DEADLINE_EXCEEDED) and its answer may come before the client's own timer fires.
+    let node = FakeNode::start(Fake::new()).await;
+    node.fake
+        .script([Step::Fail(Code::Unavailable, "replica behind")])
+        .always(Step::Fail(Code::Cancelled, "Timeout expired"));
+    let options = ClientOptions {
+        total_timeout: Duration::from_millis(800),
+        request_timeout: Duration::from_millis(800),
+        ..fast_options()
+    };
+    let c = client(&[&node.addr], options);
+    let read = c.get("t", "users", "a", Consistency::Stale).await;
+    assert!(
+        matches!(&read, Err(Error::Unavailable(m)) if m.contains("replica behind")),
+        "{read:?}"
+    );
+    assert_eq!(node.fake.count("get"), 2);
+}
+
+#[tokio::test]
 async fn retries_stop_at_the_attempt_budget() {
     let node = FakeNode::start(Fake::new()).await;
     node.fake.always(Step::Fail(Code::Unavailable, "no leader"));

@@ -176,6 +176,7 @@ impl Fake {
                     }],
                     revision: r.revision,
                     shard: r.shard,
+                    repeated: false,
                 })
             }
             Some(pb::batch_op::Op::Delete(d)) => {
@@ -197,6 +198,7 @@ impl Fake {
                     }],
                     revision: r.revision,
                     shard: 0,
+                    repeated: false,
                 })
             }
             None => Ok(self.batch(Request::new(b)).await?.into_inner()),
@@ -387,6 +389,7 @@ impl Documents for Fake {
             results,
             revision,
             shard: 0,
+            repeated: false,
         }))
     }
 

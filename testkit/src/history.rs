@@ -40,6 +40,22 @@ pub enum Outcome {
     Unknown,
 }
 
+/// The request an operation was part of: one of its own, or one that touched several keys,
+/// recorded as one operation per key with the request's invocation and completion times (each
+/// key's part took effect, or was read, at one moment within them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Via {
+    #[default]
+    Single,
+    /// An atomic batch of writes (all or none); the number tells batches apart.
+    Batch(u32),
+    /// A listing of the collection: a read of every document listed, and of the absence of
+    /// every workload key not listed.
+    List,
+    /// A query matching every document the workload writes: read like a listing.
+    Query,
+}
+
 /// One operation of one client on one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Op {
@@ -55,6 +71,8 @@ pub struct Op {
     pub outcome: Outcome,
     /// The error text of a failed or unknown operation, for reports.
     pub error: Option<String>,
+    /// The request it was part of.
+    pub via: Via,
 }
 
 impl Op {
@@ -102,6 +120,12 @@ impl fmt::Display for Op {
         if let Some(error) = &self.error {
             write!(f, " ({error})")?;
         }
+        match self.via {
+            Via::Single => {}
+            Via::Batch(n) => write!(f, " [batch {n}]")?,
+            Via::List => write!(f, " [list]")?,
+            Via::Query => write!(f, " [query]")?,
+        }
         Ok(())
     }
 }
@@ -117,6 +141,7 @@ pub struct History {
     ops: Arc<Mutex<Vec<Op>>>,
     values: Arc<AtomicU64>,
     clients: Arc<AtomicU32>,
+    batches: Arc<AtomicU32>,
 }
 
 impl Default for History {
@@ -133,6 +158,7 @@ impl History {
             ops: Arc::new(Mutex::new(Vec::new())),
             values: Arc::new(AtomicU64::new(1)),
             clients: Arc::new(AtomicU32::new(0)),
+            batches: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -146,6 +172,11 @@ impl History {
         self.clients.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// A batch number not used yet in this history.
+    pub fn new_batch(&self) -> u32 {
+        self.batches.fetch_add(1, Ordering::Relaxed)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Op>> {
         self.ops.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -157,36 +188,95 @@ impl History {
 
     /// Records the invocation of `call` on `key` by `client`, now.
     pub fn invoke(&self, client: u32, key: &str, call: Call) -> Pending {
+        let pending = self.invoke_all(client, &[(key.to_string(), call)], Via::Single);
+        pending[0]
+    }
+
+    /// Records the invocation of one request on several keys (`calls`, one per key) by
+    /// `client`, now: one operation per key, all at the same time.
+    pub fn invoke_all(&self, client: u32, calls: &[(String, Call)], via: Via) -> Vec<Pending> {
         let mut ops = self.lock();
         // The time is taken under the lock so that the record's order is the time order.
         let invoked = self.start.elapsed();
-        ops.push(Op {
-            client,
-            key: key.to_string(),
-            call,
-            invoked,
-            completed: None,
-            outcome: Outcome::Unknown,
-            error: None,
-        });
-        Pending(ops.len() - 1)
+        calls
+            .iter()
+            .map(|(key, call)| {
+                ops.push(Op {
+                    client,
+                    key: key.clone(),
+                    call: *call,
+                    invoked,
+                    completed: None,
+                    outcome: Outcome::Unknown,
+                    error: None,
+                    via,
+                });
+                Pending(ops.len() - 1)
+            })
+            .collect()
     }
 
     /// Records the completion of `pending`, now. An [`Outcome::Unknown`] keeps no completion
     /// time: the operation may take effect at any later time.
     pub fn complete(&self, pending: Pending, outcome: Outcome, error: Option<String>) {
+        self.complete_all(&[(pending, outcome)], error);
+    }
+
+    /// Records the completion of one request's operations (see [`History::invoke_all`]), each
+    /// with its outcome, now.
+    pub fn complete_all(&self, outcomes: &[(Pending, Outcome)], error: Option<String>) {
         let mut ops = self.lock();
         let completed = self.start.elapsed();
-        if let Some(op) = ops.get_mut(pending.0) {
-            op.completed = (outcome != Outcome::Unknown).then_some(completed);
-            op.outcome = outcome;
-            op.error = error;
+        for (pending, outcome) in outcomes {
+            if let Some(op) = ops.get_mut(pending.0) {
+                op.completed = (*outcome != Outcome::Unknown).then_some(completed);
+                op.outcome = *outcome;
+                op.error = error.clone();
+            }
         }
     }
 
     /// Every operation so far, in invocation order. Operations still in flight are unknown.
     pub fn ops(&self) -> Vec<Op> {
         self.lock().clone()
+    }
+
+    /// What the requests on several keys did: batches (acknowledged of all), and listings
+    /// and queries (answered of all), as one line.
+    pub fn many_keys_summary(&self) -> String {
+        use std::collections::BTreeMap;
+        let ops = self.lock();
+        // Per request: whether it was answered. A request's operations share their
+        // invocation time and client.
+        let mut requests: BTreeMap<(&'static str, u32, Duration, u32), bool> = BTreeMap::new();
+        for op in ops.iter() {
+            let (kind, n) = match op.via {
+                Via::Single => continue,
+                Via::Batch(n) => ("batch", n),
+                Via::List => ("list", 0),
+                Via::Query => ("query", 0),
+            };
+            let answered = !matches!(op.outcome, Outcome::Failed | Outcome::Unknown);
+            let entry = requests
+                .entry((kind, n, op.invoked, op.client))
+                .or_default();
+            *entry |= answered;
+        }
+        let count = |kind: &str| {
+            let of = requests.keys().filter(|k| k.0 == kind).count();
+            let ok = requests
+                .iter()
+                .filter(|(k, ok)| k.0 == kind && **ok)
+                .count();
+            format!("{ok} of {of}")
+        };
+        format!(
+            "requests on several keys: {} batches acknowledged, {} listings and {} queries \
+             answered",
+            count("batch"),
+            count("list"),
+            count("query")
+        )
     }
 
     /// Counts of (acknowledged, failed, unknown) operations.

@@ -9,7 +9,9 @@
 //!   a delete, or for its first write), so a change missing from the stream breaks the chain;
 //! - as committed: a put's value is one some put of the history wrote (never one of a write
 //!   that certainly failed), with the version its acknowledgement named; every acknowledged
-//!   put is delivered; the last change of each document is its final state.
+//!   put is delivered; the last change of each document is its final state;
+//! - atomically: the puts of one batch are delivered all or none, and those on one shard at
+//!   one revision.
 //!
 //! A stream that ends with `REVISION_COMPACTED` (its changes are gone from the replica) is the
 //! explicit error a watch may give instead: it is counted, the watcher starts over with new
@@ -26,7 +28,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::history::{Call, Op, Outcome};
+use crate::history::{Call, Op, Outcome, Via};
 use crate::linearizability::Register;
 use crate::workload::{Workload, parse_value};
 
@@ -363,6 +365,9 @@ pub fn check(
             }
         }
     }
+    if whole {
+        violations.extend(batch_violations(log, ops));
+    }
     violations.extend(log.final_mismatches(finals));
     if violations.is_empty() {
         Ok(format!(
@@ -376,6 +381,48 @@ pub fn check(
     } else {
         Err(violations)
     }
+}
+
+/// Batches whose puts were delivered in part, or on one shard at several revisions.
+fn batch_violations(log: &WatchLog, ops: &[Op]) -> Vec<String> {
+    // Each batch's put values, and where each value was delivered.
+    let mut batches: BTreeMap<u32, Vec<(&str, u64)>> = BTreeMap::new();
+    for op in ops {
+        if let (Via::Batch(n), Call::Put { value, .. }) = (op.via, op.call) {
+            batches.entry(n).or_default().push((&op.key, value));
+        }
+    }
+    let at: HashMap<u64, (u32, u64)> = log
+        .events
+        .iter()
+        .filter_map(|e| match e.change {
+            Change::Put { value, .. } => Some((value, (e.shard, e.revision))),
+            Change::Delete => None,
+        })
+        .collect();
+    let mut violations = Vec::new();
+    for (n, puts) in batches {
+        let delivered: Vec<_> = puts.iter().filter(|(_, v)| at.contains_key(v)).collect();
+        if !delivered.is_empty() && delivered.len() < puts.len() {
+            violations.push(format!(
+                "batch {n} applied in part: of its puts {puts:?}, only {delivered:?} delivered"
+            ));
+        }
+        let mut revisions: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
+        for (_, value) in &delivered {
+            if let Some((shard, revision)) = at.get(value) {
+                revisions.entry(*shard).or_default().insert(*revision);
+            }
+        }
+        for (shard, revisions) in revisions {
+            if revisions.len() > 1 {
+                violations.push(format!(
+                    "batch {n}: its puts on shard {shard} delivered at revisions {revisions:?}"
+                ));
+            }
+        }
+    }
+    violations
 }
 
 #[cfg(test)]

@@ -7,6 +7,12 @@
 //! history). A worker whose write ended with an unknown
 //! outcome goes on as a new logical client: its old write may still be in flight. A write
 //! that certainly did not apply (see `write_failure`) is recorded as failed.
+//!
+//! Besides single puts, deletes and reads, workers may send atomic batches of writes on several
+//! keys and list or query the whole collection ([`Workload::batches`], [`Workload::lists`]);
+//! such a request is recorded as one operation per key ([`crate::history::Via`]). Workers may
+//! share a client ([`Workload::workers_per_client`]), whose calls then travel together in
+//! Multi requests.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +27,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::history::{Call, History, Outcome};
+
+mod many;
 use crate::linearizability::Register;
 use crate::sessions::{Seen, SessionLog};
 
@@ -56,6 +64,13 @@ pub struct Workload {
     /// recorded in [`Running::sessions`] rather than in the history (a stale read is not
     /// linearizable; a session's reads must still never go back in time).
     pub stale_reads: u32,
+    /// Share of the operations (percent) that are atomic batches of writes on 2 or 3 keys.
+    pub batches: u32,
+    /// Share of the operations (percent) that list the collection or query it (half each).
+    pub lists: u32,
+    /// Workers that share one client (1: a client each). Calls of workers sharing a client
+    /// are coalesced into Multi requests.
+    pub workers_per_client: usize,
 }
 
 impl Workload {
@@ -70,6 +85,9 @@ impl Workload {
             writes: Writes::Conditional,
             reads: Consistency::Linearizable,
             stale_reads: 0,
+            batches: 0,
+            lists: 0,
+            workers_per_client: 1,
             client_options: ClientOptions {
                 total_timeout: Duration::from_secs(3),
                 request_timeout: Duration::from_millis(1500),
@@ -96,13 +114,18 @@ impl Workload {
             acknowledged: AtomicU64::new(0),
             sessions: SessionLog::default(),
         });
+        let per_client = self.workers_per_client.max(1);
+        let mut clients = Vec::new();
         let tasks = (0..self.workers)
             .map(|w| {
                 let mut rng = StdRng::seed_from_u64(seed.wrapping_add(w as u64 * 0x9E37_79B9));
-                let mut order = endpoints.to_vec();
-                order.shuffle(&mut rng);
+                if w % per_client == 0 {
+                    let mut order = endpoints.to_vec();
+                    order.shuffle(&mut rng);
+                    clients.push(Client::with_options(order, self.client_options.clone()));
+                }
                 let worker = Worker {
-                    client: Client::with_options(order, self.client_options.clone()),
+                    client: clients[w / per_client].clone(),
                     id: history.new_client(),
                     rng,
                     workload: self.clone(),
@@ -251,6 +274,17 @@ impl Worker {
                 tokio::time::sleep(self.workload.pace).await;
                 continue;
             }
+            let many = self.rng.random_range(0..100);
+            if many < self.workload.batches {
+                self.batch(&client).await;
+                tokio::time::sleep(self.workload.pace).await;
+                continue;
+            }
+            if many < self.workload.batches + self.workload.lists {
+                self.listing(&client).await;
+                tokio::time::sleep(self.workload.pace).await;
+                continue;
+            }
             let roll = self.rng.random_range(0..100);
             let seen = self.versions.get(&key).copied().unwrap_or(0);
             let conditional = self.workload.writes == Writes::Conditional;
@@ -331,6 +365,11 @@ impl Worker {
             },
         };
         self.history.complete(pending, outcome, error);
+        self.settle(key, outcome);
+    }
+
+    /// What the worker knows after an operation on `key` ended with `outcome`.
+    fn settle(&mut self, key: &str, outcome: Outcome) {
         match outcome {
             Outcome::Put { version } => {
                 self.versions.insert(key.to_string(), version);
@@ -364,7 +403,8 @@ fn write_failure(error: &ClientError) -> Outcome {
     match error {
         ClientError::VersionMismatch(_)
         | ClientError::Unavailable(_)
-        | ClientError::StorageFull(_) => Outcome::Failed,
+        | ClientError::StorageFull(_)
+        | ClientError::TxnConflict(_) => Outcome::Failed,
         _ => Outcome::Unknown,
     }
 }

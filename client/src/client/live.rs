@@ -7,7 +7,8 @@ use flotilla_query::Predicate;
 use futures::Stream;
 use tonic::Request;
 
-use super::{Client, Kind, WatchStream, documents, until_error};
+use super::session::shard_revisions;
+use super::{Client, Kind, Session, WatchStream, documents, until_error};
 use crate::error::{Error, Result};
 use crate::types::{Consistency, Document, WatchEvent};
 
@@ -79,6 +80,23 @@ pub struct LiveQueryOptions {
     pub page_size: u32,
 }
 
+impl Session {
+    /// [`Client::live_query_with`] in this session: its initial result is read from replicas
+    /// at least as new as what the session saw.
+    pub async fn live_query(
+        &self,
+        database: &str,
+        collection: &str,
+        predicate: Option<&Predicate>,
+        options: &LiveQueryOptions,
+    ) -> Result<LiveStream> {
+        let floors = self.floors(database);
+        self.client()
+            .live_query_at_least(database, collection, predicate, options, &floors)
+            .await
+    }
+}
+
 impl Client {
     /// Streams the changes of a database (of one collection when `collection` is given) after
     /// the given revision of each shard named in `after` (`(shard, revision)`: where a watch
@@ -142,22 +160,30 @@ impl Client {
         predicate: Option<&Predicate>,
         options: &LiveQueryOptions,
     ) -> Result<LiveStream> {
+        self.live_query_at_least(database, collection, predicate, options, &[])
+            .await
+    }
+
+    /// [`Client::live_query_with`] whose initial result is read from replicas that applied at
+    /// least the revisions `at_least` names (a session's floor, see [`Session`]).
+    pub(crate) async fn live_query_at_least(
+        &self,
+        database: &str,
+        collection: &str,
+        predicate: Option<&Predicate>,
+        options: &LiveQueryOptions,
+        at_least: &[(u32, u64)],
+    ) -> Result<LiveStream> {
         let req = pb::LiveQueryRequest {
             database: database.to_string(),
             collection: collection.to_string(),
             selector: predicate
                 .map(|p| p.to_selector().to_string())
                 .unwrap_or_default(),
-            after: options
-                .after
-                .iter()
-                .map(|(shard, revision)| pb::ShardRevision {
-                    shard: *shard,
-                    revision: *revision,
-                })
-                .collect(),
+            after: shard_revisions(&options.after),
             consistency: options.consistency.to_proto() as i32,
             page_size: options.page_size,
+            at_least: shard_revisions(at_least),
         };
         let (stream, addr) = self
             .call_at(Kind::Read, |ch, _timeout| {

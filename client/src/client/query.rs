@@ -5,7 +5,8 @@
 use flotilla_proto::v1 as pb;
 use flotilla_query::{Predicate, QueryError};
 
-use super::{Client, Kind, documents, request};
+use super::session::shard_revisions;
+use super::{Client, Kind, Session, documents, request};
 use crate::error::{Error, Result};
 use crate::types::{Consistency, Document, IndexCheck};
 
@@ -15,6 +16,8 @@ use crate::types::{Consistency, Document, IndexCheck};
 pub struct QueryBuilder {
     client: Client,
     request: pb::QueryRequest,
+    /// The session the query reads in (see [`Session::query`]).
+    session: Option<Session>,
 }
 
 /// One page of a query's results.
@@ -146,6 +149,9 @@ impl QueryBuilder {
     pub async fn page(&self, token: Option<&str>) -> Result<QueryPage> {
         let mut req = self.request.clone();
         req.page_token = token.unwrap_or_default().to_string();
+        if let Some(session) = &self.session {
+            req.at_least = shard_revisions(&session.floors(&req.database));
+        }
         let r = self
             .client
             .call(Kind::Read, |ch, timeout| {
@@ -153,6 +159,11 @@ impl QueryBuilder {
                 async move { documents(ch).query(request(req, timeout)).await }
             })
             .await?;
+        if let Some(session) = &self.session {
+            for answered in &r.shards {
+                session.saw(&req.database, answered.shard, answered.revision);
+            }
+        }
         Ok(QueryPage {
             documents: r.documents.into_iter().map(Document::from).collect(),
             next_page_token: none_if_empty(r.next_page_token),
@@ -199,6 +210,17 @@ impl QueryBuilder {
     }
 }
 
+impl Session {
+    /// [`Client::query`] in this session: every shard is read from a replica at least as new
+    /// as what the session saw, and the revisions the shards answered at raise its floors.
+    pub fn query(&self, database: &str, collection: &str) -> QueryBuilder {
+        QueryBuilder {
+            session: Some(self.clone()),
+            ..self.client().query(database, collection)
+        }
+    }
+}
+
 impl Client {
     /// A query of `collection` (every document until filtered).
     pub fn query(&self, database: &str, collection: &str) -> QueryBuilder {
@@ -209,6 +231,7 @@ impl Client {
                 collection: collection.to_string(),
                 ..Default::default()
             },
+            session: None,
         }
     }
 

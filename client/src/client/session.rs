@@ -15,11 +15,13 @@ use flotilla_proto::v1 as pb;
 
 use super::{Client, Kind, ListOptions, documents, request, unexpected};
 use crate::error::Result;
-use crate::types::{Consistency, DeleteResult, Document, ListPage, PutResult};
+use crate::types::{
+    BatchOp, BatchOutcome, Consistency, DeleteResult, Document, ListPage, PutResult,
+};
 
 /// A client whose reads never see an older state of a shard than it saw before (see the module
 /// notes). Clones share the session.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Session {
     client: Client,
     floors: Arc<Mutex<BTreeMap<(String, u32), u64>>>,
@@ -190,6 +192,16 @@ impl Session {
             .delete(database, collection, id, if_version)
             .await?;
         self.saw(database, r.shard, r.revision);
+        Ok(r)
+    }
+
+    /// [`Client::batch`]; the session then reads its writes (those of a batch on one shard:
+    /// a batch across shards answers no revision to raise the floors to).
+    pub async fn batch(&self, database: &str, ops: Vec<BatchOp>) -> Result<BatchOutcome> {
+        let r = self.client.batch(database, ops).await?;
+        if r.revision > 0 {
+            self.saw(database, r.shard, r.revision);
+        }
         Ok(r)
     }
 

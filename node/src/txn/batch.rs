@@ -50,6 +50,7 @@ pub async fn run(
         results: results(&order, &committed.writes),
         revision: 0,
         shard: committed.writes.first().map_or(0, |w| w.shard),
+        repeated: false,
     })
 }
 

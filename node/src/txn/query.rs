@@ -93,7 +93,8 @@ pub async fn scan(
     me: Option<TxnId>,
 ) -> NodeResult<ScanAnswer> {
     let filter = parse(selector)?;
-    let gid = group.sm.state().gid;
+    let state = group.sm.state();
+    let (gid, applied) = (state.gid, state.applied_index());
     let read = group.sm.begin_read()?;
     let Some((docs, intents)) =
         crate::store::txn::matching_and_intents(&read, gid, collection, &filter, MAX_RESULTS)?
@@ -120,7 +121,7 @@ pub async fn scan(
             _ => false,
         };
         let matched_before = before.as_ref().is_some_and(|d| matches(&filter, &d.json));
-        let (after, decision) = seen_decided(host, gid, before, Some(intent)).await?;
+        let (after, decision) = seen_decided(host, gid, before, Some(intent), applied).await?;
         if decision.is_none() && (writes_match || matched_before) {
             locked.push((id.clone(), holder));
         }

@@ -130,12 +130,15 @@ fn resolve_later(host: &Arc<Host>, database: String, shard: u32, holder: TxnMeta
     });
 }
 
-/// What `doc` becomes once `write` applies.
-fn written(doc: Option<StoredDoc>, write: &TxnWrite) -> Option<StoredDoc> {
+/// What `doc` becomes once `write` applies, as a replica that has applied revision `applied`
+/// (read before the read that met the intent) shows it: its revision is `applied`, as the
+/// resolution of the intent applies later, at a higher revision. So the revisions a client
+/// sees of a document never go back, as sessions need.
+fn written(doc: Option<StoredDoc>, write: &TxnWrite, applied: u64) -> Option<StoredDoc> {
     match write {
         TxnWrite::Put { json } => Some(StoredDoc {
             version: doc.as_ref().map_or(0, |d| d.version) + 1,
-            revision: doc.as_ref().map_or(0, |d| d.revision),
+            revision: applied,
             json: json.clone(),
         }),
         TxnWrite::Delete => None,
@@ -149,8 +152,11 @@ async fn seen(
     gid: GroupId,
     doc: Option<StoredDoc>,
     intent: Option<Intent>,
+    applied: u64,
 ) -> NodeResult<Option<StoredDoc>> {
-    seen_decided(host, gid, doc, intent).await.map(|(d, _)| d)
+    seen_decided(host, gid, doc, intent, applied)
+        .await
+        .map(|(d, _)| d)
 }
 
 /// [`seen`], and the decision of the intent's transaction (`None`: no intent, or undecided).
@@ -159,6 +165,7 @@ pub(super) async fn seen_decided(
     gid: GroupId,
     doc: Option<StoredDoc>,
     intent: Option<Intent>,
+    applied: u64,
 ) -> NodeResult<(Option<StoredDoc>, Option<Decision>)> {
     let Some(Intent {
         txn: holder,
@@ -171,7 +178,7 @@ pub(super) async fn seen_decided(
     match decision_of(host, &database, holder).await? {
         Some(Decision::Committed) => {
             resolve_later(host, database, shard, holder, Decision::Committed);
-            Ok((written(doc, &write), Some(Decision::Committed)))
+            Ok((written(doc, &write, applied), Some(Decision::Committed)))
         }
         Some(Decision::Aborted) => {
             resolve_later(host, database, shard, holder, Decision::Aborted);
@@ -189,12 +196,13 @@ pub async fn visible(
     collection: &str,
     id: &str,
 ) -> NodeResult<Option<StoredDoc>> {
-    let gid = group.sm.state().gid;
+    let state = group.sm.state();
+    let (gid, applied) = (state.gid, state.applied_index());
     let (doc, intent) = {
         let read = group.sm.begin_read()?;
         crate::store::txn::doc_and_intent(&read, gid, collection, id)?
     };
-    seen(host, gid, doc, intent).await
+    seen(host, gid, doc, intent, applied).await
 }
 
 /// A page of a listing of this replica of `group` as a read sees it (see [`visible`]).
@@ -206,7 +214,8 @@ pub async fn list(
     after: &str,
     limit: usize,
 ) -> NodeResult<Vec<(String, StoredDoc)>> {
-    let gid = group.sm.state().gid;
+    let state = group.sm.state();
+    let (gid, applied) = (state.gid, state.applied_index());
     let (mut rows, intents) = {
         let read = group.sm.begin_read()?;
         crate::store::txn::list_and_intents(&read, gid, collection, prefix, after, limit)?
@@ -224,7 +233,7 @@ pub async fn list(
         }
         let pos = rows.iter().position(|(i, _)| *i == id);
         let doc = pos.map(|p| rows[p].1.clone());
-        match (seen(host, gid, doc, Some(intent)).await?, pos) {
+        match (seen(host, gid, doc, Some(intent), applied).await?, pos) {
             (Some(d), Some(p)) => rows[p].1 = d,
             (Some(d), None) => rows.push((id, d)),
             (None, Some(p)) => {

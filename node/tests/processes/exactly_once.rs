@@ -179,3 +179,95 @@ async fn a_write_retried_after_its_leader_died_unanswered_applies_once_only_with
     assert_eq!(put.version, 1);
     assert_eq!(version_of(&cluster, "client").await, (1, put.revision));
 }
+
+/// A batch over two shards runs as a transaction, which the shards do not remember by request
+/// id: sent again with the same id (as a client retrying a batch whose answer it lost does),
+/// through any node, it is refused as of unknown outcome and never applied a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_over_several_shards_sent_again_is_never_applied_twice() {
+    use flotilla_proto::v1::{BatchOp, BatchRequest, PutOp, batch_op};
+    let cluster = Cluster::start(3, ClusterOptions::default().fast_elections()).await;
+    cluster.create_database(DB, Some(3), Some(2)).await;
+    let client = cluster.client();
+    // Two ids on different shards.
+    let mut on_shard: [Option<String>; 2] = [None, None];
+    for i in 0..64 {
+        let id = format!("d{i}");
+        let put = client
+            .put(DB, "c", &id, r#"{"n":0}"#, None)
+            .await
+            .expect("a put");
+        on_shard[put.shard as usize].get_or_insert(id);
+        if on_shard.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let [Some(a), Some(b)] = on_shard else {
+        panic!("64 ids all on one shard");
+    };
+    let op = |id: &str| BatchOp {
+        op: Some(batch_op::Op::Put(PutOp {
+            collection: "c".into(),
+            id: id.into(),
+            json: r#"{"n":1}"#.into(),
+            ..PutOp::default()
+        })),
+    };
+    let batch = BatchRequest {
+        database: DB.into(),
+        ops: vec![op(&a), op(&b)],
+        request_id: Some(RequestId {
+            client: 0xb47c,
+            seq: 1,
+        }),
+    };
+    let mut first = DocumentsClient::connect(format!("http://{}", cluster.endpoint(0)))
+        .await
+        .expect("connecting");
+    let answer = first
+        .batch(batch.clone())
+        .await
+        .expect("the batch")
+        .into_inner();
+    assert!(!answer.repeated);
+    assert_eq!(
+        answer.results.iter().map(|r| r.version).collect::<Vec<_>>(),
+        vec![2, 2]
+    );
+    // Again through every node: whichever leads the shard that remembers the claim, or not.
+    for node in 0..cluster.len() {
+        let mut docs = DocumentsClient::connect(format!("http://{}", cluster.endpoint(node)))
+            .await
+            .expect("connecting");
+        let again = docs.batch(batch.clone()).await;
+        match again {
+            Err(s) => {
+                assert_eq!(s.code(), Code::Aborted, "{s:?}");
+                assert_eq!(
+                    flotilla_proto::reason_of(&s),
+                    Some(flotilla_proto::v1::ErrorReason::RequestExpired),
+                    "{s:?}"
+                );
+                assert!(s.message().contains("sent before"), "{s:?}");
+            }
+            Ok(r) => panic!("node {node} ran the batch again: {r:?}"),
+        }
+    }
+    assert_eq!(version_of(&cluster, &a).await.0, 2);
+    assert_eq!(version_of(&cluster, &b).await.0, 2);
+    // Through the client, whose request ids are its own: a new batch runs.
+    let next = client
+        .batch(
+            DB,
+            vec![
+                flotilla_client::BatchOp::put("c", a.as_str(), r#"{"n":2}"#),
+                flotilla_client::BatchOp::put("c", b.as_str(), r#"{"n":2}"#),
+            ],
+        )
+        .await
+        .expect("a new batch");
+    assert_eq!(
+        next.results.iter().map(|r| r.version).collect::<Vec<_>>(),
+        vec![3, 3]
+    );
+}

@@ -49,6 +49,13 @@ const WRITES: Writes = Writes::Mixed;
 /// never go back in time, apart from the linearizable history).
 const STALE_READS: u32 = 15;
 
+/// Share of the workers' operations that are atomic batches on several keys, and that list or
+/// query the whole collection; two workers share each client, so that their calls travel
+/// together in Multi requests.
+const BATCHES: u32 = 8;
+const LISTS: u32 = 4;
+const WORKERS_PER_CLIENT: usize = 2;
+
 mod clock;
 mod sessions;
 
@@ -131,6 +138,9 @@ impl Run {
         let workload = Workload {
             writes,
             stale_reads: STALE_READS,
+            batches: BATCHES,
+            lists: LISTS,
+            workers_per_client: WORKERS_PER_CLIENT,
             ..Workload::new(DB, keys, 4)
         };
         Some(Run::start_on(nodes, options, workload).await)
@@ -143,6 +153,12 @@ impl Run {
         cluster
             .create_database(DB, Some(nodes.min(5) as u32), Some(SHARDS))
             .await;
+        // The queries of the workload are served from an index on the documents' value.
+        cluster
+            .client()
+            .create_index(DB, &workload.collection, "by_w", &["/w"])
+            .await
+            .expect("an index on /w");
         let history = History::new();
         let watcher = Watcher::start(&cluster.endpoints(), &workload, SHARDS);
         let running = workload.start(&cluster.endpoints(), &history, seed);
@@ -229,6 +245,7 @@ impl Run {
         progress(format!(
             "history: {ok} acknowledged, {failed} failed, {unknown} unknown operations"
         ));
+        progress(self.history.many_keys_summary());
         let ops = self.history.ops();
         let report = linearizability::check(self.seed, versions, &ops, &finals);
         progress(&report);

@@ -97,8 +97,12 @@ async fn run(seed: u64, rounds: usize) {
         .arg("--test-power-loss");
     let mut cluster = Cluster::start(NODES, options).await;
     cluster.create_database(DB, Some(RF), Some(SHARDS)).await;
+    // Batches across the shards and queries through the index, while replicas move.
     let workload = Workload {
         writes: Writes::Mixed,
+        batches: 8,
+        lists: 4,
+        workers_per_client: 2,
         ..Workload::new(DB, 16, 4)
     };
     // A secondary index on the documents' value: its entries are part of every digest, and
@@ -166,6 +170,7 @@ async fn run(seed: u64, rounds: usize) {
     progress(format!(
         "history: {ok} acknowledged, {failed} failed, {unknown} unknown operations"
     ));
+    progress(history.many_keys_summary());
     let report = linearizability::check(seed, Versions::Exact, &history.ops(), &finals);
     progress(&report);
     report.assert_ok();

@@ -55,6 +55,7 @@ fn history(text: &str) -> Vec<Op> {
                 completed: (w[2] != "-").then(|| ms(w[2])),
                 outcome,
                 error: None,
+                via: Default::default(),
             }
         })
         .collect()

@@ -14,6 +14,7 @@ fn op(key: &str, call: Call, outcome: Outcome) -> Op {
         completed: Some(Duration::from_millis(1)),
         outcome,
         error: None,
+        via: Default::default(),
     }
 }
 
@@ -184,4 +185,47 @@ fn after_a_start_over_only_documents_changed_since_are_held_to_their_final_state
     finals.insert("a".into(), None);
     assert!(!log.settled(&finals));
     check(&log, &ops, &finals).expect_err("a is");
+}
+
+#[test]
+fn a_batch_delivered_in_part_or_at_two_revisions_of_a_shard_is_found() {
+    let batch = |key: &str, value: u64| Op {
+        via: Via::Batch(7),
+        ..put(key, value, 1)
+    };
+    let ops = vec![batch("a", 1), batch("b", 2)];
+    let finals = BTreeMap::from([("a".into(), Some((1, 1))), ("b".into(), Some((2, 1)))]);
+    // Both puts at one revision of their shard: atomic.
+    let whole = vec![seen(0, 4, "a", p(1, 1)), seen(0, 4, "b", p(2, 1))];
+    check(&log(whole), &ops, &finals).expect("an atomic batch");
+    // On two shards (a transaction underneath), each shard has its own revision.
+    let across = vec![seen(0, 4, "a", p(1, 1)), seen(1, 9, "b", p(2, 1))];
+    check(&log(across), &ops, &finals).expect("a batch across shards");
+    // One shard, two revisions: not atomic.
+    let split = vec![seen(0, 4, "a", p(1, 1)), seen(0, 5, "b", p(2, 1))];
+    let violations = check(&log(split), &ops, &finals).expect_err("two revisions");
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.contains("batch 7: its puts on shard 0")),
+        "{violations:?}"
+    );
+    // One put of an unknown batch delivered, the other never: applied in part.
+    let unknown: Vec<Op> = ops
+        .iter()
+        .map(|op| Op {
+            outcome: Outcome::Unknown,
+            completed: None,
+            ..op.clone()
+        })
+        .collect();
+    let finals = BTreeMap::from([("a".into(), Some((1, 1))), ("b".into(), None)]);
+    let part = vec![seen(0, 4, "a", p(1, 1))];
+    let violations = check(&log(part), &unknown, &finals).expect_err("in part");
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.contains("batch 7 applied in part")),
+        "{violations:?}"
+    );
 }

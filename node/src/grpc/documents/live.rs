@@ -75,6 +75,7 @@ impl DocumentsService {
             },
             max_page_bytes: DEFAULT_PAGE_BYTES as u64,
             consistency: msg.consistency,
+            at_least: msg.at_least.clone(),
             ..QueryRequest::default()
         };
         // The first page here (its errors are the call's), the next ones as they are taken.

@@ -81,14 +81,16 @@ fn consistency(c: i32) -> ReadConsistency {
     }
 }
 
-/// Answers `msg` from this replica of `shard` (the caller has passed the read barrier), never
-/// showing half a transaction (see `crate::txn::resolve`).
+/// Answers `msg` from this replica of `shard` (the caller has passed the read barrier) once it
+/// reached the session's floor the request names, never showing half a transaction (see
+/// `crate::txn::resolve`).
 async fn read_document(
     host: &Arc<Host>,
     group: &GroupHandle,
     shard: usize,
     msg: GetRequest,
 ) -> NodeResult<GetResponse> {
+    host.session_floor(group, shard, &msg.at_least).await?;
     let doc = crate::txn::resolve::visible(host, group, &msg.collection, &msg.id).await?;
     let document = doc.map(|d| Document {
         collection: msg.collection,
@@ -157,12 +159,14 @@ impl DocumentsService {
                         crate::txn::resolve::write_through_intents(&host, &group, route.gid, cmd)
                             .await?;
                     crate::crash_point::after_write(&host.config);
+                    let repeated = matches!(applied, crate::command::Response::Repeated(_));
                     let (outcomes, revision) = answer::single(applied, revision)?;
                     let results = outcomes.into_iter().map(batch_result).collect();
                     Ok(BatchResponse {
                         results,
                         revision,
                         shard: route.shard as u32,
+                        repeated,
                     })
                 })
             },
@@ -207,8 +211,6 @@ impl DocumentsService {
             |host, group, route, msg: GetRequest| {
                 Box::pin(async move {
                     host.read_barrier(&group, consistency(msg.consistency))
-                        .await?;
-                    host.session_floor(&group, route.shard, &msg.at_least)
                         .await?;
                     read_document(&host, &group, route.shard, msg).await
                 })
@@ -265,12 +267,22 @@ impl DocumentsService {
         hops: u32,
         shard: Option<usize>,
     ) -> Result<Response<BatchResponse>, Status> {
+        // A claim of a request id forwarded by another node (see `claim`).
+        if msg.ops.is_empty() && shard.is_some() && msg.request_id.is_some() {
+            return self
+                .write(msg.database.clone(), hops, shard, Vec::new(), msg)
+                .await;
+        }
         let ops = batch_ops(&msg, &self.host.config)?;
         // A batch over several shards is a transaction underneath.
-        if shard.is_none()
-            && let Some(db) = self.host.meta_state().databases.get(&msg.database)
-            && placement::shards_of_batch(db, &msg.ops)?.len() > 1
-        {
+        let shards = match self.host.meta_state().databases.get(&msg.database) {
+            Some(db) if shard.is_none() => placement::shards_of_batch(db, &msg.ops)?,
+            _ => Default::default(),
+        };
+        if shards.len() > 1 {
+            if let (Some(id), Some(first)) = (msg.request_id, shards.first()) {
+                self.claim(&msg.database, *first, id, hops).await?;
+            }
             let txns = crate::txn::coordinator(&self.host);
             let shard_keys = msg
                 .ops
@@ -286,6 +298,44 @@ impl DocumentsService {
         }
         self.write(msg.database.clone(), hops, shard, ops, msg)
             .await
+    }
+}
+
+impl DocumentsService {
+    /// Claims request `id` for a batch over several shards, on its first shard (an empty
+    /// batch with that id, remembered like any write): the transaction underneath runs only
+    /// when no attempt of the batch came before. A repeat, whose first attempt may have
+    /// committed or may still be running, is refused as of unknown outcome: a transaction's
+    /// outcome is not remembered by request id, and running it again could apply it twice.
+    async fn claim(
+        &self,
+        database: &str,
+        shard: usize,
+        id: flotilla_proto::v1::RequestId,
+        hops: u32,
+    ) -> Result<(), Status> {
+        let claim = BatchRequest {
+            database: database.to_string(),
+            ops: Vec::new(),
+            request_id: Some(id),
+        };
+        let answer = self
+            .write(database.to_string(), hops, Some(shard), Vec::new(), claim)
+            .await?
+            .into_inner();
+        if answer.repeated {
+            return Err(NodeError::refused(
+                crate::error::Refusal::Aborted,
+                flotilla_proto::v1::ErrorReason::RequestExpired,
+                format!(
+                    "this batch over several shards was sent before (request {}:{}): it runs \
+                     at most once, and its first attempt's outcome is not known here",
+                    id.client, id.seq
+                ),
+            )
+            .into());
+        }
+        Ok(())
     }
 }
 

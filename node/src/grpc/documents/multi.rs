@@ -290,10 +290,13 @@ impl DocumentsService {
         let cmds = writes.iter().map(|w| w.cmd.clone()).collect();
         let proposed = self.host.write(&group, gid, Command::DataMany(cmds)).await;
         crate::crash_point::after_write(&self.host.config);
-        let outcomes = proposed
-            .and_then(|(applied, revision)| answer::many_raw(applied, revision, writes.len()));
+        let outcomes = proposed.and_then(|(applied, revision)| {
+            Ok((revision, answer::many_raw(applied, revision, writes.len())?))
+        });
         match outcomes {
-            Ok(outcomes) => {
+            // A repeat is answered at the revision its first attempt applied at, before this
+            // entry's.
+            Ok((entry, outcomes)) => {
                 let answers =
                     writes
                         .into_iter()
@@ -305,6 +308,7 @@ impl DocumentsService {
                                         results: ops.into_iter().map(batch_result).collect(),
                                         revision,
                                         shard: shard as u32,
+                                        repeated: revision != entry,
                                     })),
                                 },
                                 // Locked by a transaction: on its own, it waits for it.

@@ -369,6 +369,7 @@ impl DocumentsService {
                         if !held_here {
                             host.read_barrier(&group, consistency(q.consistency))
                                 .await?;
+                            host.session_floor(&group, route.shard, &q.at_least).await?;
                         }
                         let query = parse_query(&q)?;
                         let access: Access = from_json("access_json", &msg.access_json)?;

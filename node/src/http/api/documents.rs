@@ -16,7 +16,7 @@ use super::types::{
     BatchRequest, BatchResponse, DeleteQuery, DeleteResult, Document, DocumentPage, ListQuery,
     PutResult, ReadQuery, shard_key_json,
 };
-use super::{Api, TAG_DOCUMENTS};
+use super::{Api, TAG_DOCUMENTS, session};
 
 type DocPath = (String, String, String);
 
@@ -82,7 +82,7 @@ pub async fn get_document(
         id: id.clone(),
         consistency: v1::Consistency::from(query.consistency.unwrap_or_default()) as i32,
         shard_key: shard_key_json(query.shard_key),
-        at_least: Vec::new(),
+        at_least: session::at_least(query.at_least.as_deref())?,
     };
     let answer = api
         .gateway
@@ -246,7 +246,7 @@ pub async fn list_documents(
         limit: query.limit.unwrap_or(0),
         page_token: query.page_token.unwrap_or_default(),
         consistency: v1::Consistency::from(query.consistency.unwrap_or_default()) as i32,
-        at_least: Vec::new(),
+        at_least: session::at_least(query.at_least.as_deref())?,
     };
     let answer = api
         .gateway

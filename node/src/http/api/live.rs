@@ -25,7 +25,7 @@ use super::gateway::request;
 use super::query::ShardRevision;
 use super::types::{Consistency, Document};
 use super::watch::sse_events;
-use super::{Api, TAG_DOCUMENTS};
+use super::{Api, TAG_DOCUMENTS, session};
 
 /// How often an idle live query sends a comment, so that proxies keep the connection open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -46,6 +46,8 @@ pub struct LiveQueryParams {
     /// many pages as it needs, each shard's part read at the revision the `current` event
     /// names.
     pub page_size: Option<u32>,
+    /// A session's floor for the initial result, `shard:revision,…` (as for reads).
+    pub at_least: Option<String>,
 }
 
 /// How a change moved a document with respect to the result.
@@ -125,6 +127,7 @@ pub async fn live(
         after,
         consistency: v1::Consistency::from(params.consistency.unwrap_or_default()) as i32,
         page_size: params.page_size.unwrap_or(0),
+        at_least: session::at_least(params.at_least.as_deref())?,
     };
     let changes = api
         .gateway

@@ -23,6 +23,7 @@ pub mod extract;
 pub mod gateway;
 pub mod live;
 pub mod query;
+pub mod session;
 pub mod transactions;
 pub mod types;
 pub mod watch;

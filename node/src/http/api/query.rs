@@ -70,6 +70,11 @@ pub struct QueryBody {
     /// Deadline of the whole query in milliseconds (the node's request timeout when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u32>,
+    /// A session's floor: each shard is read from a replica that applied at least the
+    /// revision named for it (the highest the client saw of it; see the `at_least` parameter
+    /// of reads). A replica behind answers 503, reason `ERROR_REASON_REPLICA_BEHIND`.
+    #[serde(default)]
+    pub at_least: Vec<ShardRevision>,
 }
 
 impl QueryBody {
@@ -102,6 +107,14 @@ impl QueryBody {
             page_token: self.page_token.unwrap_or_default(),
             consistency: v1::Consistency::from(self.consistency.unwrap_or_default()) as i32,
             timeout_ms: self.timeout_ms.unwrap_or(0),
+            at_least: self
+                .at_least
+                .into_iter()
+                .map(|a| v1::ShardRevision {
+                    shard: a.shard,
+                    revision: a.revision,
+                })
+                .collect(),
         })
     }
 }

@@ -51,6 +51,8 @@ pub struct ReadQuery {
     /// text that is not JSON is taken as a string), so that one shard is asked (else every
     /// shard is, one point lookup each).
     pub shard_key: Option<String>,
+    /// A session's floor, `shard:revision,…`: read from a replica that applied at least that.
+    pub at_least: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]
@@ -87,6 +89,8 @@ pub struct ListQuery {
     pub page_token: Option<String>,
     /// How the read is served (default `linearizable`).
     pub consistency: Option<Consistency>,
+    /// A session's floor, `shard:revision,…`: read from replicas that applied at least that.
+    pub at_least: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, IntoParams)]

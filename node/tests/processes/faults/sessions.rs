@@ -1,11 +1,14 @@
 //! Sessions across a partition: a follower cut off from its shard's leader stops applying, so
 //! a plain stale read there goes back in time for a client that wrote through the leader. A
 //! session's reads never do: the cut-off replica, behind the session's floor, refuses with
-//! `REPLICA_BEHIND` after a short wait, and the read goes to a replica that has the write.
+//! `REPLICA_BEHIND` after a short wait, and the read goes to a replica that has the write. So
+//! do its listings, queries and live queries, and HTTP reads that name the floor.
 
 use std::time::Duration;
 
-use flotilla_client::{Client, ClientOptions, Consistency, Error, ListOptions};
+use flotilla_client::{
+    Client, ClientOptions, Consistency, Error, ListOptions, LiveQueryOptions,
+};
 use flotilla_testkit::cluster::{Cluster, ClusterOptions, Network};
 use flotilla_testkit::environment::{current_test, not_run};
 use flotilla_testkit::progress;
@@ -122,6 +125,58 @@ async fn a_session_never_reads_back_in_time_from_a_cut_off_replica() {
         .expect("a stale listing of the session");
     let bodies: Vec<&str> = page.documents.iter().map(|d| d.json.as_str()).collect();
     assert_eq!(bodies, vec![body(2).as_str()]);
+
+    // A session's query and live query are refused there the same way...
+    let query = only_cut.query(DB, "c").consistency(Consistency::Stale);
+    match query.page(None).await {
+        Err(Error::Unavailable(why)) => {
+            assert!(why.contains("has applied revision"), "{why}")
+        }
+        other => panic!("expected REPLICA_BEHIND for the query, got {other:?}"),
+    }
+    let live = LiveQueryOptions {
+        consistency: Consistency::Stale,
+        ..LiveQueryOptions::default()
+    };
+    match only_cut.live_query(DB, "c", None, &live).await {
+        Err(Error::Unavailable(why)) => {
+            assert!(why.contains("has applied revision"), "{why}")
+        }
+        Err(other) => panic!("expected REPLICA_BEHIND for the live query, got {other:?}"),
+        Ok(_) => panic!("the live query read the cut-off replica"),
+    }
+    // ...while the session's query through another replica answers its write, at a revision
+    // that raises the session's floor no lower than it was.
+    let page = through_both
+        .query(DB, "c")
+        .consistency(Consistency::Stale)
+        .page(None)
+        .await
+        .expect("a stale query of the session");
+    let bodies: Vec<&str> = page.documents.iter().map(|d| d.json.as_str()).collect();
+    assert_eq!(bodies, vec![body(2).as_str()]);
+    assert!(through_both.floors(DB).iter().all(|(_, r)| *r >= put.revision));
+    // Over HTTP the floor is the at_least parameter: without it the cut-off replica answers
+    // the old value; with it, 503 and the reason.
+    let floor: Vec<String> = session
+        .floors(DB)
+        .iter()
+        .map(|(shard, revision)| format!("{shard}:{revision}"))
+        .collect();
+    let path = format!("/v1/databases/{DB}/collections/c/documents/k?consistency=stale");
+    let node = cluster.node(cut);
+    let (status, text) = node.http_get(&path).await.expect("an HTTP read");
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"n\":1"), "{text}");
+    let with_floor = format!("{path}&at_least={}", floor.join(","));
+    let (status, text) = node.http_get(&with_floor).await.expect("an HTTP read");
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("REPLICA_BEHIND"), "{text}");
+    let (status, text) = node
+        .http_get(&format!("{path}&at_least=zero"))
+        .await
+        .expect("an HTTP read");
+    assert_eq!(status, 400, "{text}");
 
     // Healed: the replica catches up and serves the session again.
     cluster.heal().expect("healing");
