@@ -279,6 +279,31 @@ impl History {
         )
     }
 
+    /// The most frequent reasons of unknown outcomes (digits masked so that addresses and
+    /// ids group), with their counts, as one line per reason.
+    pub fn unknown_causes(&self, most: usize) -> Vec<String> {
+        let ops = self.lock();
+        let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+        for op in ops.iter().filter(|o| o.outcome == Outcome::Unknown) {
+            let text: String = op
+                .error
+                .as_deref()
+                .unwrap_or("in flight at the end")
+                .chars()
+                .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                .take(140)
+                .collect();
+            *counts.entry(text).or_default() += 1;
+        }
+        let mut sorted: Vec<(String, usize)> = counts.into_iter().collect();
+        sorted.sort_by_key(|s| std::cmp::Reverse(s.1));
+        sorted
+            .into_iter()
+            .take(most)
+            .map(|(text, n)| format!("{n:>5} unknown: {text}"))
+            .collect()
+    }
+
     /// Counts of (acknowledged, failed, unknown) operations.
     pub fn counts(&self) -> (usize, usize, usize) {
         let ops = self.lock();

@@ -109,6 +109,13 @@ pub enum TxnCommand {
     /// share one time and a time cut never splits it. (Appended last: entries stored before
     /// it decode unchanged.)
     At { at_ms: u64, step: Box<TxnCommand> },
+    /// Remembers `outcomes` as what the batch over several shards whose request id `request`
+    /// was claimed on this shard answered (see `store::dedup::settle`), so that a repeat of
+    /// the batch is answered with them. Changes no document. (Appended last.)
+    Settle {
+        request: super::RequestId,
+        outcomes: Vec<OpOutcome>,
+    },
 }
 
 /// Names one backup cut: random, made by the node that began it.
@@ -126,6 +133,7 @@ impl TxnCommand {
             TxnCommand::Fence { .. } => "fence",
             TxnCommand::Unfence { .. } => "unfence",
             TxnCommand::At { step, .. } => step.kind(),
+            TxnCommand::Settle { .. } => "settle",
         }
     }
 
@@ -141,6 +149,7 @@ impl TxnCommand {
                     | TxnCommand::Resolve { commit: false, .. }
                     | TxnCommand::Fence { .. }
                     | TxnCommand::Unfence { .. }
+                    | TxnCommand::Settle { .. }
             ),
         }
     }
@@ -215,6 +224,9 @@ pub enum TxnOutcome {
     },
     /// The fence of a cut is down (lifted now, or it was not up).
     FenceDown,
+    /// A batch's outcome remembered under its request id; false when the shard no longer
+    /// remembered the request.
+    Settled(bool),
 }
 
 /// The stored state of one key, as the check sees it.

@@ -99,6 +99,10 @@ impl StateMachine {
         let (gid, storage) = (self.gid(), self.storage().clone());
         tokio::task::spawn_blocking(move || {
             let digest = digest_in(&txn, gid).map_err(|e| storage.note(e).to_string());
+            // The files are let go before the digest is published: whoever waits for it may
+            // close the storage.
+            drop(txn);
+            drop(storage);
             if let Err(e) = &digest {
                 tracing::warn!(group = gid, index, error = %e, "digesting the replica for a consistency check failed");
             }

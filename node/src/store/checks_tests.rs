@@ -108,6 +108,8 @@ async fn a_diverged_mark_stops_the_group_across_a_reopen_until_its_records_go() 
     let storage = open(&dir);
     let mut sm = StateMachine::open(storage.clone(), GID).expect("state machine");
     apply(&mut sm, vec![entry(1, put("a", 1)), entry(2, check())]).await;
+    // The digest reads on a thread of its own; the files reopen below only once it is done.
+    assert!(matches!(digest_at(&sm, 2).await, CheckDigest::Done(_)));
     let divergence = Divergence {
         index: 2,
         here: [1; 32],

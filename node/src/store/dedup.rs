@@ -192,6 +192,32 @@ pub(crate) fn apply_once(
     Ok(Response::Repeated(out))
 }
 
+/// Replaces what request `id` answered by `outcomes`, keeping where it applied: the claim of a
+/// batch over several shards (an empty batch with the batch's id) takes the outcome of the
+/// transaction that ran it, so that a repeat is answered with it. False when the group no
+/// longer remembers the request.
+pub(crate) fn settle(
+    txn: &WriteTransaction,
+    gid: GroupId,
+    id: RequestId,
+    outcomes: &[OpOutcome],
+) -> io::Result<bool> {
+    let mut requests = txn.open_table(REQUESTS).map_err(io_err)?;
+    let key = (gid, id.client, id.seq);
+    let revision = match requests.get(key).map_err(io_err)? {
+        Some(v) => decode::<Applied>(v.value())?.revision,
+        None => return Ok(false),
+    };
+    let applied = Applied {
+        revision,
+        result: Ok(outcomes.to_vec()),
+    };
+    requests
+        .insert(key, encode(&applied)?.as_slice())
+        .map_err(io_err)?;
+    Ok(true)
+}
+
 /// Records that request `id` applied at `revision` with `result`, forgetting the client's
 /// oldest request beyond [`MAX_PER_CLIENT`].
 fn remember(

@@ -56,7 +56,9 @@ pub fn holds_back(cmd: &TxnCommand, recorded: Option<Decision>) -> bool {
         TxnCommand::Prepare { .. }
         | TxnCommand::CommitOne { .. }
         | TxnCommand::Fence { .. }
-        | TxnCommand::Unfence { .. } => false,
+        | TxnCommand::Unfence { .. }
+        // Changes no document, only what a request id answers.
+        | TxnCommand::Settle { .. } => false,
     }
 }
 

@@ -171,6 +171,9 @@ pub(crate) fn apply(
             };
             apply(txn, gid, revision, feed, step)
         }
+        TxnCommand::Settle { request, outcomes } => {
+            super::dedup::settle(txn, gid, *request, outcomes).map(TxnOutcome::Settled)
+        }
         TxnCommand::Forget { txn: id } => {
             let mut records = txn.open_table(RECORDS).map_err(io_err)?;
             records.remove((gid, *id)).map_err(io_err)?;

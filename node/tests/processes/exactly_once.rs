@@ -181,29 +181,32 @@ async fn a_write_retried_after_its_leader_died_unanswered_applies_once_only_with
 }
 
 /// A batch over two shards runs as a transaction, which the shards do not remember by request
-/// id: sent again with the same id (as a client retrying a batch whose answer it lost does),
-/// through any node, it is refused as of unknown outcome and never applied a second time.
+/// id: its id is claimed on its first shard, and its outcome kept there once it committed.
+/// Sent again with the same id (as a client retrying a batch whose answer it lost does), through
+/// any node, it is answered with that first outcome and never applied a second time; a repeat
+/// of one whose outcome was not kept (it failed) is refused as of unknown outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_over_several_shards_sent_again_is_never_applied_twice() {
     use flotilla_proto::v1::{BatchOp, BatchRequest, PutOp, batch_op};
     let cluster = Cluster::start(3, ClusterOptions::default().fast_elections()).await;
-    cluster.create_database(DB, Some(3), Some(2)).await;
+    cluster.create_database(DB, Some(3), Some(3)).await;
     let client = cluster.client();
-    // Two ids on different shards.
-    let mut on_shard: [Option<String>; 2] = [None, None];
-    for i in 0..64 {
+    // Two ids on shards 1 and 2: the claim goes to shard 1, which a node may have to be
+    // forwarded to.
+    let mut on_shard: [Option<String>; 3] = [None, None, None];
+    for i in 0..128 {
         let id = format!("d{i}");
         let put = client
             .put(DB, "c", &id, r#"{"n":0}"#, None)
             .await
             .expect("a put");
         on_shard[put.shard as usize].get_or_insert(id);
-        if on_shard.iter().all(Option::is_some) {
+        if on_shard[1..].iter().all(Option::is_some) {
             break;
         }
     }
-    let [Some(a), Some(b)] = on_shard else {
-        panic!("64 ids all on one shard");
+    let [_, Some(a), Some(b)] = on_shard else {
+        panic!("no ids on shards 1 and 2 among 128");
     };
     let op = |id: &str| BatchOp {
         op: Some(batch_op::Op::Put(PutOp {
@@ -239,19 +242,14 @@ async fn a_batch_over_several_shards_sent_again_is_never_applied_twice() {
         let mut docs = DocumentsClient::connect(format!("http://{}", cluster.endpoint(node)))
             .await
             .expect("connecting");
-        let again = docs.batch(batch.clone()).await;
-        match again {
-            Err(s) => {
-                assert_eq!(s.code(), Code::Aborted, "{s:?}");
-                assert_eq!(
-                    flotilla_proto::reason_of(&s),
-                    Some(flotilla_proto::v1::ErrorReason::RequestExpired),
-                    "{s:?}"
-                );
-                assert!(s.message().contains("sent before"), "{s:?}");
-            }
-            Ok(r) => panic!("node {node} ran the batch again: {r:?}"),
-        }
+        let again = docs
+            .batch(batch.clone())
+            .await
+            .unwrap_or_else(|s| panic!("node {node}: the repeat failed: {s:?}"))
+            .into_inner();
+        assert!(again.repeated, "node {node} ran the batch again: {again:?}");
+        assert_eq!(again.results, answer.results, "node {node}");
+        assert_eq!(again.shard, answer.shard, "node {node}");
     }
     assert_eq!(version_of(&cluster, &a).await.0, 2);
     assert_eq!(version_of(&cluster, &b).await.0, 2);
@@ -270,4 +268,26 @@ async fn a_batch_over_several_shards_sent_again_is_never_applied_twice() {
         next.results.iter().map(|r| r.version).collect::<Vec<_>>(),
         vec![3, 3]
     );
+    // A batch that failed (its condition did not hold) keeps no outcome: its repeat cannot
+    // tell, and says so.
+    let mut failing = batch.clone();
+    failing.request_id = Some(RequestId {
+        client: 0xb47c,
+        seq: 2,
+    });
+    if let Some(batch_op::Op::Put(put)) = &mut failing.ops[0].op {
+        put.if_version = Some(1);
+    }
+    for attempt in 0..2 {
+        let refused = first
+            .batch(failing.clone())
+            .await
+            .expect_err("a condition that does not hold");
+        let expected = match attempt {
+            0 => Code::FailedPrecondition,
+            _ => Code::Aborted,
+        };
+        assert_eq!(refused.code(), expected, "attempt {attempt}: {refused:?}");
+    }
+    assert_eq!(version_of(&cluster, &a).await.0, 3);
 }

@@ -246,6 +246,9 @@ impl Run {
             "history: {ok} acknowledged, {failed} failed, {unknown} unknown operations"
         ));
         progress(self.history.many_keys_summary());
+        for cause in self.history.unknown_causes(3) {
+            progress(cause);
+        }
         let ops = self.history.ops();
         let report = linearizability::check(self.seed, versions, &ops, &finals);
         progress(&report);

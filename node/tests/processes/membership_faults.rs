@@ -171,6 +171,9 @@ async fn run(seed: u64, rounds: usize) {
         "history: {ok} acknowledged, {failed} failed, {unknown} unknown operations"
     ));
     progress(history.many_keys_summary());
+    for cause in history.unknown_causes(3) {
+        progress(cause);
+    }
     let report = linearizability::check(seed, Versions::Exact, &history.ops(), &finals);
     progress(&report);
     report.assert_ok();

@@ -45,6 +45,7 @@ mod multi;
 mod query;
 mod route;
 mod scan;
+mod spread;
 
 use placement::shard_of_batch;
 
@@ -148,7 +149,11 @@ impl DocumentsService {
             hops,
             &database,
             shard,
-            move |db| shard_of_batch(db, &ops_for_pick),
+            // An empty batch claims a request id on the shard it names (see `spread`).
+            move |db| match shard {
+                Some(claimed) if ops_for_pick.is_empty() => Ok(claimed),
+                _ => shard_of_batch(db, &ops_for_pick),
+            },
             move |host, group, route, _msg| {
                 Box::pin(async move {
                     let cmd = DataCommand {
@@ -280,62 +285,10 @@ impl DocumentsService {
             _ => Default::default(),
         };
         if shards.len() > 1 {
-            if let (Some(id), Some(first)) = (msg.request_id, shards.first()) {
-                self.claim(&msg.database, *first, id, hops).await?;
-            }
-            let txns = crate::txn::coordinator(&self.host);
-            let shard_keys = msg
-                .ops
-                .iter()
-                .map(|o| match &o.op {
-                    Some(batch_op::Op::Delete(d)) => d.shard_key.clone(),
-                    _ => String::new(),
-                })
-                .collect();
-            return Ok(Response::new(
-                crate::txn::batch::run(&txns, &msg.database, ops, shard_keys).await?,
-            ));
+            return self.batch_over_shards(msg, ops, &shards, hops).await;
         }
         self.write(msg.database.clone(), hops, shard, ops, msg)
             .await
-    }
-}
-
-impl DocumentsService {
-    /// Claims request `id` for a batch over several shards, on its first shard (an empty
-    /// batch with that id, remembered like any write): the transaction underneath runs only
-    /// when no attempt of the batch came before. A repeat, whose first attempt may have
-    /// committed or may still be running, is refused as of unknown outcome: a transaction's
-    /// outcome is not remembered by request id, and running it again could apply it twice.
-    async fn claim(
-        &self,
-        database: &str,
-        shard: usize,
-        id: flotilla_proto::v1::RequestId,
-        hops: u32,
-    ) -> Result<(), Status> {
-        let claim = BatchRequest {
-            database: database.to_string(),
-            ops: Vec::new(),
-            request_id: Some(id),
-        };
-        let answer = self
-            .write(database.to_string(), hops, Some(shard), Vec::new(), claim)
-            .await?
-            .into_inner();
-        if answer.repeated {
-            return Err(NodeError::refused(
-                crate::error::Refusal::Aborted,
-                flotilla_proto::v1::ErrorReason::RequestExpired,
-                format!(
-                    "this batch over several shards was sent before (request {}:{}): it runs \
-                     at most once, and its first attempt's outcome is not known here",
-                    id.client, id.seq
-                ),
-            )
-            .into());
-        }
-        Ok(())
     }
 }
 

@@ -6,9 +6,7 @@
 
 use std::time::Duration;
 
-use flotilla_client::{
-    Client, ClientOptions, Consistency, Error, ListOptions, LiveQueryOptions,
-};
+use flotilla_client::{Client, ClientOptions, Consistency, Error, ListOptions, LiveQueryOptions};
 use flotilla_testkit::cluster::{Cluster, ClusterOptions, Network};
 use flotilla_testkit::environment::{current_test, not_run};
 use flotilla_testkit::progress;
@@ -155,7 +153,12 @@ async fn a_session_never_reads_back_in_time_from_a_cut_off_replica() {
         .expect("a stale query of the session");
     let bodies: Vec<&str> = page.documents.iter().map(|d| d.json.as_str()).collect();
     assert_eq!(bodies, vec![body(2).as_str()]);
-    assert!(through_both.floors(DB).iter().all(|(_, r)| *r >= put.revision));
+    assert!(
+        through_both
+            .floors(DB)
+            .iter()
+            .all(|(_, r)| *r >= put.revision)
+    );
     // Over HTTP the floor is the at_least parameter: without it the cut-off replica answers
     // the old value; with it, 503 and the reason.
     let floor: Vec<String> = session
