@@ -624,10 +624,12 @@ async fn callers_answered_together_call_again_together() {
     assert_eq!(node.fake.count("get"), CALLERS * ROUNDS);
     // The first call leaves alone and the others follow it; from then on every request
     // carries every caller's next call, rather than the callers splitting into two halves
-    // that alternate (twice as many requests).
+    // that alternate (twice as many requests). On a loaded machine a caller descheduled for
+    // longer than the linger misses a request now and then (36 were seen in a full CI run):
+    // well short of the alternating halves' 2 x ROUNDS.
     let multis = node.fake.multi_requests();
     assert!(
-        multis <= ROUNDS + 3,
+        multis <= ROUNDS * 7 / 4,
         "{multis} multi requests for {CALLERS} callers of {ROUNDS} calls each"
     );
 }

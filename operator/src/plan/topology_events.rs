@@ -26,6 +26,9 @@ use k8s_openapi::jiff::Timestamp;
 /// Longest `note` of a Kubernetes Event, in bytes.
 pub const NOTE_MAX_BYTES: usize = 1024;
 
+/// Events of no concern to the group read past before its cursor moves over them.
+pub const CURSOR_SLACK: u64 = 64;
+
 /// Where the last read of a cluster's events ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventCursor {
@@ -99,22 +102,33 @@ pub fn plan_topology_events(
     };
     let new = read.events.iter().filter(|e| e.sequence > after);
     let last = new.clone().map(|e| e.sequence).max().unwrap_or(after);
-    EventsPlan::Report {
-        events: new
-            .filter(|e| e.database == database && stopped_for_good(e))
-            .map(|e| ReplicaEvent {
-                sequence: e.sequence,
-                warning: true,
-                reason: Reason::ReplicaBroken,
-                note: note(e),
-                pod: e.pod.clone(),
-            })
-            .collect(),
-        cursor: EventCursor {
+    let events: Vec<ReplicaEvent> = new
+        .filter(|e| e.database == database && stopped_for_good(e))
+        .map(|e| ReplicaEvent {
+            sequence: e.sequence,
+            warning: true,
+            reason: Reason::ReplicaBroken,
+            note: note(e),
+            pod: e.pod.clone(),
+        })
+        .collect();
+    // Events that concern other databases (or ordinary transitions) move the cursor only once
+    // they are many: each move is a write of the group's status, and every group of the
+    // cluster would otherwise write its own whenever any replica anywhere changes state.
+    let cursor = match cursor {
+        Some(c)
+            if c.cluster_id == read.cluster_id
+                && events.is_empty()
+                && last - c.sequence < CURSOR_SLACK =>
+        {
+            c.clone()
+        }
+        _ => EventCursor {
             cluster_id: read.cluster_id.clone(),
             sequence: last,
         },
-    }
+    };
+    EventsPlan::Report { events, cursor }
 }
 
 /// Whether the cluster made the transition because the replica was stopped for good on its
@@ -242,7 +256,7 @@ mod tests {
     }
 
     #[test]
-    fn other_databases_and_ordinary_transitions_are_not_reported_but_are_passed() {
+    fn other_databases_and_ordinary_transitions_are_not_reported_and_passed_once_many() {
         let events = vec![
             event(3, "invoices", "rehab", CORRUPT),
             event(4, "orders", "member", "caught up (0 entries behind)"),
@@ -259,7 +273,22 @@ mod tests {
             &read("c-1", events),
         ));
         assert_eq!(published, Vec::new());
-        assert_eq!(cursor, self::cursor("c-1", 5), "read past them all");
+        assert_eq!(
+            cursor,
+            self::cursor("c-1", 2),
+            "a few events of no concern leave the status as it is"
+        );
+        // Many of them move the cursor past them all.
+        let many: Vec<_> = (3..3 + CURSOR_SLACK)
+            .map(|n| event(n, "invoices", "rehab", CORRUPT))
+            .collect();
+        let (published, cursor) = report(plan_topology_events(
+            "orders",
+            Some(&self::cursor("c-1", 2)),
+            &read("c-1", many),
+        ));
+        assert_eq!(published, Vec::new());
+        assert_eq!(cursor, self::cursor("c-1", 2 + CURSOR_SLACK));
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::time::Duration;
 use flotilla_proto::peer::{
     CheckDigestRequest, CheckDigestResponse, CheckDigestState, ReplicaDivergedRequest,
 };
+use futures::StreamExt;
 use tokio::time::Instant;
 use tonic::{Request, Status};
 
@@ -37,6 +38,8 @@ use verdict::{Digest, Verdict, judge};
 const COLLECT_FOR: Duration = Duration::from_secs(60);
 /// Between two questions to a replica that has not digested the entry yet.
 const ASK_AGAIN: Duration = Duration::from_millis(250);
+/// Shards checked at the same time by one node.
+const CHECKS_AT_ONCE: usize = 4;
 
 /// Checks every shard led here, every `--consistency-check-interval`.
 pub async fn run(host: Arc<Host>) {
@@ -54,15 +57,34 @@ pub async fn run(host: Arc<Host>) {
             _ = tick.tick() => {}
             _ = stopping.changed() => return,
         }
-        for (gid, group) in host.groups() {
-            if gid == META_GROUP || !group.is_leader() || host.is_stopping() {
-                continue;
-            }
-            let applied = group.sm.state().applied_index();
-            if checked.get(&gid).is_some_and(|at| *at >= applied) {
-                continue;
-            }
-            match check_shard(&host, gid, &group).await {
+        let due: Vec<(GroupId, GroupHandle)> = host
+            .groups()
+            .into_iter()
+            .filter(|(gid, group)| {
+                *gid != META_GROUP
+                    && group.is_leader()
+                    && checked
+                        .get(gid)
+                        .is_none_or(|at| *at < group.sm.state().applied_index())
+            })
+            .collect();
+        // A few at a time: each may wait on slow replicas for up to `COLLECT_FOR`.
+        let host_ref = &host;
+        let results: Vec<_> = futures::stream::iter(due)
+            .map(|(gid, group)| async move {
+                if host_ref.is_stopping() {
+                    return (
+                        gid,
+                        Err(NodeError::Unavailable("this node is stopping".into())),
+                    );
+                }
+                (gid, check_shard(host_ref, gid, &group).await)
+            })
+            .buffer_unordered(CHECKS_AT_ONCE)
+            .collect()
+            .await;
+        for (gid, result) in results {
+            match result {
                 Ok((index, _)) => {
                     checked.insert(gid, index);
                 }
