@@ -20,7 +20,7 @@ use flotilla_proto::v1::{
 use tokio::time::Instant;
 use tonic::{Response, Status};
 
-use super::DocumentsService;
+use super::{DocumentsService, answer};
 use crate::command::{OpOutcome, WriteOp};
 use crate::error::{NodeError, Refusal};
 use crate::txn::shards::{ShardCall, call_shard};
@@ -70,7 +70,9 @@ impl DocumentsService {
             .collect();
         let txns = crate::txn::coordinator(&self.host);
         let answer = crate::txn::batch::run(&txns, &database, ops, shard_keys).await?;
-        if let Some((id, first)) = claimed {
+        if let Some((id, first)) = claimed
+            && let Some(request) = answer::request_id(Some(&id))
+        {
             let outcomes = puts
                 .iter()
                 .zip(&answer.results)
@@ -79,13 +81,8 @@ impl DocumentsService {
                     false => OpOutcome::Delete { existed: r.deleted },
                 })
                 .collect();
-            let settle = ShardCall::Propose(crate::command::txn::TxnCommand::Settle {
-                request: crate::command::RequestId {
-                    client: id.client,
-                    seq: id.seq,
-                },
-                outcomes,
-            });
+            let settle =
+                ShardCall::Propose(crate::command::txn::TxnCommand::Settle { request, outcomes });
             // Committed either way: a repeat finds no outcome and answers unknown.
             if let Err(e) = call_shard(&self.host, &database, first as u32, settle).await {
                 tracing::warn!(error = %e, "remembering the outcome of a batch over several shards failed");
