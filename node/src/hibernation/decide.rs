@@ -16,6 +16,8 @@ use crate::types::{GroupId, NodeId};
 pub struct GroupView {
     pub group: GroupId,
     pub leading: bool,
+    /// The term this replica knows of.
+    pub term: u64,
     /// The leader this replica knows of, if any (may be itself when it is not leading any more).
     pub leader: Option<NodeId>,
     pub last_log: Option<u64>,
@@ -94,6 +96,7 @@ mod tests {
         GroupView {
             group: 7,
             leading: true,
+            term: 2,
             leader: Some(ME),
             last_log: Some(last),
             committed: Some(committed),
@@ -106,6 +109,7 @@ mod tests {
         GroupView {
             group: 7,
             leading: false,
+            term: 2,
             leader,
             last_log: Some(10),
             committed: Some(10),

@@ -168,6 +168,7 @@ fn apply_rules(host: &Host, groups: &mut Groups) {
     groups.round += 1;
     let round = groups.round;
     let mut leading = Vec::new();
+    let mut terms = HashMap::new();
     let mut asleep_changed = false;
     host.for_each_group(|gid, handle| {
         if gid == META_GROUP {
@@ -203,8 +204,12 @@ fn apply_rules(host: &Host, groups: &mut Groups) {
         };
         tracked.round = round;
         let view = &tracked.view;
+        // A group whose leadership is being handed over is not claimed (see `Beats`).
         if view.leading {
-            leading.push(gid);
+            terms.insert(gid, view.term);
+            if !beats.is_handing_over(gid, view.term) {
+                leading.push(gid);
+            }
         }
         // A group woken by a request counts as active from now on.
         let previous = Some(tracked.activity).filter(|_| !new && !woken.contains(&gid));
@@ -251,6 +256,7 @@ fn apply_rules(host: &Host, groups: &mut Groups) {
     }
     leading.sort_unstable();
     beats.set_leading(leading);
+    beats.keep_handovers(&terms);
     if asleep_changed || !woken.is_empty() {
         beats.set_all_asleep(groups.asleep.clone());
     }
@@ -275,6 +281,7 @@ fn view_of(group: GroupId, m: &RaftMetrics) -> GroupView {
     GroupView {
         group,
         leading,
+        term: m.current_term,
         leader: m.current_leader,
         last_log: m.last_log_index,
         committed: m.cluster_committed.as_ref().map(|l| l.index),

@@ -36,20 +36,34 @@ impl Host {
                 format!("node {to} is not a voter of this group"),
             ));
         }
-        group
-            .raft
-            .trigger()
-            .transfer_leader(to)
-            .await
-            .map_err(|e| NodeError::Unavailable(e.to_string()))?;
+        // Followers stop waiting on this node for the group (see `Beats`): should the hand-over
+        // fail, they elect a leader once their timers run out.
+        self.beats
+            .begin_handover(group.sm.state().gid, m.current_term);
+        let ask = || async {
+            group
+                .raft
+                .trigger()
+                .transfer_leader(to)
+                .await
+                .map_err(|e| NodeError::Unavailable(e.to_string()))
+        };
+        ask().await?;
+        // The request to `to` is sent once, with a short timeout: asked again every election
+        // timeout while this node still leads, so that one lost request does not sink it.
+        let again = self.raft_config.election_timeout_max_duration();
         let mut rx = group.raft.metrics();
         let wait = async {
             loop {
-                if rx.borrow_watched().current_leader == Some(to) {
-                    return;
+                let m = rx.borrow_watched().clone();
+                if m.current_leader == Some(to) {
+                    return Ok::<(), NodeError>(());
                 }
-                if rx.changed().await.is_err() {
-                    return;
+                match tokio::time::timeout(again, rx.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Ok(()),
+                    Err(_) if m.state == ServerState::Leader => ask().await?,
+                    Err(_) => {}
                 }
             }
         };
@@ -60,7 +74,7 @@ impl Host {
         .await
         .map_err(|_| {
             NodeError::Unavailable(format!("node {to} did not take over leadership in time"))
-        })?;
+        })??;
         Ok(to)
     }
 

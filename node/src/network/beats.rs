@@ -38,6 +38,11 @@ pub struct Beats {
     woken: Mutex<HashSet<GroupId>>,
     /// The groups each peer last said were stopped on it, with why.
     stopped: Mutex<HashMap<NodeId, HashMap<GroupId, Stopped>>>,
+    /// Groups whose leadership this node is handing over, with the term it leads them in.
+    /// openraft sends them no heartbeats meanwhile, so this node's heartbeat does not claim
+    /// them either: followers whose timers sleep would otherwise wait for ever on a leader that
+    /// never speaks again should the hand-over fail.
+    handovers: Mutex<HashMap<GroupId, u64>>,
 }
 
 /// A group stopped on a node, as the node last said.
@@ -239,6 +244,31 @@ impl Beats {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+
+    /// Records that this node, leading `group` in `term`, hands its leadership over.
+    pub fn begin_handover(&self, group: GroupId, term: u64) {
+        self.handovers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, term);
+    }
+
+    /// Whether this node, leading `group` in `term`, is handing its leadership over.
+    pub fn is_handing_over(&self, group: GroupId, term: u64) -> bool {
+        self.handovers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            == Some(&term)
+    }
+
+    /// Forgets the hand-overs of groups no longer led here in the term they began in.
+    pub fn keep_handovers(&self, leading: &HashMap<GroupId, u64>) {
+        self.handovers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|group, term| leading.get(group) == Some(term));
+    }
 }
 
 #[cfg(test)]
@@ -262,6 +292,24 @@ mod tests {
         assert!(beats.silent(2, Duration::ZERO));
         // Never heard: not known to be silent.
         assert!(!beats.silent(3, Duration::ZERO));
+    }
+
+    #[test]
+    fn a_hand_over_lasts_while_the_group_is_led_in_the_term_it_began_in() {
+        let beats = Beats::default();
+        assert!(!beats.is_handing_over(7, 3));
+        beats.begin_handover(7, 3);
+        assert!(beats.is_handing_over(7, 3));
+        assert!(!beats.is_handing_over(7, 4));
+        beats.keep_handovers(&HashMap::from([(7, 3)]));
+        assert!(beats.is_handing_over(7, 3));
+        // Led again in a later term (it stepped down and was elected again): over.
+        beats.keep_handovers(&HashMap::from([(7, 5)]));
+        assert!(!beats.is_handing_over(7, 3));
+        beats.begin_handover(7, 5);
+        // No longer led here: over.
+        beats.keep_handovers(&HashMap::new());
+        assert!(!beats.is_handing_over(7, 5));
     }
 
     #[test]

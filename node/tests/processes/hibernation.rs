@@ -1,10 +1,11 @@
 //! Idle data groups hibernate: their heartbeats and election timers stop once every replica
 //! has caught up, they serve reads and writes as before (waking up for a write), and their
-//! followers still elect a new leader when the leader's node dies.
+//! followers still elect a new leader when the leader's node dies, or when the leader hands
+//! its leadership to a node that never takes it.
 
 use std::time::Duration;
 
-use flotilla_client::Consistency;
+use flotilla_client::{Client, ClientOptions, Consistency, Group};
 use flotilla_testkit::cluster::{Cluster, ClusterOptions};
 use flotilla_testkit::http;
 use flotilla_testkit::wait::{wait_for, wait_until};
@@ -152,6 +153,96 @@ async fn hundreds_of_idle_groups_on_a_node_all_hibernate() {
                 }
             }
             true
+        },
+    )
+    .await;
+}
+
+/// A leader handing its leadership over sends no heartbeats until the new leader is elected. When
+/// the node it names never takes over (frozen here), the other follower, its timer asleep with
+/// the group, must still elect a leader instead of waiting on the old one for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_over_to_a_frozen_node_leaves_a_hibernating_group_a_leader() {
+    let mut cluster = Cluster::start(
+        3,
+        ClusterOptions::default().env("FLOTILLA_HIBERNATE_AFTER", "1s"),
+    )
+    .await;
+    cluster.create_database("app", Some(3), None).await;
+    let client = cluster.client();
+    let group = client
+        .database_status("app")
+        .await
+        .expect("database status")
+        .shards[0]
+        .group_id;
+    client
+        .put("app", "c", "first", r#"{"n":1}"#, None)
+        .await
+        .expect("put");
+    wait_until(WAIT, "every replica of the shard hibernates", async || {
+        all_hibernating(&cluster, &[0, 1, 2], group).await
+    })
+    .await;
+    let leader = wait_for(WAIT, "a shard leader", async || {
+        cluster.shard_leader("app", 0).await
+    })
+    .await;
+    let frozen = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    let frozen_id = cluster.node_id(frozen).await;
+    cluster.sigstop(frozen);
+
+    // One attempt, through the leader's node: the transfer cannot complete.
+    let once = Client::with_options(
+        vec![cluster.endpoint(leader)],
+        ClientOptions {
+            max_attempts: 1,
+            total_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(30),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("a client of the leader's node");
+    let shard = Group::Shard {
+        database: "app".into(),
+        shard: 0,
+    };
+    let transfer = once.transfer_leadership(shard, frozen_id).await;
+    assert!(
+        transfer.is_err(),
+        "a frozen node took over leadership: {transfer:?}"
+    );
+
+    let rest = Client::connect(vec![cluster.endpoint(leader), cluster.endpoint(other)])
+        .expect("a client of the running nodes");
+    wait_for(WAIT, "a write through the running nodes", async || {
+        rest.put("app", "c", "second", r#"{"n":2}"#, None)
+            .await
+            .ok()
+    })
+    .await;
+    let frozen_node_id = frozen_id;
+    wait_until(WAIT, "a running node leads the shard", async || {
+        let Ok(status) = rest.database_status("app").await else {
+            return false;
+        };
+        status.shards[0]
+            .leader_id
+            .is_some_and(|id| id != frozen_node_id)
+    })
+    .await;
+
+    cluster.sigcont(frozen);
+    let thawed = cluster.node(frozen).client();
+    wait_until(
+        WAIT,
+        "the thawed node has the write it missed",
+        async || {
+            matches!(
+                thawed.get("app", "c", "second", Consistency::Stale).await,
+                Ok(Some(doc)) if doc.json == r#"{"n":2}"#
+            )
         },
     )
     .await;
