@@ -258,6 +258,13 @@ impl NodeConfig {
         self.security.validate()
     }
 
+    /// The log kept behind a snapshot: a follower that has just installed one goes on from
+    /// there by log, unless the leader snapshotted and purged past it meanwhile. A tenth of the
+    /// threshold, and never less than the threshold itself up to 40 entries.
+    pub fn log_to_keep(&self) -> u64 {
+        (self.snapshot_threshold / 10).max(self.snapshot_threshold.min(40))
+    }
+
     pub fn raft_config(&self) -> Result<openraft::Config, String> {
         openraft::Config {
             cluster_name: "flotilla".into(),
@@ -265,13 +272,10 @@ impl NodeConfig {
             election_timeout_min: self.election_timeout,
             election_timeout_max: self.election_timeout * 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_threshold),
-            // The log kept behind a snapshot: a follower that has just installed one goes on
-            // from there by log, unless the leader snapshotted and purged past it meanwhile
-            // (then it needs another snapshot, and under steady writes with a low threshold
-            // it may never catch up). A tenth of the threshold, and never less than the
-            // threshold itself up to 40 entries.
-            max_in_snapshot_log_to_keep: (self.snapshot_threshold / 10)
-                .max(self.snapshot_threshold.min(40)),
+            // Log compaction is this node's (`crate::compaction`): it keeps `log_to_keep`
+            // entries behind each snapshot and, on a leader, what a replica being sent a
+            // snapshot resumes from.
+            max_in_snapshot_log_to_keep: u64::MAX,
             max_payload_entries: 512,
             install_snapshot_timeout: 10_000,
             enable_pre_vote: Some(true),

@@ -47,6 +47,7 @@ pub struct Metrics {
     pub commit_index: Family<Labels, Gauge>,
     pub applied_index: Family<Labels, Gauge>,
     pub last_log_index: Family<Labels, Gauge>,
+    pub snapshot_index: Family<Labels, Gauge>,
     pub is_leader: Family<Labels, Gauge>,
     pub leader_changes: Family<Labels, Counter>,
     pub hibernating: Family<Labels, Gauge>,
@@ -104,6 +105,7 @@ impl Metrics {
         let commit_index = Family::<Labels, Gauge>::default();
         let applied_index = Family::<Labels, Gauge>::default();
         let last_log_index = Family::<Labels, Gauge>::default();
+        let snapshot_index = Family::<Labels, Gauge>::default();
         let is_leader = Family::<Labels, Gauge>::default();
         let leader_changes = Family::<Labels, Counter>::default();
         let hibernating = Family::<Labels, Gauge>::default();
@@ -140,6 +142,11 @@ impl Metrics {
             "raft_last_log_index",
             "Highest log index stored",
             last_log_index.clone(),
+        );
+        registry.register(
+            "raft_snapshot_index",
+            "Highest log index the latest snapshot covers",
+            snapshot_index.clone(),
         );
         registry.register(
             "raft_is_leader",
@@ -228,6 +235,7 @@ impl Metrics {
             commit_index,
             applied_index,
             last_log_index,
+            snapshot_index,
             is_leader,
             leader_changes,
             hibernating,
@@ -419,6 +427,9 @@ pub async fn report_metrics(
             g.last_log_index
                 .get_or_create(&labels)
                 .set(m.last_log_index.unwrap_or(0) as i64);
+            g.snapshot_index
+                .get_or_create(&labels)
+                .set(m.snapshot.as_ref().map_or(0, |l| l.index as i64));
             let leading = m.state == ServerState::Leader;
             g.is_leader.get_or_create(&labels).set(i64::from(leading));
             let applied = m.last_applied.as_ref().map_or(0, |l| l.index);

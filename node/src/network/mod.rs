@@ -6,6 +6,7 @@
 pub mod beats;
 pub mod forward;
 pub mod raft;
+pub mod snapshot_sends;
 pub mod stamp;
 
 use std::collections::HashMap;
@@ -29,6 +30,7 @@ pub use crate::tls::connect::BadAddress;
 use crate::types::{GroupId, NodeId};
 pub use beats::{Beats, LeaderNode};
 pub use raft::{GroupNetwork, NetworkFactory};
+pub use snapshot_sends::SnapshotSends;
 pub use stamp::Stamp;
 
 /// A connection to a peer port whose every request names this node and its cluster.
@@ -50,6 +52,8 @@ pub struct Peers {
     channels: Mutex<HashMap<String, Channel>>,
     /// Bytes of the latest snapshot sent from here, per group and target node.
     snapshot_sent: Mutex<HashMap<(GroupId, NodeId), Arc<AtomicU64>>>,
+    /// The snapshots on their way to replicas, or lately installed there.
+    snapshot_sends: SnapshotSends,
 }
 
 impl From<BadAddress> for tonic::Status {
@@ -66,6 +70,7 @@ impl Peers {
             stamp: Stamp::new(from),
             channels: Mutex::default(),
             snapshot_sent: Mutex::default(),
+            snapshot_sends: SnapshotSends::default(),
         }
     }
 
@@ -80,6 +85,11 @@ impl Peers {
         sent.get(&(gid, target))
             .map(|c| c.load(Ordering::Relaxed))
             .unwrap_or(0)
+    }
+
+    /// The snapshots on their way to replicas, or lately installed there.
+    pub fn snapshot_sends(&self) -> &SnapshotSends {
+        &self.snapshot_sends
     }
 
     /// A counter for a snapshot starting now, reset to zero.

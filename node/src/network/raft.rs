@@ -234,6 +234,8 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
             .client()
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         let counter = self.peers.snapshot_counter(gid, to);
+        let index = snapshot.meta.last_log_id.as_ref().map_or(0, |l| l.index);
+        let sending = self.peers.snapshot_sends().start(gid, to, index);
         // Read from the file as the stream is sent. A read that fails (the file damaged, its
         // last piece then held back) ends the stream early: the peer refuses the snapshot as
         // incomplete, and the failure is reported here instead of the peer's answer.
@@ -280,9 +282,11 @@ impl RaftNetworkV2<TypeConfig> for GroupNetwork {
         })?;
         let result: Result<SnapshotResponse<TypeConfig>, Fatal> =
             decode(&reply.payload).map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| {
+        let response = result.map_err(|e| {
             StreamingError::Network(NetworkError::new(&SendError::Remote(e.to_string())))
-        })
+        })?;
+        sending.installed();
+        Ok(response)
     }
 }
 

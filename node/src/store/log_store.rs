@@ -114,12 +114,16 @@ fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
     (start, end)
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, io::Error> {
-        let (start, end) = bounds(&range);
+/// The bytes of stored entries one replication message carries at most (at least one entry,
+/// whatever its size): a follower far behind on a log of large entries is sent a few at a
+/// time, not `max_payload_entries` of them in one message held whole in memory on both sides
+/// (and maybe over the peer message limit).
+pub const REPLICATION_BATCH_BYTES: usize = 2 << 20;
+
+impl LogStore {
+    /// The entries in `[start, end)`, stopping after the one that brings the stored bytes read to
+    /// `budget`.
+    pub fn read_range(&self, start: u64, end: u64, budget: usize) -> io::Result<Vec<Entry>> {
         if start >= end {
             return Ok(vec![]);
         }
@@ -133,6 +137,8 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .collect();
         let txn = self.storage.log_db().begin_read().map_err(io_err)?;
         let table = txn.open_table(LOGS).map_err(io_err)?;
+        let mut read = 0usize;
+        let mut limit = end;
         for row in table
             .range((self.gid, start)..(self.gid, end))
             .map_err(io_err)?
@@ -140,10 +146,33 @@ impl RaftLogReader<TypeConfig> for LogStore {
             let (k, v) = row.map_err(io_err)?;
             let index = k.value().1;
             if let std::collections::btree_map::Entry::Vacant(e) = out.entry(index) {
+                read += v.value().len();
                 e.insert(self.read_entry(index, v.value())?);
             }
+            if read >= budget {
+                limit = index + 1;
+                break;
+            }
         }
-        Ok(out.into_values().collect())
+        Ok(out
+            .into_iter()
+            .take_while(|(i, _)| *i < limit)
+            .map(|(_, e)| e)
+            .collect())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (start, end) = bounds(&range);
+        self.read_range(start, end, usize::MAX)
+    }
+
+    async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> io::Result<Vec<Entry>> {
+        self.read_range(start, end, REPLICATION_BATCH_BYTES)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {

@@ -71,6 +71,39 @@ pub(super) async fn append(log: &mut LogStore, entries: Vec<Entry>) {
 }
 
 #[tokio::test]
+async fn a_limited_read_of_the_log_stops_after_its_byte_budget_with_at_least_one_entry() {
+    let dir = TempDir::new().unwrap();
+    let mut log = LogStore::open(open(&dir), 5).unwrap();
+    append(
+        &mut log,
+        (1..=10).map(|i| blank_ent::<TypeConfig>(1, 1, i)).collect(),
+    )
+    .await;
+    let indexes = |entries: Vec<Entry>| entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>();
+    assert_eq!(
+        indexes(log.read_range(2, 9, usize::MAX).unwrap()),
+        (2..9).collect::<Vec<_>>()
+    );
+    // A budget smaller than one entry still reads one.
+    assert_eq!(indexes(log.read_range(2, 9, 1).unwrap()), vec![2]);
+    // As the budget grows, more entries come, always a prefix of the range, until all do.
+    let mut counts = Vec::new();
+    for shift in 0..20 {
+        let got = indexes(log.read_range(2, 9, 1 << shift).unwrap());
+        assert_eq!(got, (2..2 + got.len() as u64).collect::<Vec<_>>());
+        counts.push(got.len());
+    }
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "{counts:?}");
+    assert!(counts.iter().any(|c| (2..7).contains(c)), "{counts:?}");
+    assert_eq!(counts.last(), Some(&7));
+    assert!(log.read_range(9, 9, 1).unwrap().is_empty());
+    assert_eq!(
+        indexes(log.limited_get_log_entries(1, 11).await.unwrap()),
+        (1..=10).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
 async fn log_survives_reopen_and_truncate_purge_leave_no_holes() {
     let dir = TempDir::new().unwrap();
     let gid: GroupId = 3;

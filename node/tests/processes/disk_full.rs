@@ -50,14 +50,6 @@ async fn write_all(
     }
 }
 
-async fn metric(cluster: &Cluster, i: usize, name: &str) -> Option<f64> {
-    let (_, text) = http::get(&cluster.node(i).http_addr, "/metrics")
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_volume_refuses_writes_that_add_data_loses_nothing_and_resumes_when_freed() {
     if let Err(e) = Tmpfs::available() {
@@ -108,7 +100,7 @@ async fn a_full_volume_refuses_writes_that_add_data_loses_nothing_and_resumes_wh
     )
     .await;
     assert_eq!(
-        metric(&cluster, leader, "flotilla_storage_full").await,
+        cluster.metric(leader, "flotilla_storage_full").await,
         Some(1.0)
     );
     let successor = wait_for(

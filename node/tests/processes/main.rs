@@ -31,6 +31,7 @@ mod requests;
 mod security;
 mod slow_disk;
 mod snapshot_memory;
+mod snapshot_resume;
 mod transactions;
 mod txn_keyed;
 mod txn_queries;

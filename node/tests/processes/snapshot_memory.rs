@@ -13,6 +13,8 @@ use flotilla_testkit::wait::wait_until;
 
 const DOC_BYTES: usize = 512 << 10;
 const MIB: u64 = 1 << 20;
+/// Log entries between snapshots.
+const THRESHOLD: u64 = 100;
 
 /// Resets the peak resident memory the kernel keeps for process `pid` (`VmHWM`) to what it
 /// holds now.
@@ -47,7 +49,7 @@ async fn a_shard_larger_than_the_caches_snapshots_and_installs_in_bounded_memory
     let options = ClusterOptions::default()
         .fast_elections()
         // Snapshots while loading purge the log, so that a new replica starts from one.
-        .snapshot_threshold(100)
+        .snapshot_threshold(THRESHOLD)
         .arg(format!("--state-cache-bytes={}", 8 * MIB));
     let mut cluster = Cluster::start(3, options.clone()).await;
     cluster.create_database("app", Some(3), None).await;
@@ -72,12 +74,32 @@ async fn a_shard_larger_than_the_caches_snapshots_and_installs_in_bounded_memory
         w.await.expect("writer");
     }
 
-    // A few writes after the last snapshot: the mentor builds a new one to send.
-    for i in 0..20 {
+    // Small writes after the load, enough to trigger a snapshot covering all of it; then, once
+    // no node has a snapshot still to build, the one sent holds every large document, and the
+    // new replica catches up on small entries only (a replica sent a snapshot that a build in
+    // progress supersedes catches up on the large documents by log, through the log's page
+    // cache, which this test does not measure).
+    for i in 0..(THRESHOLD + 10) {
         client
             .put("app", "small", &format!("s{i}"), "{}", None)
             .await
             .unwrap_or_else(|e| panic!("writing s{i}: {e}"));
+    }
+    for i in 0..cluster.len() {
+        wait_until(
+            Duration::from_secs(120),
+            "every node has snapshotted the load",
+            async || {
+                let last = cluster
+                    .metric(i, r#"flotilla_raft_last_log_index{group="1"}"#)
+                    .await;
+                let snapshot = cluster
+                    .metric(i, r#"flotilla_raft_snapshot_index{group="1"}"#)
+                    .await;
+                matches!((last, snapshot), (Some(l), Some(s)) if s + THRESHOLD as f64 > l)
+            },
+        )
+        .await;
     }
 
     // A new node gets a replica: by hand here, mentored by the leader, or moved there by the

@@ -473,6 +473,21 @@ impl Cluster {
         .await
     }
 
+    /// The value of one series on node `i` (`name` or `name{labels}`, exactly as exposed), if
+    /// the node answers and has it.
+    pub async fn metric(&self, i: usize, series: &str) -> Option<f64> {
+        let (_, text) = crate::http::get(&self.node(i).http_addr, "/metrics")
+            .await
+            .ok()?;
+        text.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+
     /// The sum over the running nodes of every sample of metric `name` whose line contains
     /// `label` (e.g. `path="two_phase"`; empty: every sample).
     pub async fn metric_sum(&mut self, name: &str, label: &str) -> f64 {

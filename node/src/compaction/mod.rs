@@ -1,3 +1,9 @@
+//! Log compaction and snapshots by size.
+//!
+//! The node purges the log a snapshot covers itself (openraft's own purge is off): once a
+//! second, each group's log goes up to `Config::log_to_keep` entries behind its snapshot, and
+//! on a leader no further than what a replica being sent a snapshot resumes from ([`purge`]).
+//!
 //! Snapshots by size. openraft snapshots a group every `--snapshot-threshold` entries; a group
 //! whose entries are large (a shard leader puts the writes of one Multi request in one entry)
 //! also snapshots once `--snapshot-log-bytes` of documents were applied since its last one, so
@@ -6,10 +12,15 @@
 //! reads held for paged queries that were left idle (`crate::store::held`), so that none pins
 //! pages of the state file for long.
 
-use std::sync::Arc;
-use std::time::Duration;
+pub mod purge;
 
-use crate::host::Host;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::ServerState;
+
+use crate::host::{GroupHandle, Host};
+use crate::types::GroupId;
 
 /// How often the groups' counts are looked at (an atomic load per group: sleeping groups stay
 /// asleep).
@@ -38,6 +49,44 @@ pub async fn run(host: Arc<Host>) {
                     tracing::warn!(group = gid, error = %e, "could not trigger a snapshot");
                 }
             }
+            compact(&host, gid, &group).await;
         }
+    }
+}
+
+/// Purges the log of group `gid` as far as [`purge`] allows.
+async fn compact(host: &Host, gid: GroupId, group: &GroupHandle) {
+    let m = group.metrics();
+    let sends = host.peers().snapshot_sends();
+    let now = Instant::now();
+    let holds: Vec<u64> = if m.state == ServerState::Leader {
+        let matched = |to: u64| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&to))
+                .and_then(|l| l.as_ref())
+                .map(|l| l.index)
+        };
+        sends
+            .of_group(gid)
+            .iter()
+            .filter_map(|(to, send)| purge::hold(send, matched(*to), now))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    sends.retain(gid, |send| {
+        m.state == ServerState::Leader && purge::hold(send, None, now).is_some()
+    });
+    let upto = purge::purge_upto(
+        m.snapshot.as_ref().map(|l| l.index),
+        m.purged.as_ref().map(|l| l.index),
+        host.config.log_to_keep(),
+        holds,
+    );
+    if let Some(upto) = upto
+        && let Err(e) = group.raft.trigger().purge_log(upto).await
+    {
+        tracing::warn!(group = gid, error = %e, "could not purge the log");
     }
 }
