@@ -109,11 +109,13 @@ impl WatchLog {
     }
 }
 
-/// Per shard: the last revision delivered, and the changes of it delivered so far.
+/// Per shard: the last revision delivered, and the changes of it delivered so far. One
+/// revision may change a document more than once: a shard leader applies the independent
+/// writes of one Multi request in one log entry, at one revision, in order.
 #[derive(Default)]
 struct Cursor {
     revision: u64,
-    at_revision: BTreeSet<String>,
+    at_revision: Vec<(String, Change)>,
 }
 
 struct State {
@@ -134,7 +136,8 @@ impl State {
             ));
             return;
         }
-        if seen.revision == cursor.revision && cursor.at_revision.contains(&seen.key) {
+        let change = (seen.key.clone(), seen.change);
+        if seen.revision == cursor.revision && cursor.at_revision.contains(&change) {
             if repeat_allowed {
                 self.log.repeats += 1;
             } else {
@@ -150,7 +153,7 @@ impl State {
             cursor.at_revision.clear();
             resumed_shards.remove(&seen.shard);
         }
-        cursor.at_revision.insert(seen.key.clone());
+        cursor.at_revision.push(change);
         self.log.events.push(seen);
     }
 

@@ -151,6 +151,15 @@ fn repeats_are_dropped_after_a_resume_and_found_within_a_stream() {
         "{:?}",
         state.log.violations
     );
+    // Two changes of one document at one revision (independent writes in one log entry):
+    // both delivered, neither a repeat.
+    state.record(seen(0, 6, "a", p(4, 3)), &mut resumed);
+    assert_eq!((state.log.events.len(), state.log.repeats), (4, 2));
+    assert!(
+        state.log.violations.is_empty(),
+        "{:?}",
+        state.log.violations
+    );
     // Within that stream now: a repeat, and a revision going back, are violations.
     state.record(seen(0, 6, "a", p(3, 2)), &mut resumed);
     state.record(seen(0, 5, "c", p(9, 1)), &mut resumed);
