@@ -22,11 +22,12 @@ use openraft::ServerState;
 use crate::host::{GroupHandle, Host};
 use crate::types::GroupId;
 
-/// How often the groups' counts are looked at (an atomic load per group: sleeping groups stay
-/// asleep).
+/// How often the groups are looked at (their written bytes and metrics: sleeping groups stay
+/// asleep, unless their log has something left to purge).
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Triggers a snapshot of every group here that wrote `--snapshot-log-bytes` since its last.
+/// Triggers a snapshot of every group here that wrote `--snapshot-log-bytes` since its last,
+/// and purges each group's log as far as [`purge`] allows.
 pub async fn run(host: Arc<Host>) {
     let limit = host.config.snapshot_log_bytes;
     let mut tick = tokio::time::interval(CHECK_EVERY);
