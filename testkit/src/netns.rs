@@ -8,7 +8,9 @@
 //! packets are silently dropped, as in a real partition (no connection refused, no reset).
 //! Faults of one direction and lossy links are packet filters (`iptables`) in a node's
 //! namespace: a node that drops what comes from some nodes while they still hear it, or that
-//! drops a share of every packet it receives, at random.
+//! drops a share of every packet it receives, at random. A slow link is a token bucket filter
+//! (`tc tbf`) on a node's interface: what it sends leaves at a low rate and waits in a queue,
+//! so delay grows with the load (the kernel here has no `netem` for a fixed delay).
 //!
 //! Creating namespaces needs `CAP_NET_ADMIN` (root) and the `ip` command (iproute2). Slots are
 //! taken atomically (the hub namespace's name is the lock), and a slot left behind by a killed
@@ -64,6 +66,8 @@ pub struct Fabric {
     blocked: Vec<(usize, usize)>,
     /// Nodes whose namespace has packet filters (one-way cuts, packet loss).
     filtered: Vec<usize>,
+    /// Nodes whose interface is shaped (slow links).
+    shaped: Vec<usize>,
 }
 
 impl Fabric {
@@ -122,6 +126,7 @@ impl Fabric {
                 nodes,
                 blocked: Vec::new(),
                 filtered: Vec::new(),
+                shaped: Vec::new(),
             };
             fabric.build()?;
             progress(format!(
@@ -275,6 +280,42 @@ impl Fabric {
         Ok(())
     }
 
+    /// What node `i` sends leaves at `kbit` kbit/s, through a queue that holds up to
+    /// `queue_ms` milliseconds of it (beyond that, packets are dropped): a slow, congested link
+    /// whose delay grows with the traffic.
+    pub fn slow_link(&mut self, i: usize, kbit: u32, queue_ms: u32) -> Result<()> {
+        let rate = format!("{}kbit", kbit.max(8));
+        let latency = format!("{}ms", queue_ms.max(1));
+        in_ns(
+            &self.namespace(i),
+            &[
+                "tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", &rate, "burst",
+                "16kb", "latency", &latency,
+            ],
+        )?;
+        if !self.shaped.contains(&i) {
+            self.shaped.push(i);
+        }
+        progress(format!(
+            "network: node {i} sends at {kbit} kbit/s (queue up to {queue_ms} ms)"
+        ));
+        Ok(())
+    }
+
+    /// How many packets node `i`'s slow link has held back so far (the shaper's overlimits):
+    /// proof that the link was slower than the traffic it carried.
+    pub fn held_back(&self, i: usize) -> Result<u64> {
+        let stats = ip()
+            .args(["netns", "exec", &self.namespace(i)])
+            .args(["tc", "-s", "qdisc", "show", "dev", "eth0", "root"])
+            .output()?;
+        stats
+            .split([',', '(', ')'])
+            .find_map(|part| part.trim().strip_prefix("overlimits "))
+            .and_then(|n| n.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| Error::Parse(format!("no overlimits in the qdisc statistics: {stats}")))
+    }
+
     /// A non-transitive partition: `left` and `right` cannot reach each other, and `bridge`
     /// reaches both (Jepsen's bridge).
     pub fn bridge(&mut self, left: &[usize], bridge: usize, right: &[usize]) -> Result<()> {
@@ -305,6 +346,12 @@ impl Fabric {
 
     /// Restores every link.
     pub fn heal(&mut self) -> Result<()> {
+        for i in std::mem::take(&mut self.shaped) {
+            in_ns(
+                &self.namespace(i),
+                &["tc", "qdisc", "del", "dev", "eth0", "root"],
+            )?;
+        }
         for i in std::mem::take(&mut self.filtered) {
             in_ns(&self.namespace(i), &["iptables", "-w", "-F", "INPUT"])?;
         }

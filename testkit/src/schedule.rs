@@ -66,6 +66,9 @@ pub enum Fault {
     /// Each sync of these nodes' database files takes this many milliseconds longer (nodes
     /// started with `--test-storage-faults`, see [`crate::cluster::SLOW_SYNC`]).
     SlowDisk(Vec<Target>, u32),
+    /// What these nodes send leaves at this many kbit/s, through a queue (a slow, congested
+    /// link: delay grows with the traffic).
+    SlowLink(Vec<Target>, u32),
     /// A non-transitive partition: the two sides cannot reach each other, the bridge node
     /// reaches both.
     Bridge {
@@ -90,6 +93,7 @@ impl Fault {
             Fault::Deaf(_) => "one-way cut",
             Fault::Lossy(..) => "packet loss",
             Fault::SlowDisk(..) => "slow disk",
+            Fault::SlowLink(..) => "slow link",
             Fault::Bridge { .. } => "bridge partition",
         }
     }
@@ -123,7 +127,7 @@ pub fn random(seed: u64, rounds: usize, nodes: usize, partitions: bool) -> Vec<R
     let some_nodes = |rng: &mut StdRng, most: usize| some_nodes(rng, nodes, most);
     (0..rounds)
         .map(|_| {
-            let kinds = if partitions { 14 } else { 8 };
+            let kinds = if partitions { 15 } else { 8 };
             let fault = match rng.random_range(0..kinds) {
                 0 => Fault::Kill(vec![Target::Leader]),
                 // Usually a minority, sometimes a majority (the cluster must stop, then recover).
@@ -154,6 +158,15 @@ pub fn random(seed: u64, rounds: usize, nodes: usize, partitions: bool) -> Vec<R
                     Target::Node(rng.random_range(0..nodes))
                 }),
                 11 => Fault::Lossy(some_nodes(&mut rng, nodes), rng.random_range(5..=30)),
+                // The leader's link (its appends and answers queue) or any nodes'.
+                13 => Fault::SlowLink(
+                    if rng.random_bool(0.5) {
+                        vec![Target::Leader]
+                    } else {
+                        some_nodes(&mut rng, nodes)
+                    },
+                    rng.random_range(256..=1024),
+                ),
                 12 if nodes >= 3 => {
                     let mut all: Vec<usize> = (0..nodes).collect();
                     all.shuffle(&mut rng);
@@ -236,6 +249,12 @@ pub async fn inject(cluster: &mut Cluster, database: &str, fault: &Fault) -> Res
                 cluster.slow_disk(i, *ms)?;
             }
         }
+        Fault::SlowLink(targets, kbit) => {
+            for t in targets {
+                let i = resolve(cluster, database, t).await;
+                cluster.slow_link(i, *kbit)?;
+            }
+        }
         Fault::Bridge {
             left,
             bridge,
@@ -274,6 +293,7 @@ mod tests {
             "bridge partition",
             "graceful stop",
             "slow disk",
+            "slow link",
         ] {
             assert!(kinds.contains(kind), "{kind} never scheduled: {kinds:?}");
         }
@@ -323,6 +343,9 @@ mod tests {
                         !t.is_empty() && (5..=30).contains(percent),
                         "{t:?} {percent}"
                     );
+                }
+                if let Fault::SlowLink(t, kbit) = &round.fault {
+                    assert!(!t.is_empty() && (256..=1024).contains(kbit), "{t:?} {kbit}");
                 }
             }
         }

@@ -94,7 +94,7 @@ pub async fn scan(
 ) -> NodeResult<ScanAnswer> {
     let filter = parse(selector)?;
     let state = group.sm.state();
-    let (gid, applied) = (state.gid, state.applied_index());
+    let gid = state.gid;
     let read = group.sm.begin_read()?;
     let Some((docs, intents)) =
         crate::store::txn::matching_and_intents(&read, gid, collection, &filter, MAX_RESULTS)?
@@ -121,7 +121,8 @@ pub async fn scan(
             _ => false,
         };
         let matched_before = before.as_ref().is_some_and(|d| matches(&filter, &d.json));
-        let (after, decision) = seen_decided(host, gid, before, Some(intent), applied).await?;
+        let (after, decision) =
+            seen_decided(host, group, (collection, &id), before, Some(intent)).await?;
         if decision.is_none() && (writes_match || matched_before) {
             locked.push((id.clone(), holder));
         }

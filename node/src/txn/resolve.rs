@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use tokio::time::Instant;
 
 use super::shards::{ShardAnswer, ShardCall, call_shard};
-use crate::command::txn::{Decision, Intent, TxnCommand, TxnMeta, TxnOutcome, TxnWrite};
+use crate::command::txn::{Decision, Intent, TxnCommand, TxnId, TxnMeta, TxnOutcome};
 use crate::command::{Command, DataCommand, Rejection, Response};
 use crate::error::{NodeError, NodeResult, Refusal};
 use crate::host::{GroupHandle, Host};
@@ -130,62 +130,97 @@ fn resolve_later(host: &Arc<Host>, database: String, shard: u32, holder: TxnMeta
     });
 }
 
-/// What `doc` becomes once `write` applies, as a replica that has applied revision `applied`
-/// (read before the read that met the intent) shows it: its revision is `applied`, as the
-/// resolution of the intent applies later, at a higher revision. So the revisions a client
-/// sees of a document never go back, as sessions need.
-fn written(doc: Option<StoredDoc>, write: &TxnWrite, applied: u64) -> Option<StoredDoc> {
-    match write {
-        TxnWrite::Put { json } => Some(StoredDoc {
-            version: doc.as_ref().map_or(0, |d| d.version) + 1,
-            revision: applied,
-            json: json.clone(),
-        }),
-        TxnWrite::Delete => None,
+/// Longest a read that resolved a committed intent waits for this replica to apply the
+/// resolution before it is refused (another replica serves it).
+const RESOLVED_WAIT: Duration = Duration::from_secs(2);
+
+/// A document of `group` as this replica stores it once it has applied the resolution of
+/// transaction `txn`'s intent on it (committed at the shard's leader by the caller). The read
+/// then answers the document's real revision, past the resolution: a session that sees the
+/// transaction's write raises its floor past it, so no replica that serves the session later
+/// still holds the intent (one that does may no longer find the record, forgotten once every
+/// intent was resolved, and would show the document as it was before the transaction).
+async fn once_resolved_here(
+    group: &GroupHandle,
+    collection: &str,
+    id: &str,
+    txn: TxnId,
+) -> NodeResult<Option<StoredDoc>> {
+    let state = group.sm.state();
+    let mut applied = state.subscribe();
+    let deadline = Instant::now() + RESOLVED_WAIT;
+    loop {
+        let (doc, intent) = {
+            let read = group.sm.begin_read()?;
+            crate::store::txn::doc_and_intent(&read, state.gid, collection, id)?
+        };
+        if intent.is_none_or(|i| i.txn.id != txn) {
+            return Ok(doc);
+        }
+        match tokio::time::timeout_at(deadline, applied.changed()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(NodeError::Unavailable("raft group stopped".into())),
+            Err(_) => {
+                return Err(NodeError::refused(
+                    Refusal::Unavailable,
+                    ErrorReason::ReplicaBehind,
+                    format!(
+                        "this replica has not applied the resolution of the committed \
+                         transaction on {collection}/{id} yet: another replica serves the read"
+                    ),
+                ));
+            }
+        }
     }
 }
 
-/// What a read sees of a document that carries `intent`: its write when the transaction
-/// committed, the document as stored otherwise.
+/// What a read sees of document `collection`/`id` of this replica of `group`, stored as `doc`
+/// with `intent`: its write when the transaction committed, the document as stored otherwise.
 async fn seen(
     host: &Arc<Host>,
-    gid: GroupId,
+    group: &GroupHandle,
+    (collection, id): (&str, &str),
     doc: Option<StoredDoc>,
     intent: Option<Intent>,
-    applied: u64,
 ) -> NodeResult<Option<StoredDoc>> {
-    seen_decided(host, gid, doc, intent, applied)
+    seen_decided(host, group, (collection, id), doc, intent)
         .await
         .map(|(d, _)| d)
 }
 
 /// [`seen`], and the decision of the intent's transaction (`None`: no intent, or undecided).
-pub(super) async fn seen_decided(
-    host: &Arc<Host>,
-    gid: GroupId,
+/// An intent of a committed transaction is resolved first (see [`once_resolved_here`]).
+/// Boxed: resolving the intent serves reads that may meet intents in turn.
+pub(super) fn seen_decided<'a>(
+    host: &'a Arc<Host>,
+    group: &'a GroupHandle,
+    (collection, id): (&'a str, &'a str),
     doc: Option<StoredDoc>,
     intent: Option<Intent>,
-    applied: u64,
-) -> NodeResult<(Option<StoredDoc>, Option<Decision>)> {
-    let Some(Intent {
-        txn: holder,
-        write: Some(write),
-    }) = intent
-    else {
-        return Ok((doc, None));
-    };
-    let (database, shard) = locate(host, gid)?;
-    match decision_of(host, &database, holder).await? {
-        Some(Decision::Committed) => {
-            resolve_later(host, database, shard, holder, Decision::Committed);
-            Ok((written(doc, &write, applied), Some(Decision::Committed)))
+) -> BoxFuture<'a, NodeResult<(Option<StoredDoc>, Option<Decision>)>> {
+    async move {
+        let Some(Intent {
+            txn: holder,
+            write: Some(_),
+        }) = intent
+        else {
+            return Ok((doc, None));
+        };
+        let (database, shard) = locate(host, group.sm.state().gid)?;
+        match decision_of(host, &database, holder).await? {
+            Some(Decision::Committed) => {
+                resolve(host, &database, shard, holder, Decision::Committed).await?;
+                let doc = once_resolved_here(group, collection, id, holder.id).await?;
+                Ok((doc, Some(Decision::Committed)))
+            }
+            Some(Decision::Aborted) => {
+                resolve_later(host, database, shard, holder, Decision::Aborted);
+                Ok((doc, Some(Decision::Aborted)))
+            }
+            None => Ok((doc, None)),
         }
-        Some(Decision::Aborted) => {
-            resolve_later(host, database, shard, holder, Decision::Aborted);
-            Ok((doc, Some(Decision::Aborted)))
-        }
-        None => Ok((doc, None)),
     }
+    .boxed()
 }
 
 /// A document of this replica of `group` as a read sees it (the caller passed the read
@@ -196,13 +231,12 @@ pub async fn visible(
     collection: &str,
     id: &str,
 ) -> NodeResult<Option<StoredDoc>> {
-    let state = group.sm.state();
-    let (gid, applied) = (state.gid, state.applied_index());
+    let gid = group.sm.state().gid;
     let (doc, intent) = {
         let read = group.sm.begin_read()?;
         crate::store::txn::doc_and_intent(&read, gid, collection, id)?
     };
-    seen(host, gid, doc, intent, applied).await
+    seen(host, group, (collection, id), doc, intent).await
 }
 
 /// A page of a listing of this replica of `group` as a read sees it (see [`visible`]).
@@ -214,8 +248,7 @@ pub async fn list(
     after: &str,
     limit: usize,
 ) -> NodeResult<Vec<(String, StoredDoc)>> {
-    let state = group.sm.state();
-    let (gid, applied) = (state.gid, state.applied_index());
+    let gid = group.sm.state().gid;
     let (mut rows, intents) = {
         let read = group.sm.begin_read()?;
         crate::store::txn::list_and_intents(&read, gid, collection, prefix, after, limit)?
@@ -233,7 +266,10 @@ pub async fn list(
         }
         let pos = rows.iter().position(|(i, _)| *i == id);
         let doc = pos.map(|p| rows[p].1.clone());
-        match (seen(host, gid, doc, Some(intent), applied).await?, pos) {
+        match (
+            seen(host, group, (collection, &id), doc, Some(intent)).await?,
+            pos,
+        ) {
             (Some(d), Some(p)) => rows[p].1 = d,
             (Some(d), None) => rows.push((id, d)),
             (None, Some(p)) => {

@@ -526,6 +526,35 @@ async fn majority_loss_refuses_writes_and_recovers_without_losing_any() {
     run.finish().await;
 }
 
+/// A slow, congested link: what the shard leader sends (appends, answers) leaves at 256 kbit/s
+/// through a queue, then every node's at 512 kbit/s. Both are below what the workload sends
+/// (the shaper must hold packets back). Writes slow down, a lot (50 writes took 15 s over the
+/// leader's slow link), but go on, and the history stays linearizable.
+/// How long writes may take to progress over slow links.
+const SLOW_LINK: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_link_delays_writes_without_stopping_them() {
+    let Some(mut run) = Run::start(3, true).await else {
+        return;
+    };
+    let leader = run.leader().await;
+    run.cluster.slow_link(leader, 256).expect("a slow link");
+    run.progress_within(SLOW_LINK, "the leader's link is slow")
+        .await;
+    let held = run.cluster.held_back(leader).expect("shaper statistics");
+    assert!(held > 0, "the slow link never held a packet back");
+    progress(format!("the leader's link held back {held} packets"));
+    for i in 0..run.cluster.len() {
+        run.cluster.slow_link(i, 512).expect("a slow link");
+    }
+    run.progress_within(SLOW_LINK, "every link is slow").await;
+    run.cluster.heal().expect("healing the links");
+    run.progress_within(FAILOVER, "the links are fast again")
+        .await;
+    run.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_node_does_not_stall_the_group() {
     let Some(mut run) = Run::start(3, false).await else {

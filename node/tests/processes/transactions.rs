@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use flotilla_client::{BatchOp, Client, ClientOptions, Consistency, Error};
+use flotilla_client::{BatchOp, Client, ClientOptions, Consistency, Error, Group};
 use flotilla_testkit::cluster::{Cluster, ClusterOptions, Network};
 use flotilla_testkit::elle::{self, MicroOp, Outcome};
 use flotilla_testkit::environment::{current_test, not_run};
 use flotilla_testkit::netns::Fabric;
+use flotilla_testkit::progress;
 use flotilla_testkit::schedule::seed;
-use flotilla_testkit::wait::{wait_until, within};
+use flotilla_testkit::wait::{self, wait_until, within};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Mutex;
@@ -405,6 +406,23 @@ async fn ids_on_two_shards(client: &Client, db: &str) -> (String, String) {
     }
 }
 
+/// Waits until the decision of a transaction that wrote `a` (on its primary shard) and a
+/// document on one other shard is recorded: a read of `a` sees the write from then on, and the
+/// other shard's intent is left to whoever meets it (only `a` is read).
+async fn decision_recorded(client: &Client, a: &str) {
+    wait_until(
+        Duration::from_secs(10),
+        "the decision recorded",
+        async || {
+            let d = client.get("t", "c", a, Consistency::Linearizable).await;
+            let applied = d.ok().flatten().is_some_and(|d| d.version == 2);
+            let list = client.list_transactions("t").await.unwrap_or_default();
+            applied && list.iter().any(|t| t.shards.len() == 1)
+        },
+    )
+    .await;
+}
+
 /// A cluster of 3 (keeping transaction records 1 s) plus a fourth node whose coordinator stops
 /// at `failpoint`; a transaction it coordinates (with `timeout`) writes two documents on two
 /// shards and is committed; the node is killed once the transaction's intents are on both
@@ -441,20 +459,8 @@ async fn coordinator_killed_at(failpoint: &str, timeout: Duration) -> (Cluster, 
         )
         .await;
     } else {
-        // The decision is recorded (a read sees the writes from then on; the other shard's
-        // intent is left to whoever meets it): the coordinator now stops there.
-        wait_until(
-            Duration::from_secs(10),
-            "the decision recorded",
-            async || {
-                // Only a, on the primary shard, is read: b's intent is left as it is.
-                let d = client.get("t", "c", &a, Consistency::Linearizable).await;
-                let applied = d.ok().flatten().is_some_and(|d| d.version == 2);
-                let list = client.list_transactions("t").await.unwrap_or_default();
-                applied && list.iter().any(|t| t.shards.len() == 1)
-            },
-        )
-        .await;
+        // The coordinator now stops there.
+        decision_recorded(&client, &a).await;
     }
     cluster.kill9(doomed);
     let answer = within(Duration::from_secs(10), "the commit call", committing)
@@ -571,6 +577,144 @@ async fn a_coordinator_killed_after_its_decision_is_committed_by_whoever_meets_i
         .metric_sum("flotilla_txn_records_forgotten_total", "")
         .await;
     assert!(forgotten >= 1.0, "the sweep counted the record it forgot");
+}
+
+/// A session that saw a committed transaction's write never reads the document as it was
+/// before, even from a replica that missed the intent's resolution, once the record is
+/// forgotten (that replica still holds the intent and no longer finds the decision). The read
+/// that meets the committed intent resolves it first and answers the document's revision past
+/// the resolution, so that the session's floor keeps it away from a replica behind it. Before,
+/// it answered the replica's applied index: the lagging replica passed the floor and showed the
+/// old document (seen as a session violation of the fault tests' stale reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_never_reads_before_a_committed_transaction_it_saw() {
+    if let Err(e) = Fabric::available() {
+        // Under CI=true this fails the test instead.
+        not_run(&current_test(), e);
+        return;
+    }
+    // Every coordinator stops after recording its decision; records are kept 1 s.
+    let options = ClusterOptions::default()
+        .fast_elections()
+        .network(Network::Namespaces)
+        .arg("--txn-failpoint")
+        .arg("after-decide")
+        .arg("--txn-record-retention")
+        .arg("1s");
+    let mut cluster = Cluster::start(3, options).await;
+    cluster.create_database("t", Some(3), Some(4)).await;
+    let client = cluster.client();
+    let (a, b) = ids_on_two_shards(&client, "t").await;
+    let b_shard = client
+        .get("t", "c", &b, Consistency::Linearizable)
+        .await
+        .expect("get b")
+        .expect("b")
+        .shard;
+    let txn = client
+        .begin("t", Some(Duration::from_secs(15)))
+        .await
+        .expect("begin");
+    txn.put("c", &a, "{\"v\":1}", None).await.expect("put a");
+    txn.put("c", &b, "{\"v\":1}", None).await.expect("put b");
+    let committing = tokio::spawn(async move { txn.commit().await });
+    decision_recorded(&client, &a).await;
+    // Three roles: L leads b's shard, M the primary shard (a's, which holds the record) and
+    // F, a follower of both, falls behind on b's shard: frozen while b's intent is resolved,
+    // then cut off from L only (it still reaches M, and the record).
+    let a_shard = client
+        .get("t", "c", &a, Consistency::Linearizable)
+        .await
+        .expect("get a")
+        .expect("a")
+        .shard;
+    let leader_of = async |shard: u32| {
+        let what = format!("shard {shard} has a leader");
+        wait::wait_for(Duration::from_secs(10), &what, async || {
+            cluster.probe_shard_leader("t", shard).await
+        })
+        .await
+    };
+    let l = leader_of(b_shard).await;
+    let m = (l + 1) % cluster.len();
+    let f = (l + 2) % cluster.len();
+    // F leads nothing (a frozen leader would hold up the sweep that forgets the record).
+    for shard in 0..4 {
+        let to = if shard == a_shard { m } else { l };
+        if shard == b_shard || leader_of(shard).await == to {
+            continue;
+        }
+        let group = Group::Shard {
+            database: "t".into(),
+            shard,
+        };
+        client
+            .transfer_leadership(group, cluster.node_id(to).await)
+            .await
+            .expect("a transfer of leadership");
+        let what = format!("node {to} leads shard {shard}");
+        wait_until(Duration::from_secs(10), &what, async || {
+            cluster.probe_shard_leader("t", shard).await == Some(to)
+        })
+        .await;
+    }
+    assert_eq!(leader_of(b_shard).await, l, "L still leads b's shard");
+    cluster.sigstop(f);
+    let session = cluster.node_client(l, ClientOptions::default()).session();
+    let seen = session
+        .get("t", "c", &b, Consistency::Linearizable)
+        .await
+        .expect("a read of b")
+        .expect("b");
+    assert_eq!((seen.json.as_str(), seen.version), ("{\"v\":1}", 2));
+    let at_m = cluster.node_client(m, ClientOptions::default());
+    wait_until(
+        Duration::from_secs(40),
+        "the record forgotten",
+        async || {
+            at_m.list_transactions("t")
+                .await
+                .is_ok_and(|l| l.is_empty())
+        },
+    )
+    .await;
+    cluster.bridge(&[l], m, &[f]).expect("cutting F off from L");
+    cluster.sigcont(f);
+    let behind = f;
+    // The same session, reading from the replica behind only.
+    let options = ClientOptions {
+        total_timeout: Duration::from_secs(5),
+        ..ClientOptions::default()
+    };
+    let there = cluster.node_client(behind, options).session();
+    for (shard, revision) in session.floors("t") {
+        there.saw("t", shard, revision);
+    }
+    let read = there.get("t", "c", &b, Consistency::Stale).await;
+    match &read {
+        Ok(Some(d)) => assert_eq!(
+            (d.json.as_str(), d.version),
+            ("{\"v\":1}", 2),
+            "the session saw revision {} of b and read an older one: {d:?}",
+            seen.revision
+        ),
+        Ok(None) => panic!("the session saw b and read it absent"),
+        // Refused: this replica is behind the session (another would serve it).
+        Err(e) => progress(format!("the replica behind refused the read: {e}")),
+    }
+    cluster.heal().expect("healing");
+    wait_until(
+        Duration::from_secs(15),
+        "the replica caught up",
+        async || {
+            matches!(
+                there.get("t", "c", &b, Consistency::Stale).await,
+                Ok(Some(d)) if d.version == 2
+            )
+        },
+    )
+    .await;
+    committing.abort();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,6 +48,19 @@ impl Cluster {
         Ok(())
     }
 
+    /// What node `i` sends leaves at `kbit` kbit/s through a queue of up to 400 ms: a slow,
+    /// congested link (delay grows with the traffic).
+    pub fn slow_link(&mut self, i: usize, kbit: u32) -> Result<()> {
+        self.fabric()?.slow_link(i, kbit, 400)?;
+        self.nodes[i].note(&format!("sends at {kbit} kbit/s"));
+        Ok(())
+    }
+
+    /// How many packets node `i`'s slow link has held back so far.
+    pub fn held_back(&mut self, i: usize) -> Result<u64> {
+        self.fabric()?.held_back(i)
+    }
+
     /// Cuts `left` and `right` apart while `bridge` reaches both (a non-transitive partition).
     pub fn bridge(&mut self, left: &[usize], bridge: usize, right: &[usize]) -> Result<()> {
         self.fabric()?.bridge(left, bridge, right)?;
