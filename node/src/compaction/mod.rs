@@ -14,6 +14,7 @@
 
 pub mod purge;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,10 @@ use openraft::ServerState;
 
 use crate::host::{GroupHandle, Host};
 use crate::types::GroupId;
+
+/// How long a purge openraft deferred (a replication stream was reading the log) is left to
+/// it before it is asked for again.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(30);
 
 /// How often the groups are looked at (their written bytes and metrics: sleeping groups stay
 /// asleep, unless their log has something left to purge).
@@ -33,13 +38,19 @@ pub async fn run(host: Arc<Host>) {
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = host.stopping();
+    // The purge last asked of each group, and when: openraft defers a purge while the log is
+    // read for replication, and the same one is not asked again each second meanwhile.
+    let mut asked: HashMap<GroupId, (u64, Instant)> = HashMap::new();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stopping.changed() => return,
         }
         host.storage.held_reads().expire(std::time::Instant::now());
-        for (gid, group) in host.groups() {
+        let groups = host.groups();
+        // (Sorted by group.)
+        asked.retain(|gid, _| groups.binary_search_by_key(gid, |(g, _)| *g).is_ok());
+        for (gid, group) in groups {
             if group.sm.state().take_written_over(limit) {
                 tracing::debug!(
                     group = gid,
@@ -50,13 +61,19 @@ pub async fn run(host: Arc<Host>) {
                     tracing::warn!(group = gid, error = %e, "could not trigger a snapshot");
                 }
             }
-            compact(&host, gid, &group).await;
+            compact(&host, gid, &group, &mut asked).await;
         }
     }
 }
 
-/// Purges the log of group `gid` as far as [`purge`] allows.
-async fn compact(host: &Host, gid: GroupId, group: &GroupHandle) {
+/// Purges the log of group `gid` as far as [`purge`] allows, unless that purge was `asked`
+/// lately.
+async fn compact(
+    host: &Host,
+    gid: GroupId,
+    group: &GroupHandle,
+    asked: &mut HashMap<GroupId, (u64, Instant)>,
+) {
     let m = group.metrics();
     let sends = host.peers().snapshot_sends();
     let now = Instant::now();
@@ -85,9 +102,17 @@ async fn compact(host: &Host, gid: GroupId, group: &GroupHandle) {
         host.config.log_to_keep(),
         holds,
     );
-    if let Some(upto) = upto
-        && let Err(e) = group.raft.trigger().purge_log(upto).await
+    let Some(upto) = upto else { return };
+    if asked
+        .get(&gid)
+        .is_some_and(|&(last, at)| last == upto && now.duration_since(at) < ASK_AGAIN_AFTER)
     {
-        tracing::warn!(group = gid, error = %e, "could not purge the log");
+        return;
+    }
+    match group.raft.trigger().purge_log(upto).await {
+        Ok(()) => {
+            asked.insert(gid, (upto, now));
+        }
+        Err(e) => tracing::warn!(group = gid, error = %e, "could not purge the log"),
     }
 }

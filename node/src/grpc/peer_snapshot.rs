@@ -17,7 +17,7 @@ use tonic::Status;
 use super::peer_checks::check_snapshot_meta;
 use crate::codec::decode;
 use crate::consensus::{SnapshotMeta, Vote};
-use crate::snapshot_file::SnapshotFile;
+use crate::snapshot_file::{SnapshotFile, SnapshotWriter};
 use crate::store::Storage;
 use crate::types::GroupId;
 
@@ -51,10 +51,8 @@ where
     let (vote, meta): (Vote, SnapshotMeta) =
         decode(&first.header).map_err(|e| malformed(format!("snapshot header: {e}")))?;
     check_snapshot_meta(&meta)?;
-    let unwritable =
-        |e: std::io::Error| Status::unavailable(format!("the snapshot could not be written: {e}"));
-    let mut out = storage.new_snapshot_file(gid).map_err(unwritable)?;
-    out.write_all(&first.data).map_err(unwritable)?;
+    let out = storage.new_snapshot_file(gid).map_err(unwritable)?;
+    let mut out = written(out, first.data).await?;
     while let Some(chunk) = rest.next().await {
         let chunk = chunk?;
         if (chunk.group_id, chunk.to_node_id, chunk.from_node_id)
@@ -64,7 +62,7 @@ where
                 "snapshot chunks of different groups or nodes".into(),
             ));
         }
-        out.write_all(&chunk.data).map_err(unwritable)?;
+        out = written(out, chunk.data).await?;
     }
     if let Some(sent) = first.checksum {
         check_arrived_whole(gid, sent, out.checksum(), out.len())?;
@@ -79,6 +77,18 @@ where
     .await
     .map_err(|e| Status::internal(e.to_string()))??;
     Ok(Received { vote, meta, file })
+}
+
+fn unwritable(e: std::io::Error) -> Status {
+    Status::unavailable(format!("the snapshot could not be written: {e}"))
+}
+
+/// `out` once `data` is written to it, off the async runtime (a write may wait on the disk).
+async fn written(mut out: SnapshotWriter, data: Vec<u8>) -> Result<SnapshotWriter, Status> {
+    tokio::task::spawn_blocking(move || out.write_all(&data).map(|()| out))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(unwritable)
 }
 
 /// Refuses snapshot data of group `gid` whose checksum (`computed`, over `bytes` bytes) is not
