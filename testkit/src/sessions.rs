@@ -22,6 +22,10 @@ pub struct Observation {
     pub session: u32,
     pub key: String,
     pub seen: Seen,
+    /// For a read: the floor it carried for the document's shard (what the session sent the
+    /// replica), when known. A violation with a floor at or past what the session saw is the
+    /// replica's; one below it, the session's.
+    pub floor_sent: Option<u64>,
 }
 
 /// Every session's observations, shared by the workers.
@@ -30,6 +34,11 @@ pub struct SessionLog(Arc<Mutex<Vec<Observation>>>);
 
 impl SessionLog {
     pub fn record(&self, session: u32, key: &str, seen: Seen) {
+        self.record_with_floor(session, key, seen, None);
+    }
+
+    /// [`SessionLog::record`] of a read that carried `floor_sent` for the document's shard.
+    pub fn record_with_floor(&self, session: u32, key: &str, seen: Seen, floor_sent: Option<u64>) {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -37,6 +46,7 @@ impl SessionLog {
                 session,
                 key: key.to_string(),
                 seen,
+                floor_sent,
             });
     }
 
@@ -48,13 +58,17 @@ impl SessionLog {
 /// Checks that no session read a document older than it had seen (see the module notes).
 /// Returns a summary, or the violations.
 pub fn check(observations: &[Observation]) -> Result<String, Vec<String>> {
-    let mut highest: HashMap<(u32, &str), u64> = HashMap::new();
+    // Per session and key: the highest revision seen, and what showed it.
+    let mut highest: HashMap<(u32, &str), (u64, Option<Seen>)> = HashMap::new();
     let mut violations = Vec::new();
     let (mut stale, mut reads) = (0, 0);
     for o in observations {
-        let floor = highest.entry((o.session, o.key.as_str())).or_default();
+        let (floor, by) = highest.entry((o.session, o.key.as_str())).or_default();
         match o.seen {
-            Seen::Wrote { revision } => *floor = (*floor).max(revision),
+            Seen::Wrote { revision } if revision > *floor => {
+                (*floor, *by) = (revision, Some(o.seen))
+            }
+            Seen::Wrote { .. } => {}
             Seen::Read {
                 revision,
                 stale: is_stale,
@@ -64,14 +78,19 @@ pub fn check(observations: &[Observation]) -> Result<String, Vec<String>> {
                 if revision < *floor {
                     violations.push(format!(
                         "session {} read {} at revision {revision} after seeing revision {} \
-                         ({} read)",
+                         ({} read carrying the floor {}; the revision was seen as {:?})",
                         o.session,
                         o.key,
                         *floor,
-                        if is_stale { "a stale" } else { "a consistent" }
+                        if is_stale { "a stale" } else { "a consistent" },
+                        o.floor_sent
+                            .map_or_else(|| "unknown".to_string(), |f| f.to_string()),
+                        by.unwrap_or(o.seen),
                     ));
                 }
-                *floor = (*floor).max(revision);
+                if revision > *floor {
+                    (*floor, *by) = (revision, Some(o.seen));
+                }
             }
         }
     }
@@ -93,6 +112,7 @@ mod tests {
             session,
             key: key.into(),
             seen,
+            floor_sent: None,
         }
     }
 

@@ -312,6 +312,7 @@ impl Worker {
     /// A stale read through the session, recorded in the session log only.
     async fn stale_read(&mut self, session: &Session, key: &str) {
         let w = &self.workload;
+        let floors = session.floors(&w.database);
         let read = session
             .get(&w.database, &w.collection, key, Consistency::Stale)
             .await;
@@ -320,7 +321,16 @@ impl Worker {
                 revision: doc.revision,
                 stale: true,
             };
-            self.shared.sessions.record(self.session, key, seen);
+            let sent = floors
+                .iter()
+                .find(|(s, _)| *s == doc.shard)
+                .map(|(_, f)| *f);
+            self.shared.sessions.record_with_floor(
+                self.session,
+                key,
+                seen,
+                Some(sent.unwrap_or(0)),
+            );
         }
     }
 

@@ -115,8 +115,9 @@ impl Worker {
         let answer: Result<(Vec<Document>, bool), _> = if query {
             let matching = Field::new("/w").map(|f| f.ge(0));
             match matching {
+                // In the session, as its lists and gets: the checker holds every read of the
+                // session to what it saw before.
                 Ok(predicate) => session
-                    .client()
                     .query(&w.database, &w.collection)
                     .filter(&predicate)
                     .consistency(w.reads)
