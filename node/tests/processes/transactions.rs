@@ -605,12 +605,11 @@ async fn a_session_never_reads_before_a_committed_transaction_it_saw() {
     cluster.create_database("t", Some(3), Some(4)).await;
     let client = cluster.client();
     let (a, b) = ids_on_two_shards(&client, "t").await;
-    let b_shard = client
-        .get("t", "c", &b, Consistency::Linearizable)
-        .await
-        .expect("get b")
-        .expect("b")
-        .shard;
+    let shard_of = async |id: &str| {
+        let doc = client.get("t", "c", id, Consistency::Linearizable).await;
+        doc.expect("a read").expect("the document").shard
+    };
+    let b_shard = shard_of(&b).await;
     let txn = client
         .begin("t", Some(Duration::from_secs(15)))
         .await
@@ -622,12 +621,7 @@ async fn a_session_never_reads_before_a_committed_transaction_it_saw() {
     // Three roles: L leads b's shard, M the primary shard (a's, which holds the record) and
     // F, a follower of both, falls behind on b's shard: frozen while b's intent is resolved,
     // then cut off from L only (it still reaches M, and the record).
-    let a_shard = client
-        .get("t", "c", &a, Consistency::Linearizable)
-        .await
-        .expect("get a")
-        .expect("a")
-        .shard;
+    let a_shard = shard_of(&a).await;
     let leader_of = async |shard: u32| {
         let what = format!("shard {shard} has a leader");
         wait::wait_for(Duration::from_secs(10), &what, async || {
